@@ -1,0 +1,497 @@
+//! The command line (DESIGN §7). Thin: parse, load config, call into the library.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, Secret};
+use crate::ingest::auth;
+use crate::segment::split_body;
+use crate::store::{self, StoreReader, StoredMessage};
+
+const DEFAULT_CONFIG: &str = "tracklayer.toml";
+const DEFAULT_DB: &str = "tracklayer.db";
+const LOCAL_SECRET_KEY: &str = "secret.development";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracklayer",
+    version,
+    about = "Segment destination: canonical server-side events, routed downstream"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+struct ConfigArg {
+    /// Config file. Without one (and no ./tracklayer.toml) TrackLayer runs on its embedded
+    /// default: loopback only, ./tracklayer.db, a `development` environment.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline headless: the ingest endpoint and storage (logs to stderr).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Override server.listen (e.g. 127.0.0.1:0 for a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Sign and POST a message or batch as Segment would; print the reply.
+    Send {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Environment whose secret signs the request.
+        #[arg(long)]
+        env: String,
+        /// Where to post (default: http://<server.listen>/segment/events).
+        #[arg(long)]
+        url: Option<String>,
+        /// Signature scheme: TrackLayer's timestamped SHA-256, or Segment's X-Signature (SHA-1).
+        #[arg(long, value_enum, default_value_t = Scheme::Tracklayer)]
+        scheme: Scheme,
+        /// JSON file with one message, an array, or {"batch": [...]}; `-` reads stdin.
+        file: String,
+    },
+    /// Show what is stored for a messageId (or a request id).
+    Inspect {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config; precise errors, exit 1 on failure.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write a commented example config.
+    Init {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Scheme {
+    Tracklayer,
+    Segment,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let level = std::env::var("TRACKLAYER_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        None => serve(ConfigArg { config: None }, None),
+        Some(Command::Serve { config, listen }) => serve(config, listen),
+        Some(Command::Send {
+            config,
+            env,
+            url,
+            scheme,
+            file,
+        }) => send(config, &env, url, scheme, &file),
+        Some(Command::Inspect { config, id, json }) => inspect(config, &id, json),
+        Some(Command::Check { config }) => check(config),
+        Some(Command::Init { path, force }) => init(&path, force),
+    }
+}
+
+/// The config to use: the named file, ./tracklayer.toml, or the embedded default.
+enum Loaded {
+    File(Config),
+    Embedded { config: Config, new_secret: bool },
+}
+
+impl Loaded {
+    fn config(&self) -> &Config {
+        match self {
+            Loaded::File(c) | Loaded::Embedded { config: c, .. } => c,
+        }
+    }
+}
+
+fn load_config(arg: &ConfigArg, create_default: bool) -> Result<Loaded> {
+    if let Some(path) = &arg.config {
+        return Ok(Loaded::File(Config::load(path)?));
+    }
+    let default = Path::new(DEFAULT_CONFIG);
+    if default.exists() {
+        return Ok(Loaded::File(Config::load(default)?));
+    }
+    let db = PathBuf::from(DEFAULT_DB);
+    let (secret, new_secret) = if create_default {
+        store::local_secret(&db, LOCAL_SECRET_KEY)?
+    } else {
+        let secret = store::read_local_secret(&db, LOCAL_SECRET_KEY)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                anyhow!(
+                    "no {DEFAULT_CONFIG} and no embedded default in ./{DEFAULT_DB}: run `tracklayer serve` first, or pass --config"
+                )
+            })?;
+        (secret, false)
+    };
+    Ok(Loaded::Embedded {
+        config: config::embedded_default(db, Secret::new(secret)),
+        new_secret,
+    })
+}
+
+fn serve(arg: ConfigArg, listen: Option<std::net::SocketAddr>) -> Result<ExitCode> {
+    let loaded = load_config(&arg, true)?;
+    let mut config = loaded.config().clone();
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        print_banner(&loaded, addr);
+        crate::run(config, listener, shutdown_signal()).await?;
+        tracing::info!("stopped; every acknowledged request is committed");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_banner(loaded: &Loaded, addr: std::net::SocketAddr) {
+    let config = loaded.config();
+    // Written to stderr like the logs, so stdout stays clean for scripts.
+    eprintln!("TrackLayer listening on http://{addr}/segment/events");
+    eprintln!("  database     {}", config.storage.path.display());
+    eprintln!("  account      {}", config.workspace.account);
+    let names: Vec<&str> = config
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    eprintln!("  environments {}", names.join(", "));
+    if let Loaded::Embedded { config, new_secret } = loaded {
+        eprintln!("  (embedded default: no {DEFAULT_CONFIG}; `tracklayer init` writes one)");
+        let secret = config.environments[0].secret.expose();
+        if *new_secret {
+            eprintln!("  secret       {secret}");
+            eprintln!("               shown once; it is kept in {DEFAULT_DB}, where `tracklayer send --env development` finds it");
+        } else {
+            eprintln!("  secret       kept in {DEFAULT_DB} (shown when it was created)");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: finishing queued writes");
+}
+
+/// Headers that sign `body` for `environment` as Segment (or TrackLayer's scheme) would.
+pub fn signed_headers(
+    account: &str,
+    environment: &str,
+    secret: &Secret,
+    body: &[u8],
+    segment_scheme: bool,
+) -> Result<Vec<(&'static str, String)>> {
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        (auth::HEADER_ACCOUNT, account.to_string()),
+        (auth::HEADER_ENVIRONMENT, environment.to_string()),
+    ];
+    if segment_scheme {
+        // Segment signs element 0 of a batch, the whole body otherwise.
+        let bytes = bytes::Bytes::copy_from_slice(body);
+        let split = split_body(&bytes).map_err(|e| anyhow!("{e}"))?;
+        let signed: &[u8] = if split.shape == crate::segment::BodyShape::Array {
+            &split.messages[0]
+        } else {
+            body
+        };
+        headers.push((
+            auth::HEADER_SEGMENT_SIGNATURE,
+            auth::sign_segment(secret, signed),
+        ));
+    } else {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let signature = auth::sign_tracklayer(secret, &timestamp, body);
+        headers.push((auth::HEADER_TIMESTAMP, timestamp));
+        headers.push((auth::HEADER_SIGNATURE, signature));
+    }
+    Ok(headers)
+}
+
+fn send(
+    arg: ConfigArg,
+    env: &str,
+    url: Option<String>,
+    scheme: Scheme,
+    file: &str,
+) -> Result<ExitCode> {
+    let loaded = load_config(&arg, false)?;
+    let config = loaded.config();
+    let environment = config.environment(env).ok_or_else(|| {
+        let names: Vec<&str> = config
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        anyhow!(
+            "unknown environment `{env}`; configured: {}",
+            names.join(", ")
+        )
+    })?;
+    let body = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading stdin")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
+    let headers = signed_headers(
+        &config.workspace.account,
+        env,
+        &environment.secret,
+        &body,
+        scheme == Scheme::Segment,
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, reply) = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .user_agent(concat!("tracklayer-send/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut request = client.post(&url).body(body);
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok::<_, anyhow::Error>((status, text))
+    })?;
+    println!("HTTP {status}");
+    match serde_json::from_str::<serde_json::Value>(&reply) {
+        Ok(json) => println!("{}", serde_json::to_string_pretty(&json)?),
+        Err(_) => println!("{reply}"),
+    }
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn raw_json(message: &StoredMessage) -> serde_json::Value {
+    serde_json::from_slice(&message.raw).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&message.raw).into_owned())
+    })
+}
+
+fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
+    let loaded = load_config(&arg, false)?;
+    let reader = StoreReader::open(&loaded.config().storage.path)?;
+    let mut arrivals = reader.messages_by_message_id(id)?;
+    let mut request = None;
+    if arrivals.is_empty() {
+        request = reader.request(id)?;
+        if request.is_some() {
+            arrivals = reader.messages_of_request(id)?;
+        }
+    }
+    if arrivals.is_empty() && request.is_none() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "message_id": id, "status": "not_found" })
+            );
+        } else {
+            println!("nothing stored for `{id}` (neither a messageId nor a request id)");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+
+    if json {
+        let first = &arrivals[0];
+        let out = serde_json::json!({
+            "message_id": first.message_id,
+            "type": first.message_type,
+            "event": first.event,
+            "status": first.status,
+            "reason": first.reason,
+            "environment": first.environment,
+            "received_at": format_ms(first.received_at_ms),
+            "request_id": first.request_id,
+            "raw": raw_json(first),
+            "arrivals": arrivals.iter().map(|m| serde_json::json!({
+                "message_id": m.message_id,
+                "status": m.status,
+                "reason": m.reason,
+                "received_at": format_ms(m.received_at_ms),
+                "request_id": m.request_id,
+                "position": m.position,
+                "raw_sha256": m.raw_sha256,
+                "raw": raw_json(m),
+            })).collect::<Vec<_>>(),
+            "request": request,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if let Some(request) = &request {
+        println!(
+            "request {}  {}  {} via {}  {} bytes, {} message(s)",
+            request.request_id,
+            format_ms(request.received_at_ms),
+            request.path,
+            request.auth_scheme,
+            request.body_bytes,
+            request.message_count
+        );
+    }
+    for (i, message) in arrivals.iter().enumerate() {
+        println!(
+            "\n#{} {}  {}  env={}  type={}  event={}  messageId={}",
+            i + 1,
+            message.status.to_uppercase(),
+            format_ms(message.received_at_ms),
+            message.environment,
+            message.message_type.as_deref().unwrap_or("?"),
+            message.event.as_deref().unwrap_or("-"),
+            message.message_id.as_deref().unwrap_or("(none)"),
+        );
+        println!(
+            "   request {} position {}  sha256 {}",
+            message.request_id, message.position, message.raw_sha256
+        );
+        if let Some(reason) = &message.reason {
+            println!("   reason: {reason}");
+        }
+        if message.status != "duplicate" || message.duplicate_of.is_none() || request.is_some() {
+            println!(
+                "{}",
+                indent(&serde_json::to_string_pretty(&raw_json(message))?)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("   {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check(arg: ConfigArg) -> Result<ExitCode> {
+    let path = arg.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match Config::load(&path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} environment(s), {} destination(s), database {})",
+                path.display(),
+                config.environments.len(),
+                config.destinations.len(),
+                config.storage.path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn init(path: &Path, force: bool) -> Result<ExitCode> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            path.display()
+        );
+    }
+    std::fs::write(path, config::EXAMPLE_CONFIG)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "wrote {}; set the secrets it names (env:...) and run `tracklayer check --config {}`",
+        path.display(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

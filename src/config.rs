@@ -1,0 +1,616 @@
+//! `tracklayer.toml`: the model, loading (with `env:VAR` secrets) and validation.
+//!
+//! Validation names the exact key and the reason, because `tracklayer check` is what an engineer
+//! runs right before a deploy and "invalid config" alone is useless at 3 a.m.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Segment limits a `/batch` request to 500 KB, but Webhooks (Actions) batches can be far larger
+/// (up to 4000 events); 4 MiB covers a recommended `batch_size` of 500 with room to spare.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// ±5 minutes, as Standard Webhooks, Svix and Stripe use.
+pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
+/// Above Segment's 4 h retry window with a wide margin (DESIGN §1).
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 48;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret that never shows up in logs, `Debug` output or error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The file as written: secrets still as `env:VAR` references.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    workspace: RawWorkspace,
+    #[serde(default)]
+    environments: Vec<RawEnvironment>,
+    #[serde(default)]
+    mapping: Option<toml::Value>,
+    #[serde(default)]
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    timestamp_tolerance_secs: Option<u64>,
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<PathBuf>,
+    dedup_window_hours: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    account: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: String,
+    secret: String,
+    previous_secret: Option<String>,
+    write_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDestination {
+    name: String,
+    kind: String,
+    endpoint: Option<String>,
+    #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
+    consent: Vec<String>,
+    retry_schedule: Option<Vec<u64>>,
+    /// Kind-specific keys (`pixel_id`, `access_token`, …) are kept for the destination adapters.
+    #[serde(flatten)]
+    settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub workspace: WorkspaceConfig,
+    pub environments: Vec<EnvironmentConfig>,
+    pub mapping: Option<toml::Value>,
+    pub destinations: Vec<DestinationConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub timestamp_tolerance_secs: u64,
+    /// How many ingest requests may wait for the writer before TrackLayer answers 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub dedup_window_hours: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkspaceConfig {
+    pub account: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    pub name: String,
+    pub secret: Secret,
+    pub previous_secret: Option<Secret>,
+    /// Basic-auth write key for the Segment HTTP Tracking API paths (`/v1/*`); those paths are
+    /// closed for an environment without one.
+    pub write_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    pub endpoint: Option<String>,
+    pub environments: Vec<String>,
+    pub consent: Vec<String>,
+    pub retry_schedule: Vec<u64>,
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationKind {
+    MetaCapi,
+    GoogleAds,
+    Klaviyo,
+    Tiktok,
+    Warehouse,
+    Webhook,
+}
+
+impl DestinationKind {
+    pub const ALL: [(&'static str, DestinationKind); 6] = [
+        ("meta_capi", DestinationKind::MetaCapi),
+        ("google_ads", DestinationKind::GoogleAds),
+        ("klaviyo", DestinationKind::Klaviyo),
+        ("tiktok", DestinationKind::Tiktok),
+        ("warehouse", DestinationKind::Warehouse),
+        ("webhook", DestinationKind::Webhook),
+    ];
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, kind)| *kind)
+    }
+}
+
+/// Default retry schedule (DESIGN §7): seconds before attempt 2, 3, …
+pub const DEFAULT_RETRY_SCHEDULE: [u64; 6] = [5, 30, 300, 1800, 7200, 14400];
+
+impl Config {
+    /// Load and validate a config file, resolving `env:VAR` secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse config text; `lookup_env` resolves `env:VAR` references (injected for tests).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative storage paths are relative to the config file, so `--config /etc/x.toml`
+        // does not depend on the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate(raw, base, lookup_env)
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+}
+
+fn resolve_secret(
+    key: &str,
+    value: &str,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    let resolved = match value.strip_prefix("env:") {
+        Some(var) => {
+            if var.is_empty() {
+                return Err(invalid(key, "`env:` must be followed by a variable name"));
+            }
+            lookup_env(var)
+                .ok_or_else(|| invalid(key, format!("environment variable {var} is not set")))?
+        }
+        None => value.to_string(),
+    };
+    if resolved.trim().is_empty() {
+        return Err(invalid(key, "secret is empty"));
+    }
+    if resolved.len() < 16 {
+        return Err(invalid(
+            key,
+            format!(
+                "secret is {} characters; use at least 16 random characters",
+                resolved.len()
+            ),
+        ));
+    }
+    Ok(Secret(resolved))
+}
+
+fn validate(
+    raw: RawConfig,
+    base: &Path,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("`{listen_text}` is not an address such as 127.0.0.1:8787"),
+        )
+    })?;
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        return Err(invalid(
+            "server.max_body_bytes",
+            "must be at least 1024 bytes",
+        ));
+    }
+    let queue_capacity = raw.server.queue_capacity.unwrap_or(4096);
+    if queue_capacity == 0 {
+        return Err(invalid("server.queue_capacity", "must be at least 1"));
+    }
+
+    let storage_path = raw
+        .storage
+        .path
+        .unwrap_or_else(|| PathBuf::from("tracklayer.db"));
+    let storage_path = if storage_path.is_absolute() {
+        storage_path
+    } else {
+        base.join(storage_path)
+    };
+    let dedup_window_hours = raw
+        .storage
+        .dedup_window_hours
+        .unwrap_or(DEFAULT_DEDUP_WINDOW_HOURS);
+    if dedup_window_hours < 5 {
+        return Err(invalid(
+            "storage.dedup_window_hours",
+            "must be at least 5: Segment retries for 4 hours and reuses messageIds",
+        ));
+    }
+
+    let account = raw.workspace.account.trim().to_string();
+    if account.is_empty() {
+        return Err(invalid("workspace.account", "must not be empty"));
+    }
+
+    if raw.environments.is_empty() {
+        return Err(invalid(
+            "environments",
+            "at least one [[environments]] entry with a name and a secret is required",
+        ));
+    }
+    let mut environments = Vec::with_capacity(raw.environments.len());
+    for (i, env) in raw.environments.into_iter().enumerate() {
+        let key = format!("environments[{i}]");
+        let name = env.name.trim().to_string();
+        if name.is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if environments
+            .iter()
+            .any(|e: &EnvironmentConfig| e.name == name)
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("environment `{name}` is defined twice"),
+            ));
+        }
+        let secret = resolve_secret(&format!("{key}.secret"), &env.secret, lookup_env)?;
+        let previous_secret = env
+            .previous_secret
+            .as_deref()
+            .map(|s| resolve_secret(&format!("{key}.previous_secret"), s, lookup_env))
+            .transpose()?;
+        let write_key = env
+            .write_key
+            .as_deref()
+            .map(|s| resolve_secret(&format!("{key}.write_key"), s, lookup_env))
+            .transpose()?;
+        environments.push(EnvironmentConfig {
+            name,
+            secret,
+            previous_secret,
+            write_key,
+        });
+    }
+
+    let mut destinations = Vec::with_capacity(raw.destinations.len());
+    for (i, dest) in raw.destinations.into_iter().enumerate() {
+        let key = format!("destinations[{i}]");
+        if dest.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if destinations
+            .iter()
+            .any(|d: &DestinationConfig| d.name == dest.name)
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("destination `{}` is defined twice", dest.name),
+            ));
+        }
+        let kind = DestinationKind::parse(&dest.kind).ok_or_else(|| {
+            let known: Vec<&str> = DestinationKind::ALL.iter().map(|(n, _)| *n).collect();
+            invalid(
+                format!("{key}.kind"),
+                format!(
+                    "`{}` is not a destination kind; expected one of {}",
+                    dest.kind,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        for env in &dest.environments {
+            if !environments.iter().any(|e| &e.name == env) {
+                return Err(invalid(
+                    format!("{key}.environments"),
+                    format!("`{env}` is not a configured environment"),
+                ));
+            }
+        }
+        let retry_schedule = dest
+            .retry_schedule
+            .unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.to_vec());
+        destinations.push(DestinationConfig {
+            name: dest.name,
+            kind,
+            endpoint: dest.endpoint,
+            environments: dest.environments,
+            consent: dest.consent,
+            retry_schedule,
+            settings: dest.settings,
+        });
+    }
+
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            max_body_bytes,
+            timestamp_tolerance_secs: raw
+                .server
+                .timestamp_tolerance_secs
+                .unwrap_or(DEFAULT_TIMESTAMP_TOLERANCE_SECS),
+            queue_capacity,
+        },
+        storage: StorageConfig {
+            path: storage_path,
+            dedup_window_hours,
+        },
+        workspace: WorkspaceConfig { account },
+        environments,
+        mapping: raw.mapping,
+        destinations,
+    })
+}
+
+/// The embedded default: loopback only, SQLite in the working folder, one `development`
+/// environment whose secret (and write key) come from the local database.
+pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Config {
+    Config {
+        server: ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
+            queue_capacity: 4096,
+        },
+        storage: StorageConfig {
+            path: storage_path,
+            dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
+        },
+        workspace: WorkspaceConfig {
+            account: EMBEDDED_ACCOUNT.to_string(),
+        },
+        environments: vec![EnvironmentConfig {
+            name: EMBEDDED_ENVIRONMENT.to_string(),
+            write_key: Some(development_secret.clone()),
+            secret: development_secret,
+            previous_secret: None,
+        }],
+        mapping: None,
+        destinations: Vec::new(),
+    }
+}
+
+pub const EMBEDDED_ACCOUNT: &str = "acct_local";
+pub const EMBEDDED_ENVIRONMENT: &str = "development";
+
+/// What `tracklayer init` writes: every key documented, secrets read from the environment.
+pub const EXAMPLE_CONFIG: &str = include_str!("../tracklayer.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn parse(
+        text: &str,
+        vars: &'static [(&'static str, &'static str)],
+    ) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("/etc/tracklayer/tracklayer.toml"),
+            &env_with(vars),
+        )
+    }
+
+    const MINIMUM: &str = r#"
+[server]
+listen = "127.0.0.1:8787"
+
+[storage]
+path = "tracklayer.db"
+
+[workspace]
+account = "acct_live_123"
+
+[[environments]]
+name = "production"
+secret = "env:TRACKLAYER_SECRET_PRODUCTION"
+
+[mapping]
+version = 1
+[[mapping.events]]
+segment = "Order Completed"
+canonical = "purchase"
+
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "http://127.0.0.1:9101"
+environments = ["production"]
+consent = ["Advertising"]
+retry_schedule = [5, 30, 300, 1800, 7200, 14400]
+pixel_id = "123"
+"#;
+
+    #[test]
+    fn accepts_the_design_minimum() {
+        let config = parse(
+            MINIMUM,
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
+        )
+        .expect("minimum config parses");
+        assert_eq!(config.workspace.account, "acct_live_123");
+        assert_eq!(
+            config.environments[0].secret.expose(),
+            "0123456789abcdef0123"
+        );
+        assert_eq!(
+            config.storage.path,
+            PathBuf::from("/etc/tracklayer/tracklayer.db")
+        );
+        assert_eq!(config.destinations[0].kind, DestinationKind::MetaCapi);
+        assert!(config.destinations[0].settings.contains_key("pixel_id"));
+    }
+
+    #[test]
+    fn names_the_missing_environment_variable() {
+        let err = parse(MINIMUM, &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environments[0].secret: environment variable TRACKLAYER_SECRET_PRODUCTION is not set"
+        );
+    }
+
+    #[test]
+    fn names_unknown_destination_kind_and_environment() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let err = parse(&MINIMUM.replace("meta_capi", "facebook"), vars)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("destinations[0].kind: `facebook` is not a destination kind"),
+            "{err}"
+        );
+        let err = parse(
+            &MINIMUM.replace(
+                "environments = [\"production\"]",
+                "environments = [\"prod\"]",
+            ),
+            vars,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "destinations[0].environments: `prod` is not a configured environment"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_with_their_line() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let err = parse(&MINIMUM.replace("listen =", "listn ="), vars)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `listn`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn rejects_short_secrets_and_bad_listen() {
+        let err = parse(MINIMUM, &[("TRACKLAYER_SECRET_PRODUCTION", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environments[0].secret: secret is 5 characters"),
+            "{err}"
+        );
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let err = parse(&MINIMUM.replace("127.0.0.1:8787", "localhost"), vars)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("server.listen: `localhost` is not an address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let config = Config::parse(EXAMPLE_CONFIG, Path::new("tracklayer.toml"), &|_| {
+            Some("an-example-secret-of-some-length".to_string())
+        })
+        .expect("example config is valid");
+        assert!(!config.environments.is_empty());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = parse(
+            MINIMUM,
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+    }
+}

@@ -1,0 +1,506 @@
+//! Request handling: authenticate from headers, read the body within the limit, verify the
+//! signature over the raw bytes, split and validate messages, and answer only after the commit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::auth::{self, AuthError};
+use super::IngestState;
+use crate::config::EnvironmentConfig;
+use crate::segment::{split_body, validate_message, MessageType, SplitBody};
+use crate::store::{
+    now_ms, IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, WriteError,
+};
+
+/// The reply to an accepted request. Segment only reads the status; `tracklayer send` and
+/// engineers with curl read the rest.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct IngestReply {
+    pub success: bool,
+    pub request_id: String,
+    pub environment: String,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    /// Only the messages that were not plainly accepted, so a 1000-event batch stays small.
+    pub problems: Vec<MessageProblem>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MessageProblem {
+    pub index: usize,
+    #[serde(rename = "messageId")]
+    pub message_id: Option<String>,
+    pub status: String,
+    pub reason: String,
+}
+
+/// A refusal: status, the `{"message": ...}` text, and what to record about it.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        Refusal::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What is known of a request before its body is trusted; enough to record a refusal.
+struct RequestMeta {
+    received_at_ms: i64,
+    path: String,
+    remote_addr: Option<String>,
+    user_agent: Option<String>,
+    account_header: Option<String>,
+    environment_header: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<u64>,
+}
+
+impl RequestMeta {
+    fn of(headers: &HeaderMap, path: &str, remote: Option<SocketAddr>) -> RequestMeta {
+        let short = |name: &str| header_str(headers, name).map(auth::truncate_for_display);
+        RequestMeta {
+            received_at_ms: now_ms(),
+            path: path.to_string(),
+            remote_addr: remote.map(|a| a.to_string()),
+            user_agent: short(header::USER_AGENT.as_str()),
+            account_header: short(auth::HEADER_ACCOUNT),
+            environment_header: short(auth::HEADER_ENVIRONMENT),
+            content_type: short(header::CONTENT_TYPE.as_str()),
+            content_length: header_str(headers, header::CONTENT_LENGTH.as_str())
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn refuse(&self, state: &IngestState, refusal: Refusal, body_bytes: Option<u64>) -> Response {
+        tracing::info!(
+            path = %self.path,
+            status = refusal.status.as_u16(),
+            reason = %refusal.message,
+            "request refused"
+        );
+        state.writer.record_rejection(RejectedRequest {
+            received_at_ms: self.received_at_ms,
+            path: self.path.clone(),
+            remote_addr: self.remote_addr.clone(),
+            user_agent: self.user_agent.clone(),
+            account_header: self.account_header.clone(),
+            environment_header: self.environment_header.clone(),
+            content_type: self.content_type.clone(),
+            body_bytes: body_bytes.or(self.content_length),
+            status_code: refusal.status.as_u16(),
+            reason_code: refusal.code,
+            reason: refusal.message.clone(),
+        });
+        refusal.into_response()
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
+    let value = header_str(headers, header::CONTENT_TYPE.as_str());
+    let is_json = value
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            match value {
+                Some(v) => format!(
+                    "Content-Type must be application/json, got `{}`",
+                    auth::truncate_for_display(v)
+                ),
+                None => "missing Content-Type header; it must be application/json".to_string(),
+            },
+        ))
+    }
+}
+
+async fn read_body(body: Body, meta: &RequestMeta, limit: usize) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds the {limit}-byte limit; lower the webhook's batch_size"),
+        )
+    };
+    if meta.content_length.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+fn find_environment<'a>(
+    state: &'a IngestState,
+    headers: &HeaderMap,
+) -> Result<&'a EnvironmentConfig, AuthError> {
+    let account = header_str(headers, auth::HEADER_ACCOUNT)
+        .ok_or(AuthError::MissingHeader("X-TrackLayer-Account"))?;
+    if account != state.account {
+        return Err(AuthError::UnknownAccount(auth::truncate_for_display(
+            account,
+        )));
+    }
+    let name = header_str(headers, auth::HEADER_ENVIRONMENT)
+        .ok_or(AuthError::MissingHeader("X-TrackLayer-Environment"))?;
+    state
+        .environments
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| AuthError::UnknownEnvironment(auth::truncate_for_display(name)))
+}
+
+fn secrets_of(env: &EnvironmentConfig) -> Vec<&crate::config::Secret> {
+    std::iter::once(&env.secret)
+        .chain(env.previous_secret.as_ref())
+        .collect()
+}
+
+/// Verify the signature headers over the raw body. Returns the scheme used and, when the body
+/// had to be split to find Segment's signed element 0, the split (so it is not parsed twice).
+fn verify_signature(
+    state: &IngestState,
+    env: &EnvironmentConfig,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(&'static str, Option<SplitBody>), AuthError> {
+    let secrets = secrets_of(env);
+    if let Some(signature) = header_str(headers, auth::HEADER_SIGNATURE) {
+        let timestamp = header_str(headers, auth::HEADER_TIMESTAMP)
+            .ok_or(AuthError::MissingHeader("X-TrackLayer-Timestamp"))?;
+        let parsed = auth::parse_timestamp(timestamp)?;
+        auth::check_timestamp_window(parsed, chrono::Utc::now(), state.timestamp_tolerance_secs)?;
+        return if auth::verify_tracklayer(&secrets, timestamp, body, signature)? {
+            Ok(("tracklayer", None))
+        } else {
+            Err(AuthError::BadSignature(env.name.clone()))
+        };
+    }
+    if let Some(signature) = header_str(headers, auth::HEADER_SEGMENT_SIGNATURE) {
+        if auth::verify_segment(&secrets, body, signature) {
+            return Ok(("segment", None));
+        }
+        // A batch: Segment signs only the raw bytes of element 0.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            if let Ok(split) = split_body(body) {
+                if auth::verify_segment(&secrets, &split.messages[0], signature) {
+                    return Ok(("segment", Some(split)));
+                }
+            }
+            return Err(AuthError::BadSegmentSignature {
+                environment: env.name.clone(),
+                signed: "element 0 of the batch",
+            });
+        }
+        return Err(AuthError::BadSegmentSignature {
+            environment: env.name.clone(),
+            signed: "the raw body",
+        });
+    }
+    Err(AuthError::MissingHeader(
+        "X-TrackLayer-Signature (with X-TrackLayer-Timestamp) or Segment's X-Signature",
+    ))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `POST /segment/events`: Segment's webhook destinations.
+pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let remote = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = RequestMeta::of(&parts.headers, parts.uri.path(), remote);
+
+    let env = match find_environment(&state, &parts.headers) {
+        Ok(env) => env,
+        Err(e) => return meta.refuse(&state, e.into(), None),
+    };
+    if let Err(refusal) = check_content_type(&parts.headers) {
+        return meta.refuse(&state, refusal, None);
+    }
+    let body = match read_body(body, &meta, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return meta.refuse(&state, refusal, None),
+    };
+    let (scheme, split) = match verify_signature(&state, env, &parts.headers, &body) {
+        Ok(verified) => verified,
+        Err(e) => return meta.refuse(&state, e.into(), Some(body.len() as u64)),
+    };
+    let split = match split {
+        Some(split) => split,
+        None => match split_body(&body) {
+            Ok(split) => split,
+            Err(e) => {
+                let refusal = Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
+                return meta.refuse(&state, refusal, Some(body.len() as u64));
+            }
+        },
+    };
+    store_and_reply(&state, &meta, &env.name, scheme, split, body.len(), None).await
+}
+
+/// `POST /v1/{track|identify|page|screen|group|alias|batch}`: the Segment HTTP Tracking API, so
+/// SDKs (analytics-node, RudderStack's) can post directly with their write key.
+pub async fn tracking_api(
+    State(state): State<Arc<IngestState>>,
+    Path(call): Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let remote = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = RequestMeta::of(&parts.headers, parts.uri.path(), remote);
+
+    let implied_type = match call.as_str() {
+        "batch" | "import" => None,
+        other => match MessageType::parse(other) {
+            Some(t) => Some(t),
+            None => {
+                let refusal = Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "/v1/{} is not a Segment Tracking API path",
+                        auth::truncate_for_display(other)
+                    ),
+                );
+                return meta.refuse(&state, refusal, None);
+            }
+        },
+    };
+    let header_key = header_str(&parts.headers, header::AUTHORIZATION.as_str())
+        .and_then(auth::basic_auth_write_key);
+    if let Err(refusal) = check_content_type(&parts.headers) {
+        return meta.refuse(&state, refusal, None);
+    }
+    let body = match read_body(body, &meta, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return meta.refuse(&state, refusal, None),
+    };
+    let split = match split_body(&body) {
+        Ok(split) => split,
+        Err(e) => {
+            // Without a parsable body there is no writeKey to check; never say 400 to a
+            // request we cannot attribute.
+            let refusal: Refusal = match header_key {
+                None => AuthError::MissingWriteKey.into(),
+                Some(_) => Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+            };
+            return meta.refuse(&state, refusal, Some(body.len() as u64));
+        }
+    };
+    // Older SDKs put the write key in the body instead of Basic auth.
+    let Some(write_key) = header_key.or_else(|| split.write_key.clone()) else {
+        return meta.refuse(
+            &state,
+            AuthError::MissingWriteKey.into(),
+            Some(body.len() as u64),
+        );
+    };
+    let env = state.environments.iter().find(|env| {
+        env.write_key
+            .as_ref()
+            .is_some_and(|key| auth::keys_equal(key.expose(), &write_key))
+    });
+    let Some(env) = env else {
+        return meta.refuse(
+            &state,
+            AuthError::UnknownWriteKey.into(),
+            Some(body.len() as u64),
+        );
+    };
+    store_and_reply(
+        &state,
+        &meta,
+        &env.name,
+        "write_key",
+        split,
+        body.len(),
+        implied_type,
+    )
+    .await
+}
+
+fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
+    let seq = state.request_seq.fetch_add(1, Ordering::Relaxed);
+    format!("req_{received_at_ms:011x}{seq:08x}")
+}
+
+async fn store_and_reply(
+    state: &IngestState,
+    meta: &RequestMeta,
+    environment: &str,
+    auth_scheme: &'static str,
+    split: SplitBody,
+    body_bytes: usize,
+    implied_type: Option<MessageType>,
+) -> Response {
+    let request_id = next_request_id(state, meta.received_at_ms);
+    let messages: Vec<MessageRecord> = split
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(
+            |(position, raw)| match validate_message(&raw, implied_type) {
+                Ok(valid) => MessageRecord {
+                    position,
+                    message_id: Some(valid.message_id),
+                    message_type: Some(valid.message_type.as_str().to_string()),
+                    event: valid.event,
+                    user_id: valid.user_id,
+                    anonymous_id: valid.anonymous_id,
+                    raw,
+                    invalid_reason: None,
+                },
+                Err(invalid) => MessageRecord {
+                    position,
+                    message_id: invalid.message_id,
+                    message_type: invalid.message_type,
+                    event: invalid.event,
+                    user_id: None,
+                    anonymous_id: None,
+                    raw,
+                    invalid_reason: Some(invalid.reason),
+                },
+            },
+        )
+        .collect();
+
+    // Reasons and ids for the reply, taken before the records move to the writer.
+    let labels: Vec<(Option<String>, Option<String>)> = messages
+        .iter()
+        .map(|m| (m.message_id.clone(), m.invalid_reason.clone()))
+        .collect();
+
+    let batch = IngestBatch {
+        receipt: RequestReceipt {
+            request_id: request_id.clone(),
+            received_at_ms: meta.received_at_ms,
+            environment: environment.to_string(),
+            path: meta.path.clone(),
+            remote_addr: meta.remote_addr.clone(),
+            user_agent: meta.user_agent.clone(),
+            auth_scheme,
+            body_shape: split.shape.as_str(),
+            body_bytes,
+        },
+        messages,
+        dedup_since_ms: meta.received_at_ms - state.dedup_window_ms,
+    };
+
+    let outcomes = match state.writer.ingest(batch).await {
+        Ok(outcomes) => outcomes,
+        Err(WriteError::QueueFull) => {
+            let mut refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "TrackLayer is catching up on writes; retry shortly",
+            );
+            refusal.retry_after = Some(1);
+            return refusal.into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, request_id, "could not store a request");
+            let mut refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_failed",
+                "TrackLayer could not store the request; it was not accepted, retry",
+            );
+            refusal.retry_after = Some(5);
+            return refusal.into_response();
+        }
+    };
+
+    let mut reply = IngestReply {
+        success: true,
+        request_id,
+        environment: environment.to_string(),
+        accepted: 0,
+        duplicates: 0,
+        invalid: 0,
+        problems: Vec::new(),
+    };
+    for (index, (outcome, (message_id, invalid_reason))) in outcomes.iter().zip(labels).enumerate()
+    {
+        match outcome {
+            MessageOutcome::Accepted { .. } => reply.accepted += 1,
+            MessageOutcome::Duplicate { same_payload, .. } => {
+                reply.duplicates += 1;
+                reply.problems.push(MessageProblem {
+                    index,
+                    message_id,
+                    status: "duplicate".into(),
+                    reason: if *same_payload {
+                        "messageId already accepted (Segment retry); stored as a duplicate".into()
+                    } else {
+                        "messageId already accepted with a different payload; stored as a duplicate"
+                            .into()
+                    },
+                });
+            }
+            MessageOutcome::Invalid { .. } => {
+                reply.invalid += 1;
+                reply.problems.push(MessageProblem {
+                    index,
+                    message_id,
+                    status: "invalid".into(),
+                    reason: invalid_reason.unwrap_or_default(),
+                });
+            }
+        }
+    }
+    (StatusCode::OK, Json(reply)).into_response()
+}

@@ -1,0 +1,8 @@
+//! Segment's message model: splitting a request body into messages (keeping each message's exact
+//! bytes) and validating each message against the Segment Spec.
+
+mod body;
+mod message;
+
+pub use body::{split_body, BodyError, BodyShape, SplitBody};
+pub use message::{validate_message, InvalidMessage, MessageType, ValidMessage, MAX_MESSAGE_BYTES};

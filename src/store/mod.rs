@@ -1,0 +1,174 @@
+//! SQLite storage. All SQL lives in this module so another store (PostgreSQL) can follow.
+//!
+//! One writer thread owns the only write connection and commits in groups: every job waiting in
+//! its queue goes into the same transaction, so one fsync acknowledges many requests. Readers open
+//! their own read-only connections (WAL lets them run beside the writer).
+
+mod reader;
+mod records;
+mod writer;
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+pub use reader::{StoreReader, StoredMessage, StoredRejection, StoredRequest};
+pub use records::{IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt};
+pub use writer::{StoreWriter, WriteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot create the folder for {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The migrations, in order. Each file is applied once; `PRAGMA user_version` records how far.
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_receipts.sql")),
+        M::up(include_str!(
+            "../../migrations/0002_rejections_and_settings.sql"
+        )),
+    ])
+});
+
+pub fn migrations() -> &'static Migrations<'static> {
+    &MIGRATIONS
+}
+
+/// Open (creating if needed) the database for writing and bring its schema up to date.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    let mut conn = Connection::open(path)?;
+    configure_writer(&conn)?;
+    MIGRATIONS.to_latest(&mut conn)?;
+    Ok(conn)
+}
+
+fn configure_writer(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged request survives a power
+    // loss too, not only a process crash. Group commit pays for it.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// The embedded default's development secret: read it, or create and store it on first start.
+/// Returns the secret and whether it was created just now (so it is shown exactly once).
+pub fn local_secret(path: &Path, key: &str) -> Result<(String, bool), StoreError> {
+    let conn = open_for_writing(path)?;
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT value FROM local_settings WHERE key = ?1",
+            [key],
+            |row| row.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })?;
+    if let Some(secret) = existing {
+        return Ok((secret, false));
+    }
+    let secret = generate_secret();
+    conn.execute(
+        "INSERT INTO local_settings (key, value) VALUES (?1, ?2)",
+        (key, &secret),
+    )?;
+    Ok((secret, true))
+}
+
+/// Read a local setting without creating anything (for `send` against the embedded default).
+pub fn read_local_secret(path: &Path, key: &str) -> Result<Option<String>, StoreError> {
+    let reader = StoreReader::open(path)?;
+    reader.local_setting(key)
+}
+
+/// 32 random bytes, hex: 256 bits for an HMAC key.
+fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!("tls_{}", hex::encode(bytes))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn fresh_database_equals_one_upgraded_step_by_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = open_for_writing(&dir.path().join("fresh.db")).unwrap();
+
+        let mut stepped = Connection::open(dir.path().join("stepped.db")).unwrap();
+        let total = 2;
+        for version in 1..=total {
+            MIGRATIONS.to_version(&mut stepped, version).unwrap();
+            let v: i64 = stepped
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, version as i64);
+        }
+        assert_eq!(schema(&fresh), schema(&stepped));
+        assert!(!schema(&fresh).is_empty());
+        MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("newer.db");
+        {
+            let conn = open_for_writing(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = open_for_writing(&path).unwrap_err().to_string();
+        assert!(err.contains("database schema"), "{err}");
+    }
+
+    #[test]
+    fn local_secret_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let (first, created) = local_secret(&path, "secret.development").unwrap();
+        assert!(created && first.len() == 68);
+        let (again, created) = local_secret(&path, "secret.development").unwrap();
+        assert!(!created);
+        assert_eq!(first, again);
+        assert_eq!(
+            read_local_secret(&path, "secret.development").unwrap(),
+            Some(first)
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! What the ingest side hands to the writer, and what the writer answers.
+
+use bytes::Bytes;
+
+/// Metadata of one authenticated request.
+#[derive(Debug, Clone)]
+pub struct RequestReceipt {
+    pub request_id: String,
+    pub received_at_ms: i64,
+    pub environment: String,
+    pub path: String,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub auth_scheme: &'static str,
+    pub body_shape: &'static str,
+    pub body_bytes: usize,
+}
+
+/// One message of a request, valid or not.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub position: usize,
+    pub message_id: Option<String>,
+    pub message_type: Option<String>,
+    pub event: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// Exactly the bytes received.
+    pub raw: Bytes,
+    /// `Some(reason)` when the message failed validation.
+    pub invalid_reason: Option<String>,
+}
+
+/// A request and all its messages: stored in one transaction, acknowledged after its commit.
+#[derive(Debug, Clone)]
+pub struct IngestBatch {
+    pub receipt: RequestReceipt,
+    pub messages: Vec<MessageRecord>,
+    /// Messages whose messageId was first accepted before this instant are not duplicates.
+    pub dedup_since_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    Accepted {
+        row_id: i64,
+    },
+    /// The messageId was accepted before (a Segment retry or replay).
+    Duplicate {
+        row_id: i64,
+        original_row_id: i64,
+        same_payload: bool,
+    },
+    Invalid {
+        row_id: i64,
+    },
+}
+
+/// A request refused before its body was trusted. Never holds the body or a secret.
+#[derive(Debug, Clone)]
+pub struct RejectedRequest {
+    pub received_at_ms: i64,
+    pub path: String,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub account_header: Option<String>,
+    pub environment_header: Option<String>,
+    pub content_type: Option<String>,
+    pub body_bytes: Option<u64>,
+    pub status_code: u16,
+    pub reason_code: &'static str,
+    pub reason: String,
+}
