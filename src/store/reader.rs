@@ -26,6 +26,8 @@ pub struct StoredMessage {
     /// The raw bytes; for an identical duplicate, the original's bytes.
     #[serde(skip)]
     pub raw: Vec<u8>,
+    /// False for an identical duplicate, whose bytes are stored only once (on the original).
+    pub raw_stored: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,7 +65,7 @@ pub struct StoreReader {
 
 const MESSAGE_COLUMNS: &str = "m.id, m.request_id, m.position, m.received_at_ms, m.environment,
     m.message_id, m.type, m.event, m.user_id, m.anonymous_id, m.status, m.reason, m.duplicate_of,
-    m.raw_sha256, COALESCE(m.raw, o.raw)";
+    m.raw_sha256, COALESCE(m.raw, o.raw), m.raw IS NOT NULL";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let digest: Vec<u8> = row.get(13)?;
@@ -83,17 +85,21 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         duplicate_of: row.get(12)?,
         raw_sha256: hex::encode(digest),
         raw: row.get::<_, Option<Vec<u8>>>(14)?.unwrap_or_default(),
+        raw_stored: row.get(15)?,
     })
 }
 
 impl StoreReader {
-    /// Open an existing database read-only. Fails if it does not exist.
+    /// Open an existing database for reading. Fails if it does not exist.
     pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
+        // Not SQLITE_OPEN_READ_ONLY: a read-only connection cannot create the WAL index (-shm)
+        // when no writer is running. `query_only` refuses writes just as firmly.
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "query_only", true)?;
         Ok(StoreReader { conn })
     }
 

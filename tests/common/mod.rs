@@ -1,0 +1,171 @@
+//! A real TrackLayer on a loopback port with a real database file, for integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::oneshot;
+use tracklayer::config::{Config, Secret};
+use tracklayer::ingest::auth;
+
+pub const ACCOUNT: &str = "acct_live_123";
+pub const PRODUCTION_SECRET: &str = "prod-secret-0123456789abcdef";
+pub const PREVIOUS_SECRET: &str = "old-prod-secret-0123456789";
+pub const STAGING_SECRET: &str = "tl_test_secret";
+pub const WRITE_KEY: &str = "wk_production_0123456789";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn config_text(db: &Path, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+
+[storage]
+path = "{db}"
+
+[workspace]
+account = "{ACCOUNT}"
+
+[[environments]]
+name = "production"
+secret = "{PRODUCTION_SECRET}"
+previous_secret = "{PREVIOUS_SECRET}"
+write_key = "{WRITE_KEY}"
+
+[[environments]]
+name = "staging"
+secret = "{STAGING_SECRET}"
+"#,
+        db = db.display()
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("").await
+    }
+
+    /// `extra_server` is appended to the `[server]` table (e.g. `max_body_bytes = 2048`).
+    pub async fn start_with(extra_server: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracklayer.db");
+        let mut server = Self::start_on(&db, extra_server).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    pub async fn start_on(db: &Path, extra_server: &str) -> TestServer {
+        let text = config_text(db, extra_server);
+        let config = Config::parse(&text, Path::new("tracklayer.toml"), &|_| None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_config = config.clone();
+        let task = tokio::spawn(async move {
+            tracklayer::run(run_config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            db: db.to_path_buf(),
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn reader(&self) -> tracklayer::store::StoreReader {
+        tracklayer::store::StoreReader::open(&self.db).unwrap()
+    }
+
+    /// Stop gracefully and wait until queued writes are committed. The database stays readable.
+    pub async fn stop(mut self) -> Stopped {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        Stopped {
+            db: self.db.clone(),
+            _dir: self._dir.take(),
+        }
+    }
+}
+
+pub struct Stopped {
+    pub db: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Stopped {
+    pub fn reader(&self) -> tracklayer::store::StoreReader {
+        tracklayer::store::StoreReader::open(&self.db).unwrap()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+pub fn track(message_id: &str, event: &str) -> String {
+    format!(
+        r#"{{"type":"track","event":"{event}","messageId":"{message_id}","userId":"cust_34982","anonymousId":"anon_8dca","properties":{{"order_id":"ORD-10492","revenue":129.95,"currency":"EUR"}},"timestamp":"2026-04-23T10:15:30Z"}}"#
+    )
+}
+
+/// A request signed with TrackLayer's scheme for `environment` with `secret`.
+pub fn signed(
+    client: &reqwest::Client,
+    url: &str,
+    environment: &str,
+    secret: &str,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    signed_at(client, url, environment, secret, body, &timestamp)
+}
+
+pub fn signed_at(
+    client: &reqwest::Client,
+    url: &str,
+    environment: &str,
+    secret: &str,
+    body: &str,
+    timestamp: &str,
+) -> reqwest::RequestBuilder {
+    let signature = auth::sign_tracklayer(&Secret::new(secret), timestamp, body.as_bytes());
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-tracklayer-account", ACCOUNT)
+        .header("x-tracklayer-environment", environment)
+        .header("x-tracklayer-timestamp", timestamp)
+        .header("x-tracklayer-signature", signature)
+        .body(body.to_string())
+}
+
+pub async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
