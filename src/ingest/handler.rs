@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::auth::{self, AuthError};
 use super::IngestState;
@@ -379,6 +380,35 @@ fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
     format!("req_{received_at_ms:011x}{seq:08x}")
 }
 
+/// Validate one message and describe it for storage, valid or not.
+fn message_record(position: usize, raw: Bytes, implied_type: Option<MessageType>) -> MessageRecord {
+    let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
+    match validate_message(&raw, implied_type) {
+        Ok(valid) => MessageRecord {
+            position,
+            message_id: Some(valid.message_id),
+            message_type: Some(valid.message_type.as_str().to_string()),
+            event: valid.event,
+            user_id: valid.user_id,
+            anonymous_id: valid.anonymous_id,
+            raw,
+            raw_sha256,
+            invalid_reason: None,
+        },
+        Err(invalid) => MessageRecord {
+            position,
+            message_id: invalid.message_id,
+            message_type: invalid.message_type,
+            event: invalid.event,
+            user_id: None,
+            anonymous_id: None,
+            raw,
+            raw_sha256,
+            invalid_reason: Some(invalid.reason),
+        },
+    }
+}
+
 async fn store_and_reply(
     state: &IngestState,
     meta: &RequestMeta,
@@ -393,30 +423,7 @@ async fn store_and_reply(
         .messages
         .into_iter()
         .enumerate()
-        .map(
-            |(position, raw)| match validate_message(&raw, implied_type) {
-                Ok(valid) => MessageRecord {
-                    position,
-                    message_id: Some(valid.message_id),
-                    message_type: Some(valid.message_type.as_str().to_string()),
-                    event: valid.event,
-                    user_id: valid.user_id,
-                    anonymous_id: valid.anonymous_id,
-                    raw,
-                    invalid_reason: None,
-                },
-                Err(invalid) => MessageRecord {
-                    position,
-                    message_id: invalid.message_id,
-                    message_type: invalid.message_type,
-                    event: invalid.event,
-                    user_id: None,
-                    anonymous_id: None,
-                    raw,
-                    invalid_reason: Some(invalid.reason),
-                },
-            },
-        )
+        .map(|(position, raw)| message_record(position, raw, implied_type))
         .collect();
 
     // Reasons and ids for the reply, taken before the records move to the writer.

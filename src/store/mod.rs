@@ -24,6 +24,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot start a storage thread: {source}")]
+    Thread { source: std::io::Error },
     #[error("cannot create the folder for {path}: {source}")]
     CreateDir {
         path: String,

@@ -27,6 +27,8 @@ pub struct MessageRecord {
     pub anonymous_id: Option<String>,
     /// Exactly the bytes received.
     pub raw: Bytes,
+    /// SHA-256 of `raw`, computed on the request's task so the single writer does less.
+    pub raw_sha256: [u8; 32],
     /// `Some(reason)` when the message failed validation.
     pub invalid_reason: Option<String>,
 }

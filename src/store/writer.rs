@@ -1,10 +1,12 @@
 //! The single writer: a dedicated thread that owns the write connection and group-commits.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sha2::{Digest, Sha256};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::{IngestBatch, MessageOutcome, RejectedRequest};
@@ -49,6 +51,28 @@ impl WriterThread {
     }
 }
 
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Checkpoints run on their own connection and thread: with SQLite's automatic checkpoints the
+/// writer itself would stop every ~1000 pages to copy and fsync the database file, and every
+/// request waiting for that commit would see the stall. PASSIVE never blocks the writer.
+fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    std::thread::Builder::new()
+        .name("tracklayer-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                std::thread::park_timeout(CHECKPOINT_INTERVAL);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        })
+        .map_err(|source| StoreError::Thread { source })
+}
+
 impl StoreWriter {
     /// Open the database (running migrations) and start the writer thread.
     pub fn spawn(
@@ -56,14 +80,23 @@ impl StoreWriter {
         queue_capacity: usize,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
         let conn = open_for_writing(path)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpointer = spawn_checkpointer(path, stop.clone())?;
         let (tx, rx) = mpsc::channel(queue_capacity);
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| StoreError::CreateDir {
-                path: "writer thread".into(),
-                source: e,
-            })?;
+            .spawn(move || {
+                run(&conn, rx);
+                stop.store(true, Ordering::Release);
+                checkpointer.thread().unpark();
+                let _ = checkpointer.join();
+                // Leave a compact database behind: fold the WAL in and truncate it.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "final checkpoint failed; the WAL is replayed at next start");
+                }
+            })
+            .map_err(|source| StoreError::Thread { source })?;
         Ok((StoreWriter { jobs: tx }, WriterThread(handle)))
     }
 
@@ -92,7 +125,7 @@ impl StoreWriter {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -102,58 +135,65 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut jobs);
+        commit_group(conn, &mut jobs);
     }
 }
 
-/// Apply every job in one transaction; each job in its own savepoint so one failing job does
-/// not take the others down. Replies go out only after the commit.
-fn commit_group(conn: &mut Connection, jobs: &mut Vec<Job>) {
-    let mut replies: Vec<(IngestReply, Result<Vec<MessageOutcome>, WriteError>)> =
-        Vec::with_capacity(jobs.len());
-    let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction()?;
-        for job in jobs.drain(..) {
-            match job {
-                Job::Ingest(batch, reply) => {
-                    let result = apply_in_savepoint(&mut tx, |sp| insert_batch(sp, &batch));
-                    replies.push((reply, result.map_err(|e| WriteError::Failed(e.to_string()))));
-                }
-                Job::Rejection(rejection) => {
-                    if let Err(e) =
-                        apply_in_savepoint(&mut tx, |sp| insert_rejection(sp, &rejection))
-                    {
-                        tracing::error!(error = %e, "could not record a rejected request");
-                    }
-                }
-            }
-        }
-        tx.commit()
-    })();
-    match outcome {
-        Ok(()) => {
-            for (reply, result) in replies {
-                let _ = reply.send(result);
-            }
-        }
+type JobResult = Option<Result<Vec<MessageOutcome>, rusqlite::Error>>;
+
+/// Apply every queued job in one transaction and answer each after the commit. If anything
+/// fails, the group is rolled back and each job is retried in a transaction of its own, so one
+/// bad job cannot fail the others (and no job is acknowledged without its own commit).
+fn commit_group(conn: &Connection, jobs: &mut Vec<Job>) {
+    let results: Vec<JobResult> = match apply_jobs(conn, jobs) {
+        Ok(results) => results,
         Err(e) => {
-            tracing::error!(error = %e, "group commit failed; the requests in it are answered 503");
-            jobs.clear();
-            for (reply, _) in replies {
-                let _ = reply.send(Err(WriteError::Failed(e.to_string())));
-            }
+            tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
+            jobs.iter()
+                .map(|job| match apply_jobs(conn, std::slice::from_ref(job)) {
+                    Ok(mut one) => one.pop().flatten(),
+                    Err(e) => match job {
+                        Job::Ingest(..) => Some(Err(e)),
+                        Job::Rejection(_) => {
+                            tracing::error!(error = %e, "could not record a rejected request");
+                            None
+                        }
+                    },
+                })
+                .collect()
+        }
+    };
+    for (job, result) in jobs.drain(..).zip(results) {
+        if let (Job::Ingest(_, reply), Some(result)) = (job, result) {
+            let _ = reply.send(result.map_err(|e| WriteError::Failed(e.to_string())));
         }
     }
 }
 
-fn apply_in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
-) -> Result<T, rusqlite::Error> {
-    let sp = tx.savepoint()?;
-    let value = f(&sp)?;
-    sp.commit()?;
-    Ok(value)
+fn apply_jobs(conn: &Connection, jobs: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
+    let tx = conn.unchecked_transaction()?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        results.push(match job {
+            Job::Ingest(batch, _) => Some(Ok(insert_batch(&tx, batch)?)),
+            Job::Rejection(rejection) => {
+                insert_rejection(&tx, rejection)?;
+                None
+            }
+        });
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+/// What becomes of one message, decided before it is inserted.
+enum Verdict<'a> {
+    Invalid(&'a str),
+    Duplicate {
+        original_row_id: i64,
+        same_payload: bool,
+    },
+    Accepted,
 }
 
 fn insert_batch(
@@ -181,7 +221,7 @@ fn insert_batch(
 
     let mut find_original = conn.prepare_cached(
         "SELECT id, raw_sha256 FROM messages
-         WHERE environment = ?1 AND message_id = ?2 AND status = 'accepted'
+         WHERE message_id = ?2 AND environment = ?1 AND status = 'accepted'
            AND received_at_ms >= ?3
          ORDER BY id LIMIT 1",
     )?;
@@ -193,42 +233,46 @@ fn insert_batch(
 
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for message in &batch.messages {
-        let digest: [u8; 32] = Sha256::digest(&message.raw).into();
-        let original: Option<(i64, Vec<u8>)> = match (&message.invalid_reason, &message.message_id)
-        {
+        let verdict = match (&message.invalid_reason, &message.message_id) {
+            (Some(reason), _) => Verdict::Invalid(reason),
+            (None, None) => Verdict::Invalid("messageId is missing"),
             (None, Some(message_id)) => find_original
                 .query_row(
                     params![receipt.environment, message_id, batch.dedup_since_ms],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
                 )
-                .optional()?,
-            _ => None,
+                .optional()?
+                .map_or(Verdict::Accepted, |(original_row_id, digest)| {
+                    Verdict::Duplicate {
+                        original_row_id,
+                        same_payload: digest == message.raw_sha256,
+                    }
+                }),
         };
-        let (status, reason, duplicate_of, raw): (
-            &str,
-            Option<String>,
-            Option<i64>,
-            Option<&[u8]>,
-        ) = match (&message.invalid_reason, &original) {
-            (Some(reason), _) => ("invalid", Some(reason.clone()), None, Some(&message.raw)),
-            (None, Some((original_id, original_digest))) => {
-                let same = original_digest.as_slice() == digest.as_slice();
-                let reason = if same {
-                    "messageId already accepted with identical bytes (a Segment retry)"
-                } else {
-                    "messageId already accepted with a different payload"
-                };
+        let (status, reason, duplicate_of, raw): (&str, Option<&str>, Option<i64>, Option<&[u8]>) =
+            match &verdict {
+                Verdict::Invalid(reason) => ("invalid", Some(reason), None, Some(&message.raw)),
                 // Identical bytes are not stored twice; a different payload is kept whole.
-                let raw = if same { None } else { Some(&message.raw[..]) };
-                (
+                Verdict::Duplicate {
+                    original_row_id,
+                    same_payload: true,
+                } => (
                     "duplicate",
-                    Some(reason.to_string()),
-                    Some(*original_id),
-                    raw,
-                )
-            }
-            (None, None) => ("accepted", None, None, Some(&message.raw)),
-        };
+                    Some("messageId already accepted with identical bytes (a Segment retry)"),
+                    Some(*original_row_id),
+                    None,
+                ),
+                Verdict::Duplicate {
+                    original_row_id,
+                    same_payload: false,
+                } => (
+                    "duplicate",
+                    Some("messageId already accepted with a different payload"),
+                    Some(*original_row_id),
+                    Some(&message.raw),
+                ),
+                Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
+            };
         insert.execute(params![
             receipt.request_id,
             message.position as i64,
@@ -242,18 +286,21 @@ fn insert_batch(
             status,
             reason,
             duplicate_of,
-            &digest[..],
+            &message.raw_sha256[..],
             raw,
         ])?;
         let row_id = conn.last_insert_rowid();
-        outcomes.push(match (status, original) {
-            ("accepted", _) => MessageOutcome::Accepted { row_id },
-            ("duplicate", Some((original_row_id, original_digest))) => MessageOutcome::Duplicate {
+        outcomes.push(match verdict {
+            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
+            Verdict::Duplicate {
+                original_row_id,
+                same_payload,
+            } => MessageOutcome::Duplicate {
                 row_id,
                 original_row_id,
-                same_payload: original_digest.as_slice() == digest.as_slice(),
+                same_payload,
             },
-            _ => MessageOutcome::Invalid { row_id },
+            Verdict::Accepted => MessageOutcome::Accepted { row_id },
         });
     }
     Ok(outcomes)

@@ -1,0 +1,192 @@
+//! The command line as a user runs it: init, check, the embedded default, send and inspect.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn tracklayer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .current_dir(dir)
+        .args(args)
+        .env("TRACKLAYER_LOG", "warn")
+        .output()
+        .expect("run tracklayer")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Start `tracklayer serve` in `dir` (no config: the embedded default) on a free port.
+/// Returns the child, the address and the banner lines.
+fn serve_embedded(dir: &Path) -> (Child, String, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TRACKLAYER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let mut addr = None;
+    // The banner ends with the secret line(s); read until it is complete.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("TrackLayer listening on http://") {
+            addr = Some(rest.trim_end_matches("/segment/events").to_string());
+        }
+        let done = line.contains("secret") && (line.contains("kept in") || line.contains("tls_"));
+        banner.push(line);
+        if done && !banner.last().unwrap().contains("tls_") {
+            break;
+        }
+        if banner.iter().any(|l| l.contains("shown once")) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.expect("listening line"), banner)
+}
+
+#[test]
+fn init_writes_a_config_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracklayer(dir.path(), &["init"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(dir.path().join("tracklayer.toml").exists());
+
+    // Refuses to overwrite without --force.
+    let out = tracklayer(dir.path(), &["init"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("already exists"));
+
+    // The example names its secrets as env: references; check reports the first missing one.
+    let out = tracklayer(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains(
+            "environments[0].secret: environment variable TRACKLAYER_SECRET_PRODUCTION is not set"
+        ),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .current_dir(dir.path())
+        .arg("check")
+        .env("TRACKLAYER_SECRET_PRODUCTION", "prod-secret-0123456789")
+        .env("TRACKLAYER_SECRET_STAGING", "staging-secret-0123456789")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out)
+        .0
+        .contains("ok (2 environment(s), 1 destination(s)"));
+}
+
+#[test]
+fn check_names_the_key_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[workspace]\naccount = \"a\"\n[[environments]]\nname = \"production\"\nsecret = \"0123456789abcdef\"\n[[destinations]]\nname = \"m\"\nkind = \"facebook\"\n",
+    )
+    .unwrap();
+    let out = tracklayer(dir.path(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .contains("destinations[0].kind: `facebook` is not a destination kind"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+#[test]
+fn embedded_default_send_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (mut server, addr, banner) = serve_embedded(dir.path());
+    let banner = banner.join("\n");
+    assert!(banner.contains("environments development"), "{banner}");
+    assert!(banner.contains("shown once"), "{banner}");
+    let secret_line = banner.lines().find(|l| l.contains("tls_")).unwrap();
+    assert!(dir.path().join("tracklayer.db").exists());
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Second start: the same secret, not shown again.
+    let (mut server, addr2, banner) = serve_embedded(dir.path());
+    let banner = banner.join("\n");
+    assert!(!banner.contains("tls_"), "{banner}");
+    assert!(banner.contains("kept in tracklayer.db"), "{banner}");
+    assert!(!secret_line.is_empty() && !addr.is_empty());
+
+    let message = r#"{"type":"track","event":"Order Completed","messageId":"cli-msg-1","userId":"cust_34982","properties":{"order_id":"ORD-1","revenue":"$39.95"}}"#;
+    std::fs::write(dir.path().join("order.json"), message).unwrap();
+    let url = format!("http://{addr2}/segment/events");
+    for scheme in ["tracklayer", "segment"] {
+        let out = tracklayer(
+            dir.path(),
+            &[
+                "send",
+                "--env",
+                "development",
+                "--url",
+                &url,
+                "--scheme",
+                scheme,
+                "order.json",
+            ],
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{scheme}: {stdout} {stderr}");
+        assert!(stdout.starts_with("HTTP 200 OK"), "{stdout}");
+    }
+    // The second send was a duplicate of the first.
+    let out = tracklayer(dir.path(), &["inspect", "cli-msg-1", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["message_id"], "cli-msg-1");
+    assert_eq!(json["type"], "track");
+    assert_eq!(json["status"], "accepted");
+    assert_eq!(json["environment"], "development");
+    assert_eq!(json["raw"]["properties"]["revenue"], "$39.95");
+    let statuses: Vec<&str> = json["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "duplicate"]);
+
+    let out = tracklayer(dir.path(), &["inspect", "cli-msg-1"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("#1 ACCEPTED"), "{stdout}");
+    assert!(stdout.contains("#2 DUPLICATE"), "{stdout}");
+    assert!(stdout.contains("\"revenue\": \"$39.95\""), "{stdout}");
+
+    let out = tracklayer(dir.path(), &["inspect", "no-such-id"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A wrong environment is a clear error before anything is sent.
+    let out = tracklayer(
+        dir.path(),
+        &["send", "--env", "production", "--url", &url, "order.json"],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out)
+        .1
+        .contains("unknown environment `production`; configured: development"));
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
