@@ -191,6 +191,13 @@ impl DestinationKind {
         ("webhook", DestinationKind::Webhook),
     ];
 
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map_or("unknown", |(name, _)| name)
+    }
+
     fn parse(name: &str) -> Option<Self> {
         Self::ALL
             .iter()

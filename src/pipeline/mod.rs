@@ -1,0 +1,272 @@
+//! The pipeline's pure stages:
+//! `raw message → validate → map → transform → identity → dedup → consent → route`.
+//!
+//! Nothing here does IO. The stateless part (map + transform) runs on the request's task as a
+//! [`Draft`]; the stateful part (identity, dedup, consent with profile fallback) needs stored
+//! state, so the store's single writer calls [`identity::resolve`], [`dedup::classify`] and
+//! [`route`] inside the same transaction that stores the raw message.
+
+pub mod canonical;
+pub mod consent;
+pub mod currency;
+pub mod dedup;
+pub mod identity;
+pub mod mapping;
+pub mod transform;
+
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use canonical::{CanonicalEvent, Provenance};
+pub use mapping::{MappingRow, MappingTable, Suggestion};
+
+use crate::config::DestinationConfig;
+use crate::segment::{MessageType, ValidMessage};
+
+/// What the stateless stages made of one valid message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Draft {
+    /// A track call found in the mapping table: a canonical event missing only identity
+    /// enrichment (the writer adds it).
+    Mapped(Box<CanonicalEvent>, Box<MappingRow>),
+    /// A track call not in the table: kept, with why and what it probably meant.
+    Unmapped {
+        mapping_version: u32,
+        reason: String,
+        suggestion: Option<Suggestion>,
+    },
+    /// identify, alias, page, screen, group: they update identity and never become conversions.
+    IdentityOnly,
+}
+
+impl Draft {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Draft::Mapped(..) => "mapped",
+            Draft::Unmapped { .. } => "unmapped",
+            Draft::IdentityOnly => "identify",
+        }
+    }
+}
+
+/// Map and transform one message with the current mapping table.
+pub fn draft(
+    message: &ValidMessage,
+    environment: &str,
+    table: &MappingTable,
+    received_at_ms: i64,
+) -> Draft {
+    if message.message_type != MessageType::Track {
+        return Draft::IdentityOnly;
+    }
+    let Some(name) = message.event.as_deref() else {
+        return Draft::IdentityOnly;
+    };
+    if name == identity::CONSENT_EVENT {
+        return Draft::IdentityOnly;
+    }
+    let Some(row) = table.find(name) else {
+        let suggestion = table.suggest(name);
+        let reason = match &suggestion {
+            Some(s) => format!(
+                "`{name}` is not in mapping table v{}; did you mean `{}`? ({}). Add the name exactly as delivered or fix it at the source",
+                table.version, s.segment, s.why
+            ),
+            None => format!(
+                "`{name}` is not in mapping table v{}; add it to [[mapping.events]] exactly as delivered (names are case-sensitive)",
+                table.version
+            ),
+        };
+        return Draft::Unmapped {
+            mapping_version: table.version,
+            reason,
+            suggestion,
+        };
+    };
+    let t = transform::transform(message, row, table, received_at_ms);
+    let order_id = t.properties.get("order_id").and_then(Value::as_str);
+    let (event_id, event_id_basis) = dedup::event_id(
+        environment,
+        &row.canonical,
+        row.dedup_key,
+        order_id,
+        &message.message_id,
+    );
+    let event_time = chrono::DateTime::from_timestamp_millis(t.event_time_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let event = CanonicalEvent {
+        event_id,
+        event_id_basis,
+        name: row.canonical.clone(),
+        segment_event: name.to_string(),
+        mapping_version: table.version,
+        message_id: message.message_id.clone(),
+        environment: environment.to_string(),
+        event_time,
+        event_time_ms: t.event_time_ms,
+        properties: t.properties,
+        user: t.user,
+        context: t.context,
+        provenance: t.provenance,
+        missing_required: t.missing_required,
+        problems: t.problems,
+    };
+    Draft::Mapped(Box::new(event), Box::new(row.clone()))
+}
+
+/// A destination as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTarget {
+    pub name: String,
+    pub kind: String,
+    pub environments: Vec<String>,
+    pub consent: Vec<String>,
+}
+
+impl RouteTarget {
+    pub fn from_config(d: &DestinationConfig) -> RouteTarget {
+        RouteTarget {
+            name: d.name.clone(),
+            kind: d.kind.as_str().to_string(),
+            environments: d.environments.clone(),
+            consent: d.consent.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteVerdict {
+    /// Deliver it.
+    Ready,
+    /// Consent does not allow this destination.
+    BlockedConsent,
+    /// The destination does not serve this environment (staging never reaches production).
+    OtherEnvironment,
+    /// A required property is missing.
+    MissingRequired,
+}
+
+impl RouteVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteVerdict::Ready => "ready",
+            RouteVerdict::BlockedConsent => "blocked_consent",
+            RouteVerdict::OtherEnvironment => "other_environment",
+            RouteVerdict::MissingRequired => "missing_required",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDecision {
+    pub destination: String,
+    pub kind: String,
+    /// The event's name at this destination (`Purchase`, `Placed Order`, …).
+    pub destination_event: String,
+    pub verdict: RouteVerdict,
+    pub reason: String,
+    pub consent: consent::ConsentVerdict,
+}
+
+/// Decide, for each destination, whether this event goes there and why (not).
+pub fn route(
+    event: &CanonicalEvent,
+    row: &MappingRow,
+    targets: &[RouteTarget],
+    event_consent: Option<&Map<String, Value>>,
+    profile_consent: Option<(&Map<String, Value>, &str)>,
+) -> Vec<RouteDecision> {
+    targets
+        .iter()
+        .map(|target| {
+            let mut required = target.consent.clone();
+            for category in &row.consent {
+                if !required.contains(category) {
+                    required.push(category.clone());
+                }
+            }
+            let consent = consent::evaluate(&required, event_consent, profile_consent);
+            let (verdict, reason) =
+                if !target.environments.is_empty()
+                    && !target.environments.contains(&event.environment)
+                {
+                    (
+                        RouteVerdict::OtherEnvironment,
+                        format!(
+                            "{} serves {} only; this event came from {}",
+                            target.name,
+                            target.environments.join(", "),
+                            event.environment
+                        ),
+                    )
+                } else if !consent.allowed {
+                    (RouteVerdict::BlockedConsent, consent.reason.clone())
+                } else if !event.missing_required.is_empty() {
+                    (
+                        RouteVerdict::MissingRequired,
+                        format!(
+                        "missing required propert{} {} (mapping row `{}`); send {} from the source",
+                        if event.missing_required.len() == 1 { "y" } else { "ies" },
+                        event.missing_required.join(", "),
+                        row.segment,
+                        event
+                            .missing_required
+                            .iter()
+                            .map(|k| source_name_of(k))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    )
+                } else {
+                    (RouteVerdict::Ready, format!("ready: {}", consent.reason))
+                };
+            RouteDecision {
+                destination: target.name.clone(),
+                kind: target.kind.clone(),
+                destination_event: row.destination_name(&target.name, &target.kind).to_string(),
+                verdict,
+                reason,
+                consent,
+            }
+        })
+        .collect()
+}
+
+/// The Segment property that feeds a canonical one, for error messages.
+fn source_name_of(canonical: &str) -> &str {
+    match canonical {
+        "value" => "properties.revenue (or total / value)",
+        "order_id" => "properties.order_id",
+        "currency" => "properties.currency",
+        "items" => "properties.products",
+        other => other,
+    }
+}
+
+/// The mapping table in force, swapped atomically on hot reload.
+#[derive(Clone)]
+pub struct SharedMapping(Arc<RwLock<Arc<MappingTable>>>);
+
+impl SharedMapping {
+    pub fn new(table: MappingTable) -> SharedMapping {
+        SharedMapping(Arc::new(RwLock::new(Arc::new(table))))
+    }
+
+    pub fn current(&self) -> Arc<MappingTable> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, table: MappingTable) {
+        match self.0.write() {
+            Ok(mut guard) => *guard = Arc::new(table),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(table),
+        }
+    }
+}
