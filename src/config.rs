@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pipeline::mapping::{MappingSource, MappingTable};
+
 /// Segment limits a `/batch` request to 500 KB, but Webhooks (Actions) batches can be far larger
 /// (up to 4000 events); 4 MiB covers a recommended `batch_size` of 500 with room to spare.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -126,8 +128,54 @@ pub struct Config {
     pub storage: StorageConfig,
     pub workspace: WorkspaceConfig,
     pub environments: Vec<EnvironmentConfig>,
-    pub mapping: Option<toml::Value>,
+    pub mapping: MappingConfig,
     pub destinations: Vec<DestinationConfig>,
+    /// The file this config was read from (hot reload of the mapping watches it).
+    pub source_path: Option<PathBuf>,
+}
+
+/// The mapping table and where it lives, so it can be reloaded when that file changes.
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    pub table: MappingTable,
+    /// The file to watch: a `[mapping] file = …` file, or the config file for inline rows.
+    pub watch: Option<PathBuf>,
+    /// True when the rows live in their own file (`[mapping] file = …`).
+    pub separate_file: bool,
+}
+
+impl MappingConfig {
+    pub fn default_table() -> MappingConfig {
+        MappingConfig {
+            table: MappingTable::default(),
+            watch: None,
+            separate_file: false,
+        }
+    }
+
+    /// Re-read the mapping from the watched file.
+    pub fn reload(&self) -> Result<MappingTable, ConfigError> {
+        let Some(path) = &self.watch else {
+            return Ok(self.table.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let result = if self.separate_file {
+            MappingTable::from_file_text(&text)
+        } else {
+            let value: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            match value.get("mapping") {
+                Some(mapping) => MappingTable::from_toml(mapping).map(|(table, _)| table),
+                None => Ok(MappingTable::default()),
+            }
+        };
+        result.map_err(|e| invalid(e.key, e.reason))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +283,9 @@ impl Config {
         // Relative storage paths are relative to the config file, so `--config /etc/x.toml`
         // does not depend on the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
-        validate(raw, base, lookup_env)
+        let mut config = validate(raw, base, Some(path), lookup_env)?;
+        config.source_path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
@@ -276,6 +326,7 @@ fn resolve_secret(
 fn validate(
     raw: RawConfig,
     base: &Path,
+    config_path: Option<&Path>,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
@@ -363,6 +414,41 @@ fn validate(
         });
     }
 
+    let mapping = match &raw.mapping {
+        None => MappingConfig {
+            watch: config_path.map(Path::to_path_buf),
+            ..MappingConfig::default_table()
+        },
+        Some(value) => {
+            let (table, source) =
+                MappingTable::from_toml(value).map_err(|e| invalid(e.key, e.reason))?;
+            match source {
+                MappingSource::File(file) => {
+                    let path = base.join(&file);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(
+                            "mapping.file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    let table = MappingTable::from_file_text(&text).map_err(|e| {
+                        invalid(format!("{} ({})", e.key, path.display()), e.reason)
+                    })?;
+                    MappingConfig {
+                        table,
+                        watch: Some(path),
+                        separate_file: true,
+                    }
+                }
+                _ => MappingConfig {
+                    table,
+                    watch: config_path.map(Path::to_path_buf),
+                    separate_file: false,
+                },
+            }
+        }
+    };
+
     let mut destinations = Vec::with_capacity(raw.destinations.len());
     for (i, dest) in raw.destinations.into_iter().enumerate() {
         let key = format!("destinations[{i}]");
@@ -427,8 +513,9 @@ fn validate(
         },
         workspace: WorkspaceConfig { account },
         environments,
-        mapping: raw.mapping,
+        mapping,
         destinations,
+        source_path: None,
     })
 }
 
@@ -455,8 +542,9 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
             secret: development_secret,
             previous_secret: None,
         }],
-        mapping: None,
+        mapping: MappingConfig::default_table(),
         destinations: Vec::new(),
+        source_path: None,
     }
 }
 

@@ -28,14 +28,51 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let targets = config
+        .destinations
+        .iter()
+        .map(pipeline::RouteTarget::from_config)
+        .collect();
     let (writer, writer_thread) =
-        store::StoreWriter::spawn(&config.storage.path, config.server.queue_capacity)?;
-    let state = Arc::new(ingest::IngestState::new(&config, writer));
+        store::StoreWriter::spawn(&config.storage.path, config.server.queue_capacity, targets)?;
+    let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
+    let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
+    let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
     let served = ingest::serve(listener, state, shutdown).await;
     // All handles to the writer are gone once the server has stopped; let it drain and exit.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .ok();
+    reload.abort();
     served?;
     Ok(())
+}
+
+/// Poll the mapping's file and swap in a new table when it changes and validates. An invalid
+/// edit is logged and the table in force stays, so a typo never stops ingest.
+async fn watch_mapping(config: config::MappingConfig, shared: pipeline::SharedMapping) {
+    let Some(path) = config.watch.clone() else {
+        return;
+    };
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        interval.tick().await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match config.reload() {
+            Ok(table) if table == *shared.current() => {}
+            Ok(table) => {
+                tracing::info!(version = table.version, rows = table.rows.len(), file = %path.display(), "mapping table reloaded");
+                shared.replace(table);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "mapping change rejected; the previous table stays in force")
+            }
+        }
+    }
 }

@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 use super::auth::{self, AuthError};
 use super::IngestState;
 use crate::config::EnvironmentConfig;
+use crate::pipeline::{self, consent, identity, MappingTable};
 use crate::segment::{split_body, validate_message, MessageType, SplitBody};
+use crate::store::pipeline::{PipelineInput, PipelineOutcome};
 use crate::store::{
     now_ms, IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, WriteError,
 };
@@ -32,8 +34,28 @@ pub struct IngestReply {
     pub accepted: usize,
     pub duplicates: usize,
     pub invalid: usize,
-    /// Only the messages that were not plainly accepted, so a 1000-event batch stays small.
+    /// Track calls that became canonical events.
+    pub mapped: usize,
+    /// Track calls whose name is not in the mapping table (kept, see `problems`).
+    pub unmapped: usize,
+    /// Events that collapsed onto an existing event_id (see `problems`).
+    pub collisions: usize,
+    /// Only the messages that need attention, so a 1000-event batch stays small.
     pub problems: Vec<MessageProblem>,
+    /// The canonical events created, up to 100 (`events_truncated` says when there were more).
+    pub events: Vec<ReplyEvent>,
+    pub events_truncated: bool,
+}
+
+const MAX_EVENTS_IN_REPLY: usize = 100;
+
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReplyEvent {
+    pub index: usize,
+    #[serde(rename = "messageId")]
+    pub message_id: Option<String>,
+    pub event_id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -380,21 +402,36 @@ fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
     format!("req_{received_at_ms:011x}{seq:08x}")
 }
 
-/// Validate one message and describe it for storage, valid or not.
-fn message_record(position: usize, raw: Bytes, implied_type: Option<MessageType>) -> MessageRecord {
+/// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
+fn message_record(
+    position: usize,
+    raw: Bytes,
+    implied_type: Option<MessageType>,
+    environment: &str,
+    mapping: &MappingTable,
+    received_at_ms: i64,
+) -> MessageRecord {
     let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
     match validate_message(&raw, implied_type) {
-        Ok(valid) => MessageRecord {
-            position,
-            message_id: Some(valid.message_id),
-            message_type: Some(valid.message_type.as_str().to_string()),
-            event: valid.event,
-            user_id: valid.user_id,
-            anonymous_id: valid.anonymous_id,
-            raw,
-            raw_sha256,
-            invalid_reason: None,
-        },
+        Ok(valid) => {
+            let pipeline = PipelineInput {
+                draft: pipeline::draft(&valid, environment, mapping, received_at_ms),
+                observation: identity::observe(&valid, received_at_ms),
+                event_consent: consent::event_consent(&valid.body).cloned(),
+            };
+            MessageRecord {
+                position,
+                message_id: Some(valid.message_id),
+                message_type: Some(valid.message_type.as_str().to_string()),
+                event: valid.event,
+                user_id: valid.user_id,
+                anonymous_id: valid.anonymous_id,
+                raw,
+                raw_sha256,
+                invalid_reason: None,
+                pipeline: Some(pipeline),
+            }
+        }
         Err(invalid) => MessageRecord {
             position,
             message_id: invalid.message_id,
@@ -405,6 +442,7 @@ fn message_record(position: usize, raw: Bytes, implied_type: Option<MessageType>
             raw,
             raw_sha256,
             invalid_reason: Some(invalid.reason),
+            pipeline: None,
         },
     }
 }
@@ -419,11 +457,21 @@ async fn store_and_reply(
     implied_type: Option<MessageType>,
 ) -> Response {
     let request_id = next_request_id(state, meta.received_at_ms);
+    let mapping = state.mapping.current();
     let messages: Vec<MessageRecord> = split
         .messages
         .into_iter()
         .enumerate()
-        .map(|(position, raw)| message_record(position, raw, implied_type))
+        .map(|(position, raw)| {
+            message_record(
+                position,
+                raw,
+                implied_type,
+                environment,
+                &mapping,
+                meta.received_at_ms,
+            )
+        })
         .collect();
 
     // Reasons and ids for the reply, taken before the records move to the writer.
@@ -478,35 +526,69 @@ async fn store_and_reply(
         accepted: 0,
         duplicates: 0,
         invalid: 0,
+        mapped: 0,
+        unmapped: 0,
+        collisions: 0,
         problems: Vec::new(),
+        events: Vec::new(),
+        events_truncated: false,
     };
     for (index, (outcome, (message_id, invalid_reason))) in outcomes.iter().zip(labels).enumerate()
     {
-        match outcome {
+        let mut problem = |status: &str, reason: String| {
+            reply.problems.push(MessageProblem {
+                index,
+                message_id: message_id.clone(),
+                status: status.into(),
+                reason,
+            })
+        };
+        match &outcome.message {
             MessageOutcome::Accepted { .. } => reply.accepted += 1,
             MessageOutcome::Duplicate { same_payload, .. } => {
                 reply.duplicates += 1;
-                reply.problems.push(MessageProblem {
-                    index,
-                    message_id,
-                    status: "duplicate".into(),
-                    reason: if *same_payload {
+                problem(
+                    "duplicate",
+                    if *same_payload {
                         "messageId already accepted (Segment retry); stored as a duplicate".into()
                     } else {
                         "messageId already accepted with a different payload; stored as a duplicate"
                             .into()
                     },
-                });
+                );
             }
             MessageOutcome::Invalid { .. } => {
                 reply.invalid += 1;
-                reply.problems.push(MessageProblem {
-                    index,
-                    message_id,
-                    status: "invalid".into(),
-                    reason: invalid_reason.unwrap_or_default(),
-                });
+                problem("invalid", invalid_reason.unwrap_or_default());
             }
+        }
+        match &outcome.pipeline {
+            Some(PipelineOutcome::Unmapped { reason, .. }) => {
+                reply.unmapped += 1;
+                problem("unmapped", reason.clone());
+            }
+            Some(PipelineOutcome::Collision { event_id, kind }) => {
+                reply.collisions += 1;
+                problem(
+                    "collision",
+                    format!("{}: {} ({event_id})", kind.as_str(), kind.explain()),
+                );
+            }
+            Some(PipelineOutcome::Mapped { event_id, name, .. })
+            | Some(PipelineOutcome::Replayed { event_id, name }) => {
+                reply.mapped += 1;
+                if reply.events.len() < MAX_EVENTS_IN_REPLY {
+                    reply.events.push(ReplyEvent {
+                        index,
+                        message_id: message_id.clone(),
+                        event_id: event_id.clone(),
+                        name: name.clone(),
+                    });
+                } else {
+                    reply.events_truncated = true;
+                }
+            }
+            Some(PipelineOutcome::Identify { .. }) | None => {}
         }
     }
     (StatusCode::OK, Json(reply)).into_response()

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::{Config, EnvironmentConfig};
+use crate::pipeline::SharedMapping;
 use crate::store::StoreWriter;
 
 pub use handler::IngestReply;
@@ -24,11 +25,13 @@ pub struct IngestState {
     pub max_body_bytes: usize,
     pub dedup_window_ms: i64,
     pub writer: StoreWriter,
+    /// The mapping table in force (hot-reloaded).
+    pub mapping: SharedMapping,
     request_seq: AtomicU32,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, writer: StoreWriter) -> IngestState {
+    pub fn new(config: &Config, writer: StoreWriter, mapping: SharedMapping) -> IngestState {
         let mut seed = [0u8; 4];
         // Request ids only need to differ between processes sharing a database.
         let _ = getrandom::fill(&mut seed);
@@ -39,6 +42,7 @@ impl IngestState {
             max_body_bytes: config.server.max_body_bytes,
             dedup_window_ms: (config.storage.dedup_window_hours as i64) * 3_600_000,
             writer,
+            mapping,
             request_seq: AtomicU32::new(u32::from_le_bytes(seed)),
         }
     }

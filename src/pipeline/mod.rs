@@ -33,6 +33,7 @@ pub enum Draft {
     Mapped(Box<CanonicalEvent>, Box<MappingRow>),
     /// A track call not in the table: kept, with why and what it probably meant.
     Unmapped {
+        segment_event: String,
         mapping_version: u32,
         reason: String,
         suggestion: Option<Suggestion>,
@@ -80,6 +81,7 @@ pub fn draft(
             ),
         };
         return Draft::Unmapped {
+            segment_event: name.to_string(),
             mapping_version: table.version,
             reason,
             suggestion,

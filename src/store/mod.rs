@@ -4,6 +4,7 @@
 //! its queue goes into the same transaction, so one fsync acknowledges many requests. Readers open
 //! their own read-only connections (WAL lets them run beside the writer).
 
+pub mod pipeline;
 mod reader;
 mod records;
 mod writer;
@@ -15,7 +16,9 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use reader::{StoreReader, StoredMessage, StoredRejection, StoredRequest};
-pub use records::{IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt};
+pub use records::{
+    IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,
+};
 pub use writer::{StoreWriter, WriteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!(
             "../../migrations/0002_rejections_and_settings.sql"
         )),
+        M::up(include_str!("../../migrations/0003_pipeline.sql")),
     ])
 });
 
@@ -134,7 +138,17 @@ mod tests {
         let fresh = open_for_writing(&dir.path().join("fresh.db")).unwrap();
 
         let mut stepped = Connection::open(dir.path().join("stepped.db")).unwrap();
-        let total = 2;
+        // Every file in migrations/ must be registered, in order.
+        let total = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count();
         for version in 1..=total {
             MIGRATIONS.to_version(&mut stepped, version).unwrap();
             let v: i64 = stepped
@@ -143,6 +157,13 @@ mod tests {
             assert_eq!(v, version as i64);
         }
         assert_eq!(schema(&fresh), schema(&stepped));
+        let fresh_version: i64 = fresh
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            fresh_version, total as i64,
+            "a migration file is not registered"
+        );
         assert!(!schema(&fresh).is_empty());
         MIGRATIONS.validate().unwrap();
     }

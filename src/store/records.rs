@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::pipeline::{PipelineInput, PipelineOutcome};
+
 /// Metadata of one authenticated request.
 #[derive(Debug, Clone)]
 pub struct RequestReceipt {
@@ -31,6 +33,8 @@ pub struct MessageRecord {
     pub raw_sha256: [u8; 32],
     /// `Some(reason)` when the message failed validation.
     pub invalid_reason: Option<String>,
+    /// The stateless pipeline stages' result, for valid messages.
+    pub pipeline: Option<PipelineInput>,
 }
 
 /// A request and all its messages: stored in one transaction, acknowledged after its commit.
@@ -40,6 +44,13 @@ pub struct IngestBatch {
     pub messages: Vec<MessageRecord>,
     /// Messages whose messageId was first accepted before this instant are not duplicates.
     pub dedup_since_ms: i64,
+}
+
+/// What became of one message: its storage verdict and, for valid ones, the pipeline's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOutcome {
+    pub message: MessageOutcome,
+    pub pipeline: Option<PipelineOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

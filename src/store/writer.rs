@@ -9,8 +9,10 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::records::{IngestBatch, MessageOutcome, RejectedRequest};
+use super::pipeline::{self as stateful, PipelineContext};
+use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
 use super::{open_for_writing, StoreError};
+use crate::pipeline::RouteTarget;
 
 /// Upper bound on jobs per transaction, so one commit never holds the lock for long.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
@@ -27,7 +29,7 @@ pub enum WriteError {
     Failed(String),
 }
 
-type IngestReply = oneshot::Sender<Result<Vec<MessageOutcome>, WriteError>>;
+type IngestReply = oneshot::Sender<Result<Vec<StoredOutcome>, WriteError>>;
 
 enum Job {
     Ingest(Box<IngestBatch>, IngestReply),
@@ -75,9 +77,11 @@ fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<JoinHandle<(
 
 impl StoreWriter {
     /// Open the database (running migrations) and start the writer thread.
+    /// `targets` are the destinations events are routed to (consent and environment checks).
     pub fn spawn(
         path: &Path,
         queue_capacity: usize,
+        targets: Vec<RouteTarget>,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
         let conn = open_for_writing(path)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -87,7 +91,7 @@ impl StoreWriter {
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
             .spawn(move || {
-                run(&conn, rx);
+                run(&conn, rx, &targets);
                 stop.store(true, Ordering::Release);
                 checkpointer.thread().unpark();
                 let _ = checkpointer.join();
@@ -101,7 +105,7 @@ impl StoreWriter {
     }
 
     /// Store a request's messages; resolves after the commit that holds all of them.
-    pub async fn ingest(&self, batch: IngestBatch) -> Result<Vec<MessageOutcome>, WriteError> {
+    pub async fn ingest(&self, batch: IngestBatch) -> Result<Vec<StoredOutcome>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .try_send(Job::Ingest(Box::new(batch), reply))
@@ -125,7 +129,7 @@ impl StoreWriter {
     }
 }
 
-fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget]) {
     let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -135,31 +139,33 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(conn, &mut jobs);
+        commit_group(conn, &mut jobs, targets);
     }
 }
 
-type JobResult = Option<Result<Vec<MessageOutcome>, rusqlite::Error>>;
+type JobResult = Option<Result<Vec<StoredOutcome>, rusqlite::Error>>;
 
 /// Apply every queued job in one transaction and answer each after the commit. If anything
 /// fails, the group is rolled back and each job is retried in a transaction of its own, so one
 /// bad job cannot fail the others (and no job is acknowledged without its own commit).
-fn commit_group(conn: &Connection, jobs: &mut Vec<Job>) {
-    let results: Vec<JobResult> = match apply_jobs(conn, jobs) {
+fn commit_group(conn: &Connection, jobs: &mut Vec<Job>, targets: &[RouteTarget]) {
+    let results: Vec<JobResult> = match apply_jobs(conn, jobs, targets) {
         Ok(results) => results,
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
             jobs.iter()
-                .map(|job| match apply_jobs(conn, std::slice::from_ref(job)) {
-                    Ok(mut one) => one.pop().flatten(),
-                    Err(e) => match job {
-                        Job::Ingest(..) => Some(Err(e)),
-                        Job::Rejection(_) => {
-                            tracing::error!(error = %e, "could not record a rejected request");
-                            None
-                        }
+                .map(
+                    |job| match apply_jobs(conn, std::slice::from_ref(job), targets) {
+                        Ok(mut one) => one.pop().flatten(),
+                        Err(e) => match job {
+                            Job::Ingest(..) => Some(Err(e)),
+                            Job::Rejection(_) => {
+                                tracing::error!(error = %e, "could not record a rejected request");
+                                None
+                            }
+                        },
                     },
-                })
+                )
                 .collect()
         }
     };
@@ -170,12 +176,16 @@ fn commit_group(conn: &Connection, jobs: &mut Vec<Job>) {
     }
 }
 
-fn apply_jobs(conn: &Connection, jobs: &[Job]) -> Result<Vec<JobResult>, rusqlite::Error> {
+fn apply_jobs(
+    conn: &Connection,
+    jobs: &[Job],
+    targets: &[RouteTarget],
+) -> Result<Vec<JobResult>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         results.push(match job {
-            Job::Ingest(batch, _) => Some(Ok(insert_batch(&tx, batch)?)),
+            Job::Ingest(batch, _) => Some(Ok(insert_batch(&tx, batch, targets)?)),
             Job::Rejection(rejection) => {
                 insert_rejection(&tx, rejection)?;
                 None
@@ -199,7 +209,14 @@ enum Verdict<'a> {
 fn insert_batch(
     conn: &Connection,
     batch: &IngestBatch,
-) -> Result<Vec<MessageOutcome>, rusqlite::Error> {
+    targets: &[RouteTarget],
+) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
+    let ctx = PipelineContext {
+        targets,
+        environment: &batch.receipt.environment,
+        received_at_ms: batch.receipt.received_at_ms,
+        dedup_since_ms: batch.dedup_since_ms,
+    };
     let receipt = &batch.receipt;
     conn.prepare_cached(
         "INSERT INTO requests (request_id, received_at_ms, environment, path, remote_addr,
@@ -290,7 +307,16 @@ fn insert_batch(
             raw,
         ])?;
         let row_id = conn.last_insert_rowid();
-        outcomes.push(match verdict {
+        let pipeline = match (&verdict, &message.pipeline) {
+            (Verdict::Invalid(_), _) | (_, None) => None,
+            (Verdict::Duplicate { .. }, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, true)?)
+            }
+            (Verdict::Accepted, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, false)?)
+            }
+        };
+        let message = match verdict {
             Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
             Verdict::Duplicate {
                 original_row_id,
@@ -301,7 +327,8 @@ fn insert_batch(
                 same_payload,
             },
             Verdict::Accepted => MessageOutcome::Accepted { row_id },
-        });
+        };
+        outcomes.push(StoredOutcome { message, pipeline });
     }
     Ok(outcomes)
 }

@@ -1,0 +1,536 @@
+//! The stateful half of the pipeline, run by the writer inside the transaction that stores the
+//! raw message: load what the pure stages need, call them, write what they decided.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::pipeline::dedup::{self, CollisionKind};
+use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
+use crate::pipeline::{self as pl, CanonicalEvent, Draft, MappingRow, RouteTarget, RouteVerdict};
+
+/// What the pipeline made of one message (the reply and the trace show it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PipelineOutcome {
+    Mapped {
+        event_id: String,
+        name: String,
+        routes: Vec<(String, RouteVerdict)>,
+    },
+    /// Let through by an operator's replay window despite an earlier event with the same id.
+    Replayed { event_id: String, name: String },
+    Collision {
+        event_id: String,
+        kind: CollisionKind,
+    },
+    Unmapped {
+        reason: String,
+        suggestion: Option<String>,
+    },
+    Identify {
+        profile_id: i64,
+        merged: usize,
+        conflicts: usize,
+    },
+}
+
+impl PipelineOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PipelineOutcome::Mapped { .. } => "mapped",
+            PipelineOutcome::Replayed { .. } => "replayed",
+            PipelineOutcome::Collision { .. } => "collision",
+            PipelineOutcome::Unmapped { .. } => "unmapped",
+            PipelineOutcome::Identify { .. } => "identify",
+        }
+    }
+}
+
+/// What the request task prepared for the writer (the pure, stateless stages).
+#[derive(Debug, Clone)]
+pub struct PipelineInput {
+    pub draft: Draft,
+    pub observation: Observation,
+    pub event_consent: Option<Map<String, Value>>,
+}
+
+fn json_map(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Identifiers to look up for an observation, including an alias's previousId in both roles.
+fn lookup_keys(obs: &Observation) -> Vec<Identifier> {
+    let mut keys = obs.identifiers.clone();
+    if let Some(previous) = &obs.previous_id {
+        keys.push((IdKind::UserId, previous.clone()));
+        keys.push((IdKind::AnonymousId, previous.clone()));
+    }
+    keys
+}
+
+pub fn load_profile(conn: &Connection, id: i64) -> Result<Option<Profile>, rusqlite::Error> {
+    let row = conn
+        .prepare_cached(
+            "SELECT user_id, traits, trait_sources, consent, consent_source, first_seen_ms, last_seen_ms
+             FROM profiles WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((user_id, traits, sources, consent, consent_source, first, last)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, value FROM identities WHERE profile_id = ?1 ORDER BY first_seen_ms",
+    )?;
+    let identifiers = stmt
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .filter_map(|row| row.ok())
+        .filter_map(|(kind, value)| IdKind::parse(&kind).map(|k| (k, value)))
+        .collect();
+    Ok(Some(Profile {
+        id: Some(id),
+        user_id,
+        traits: json_map(&traits),
+        trait_sources: serde_json::from_str(&sources).unwrap_or_default(),
+        consent: consent.as_deref().map(json_map),
+        consent_source,
+        identifiers,
+        first_seen_ms: first,
+        last_seen_ms: last,
+    }))
+}
+
+/// Profiles owning any of the observation's identifiers.
+fn profiles_for(conn: &Connection, obs: &Observation) -> Result<Vec<Profile>, rusqlite::Error> {
+    let mut ids: Vec<i64> = Vec::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?;
+    for (kind, value) in lookup_keys(obs) {
+        if let Some(id) = stmt
+            .query_row(params![kind.as_str(), value], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    let mut profiles = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(p) = load_profile(conn, id)? {
+            profiles.push(p);
+        }
+    }
+    Ok(profiles)
+}
+
+fn record_change(
+    conn: &Connection,
+    at_ms: i64,
+    message_row: i64,
+    kind: &str,
+    profile_id: i64,
+    other: Option<i64>,
+    detail: &str,
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO identity_changes (at_ms, message_row, kind, profile_id, other_profile_id, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![at_ms, message_row, kind, profile_id, other, detail])?;
+    Ok(())
+}
+
+/// Run identity resolution for an observation and store the outcome. Returns the profile (with
+/// its id) and the number of merges and conflicts.
+fn resolve_and_store(
+    conn: &Connection,
+    obs: &Observation,
+    message_row: i64,
+) -> Result<(Profile, usize, usize), rusqlite::Error> {
+    let known = profiles_for(conn, obs)?;
+    let resolution = identity::resolve(obs, &known);
+    let mut profile = resolution.profile;
+    let traits = Value::Object(profile.traits.clone()).to_string();
+    let sources = serde_json::to_string(&profile.trait_sources).unwrap_or_else(|_| "{}".into());
+    let consent = profile
+        .consent
+        .clone()
+        .map(|c| Value::Object(c).to_string());
+    let id = match profile.id {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE profiles SET user_id = ?2, traits = ?3, trait_sources = ?4, consent = ?5,
+                     consent_source = ?6, first_seen_ms = ?7, last_seen_ms = ?8 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                profile.user_id,
+                traits,
+                sources,
+                consent,
+                profile.consent_source,
+                profile.first_seen_ms,
+                profile.last_seen_ms
+            ])?;
+            id
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO profiles (user_id, traits, trait_sources, consent, consent_source,
+                     first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                profile.user_id,
+                traits,
+                sources,
+                consent,
+                profile.consent_source,
+                profile.first_seen_ms,
+                profile.last_seen_ms
+            ])?;
+            let id = conn.last_insert_rowid();
+            profile.id = Some(id);
+            let ids: Vec<String> = profile
+                .identifiers
+                .iter()
+                .map(|(k, v)| format!("{}={v}", k.as_str()))
+                .collect();
+            record_change(
+                conn,
+                obs.at_ms,
+                message_row,
+                "created",
+                id,
+                None,
+                &ids.join(", "),
+            )?;
+            id
+        }
+    };
+    for merged in &resolution.merged {
+        conn.prepare_cached("UPDATE identities SET profile_id = ?1 WHERE profile_id = ?2")?
+            .execute(params![id, merged])?;
+        conn.prepare_cached("UPDATE profiles SET merged_into = ?1 WHERE id = ?2")?
+            .execute(params![id, merged])?;
+        record_change(
+            conn,
+            obs.at_ms,
+            message_row,
+            "merged",
+            id,
+            Some(*merged),
+            &format!(
+                "profile {merged} folded into {id} by message {}",
+                obs.message_id
+            ),
+        )?;
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO identities (kind, value, profile_id, first_seen_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id,
+             last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+    )?;
+    let observed = lookup_keys(obs);
+    for (kind, value) in &profile.identifiers {
+        if observed.iter().any(|(k, v)| k == kind && v == value) {
+            upsert.execute(params![kind.as_str(), value, id, obs.at_ms])?;
+        }
+    }
+    for conflict in &resolution.conflicts {
+        record_change(
+            conn,
+            obs.at_ms,
+            message_row,
+            "conflict",
+            id,
+            Some(conflict.owner),
+            &conflict.reason,
+        )?;
+    }
+    Ok((profile, resolution.merged.len(), resolution.conflicts.len()))
+}
+
+/// The profile a message belongs to, without changing anything (for duplicates).
+fn current_profile(
+    conn: &Connection,
+    obs: &Observation,
+) -> Result<Option<Profile>, rusqlite::Error> {
+    let profiles = profiles_for(conn, obs)?;
+    Ok(profiles
+        .iter()
+        .find(|p| p.user_id.is_some() && p.user_id == obs.user_id)
+        .or(profiles.first())
+        .cloned())
+}
+
+fn replay_window_open(
+    conn: &Connection,
+    environment: &str,
+    at_ms: i64,
+) -> Result<bool, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT 1 FROM replay_windows WHERE environment = ?1 AND starts_ms <= ?2 AND ends_ms > ?2",
+    )?
+    .exists(params![environment, at_ms])
+}
+
+fn insert_event(
+    conn: &Connection,
+    event: &CanonicalEvent,
+    message_row: i64,
+    fingerprint: &[u8],
+    replay: bool,
+    now_ms: i64,
+) -> Result<i64, rusqlite::Error> {
+    let canonical = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    conn.prepare_cached(
+        "INSERT INTO events (event_id, message_row, message_id, environment, name, segment_event,
+             mapping_version, event_time_ms, profile_id, fingerprint, canonical, replay, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        event.event_id,
+        message_row,
+        event.message_id,
+        event.environment,
+        event.name,
+        event.segment_event,
+        event.mapping_version,
+        event.event_time_ms,
+        event.user.profile_id,
+        fingerprint,
+        canonical,
+        replay,
+        now_ms
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn insert_routes(
+    conn: &Connection,
+    event_row: i64,
+    event: &CanonicalEvent,
+    row: &MappingRow,
+    targets: &[RouteTarget],
+    event_consent: Option<&Map<String, Value>>,
+    profile: Option<&Profile>,
+) -> Result<Vec<(String, RouteVerdict)>, rusqlite::Error> {
+    let learned_from = profile
+        .and_then(|p| p.consent_source.clone())
+        .map(|m| format!("message {m}"))
+        .unwrap_or_default();
+    let profile_consent = profile
+        .and_then(|p| p.consent.as_ref())
+        .map(|c| (c, learned_from.as_str()));
+    let decisions = pl::route(event, row, targets, event_consent, profile_consent);
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO routes (event_row, destination, kind, destination_event, verdict, reason,
+             consent_source, consent_allowed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for d in &decisions {
+        stmt.execute(params![
+            event_row,
+            d.destination,
+            d.kind,
+            d.destination_event,
+            d.verdict.as_str(),
+            d.reason,
+            d.consent.source,
+            d.consent.allowed
+        ])?;
+    }
+    Ok(decisions
+        .into_iter()
+        .map(|d| (d.destination, d.verdict))
+        .collect())
+}
+
+/// Everything the stateful stages need besides the message.
+pub struct PipelineContext<'a> {
+    pub targets: &'a [RouteTarget],
+    pub environment: &'a str,
+    pub received_at_ms: i64,
+    pub dedup_since_ms: i64,
+}
+
+/// Run identity, dedup, consent and routing for one stored message.
+pub fn apply(
+    conn: &Connection,
+    ctx: &PipelineContext<'_>,
+    message_row: i64,
+    input: &PipelineInput,
+    duplicate_message: bool,
+) -> Result<PipelineOutcome, rusqlite::Error> {
+    // A repeated messageId already updated identity on its first arrival.
+    let (profile, merged, conflicts) = if duplicate_message {
+        (current_profile(conn, &input.observation)?, 0, 0)
+    } else {
+        let (p, m, c) = resolve_and_store(conn, &input.observation, message_row)?;
+        (Some(p), m, c)
+    };
+
+    let outcome = match &input.draft {
+        Draft::IdentityOnly => PipelineOutcome::Identify {
+            profile_id: profile.as_ref().and_then(|p| p.id).unwrap_or_default(),
+            merged,
+            conflicts,
+        },
+        Draft::Unmapped {
+            segment_event,
+            mapping_version,
+            reason,
+            suggestion,
+        } => {
+            if !duplicate_message {
+                conn.prepare_cached(
+                    "INSERT INTO unmapped (message_row, environment, segment_event, mapping_version,
+                         suggestion, reason, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    message_row,
+                    ctx.environment,
+                    segment_event,
+                    mapping_version,
+                    suggestion.as_ref().map(|s| s.segment.clone()),
+                    reason,
+                    ctx.received_at_ms
+                ])?;
+            }
+            PipelineOutcome::Unmapped {
+                reason: reason.clone(),
+                suggestion: suggestion.as_ref().map(|s| s.segment.clone()),
+            }
+        }
+        Draft::Mapped(event, row) => {
+            let mut event = (**event).clone();
+            if let Some(p) = &profile {
+                identity::enrich(&mut event.user, p, &mut event.provenance);
+            }
+            let fingerprint = event.payload_fingerprint();
+            let prior: Option<(i64, i64, String, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT id, message_row, message_id, fingerprint FROM events
+                     WHERE event_id = ?1 AND created_at_ms >= ?2 ORDER BY id LIMIT 1",
+                )?
+                .query_row(params![event.event_id, ctx.dedup_since_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            match prior {
+                Some(_) if replay_window_open(conn, ctx.environment, ctx.received_at_ms)? => {
+                    let event_row = insert_event(
+                        conn,
+                        &event,
+                        message_row,
+                        &fingerprint,
+                        true,
+                        ctx.received_at_ms,
+                    )?;
+                    insert_routes(
+                        conn,
+                        event_row,
+                        &event,
+                        row,
+                        ctx.targets,
+                        input.event_consent.as_ref(),
+                        profile.as_ref(),
+                    )?;
+                    PipelineOutcome::Replayed {
+                        event_id: event.event_id,
+                        name: event.name,
+                    }
+                }
+                Some((
+                    winner_event_row,
+                    winner_message_row,
+                    winner_message_id,
+                    winner_fingerprint,
+                )) => {
+                    let kind = dedup::classify(
+                        &winner_message_id,
+                        &winner_fingerprint,
+                        &event.message_id,
+                        &fingerprint,
+                    );
+                    let canonical = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+                    conn.prepare_cached(
+                        "INSERT INTO collisions (event_id, kind, winner_event_row, winner_message_row,
+                             message_row, canonical, detected_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        event.event_id,
+                        kind.as_str(),
+                        winner_event_row,
+                        winner_message_row,
+                        message_row,
+                        canonical,
+                        ctx.received_at_ms
+                    ])?;
+                    PipelineOutcome::Collision {
+                        event_id: event.event_id,
+                        kind,
+                    }
+                }
+                None => {
+                    let event_row = insert_event(
+                        conn,
+                        &event,
+                        message_row,
+                        &fingerprint,
+                        false,
+                        ctx.received_at_ms,
+                    )?;
+                    let routes = insert_routes(
+                        conn,
+                        event_row,
+                        &event,
+                        row,
+                        ctx.targets,
+                        input.event_consent.as_ref(),
+                        profile.as_ref(),
+                    )?;
+                    PipelineOutcome::Mapped {
+                        event_id: event.event_id,
+                        name: event.name,
+                        routes,
+                    }
+                }
+            }
+        }
+    };
+    conn.prepare_cached("UPDATE messages SET outcome = ?2 WHERE id = ?1")?
+        .execute(params![message_row, outcome.label()])?;
+    Ok(outcome)
+}
+
+/// Open a replay window: while it is open, an event_id seen before passes as a replay.
+pub fn open_replay_window(
+    conn: &Connection,
+    environment: &str,
+    starts_ms: i64,
+    ends_ms: i64,
+    note: &str,
+) -> Result<i64, rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO replay_windows (environment, starts_ms, ends_ms, note, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?2)",
+        params![environment, starts_ms, ends_ms, note],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
