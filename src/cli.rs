@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{self, Config, Secret};
 use crate::ingest::auth;
 use crate::segment::split_body;
-use crate::store::{self, StoreReader, StoredMessage};
+use crate::store::{self, StoreReader};
 
 const DEFAULT_CONFIG: &str = "tracklayer.toml";
 const DEFAULT_DB: &str = "tracklayer.db";
@@ -350,113 +350,67 @@ fn send(
     })
 }
 
-fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
-}
-
-fn raw_json(message: &StoredMessage) -> serde_json::Value {
-    serde_json::from_slice(&message.raw).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&message.raw).into_owned())
-    })
-}
-
 fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let reader = StoreReader::open(&loaded.config().storage.path)?;
-    let mut arrivals = reader.messages_by_message_id(id)?;
-    let mut request = None;
-    if arrivals.is_empty() {
-        request = reader.request(id)?;
-        if request.is_some() {
-            arrivals = reader.messages_of_request(id)?;
-        }
-    }
-    if arrivals.is_empty() && request.is_none() {
+    if let Some(trace) = reader.trace(id)? {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "message_id": id, "status": "not_found" })
+                serde_json::to_string_pretty(&crate::inspect::to_json(&trace))?
             );
         } else {
-            println!("nothing stored for `{id}` (neither a messageId nor a request id)");
+            println!("{}", crate::inspect::to_text(&trace));
         }
-        return Ok(ExitCode::FAILURE);
-    }
-
-    if json {
-        let first = &arrivals[0];
-        let out = serde_json::json!({
-            "message_id": first.message_id,
-            "type": first.message_type,
-            "event": first.event,
-            "status": first.status,
-            "reason": first.reason,
-            "environment": first.environment,
-            "received_at": format_ms(first.received_at_ms),
-            "request_id": first.request_id,
-            "raw": raw_json(first),
-            "arrivals": arrivals.iter().map(|m| serde_json::json!({
-                "message_id": m.message_id,
-                "status": m.status,
-                "reason": m.reason,
-                "received_at": format_ms(m.received_at_ms),
-                "request_id": m.request_id,
-                "position": m.position,
-                "raw_sha256": m.raw_sha256,
-                "raw": raw_json(m),
-            })).collect::<Vec<_>>(),
-            "request": request,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-
-    if let Some(request) = &request {
-        println!(
-            "request {}  {}  {} via {}  {} bytes, {} message(s)",
-            request.request_id,
-            format_ms(request.received_at_ms),
-            request.path,
-            request.auth_scheme,
-            request.body_bytes,
-            request.message_count
-        );
-    }
-    for (i, message) in arrivals.iter().enumerate() {
-        println!(
-            "\n#{} {}  {}  env={}  type={}  event={}  messageId={}",
-            i + 1,
-            message.status.to_uppercase(),
-            format_ms(message.received_at_ms),
-            message.environment,
-            message.message_type.as_deref().unwrap_or("?"),
-            message.event.as_deref().unwrap_or("-"),
-            message.message_id.as_deref().unwrap_or("(none)"),
-        );
-        println!(
-            "   request {} position {}  sha256 {}",
-            message.request_id, message.position, message.raw_sha256
-        );
-        if let Some(reason) = &message.reason {
-            println!("   reason: {reason}");
-        }
-        if message.status != "duplicate" || message.duplicate_of.is_none() || request.is_some() {
+    // A request id: list its messages, then the trace of each.
+    if let Some(request) = reader.request(id)? {
+        let messages = reader.messages_of_request(id)?;
+        if json {
+            let traces: Vec<serde_json::Value> = messages
+                .iter()
+                .filter_map(|m| m.message_id.as_deref())
+                .filter_map(|mid| reader.trace(mid).ok().flatten())
+                .map(|t| crate::inspect::to_json(&t))
+                .collect();
             println!(
                 "{}",
-                indent(&serde_json::to_string_pretty(&raw_json(message))?)
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"request": request, "messages": traces})
+                )?
             );
+        } else {
+            println!(
+                "request {}  {}  {} via {}  {} bytes, {} message(s)",
+                request.request_id,
+                crate::inspect::format_ms(request.received_at_ms),
+                request.path,
+                request.auth_scheme,
+                request.body_bytes,
+                request.message_count
+            );
+            for m in &messages {
+                println!(
+                    "  #{} {} {} {}",
+                    m.position,
+                    m.status,
+                    m.message_id.as_deref().unwrap_or("(no messageId)"),
+                    m.reason.as_deref().unwrap_or("")
+                );
+            }
         }
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("   {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "message_id": id, "status": "not_found" })
+        );
+    } else {
+        println!("nothing stored for `{id}` (not a messageId, event_id or request id)");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn check(arg: ConfigArg) -> Result<ExitCode> {

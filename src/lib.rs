@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod inspect;
 pub mod pipeline;
 pub mod segment;
 pub mod store;

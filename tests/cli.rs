@@ -157,7 +157,14 @@ fn embedded_default_send_and_inspect() {
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["message_id"], "cli-msg-1");
     assert_eq!(json["type"], "track");
-    assert_eq!(json["status"], "accepted");
+    assert_eq!(json["status"], "mapped");
+    assert_eq!(json["canonical"]["name"], "purchase");
+    assert_eq!(json["canonical"]["properties"]["value"], 39.95);
+    assert_eq!(
+        json["canonical"]["properties"]["currency"], "USD",
+        "Segment's default currency"
+    );
+    assert_eq!(json["dedup"]["collisions"][0]["kind"], "segment_retry");
     assert_eq!(json["environment"], "development");
     assert_eq!(json["raw"]["properties"]["revenue"], "$39.95");
     let statuses: Vec<&str> = json["arrivals"]
@@ -170,8 +177,16 @@ fn embedded_default_send_and_inspect() {
 
     let out = tracklayer(dir.path(), &["inspect", "cli-msg-1"]);
     let (stdout, _) = text(&out);
-    assert!(stdout.contains("#1 ACCEPTED"), "{stdout}");
-    assert!(stdout.contains("#2 DUPLICATE"), "{stdout}");
+    assert!(stdout.contains("MAPPED"), "{stdout}");
+    assert!(
+        stdout.contains("Order Completed → purchase (mapping v1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("revenue → value (parsed \"$39.95\")"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("arrival #2: DUPLICATE"), "{stdout}");
     assert!(stdout.contains("\"revenue\": \"$39.95\""), "{stdout}");
 
     let out = tracklayer(dir.path(), &["inspect", "no-such-id"]);

@@ -100,9 +100,16 @@ impl CanonicalEvent {
     /// provenance, profile) are left out, so a Segment retry or a re-sent order compares equal.
     pub fn payload_fingerprint(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
+        // A time TrackLayer filled in from its own clock differs on every arrival; only a time
+        // the source sent says something about the event.
+        let sent_time = self
+            .provenance
+            .get("event_time")
+            .is_some_and(|p| p.source != super::transform::RECEIPT_TIME)
+            .then_some(self.event_time_ms);
         let essence = serde_json::json!({
             "name": self.name,
-            "event_time_ms": self.event_time_ms,
+            "event_time_ms": sent_time,
             "properties": self.properties,
         });
         Sha256::digest(essence.to_string().as_bytes()).into()

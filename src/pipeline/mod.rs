@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod consent;
 pub mod currency;
 pub mod dedup;
+pub mod diff;
 pub mod identity;
 pub mod mapping;
 pub mod transform;

@@ -189,8 +189,11 @@ pub fn event_time(body: &Map<String, Value>, received_at_ms: i64) -> (i64, &'sta
             return (ms, field);
         }
     }
-    (received_at_ms, "TrackLayer receipt time")
+    (received_at_ms, RECEIPT_TIME)
 }
+
+/// The event-time source when a message carries no usable time of its own.
+pub const RECEIPT_TIME: &str = "TrackLayer receipt time";
 
 fn traits_of(body: &Map<String, Value>) -> Option<&Map<String, Value>> {
     body.get("traits").and_then(Value::as_object)

@@ -15,7 +15,10 @@ use std::sync::LazyLock;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
-pub use reader::{StoreReader, StoredMessage, StoredRejection, StoredRequest};
+pub use reader::{
+    MessageTrace, StoreReader, StoredCollision, StoredEvent, StoredIdentityChange, StoredMessage,
+    StoredProfile, StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
+};
 pub use records::{
     IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,
 };

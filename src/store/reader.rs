@@ -212,3 +212,379 @@ impl StoreReader {
         Ok(stmt.query_row([key], |row| row.get(0)).optional()?)
     }
 }
+
+/// A canonical event as stored, with its routes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredEvent {
+    pub row_id: i64,
+    pub event_id: String,
+    pub message_row: i64,
+    pub message_id: String,
+    pub replay: bool,
+    pub created_at_ms: i64,
+    pub canonical: crate::pipeline::CanonicalEvent,
+    pub routes: Vec<StoredRoute>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredRoute {
+    pub destination: String,
+    pub kind: String,
+    pub destination_event: String,
+    pub verdict: String,
+    pub reason: String,
+    pub consent_source: String,
+    pub consent_allowed: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredCollision {
+    pub id: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub winner_event_row: i64,
+    pub winner_message_row: i64,
+    pub winner_message_id: Option<String>,
+    pub message_row: i64,
+    pub message_id: Option<String>,
+    pub detected_at_ms: i64,
+    /// The later arrival's canonical event.
+    pub canonical: serde_json::Value,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredUnmapped {
+    pub segment_event: String,
+    pub mapping_version: i64,
+    pub suggestion: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredIdentityChange {
+    pub at_ms: i64,
+    pub message_row: i64,
+    pub kind: String,
+    pub profile_id: i64,
+    pub other_profile_id: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredProfile {
+    pub id: i64,
+    pub user_id: Option<String>,
+    pub traits: serde_json::Value,
+    pub trait_sources: serde_json::Value,
+    pub consent: Option<serde_json::Value>,
+    pub consent_source: Option<String>,
+    pub identities: Vec<(String, String)>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub merged_into: Option<i64>,
+    pub changes: Vec<StoredIdentityChange>,
+}
+
+/// Everything stored about one message, stage by stage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageTrace {
+    /// Every arrival of the messageId (or the one message), oldest first.
+    pub arrivals: Vec<StoredMessage>,
+    /// The outcome recorded for each arrival (same order).
+    pub outcomes: Vec<Option<String>>,
+    pub events: Vec<StoredEvent>,
+    /// Collisions this message took part in, as winner or as later arrival.
+    pub collisions: Vec<StoredCollision>,
+    pub unmapped: Option<StoredUnmapped>,
+    pub profile: Option<StoredProfile>,
+    pub identity_changes: Vec<StoredIdentityChange>,
+}
+
+const COLLISION_COLUMNS: &str =
+    "c.id, c.event_id, c.kind, c.winner_event_row, c.winner_message_row,
+    w.message_id, c.message_row, m.message_id, c.detected_at_ms, c.canonical";
+
+fn collision_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCollision> {
+    let canonical: String = row.get(9)?;
+    Ok(StoredCollision {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        kind: row.get(2)?,
+        winner_event_row: row.get(3)?,
+        winner_message_row: row.get(4)?,
+        winner_message_id: row.get(5)?,
+        message_row: row.get(6)?,
+        message_id: row.get(7)?,
+        detected_at_ms: row.get(8)?,
+        canonical: serde_json::from_str(&canonical).unwrap_or_default(),
+    })
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<StoredIdentityChange> {
+    Ok(StoredIdentityChange {
+        at_ms: row.get(0)?,
+        message_row: row.get(1)?,
+        kind: row.get(2)?,
+        profile_id: row.get(3)?,
+        other_profile_id: row.get(4)?,
+        detail: row.get(5)?,
+    })
+}
+
+impl StoreReader {
+    fn outcome_of(&self, message_row: i64) -> Result<Option<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT outcome FROM messages WHERE id = ?1")?;
+        Ok(stmt
+            .query_row([message_row], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    pub fn events_of_message(&self, message_row: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, event_id, message_row, message_id, replay, created_at_ms, canonical
+             FROM events WHERE message_row = ?1 ORDER BY id",
+        )?;
+        let rows: Vec<(i64, String, i64, String, bool, i64, String)> = stmt
+            .query_map([message_row], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (row_id, event_id, message_row, message_id, replay, created_at_ms, canonical) in rows {
+            let Ok(canonical) = serde_json::from_str(&canonical) else {
+                continue;
+            };
+            events.push(StoredEvent {
+                row_id,
+                event_id,
+                message_row,
+                message_id,
+                replay,
+                created_at_ms,
+                canonical,
+                routes: self.routes_of(row_id)?,
+            });
+        }
+        Ok(events)
+    }
+
+    pub fn routes_of(&self, event_row: i64) -> Result<Vec<StoredRoute>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, kind, destination_event, verdict, reason, consent_source, consent_allowed
+             FROM routes WHERE event_row = ?1 ORDER BY destination",
+        )?;
+        let rows = stmt.query_map([event_row], |r| {
+            Ok(StoredRoute {
+                destination: r.get(0)?,
+                kind: r.get(1)?,
+                destination_event: r.get(2)?,
+                verdict: r.get(3)?,
+                reason: r.get(4)?,
+                consent_source: r.get(5)?,
+                consent_allowed: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Collisions where the message was the winner or the later arrival.
+    pub fn collisions_of_message(
+        &self,
+        message_row: i64,
+    ) -> Result<Vec<StoredCollision>, StoreError> {
+        let sql = format!(
+            "SELECT {COLLISION_COLUMNS} FROM collisions c
+             LEFT JOIN messages w ON w.id = c.winner_message_row
+             LEFT JOIN messages m ON m.id = c.message_row
+             WHERE c.message_row = ?1 OR c.winner_message_row = ?1 ORDER BY c.id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([message_row], collision_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest collisions first (the dashboard's collisions pane).
+    pub fn recent_collisions(&self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
+        let sql = format!(
+            "SELECT {COLLISION_COLUMNS} FROM collisions c
+             LEFT JOIN messages w ON w.id = c.winner_message_row
+             LEFT JOIN messages m ON m.id = c.message_row
+             ORDER BY c.id DESC LIMIT ?1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([limit as i64], collision_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn unmapped_of_message(
+        &self,
+        message_row: i64,
+    ) -> Result<Option<StoredUnmapped>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT segment_event, mapping_version, suggestion, reason FROM unmapped WHERE message_row = ?1",
+        )?;
+        Ok(stmt
+            .query_row([message_row], |r| {
+                Ok(StoredUnmapped {
+                    segment_event: r.get(0)?,
+                    mapping_version: r.get(1)?,
+                    suggestion: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn profile(&self, id: i64) -> Result<Option<StoredProfile>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, user_id, traits, trait_sources, consent, consent_source, first_seen_ms,
+                    last_seen_ms, merged_into FROM profiles WHERE id = ?1",
+        )?;
+        let Some(mut profile) = stmt
+            .query_row([id], |r| {
+                let traits: String = r.get(2)?;
+                let sources: String = r.get(3)?;
+                let consent: Option<String> = r.get(4)?;
+                Ok(StoredProfile {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    traits: serde_json::from_str(&traits).unwrap_or_default(),
+                    trait_sources: serde_json::from_str(&sources).unwrap_or_default(),
+                    consent: consent.and_then(|c| serde_json::from_str(&c).ok()),
+                    consent_source: r.get(5)?,
+                    identities: Vec::new(),
+                    first_seen_ms: r.get(6)?,
+                    last_seen_ms: r.get(7)?,
+                    merged_into: r.get(8)?,
+                    changes: Vec::new(),
+                })
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut ids = self.conn.prepare_cached(
+            "SELECT kind, value FROM identities WHERE profile_id = ?1 ORDER BY first_seen_ms, kind",
+        )?;
+        profile.identities = ids
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut changes = self.conn.prepare_cached(
+            "SELECT at_ms, message_row, kind, profile_id, other_profile_id, detail FROM identity_changes
+             WHERE profile_id = ?1 OR other_profile_id = ?1 ORDER BY id",
+        )?;
+        profile.changes = changes
+            .query_map([id], change_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(profile))
+    }
+
+    /// The live profile owning an identifier (`user_id`, `anonymous_id`, `email`, `phone`).
+    pub fn profile_by_identifier(
+        &self,
+        kind: &str,
+        value: &str,
+    ) -> Result<Option<StoredProfile>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?;
+        match stmt
+            .query_row([kind, value], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(id) => self.profile(id),
+            None => Ok(None),
+        }
+    }
+
+    fn identity_changes_of_message(
+        &self,
+        message_row: i64,
+    ) -> Result<Vec<StoredIdentityChange>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at_ms, message_row, kind, profile_id, other_profile_id, detail FROM identity_changes
+             WHERE message_row = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([message_row], change_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The messageId of the first message that produced an event_id.
+    pub fn message_id_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT message_id FROM events WHERE event_id = ?1 ORDER BY id LIMIT 1",
+        )?;
+        Ok(stmt.query_row([event_id], |r| r.get(0)).optional()?)
+    }
+
+    /// Everything about a messageId (or an event_id, resolved to its first message).
+    pub fn trace(&self, id: &str) -> Result<Option<MessageTrace>, StoreError> {
+        let mut arrivals = self.messages_by_message_id(id)?;
+        if arrivals.is_empty() {
+            if let Some(message_id) = self.message_id_of_event(id)? {
+                arrivals = self.messages_by_message_id(&message_id)?;
+            }
+        }
+        if arrivals.is_empty() {
+            return Ok(None);
+        }
+        let mut outcomes = Vec::with_capacity(arrivals.len());
+        let mut events = Vec::new();
+        let mut collisions: Vec<StoredCollision> = Vec::new();
+        let mut identity_changes = Vec::new();
+        let mut unmapped = None;
+        for arrival in &arrivals {
+            outcomes.push(self.outcome_of(arrival.row_id)?);
+            events.extend(self.events_of_message(arrival.row_id)?);
+            for c in self.collisions_of_message(arrival.row_id)? {
+                if !collisions.iter().any(|x| x.id == c.id) {
+                    collisions.push(c);
+                }
+            }
+            identity_changes.extend(self.identity_changes_of_message(arrival.row_id)?);
+            if unmapped.is_none() {
+                unmapped = self.unmapped_of_message(arrival.row_id)?;
+            }
+        }
+        let first = &arrivals[0];
+        let profile_id = events
+            .iter()
+            .find_map(|e| e.canonical.user.profile_id)
+            .or_else(|| identity_changes.first().map(|c| c.profile_id));
+        let mut profile = match profile_id {
+            Some(id) => self.profile(id)?,
+            None => match (&first.user_id, &first.anonymous_id) {
+                (Some(u), _) => self.profile_by_identifier("user_id", u)?,
+                (None, Some(a)) => self.profile_by_identifier("anonymous_id", a)?,
+                _ => None,
+            },
+        };
+        // A merged profile points at the one it was folded into; show the live one.
+        for _ in 0..8 {
+            match profile.as_ref().and_then(|p| p.merged_into) {
+                Some(next) => profile = self.profile(next)?,
+                None => break,
+            }
+        }
+        Ok(Some(MessageTrace {
+            arrivals,
+            outcomes,
+            events,
+            collisions,
+            unmapped,
+            profile,
+            identity_changes,
+        }))
+    }
+}

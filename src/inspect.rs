@@ -1,0 +1,267 @@
+//! `tracklayer inspect`: one message's trace, stage by stage, as JSON or as text for a terminal.
+
+use serde_json::{json, Map, Value};
+
+use crate::pipeline::diff::{self, DiffKind};
+use crate::store::{MessageTrace, StoredMessage};
+
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub fn raw_json(message: &StoredMessage) -> Value {
+    serde_json::from_slice(&message.raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&message.raw).into_owned()))
+}
+
+/// The status of a traced message, as DESIGN §7 names them.
+pub fn status(trace: &MessageTrace) -> &'static str {
+    let first = &trace.arrivals[0];
+    if first.status == "invalid" {
+        return "invalid";
+    }
+    match trace.outcomes.first().and_then(|o| o.as_deref()) {
+        Some("mapped") | Some("replayed") => "mapped",
+        Some("unmapped") => "unmapped",
+        Some("identify") => "identify",
+        Some("collision") => "duplicate",
+        _ => "accepted",
+    }
+}
+
+pub fn to_json(trace: &MessageTrace) -> Value {
+    let first = &trace.arrivals[0];
+    let raw = raw_json(first);
+    let event = trace.events.first();
+    let canonical = event.map(|e| serde_json::to_value(&e.canonical).unwrap_or_default());
+    let diff = event
+        .map(|e| serde_json::to_value(diff::diff(&raw, &e.canonical)).unwrap_or_default())
+        .unwrap_or(Value::Array(Vec::new()));
+    // The collision this message's own arrivals caused (if it lost), else the first it won.
+    let own_rows: Vec<i64> = trace.arrivals.iter().map(|a| a.row_id).collect();
+    let lost = trace
+        .collisions
+        .iter()
+        .find(|c| own_rows.contains(&c.message_row));
+    let mut consent = Map::new();
+    let routes = event.map(|e| e.routes.clone()).unwrap_or_default();
+    for r in &routes {
+        consent.insert(
+            r.destination.clone(),
+            json!({"allowed": r.consent_allowed, "source": r.consent_source, "verdict": r.verdict, "reason": r.reason}),
+        );
+    }
+    json!({
+        "message_id": first.message_id,
+        "type": first.message_type,
+        "event": first.event,
+        "status": status(trace),
+        "reason": first.reason,
+        "environment": first.environment,
+        "received_at": format_ms(first.received_at_ms),
+        "request_id": first.request_id,
+        "raw": raw,
+        "canonical": canonical,
+        "diff": diff,
+        "unmapped": trace.unmapped,
+        "profile_id": trace.profile.as_ref().map(|p| p.id),
+        "profile": trace.profile,
+        "identity_changes": trace.identity_changes,
+        "dedup": {
+            "event_id": event.map(|e| e.event_id.clone()).or_else(|| lost.map(|c| c.event_id.clone())),
+            "collision_kind": lost.map(|c| c.kind.clone()),
+            "winner_message_id": lost.and_then(|c| c.winner_message_id.clone()),
+            "collisions": trace.collisions,
+        },
+        "consent": consent,
+        "routes": routes,
+        "deliveries": [],
+        "arrivals": trace.arrivals.iter().zip(&trace.outcomes).map(|(m, outcome)| json!({
+            "message_id": m.message_id,
+            "status": m.status,
+            "outcome": outcome,
+            "reason": m.reason,
+            "received_at": format_ms(m.received_at_ms),
+            "request_id": m.request_id,
+            "position": m.position,
+            "raw_sha256": m.raw_sha256,
+            "raw": raw_json(m),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn show(value: &Option<Value>) -> String {
+    match value {
+        None => "—".into(),
+        Some(Value::String(s)) => format!("{s:?}"),
+        Some(Value::Array(items)) => format!("[{} item(s)]", items.len()),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A terminal rendering: one numbered line per stage, then the diff and the raw message.
+pub fn to_text(trace: &MessageTrace) -> String {
+    let mut out = Vec::new();
+    let first = &trace.arrivals[0];
+    let status = status(trace);
+    out.push(format!(
+        "messageId {}  {} {}  {}",
+        first.message_id.as_deref().unwrap_or("(none)"),
+        first.message_type.as_deref().unwrap_or("?"),
+        first
+            .event
+            .as_deref()
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_default(),
+        status.to_uppercase()
+    ));
+    out.push(format!(
+        " 1 received     {}  env={}  request {}  position {}  ({} arrival{})",
+        format_ms(first.received_at_ms),
+        first.environment,
+        first.request_id,
+        first.position,
+        trace.arrivals.len(),
+        if trace.arrivals.len() == 1 { "" } else { "s" }
+    ));
+    if first.status == "invalid" {
+        out.push(format!(
+            " 2 parsed       INVALID: {}",
+            first.reason.as_deref().unwrap_or("")
+        ));
+    } else {
+        out.push(" 2 parsed       valid Segment call".into());
+    }
+    if let Some(u) = &trace.unmapped {
+        out.push(format!(" 3 mapped       UNMAPPED: {}", u.reason));
+    }
+    if let Some(event) = trace.events.first() {
+        let c = &event.canonical;
+        out.push(format!(
+            " 3 mapped       {} → {} (mapping v{})",
+            c.segment_event, c.name, c.mapping_version
+        ));
+        out.push(format!(
+            " 4 transformed  {} propert{}, event time {} ({})",
+            c.properties.len(),
+            if c.properties.len() == 1 { "y" } else { "ies" },
+            c.event_time,
+            c.provenance
+                .get("event_time")
+                .map(|p| p.source.as_str())
+                .unwrap_or("?")
+        ));
+        let raw = raw_json(first);
+        for line in diff::diff(&raw, c) {
+            let mark = match line.kind {
+                DiffKind::Kept => "=",
+                DiffKind::Transformed => "~",
+                DiffKind::Added => "+",
+                DiffKind::Unused => "-",
+            };
+            out.push(format!(
+                "      {mark} {:<28} {:<24} ← {} ({})",
+                line.field,
+                show(&line.canonical),
+                line.source,
+                line.transform
+            ));
+        }
+        for m in &c.missing_required {
+            out.push(format!("      ! missing required property {m}"));
+        }
+        for p in &c.problems {
+            out.push(format!("      ! {p}"));
+        }
+    }
+    match &trace.profile {
+        Some(p) => {
+            let ids: Vec<String> = p
+                .identities
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push(format!(
+                " 5 identity     profile {}{}: {}",
+                p.id,
+                p.user_id
+                    .as_deref()
+                    .map(|u| format!(" (userId {u})"))
+                    .unwrap_or_default(),
+                ids.join(", ")
+            ));
+            for change in &trace.identity_changes {
+                out.push(format!("      {}: {}", change.kind, change.detail));
+            }
+        }
+        None => out.push(" 5 identity     no profile".into()),
+    }
+    let own_rows: Vec<i64> = trace.arrivals.iter().map(|a| a.row_id).collect();
+    match (trace.events.first(), trace.collisions.is_empty()) {
+        (Some(e), true) => out.push(format!(
+            " 6 dedup        event_id {} ({}): first arrival{}",
+            e.event_id,
+            e.canonical.event_id_basis,
+            if e.replay {
+                ", let through by a replay window"
+            } else {
+                ""
+            }
+        )),
+        _ => {}
+    }
+    for c in &trace.collisions {
+        let role = if own_rows.contains(&c.message_row) {
+            format!(
+                "collapsed onto {} (first sent as messageId {})",
+                c.event_id,
+                c.winner_message_id.as_deref().unwrap_or("?")
+            )
+        } else {
+            format!(
+                "won over messageId {} for {}",
+                c.message_id.as_deref().unwrap_or("?"),
+                c.event_id
+            )
+        };
+        out.push(format!(" 6 dedup        {}: {role}", c.kind.to_uppercase()));
+    }
+    if let Some(e) = trace.events.first() {
+        if e.routes.is_empty() {
+            out.push(" 7 routes       no destinations configured".into());
+        }
+        for r in &e.routes {
+            out.push(format!(
+                " 7 route        {:<12} {:<18} as {:<20} {}",
+                r.destination, r.verdict, r.destination_event, r.reason
+            ));
+        }
+    }
+    out.push(" raw:".into());
+    let pretty = serde_json::to_string_pretty(&raw_json(first)).unwrap_or_default();
+    out.push(indent(&pretty, "   "));
+    for (i, arrival) in trace.arrivals.iter().enumerate().skip(1) {
+        out.push(format!(
+            " arrival #{}: {} {} request {}{}",
+            i + 1,
+            arrival.status.to_uppercase(),
+            format_ms(arrival.received_at_ms),
+            arrival.request_id,
+            arrival
+                .reason
+                .as_deref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    out.join("\n")
+}
