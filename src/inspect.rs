@@ -206,18 +206,13 @@ pub fn to_text(trace: &MessageTrace) -> String {
         None => out.push(" 5 identity     no profile".into()),
     }
     let own_rows: Vec<i64> = trace.arrivals.iter().map(|a| a.row_id).collect();
-    match (trace.events.first(), trace.collisions.is_empty()) {
-        (Some(e), true) => out.push(format!(
+    if let (Some(e), true) = (trace.events.first(), trace.collisions.is_empty()) {
+        out.push(format!(
             " 6 dedup        event_id {} ({}): first arrival{}",
             e.event_id,
             e.canonical.event_id_basis,
-            if e.replay {
-                ", let through by a replay window"
-            } else {
-                ""
-            }
-        )),
-        _ => {}
+            if e.replay { ", let through by a replay window" } else { "" }
+        ));
     }
     for c in &trace.collisions {
         let role = if own_rows.contains(&c.message_row) {

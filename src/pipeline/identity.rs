@@ -188,7 +188,7 @@ pub fn resolve(obs: &Observation, known: &[Profile]) -> Resolution {
     }
 
     // The target: the profile of the message's userId; else the oldest profile touched.
-    let mut touched: Vec<&Profile> = wanted.iter().filter_map(|id| owner_of(id)).collect();
+    let mut touched: Vec<&Profile> = wanted.iter().filter_map(owner_of).collect();
     touched.sort_by_key(|p| p.id);
     touched.dedup_by_key(|p| p.id);
     let target_user_id = obs
@@ -300,6 +300,9 @@ fn trait_str(traits: &Map<String, Value>, names: &[&str]) -> Option<(String, Str
     })
 }
 
+/// A user field, the profile value found for it (value, trait name), and where it goes.
+type EnrichSlot<'a> = (&'static str, Option<(String, String)>, &'a mut Option<String>);
+
 /// Fill the user fields a track call left out from its profile ("a track with only anonymousId
 /// gets the email/phone learned earlier"), recording which identify call taught us each one.
 pub fn enrich(
@@ -312,7 +315,7 @@ pub fn enrich(
     let address = profile.traits.get("address").and_then(Value::as_object);
     let empty = Map::new();
     let address = address.unwrap_or(&empty);
-    let slots: [(&str, Option<(String, String)>, &mut Option<String>); 9] = [
+    let slots: [EnrichSlot<'_>; 9] = [
         (
             "user_id",
             profile.user_id.clone().map(|u| (u, "userId".to_string())),
