@@ -69,6 +69,7 @@ CREATE TABLE routes (
     reason            TEXT    NOT NULL,
     consent_source    TEXT    NOT NULL,   -- event | profile | none
     consent_allowed   INTEGER NOT NULL,
+    consent_reason    TEXT    NOT NULL,
     PRIMARY KEY (event_row, destination)
 ) WITHOUT ROWID;
 

@@ -70,6 +70,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Let a Segment Replay through: for the next N minutes, an event_id seen before passes
+    /// (with the same event_id) instead of being recorded as a collision.
+    AllowReplay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        env: String,
+        /// How long the window stays open.
+        #[arg(long, default_value_t = 240)]
+        minutes: i64,
+        /// Why (shown in the trace).
+        #[arg(long, default_value = "operator replay")]
+        note: String,
+    },
     /// Validate the config; precise errors, exit 1 on failure.
     Check {
         #[command(flatten)]
@@ -127,6 +141,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file,
         }) => send(config, &env, url, scheme, &file),
         Some(Command::Inspect { config, id, json }) => inspect(config, &id, json),
+        Some(Command::AllowReplay {
+            config,
+            env,
+            minutes,
+            note,
+        }) => allow_replay(config, &env, minutes, &note),
         Some(Command::Check { config }) => check(config),
         Some(Command::Init { path, force }) => init(&path, force),
     }
@@ -411,6 +431,25 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
         println!("nothing stored for `{id}` (not a messageId, event_id or request id)");
     }
     Ok(ExitCode::FAILURE)
+}
+
+fn allow_replay(arg: ConfigArg, env: &str, minutes: i64, note: &str) -> Result<ExitCode> {
+    let loaded = load_config(&arg, false)?;
+    let config = loaded.config();
+    if config.environment(env).is_none() {
+        bail!("unknown environment `{env}`");
+    }
+    if !(1..=7 * 24 * 60).contains(&minutes) {
+        bail!("--minutes must be between 1 and 10080 (7 days)");
+    }
+    let start = chrono::Utc::now().timestamp_millis();
+    let end = start + minutes * 60_000;
+    store::open_replay_window(&config.storage.path, env, start, end, note)?;
+    println!(
+        "replay window open for {env} until {}: repeated event_ids pass with their original id",
+        crate::inspect::format_ms(end)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(arg: ConfigArg) -> Result<ExitCode> {

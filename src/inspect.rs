@@ -50,7 +50,7 @@ pub fn to_json(trace: &MessageTrace) -> Value {
     for r in &routes {
         consent.insert(
             r.destination.clone(),
-            json!({"allowed": r.consent_allowed, "source": r.consent_source, "verdict": r.verdict, "reason": r.reason}),
+            json!({"allowed": r.consent_allowed, "source": r.consent_source, "reason": r.consent_reason}),
         );
     }
     json!({
@@ -211,7 +211,11 @@ pub fn to_text(trace: &MessageTrace) -> String {
             " 6 dedup        event_id {} ({}): first arrival{}",
             e.event_id,
             e.canonical.event_id_basis,
-            if e.replay { ", let through by a replay window" } else { "" }
+            if e.replay {
+                ", let through by a replay window"
+            } else {
+                ""
+            }
         ));
     }
     for c in &trace.collisions {

@@ -301,7 +301,11 @@ fn trait_str(traits: &Map<String, Value>, names: &[&str]) -> Option<(String, Str
 }
 
 /// A user field, the profile value found for it (value, trait name), and where it goes.
-type EnrichSlot<'a> = (&'static str, Option<(String, String)>, &'a mut Option<String>);
+type EnrichSlot<'a> = (
+    &'static str,
+    Option<(String, String)>,
+    &'a mut Option<String>,
+);
 
 /// Fill the user fields a track call left out from its profile ("a track with only anonymousId
 /// gets the email/phone learned earlier"), recording which identify call taught us each one.

@@ -110,6 +110,25 @@ pub fn read_local_secret(path: &Path, key: &str) -> Result<Option<String>, Store
     reader.local_setting(key)
 }
 
+/// Let repeated event_ids through for `environment` between two instants (a Segment Replay
+/// reuses messageIds). Writes on its own connection; the running server sees it at once.
+pub fn open_replay_window(
+    path: &Path,
+    environment: &str,
+    starts_ms: i64,
+    ends_ms: i64,
+    note: &str,
+) -> Result<i64, StoreError> {
+    let conn = open_for_writing(path)?;
+    Ok(pipeline::open_replay_window(
+        &conn,
+        environment,
+        starts_ms,
+        ends_ms,
+        note,
+    )?)
+}
+
 /// 32 random bytes, hex: 256 bits for an HMAC key.
 fn generate_secret() -> String {
     let mut bytes = [0u8; 32];

@@ -340,7 +340,8 @@ fn insert_routes(
     let decisions = pl::route(event, row, targets, event_consent, profile_consent);
     let mut stmt = conn.prepare_cached(
         "INSERT INTO routes (event_row, destination, kind, destination_event, verdict, reason,
-             consent_source, consent_allowed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             consent_source, consent_allowed, consent_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for d in &decisions {
         stmt.execute(params![
@@ -351,7 +352,8 @@ fn insert_routes(
             d.verdict.as_str(),
             d.reason,
             d.consent.source,
-            d.consent.allowed
+            d.consent.allowed,
+            d.consent.reason
         ])?;
     }
     Ok(decisions

@@ -235,6 +235,7 @@ pub struct StoredRoute {
     pub reason: String,
     pub consent_source: String,
     pub consent_allowed: bool,
+    pub consent_reason: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -381,7 +382,8 @@ impl StoreReader {
 
     pub fn routes_of(&self, event_row: i64) -> Result<Vec<StoredRoute>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT destination, kind, destination_event, verdict, reason, consent_source, consent_allowed
+            "SELECT destination, kind, destination_event, verdict, reason, consent_source,
+                    consent_allowed, consent_reason
              FROM routes WHERE event_row = ?1 ORDER BY destination",
         )?;
         let rows = stmt.query_map([event_row], |r| {
@@ -393,6 +395,7 @@ impl StoreReader {
                 reason: r.get(4)?,
                 consent_source: r.get(5)?,
                 consent_allowed: r.get(6)?,
+                consent_reason: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

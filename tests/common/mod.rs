@@ -24,6 +24,11 @@ pub struct TestServer {
 }
 
 pub fn config_text(db: &Path, extra_server: &str) -> String {
+    config_text_with(db, extra_server, "")
+}
+
+/// Config text with `extra` TOML appended (mapping, destinations).
+pub fn config_text_with(db: &Path, extra_server: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -45,6 +50,8 @@ write_key = "{WRITE_KEY}"
 [[environments]]
 name = "staging"
 secret = "{STAGING_SECRET}"
+
+{extra}
 "#,
         db = db.display()
     )
@@ -65,7 +72,20 @@ impl TestServer {
     }
 
     pub async fn start_on(db: &Path, extra_server: &str) -> TestServer {
-        let text = config_text(db, extra_server);
+        Self::start_configured(db, extra_server, "").await
+    }
+
+    /// A server in a fresh folder with `extra` TOML (mapping, destinations) in its config.
+    pub async fn start_with_toml(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracklayer.db");
+        let mut server = Self::start_configured(&db, "", extra).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    pub async fn start_configured(db: &Path, extra_server: &str, extra: &str) -> TestServer {
+        let text = config_text_with(db, extra_server, extra);
         let config = Config::parse(&text, Path::new("tracklayer.toml"), &|_| None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
