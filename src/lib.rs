@@ -57,7 +57,7 @@ async fn watch_mapping(config: config::MappingConfig, shared: pipeline::SharedMa
     };
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut last = modified(&path);
-    let mut interval = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         interval.tick().await;
         let now = modified(&path);
