@@ -165,6 +165,11 @@ pub struct Conflict {
 pub struct Resolution {
     /// The profile the message belongs to, after merges and updates.
     pub profile: Profile,
+    /// False when the message taught the graph nothing new (the common case for a track by a
+    /// known user), so nothing needs writing.
+    pub changed: bool,
+    /// Identifiers that now point at `profile` and did not before.
+    pub new_identifiers: Vec<Identifier>,
     /// Profiles folded into `profile` (their identifiers now point at it).
     pub merged: Vec<i64>,
     pub conflicts: Vec<Conflict>,
@@ -212,6 +217,7 @@ pub fn resolve(obs: &Observation, known: &[Profile]) -> Resolution {
             ..Profile::default()
         },
     };
+    let original = profile.clone();
     if profile.user_id.is_none() {
         profile.user_id = target_user_id.clone();
     }
@@ -268,7 +274,7 @@ pub fn resolve(obs: &Observation, known: &[Profile]) -> Resolution {
     }
     if let Some(traits) = &obs.traits {
         for (k, v) in traits {
-            if v.is_null() {
+            if v.is_null() || profile.traits.get(k) == Some(v) {
                 continue;
             }
             profile.traits.insert(k.clone(), v.clone());
@@ -278,12 +284,29 @@ pub fn resolve(obs: &Observation, known: &[Profile]) -> Resolution {
         }
     }
     if let Some(consent) = &obs.consent {
-        profile.consent = Some(consent.clone());
-        profile.consent_source = Some(obs.message_id.clone());
+        if profile.consent.as_ref() != Some(consent) {
+            profile.consent = Some(consent.clone());
+            profile.consent_source = Some(obs.message_id.clone());
+        }
     }
-    profile.last_seen_ms = profile.last_seen_ms.max(obs.at_ms);
+    let new_identifiers: Vec<Identifier> = profile
+        .identifiers
+        .iter()
+        .filter(|id| !original.identifiers.contains(id))
+        .cloned()
+        .collect();
+    // last_seen moves at most hourly on its own, so a busy user's tracks do not each rewrite
+    // their profile; any real change writes it anyway.
+    const LAST_SEEN_GRANULARITY_MS: i64 = 3_600_000;
+    let mut changed = profile.id.is_none() || profile != original;
+    if changed || obs.at_ms - profile.last_seen_ms > LAST_SEEN_GRANULARITY_MS {
+        profile.last_seen_ms = profile.last_seen_ms.max(obs.at_ms);
+        changed = true;
+    }
     Resolution {
         profile,
+        changed,
+        new_identifiers,
         merged,
         conflicts,
     }

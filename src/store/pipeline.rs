@@ -164,6 +164,22 @@ fn resolve_and_store(
     let known = profiles_for(conn, obs)?;
     let resolution = identity::resolve(obs, &known);
     let mut profile = resolution.profile;
+    if !resolution.changed {
+        // Nothing new: a known user doing something. No profile or identity writes.
+        for conflict in &resolution.conflicts {
+            let id = profile.id.unwrap_or_default();
+            record_change(
+                conn,
+                obs.at_ms,
+                message_row,
+                "conflict",
+                id,
+                Some(conflict.owner),
+                &conflict.reason,
+            )?;
+        }
+        return Ok((profile, 0, resolution.conflicts.len()));
+    }
     let traits = Value::Object(profile.traits.clone()).to_string();
     let sources = serde_json::to_string(&profile.trait_sources).unwrap_or_else(|_| "{}".into());
     let consent = profile
@@ -245,11 +261,8 @@ fn resolve_and_store(
          ON CONFLICT (kind, value) DO UPDATE SET profile_id = excluded.profile_id,
              last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
     )?;
-    let observed = lookup_keys(obs);
-    for (kind, value) in &profile.identifiers {
-        if observed.iter().any(|(k, v)| k == kind && v == value) {
-            upsert.execute(params![kind.as_str(), value, id, obs.at_ms])?;
-        }
+    for (kind, value) in &resolution.new_identifiers {
+        upsert.execute(params![kind.as_str(), value, id, obs.at_ms])?;
     }
     for conflict in &resolution.conflicts {
         record_change(
