@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod destinations;
 pub mod ingest;
 pub mod inspect;
 pub mod pipeline;

@@ -61,6 +61,8 @@ pub struct CanonicalContext {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
     /// gclid, gbraid, wbraid, fbc, fbp, ttclid, ttp.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
@@ -72,6 +74,10 @@ pub struct CanonicalEvent {
     pub event_id: String,
     /// How the event_id was derived, e.g. `order_id ORD-10492` or `messageId seg_test_481`.
     pub event_id_basis: String,
+    /// The raw key the event_id derives from (the order_id, or the messageId). Platforms that
+    /// dedup against a browser pixel (Meta, TikTok) and Klaviyo's unique_id use it as is, so
+    /// the pixel can send the same value.
+    pub dedup_key: String,
     pub name: String,
     pub segment_event: String,
     pub mapping_version: u32,

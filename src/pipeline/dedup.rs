@@ -11,27 +11,31 @@ use sha2::{Digest, Sha256};
 use super::mapping::DedupKey;
 
 /// `ev_<canonical>_<24 hex>`: readable in a diff, fixed length whatever the order id looks like.
+/// Returns the event_id, a description of its basis, and the raw key it derives from.
 pub fn event_id(
     environment: &str,
     canonical: &str,
     dedup_key: DedupKey,
     order_id: Option<&str>,
     message_id: &str,
-) -> (String, String) {
-    let (material, basis) = match (dedup_key, order_id) {
+) -> (String, String, String) {
+    let (material, basis, key) = match (dedup_key, order_id) {
         (DedupKey::OrderId, Some(order)) => (
             format!("{environment}\u{1f}{canonical}\u{1f}order\u{1f}{order}"),
             format!("{canonical} + order_id {order}"),
+            order,
         ),
         _ => (
             format!("{environment}\u{1f}{canonical}\u{1f}message\u{1f}{message_id}"),
             format!("{canonical} + messageId {message_id}"),
+            message_id,
         ),
     };
     let digest = Sha256::digest(material.as_bytes());
     (
         format!("ev_{canonical}_{}", &hex::encode(digest)[..24]),
         basis,
+        key.to_string(),
     )
 }
 
@@ -106,7 +110,8 @@ mod tests {
             Some("ORD-1"),
             "m-2",
         );
-        assert_eq!(a, b);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.2, "ORD-1");
         assert!(a.0.starts_with("ev_purchase_") && a.0.len() == "ev_purchase_".len() + 24);
         assert_eq!(a.1, "purchase + order_id ORD-1");
         let staging = event_id(

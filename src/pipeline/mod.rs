@@ -90,7 +90,7 @@ pub fn draft(
     };
     let t = transform::transform(message, row, table, received_at_ms);
     let order_id = t.properties.get("order_id").and_then(Value::as_str);
-    let (event_id, event_id_basis) = dedup::event_id(
+    let (event_id, event_id_basis, dedup_key) = dedup::event_id(
         environment,
         &row.canonical,
         row.dedup_key,
@@ -103,6 +103,7 @@ pub fn draft(
     let event = CanonicalEvent {
         event_id,
         event_id_basis,
+        dedup_key,
         name: row.canonical.clone(),
         segment_event: name.to_string(),
         mapping_version: table.version,

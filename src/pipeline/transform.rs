@@ -353,6 +353,11 @@ fn message_context(
             "properties.url",
         )
     });
+    out.referrer = take(
+        "referrer",
+        page.and_then(|p| p.get("referrer")),
+        "context.page.referrer",
+    );
 
     for key in CLICK_IDS {
         let found = [("properties", properties), ("context", context)]

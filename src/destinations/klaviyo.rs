@@ -1,0 +1,442 @@
+//! Klaviyo: Events API (`POST /api/events`, JSON:API) for events and profile-import
+//! (`POST /api/profile-import`) for identify calls (reference/destination-apis.md §3, §8.5).
+//! Identifiers go in clear text: Klaviyo matches on raw email and phone.
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Map, Value};
+
+use super::hashing::phone_e164;
+use super::{
+    classify_status, items_of, Built, Destination, HttpRequest, HttpResponse, Outcome,
+    SettingsError, SettingsReader, Subject,
+};
+use crate::config::Secret;
+
+pub const DEFAULT_REVISION: &str = "2026-07-15";
+
+#[derive(Debug, Clone)]
+pub struct KlaviyoSettings {
+    pub api_key: Secret,
+    pub revision: String,
+}
+
+impl KlaviyoSettings {
+    pub fn read(r: &SettingsReader<'_>) -> Result<KlaviyoSettings, SettingsError> {
+        r.deny_unknown(&["api_key", "revision"])?;
+        let revision = r
+            .optional_str("revision")?
+            .unwrap_or_else(|| DEFAULT_REVISION.into());
+        let valid = revision.len() >= 10
+            && chrono::NaiveDate::parse_from_str(&revision[..10], "%Y-%m-%d").is_ok();
+        if !valid {
+            return Err(r.error(
+                "revision",
+                format!("`{revision}` must be a date such as {DEFAULT_REVISION}"),
+            ));
+        }
+        Ok(KlaviyoSettings {
+            api_key: r.required_secret("api_key")?,
+            revision,
+        })
+    }
+}
+
+fn headers(settings: &KlaviyoSettings) -> Vec<(String, String)> {
+    vec![
+        (
+            "Authorization".into(),
+            format!("Klaviyo-API-Key {}", settings.api_key.expose()),
+        ),
+        ("revision".into(), settings.revision.clone()),
+        ("Content-Type".into(), "application/vnd.api+json".into()),
+        ("accept".into(), "application/vnd.api+json".into()),
+    ]
+}
+
+fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<String>) {
+    if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+        map.insert(key.into(), Value::String(v));
+    }
+}
+
+/// Event properties in Klaviyo's conventions (OrderId, Items[], ItemNames) plus the rest of the
+/// canonical properties as they are.
+fn event_properties(
+    properties: &Map<String, Value>,
+    items: &[&Map<String, Value>],
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(order) = properties.get("order_id") {
+        out.insert("OrderId".into(), order.clone());
+    }
+    if !items.is_empty() {
+        let names: Vec<Value> = items
+            .iter()
+            .filter_map(|i| i.get("name").cloned())
+            .collect();
+        if !names.is_empty() {
+            out.insert("ItemNames".into(), Value::Array(names));
+        }
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|i| {
+                let mut row = Map::new();
+                let get = |k: &str| i.get(k).cloned();
+                if let Some(v) = get("item_id") {
+                    row.insert("ProductID".into(), v);
+                }
+                if let Some(v) = get("sku") {
+                    row.insert("SKU".into(), v);
+                }
+                if let Some(v) = get("name") {
+                    row.insert("ProductName".into(), v);
+                }
+                let quantity = i.get("quantity").and_then(Value::as_f64).unwrap_or(1.0);
+                row.insert(
+                    "Quantity".into(),
+                    i.get("quantity").cloned().unwrap_or(json!(1)),
+                );
+                if let Some(price) = i.get("price").and_then(Value::as_f64) {
+                    row.insert("ItemPrice".into(), json!(price));
+                    let total = (price * quantity * 100.0).round() / 100.0;
+                    row.insert("RowTotal".into(), json!(total));
+                }
+                if let Some(v) = get("category") {
+                    row.insert("Categories".into(), json!([v]));
+                }
+                Value::Object(row)
+            })
+            .collect();
+        out.insert("Items".into(), Value::Array(rows));
+    }
+    for (key, value) in properties {
+        if !["order_id", "items", "value", "currency", "num_items"].contains(&key.as_str()) {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    out
+}
+
+fn event_body(item: &Subject) -> Result<Value, String> {
+    let Subject::Event {
+        event,
+        destination_event,
+        ..
+    } = item
+    else {
+        return Err("not an event".into());
+    };
+    let user = &event.user;
+    let mut profile = Map::new();
+    insert_some(
+        &mut profile,
+        "email",
+        user.email.as_ref().map(|e| e.trim().to_lowercase()),
+    );
+    insert_some(
+        &mut profile,
+        "phone_number",
+        user.phone
+            .as_deref()
+            .and_then(|p| phone_e164(p, user.country.as_deref())),
+    );
+    insert_some(&mut profile, "external_id", user.user_id.clone());
+    if profile.is_empty() {
+        insert_some(&mut profile, "anonymous_id", user.anonymous_id.clone());
+    }
+    if profile.is_empty() {
+        return Err(
+            "no email, phone, userId or anonymousId: Klaviyo needs one to find the profile".into(),
+        );
+    }
+    insert_some(&mut profile, "first_name", user.first_name.clone());
+    insert_some(&mut profile, "last_name", user.last_name.clone());
+
+    let items = items_of(event);
+    let time = Utc
+        .timestamp_millis_opt(event.event_time_ms)
+        .single()
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string();
+    let mut attributes = Map::new();
+    attributes.insert(
+        "properties".into(),
+        Value::Object(event_properties(&event.properties, &items)),
+    );
+    attributes.insert("time".into(), json!(time));
+    if let Some(v) = event.properties.get("value") {
+        attributes.insert("value".into(), v.clone());
+    }
+    if let Some(c) = event.properties.get("currency") {
+        attributes.insert("value_currency".into(), c.clone());
+    }
+    // One event per (profile, metric, unique_id): the order id for orders, else the messageId.
+    attributes.insert("unique_id".into(), json!(event.dedup_key));
+    attributes.insert(
+        "metric".into(),
+        json!({"data": {"type": "metric", "attributes": {"name": destination_event}}}),
+    );
+    attributes.insert(
+        "profile".into(),
+        json!({"data": {"type": "profile", "attributes": profile}}),
+    );
+    Ok(json!({"data": {"type": "event", "attributes": attributes}}))
+}
+
+/// Standard profile attributes Klaviyo knows, from Segment trait names. Unknown traits go to
+/// `properties`; missing ones are omitted (a null would clear the field in Klaviyo).
+fn profile_body(snapshot: &super::ProfileSnapshot) -> Result<Value, String> {
+    let traits = &snapshot.traits;
+    let text = |names: &[&str]| -> Option<String> {
+        names
+            .iter()
+            .find_map(|n| {
+                traits
+                    .get(*n)
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+            })
+            .map(str::to_string)
+    };
+    let address = traits.get("address").and_then(Value::as_object);
+    let country = address
+        .and_then(|a| a.get("country"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut attributes = Map::new();
+    insert_some(
+        &mut attributes,
+        "email",
+        text(&["email"]).map(|e| e.to_lowercase()),
+    );
+    insert_some(
+        &mut attributes,
+        "phone_number",
+        text(&["phone"]).and_then(|p| phone_e164(&p, country.as_deref())),
+    );
+    insert_some(&mut attributes, "external_id", snapshot.user_id.clone());
+    if attributes.is_empty() {
+        insert_some(
+            &mut attributes,
+            "anonymous_id",
+            snapshot.anonymous_id.clone(),
+        );
+    }
+    if attributes.is_empty() {
+        return Err("the identify call has no email, phone or userId for Klaviyo".into());
+    }
+    insert_some(
+        &mut attributes,
+        "first_name",
+        text(&["firstName", "first_name"]),
+    );
+    insert_some(
+        &mut attributes,
+        "last_name",
+        text(&["lastName", "last_name"]),
+    );
+    insert_some(
+        &mut attributes,
+        "organization",
+        traits
+            .get("company")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    );
+    insert_some(&mut attributes, "title", text(&["title"]));
+    insert_some(&mut attributes, "locale", text(&["locale"]));
+    if let Some(a) = address {
+        let mut location = Map::new();
+        let field = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
+        insert_some(&mut location, "address1", field("street"));
+        insert_some(&mut location, "city", field("city"));
+        insert_some(&mut location, "region", field("state"));
+        insert_some(
+            &mut location,
+            "zip",
+            field("postalCode").or_else(|| field("postal_code")),
+        );
+        insert_some(&mut location, "country", field("country"));
+        if !location.is_empty() {
+            attributes.insert("location".into(), Value::Object(location));
+        }
+    }
+    const STANDARD: [&str; 13] = [
+        "email",
+        "phone",
+        "firstName",
+        "first_name",
+        "lastName",
+        "last_name",
+        "company",
+        "title",
+        "locale",
+        "address",
+        "consent",
+        "id",
+        "userId",
+    ];
+    let extra: Map<String, Value> = traits
+        .iter()
+        .filter(|(k, v)| !STANDARD.contains(&k.as_str()) && !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !extra.is_empty() {
+        attributes.insert("properties".into(), Value::Object(extra));
+    }
+    Ok(json!({"data": {"type": "profile", "attributes": attributes}}))
+}
+
+pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) -> Built {
+    let Some(item) = items.first() else {
+        return Built {
+            request: None,
+            included: Vec::new(),
+            rejected: Vec::new(),
+        };
+    };
+    let (path, body) = match item {
+        Subject::Event { .. } => ("/api/events", event_body(item)),
+        Subject::Profile(snapshot) => ("/api/profile-import", profile_body(snapshot)),
+    };
+    let mut built = match body {
+        Ok(body) => Built::single(HttpRequest::json(
+            format!("{}{path}", dest.base_url),
+            headers(settings),
+            &body,
+        )),
+        Err(reason) => Built {
+            request: None,
+            included: Vec::new(),
+            rejected: vec![(0, reason)],
+        },
+    };
+    // One item per request; anything else waits for the next.
+    built
+        .rejected
+        .extend((1..items.len()).map(|i| (i, "Klaviyo takes one event per request".to_string())));
+    built
+}
+
+/// 202 (events) / 200 / 201 (profiles) succeed; 429 and 5xx retry after Retry-After; other 4xx
+/// carry the field in `errors[].source.pointer`.
+pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
+    let outcome = match response.status {
+        200..=299 => Outcome::Delivered {
+            note: Some(format!("HTTP {}", response.status)),
+        },
+        400..=499 if response.status != 429 && response.status != 408 => {
+            let detail = serde_json::from_str::<Value>(&response.body)
+                .ok()
+                .and_then(|v| {
+                    let e = v.get("errors")?.get(0)?.clone();
+                    let detail = e
+                        .get("detail")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let pointer = e
+                        .pointer("/source/pointer")
+                        .and_then(Value::as_str)
+                        .map(|p| format!(" at {p}"));
+                    Some(format!("{detail}{}", pointer.unwrap_or_default()))
+                });
+            match detail {
+                Some(d) => Outcome::permanent(format!("Klaviyo HTTP {}: {d}", response.status)),
+                None => classify_status(response, "Klaviyo"),
+            }
+        }
+        _ => classify_status(response, "Klaviyo"),
+    };
+    vec![outcome; count]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture;
+    use super::*;
+    use crate::config::DestinationKind;
+
+    fn dest() -> Destination {
+        fixture::destination(
+            DestinationKind::Klaviyo,
+            "api_key = \"pk_TEST\"\nrevision = \"2026-07-15\"",
+        )
+    }
+
+    #[test]
+    fn reference_fixture_purchase() {
+        let built = super::super::build(
+            &dest(),
+            &[fixture::subject(fixture::purchase(), "Placed Order")],
+            0,
+        );
+        let request = built.request.unwrap();
+        assert_eq!(request.url, "https://a.klaviyo.com/api/events");
+        assert_eq!(
+            request.headers[0],
+            ("Authorization".into(), "Klaviyo-API-Key pk_TEST".into())
+        );
+        assert!(request
+            .headers
+            .contains(&("revision".into(), "2026-07-15".into())));
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let expected: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/destinations/klaviyo_purchase.json"
+        ))
+        .unwrap();
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn identify_becomes_profile_import_without_nulls() {
+        let snapshot = super::super::ProfileSnapshot {
+            profile_id: 1,
+            message_id: "m".into(),
+            user_id: Some("user_8f3a2c".into()),
+            anonymous_id: None,
+            traits: json!({"email": "Jane.Doe@Gmail.com", "phone": "+1 (415) 555-0123", "firstName": "Jane", "plan": "premium", "nickname": null,
+                           "address": {"city": "San Francisco", "country": "US"}}).as_object().unwrap().clone(),
+        };
+        let built = super::super::build(&dest(), &[super::super::Subject::Profile(snapshot)], 0);
+        let request = built.request.unwrap();
+        assert_eq!(request.url, "https://a.klaviyo.com/api/profile-import");
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"data": {"type": "profile", "attributes": {
+                "email": "jane.doe@gmail.com", "phone_number": "+14155550123", "external_id": "user_8f3a2c",
+                "first_name": "Jane", "location": {"city": "San Francisco", "country": "US"},
+                "properties": {"plan": "premium"}}}})
+        );
+    }
+
+    #[test]
+    fn classifies() {
+        let r = |status, body: &str| HttpResponse {
+            status,
+            retry_after: None,
+            body: body.into(),
+        };
+        assert!(matches!(
+            classify(1, &r(202, ""))[0],
+            Outcome::Delivered { .. }
+        ));
+        let bad_phone = r(
+            400,
+            r#"{"errors":[{"id":"x","status":400,"code":"invalid","title":"Invalid input.","detail":"Invalid phone number format (Example of a valid format: +12345678901)","source":{"pointer":"/data/attributes/profile/data/attributes/phone_number"}}]}"#,
+        );
+        assert_eq!(classify(1, &bad_phone)[0], Outcome::permanent("Klaviyo HTTP 400: Invalid phone number format (Example of a valid format: +12345678901) at /data/attributes/profile/data/attributes/phone_number"));
+        let throttled = HttpResponse {
+            status: 429,
+            retry_after: Some(std::time::Duration::from_secs(2)),
+            body: "{}".into(),
+        };
+        assert!(
+            matches!(classify(1, &throttled)[0], Outcome::Retry { after: Some(d), .. } if d.as_secs() == 2)
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Internal webhooks: the canonical event as JSON, signed with Standard Webhooks headers
+//! (`webhook-id` = event_id, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`).
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::{
+    classify_status, Built, HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader,
+    Subject,
+};
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The decoded key of a `whsec_<base64>` secret.
+    pub key: Vec<u8>,
+}
+
+impl WebhookSettings {
+    pub fn read(r: &SettingsReader<'_>) -> Result<WebhookSettings, SettingsError> {
+        r.deny_unknown(&["url", "secret"])?;
+        let url = r.required_str("url")?;
+        if url::Url::parse(&url)
+            .map(|u| u.scheme() != "http" && u.scheme() != "https")
+            .unwrap_or(true)
+        {
+            return Err(r.error("url", format!("`{url}` is not an http(s) URL")));
+        }
+        let secret = r.required_secret("secret")?;
+        let key = decode_secret(secret.expose()).map_err(|reason| r.error("secret", reason))?;
+        Ok(WebhookSettings { url, key })
+    }
+}
+
+/// `whsec_` + base64 of 24–64 random bytes (Standard Webhooks).
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_ (Standard Webhooks secret)")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "the part after whsec_ is not base64".to_string())?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "decodes to {} bytes; use 24 to 64 random bytes",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// `v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Built {
+    let Some(item) = items.first() else {
+        return Built {
+            request: None,
+            included: Vec::new(),
+            rejected: Vec::new(),
+        };
+    };
+    let (id, body) = match item {
+        Subject::Event {
+            event,
+            destination_event,
+            ..
+        } => (
+            event.event_id.clone(),
+            json!({"type": "tracklayer.event", "name": destination_event, "event": event}),
+        ),
+        Subject::Profile(p) => (
+            format!("profile_{}_{}", p.profile_id, p.message_id),
+            json!({"type": "tracklayer.profile", "profile": p}),
+        ),
+    };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let signature = sign(&settings.key, &id, now_unix, &body);
+    let mut built = Built::single(HttpRequest {
+        url: settings.url.clone(),
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("webhook-id".into(), id),
+            ("webhook-timestamp".into(), now_unix.to_string()),
+            ("webhook-signature".into(), signature),
+        ],
+        body,
+    });
+    built
+        .rejected
+        .extend((1..items.len()).map(|i| (i, "one event per webhook request".to_string())));
+    built
+}
+
+/// 2xx delivered; 410 Gone means the endpoint is retired (dead); 3xx is a failure (redirects are
+/// not followed); 408/429/5xx retry.
+pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
+    let outcome = match response.status {
+        300..=399 => Outcome::permanent(format!(
+            "HTTP {}: redirects are not followed; fix the webhook URL",
+            response.status
+        )),
+        410 => Outcome::permanent("HTTP 410 Gone: the endpoint is retired"),
+        _ => classify_status(response, "the webhook"),
+    };
+    vec![outcome; count]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_webhooks_vector() {
+        // reference/segment-and-peers.md §4.6
+        let key = decode_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1649367553,
+                br#"{"email":"test@example.com","username":"test_user"}"#
+            ),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+        assert!(decode_secret("C2FVsBQIhrscChlQIMV").is_err());
+        assert!(decode_secret("whsec_c2hvcnQ=")
+            .unwrap_err()
+            .contains("bytes"));
+    }
+
+    #[test]
+    fn statuses() {
+        let r = |status| HttpResponse {
+            status,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(matches!(classify(1, &r(204))[0], Outcome::Delivered { .. }));
+        assert!(matches!(classify(1, &r(302))[0], Outcome::Permanent { .. }));
+        assert!(matches!(classify(1, &r(410))[0], Outcome::Permanent { .. }));
+        assert!(matches!(classify(1, &r(503))[0], Outcome::Retry { .. }));
+        assert!(matches!(classify(1, &r(400))[0], Outcome::Permanent { .. }));
+    }
+}
