@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::destinations::Destination;
 use crate::pipeline::mapping::{MappingSource, MappingTable};
 
 /// Segment limits a `/batch` request to 500 KB, but Webhooks (Actions) batches can be far larger
@@ -130,6 +131,8 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     pub mapping: MappingConfig,
     pub destinations: Vec<DestinationConfig>,
+    /// The same destinations with their kind-specific settings resolved, for delivery.
+    pub delivery: Vec<Destination>,
     /// The file this config was read from (hot reload of the mapping watches it).
     pub source_path: Option<PathBuf>,
 }
@@ -450,6 +453,7 @@ fn validate(
     };
 
     let mut destinations = Vec::with_capacity(raw.destinations.len());
+    let mut delivery = Vec::with_capacity(raw.destinations.len());
     for (i, dest) in raw.destinations.into_iter().enumerate() {
         let key = format!("destinations[{i}]");
         if dest.name.trim().is_empty() {
@@ -486,7 +490,24 @@ fn validate(
         let retry_schedule = dest
             .retry_schedule
             .unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.to_vec());
-        destinations.push(DestinationConfig {
+        if retry_schedule.is_empty() {
+            return Err(invalid(
+                format!("{key}.retry_schedule"),
+                "give at least one delay (seconds before attempt 2)",
+            ));
+        }
+        if let Some(endpoint) = &dest.endpoint {
+            let ok = url::Url::parse(endpoint)
+                .map(|u| u.scheme() == "http" || u.scheme() == "https")
+                .unwrap_or(false);
+            if !ok {
+                return Err(invalid(
+                    format!("{key}.endpoint"),
+                    format!("`{endpoint}` is not an http(s) URL"),
+                ));
+            }
+        }
+        let config = DestinationConfig {
             name: dest.name,
             kind,
             endpoint: dest.endpoint,
@@ -494,7 +515,11 @@ fn validate(
             consent: dest.consent,
             retry_schedule,
             settings: dest.settings,
-        });
+        };
+        let resolved = Destination::from_config(i, &config, base, lookup_env)
+            .map_err(|e| invalid(e.key, e.reason))?;
+        destinations.push(config);
+        delivery.push(resolved);
     }
 
     Ok(Config {
@@ -515,6 +540,7 @@ fn validate(
         environments,
         mapping,
         destinations,
+        delivery,
         source_path: None,
     })
 }
@@ -544,6 +570,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
         }],
         mapping: MappingConfig::default_table(),
         destinations: Vec::new(),
+        delivery: Vec::new(),
         source_path: None,
     }
 }
@@ -605,6 +632,7 @@ environments = ["production"]
 consent = ["Advertising"]
 retry_schedule = [5, 30, 300, 1800, 7200, 14400]
 pixel_id = "123"
+access_token = "EAAB_TEST"
 "#;
 
     #[test]

@@ -33,7 +33,14 @@ pub async fn run(
     let targets = config
         .destinations
         .iter()
-        .map(pipeline::RouteTarget::from_config)
+        .zip(
+            config
+                .delivery
+                .iter()
+                .map(Some)
+                .chain(std::iter::repeat(None)),
+        )
+        .map(|(d, resolved)| pipeline::RouteTarget::from_config(d, resolved))
         .collect();
     let (writer, writer_thread) =
         store::StoreWriter::spawn(&config.storage.path, config.server.queue_capacity, targets)?;

@@ -81,6 +81,7 @@ fn init_writes_a_config_that_check_accepts() {
         .arg("check")
         .env("TRACKLAYER_SECRET_PRODUCTION", "prod-secret-0123456789")
         .env("TRACKLAYER_SECRET_STAGING", "staging-secret-0123456789")
+        .env("META_ACCESS_TOKEN", "EAAB_TEST")
         .output()
         .unwrap();
     assert!(out.status.success(), "{:?}", text(&out));

@@ -23,12 +23,16 @@ name = "meta"
 kind = "meta_capi"
 environments = ["production"]
 consent = ["Advertising"]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
 
 [[destinations]]
 name = "tiktok"
 kind = "tiktok"
 environments = ["production"]
 consent = ["Advertising", "DataSharing"]
+pixel_code = "CABCDEF1234567890XYZ"
+access_token = "TT_TEST"
 
 [[destinations]]
 name = "warehouse"

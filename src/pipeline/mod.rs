@@ -24,6 +24,7 @@ pub use canonical::{CanonicalEvent, Provenance};
 pub use mapping::{MappingRow, MappingTable, Suggestion};
 
 use crate::config::DestinationConfig;
+use crate::destinations::Destination;
 use crate::segment::{MessageType, ValidMessage};
 
 /// What the stateless stages made of one valid message.
@@ -128,15 +129,25 @@ pub struct RouteTarget {
     pub kind: String,
     pub environments: Vec<String>,
     pub consent: Vec<String>,
+    /// Canonical names the destination can send, when restricted (Google Ads: the events with
+    /// a conversion action).
+    pub supported_events: Option<Vec<String>>,
+    /// Whether identify calls go there as profile updates (Klaviyo profile-import).
+    pub takes_profiles: bool,
 }
 
 impl RouteTarget {
-    pub fn from_config(d: &DestinationConfig) -> RouteTarget {
+    pub fn from_config(
+        config: &DestinationConfig,
+        destination: Option<&Destination>,
+    ) -> RouteTarget {
         RouteTarget {
-            name: d.name.clone(),
-            kind: d.kind.as_str().to_string(),
-            environments: d.environments.clone(),
-            consent: d.consent.clone(),
+            name: config.name.clone(),
+            kind: config.kind.as_str().to_string(),
+            environments: config.environments.clone(),
+            consent: config.consent.clone(),
+            supported_events: destination.and_then(Destination::supported_events),
+            takes_profiles: config.kind == crate::config::DestinationKind::Klaviyo,
         }
     }
 }
@@ -152,6 +163,8 @@ pub enum RouteVerdict {
     OtherEnvironment,
     /// A required property is missing.
     MissingRequired,
+    /// The destination is not set up for this event (e.g. no Google conversion action).
+    NotConfigured,
 }
 
 impl RouteVerdict {
@@ -161,6 +174,7 @@ impl RouteVerdict {
             RouteVerdict::BlockedConsent => "blocked_consent",
             RouteVerdict::OtherEnvironment => "other_environment",
             RouteVerdict::MissingRequired => "missing_required",
+            RouteVerdict::NotConfigured => "not_configured",
         }
     }
 }
@@ -205,6 +219,20 @@ pub fn route(
                             target.name,
                             target.environments.join(", "),
                             event.environment
+                        ),
+                    )
+                } else if let Some(names) = target
+                    .supported_events
+                    .as_ref()
+                    .filter(|names| !names.contains(&event.name))
+                {
+                    (
+                        RouteVerdict::NotConfigured,
+                        format!(
+                            "{} sends only {} (conversion_actions); `{}` is not among them",
+                            target.name,
+                            names.join(", "),
+                            event.name
                         ),
                     )
                 } else if !consent.allowed {

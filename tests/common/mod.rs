@@ -86,7 +86,9 @@ impl TestServer {
 
     pub async fn start_configured(db: &Path, extra_server: &str, extra: &str) -> TestServer {
         let text = config_text_with(db, extra_server, extra);
-        let config = Config::parse(&text, Path::new("tracklayer.toml"), &|_| None).unwrap();
+        // Relative paths in the config (a warehouse file) land next to the database.
+        let config_path = db.parent().unwrap().join("tracklayer.toml");
+        let config = Config::parse(&text, &config_path, &|_| None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
