@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod destinations;
 pub mod ingest;
 pub mod inspect;
@@ -46,8 +47,13 @@ pub async fn run(
         store::StoreWriter::spawn(&config.storage.path, config.server.queue_capacity, targets)?;
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
+    let mut workers = delivery::spawn_workers(&config.delivery, &writer);
     let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
     let served = ingest::serve(listener, state, shutdown).await;
+    // In-flight deliveries are abandoned; their leases expire and they are sent again (with
+    // the same event_id) at the next start.
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
     // All handles to the writer are gone once the server has stopped; let it drain and exit.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await

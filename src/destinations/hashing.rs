@@ -66,7 +66,7 @@ pub fn phone_digits_with_country(phone: &str, country: Option<&str>) -> Option<S
         rest.to_string()
     } else {
         let code = country
-            .map(|c| country_code(c))
+            .map(country_code)
             .and_then(|c| CALLING_CODES.iter().find(|(k, _)| *k == c).map(|(_, v)| *v));
         match code {
             Some(code) if digits.starts_with(code) && digits.len() > 10 => digits,

@@ -4,9 +4,11 @@
 //! its queue goes into the same transaction, so one fsync acknowledges many requests. Readers open
 //! their own read-only connections (WAL lets them run beside the writer).
 
+pub mod delivery;
 pub mod pipeline;
 mod reader;
 mod records;
+pub mod warehouse;
 mod writer;
 
 use std::path::Path;
@@ -47,6 +49,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../migrations/0002_rejections_and_settings.sql"
         )),
         M::up(include_str!("../../migrations/0003_pipeline.sql")),
+        M::up(include_str!("../../migrations/0004_delivery.sql")),
     ])
 });
 

@@ -160,7 +160,7 @@ fn resolve_and_store(
     conn: &Connection,
     obs: &Observation,
     message_row: i64,
-) -> Result<(Profile, usize, usize), rusqlite::Error> {
+) -> Result<(Profile, usize, usize, bool), rusqlite::Error> {
     let known = profiles_for(conn, obs)?;
     let resolution = identity::resolve(obs, &known);
     let mut profile = resolution.profile;
@@ -178,7 +178,7 @@ fn resolve_and_store(
                 &conflict.reason,
             )?;
         }
-        return Ok((profile, 0, resolution.conflicts.len()));
+        return Ok((profile, 0, resolution.conflicts.len(), false));
     }
     let traits = Value::Object(profile.traits.clone()).to_string();
     let sources = serde_json::to_string(&profile.trait_sources).unwrap_or_else(|_| "{}".into());
@@ -275,7 +275,12 @@ fn resolve_and_store(
             &conflict.reason,
         )?;
     }
-    Ok((profile, resolution.merged.len(), resolution.conflicts.len()))
+    Ok((
+        profile,
+        resolution.merged.len(),
+        resolution.conflicts.len(),
+        true,
+    ))
 }
 
 /// The profile a message belongs to, without changing anything (for duplicates).
@@ -334,9 +339,12 @@ fn insert_event(
     Ok(conn.last_insert_rowid())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_routes(
     conn: &Connection,
     event_row: i64,
+    message_row: i64,
+    now_ms: i64,
     event: &CanonicalEvent,
     row: &MappingRow,
     targets: &[RouteTarget],
@@ -369,10 +377,63 @@ fn insert_routes(
             d.consent.reason
         ])?;
     }
+    super::delivery::create_for_event(conn, event_row, message_row, event, &decisions, now_ms)?;
     Ok(decisions
         .into_iter()
         .map(|d| (d.destination, d.verdict))
         .collect())
+}
+
+fn create_profile_deliveries(
+    conn: &Connection,
+    ctx: &PipelineContext<'_>,
+    message_row: i64,
+    input: &PipelineInput,
+    profile: &Profile,
+) -> Result<(), rusqlite::Error> {
+    let learned_from = profile
+        .consent_source
+        .clone()
+        .map(|m| format!("message {m}"))
+        .unwrap_or_default();
+    let profile_consent = profile.consent.as_ref().map(|c| (c, learned_from.as_str()));
+    for target in ctx.targets.iter().filter(|t| t.takes_profiles) {
+        if !target.environments.is_empty()
+            && !target.environments.iter().any(|e| e == ctx.environment)
+        {
+            continue;
+        }
+        let verdict = pl::consent::evaluate(
+            &target.consent,
+            input.event_consent.as_ref(),
+            profile_consent,
+        );
+        if !verdict.allowed {
+            continue;
+        }
+        let snapshot = crate::destinations::ProfileSnapshot {
+            profile_id: profile.id.unwrap_or_default(),
+            message_id: input.observation.message_id.clone(),
+            user_id: profile.user_id.clone(),
+            anonymous_id: input
+                .observation
+                .identifiers
+                .iter()
+                .find(|(k, _)| *k == IdKind::AnonymousId)
+                .map(|(_, v)| v.clone()),
+            traits: profile.traits.clone(),
+        };
+        super::delivery::create_for_profile(
+            conn,
+            message_row,
+            &target.name,
+            &target.kind,
+            &verdict.source,
+            &snapshot,
+            ctx.received_at_ms,
+        )?;
+    }
+    Ok(())
 }
 
 /// Everything the stateful stages need besides the message.
@@ -392,19 +453,26 @@ pub fn apply(
     duplicate_message: bool,
 ) -> Result<PipelineOutcome, rusqlite::Error> {
     // A repeated messageId already updated identity on its first arrival.
-    let (profile, merged, conflicts) = if duplicate_message {
-        (current_profile(conn, &input.observation)?, 0, 0)
+    let (profile, merged, conflicts, changed) = if duplicate_message {
+        (current_profile(conn, &input.observation)?, 0, 0, false)
     } else {
-        let (p, m, c) = resolve_and_store(conn, &input.observation, message_row)?;
-        (Some(p), m, c)
+        let (p, m, c, changed) = resolve_and_store(conn, &input.observation, message_row)?;
+        (Some(p), m, c, changed)
     };
 
     let outcome = match &input.draft {
-        Draft::IdentityOnly => PipelineOutcome::Identify {
-            profile_id: profile.as_ref().and_then(|p| p.id).unwrap_or_default(),
-            merged,
-            conflicts,
-        },
+        Draft::IdentityOnly => {
+            // An identify that taught the profile something goes to the destinations that keep
+            // profiles (Klaviyo profile-import), within their environment and consent.
+            if let (true, true, Some(p)) = (changed, input.observation.traits.is_some(), &profile) {
+                create_profile_deliveries(conn, ctx, message_row, input, p)?;
+            }
+            PipelineOutcome::Identify {
+                profile_id: profile.as_ref().and_then(|p| p.id).unwrap_or_default(),
+                merged,
+                conflicts,
+            }
+        }
         Draft::Unmapped {
             segment_event,
             mapping_version,
@@ -459,6 +527,8 @@ pub fn apply(
                     insert_routes(
                         conn,
                         event_row,
+                        message_row,
+                        ctx.received_at_ms,
                         &event,
                         row,
                         ctx.targets,
@@ -514,6 +584,8 @@ pub fn apply(
                     let routes = insert_routes(
                         conn,
                         event_row,
+                        message_row,
+                        ctx.received_at_ms,
                         &event,
                         row,
                         ctx.targets,

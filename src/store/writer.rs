@@ -7,8 +7,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::delivery::{self, Completion, Lease};
 use super::pipeline::{self as stateful, PipelineContext};
 use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
 use super::{open_for_writing, StoreError};
@@ -29,17 +30,41 @@ pub enum WriteError {
     Failed(String),
 }
 
-type IngestReply = oneshot::Sender<Result<Vec<StoredOutcome>, WriteError>>;
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+struct LeaseRequest {
+    destination: String,
+    now_ms: i64,
+    limit: usize,
+    lease_ms: i64,
+}
 
 enum Job {
-    Ingest(Box<IngestBatch>, IngestReply),
+    Ingest(Box<IngestBatch>, Reply<Vec<StoredOutcome>>),
     Rejection(Box<RejectedRequest>),
+    Lease(LeaseRequest, Reply<Lease>),
+    Complete(Box<Completion>, Reply<()>),
+    DestinationState {
+        destination: String,
+        paused_until_ms: Option<i64>,
+        reason: Option<String>,
+        at_ms: i64,
+    },
+}
+
+/// What a job produced, answered after its commit.
+enum JobOutput {
+    Stored(Vec<StoredOutcome>),
+    Leased(Lease),
+    Done,
 }
 
 /// A cheap, cloneable handle for sending work to the writer thread.
 #[derive(Clone)]
 pub struct StoreWriter {
     jobs: mpsc::Sender<Job>,
+    /// Woken after a commit that may have created deliveries.
+    deliveries: Arc<Notify>,
 }
 
 /// Joins the writer thread: it finishes every queued job once all handles are dropped.
@@ -88,10 +113,12 @@ impl StoreWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = spawn_checkpointer(path, stop.clone())?;
         let (tx, rx) = mpsc::channel(queue_capacity);
+        let notify = Arc::new(Notify::new());
+        let wake = notify.clone();
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
             .spawn(move || {
-                run(&conn, rx, &targets);
+                run(&conn, rx, &targets, &wake);
                 stop.store(true, Ordering::Release);
                 checkpointer.thread().unpark();
                 let _ = checkpointer.join();
@@ -101,7 +128,69 @@ impl StoreWriter {
                 }
             })
             .map_err(|source| StoreError::Thread { source })?;
-        Ok((StoreWriter { jobs: tx }, WriterThread(handle)))
+        Ok((
+            StoreWriter {
+                jobs: tx,
+                deliveries: notify,
+            },
+            WriterThread(handle),
+        ))
+    }
+
+    /// Signalled when new deliveries may be waiting (delivery workers wait on it).
+    pub fn deliveries_notifier(&self) -> Arc<Notify> {
+        self.deliveries.clone()
+    }
+
+    /// Lease due deliveries of a destination (waits for queue room: this is not client-facing).
+    pub async fn lease(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Lease, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let request = LeaseRequest {
+            destination: destination.to_string(),
+            now_ms,
+            limit,
+            lease_ms,
+        };
+        self.jobs
+            .send(Job::Lease(request, reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Record a request's attempts and move each delivery on.
+    pub async fn complete(&self, completion: Completion) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Complete(Box::new(completion), reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Record that a destination paused itself (or resumed, with `None`).
+    pub async fn set_destination_state(
+        &self,
+        destination: &str,
+        paused_until_ms: Option<i64>,
+        reason: Option<String>,
+        at_ms: i64,
+    ) {
+        let job = Job::DestinationState {
+            destination: destination.to_string(),
+            paused_until_ms,
+            reason,
+            at_ms,
+        };
+        if self.jobs.send(job).await.is_err() {
+            tracing::warn!("writer stopped; destination state not recorded");
+        }
     }
 
     /// Store a request's messages; resolves after the commit that holds all of them.
@@ -129,7 +218,7 @@ impl StoreWriter {
     }
 }
 
-fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget]) {
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget], wake: &Notify) {
     let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -139,39 +228,57 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget]) 
                 Err(_) => break,
             }
         }
+        let ingested = jobs.iter().any(|j| matches!(j, Job::Ingest(..)));
         commit_group(conn, &mut jobs, targets);
+        if ingested && !targets.is_empty() {
+            wake.notify_waiters();
+        }
     }
 }
 
-type JobResult = Option<Result<Vec<StoredOutcome>, rusqlite::Error>>;
+type JobResult = Result<JobOutput, rusqlite::Error>;
 
 /// Apply every queued job in one transaction and answer each after the commit. If anything
 /// fails, the group is rolled back and each job is retried in a transaction of its own, so one
 /// bad job cannot fail the others (and no job is acknowledged without its own commit).
 fn commit_group(conn: &Connection, jobs: &mut Vec<Job>, targets: &[RouteTarget]) {
     let results: Vec<JobResult> = match apply_jobs(conn, jobs, targets) {
-        Ok(results) => results,
+        Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
             jobs.iter()
-                .map(
-                    |job| match apply_jobs(conn, std::slice::from_ref(job), targets) {
-                        Ok(mut one) => one.pop().flatten(),
-                        Err(e) => match job {
-                            Job::Ingest(..) => Some(Err(e)),
-                            Job::Rejection(_) => {
-                                tracing::error!(error = %e, "could not record a rejected request");
-                                None
-                            }
-                        },
-                    },
-                )
+                .map(|job| {
+                    apply_jobs(conn, std::slice::from_ref(job), targets)
+                        .map(|mut one| one.pop().unwrap_or(JobOutput::Done))
+                })
                 .collect()
         }
     };
     for (job, result) in jobs.drain(..).zip(results) {
-        if let (Job::Ingest(_, reply), Some(result)) = (job, result) {
-            let _ = reply.send(result.map_err(|e| WriteError::Failed(e.to_string())));
+        let failed = |e: &rusqlite::Error| WriteError::Failed(e.to_string());
+        match (job, result) {
+            (Job::Ingest(_, reply), Ok(JobOutput::Stored(outcomes))) => {
+                let _ = reply.send(Ok(outcomes));
+            }
+            (Job::Ingest(_, reply), Err(e)) => {
+                let _ = reply.send(Err(failed(&e)));
+            }
+            (Job::Lease(_, reply), Ok(JobOutput::Leased(lease))) => {
+                let _ = reply.send(Ok(lease));
+            }
+            (Job::Lease(_, reply), Err(e)) => {
+                let _ = reply.send(Err(failed(&e)));
+            }
+            (Job::Complete(_, reply), result) => {
+                let _ = reply.send(result.map(|_| ()).map_err(|e| failed(&e)));
+            }
+            (Job::Rejection(_), Err(e)) => {
+                tracing::error!(error = %e, "could not record a rejected request");
+            }
+            (Job::DestinationState { .. }, Err(e)) => {
+                tracing::error!(error = %e, "could not record a destination's state");
+            }
+            _ => {}
         }
     }
 }
@@ -180,15 +287,41 @@ fn apply_jobs(
     conn: &Connection,
     jobs: &[Job],
     targets: &[RouteTarget],
-) -> Result<Vec<JobResult>, rusqlite::Error> {
+) -> Result<Vec<JobOutput>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         results.push(match job {
-            Job::Ingest(batch, _) => Some(Ok(insert_batch(&tx, batch, targets)?)),
+            Job::Ingest(batch, _) => JobOutput::Stored(insert_batch(&tx, batch, targets)?),
             Job::Rejection(rejection) => {
                 insert_rejection(&tx, rejection)?;
-                None
+                JobOutput::Done
+            }
+            Job::Lease(r, _) => JobOutput::Leased(delivery::lease(
+                &tx,
+                &r.destination,
+                r.now_ms,
+                r.limit,
+                r.lease_ms,
+            )?),
+            Job::Complete(c, _) => {
+                delivery::complete(&tx, c)?;
+                JobOutput::Done
+            }
+            Job::DestinationState {
+                destination,
+                paused_until_ms,
+                reason,
+                at_ms,
+            } => {
+                delivery::set_destination_state(
+                    &tx,
+                    destination,
+                    *paused_until_ms,
+                    reason.as_deref(),
+                    *at_ms,
+                )?;
+                JobOutput::Done
             }
         });
     }

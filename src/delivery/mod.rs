@@ -1,0 +1,509 @@
+//! The delivery engine: one worker per destination leases due deliveries from the durable
+//! queue, builds the request (pure), sends it (the only reqwest client of the pipeline),
+//! classifies the answer (pure) and records every attempt. Workers are independent, so a slow
+//! or failing destination never delays the others.
+
+pub mod policy;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
+use crate::store::delivery::{
+    AttemptOutcome, Completion, ItemResult, LeasedDelivery, RequestRecord,
+};
+use crate::store::warehouse::{SqliteWarehouse, WarehouseSink};
+use crate::store::StoreWriter;
+use policy::{Breaker, BreakerChange};
+
+/// How much of a response body an attempt keeps.
+const RESPONSE_EXCERPT: usize = 4096;
+/// How much of a request body an attempt keeps (a 1000-event batch can be large).
+const REQUEST_EXCERPT: usize = 64 * 1024;
+/// The longest a worker sleeps before looking at the queue again on its own.
+const IDLE_POLL: Duration = Duration::from_millis(1000);
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or(0)
+}
+
+/// The shared HTTP client: no redirects (a 3xx is a failure for webhooks and APIs alike).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("TrackLayer/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Per-request timeout: Meta recommends short ones; others get more room.
+fn request_timeout(dest: &Destination) -> Duration {
+    match dest.settings {
+        Settings::Meta(_) => Duration::from_secs(5),
+        _ => Duration::from_secs(15),
+    }
+}
+
+/// Start a worker per destination. Stop them by aborting the returned set.
+pub fn spawn_workers(destinations: &[Destination], writer: &StoreWriter) -> JoinSet<()> {
+    let client = http_client();
+    let mut set = JoinSet::new();
+    for dest in destinations {
+        let worker = Worker {
+            dest: Arc::new(dest.clone()),
+            writer: writer.clone(),
+            client: client.clone(),
+            notify: writer.deliveries_notifier(),
+            breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
+        };
+        set.spawn(worker.run());
+    }
+    set
+}
+
+fn pause_base(dest: &Destination) -> Duration {
+    // Short schedules (tests, the demo) pause briefly too.
+    let first = dest.retry_schedule.first().copied().unwrap_or(5);
+    Duration::from_secs(first.clamp(1, 30))
+}
+
+#[derive(Clone)]
+struct Worker {
+    dest: Arc<Destination>,
+    writer: StoreWriter,
+    client: reqwest::Client,
+    notify: Arc<Notify>,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl Worker {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        match self.breaker.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.dest.concurrency.max(1)));
+        let lease_ms = (request_timeout(&self.dest).as_millis() as i64) * 2 + 30_000;
+        let mut sink: Option<Arc<Mutex<SqliteWarehouse>>> = None;
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let now = now_ms();
+            let (paused, probing) = {
+                let b = self.breaker();
+                (b.is_paused(now), b.probing(now))
+            };
+            if paused {
+                drop(permit);
+                let until = self.breaker().paused_until_ms().unwrap_or(now);
+                tokio::time::sleep(Duration::from_millis((until - now).clamp(10, 60_000) as u64))
+                    .await;
+                continue;
+            }
+            if probing && slots.available_permits() + 1 < self.dest.concurrency.max(1) {
+                // A probe is already out; wait for its verdict.
+                drop(permit);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let limit = if probing { 1 } else { self.dest.batch_size };
+            // Register interest before leasing, so a commit between the lease and the wait
+            // still wakes this worker.
+            let notified = self.notify.notified();
+            let lease = match self
+                .writer
+                .lease(&self.dest.name, now, limit, lease_ms)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(_) => return, // the writer stopped: shutting down
+            };
+            if lease.items.is_empty() {
+                drop(permit);
+                let wait = lease
+                    .next_due_ms
+                    .map(|due| {
+                        Duration::from_millis(
+                            (due - now).clamp(5, IDLE_POLL.as_millis() as i64) as u64
+                        )
+                    })
+                    .unwrap_or(IDLE_POLL);
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let worker = self.clone();
+            if let Settings::Warehouse { path } = &self.dest.settings {
+                if sink.is_none() {
+                    match SqliteWarehouse::open(path) {
+                        Ok(s) => sink = Some(Arc::new(Mutex::new(s))),
+                        Err(e) => {
+                            tracing::error!(destination = %self.dest.name, error = %e, "cannot open the warehouse")
+                        }
+                    }
+                }
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    worker.deliver_to_warehouse(lease.items, sink).await;
+                    drop(permit);
+                });
+            } else {
+                tokio::spawn(async move {
+                    worker.deliver(lease.items).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// The verdict for an item that failed: retry on schedule, or give up.
+    fn retry_or_dead(
+        &self,
+        item: &LeasedDelivery,
+        reason: String,
+        after: Option<Duration>,
+        now: i64,
+    ) -> ItemResult {
+        let failures = item.failures + 1;
+        match policy::next_delay(&self.dest.retry_schedule, failures, after, random_u64()) {
+            Some(delay) => ItemResult {
+                delivery_id: item.id,
+                attempt: item.attempt,
+                outcome: AttemptOutcome::Retry,
+                reason: Some(reason),
+                next_attempt_ms: Some(now + delay.as_millis() as i64),
+                solo: false,
+                free_retry: false,
+            },
+            None => ItemResult {
+                delivery_id: item.id,
+                attempt: item.attempt,
+                outcome: AttemptOutcome::Dead,
+                reason: Some(format!(
+                    "gave up after {} failed attempts (retry_schedule exhausted); last: {reason}",
+                    failures
+                )),
+                next_attempt_ms: None,
+                solo: false,
+                free_retry: false,
+            },
+        }
+    }
+
+    fn dead(item: &LeasedDelivery, reason: String) -> ItemResult {
+        ItemResult {
+            delivery_id: item.id,
+            attempt: item.attempt,
+            outcome: AttemptOutcome::Dead,
+            reason: Some(reason),
+            next_attempt_ms: None,
+            solo: false,
+            free_retry: false,
+        }
+    }
+
+    /// Items too old for the platform dead-letter before anything is sent.
+    fn split_expired(
+        &self,
+        items: Vec<LeasedDelivery>,
+        now: i64,
+    ) -> (Vec<LeasedDelivery>, Vec<ItemResult>) {
+        let Some(max_age) = self.dest.max_age else {
+            return (items, Vec::new());
+        };
+        let mut fresh = Vec::with_capacity(items.len());
+        let mut expired = Vec::new();
+        for item in items {
+            let age = now - item.event_time_ms;
+            if age > max_age.as_millis() as i64 {
+                expired.push(Self::dead(
+                    &item,
+                    format!(
+                        "the event is {} days old; {} accepts events up to {} days old",
+                        age / 86_400_000,
+                        self.dest.kind.as_str(),
+                        max_age.as_secs() / 86_400
+                    ),
+                ));
+            } else {
+                fresh.push(item);
+            }
+        }
+        (fresh, expired)
+    }
+
+    async fn deliver(&self, items: Vec<LeasedDelivery>) {
+        let started = now_ms();
+        let (items, mut results) = self.split_expired(items, started);
+        let subjects: Vec<Subject> = items.iter().map(|i| i.subject.clone()).collect();
+        let built = destinations::build(&self.dest, &subjects, started / 1000);
+        for (index, reason) in &built.rejected {
+            // Items a single-item API could not take in this request go back untouched.
+            if reason.contains("one event per") {
+                results.push(ItemResult {
+                    delivery_id: items[*index].id,
+                    attempt: items[*index].attempt,
+                    outcome: AttemptOutcome::Retry,
+                    reason: Some(reason.clone()),
+                    next_attempt_ms: Some(started),
+                    solo: true,
+                    free_retry: true,
+                });
+            } else {
+                results.push(Self::dead(&items[*index], format!("not sent: {reason}")));
+            }
+        }
+        let mut record = None;
+        if let Some(request) = built.request {
+            let included: Vec<&LeasedDelivery> =
+                built.included.iter().map(|i| &items[*i]).collect();
+            let (response, rec) = self.send(&request, included.len(), started).await;
+            record = Some(rec);
+            let now = now_ms();
+            let outcomes = match &response {
+                Ok(resp) => destinations::classify(&self.dest, included.len(), resp),
+                Err(reason) => vec![Outcome::retry(reason.clone()); included.len()],
+            };
+            let request_ok =
+                response.is_ok() && !outcomes.iter().all(|o| matches!(o, Outcome::Retry { .. }));
+            // A batch refused whole for one bad event (Meta, TikTok): send each alone next, so
+            // the good ones go through and the bad one is named.
+            let whole_batch_refused = included.len() > 1
+                && outcomes
+                    .iter()
+                    .all(|o| matches!(o, Outcome::Permanent { .. }))
+                && outcomes.windows(2).all(|w| w[0] == w[1]);
+            for (item, outcome) in included.iter().zip(outcomes) {
+                results.push(match outcome {
+                    Outcome::Delivered { note } => ItemResult {
+                        delivery_id: item.id,
+                        attempt: item.attempt,
+                        outcome: AttemptOutcome::Delivered,
+                        reason: note,
+                        next_attempt_ms: None,
+                        solo: false,
+                        free_retry: false,
+                    },
+                    Outcome::Retry { reason, after } => {
+                        self.retry_or_dead(item, reason, after, now)
+                    }
+                    Outcome::Permanent { reason } if whole_batch_refused => ItemResult {
+                        delivery_id: item.id,
+                        attempt: item.attempt,
+                        outcome: AttemptOutcome::Retry,
+                        reason: Some(format!(
+                            "{reason} (the whole batch was refused; resending each event alone)"
+                        )),
+                        next_attempt_ms: Some(now),
+                        solo: true,
+                        free_retry: true,
+                    },
+                    Outcome::Permanent { reason } => Self::dead(item, reason),
+                });
+            }
+            let change = self.breaker().record(request_ok, now);
+            self.report_breaker(change, now).await;
+        }
+        let completion = Completion {
+            destination: self.dest.name.clone(),
+            request: record,
+            items: results,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.writer.complete(completion).await {
+            tracing::error!(destination = %self.dest.name, error = %e, "could not record a delivery; its lease will expire and it is sent again");
+        }
+    }
+
+    async fn report_breaker(&self, change: Option<BreakerChange>, now: i64) {
+        match change {
+            Some(BreakerChange::Paused { until_ms, reason }) => {
+                tracing::warn!(destination = %self.dest.name, %reason, "destination paused");
+                self.writer
+                    .set_destination_state(&self.dest.name, Some(until_ms), Some(reason), now)
+                    .await;
+            }
+            Some(BreakerChange::Resumed) => {
+                tracing::info!(destination = %self.dest.name, "destination resumed after a successful probe");
+                self.writer
+                    .set_destination_state(&self.dest.name, None, None, now)
+                    .await;
+            }
+            None => {}
+        }
+    }
+
+    /// Send one request; returns the response (or why there is none) and the attempt record.
+    async fn send(
+        &self,
+        request: &destinations::HttpRequest,
+        item_count: usize,
+        started_ms: i64,
+    ) -> (Result<HttpResponse, String>, RequestRecord) {
+        let mut builder = self
+            .client
+            .post(&request.url)
+            .timeout(request_timeout(&self.dest))
+            .body(request.body.clone());
+        for (k, v) in &request.headers {
+            builder = builder.header(k, v);
+        }
+        let clock = Instant::now();
+        let result = builder.send().await;
+        let mut record = RequestRecord {
+            started_at_ms: started_ms,
+            latency_ms: None,
+            item_count,
+            url: Some(request.redacted_url()),
+            headers: serde_json::to_string(&request.redacted_headers()).ok(),
+            body: Some(truncate(
+                &String::from_utf8_lossy(&request.body),
+                REQUEST_EXCERPT,
+            )),
+            ..RequestRecord::default()
+        };
+        let response = match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let body = response.text().await.unwrap_or_default();
+                record.status_code = Some(status);
+                record.response_body = Some(truncate(&body, RESPONSE_EXCERPT));
+                Ok(HttpResponse {
+                    status,
+                    retry_after,
+                    body,
+                })
+            }
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    format!(
+                        "no answer within {} s (timeout)",
+                        request_timeout(&self.dest).as_secs()
+                    )
+                } else if e.is_connect() {
+                    "could not connect (refused or unreachable)".to_string()
+                } else {
+                    format!("request failed: {e}")
+                };
+                record.error = Some(reason.clone());
+                Err(reason)
+            }
+        };
+        record.latency_ms = Some(clock.elapsed().as_millis() as i64);
+        (response, record)
+    }
+
+    async fn deliver_to_warehouse(
+        &self,
+        items: Vec<LeasedDelivery>,
+        sink: Option<Arc<Mutex<SqliteWarehouse>>>,
+    ) {
+        let started = now_ms();
+        let clock = Instant::now();
+        let outcome: Result<usize, String> = match sink {
+            None => Err("the warehouse could not be opened".into()),
+            Some(sink) => {
+                let events: Vec<crate::pipeline::CanonicalEvent> = items
+                    .iter()
+                    .filter_map(|i| match &i.subject {
+                        Subject::Event { event, .. } => Some((**event).clone()),
+                        Subject::Profile(_) => None,
+                    })
+                    .collect();
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&crate::pipeline::CanonicalEvent> = events.iter().collect();
+                    match sink.lock() {
+                        Ok(mut s) => s.write(&refs),
+                        Err(_) => Err("the warehouse writer panicked".into()),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        let now = now_ms();
+        let record = RequestRecord {
+            started_at_ms: started,
+            latency_ms: Some(clock.elapsed().as_millis() as i64),
+            item_count: items.len(),
+            url: match &self.dest.settings {
+                Settings::Warehouse { path } => {
+                    Some(format!("sqlite://{}#tracklayer_events", path.display()))
+                }
+                _ => None,
+            },
+            error: outcome.as_ref().err().cloned(),
+            response_body: outcome.as_ref().ok().map(|n| format!("{n} new row(s)")),
+            ..RequestRecord::default()
+        };
+        let results = items
+            .iter()
+            .map(|item| match &outcome {
+                Ok(_) => ItemResult {
+                    delivery_id: item.id,
+                    attempt: item.attempt,
+                    outcome: AttemptOutcome::Delivered,
+                    reason: None,
+                    next_attempt_ms: None,
+                    solo: false,
+                    free_retry: false,
+                },
+                Err(e) => {
+                    self.retry_or_dead(item, format!("warehouse write failed: {e}"), None, now)
+                }
+            })
+            .collect();
+        let change = self.breaker().record(outcome.is_ok(), now);
+        self.report_breaker(change, now).await;
+        let completion = Completion {
+            destination: self.dest.name.clone(),
+            request: Some(record),
+            items: results,
+            at_ms: now,
+        };
+        if let Err(e) = self.writer.complete(completion).await {
+            tracing::error!(destination = %self.dest.name, error = %e, "could not record a warehouse write");
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from these APIs and treated as 60 s).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    match v.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) if !v.is_empty() => Some(Duration::from_secs(60)),
+        Err(_) => None,
+    }
+}
