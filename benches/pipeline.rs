@@ -53,6 +53,8 @@ fn main() {
         kind: kind.into(),
         environments: vec![],
         consent: consent.into_iter().map(String::from).collect(),
+        supported_events: None,
+        takes_profiles: false,
     })
     .collect();
     // A warm identity graph: the profile each identifier would find, kept in memory.
