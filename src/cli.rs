@@ -84,6 +84,19 @@ enum Command {
         #[arg(long, default_value = "operator replay")]
         note: String,
     },
+    /// Re-queue a destination's dead (or other) deliveries; a running instance sends them.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        destination: String,
+        /// Only deliveries that reached their status at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Which deliveries: dead (default) or pending (to send now, skipping the wait).
+        #[arg(long, default_value = "dead")]
+        status: String,
+    },
     /// Validate the config; precise errors, exit 1 on failure.
     Check {
         #[command(flatten)]
@@ -147,6 +160,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             minutes,
             note,
         }) => allow_replay(config, &env, minutes, &note),
+        Some(Command::Replay {
+            config,
+            destination,
+            since,
+            status,
+        }) => replay(config, &destination, since.as_deref(), &status),
         Some(Command::Check { config }) => check(config),
         Some(Command::Init { path, force }) => init(&path, force),
     }
@@ -448,6 +467,44 @@ fn allow_replay(arg: ConfigArg, env: &str, minutes: i64, note: &str) -> Result<E
     println!(
         "replay window open for {env} until {}: repeated event_ids pass with their original id",
         crate::inspect::format_ms(end)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(
+    arg: ConfigArg,
+    destination: &str,
+    since: Option<&str>,
+    status: &str,
+) -> Result<ExitCode> {
+    let loaded = load_config(&arg, false)?;
+    let config = loaded.config();
+    if !config.destinations.iter().any(|d| d.name == destination) {
+        let names: Vec<&str> = config
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        bail!(
+            "unknown destination `{destination}`; configured: {}",
+            names.join(", ")
+        );
+    }
+    if !["dead", "pending"].contains(&status) {
+        bail!("--status must be dead or pending");
+    }
+    let since_ms = match since {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| {
+                format!("--since `{text}` is not RFC 3339 (e.g. 2026-04-23T10:00:00Z)")
+            })?
+            .timestamp_millis(),
+        None => 0,
+    };
+    let count = store::requeue(&config.storage.path, destination, status, since_ms)?;
+    println!(
+        "{count} {status} deliver{} of {destination} re-queued; they keep their event_id",
+        if count == 1 { "y" } else { "ies" }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -77,7 +77,19 @@ pub fn to_json(trace: &MessageTrace) -> Value {
         },
         "consent": consent,
         "routes": routes,
-        "deliveries": [],
+        "deliveries": trace.deliveries.iter().map(|d| json!({
+            "destination": d.destination,
+            "kind": d.kind,
+            "destination_event": d.destination_event,
+            "event_id": d.event_id,
+            "status": d.status,
+            "attempts": d.attempts,
+            "last_status_code": d.last_status_code,
+            "last_error": d.last_error,
+            "next_attempt_at": (d.status == "pending").then(|| format_ms(d.next_attempt_ms)),
+            "request_body": d.history.iter().rev().find_map(|a| a.request.as_ref()).and_then(|r| r.body.as_deref()).map(|b| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_string()))),
+            "history": d.history,
+        })).collect::<Vec<_>>(),
         "arrivals": trace.arrivals.iter().zip(&trace.outcomes).map(|(m, outcome)| json!({
             "message_id": m.message_id,
             "status": m.status,
@@ -242,6 +254,36 @@ pub fn to_text(trace: &MessageTrace) -> String {
             out.push(format!(
                 " 7 route        {:<12} {:<18} as {:<20} {}",
                 r.destination, r.verdict, r.destination_event, r.reason
+            ));
+        }
+    }
+    for d in &trace.deliveries {
+        out.push(format!(
+            " 8 delivery     {:<12} {:<10} attempt {}  {}{}",
+            d.destination,
+            d.status.to_uppercase(),
+            d.attempts,
+            d.last_status_code
+                .map(|c| format!("HTTP {c}  "))
+                .unwrap_or_default(),
+            d.last_error.as_deref().unwrap_or("")
+        ));
+        for a in &d.history {
+            out.push(format!(
+                "      #{} {} {}{}",
+                a.attempt,
+                a.outcome,
+                a.request
+                    .as_ref()
+                    .map(|r| format!(
+                        "HTTP {} in {} ms ",
+                        r.status_code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "—".into()),
+                        r.latency_ms.unwrap_or_default()
+                    ))
+                    .unwrap_or_default(),
+                a.reason.as_deref().unwrap_or("")
             ));
         }
     }

@@ -8,6 +8,7 @@ pub mod destinations;
 pub mod ingest;
 pub mod inspect;
 pub mod pipeline;
+pub mod sandbox;
 pub mod segment;
 pub mod store;
 

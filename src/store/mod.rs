@@ -18,8 +18,9 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use reader::{
-    MessageTrace, StoreReader, StoredCollision, StoredEvent, StoredIdentityChange, StoredMessage,
-    StoredProfile, StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
+    MessageTrace, StoreReader, StoredAttempt, StoredCollision, StoredDelivery, StoredEvent,
+    StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile, StoredRejection,
+    StoredRequest, StoredRoute, StoredUnmapped,
 };
 pub use records::{
     IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,
@@ -132,6 +133,24 @@ pub fn open_replay_window(
         starts_ms,
         ends_ms,
         note,
+    )?)
+}
+
+/// Put a destination's deliveries in `status` (usually `dead`) updated since `since_ms` back in
+/// the queue; the running workers pick them up. Returns how many.
+pub fn requeue(
+    path: &Path,
+    destination: &str,
+    status: &str,
+    since_ms: i64,
+) -> Result<usize, StoreError> {
+    let conn = open_for_writing(path)?;
+    Ok(delivery::requeue(
+        &conn,
+        destination,
+        status,
+        since_ms,
+        now_ms(),
     )?)
 }
 

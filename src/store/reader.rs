@@ -299,6 +299,7 @@ pub struct MessageTrace {
     pub unmapped: Option<StoredUnmapped>,
     pub profile: Option<StoredProfile>,
     pub identity_changes: Vec<StoredIdentityChange>,
+    pub deliveries: Vec<StoredDelivery>,
 }
 
 const COLLISION_COLUMNS: &str =
@@ -547,7 +548,9 @@ impl StoreReader {
         let mut collisions: Vec<StoredCollision> = Vec::new();
         let mut identity_changes = Vec::new();
         let mut unmapped = None;
+        let mut deliveries = Vec::new();
         for arrival in &arrivals {
+            deliveries.extend(self.deliveries_of_message(arrival.row_id)?);
             outcomes.push(self.outcome_of(arrival.row_id)?);
             events.extend(self.events_of_message(arrival.row_id)?);
             for c in self.collisions_of_message(arrival.row_id)? {
@@ -588,6 +591,191 @@ impl StoreReader {
             unmapped,
             profile,
             identity_changes,
+            deliveries,
         }))
+    }
+}
+
+/// One HTTP request a delivery took part in.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredHttpRequest {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub latency_ms: Option<i64>,
+    pub item_count: i64,
+    pub url: Option<String>,
+    pub headers: Option<serde_json::Value>,
+    pub body: Option<String>,
+    pub status_code: Option<i64>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredAttempt {
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub next_attempt_ms: Option<i64>,
+    pub request: Option<StoredHttpRequest>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredDelivery {
+    pub id: i64,
+    pub event_id: String,
+    pub message_row: i64,
+    pub destination: String,
+    pub kind: String,
+    pub destination_event: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub history: Vec<StoredAttempt>,
+}
+
+const DELIVERY_COLUMNS: &str =
+    "id, event_id, message_row, destination, kind, destination_event, status,
+    attempts, next_attempt_ms, last_status_code, last_error, created_at_ms, updated_at_ms";
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<StoredDelivery> {
+    Ok(StoredDelivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        message_row: r.get(2)?,
+        destination: r.get(3)?,
+        kind: r.get(4)?,
+        destination_event: r.get(5)?,
+        status: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_ms: r.get(8)?,
+        last_status_code: r.get(9)?,
+        last_error: r.get(10)?,
+        created_at_ms: r.get(11)?,
+        updated_at_ms: r.get(12)?,
+        history: Vec::new(),
+    })
+}
+
+impl StoreReader {
+    pub fn http_request(&self, id: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, started_at_ms, latency_ms, item_count, request_url, request_headers, request_body,
+                    status_code, response_body, error FROM delivery_requests WHERE id = ?1",
+        )?;
+        Ok(stmt
+            .query_row([id], |r| {
+                let headers: Option<String> = r.get(5)?;
+                Ok(StoredHttpRequest {
+                    id: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    latency_ms: r.get(2)?,
+                    item_count: r.get(3)?,
+                    url: r.get(4)?,
+                    headers: headers.and_then(|h| serde_json::from_str(&h).ok()),
+                    body: r.get(6)?,
+                    status_code: r.get(7)?,
+                    response_body: r.get(8)?,
+                    error: r.get(9)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn attempts_of(&self, delivery_id: i64) -> Result<Vec<StoredAttempt>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attempt, at_ms, outcome, reason, next_attempt_ms, request_row
+             FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
+        )?;
+        let rows: Vec<(i64, i64, String, Option<String>, Option<i64>, Option<i64>)> = stmt
+            .query_map([delivery_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut attempts = Vec::with_capacity(rows.len());
+        for (attempt, at_ms, outcome, reason, next_attempt_ms, request_row) in rows {
+            let request = match request_row {
+                Some(id) => self.http_request(id)?,
+                None => None,
+            };
+            attempts.push(StoredAttempt {
+                attempt,
+                at_ms,
+                outcome,
+                reason,
+                next_attempt_ms,
+                request,
+            });
+        }
+        Ok(attempts)
+    }
+
+    /// Deliveries made for a message (its event, or its identify), with every attempt.
+    pub fn deliveries_of_message(
+        &self,
+        message_row: i64,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_row = ?1 ORDER BY destination, id");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut deliveries: Vec<StoredDelivery> = stmt
+            .query_map([message_row], delivery_from_row)?
+            .collect::<Result<_, _>>()?;
+        for d in &mut deliveries {
+            d.history = self.attempts_of(d.id)?;
+        }
+        Ok(deliveries)
+    }
+
+    /// Deliveries of one destination in a status (`dead`, `pending`, ...), newest first.
+    pub fn deliveries_with_status(
+        &self,
+        destination: &str,
+        status: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE destination = ?1 AND status = ?2
+             ORDER BY updated_at_ms DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            rusqlite::params![destination, status, limit as i64],
+            delivery_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Count of deliveries per (destination, status).
+    pub fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, status, COUNT(*) FROM deliveries GROUP BY destination, status ORDER BY destination, status",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A paused destination: until when and why.
+    pub fn destination_state(
+        &self,
+        destination: &str,
+    ) -> Result<Option<(Option<i64>, Option<String>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT paused_until_ms, reason FROM destination_state WHERE destination = ?1",
+        )?;
+        Ok(stmt
+            .query_row([destination], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 }

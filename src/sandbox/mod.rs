@@ -1,0 +1,546 @@
+//! Local stand-ins for Meta CAPI, Google Ads, Klaviyo, TikTok and webhook receivers. Each
+//! validates requests with the checks of reference/destination-apis.md (§1.10, §2.6, §3.4,
+//! §4.6) and answers as the real API does, with switchable faults (429 + Retry-After, 500,
+//! timeouts, bad token, partial failure, TikTok codes). The tests and the demo use them.
+
+mod checks;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Meta,
+    Google,
+    Klaviyo,
+    Tiktok,
+    Webhook,
+}
+
+/// A fault the next request (or every request, when sticky) gets instead of the normal answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with this HTTP status (and a plausible body).
+    Status { status: u16 },
+    /// 429 with `Retry-After`.
+    RateLimit { retry_after_secs: u64 },
+    /// Answer only after this long (longer than the client's timeout).
+    Timeout { millis: u64 },
+    /// The platform's invalid-token error.
+    BadToken,
+    /// Google: fail the first row of the request with this ConversionUploadError (e.g.
+    /// `UNPARSEABLE_GCLID`, or a retryable `TRANSIENT_ERROR`); the other rows succeed.
+    PartialFailure { code: String },
+    /// TikTok: HTTP 200 with this `code`.
+    TiktokCode { code: i64 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    pub platform: Platform,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub status: u16,
+    /// Why the sandbox refused it, when it did.
+    pub refusal: Option<String>,
+}
+
+#[derive(Default)]
+struct Faults {
+    queue: VecDeque<Fault>,
+    sticky: Option<Fault>,
+}
+
+#[derive(Default)]
+pub struct SandboxState {
+    faults: Mutex<HashMap<Platform, Faults>>,
+    received: Mutex<Vec<Received>>,
+    google_orders: Mutex<HashSet<String>>,
+    klaviyo_unique: Mutex<HashSet<String>>,
+    webhook_keys: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl SandboxState {
+    /// The next request to `platform` gets `fault` (faults queue up in order).
+    pub fn push_fault(&self, platform: Platform, fault: Fault) {
+        lock(&self.faults)
+            .entry(platform)
+            .or_default()
+            .queue
+            .push_back(fault);
+    }
+
+    /// Every request to `platform` gets `fault` until cleared with `None`.
+    pub fn set_sticky(&self, platform: Platform, fault: Option<Fault>) {
+        lock(&self.faults).entry(platform).or_default().sticky = fault;
+    }
+
+    fn take_fault(&self, platform: Platform) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let f = faults.entry(platform).or_default();
+        f.queue.pop_front().or_else(|| f.sticky.clone())
+    }
+
+    /// Verify webhook signatures for `/webhooks/{name}` with this key.
+    pub fn webhook_key(&self, name: &str, key: Vec<u8>) {
+        lock(&self.webhook_keys).insert(name.to_string(), key);
+    }
+
+    pub fn received(&self, platform: Platform) -> Vec<Received> {
+        lock(&self.received)
+            .iter()
+            .filter(|r| r.platform == platform)
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_received(&self) -> Vec<Received> {
+        lock(&self.received).clone()
+    }
+
+    fn record(
+        &self,
+        platform: Platform,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Value,
+        status: u16,
+        refusal: Option<String>,
+    ) {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        lock(&self.received).push(Received {
+            platform,
+            path: path.to_string(),
+            headers,
+            body: body.clone(),
+            status,
+            refusal,
+        });
+    }
+}
+
+pub struct Sandbox {
+    pub addr: SocketAddr,
+    pub state: Arc<SandboxState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Serve every sandbox API on one loopback listener.
+    pub async fn start(listener: tokio::net::TcpListener) -> std::io::Result<Sandbox> {
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SandboxState::default());
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Sandbox { addr, state, task })
+    }
+
+    /// The base URL to use as a destination's `endpoint`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn router(state: Arc<SandboxState>) -> Router {
+    Router::new()
+        .route("/{version}/{pixel}/events", post(meta))
+        .route("/{version}/customers/{call}", post(google))
+        .route("/api/events", post(klaviyo_event))
+        .route("/api/profile-import", post(klaviyo_profile))
+        .route("/open_api/v1.3/event/track/", post(tiktok))
+        .route("/webhooks/{name}", post(webhook))
+        .route("/_sandbox/faults", post(admin_fault))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct FaultRequest {
+    platform: Platform,
+    #[serde(default)]
+    sticky: bool,
+    #[serde(default)]
+    clear: bool,
+    #[serde(flatten)]
+    fault: Option<Fault>,
+}
+
+/// `POST /_sandbox/faults {"platform": "meta", "fault": "status", "status": 500, "sticky": true}`
+/// switches faults on a running sandbox (the demo uses it).
+async fn admin_fault(
+    State(state): State<Arc<SandboxState>>,
+    Json(req): Json<FaultRequest>,
+) -> StatusCode {
+    match (req.clear, req.fault) {
+        (true, _) => state.set_sticky(req.platform, None),
+        (false, Some(f)) if req.sticky => state.set_sticky(req.platform, Some(f)),
+        (false, Some(f)) => state.push_fault(req.platform, f),
+        (false, None) => return StatusCode::BAD_REQUEST,
+    }
+    StatusCode::NO_CONTENT
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, String> {
+    serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
+}
+
+/// Apply a generic fault, if one is queued; `None` lets the request through.
+async fn generic_fault(fault: &Fault) -> Option<Response> {
+    match fault {
+        Fault::Status { status } => {
+            Some(json_response(*status, json!({"message": "sandbox fault"})))
+        }
+        Fault::RateLimit { retry_after_secs } => {
+            let mut r = json_response(429, json!({"message": "rate limited (sandbox)"}));
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            Some(r)
+        }
+        Fault::Timeout { millis } => {
+            tokio::time::sleep(Duration::from_millis(*millis)).await;
+            Some(json_response(504, json!({"message": "sandbox timeout"})))
+        }
+        _ => None,
+    }
+}
+
+async fn meta(
+    State(state): State<Arc<SandboxState>>,
+    Path((version, pixel)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{version}/{pixel}/events");
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = state.take_fault(Platform::Meta);
+    let (status, reply, refusal) = if let Some(r) = match &fault {
+        Some(f) => generic_fault(f).await,
+        None => None,
+    } {
+        state.record(
+            Platform::Meta,
+            &path,
+            &headers,
+            &parsed,
+            r.status().as_u16(),
+            Some("fault".into()),
+        );
+        return r;
+    } else if fault == Some(Fault::BadToken)
+        || query.get("access_token").is_none_or(|t| t.is_empty())
+    {
+        (
+            400,
+            json!({"error": {"message": "The access token could not be decrypted", "type": "OAuthException", "code": 190, "fbtrace_id": "sandbox"}}),
+            Some("bad token".to_string()),
+        )
+    } else {
+        match checks::meta(&pixel, &parsed, chrono::Utc::now().timestamp()) {
+            Ok(n) => (
+                200,
+                json!({"events_received": n, "messages": [], "fbtrace_id": "sandbox"}),
+                None,
+            ),
+            Err(e) => (
+                400,
+                json!({"error": {"message": "Invalid parameter", "type": "OAuthException", "code": 100, "error_subcode": e.subcode, "is_transient": false, "error_user_title": e.title, "error_user_msg": e.message, "fbtrace_id": "sandbox"}}),
+                Some(e.message),
+            ),
+        }
+    };
+    state.record(Platform::Meta, &path, &headers, &parsed, status, refusal);
+    json_response(status, reply)
+}
+
+async fn google(
+    State(state): State<Arc<SandboxState>>,
+    Path((version, call)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{version}/customers/{call}");
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = state.take_fault(Platform::Google);
+    if let Some(r) = match &fault {
+        Some(f) => generic_fault(f).await,
+        None => None,
+    } {
+        state.record(
+            Platform::Google,
+            &path,
+            &headers,
+            &parsed,
+            r.status().as_u16(),
+            Some("fault".into()),
+        );
+        return r;
+    }
+    let authorized = headers.get("developer-token").is_some()
+        && headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+    let (status, reply, refusal) = if fault == Some(Fault::BadToken) || !authorized {
+        (
+            401,
+            json!({"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.", "status": "UNAUTHENTICATED"}}),
+            Some("unauthenticated".to_string()),
+        )
+    } else {
+        let mut orders = lock(&state.google_orders);
+        let fail_first = match &fault {
+            Some(Fault::PartialFailure { code }) => Some(code.as_str()),
+            _ => None,
+        };
+        match checks::google(&call, &parsed, &mut orders, fail_first) {
+            Ok(reply) => (200, reply, None),
+            Err(message) => (
+                400,
+                json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}),
+                Some(message),
+            ),
+        }
+    };
+    state.record(Platform::Google, &path, &headers, &parsed, status, refusal);
+    json_response(status, reply)
+}
+
+fn klaviyo_error(status: u16, code: &str, detail: &str, pointer: Option<&str>) -> Value {
+    json!({"errors": [{"id": "sandbox", "status": status, "code": code, "title": "Invalid input.", "detail": detail,
+        "source": pointer.map(|p| json!({"pointer": p})).unwrap_or(json!({})), "meta": {}}]})
+}
+
+async fn klaviyo(
+    state: Arc<SandboxState>,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    profile: bool,
+) -> Response {
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = state.take_fault(Platform::Klaviyo);
+    if let Some(r) = match &fault {
+        Some(f) => generic_fault(f).await,
+        None => None,
+    } {
+        state.record(
+            Platform::Klaviyo,
+            path,
+            &headers,
+            &parsed,
+            r.status().as_u16(),
+            Some("fault".into()),
+        );
+        return r;
+    }
+    let key_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Klaviyo-API-Key ") && v.len() > 16);
+    let revision_ok = headers
+        .get("revision")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(checks::klaviyo_revision);
+    let result = if fault == Some(Fault::BadToken) || !key_ok {
+        Err((
+            401,
+            klaviyo_error(
+                401,
+                "not_authenticated",
+                "Missing or invalid private key.",
+                None,
+            ),
+        ))
+    } else if !revision_ok {
+        Err((
+            400,
+            klaviyo_error(
+                400,
+                "invalid",
+                "A revision header (YYYY-MM-DD) is required.",
+                None,
+            ),
+        ))
+    } else if profile {
+        checks::klaviyo_profile(&parsed)
+            .map(|_| 200)
+            .map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
+    } else {
+        let mut seen = lock(&state.klaviyo_unique);
+        checks::klaviyo_event(&parsed, &mut seen)
+            .map(|_| 202)
+            .map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
+    };
+    match result {
+        Ok(status) => {
+            state.record(Platform::Klaviyo, path, &headers, &parsed, status, None);
+            if status == 202 {
+                StatusCode::ACCEPTED.into_response()
+            } else {
+                json_response(
+                    status,
+                    json!({"data": {"type": "profile", "id": "sandbox"}}),
+                )
+            }
+        }
+        Err((status, body)) => {
+            let detail = body
+                .pointer("/errors/0/detail")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            state.record(Platform::Klaviyo, path, &headers, &parsed, status, detail);
+            json_response(status, body)
+        }
+    }
+}
+
+async fn klaviyo_event(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(state, "/api/events", headers, body, false).await
+}
+
+async fn klaviyo_profile(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(state, "/api/profile-import", headers, body, true).await
+}
+
+async fn tiktok(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/open_api/v1.3/event/track/";
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = state.take_fault(Platform::Tiktok);
+    if let Some(r) = match &fault {
+        Some(f) => generic_fault(f).await,
+        None => None,
+    } {
+        state.record(
+            Platform::Tiktok,
+            path,
+            &headers,
+            &parsed,
+            r.status().as_u16(),
+            Some("fault".into()),
+        );
+        return r;
+    }
+    let token_ok = headers.get("access-token").is_some_and(|v| !v.is_empty());
+    // TikTok reports errors in the body of an HTTP 200.
+    let (code, message) = match fault {
+        Some(Fault::TiktokCode { code }) => (code, format!("sandbox code {code}")),
+        Some(Fault::BadToken) => (
+            40105,
+            "Access token is incorrect or has been revoked.".to_string(),
+        ),
+        _ if !token_ok => (
+            40105,
+            "Access token is incorrect or has been revoked.".to_string(),
+        ),
+        _ => match checks::tiktok(&parsed) {
+            Ok(()) => (0, "OK".to_string()),
+            Err(m) => (40002, m),
+        },
+    };
+    state.record(
+        Platform::Tiktok,
+        path,
+        &headers,
+        &parsed,
+        200,
+        (code != 0).then(|| message.clone()),
+    );
+    json_response(
+        200,
+        json!({"code": code, "message": message, "request_id": "sandbox"}),
+    )
+}
+
+async fn webhook(
+    State(state): State<Arc<SandboxState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/webhooks/{name}");
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = state.take_fault(Platform::Webhook);
+    if let Some(r) = match &fault {
+        Some(f) => generic_fault(f).await,
+        None => None,
+    } {
+        state.record(
+            Platform::Webhook,
+            &path,
+            &headers,
+            &parsed,
+            r.status().as_u16(),
+            Some("fault".into()),
+        );
+        return r;
+    }
+    let key = lock(&state.webhook_keys).get(&name).cloned();
+    let verdict = match key {
+        Some(key) => {
+            checks::standard_webhook(&key, &headers, &body, chrono::Utc::now().timestamp())
+        }
+        None => Ok(()),
+    };
+    let status = if verdict.is_ok() { 204 } else { 401 };
+    state.record(
+        Platform::Webhook,
+        &path,
+        &headers,
+        &parsed,
+        status,
+        verdict.err(),
+    );
+    StatusCode::from_u16(status)
+        .unwrap_or(StatusCode::OK)
+        .into_response()
+}

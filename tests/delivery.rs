@@ -1,0 +1,530 @@
+//! Delivery against the sandbox APIs over real HTTP: retries with the same event_id, Retry-After,
+//! dead letters, Google partial failures, TikTok codes, isolation between destinations, restart
+//! in the middle of a retry schedule, replay, profile-import, signed webhooks, the warehouse.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tracklayer::sandbox::{Fault, Platform, Sandbox};
+use tracklayer::store::StoredDelivery;
+
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+async fn sandbox() -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    sandbox.state.webhook_key(
+        "orders",
+        tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
+    );
+    sandbox
+}
+
+fn destinations(sandbox: &Sandbox, schedule: &str) -> String {
+    let url = sandbox.url();
+    format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+retry_schedule = {schedule}
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+test_event_code = "TEST12345"
+
+[[destinations]]
+name = "google"
+kind = "google_ads"
+endpoint = "{url}"
+retry_schedule = {schedule}
+customer_id = "1234567890"
+conversion_actions = {{ purchase = "555000111" }}
+developer_token = "DEV"
+access_token = "ya29.TEST"
+validate_only = false
+
+[[destinations]]
+name = "klaviyo"
+kind = "klaviyo"
+endpoint = "{url}"
+retry_schedule = {schedule}
+api_key = "pk_TEST_0123456789"
+
+[[destinations]]
+name = "tiktok"
+kind = "tiktok"
+endpoint = "{url}"
+retry_schedule = {schedule}
+pixel_code = "CABCDEF1234567890XYZ"
+access_token = "TT_TEST"
+
+[[destinations]]
+name = "orders"
+kind = "webhook"
+retry_schedule = {schedule}
+url = "{url}/webhooks/orders"
+secret = "{WEBHOOK_SECRET}"
+
+[[destinations]]
+name = "warehouse"
+kind = "warehouse"
+retry_schedule = {schedule}
+path = "warehouse.db"
+"#
+    )
+}
+
+fn purchase(message_id: &str, order: &str, revenue: f64) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}","userId":"user_8f3a2c","anonymousId":"anon-1","timestamp":"{now}",
+        "context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0 (Macintosh)","traits":{{"email":"Jane.Doe@Gmail.com","phone":"+1 (415) 555-0123"}},
+            "page":{{"url":"https://shop.example.com/thanks?gclid=Cj0KCQiA{order}"}}}},
+        "properties":{{"order_id":"{order}","revenue":{revenue},"currency":"USD","products":[{{"product_id":"SKU-123","name":"Sock","price":{revenue},"quantity":1}}]}}}}"#
+    )
+}
+
+async fn post(server: &TestServer, body: &str) {
+    let (status, reply) = json_of(
+        signed(
+            &client(),
+            &server.url("/segment/events"),
+            "production",
+            PRODUCTION_SECRET,
+            body,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// Wait until the deliveries of `message_id` satisfy `done`; returns them.
+async fn wait_for(
+    server: &TestServer,
+    message_id: &str,
+    timeout: Duration,
+    done: impl Fn(&[StoredDelivery]) -> bool,
+) -> Vec<StoredDelivery> {
+    let start = Instant::now();
+    loop {
+        let deliveries = server
+            .reader()
+            .trace(message_id)
+            .unwrap()
+            .map(|t| t.deliveries)
+            .unwrap_or_default();
+        if done(&deliveries) {
+            return deliveries;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "gave up waiting; deliveries of {message_id}: {deliveries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn of<'a>(deliveries: &'a [StoredDelivery], destination: &str) -> &'a StoredDelivery {
+    deliveries
+        .iter()
+        .find(|d| d.destination == destination)
+        .unwrap_or_else(|| panic!("no delivery to {destination}: {deliveries:#?}"))
+}
+
+fn settled(deliveries: &[StoredDelivery]) -> bool {
+    deliveries.len() == 6
+        && deliveries
+            .iter()
+            .all(|d| d.status == "delivered" || d.status == "dead")
+}
+
+#[tokio::test]
+async fn every_destination_receives_a_valid_purchase() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    post(&server, &purchase("m-all", "ORD-1", 129.98)).await;
+    let deliveries = wait_for(&server, "m-all", Duration::from_secs(15), settled).await;
+    for d in &deliveries {
+        assert_eq!(d.status, "delivered", "{d:#?}");
+        assert_eq!(d.attempts, 1);
+    }
+    // What each platform saw passed its checks.
+    for platform in [
+        Platform::Meta,
+        Platform::Google,
+        Platform::Klaviyo,
+        Platform::Tiktok,
+        Platform::Webhook,
+    ] {
+        let received = sandbox.state.received(platform);
+        assert_eq!(received.len(), 1, "{platform:?}");
+        assert_eq!(received[0].refusal, None, "{platform:?}: {:?}", received[0]);
+    }
+    let meta = &sandbox.state.received(Platform::Meta)[0];
+    assert_eq!(meta.body["data"][0]["event_id"], "ORD-1");
+    assert_eq!(meta.body["test_event_code"], "TEST12345");
+    // Credentials are redacted in what TrackLayer keeps.
+    let attempt = of(&deliveries, "meta").history[0].request.clone().unwrap();
+    assert!(attempt.url.unwrap().ends_with("access_token=REDACTED"));
+    let google = of(&deliveries, "google").history[0]
+        .request
+        .clone()
+        .unwrap();
+    let headers = google.headers.unwrap().to_string();
+    assert!(
+        headers.contains("Bearer REDACTED") && !headers.contains("ya29.TEST"),
+        "{headers}"
+    );
+    // The warehouse has one row for the event.
+    let rows =
+        tracklayer::store::warehouse::read_rows(&server.db.parent().unwrap().join("warehouse.db"))
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1, "purchase");
+    assert_eq!(rows[0].2, Some(129.98));
+    // The inspect trace carries the deliveries.
+    let json = tracklayer::inspect::to_json(&server.reader().trace("m-all").unwrap().unwrap());
+    let meta_delivery = json["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "meta")
+        .unwrap();
+    assert_eq!(meta_delivery["status"], "delivered");
+    assert_eq!(meta_delivery["last_status_code"], 200);
+    assert_eq!(
+        meta_delivery["request_body"]["data"][0]["event_name"],
+        "Purchase"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_retry_with_the_same_event_id() {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .push_fault(Platform::Meta, Fault::Status { status: 500 });
+    sandbox
+        .state
+        .push_fault(Platform::Meta, Fault::Status { status: 500 });
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1, 1]")).await;
+    post(&server, &purchase("m-500", "ORD-500", 10.0)).await;
+    let deliveries = wait_for(&server, "m-500", Duration::from_secs(15), settled).await;
+    let meta = of(&deliveries, "meta");
+    assert_eq!((meta.status.as_str(), meta.attempts), ("delivered", 3));
+    let outcomes: Vec<&str> = meta.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["retry", "retry", "delivered"]);
+    let codes: Vec<Option<i64>> = meta
+        .history
+        .iter()
+        .map(|a| a.request.as_ref().and_then(|r| r.status_code))
+        .collect();
+    assert_eq!(codes, [Some(500), Some(500), Some(200)]);
+    let ids: Vec<Value> = sandbox
+        .state
+        .received(Platform::Meta)
+        .iter()
+        .map(|r| r.body["data"][0]["event_id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            Value::from("ORD-500"),
+            Value::from("ORD-500"),
+            Value::from("ORD-500")
+        ]
+    );
+    // The other destinations were not held up.
+    assert_eq!(of(&deliveries, "tiktok").attempts, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let sandbox = sandbox().await;
+    sandbox.state.push_fault(
+        Platform::Klaviyo,
+        Fault::RateLimit {
+            retry_after_secs: 2,
+        },
+    );
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    post(&server, &purchase("m-429", "ORD-429", 10.0)).await;
+    let deliveries = wait_for(&server, "m-429", Duration::from_secs(15), settled).await;
+    let klaviyo = of(&deliveries, "klaviyo");
+    assert_eq!(
+        (klaviyo.status.as_str(), klaviyo.attempts),
+        ("delivered", 2)
+    );
+    let first = &klaviyo.history[0];
+    let second = &klaviyo.history[1];
+    assert_eq!(first.request.as_ref().unwrap().status_code, Some(429));
+    assert!(
+        first.next_attempt_ms.unwrap() - first.at_ms >= 2000,
+        "{first:?}"
+    );
+    assert!(
+        second.at_ms - first.at_ms >= 2000,
+        "retried after {} ms",
+        second.at_ms - first.at_ms
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_errors_dead_letter_at_once() {
+    let sandbox = sandbox().await;
+    sandbox.state.push_fault(Platform::Meta, Fault::BadToken);
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    post(&server, &purchase("m-400", "ORD-400", 10.0)).await;
+    let deliveries = wait_for(&server, "m-400", Duration::from_secs(15), settled).await;
+    let meta = of(&deliveries, "meta");
+    assert_eq!((meta.status.as_str(), meta.attempts), ("dead", 1));
+    assert_eq!(meta.last_status_code, Some(400));
+    assert!(
+        meta.last_error
+            .as_deref()
+            .unwrap()
+            .contains("Meta error 190"),
+        "{meta:?}"
+    );
+    let response = meta.history[0]
+        .request
+        .as_ref()
+        .unwrap()
+        .response_body
+        .clone()
+        .unwrap();
+    assert!(
+        response.contains("could not be decrypted"),
+        "the response is kept: {response}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn google_partial_failure_retries_only_the_failed_row() {
+    let sandbox = sandbox().await;
+    sandbox.state.push_fault(
+        Platform::Google,
+        Fault::PartialFailure {
+            code: "TRANSIENT_ERROR".into(),
+        },
+    );
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    // Both orders in one Segment batch: one commit, one Google request.
+    post(
+        &server,
+        &format!(
+            "[{},{}]",
+            purchase("m-g1", "ORD-G1", 10.0),
+            purchase("m-g2", "ORD-G2", 20.0)
+        ),
+    )
+    .await;
+    let first = wait_for(&server, "m-g1", Duration::from_secs(15), settled).await;
+    let second = wait_for(&server, "m-g2", Duration::from_secs(15), settled).await;
+    let (g1, g2) = (of(&first, "google"), of(&second, "google"));
+    assert_eq!((g1.status.as_str(), g1.attempts), ("delivered", 2));
+    assert_eq!((g2.status.as_str(), g2.attempts), ("delivered", 1));
+    let requests = sandbox.state.received(Platform::Google);
+    let rows: Vec<Vec<Value>> = requests
+        .iter()
+        .map(|r| {
+            r.body["conversions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["orderId"].clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![Value::from("ORD-G1"), Value::from("ORD-G2")],
+            vec![Value::from("ORD-G1")]
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tiktok_codes_in_a_200() {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .push_fault(Platform::Tiktok, Fault::TiktokCode { code: 40100 });
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    post(&server, &purchase("m-tt1", "ORD-TT1", 10.0)).await;
+    let deliveries = wait_for(&server, "m-tt1", Duration::from_secs(15), settled).await;
+    let tiktok = of(&deliveries, "tiktok");
+    assert_eq!((tiktok.status.as_str(), tiktok.attempts), ("delivered", 2));
+
+    sandbox
+        .state
+        .push_fault(Platform::Tiktok, Fault::TiktokCode { code: 40002 });
+    post(&server, &purchase("m-tt2", "ORD-TT2", 10.0)).await;
+    let deliveries = wait_for(&server, "m-tt2", Duration::from_secs(15), settled).await;
+    let tiktok = of(&deliveries, "tiktok");
+    assert_eq!((tiktok.status.as_str(), tiktok.attempts), ("dead", 1));
+    assert!(tiktok
+        .last_error
+        .as_deref()
+        .unwrap()
+        .starts_with("TikTok 40002"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_destination_down_does_not_slow_another() {
+    let sandbox = sandbox().await;
+    // Meta hangs past its 5 s timeout on every request.
+    sandbox
+        .state
+        .set_sticky(Platform::Meta, Some(Fault::Timeout { millis: 8000 }));
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[30]")).await;
+    for i in 0..3 {
+        post(
+            &server,
+            &purchase(&format!("m-iso{i}"), &format!("ORD-ISO{i}"), 10.0),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        let id = format!("m-iso{i}");
+        let deliveries = wait_for(&server, &id, Duration::from_secs(4), |ds| {
+            ds.len() == 6
+                && ds
+                    .iter()
+                    .filter(|d| d.destination != "meta")
+                    .all(|d| d.status == "delivered")
+        })
+        .await;
+        // Meta has not even answered its first request yet.
+        assert_ne!(of(&deliveries, "meta").status, "delivered");
+    }
+    sandbox.state.set_sticky(Platform::Meta, None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing() {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .set_sticky(Platform::Meta, Some(Fault::Status { status: 503 }));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let config = destinations(&sandbox, "[3, 3]");
+    let server = TestServer::start_configured(&db, "", &config).await;
+    post(&server, &purchase("m-restart", "ORD-R", 10.0)).await;
+    wait_for(&server, "m-restart", Duration::from_secs(10), |ds| {
+        ds.iter()
+            .any(|d| d.destination == "meta" && d.attempts == 1 && d.status == "pending")
+    })
+    .await;
+    server.stop().await;
+
+    sandbox.state.set_sticky(Platform::Meta, None);
+    let server = TestServer::start_configured(&db, "", &config).await;
+    let deliveries = wait_for(&server, "m-restart", Duration::from_secs(15), settled).await;
+    let meta = of(&deliveries, "meta");
+    assert_eq!((meta.status.as_str(), meta.attempts), ("delivered", 2));
+    let ids: Vec<Value> = sandbox
+        .state
+        .received(Platform::Meta)
+        .iter()
+        .map(|r| r.body["data"][0]["event_id"].clone())
+        .collect();
+    assert_eq!(ids, [Value::from("ORD-R"), Value::from("ORD-R")]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dead_deliveries_can_be_replayed() {
+    let sandbox = sandbox().await;
+    sandbox.state.push_fault(Platform::Meta, Fault::BadToken);
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    post(&server, &purchase("m-replay", "ORD-RP", 10.0)).await;
+    wait_for(&server, "m-replay", Duration::from_secs(15), |ds| {
+        ds.iter()
+            .any(|d| d.destination == "meta" && d.status == "dead")
+    })
+    .await;
+    let requeued = tracklayer::store::requeue(&server.db, "meta", "dead", 0).unwrap();
+    assert_eq!(requeued, 1);
+    let deliveries = wait_for(&server, "m-replay", Duration::from_secs(15), |ds| {
+        ds.iter()
+            .any(|d| d.destination == "meta" && d.status == "delivered")
+    })
+    .await;
+    assert_eq!(of(&deliveries, "meta").attempts, 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn identify_goes_to_klaviyo_profile_import() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    post(
+        &server,
+        r#"{"type":"identify","messageId":"m-ident","userId":"user_8f3a2c","traits":{"email":"Jane.Doe@Gmail.com","phone":"+1 (415) 555-0123","firstName":"Jane","plan":"premium"}}"#,
+    )
+    .await;
+    let deliveries = wait_for(&server, "m-ident", Duration::from_secs(15), |ds| {
+        ds.len() == 1 && ds[0].status == "delivered"
+    })
+    .await;
+    assert_eq!(deliveries[0].destination, "klaviyo");
+    let received = sandbox.state.received(Platform::Klaviyo);
+    assert_eq!(received[0].path, "/api/profile-import");
+    assert_eq!(
+        received[0].body["data"]["attributes"]["email"],
+        "jane.doe@gmail.com"
+    );
+    assert_eq!(
+        received[0].body["data"]["attributes"]["properties"]["plan"],
+        "premium"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_too_old_for_meta_dead_letter_without_a_request() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    let old = (chrono::Utc::now() - chrono::Duration::days(8))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = purchase("m-old", "ORD-OLD", 10.0).replace(
+        &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        &old,
+    );
+    assert!(body.contains(&old));
+    post(&server, &body).await;
+    let deliveries = wait_for(&server, "m-old", Duration::from_secs(15), settled).await;
+    let meta = of(&deliveries, "meta");
+    assert_eq!(meta.status, "dead");
+    assert!(
+        meta.last_error
+            .as_deref()
+            .unwrap()
+            .contains("accepts events up to 7 days old"),
+        "{meta:?}"
+    );
+    assert!(meta.history[0].request.is_none(), "nothing was sent");
+    assert_eq!(
+        of(&deliveries, "klaviyo").status,
+        "delivered",
+        "Klaviyo has no such window"
+    );
+    server.stop().await;
+}
