@@ -528,3 +528,69 @@ async fn events_too_old_for_meta_dead_letter_without_a_request() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_failing_destination_pauses_itself_and_resumes_by_probe() {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .set_sticky(Platform::Tiktok, Some(Fault::Status { status: 503 }));
+    let config = format!(
+        r#"
+[[destinations]]
+name = "tiktok"
+kind = "tiktok"
+endpoint = "{}"
+retry_schedule = [1, 1, 1, 1, 1, 1, 1, 1]
+pixel_code = "CABCDEF1234567890XYZ"
+access_token = "TT_TEST"
+batch_size = 1
+concurrency = 4
+"#,
+        sandbox.url()
+    );
+    let server = TestServer::start_with_toml(&config).await;
+    let batch: Vec<String> = (0..10)
+        .map(|i| purchase(&format!("m-cb{i}"), &format!("ORD-CB{i}"), 1.0))
+        .collect();
+    post(&server, &format!("[{}]", batch.join(","))).await;
+
+    let start = Instant::now();
+    let pause = loop {
+        if let Some(p) = server.reader().destination_pause("tiktok").unwrap() {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the destination never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        pause.reason.contains("of the last") && pause.reason.contains("paused for"),
+        "{pause:?}"
+    );
+    let during = sandbox.state.received(Platform::Tiktok).len();
+
+    // The API recovers: a probe goes through, the destination resumes and drains its queue.
+    sandbox.state.set_sticky(Platform::Tiktok, None);
+    for i in 0..10 {
+        wait_for(
+            &server,
+            &format!("m-cb{i}"),
+            Duration::from_secs(20),
+            |ds| ds.len() == 1 && ds[0].status == "delivered",
+        )
+        .await;
+    }
+    assert!(
+        server
+            .reader()
+            .destination_pause("tiktok")
+            .unwrap()
+            .is_none(),
+        "resumed"
+    );
+    assert!(sandbox.state.received(Platform::Tiktok).len() > during);
+    server.stop().await;
+}

@@ -355,3 +355,85 @@ pub fn requeue(
         params![destination, status, since_ms, now_ms],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::consent::ConsentVerdict;
+
+    fn event() -> CanonicalEvent {
+        serde_json::from_value(serde_json::json!({
+            "event_id": "ev_purchase_1", "event_id_basis": "purchase + order_id O-1", "dedup_key": "O-1",
+            "name": "purchase", "segment_event": "Order Completed", "mapping_version": 1,
+            "message_id": "m-1", "environment": "production", "event_time": "2026-01-15T18:30:00.000Z",
+            "event_time_ms": 1_768_501_800_000i64, "properties": {"order_id": "O-1"},
+            "user": {}, "context": {}, "provenance": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn leases_expire_so_a_crash_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_for_writing(&dir.path().join("t.db")).unwrap();
+        conn.execute(
+            "INSERT INTO events (id, event_id, message_row, message_id, environment, name, segment_event,
+                 mapping_version, event_time_ms, fingerprint, canonical, created_at_ms)
+             VALUES (1, 'ev_purchase_1', 1, 'm-1', 'production', 'purchase', 'Order Completed', 1, 0, x'00', ?1, 0)",
+            [serde_json::to_string(&event()).unwrap()],
+        )
+        .unwrap();
+        let decision = RouteDecision {
+            destination: "meta".into(),
+            kind: "meta_capi".into(),
+            destination_event: "Purchase".into(),
+            verdict: RouteVerdict::Ready,
+            reason: "ready".into(),
+            consent: ConsentVerdict {
+                allowed: true,
+                source: "none".into(),
+                reason: String::new(),
+            },
+        };
+        create_for_event(&conn, 1, 1, &event(), &[decision], 1_000).unwrap();
+
+        let first = lease(&conn, "meta", 1_000, 10, 100).unwrap();
+        assert_eq!(first.items.len(), 1);
+        assert_eq!(first.items[0].attempt, 1);
+        // Leased: invisible to a second lease until it expires (the worker "crashed").
+        assert!(lease(&conn, "meta", 1_050, 10, 100)
+            .unwrap()
+            .items
+            .is_empty());
+        let again = lease(&conn, "meta", 1_200, 10, 100).unwrap();
+        assert_eq!(again.items.len(), 1);
+        assert_eq!(again.items[0].attempt, 2);
+        assert_eq!(
+            again.items[0].event_id, "ev_purchase_1",
+            "the same event_id on every attempt"
+        );
+
+        complete(
+            &conn,
+            &Completion {
+                destination: "meta".into(),
+                request: None,
+                items: vec![ItemResult {
+                    delivery_id: again.items[0].id,
+                    attempt: 2,
+                    outcome: AttemptOutcome::Delivered,
+                    reason: None,
+                    next_attempt_ms: None,
+                    solo: false,
+                    free_retry: false,
+                }],
+                at_ms: 1_300,
+            },
+        )
+        .unwrap();
+        assert!(lease(&conn, "meta", 100_000, 10, 100)
+            .unwrap()
+            .items
+            .is_empty());
+    }
+}

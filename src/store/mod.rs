@@ -18,9 +18,9 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use reader::{
-    MessageTrace, StoreReader, StoredAttempt, StoredCollision, StoredDelivery, StoredEvent,
-    StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile, StoredRejection,
-    StoredRequest, StoredRoute, StoredUnmapped,
+    DestinationPause, MessageTrace, StoreReader, StoredAttempt, StoredCollision, StoredDelivery,
+    StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile,
+    StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
 };
 pub use records::{
     IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,

@@ -596,6 +596,13 @@ impl StoreReader {
     }
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestinationPause {
+    pub until_ms: i64,
+    pub reason: String,
+    pub since_ms: i64,
+}
+
 /// One HTTP request a delivery took part in.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredHttpRequest {
@@ -692,32 +699,27 @@ impl StoreReader {
             "SELECT attempt, at_ms, outcome, reason, next_attempt_ms, request_row
              FROM delivery_attempts WHERE delivery_id = ?1 ORDER BY id",
         )?;
-        let rows: Vec<(i64, i64, String, Option<String>, Option<i64>, Option<i64>)> = stmt
+        let rows: Vec<(StoredAttempt, Option<i64>)> = stmt
             .query_map([delivery_id], |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
+                    StoredAttempt {
+                        attempt: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        outcome: r.get(2)?,
+                        reason: r.get(3)?,
+                        next_attempt_ms: r.get(4)?,
+                        request: None,
+                    },
                     r.get(5)?,
                 ))
             })?
             .collect::<Result<_, _>>()?;
         let mut attempts = Vec::with_capacity(rows.len());
-        for (attempt, at_ms, outcome, reason, next_attempt_ms, request_row) in rows {
-            let request = match request_row {
-                Some(id) => self.http_request(id)?,
-                None => None,
-            };
-            attempts.push(StoredAttempt {
-                attempt,
-                at_ms,
-                outcome,
-                reason,
-                next_attempt_ms,
-                request,
-            });
+        for (mut attempt, request_row) in rows {
+            if let Some(id) = request_row {
+                attempt.request = self.http_request(id)?;
+            }
+            attempts.push(attempt);
         }
         Ok(attempts)
     }
@@ -766,16 +768,23 @@ impl StoreReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A paused destination: until when and why.
-    pub fn destination_state(
+    /// Whether a destination paused itself: until when and why (`None` when running).
+    pub fn destination_pause(
         &self,
         destination: &str,
-    ) -> Result<Option<(Option<i64>, Option<String>)>, StoreError> {
+    ) -> Result<Option<DestinationPause>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT paused_until_ms, reason FROM destination_state WHERE destination = ?1",
+            "SELECT paused_until_ms, reason, updated_at_ms FROM destination_state
+             WHERE destination = ?1 AND paused_until_ms IS NOT NULL",
         )?;
         Ok(stmt
-            .query_row([destination], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([destination], |r| {
+                Ok(DestinationPause {
+                    until_ms: r.get(0)?,
+                    reason: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    since_ms: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 }
