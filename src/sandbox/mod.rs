@@ -220,6 +220,33 @@ fn parse_body(body: &Bytes) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))
 }
 
+/// Take the platform's next fault. A generic one (status, 429, timeout) is answered and
+/// recorded here (`Err`); a platform-specific one is returned for the handler to apply.
+async fn take_fault(
+    state: &SandboxState,
+    platform: Platform,
+    path: &str,
+    headers: &HeaderMap,
+    parsed: &Value,
+) -> Result<Option<Fault>, Response> {
+    let fault = state.take_fault(platform);
+    if let Some(f) = &fault {
+        if let Some(response) = generic_fault(f).await {
+            let status = response.status().as_u16();
+            state.record(
+                platform,
+                path,
+                headers,
+                parsed,
+                status,
+                Some("fault".into()),
+            );
+            return Err(response);
+        }
+    }
+    Ok(fault)
+}
+
 /// Apply a generic fault, if one is queued; `None` lets the request through.
 async fn generic_fault(fault: &Fault) -> Option<Response> {
     match fault {
@@ -250,21 +277,11 @@ async fn meta(
 ) -> Response {
     let path = format!("/{version}/{pixel}/events");
     let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = state.take_fault(Platform::Meta);
-    let (status, reply, refusal) = if let Some(r) = match &fault {
-        Some(f) => generic_fault(f).await,
-        None => None,
-    } {
-        state.record(
-            Platform::Meta,
-            &path,
-            &headers,
-            &parsed,
-            r.status().as_u16(),
-            Some("fault".into()),
-        );
-        return r;
-    } else if fault == Some(Fault::BadToken)
+    let fault = match take_fault(&state, Platform::Meta, &path, &headers, &parsed).await {
+        Ok(fault) => fault,
+        Err(answered) => return answered,
+    };
+    let (status, reply, refusal) = if fault == Some(Fault::BadToken)
         || query.get("access_token").is_none_or(|t| t.is_empty())
     {
         (
@@ -298,21 +315,10 @@ async fn google(
 ) -> Response {
     let path = format!("/{version}/customers/{call}");
     let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = state.take_fault(Platform::Google);
-    if let Some(r) = match &fault {
-        Some(f) => generic_fault(f).await,
-        None => None,
-    } {
-        state.record(
-            Platform::Google,
-            &path,
-            &headers,
-            &parsed,
-            r.status().as_u16(),
-            Some("fault".into()),
-        );
-        return r;
-    }
+    let fault = match take_fault(&state, Platform::Google, &path, &headers, &parsed).await {
+        Ok(fault) => fault,
+        Err(answered) => return answered,
+    };
     let authorized = headers.get("developer-token").is_some()
         && headers
             .get("authorization")
@@ -356,21 +362,10 @@ async fn klaviyo(
     profile: bool,
 ) -> Response {
     let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = state.take_fault(Platform::Klaviyo);
-    if let Some(r) = match &fault {
-        Some(f) => generic_fault(f).await,
-        None => None,
-    } {
-        state.record(
-            Platform::Klaviyo,
-            path,
-            &headers,
-            &parsed,
-            r.status().as_u16(),
-            Some("fault".into()),
-        );
-        return r;
-    }
+    let fault = match take_fault(&state, Platform::Klaviyo, path, &headers, &parsed).await {
+        Ok(fault) => fault,
+        Err(answered) => return answered,
+    };
     let key_ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -455,21 +450,10 @@ async fn tiktok(
 ) -> Response {
     let path = "/open_api/v1.3/event/track/";
     let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = state.take_fault(Platform::Tiktok);
-    if let Some(r) = match &fault {
-        Some(f) => generic_fault(f).await,
-        None => None,
-    } {
-        state.record(
-            Platform::Tiktok,
-            path,
-            &headers,
-            &parsed,
-            r.status().as_u16(),
-            Some("fault".into()),
-        );
-        return r;
-    }
+    let fault = match take_fault(&state, Platform::Tiktok, path, &headers, &parsed).await {
+        Ok(fault) => fault,
+        Err(answered) => return answered,
+    };
     let token_ok = headers.get("access-token").is_some_and(|v| !v.is_empty());
     // TikTok reports errors in the body of an HTTP 200.
     let (code, message) = match fault {
@@ -509,20 +493,8 @@ async fn webhook(
 ) -> Response {
     let path = format!("/webhooks/{name}");
     let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = state.take_fault(Platform::Webhook);
-    if let Some(r) = match &fault {
-        Some(f) => generic_fault(f).await,
-        None => None,
-    } {
-        state.record(
-            Platform::Webhook,
-            &path,
-            &headers,
-            &parsed,
-            r.status().as_u16(),
-            Some("fault".into()),
-        );
-        return r;
+    if let Err(answered) = take_fault(&state, Platform::Webhook, &path, &headers, &parsed).await {
+        return answered;
     }
     let key = lock(&state.webhook_keys).get(&name).cloned();
     let verdict = match key {

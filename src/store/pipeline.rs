@@ -514,38 +514,16 @@ pub fn apply(
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
+            // A repeated event_id collides, unless an operator opened a replay window.
+            let replay_open =
+                prior.is_some() && replay_window_open(conn, ctx.environment, ctx.received_at_ms)?;
             match prior {
-                Some(_) if replay_window_open(conn, ctx.environment, ctx.received_at_ms)? => {
-                    let event_row = insert_event(
-                        conn,
-                        &event,
-                        message_row,
-                        &fingerprint,
-                        true,
-                        ctx.received_at_ms,
-                    )?;
-                    insert_routes(
-                        conn,
-                        event_row,
-                        message_row,
-                        ctx.received_at_ms,
-                        &event,
-                        row,
-                        ctx.targets,
-                        input.event_consent.as_ref(),
-                        profile.as_ref(),
-                    )?;
-                    PipelineOutcome::Replayed {
-                        event_id: event.event_id,
-                        name: event.name,
-                    }
-                }
                 Some((
                     winner_event_row,
                     winner_message_row,
                     winner_message_id,
                     winner_fingerprint,
-                )) => {
+                )) if !replay_open => {
                     let kind = dedup::classify(
                         &winner_message_id,
                         &winner_fingerprint,
@@ -572,13 +550,13 @@ pub fn apply(
                         kind,
                     }
                 }
-                None => {
+                _ => {
                     let event_row = insert_event(
                         conn,
                         &event,
                         message_row,
                         &fingerprint,
-                        false,
+                        replay_open,
                         ctx.received_at_ms,
                     )?;
                     let routes = insert_routes(
@@ -592,10 +570,17 @@ pub fn apply(
                         input.event_consent.as_ref(),
                         profile.as_ref(),
                     )?;
-                    PipelineOutcome::Mapped {
-                        event_id: event.event_id,
-                        name: event.name,
-                        routes,
+                    if replay_open {
+                        PipelineOutcome::Replayed {
+                            event_id: event.event_id,
+                            name: event.name,
+                        }
+                    } else {
+                        PipelineOutcome::Mapped {
+                            event_id: event.event_id,
+                            name: event.name,
+                            routes,
+                        }
                     }
                 }
             }
