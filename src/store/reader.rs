@@ -90,6 +90,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 }
 
 impl StoreReader {
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Open an existing database for reading. Fails if it does not exist.
     pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
         // Not SQLITE_OPEN_READ_ONLY: a read-only connection cannot create the WAL index (-shm)
@@ -596,7 +600,7 @@ impl StoreReader {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DestinationPause {
     pub until_ms: i64,
     pub reason: String,

@@ -1,0 +1,412 @@
+//! Read models for the dashboard. Every query is bounded (newest-first by rowid with a LIMIT, or
+//! a window of recent rows), so a database with millions of events stays instant.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::reader::{DestinationPause, StoreReader, StoredProfile};
+use super::StoreError;
+
+/// How far back a filtered scan looks (rows), so a filter never walks the whole table.
+const FILTER_WINDOW: i64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamRow {
+    pub received_at_ms: i64,
+    pub environment: String,
+    /// accepted | duplicate | invalid | rejected
+    pub status: String,
+    /// mapped | unmapped | identify | collision | replayed (for stored messages)
+    pub outcome: Option<String>,
+    pub message_type: Option<String>,
+    pub event: Option<String>,
+    pub message_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRow {
+    pub attempt_row: i64,
+    pub at_ms: i64,
+    pub destination: String,
+    pub destination_event: String,
+    pub event_id: String,
+    pub message_id: Option<String>,
+    pub attempt: i64,
+    pub outcome: String,
+    pub status_code: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub next_attempt_ms: Option<i64>,
+    pub request_row: Option<i64>,
+    /// The delivery's status now (an attempt that was retried may since have succeeded).
+    pub delivery_status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnmappedGroup {
+    pub segment_event: String,
+    pub count: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub environments: String,
+    pub suggestion: Option<String>,
+    pub reason: String,
+    pub example_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowStats {
+    pub requests: i64,
+    pub succeeded: i64,
+    pub p50_ms: Option<i64>,
+    pub p95_ms: Option<i64>,
+}
+
+impl WindowStats {
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.succeeded as f64 / self.requests as f64)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Coverage {
+    pub events: i64,
+    pub email: i64,
+    pub phone: i64,
+    pub external_id: i64,
+    pub ip_and_user_agent: i64,
+    pub click_ids: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DestinationStats {
+    pub destination: String,
+    pub delivered: i64,
+    pub retrying: i64,
+    pub in_flight: i64,
+    pub dead: i64,
+    pub blocked_consent: i64,
+    pub paused: Option<DestinationPause>,
+    pub last_5m: WindowStats,
+    pub last_1h: WindowStats,
+    pub last_error: Option<(i64, String)>,
+    /// Recent failure reasons, grouped, most frequent first.
+    pub error_kinds: Vec<(String, i64)>,
+    pub coverage: Coverage,
+}
+
+impl DestinationStats {
+    pub fn queue_depth(&self) -> i64 {
+        self.retrying + self.in_flight
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileEvent {
+    pub event_id: String,
+    pub name: String,
+    pub message_id: String,
+    pub event_time_ms: i64,
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(idx).copied()
+}
+
+fn window(rows: &[(i64, Option<i64>, bool)], since_ms: i64) -> WindowStats {
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut stats = WindowStats::default();
+    for (at, latency, ok) in rows.iter().filter(|(at, _, _)| *at >= since_ms) {
+        let _ = at;
+        stats.requests += 1;
+        stats.succeeded += i64::from(*ok);
+        if let Some(l) = latency {
+            latencies.push(*l);
+        }
+    }
+    latencies.sort_unstable();
+    stats.p50_ms = percentile(&latencies, 0.5);
+    stats.p95_ms = percentile(&latencies, 0.95);
+    stats
+}
+
+/// The kind of a failure reason, for grouping: "Meta error 100/2804003: …" → "Meta error 100/2804003".
+fn error_kind(reason: &str) -> String {
+    let head = reason.split(':').next().unwrap_or(reason).trim();
+    head.chars().take(60).collect()
+}
+
+impl StoreReader {
+    fn max_rowid(&self, table: &str) -> Result<i64, StoreError> {
+        let sql = format!("SELECT COALESCE(MAX(id), 0) FROM {table}");
+        Ok(self.conn().query_row(&sql, [], |r| r.get(0))?)
+    }
+
+    /// The newest messages and refused requests, newest first. `filter` matches event name,
+    /// messageId, status, outcome, type or environment (case-insensitive, substring).
+    pub fn stream(&self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
+        let like = format!("%{}%", filter.trim());
+        let floor = self.max_rowid("messages")? - FILTER_WINDOW;
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT received_at_ms, environment, status, outcome, type, event, message_id, reason
+             FROM messages
+             WHERE id > ?3 AND (?2 = '%%' OR event LIKE ?2 OR message_id LIKE ?2 OR status LIKE ?2
+                 OR outcome LIKE ?2 OR type LIKE ?2 OR environment LIKE ?2)
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let mut rows: Vec<StreamRow> = stmt
+            .query_map(params![limit as i64, like, floor], |r| {
+                Ok(StreamRow {
+                    received_at_ms: r.get(0)?,
+                    environment: r.get(1)?,
+                    status: r.get(2)?,
+                    outcome: r.get(3)?,
+                    message_type: r.get(4)?,
+                    event: r.get(5)?,
+                    message_id: r.get(6)?,
+                    reason: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut rejected = self.conn().prepare_cached(
+            "SELECT received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path
+             FROM rejections
+             WHERE (?2 = '%%' OR reason LIKE ?2 OR reason_code LIKE ?2 OR 'rejected' LIKE ?2
+                 OR environment_header LIKE ?2)
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let refused = rejected.query_map(params![limit as i64, like], |r| {
+            Ok(StreamRow {
+                received_at_ms: r.get(0)?,
+                environment: r.get(1)?,
+                status: "rejected".into(),
+                outcome: None,
+                message_type: None,
+                event: Some(r.get::<_, String>(4)?),
+                message_id: None,
+                reason: Some(format!("{}: {}", r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            })
+        })?;
+        for row in refused {
+            rows.push(row?);
+        }
+        rows.sort_by(|a, b| b.received_at_ms.cmp(&a.received_at_ms));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The newest delivery attempts, newest first; `filter` matches destination, outcome,
+    /// event name, event_id or status code.
+    pub fn recent_attempts(&self, limit: usize, filter: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let like = format!("%{}%", filter.trim());
+        let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id, m.message_id,
+                    a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason, a.next_attempt_ms,
+                    a.request_row, d.status
+             FROM delivery_attempts a
+             JOIN deliveries d ON d.id = a.delivery_id
+             LEFT JOIN delivery_requests r ON r.id = a.request_row
+             LEFT JOIN messages m ON m.id = d.message_row
+             WHERE a.id > ?3 AND (?2 = '%%' OR d.destination LIKE ?2 OR a.outcome LIKE ?2
+                 OR d.destination_event LIKE ?2 OR d.event_id LIKE ?2 OR m.message_id LIKE ?2
+                 OR CAST(r.status_code AS TEXT) LIKE ?2)
+             ORDER BY a.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64, like, floor], |r| {
+            Ok(AttemptRow {
+                attempt_row: r.get(0)?,
+                at_ms: r.get(1)?,
+                destination: r.get(2)?,
+                destination_event: r.get(3)?,
+                event_id: r.get(4)?,
+                message_id: r.get(5)?,
+                attempt: r.get(6)?,
+                outcome: r.get(7)?,
+                status_code: r.get(8)?,
+                latency_ms: r.get(9)?,
+                reason: r.get(10)?,
+                next_attempt_ms: r.get(11)?,
+                request_row: r.get(12)?,
+                delivery_status: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Unmapped event names, most frequent first, with the suggestion for each.
+    pub fn unmapped_groups(&self, limit: usize, filter: &str) -> Result<Vec<UnmappedGroup>, StoreError> {
+        let like = format!("%{}%", filter.trim());
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT u.segment_event, COUNT(*), MIN(u.received_at_ms), MAX(u.received_at_ms),
+                    GROUP_CONCAT(DISTINCT u.environment), MAX(u.suggestion), MAX(u.reason),
+                    (SELECT m.message_id FROM messages m WHERE m.id = MAX(u.message_row))
+             FROM unmapped u
+             WHERE ?2 = '%%' OR u.segment_event LIKE ?2 OR u.suggestion LIKE ?2
+             GROUP BY u.segment_event ORDER BY COUNT(*) DESC, MAX(u.received_at_ms) DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64, like], |r| {
+            Ok(UnmappedGroup {
+                segment_event: r.get(0)?,
+                count: r.get(1)?,
+                first_seen_ms: r.get(2)?,
+                last_seen_ms: r.get(3)?,
+                environments: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                suggestion: r.get(5)?,
+                reason: r.get(6)?,
+                example_message_id: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Diagnostics for each destination.
+    pub fn destination_stats(&self, destinations: &[String], now_ms: i64) -> Result<Vec<DestinationStats>, StoreError> {
+        let mut out = Vec::with_capacity(destinations.len());
+        let routes_floor = self.max_rowid("events")? - FILTER_WINDOW;
+        for name in destinations {
+            let mut s = DestinationStats {
+                destination: name.clone(),
+                ..DestinationStats::default()
+            };
+            let mut counts = self.conn().prepare_cached(
+                "SELECT status, COUNT(*) FROM deliveries WHERE destination = ?1 GROUP BY status",
+            )?;
+            for row in counts.query_map([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (status, n) = row?;
+                match status.as_str() {
+                    "delivered" => s.delivered = n,
+                    "pending" => s.retrying = n,
+                    "in_flight" => s.in_flight = n,
+                    _ => s.dead = n,
+                }
+            }
+            s.blocked_consent = self.conn().prepare_cached(
+                "SELECT COUNT(*) FROM routes WHERE destination = ?1 AND verdict = 'blocked_consent' AND event_row > ?2",
+            )?
+            .query_row(params![name, routes_floor], |r| r.get(0))?;
+            s.paused = self.destination_pause(name)?;
+            // Requests of the last hour (bounded): outcome and latency.
+            let mut requests = self.conn().prepare_cached(
+                "SELECT started_at_ms, latency_ms, status_code, error FROM delivery_requests
+                 WHERE destination = ?1 ORDER BY id DESC LIMIT 5000",
+            )?;
+            let rows: Vec<(i64, Option<i64>, bool)> = requests
+                .query_map([name], |r| {
+                    let status: Option<i64> = r.get(2)?;
+                    let error: Option<String> = r.get(3)?;
+                    Ok((r.get(0)?, r.get(1)?, error.is_none() && status.is_none_or(|c| (200..300).contains(&c))))
+                })?
+                .collect::<Result<_, _>>()?;
+            s.last_5m = window(&rows, now_ms - 5 * 60_000);
+            s.last_1h = window(&rows, now_ms - 3_600_000);
+            let mut failures = self.conn().prepare_cached(
+                "SELECT a.at_ms, a.reason FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                 WHERE d.destination = ?1 AND a.outcome != 'delivered' AND a.id > ?2
+                 ORDER BY a.id DESC LIMIT 200",
+            )?;
+            let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
+            let mut kinds: BTreeMap<String, i64> = BTreeMap::new();
+            for row in failures.query_map(params![name, floor], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))? {
+                let (at, reason) = row?;
+                let reason = reason.unwrap_or_default();
+                if s.last_error.is_none() {
+                    s.last_error = Some((at, reason.clone()));
+                }
+                *kinds.entry(error_kind(&reason)).or_default() += 1;
+            }
+            let mut kinds: Vec<(String, i64)> = kinds.into_iter().collect();
+            kinds.sort_by(|a, b| b.1.cmp(&a.1));
+            kinds.truncate(5);
+            s.error_kinds = kinds;
+            s.coverage = self.coverage(name)?;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Identifier coverage over the destination's last 500 events.
+    fn coverage(&self, destination: &str) -> Result<Coverage, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row
+             WHERE d.destination = ?1 ORDER BY d.id DESC LIMIT 500",
+        )?;
+        let mut c = Coverage::default();
+        for row in stmt.query_map([destination], |r| r.get::<_, String>(0))? {
+            let Ok(event) = serde_json::from_str::<Value>(&row?) else { continue };
+            let has = |path: &str| event.pointer(path).is_some_and(|v| !v.is_null());
+            c.events += 1;
+            c.email += i64::from(has("/user/email"));
+            c.phone += i64::from(has("/user/phone"));
+            c.external_id += i64::from(has("/user/user_id"));
+            c.ip_and_user_agent += i64::from(has("/context/ip") && has("/context/user_agent"));
+            c.click_ids += i64::from(event.pointer("/context/click_ids").and_then(Value::as_object).is_some_and(|m| !m.is_empty()));
+        }
+        Ok(c)
+    }
+
+    /// Find a profile by userId, anonymousId, email or phone.
+    pub fn find_profile(&self, query: &str) -> Result<Option<StoredProfile>, StoreError> {
+        let q = query.trim();
+        if q.is_empty() {
+            return Ok(None);
+        }
+        let mut candidates = vec![("user_id", q.to_string()), ("anonymous_id", q.to_string())];
+        if let Some(email) = crate::pipeline::identity::normalise_email(q) {
+            candidates.push(("email", email));
+        }
+        if let Some(phone) = crate::pipeline::identity::normalise_phone(q) {
+            candidates.push(("phone", phone));
+        }
+        if let Ok(id) = q.trim_start_matches('#').parse::<i64>() {
+            if let Some(p) = self.profile(id)? {
+                return Ok(Some(p));
+            }
+        }
+        for (kind, value) in candidates {
+            if let Some(p) = self.profile_by_identifier(kind, &value)? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn events_of_profile(&self, profile_id: i64, limit: usize) -> Result<Vec<ProfileEvent>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT event_id, name, message_id, event_time_ms FROM events WHERE profile_id = ?1
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![profile_id, limit as i64], |r| {
+            Ok(ProfileEvent {
+                event_id: r.get(0)?,
+                name: r.get(1)?,
+                message_id: r.get(2)?,
+                event_time_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The messageId of the newest canonical event (what the diff pane shows by default).
+    pub fn latest_event_message_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT message_id FROM events ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Totals for the header: messages, events, deliveries delivered and dead.
+    pub fn totals(&self) -> Result<(i64, i64), StoreError> {
+        let messages = self.max_rowid("messages")?;
+        let events = self.max_rowid("events")?;
+        Ok((messages, events))
+    }
+}
