@@ -37,6 +37,20 @@ struct ConfigArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The dashboard, with the pipeline running inside it (the default command).
+    Tui {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Watch the database of a headless instance instead (read-only, live).
+        #[arg(long, value_name = "FILE.db")]
+        attach: Option<PathBuf>,
+        /// Theme name (default, light, high-contrast, or one in ./themes).
+        #[arg(long)]
+        theme: Option<String>,
+        /// Override server.listen for the embedded pipeline.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Run the pipeline headless: the ingest endpoint and storage (logs to stderr).
     Serve {
         #[command(flatten)]
@@ -120,7 +134,9 @@ enum Scheme {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The dashboard owns the terminal: its logs go to a file instead of stderr.
+    let to_file = matches!(cli.command, None | Some(Command::Tui { .. }));
+    init_logging(to_file.then(|| PathBuf::from("tracklayer.log")));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -130,21 +146,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(file: Option<PathBuf>) {
     let level = std::env::var("TRACKLAYER_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let opened = file.and_then(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    });
+    let _ = match opened {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => serve(ConfigArg { config: None }, None),
+        None => tui(ConfigArg { config: None }, None, None, None),
+        Some(Command::Tui {
+            config,
+            attach,
+            theme,
+            listen,
+        }) => tui(config, attach, theme, listen),
         Some(Command::Serve { config, listen }) => serve(config, listen),
         Some(Command::Send {
             config,
@@ -233,6 +267,79 @@ fn serve(arg: ConfigArg, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
         tracing::info!("stopped; every acknowledged request is committed");
         Ok::<_, anyhow::Error>(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tui(
+    arg: ConfigArg,
+    attach: Option<PathBuf>,
+    theme: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
+    let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
+    if let Some(db) = attach {
+        if !db.exists() {
+            bail!(
+                "{} does not exist; point --attach at the database of a running `tracklayer serve`",
+                db.display()
+            );
+        }
+        // Attached: destinations are whatever the database has delivered to.
+        let names = StoreReader::open(&db)?
+            .delivery_counts()?
+            .into_iter()
+            .map(|(d, _, _)| d)
+            .fold(Vec::<String>::new(), |mut acc, d| {
+                if !acc.contains(&d) {
+                    acc.push(d);
+                }
+                acc
+            });
+        let mut app = crate::tui::App::new(
+            themes,
+            theme.as_deref(),
+            format!("attached to {} (read-only)", db.display()),
+        );
+        app.status = problems.first().cloned();
+        crate::tui::run(&db, names, app)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = load_config(&arg, true)?;
+    let mut config = loaded.config().clone();
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let db = config.storage.path.clone();
+    let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.server.listen))
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let pipeline = runtime.spawn(crate::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let mut source = format!("http://{addr}/segment/events");
+    if let Loaded::Embedded {
+        config,
+        new_secret: true,
+    } = &loaded
+    {
+        source.push_str(&format!(
+            "  secret {} (shown once)",
+            config.environments[0].secret.expose()
+        ));
+    }
+    let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
+    app.status = problems.first().cloned();
+    let result = crate::tui::run(&db, names, app);
+    let _ = stop.send(());
+    let _ = runtime.block_on(pipeline);
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

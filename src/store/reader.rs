@@ -209,6 +209,15 @@ impl StoreReader {
         Ok(stmt.exists([environment, message_id])?)
     }
 
+    /// A message's raw bytes by row (an identical duplicate reads its original's bytes).
+    pub fn message_raw(&self, row: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(m.raw, o.raw) FROM messages m LEFT JOIN messages o ON o.id = m.duplicate_of
+             WHERE m.id = ?1",
+        )?;
+        Ok(stmt.query_row([row], |r| r.get(0)).optional()?.flatten())
+    }
+
     pub fn local_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut stmt = self
             .conn

@@ -124,8 +124,7 @@ fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 fn window(rows: &[(i64, Option<i64>, bool)], since_ms: i64) -> WindowStats {
     let mut latencies: Vec<i64> = Vec::new();
     let mut stats = WindowStats::default();
-    for (at, latency, ok) in rows.iter().filter(|(at, _, _)| *at >= since_ms) {
-        let _ = at;
+    for (_, latency, ok) in rows.iter().filter(|(at, _, _)| *at >= since_ms) {
         stats.requests += 1;
         stats.succeeded += i64::from(*ok);
         if let Some(l) = latency {
@@ -192,20 +191,28 @@ impl StoreReader {
                 message_type: None,
                 event: Some(r.get::<_, String>(4)?),
                 message_id: None,
-                reason: Some(format!("{}: {}", r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+                reason: Some(format!(
+                    "{}: {}",
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?
+                )),
             })
         })?;
         for row in refused {
             rows.push(row?);
         }
-        rows.sort_by(|a, b| b.received_at_ms.cmp(&a.received_at_ms));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.received_at_ms));
         rows.truncate(limit);
         Ok(rows)
     }
 
     /// The newest delivery attempts, newest first; `filter` matches destination, outcome,
     /// event name, event_id or status code.
-    pub fn recent_attempts(&self, limit: usize, filter: &str) -> Result<Vec<AttemptRow>, StoreError> {
+    pub fn recent_attempts(
+        &self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
         let like = format!("%{}%", filter.trim());
         let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
         let mut stmt = self.conn().prepare_cached(
@@ -243,15 +250,23 @@ impl StoreReader {
     }
 
     /// Unmapped event names, most frequent first, with the suggestion for each.
-    pub fn unmapped_groups(&self, limit: usize, filter: &str) -> Result<Vec<UnmappedGroup>, StoreError> {
+    pub fn unmapped_groups(
+        &self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<UnmappedGroup>, StoreError> {
         let like = format!("%{}%", filter.trim());
         let mut stmt = self.conn().prepare_cached(
-            "SELECT u.segment_event, COUNT(*), MIN(u.received_at_ms), MAX(u.received_at_ms),
-                    GROUP_CONCAT(DISTINCT u.environment), MAX(u.suggestion), MAX(u.reason),
-                    (SELECT m.message_id FROM messages m WHERE m.id = MAX(u.message_row))
-             FROM unmapped u
-             WHERE ?2 = '%%' OR u.segment_event LIKE ?2 OR u.suggestion LIKE ?2
-             GROUP BY u.segment_event ORDER BY COUNT(*) DESC, MAX(u.received_at_ms) DESC LIMIT ?1",
+            "SELECT g.segment_event, g.n, g.first_ms, g.last_ms, g.envs, g.suggestion, g.reason, m.message_id
+             FROM (SELECT u.segment_event, COUNT(*) AS n, MIN(u.received_at_ms) AS first_ms,
+                          MAX(u.received_at_ms) AS last_ms, GROUP_CONCAT(DISTINCT u.environment) AS envs,
+                          MAX(u.suggestion) AS suggestion, MAX(u.reason) AS reason,
+                          MAX(u.message_row) AS last_row
+                   FROM unmapped u
+                   WHERE ?2 = '%%' OR u.segment_event LIKE ?2 OR u.suggestion LIKE ?2
+                   GROUP BY u.segment_event) g
+             LEFT JOIN messages m ON m.id = g.last_row
+             ORDER BY g.n DESC, g.last_ms DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64, like], |r| {
             Ok(UnmappedGroup {
@@ -269,7 +284,11 @@ impl StoreReader {
     }
 
     /// Diagnostics for each destination.
-    pub fn destination_stats(&self, destinations: &[String], now_ms: i64) -> Result<Vec<DestinationStats>, StoreError> {
+    pub fn destination_stats(
+        &self,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<DestinationStats>, StoreError> {
         let mut out = Vec::with_capacity(destinations.len());
         let routes_floor = self.max_rowid("events")? - FILTER_WINDOW;
         for name in destinations {
@@ -280,7 +299,9 @@ impl StoreReader {
             let mut counts = self.conn().prepare_cached(
                 "SELECT status, COUNT(*) FROM deliveries WHERE destination = ?1 GROUP BY status",
             )?;
-            for row in counts.query_map([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            for row in counts.query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })? {
                 let (status, n) = row?;
                 match status.as_str() {
                     "delivered" => s.delivered = n,
@@ -303,7 +324,11 @@ impl StoreReader {
                 .query_map([name], |r| {
                     let status: Option<i64> = r.get(2)?;
                     let error: Option<String> = r.get(3)?;
-                    Ok((r.get(0)?, r.get(1)?, error.is_none() && status.is_none_or(|c| (200..300).contains(&c))))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        error.is_none() && status.is_none_or(|c| (200..300).contains(&c)),
+                    ))
                 })?
                 .collect::<Result<_, _>>()?;
             s.last_5m = window(&rows, now_ms - 5 * 60_000);
@@ -315,7 +340,9 @@ impl StoreReader {
             )?;
             let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
             let mut kinds: BTreeMap<String, i64> = BTreeMap::new();
-            for row in failures.query_map(params![name, floor], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))? {
+            for row in failures.query_map(params![name, floor], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })? {
                 let (at, reason) = row?;
                 let reason = reason.unwrap_or_default();
                 if s.last_error.is_none() {
@@ -324,7 +351,7 @@ impl StoreReader {
                 *kinds.entry(error_kind(&reason)).or_default() += 1;
             }
             let mut kinds: Vec<(String, i64)> = kinds.into_iter().collect();
-            kinds.sort_by(|a, b| b.1.cmp(&a.1));
+            kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
             kinds.truncate(5);
             s.error_kinds = kinds;
             s.coverage = self.coverage(name)?;
@@ -341,14 +368,21 @@ impl StoreReader {
         )?;
         let mut c = Coverage::default();
         for row in stmt.query_map([destination], |r| r.get::<_, String>(0))? {
-            let Ok(event) = serde_json::from_str::<Value>(&row?) else { continue };
+            let Ok(event) = serde_json::from_str::<Value>(&row?) else {
+                continue;
+            };
             let has = |path: &str| event.pointer(path).is_some_and(|v| !v.is_null());
             c.events += 1;
             c.email += i64::from(has("/user/email"));
             c.phone += i64::from(has("/user/phone"));
             c.external_id += i64::from(has("/user/user_id"));
             c.ip_and_user_agent += i64::from(has("/context/ip") && has("/context/user_agent"));
-            c.click_ids += i64::from(event.pointer("/context/click_ids").and_then(Value::as_object).is_some_and(|m| !m.is_empty()));
+            c.click_ids += i64::from(
+                event
+                    .pointer("/context/click_ids")
+                    .and_then(Value::as_object)
+                    .is_some_and(|m| !m.is_empty()),
+            );
         }
         Ok(c)
     }
@@ -379,7 +413,11 @@ impl StoreReader {
         Ok(None)
     }
 
-    pub fn events_of_profile(&self, profile_id: i64, limit: usize) -> Result<Vec<ProfileEvent>, StoreError> {
+    pub fn events_of_profile(
+        &self,
+        profile_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ProfileEvent>, StoreError> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT event_id, name, message_id, event_time_ms FROM events WHERE profile_id = ?1
              ORDER BY id DESC LIMIT ?2",
@@ -399,7 +437,11 @@ impl StoreReader {
     pub fn latest_event_message_id(&self) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT message_id FROM events ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT message_id FROM events ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
