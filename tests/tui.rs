@@ -1,0 +1,377 @@
+//! The dashboard rendered with ratatui's TestBackend over data from a real pipeline run (real
+//! HTTP, real SQLite, the sandbox APIs). Times and latencies are pinned so the snapshots are
+//! stable; everything else is what the pipeline produced.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Color;
+use ratatui::Terminal;
+use tracklayer::sandbox::{Fault, Platform, Sandbox};
+use tracklayer::tui::app::{load, App, Pane, Snapshot};
+use tracklayer::tui::{panes, theme, Loader};
+
+const NOW: i64 = 1_776_939_400_000; // 2026-04-23T10:16:40Z
+
+fn config(sandbox: &Sandbox) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+retry_schedule = [1, 1]
+consent = ["Advertising"]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+
+[[destinations]]
+name = "warehouse"
+kind = "warehouse"
+retry_schedule = [1]
+path = "warehouse.db"
+"#,
+        url = sandbox.url()
+    )
+}
+
+/// Event time of the scenario: recent (Meta refuses events older than 7 days), whole seconds.
+fn event_time() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now().timestamp();
+    chrono::DateTime::from_timestamp(now - now % 60, 0).unwrap()
+}
+
+/// Replace the scenario's event time (in the forms the panes show it) with a placeholder.
+fn stable(text: String) -> String {
+    let t = event_time();
+    text.replace(
+        &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "<event time ms>",
+    )
+    .replace(
+        &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "<event time>",
+    )
+    .replace(&t.timestamp().to_string(), "<unix s>")
+}
+
+fn track(id: &str, event: &str, order: &str, revenue: &str, consent: &str) -> String {
+    let ts = event_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"type":"track","event":"{event}","messageId":"{id}","anonymousId":"anon_8dca","timestamp":"{ts}",
+        "context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0","page":{{"url":"https://shop.example/thanks?gclid=Cj0KCQ"}}{consent}}},
+        "properties":{{"order_id":"{order}","revenue":{revenue},"currency":"EUR","products":[{{"product_id":"SKU-481","name":"Sock","price":89.95}}]}}}}"#
+    )
+}
+
+/// A scripted morning: an identify, a purchase Meta first refuses with a 500, a near-miss name,
+/// the same order sent twice, a consent denial, an invalid message and a bad signature.
+async fn scenario() -> (TestServer, Sandbox) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    sandbox
+        .state
+        .push_fault(Platform::Meta, Fault::Status { status: 500 });
+    let server = TestServer::start_with_toml(&config(&sandbox)).await;
+    let url = server.url("/segment/events");
+    let denied = r#","consent":{"categoryPreferences":{"Advertising":false}}"#;
+    let messages = [
+        r#"{"type":"identify","messageId":"seg_test_480","userId":"cust_34982","anonymousId":"anon_8dca","traits":{"email":"test.user@example.com","phone":"+31612345678","firstName":"Test"}}"#.to_string(),
+        track("seg_test_481", "Order Completed", "ORD-10492", "\"$129.95\"", ""),
+        track("seg_test_482", "order completed", "ORD-10493", "10", ""),
+        track("seg_test_483", "Order Completed", "ORD-10492", "\"$129.95\"", ""),
+        track("seg_test_484", "Order Completed", "ORD-10494", "20", denied),
+        r#"{"type":"track","messageId":"seg_test_485","userId":"cust_34982","properties":{}}"#.to_string(),
+    ];
+    for m in &messages {
+        let response = signed(&client(), &url, "production", PRODUCTION_SECRET, m)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let bad = signed(
+        &client(),
+        &url,
+        "production",
+        "not-the-secret-0123",
+        &messages[0],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 401);
+    // Wait until Meta retried and delivered, and the warehouse has its rows.
+    let start = Instant::now();
+    loop {
+        let counts = server.reader().delivery_counts().unwrap();
+        let delivered: i64 = counts
+            .iter()
+            .filter(|(_, s, _)| s == "delivered")
+            .map(|(_, _, n)| n)
+            .sum();
+        if delivered == 3 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let trace = server.reader().trace("seg_test_481").unwrap().unwrap();
+            panic!("{counts:?}\n{}", tracklayer::inspect::to_text(&trace));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (server, sandbox)
+}
+
+/// Pin every clock-dependent value so the render is stable.
+fn pin(snapshot: &mut Snapshot) {
+    snapshot.loaded_at_ms = NOW;
+    for (i, r) in snapshot.stream.iter_mut().enumerate() {
+        r.received_at_ms = NOW - 1000 * i as i64;
+        if r.status == "rejected" {
+            r.environment = "production".into();
+        }
+    }
+    for (i, a) in snapshot.attempts.iter_mut().enumerate() {
+        a.at_ms = NOW - 1000 * i as i64;
+        a.latency_ms = Some(42);
+        a.next_attempt_ms = a.next_attempt_ms.map(|_| NOW + 700);
+    }
+    for g in &mut snapshot.unmapped {
+        g.first_seen_ms = NOW - 60_000;
+        g.last_seen_ms = NOW;
+    }
+    for d in &mut snapshot.destinations {
+        for w in [&mut d.last_5m, &mut d.last_1h] {
+            w.p50_ms = w.p50_ms.map(|_| 40);
+            w.p95_ms = w.p95_ms.map(|_| 90);
+        }
+        if let Some(e) = &mut d.last_error {
+            e.0 = NOW - 5000;
+        }
+    }
+    for c in &mut snapshot.collisions {
+        c.detected_at_ms = NOW;
+    }
+    if let Some(p) = &mut snapshot.profile {
+        p.first_seen_ms = NOW - 90_000;
+        p.last_seen_ms = NOW;
+    }
+}
+
+fn render(app: &App) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(150, 32)).unwrap();
+    terminal.draw(|f| panes::draw(f, app)).unwrap();
+    terminal
+}
+
+fn app_on(server: &TestServer, pane: Pane, filter: &str) -> App {
+    let (themes, problems) = theme::load_all(None);
+    assert!(problems.is_empty());
+    let mut app = App::new(themes, None, "127.0.0.1:8787 (test)".into());
+    app.pane = pane;
+    let index = Pane::ALL.iter().position(|p| *p == pane).unwrap();
+    app.filters[index] = filter.to_string();
+    let mut snapshot = load(
+        &server.reader(),
+        &app.query(),
+        &["meta".into(), "warehouse".into()],
+        NOW,
+    );
+    assert_eq!(snapshot.error, None);
+    pin(&mut snapshot);
+    app.apply(snapshot);
+    app
+}
+
+/// The text of a rendered row that contains `needle`, and the colour of `word` in it.
+fn colour_of(terminal: &Terminal<TestBackend>, needle: &str, word: &str) -> Option<Color> {
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    for y in 0..buffer.area.height {
+        let line: String = (0..width)
+            .map(|x| buffer[(x as u16, y)].symbol().to_string())
+            .collect();
+        if line.contains(needle) {
+            let col = line.find(word)?;
+            let x = line[..col].chars().count() as u16;
+            return Some(buffer[(x, y)].fg);
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn every_pane_renders_the_pipeline_state() {
+    let (server, _sandbox) = scenario().await;
+
+    let mut stream = app_on(&server, Pane::Stream, "");
+    // Select the oldest row (the identify), so the rows checked below are not highlighted.
+    stream.selected[0] = stream.snapshot.stream.len() - 1;
+    let terminal = render(&stream);
+    insta::assert_snapshot!("stream", terminal.backend());
+    // Meaning carries colour: failures do not look like successes.
+    let theme = stream.theme().clone();
+    assert_eq!(
+        colour_of(&terminal, "seg_test_485", "invalid"),
+        Some(theme.failed)
+    );
+    assert_eq!(
+        colour_of(&terminal, "seg_test_481", "mapped"),
+        Some(theme.ok)
+    );
+    assert_eq!(
+        colour_of(&terminal, "seg_test_482", "unmapped"),
+        Some(theme.unmapped)
+    );
+    assert_eq!(
+        colour_of(&terminal, "bad_signature", "rejected"),
+        Some(theme.failed)
+    );
+    assert_ne!(theme.failed, theme.ok);
+
+    let mut deliveries = app_on(&server, Pane::Deliveries, "meta");
+    let terminal = render(&deliveries);
+    insta::assert_snapshot!("deliveries", terminal.backend());
+    assert_eq!(colour_of(&terminal, "#1", "retry"), Some(theme.retrying));
+    deliveries.selected[1] = 1;
+    assert_eq!(
+        colour_of(&render(&deliveries), "#2", "delivered"),
+        Some(theme.ok)
+    );
+
+    let mut diff = app_on(&server, Pane::Diff, "");
+    diff.trace_of = Some("seg_test_481".into());
+    let mut snapshot = load(&server.reader(), &diff.query(), &[], NOW);
+    pin(&mut snapshot);
+    diff.apply(snapshot);
+    insta::assert_snapshot!("diff", stable(render(&diff).backend().to_string()));
+    diff.diff_tab = 1;
+    insta::assert_snapshot!(
+        "diff_meta_payload",
+        stable(render(&diff).backend().to_string())
+    );
+
+    insta::assert_snapshot!(
+        "unmapped",
+        render(&app_on(&server, Pane::Unmapped, "")).backend()
+    );
+    insta::assert_snapshot!(
+        "destinations",
+        render(&app_on(&server, Pane::Destinations, "")).backend()
+    );
+    insta::assert_snapshot!(
+        "collisions",
+        stable(
+            render(&app_on(&server, Pane::Collisions, ""))
+                .backend()
+                .to_string()
+        )
+    );
+    insta::assert_snapshot!(
+        "profiles",
+        stable(
+            render(&app_on(&server, Pane::Profiles, "test.user@example.com"))
+                .backend()
+                .to_string()
+        )
+    );
+
+    let mut help = app_on(&server, Pane::Stream, "");
+    help.handle_key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE));
+    insta::assert_snapshot!("help", render(&help).backend());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keys_move_between_panes_and_follow_a_message() {
+    let (server, _sandbox) = scenario().await;
+    let mut app = app_on(&server, Pane::Stream, "");
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    // Select the purchase and press enter: the diff pane traces it.
+    let row = app
+        .snapshot
+        .stream
+        .iter()
+        .position(|r| r.message_id.as_deref() == Some("seg_test_481"))
+        .unwrap();
+    for _ in 0..row {
+        app.handle_key(key(KeyCode::Char('j')));
+    }
+    assert!(app.handle_key(key(KeyCode::Enter)));
+    assert_eq!(app.pane, Pane::Diff);
+    assert_eq!(app.query().trace_of.as_deref(), Some("seg_test_481"));
+    // Filter typing does not leak into pane switching.
+    app.handle_key(key(KeyCode::Char('1')));
+    app.handle_key(key(KeyCode::Char('/')));
+    app.handle_key(key(KeyCode::Char('2')));
+    assert_eq!(app.pane, Pane::Stream);
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.filter(), "2");
+    // Freeze keeps the stream still while data arrives.
+    app.handle_key(key(KeyCode::Char('f')));
+    let before = app.snapshot.stream.len();
+    app.apply(Snapshot::default());
+    assert_eq!(app.snapshot.stream.len(), before);
+    app.handle_key(key(KeyCode::Char('t')));
+    assert_eq!(app.theme().name, "light");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_follows_a_running_pipeline() {
+    let server = TestServer::start().await;
+    let loader = Loader::spawn(server.db.clone(), Vec::new());
+    let (themes, _) = theme::load_all(None);
+    let mut app = App::new(themes, None, "test".into());
+    loader.request(app.query());
+    let first = loader
+        .snapshots
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap();
+    app.apply(first);
+    assert!(app.snapshot.stream.is_empty());
+
+    let body = track("live-1", "Order Completed", "ORD-1", "5", "");
+    let response = signed(
+        &client(),
+        &server.url("/segment/events"),
+        "production",
+        PRODUCTION_SECRET,
+        &body,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let start = Instant::now();
+    loop {
+        loader.request(app.query());
+        app.apply(
+            loader
+                .snapshots
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap(),
+        );
+        if app
+            .snapshot
+            .stream
+            .iter()
+            .any(|r| r.message_id.as_deref() == Some("live-1"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stream never showed the message"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = render(&app).backend().to_string();
+    assert!(text.contains("live-1") && text.contains("mapped"), "{text}");
+    server.stop().await;
+}
