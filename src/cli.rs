@@ -72,8 +72,29 @@ enum Command {
         /// Signature scheme: TrackLayer's timestamped SHA-256, or Segment's X-Signature (SHA-1).
         #[arg(long, value_enum, default_value_t = Scheme::Tracklayer)]
         scheme: Scheme,
-        /// JSON file with one message, an array, or {"batch": [...]}; `-` reads stdin.
-        file: String,
+        /// JSON file with one message, an array, or {"batch": [...]}; `-` reads stdin. With
+        /// --trace and no file, the controlled test scenario is sent.
+        file: Option<String>,
+        /// Walk each call through every stage (authenticated → … → the destination's reply),
+        /// one key press at a time; stop at the first failure with what to fix.
+        #[arg(long)]
+        trace: bool,
+        /// Scenario steps to send with --trace (comma-separated): identify, product_added,
+        /// checkout_started, order_completed, lead_submitted. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        scenario: Vec<String>,
+        /// The test user's userId (scenario).
+        #[arg(long, default_value = "tl_test_user")]
+        user_id: String,
+        /// The test user's email (scenario).
+        #[arg(long, default_value = "test.user@example.com")]
+        email: String,
+        /// Leave out destinations that have no test mode (Klaviyo, warehouse, webhooks).
+        #[arg(long)]
+        skip_untestable: bool,
+        /// Do not wait for a key press between stages.
+        #[arg(long)]
+        no_pause: bool,
     },
     /// Show what is stored for a messageId (or a request id).
     Inspect {
@@ -186,7 +207,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             url,
             scheme,
             file,
-        }) => send(config, &env, url, scheme, &file),
+            trace,
+            scenario,
+            user_id,
+            email,
+            skip_untestable,
+            no_pause,
+        }) => {
+            if trace {
+                let options = TraceOptions {
+                    scenario,
+                    user_id,
+                    email,
+                    skip_untestable,
+                    pause: !no_pause,
+                };
+                send_trace(config, &env, url, scheme, file.as_deref(), options)
+            } else {
+                let file = file.ok_or_else(|| {
+                    anyhow!("give a FILE (or `-` for stdin), or use --trace for the test scenario")
+                })?;
+                send(config, &env, url, scheme, &file)
+            }
+        }
         Some(Command::Inspect { config, id, json }) => inspect(config, &id, json),
         Some(Command::AllowReplay {
             config,
@@ -424,6 +467,214 @@ pub fn signed_headers(
         headers.push((auth::HEADER_SIGNATURE, signature));
     }
     Ok(headers)
+}
+
+struct TraceOptions {
+    scenario: Vec<String>,
+    user_id: String,
+    email: String,
+    skip_untestable: bool,
+    pause: bool,
+}
+
+/// Post one signed body; returns the status and the JSON reply.
+async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> Result<(u16, serde_json::Value)> {
+    let mut request = client.post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    let reply = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, reply))
+}
+
+fn send_trace(
+    arg: ConfigArg,
+    env: &str,
+    url: Option<String>,
+    scheme: Scheme,
+    file: Option<&str>,
+    options: TraceOptions,
+) -> Result<ExitCode> {
+    use crate::testsend::{self, Verdict};
+    use std::io::IsTerminal;
+
+    let loaded = load_config(&arg, false)?;
+    let config = loaded.config();
+    let environment = config.environment(env).ok_or_else(|| {
+        let names: Vec<&str> = config
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        anyhow!(
+            "unknown environment `{env}`; configured: {}",
+            names.join(", ")
+        )
+    })?;
+    for step in &options.scenario {
+        if !testsend::SCENARIO_STEPS.contains(&step.as_str()) {
+            bail!(
+                "--scenario: `{step}` is not one of {}",
+                testsend::SCENARIO_STEPS.join(", ")
+            );
+        }
+    }
+    let test_modes: std::collections::BTreeMap<String, Option<bool>> = config
+        .delivery
+        .iter()
+        .map(|d| (d.name.clone(), d.test_mode()))
+        .collect();
+    let skip: Vec<String> = if options.skip_untestable {
+        test_modes
+            .iter()
+            .filter(|(_, m)| m.is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (name, mode) in &test_modes {
+        let note = match mode {
+            Some(true) => "test mode".to_string(),
+            Some(false) => "LIVE: no test_event_code / validate_only set".to_string(),
+            None if skip.contains(name) => "no test mode: skipped".to_string(),
+            None => "no test mode: receives the test events (--skip-untestable leaves it out)"
+                .to_string(),
+        };
+        println!("destination {name}: {note}");
+    }
+    let steps: Vec<testsend::Step> = match file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?;
+            let messages = match value {
+                serde_json::Value::Array(items) => items,
+                other => vec![other],
+            };
+            messages
+                .into_iter()
+                .map(|m| testsend::Step {
+                    label: m
+                        .get("event")
+                        .or_else(|| m.get("type"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("message")
+                        .to_string(),
+                    message: m,
+                })
+                .collect()
+        }
+        None => {
+            let user = testsend::TestUser {
+                user_id: options.user_id.clone(),
+                email: options.email.clone(),
+                ..testsend::TestUser::default()
+            };
+            let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+            testsend::scenario(&user, &run_id, &options.scenario, &skip)
+        }
+    };
+    let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
+    let pause = options.pause && std::io::stdin().is_terminal();
+    let db = config.storage.path.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    for (n, step) in steps.iter().enumerate() {
+        let body = serde_json::to_vec(&step.message)?;
+        let message_id = step
+            .message
+            .get("messageId")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "\n▶ {}/{} {}  messageId {message_id}",
+            n + 1,
+            steps.len(),
+            step.label
+        );
+        let headers = signed_headers(
+            &config.workspace.account,
+            env,
+            &environment.secret,
+            &body,
+            scheme == Scheme::Segment,
+        )?;
+        let (status, reply) = runtime.block_on(post_signed(&client, &url, &headers, body))?;
+        let sent = testsend::SendResult { status, reply };
+        // Poll the database until every stage has its final verdict (deliveries answered).
+        let started = std::time::Instant::now();
+        let stages = loop {
+            let trace = if status < 300 {
+                StoreReader::open(&db)
+                    .ok()
+                    .and_then(|r| r.trace(&message_id).ok().flatten())
+            } else {
+                None
+            };
+            let stages = testsend::stages(&sent, trace.as_ref(), &test_modes);
+            if testsend::settled(&stages) || started.elapsed() > std::time::Duration::from_secs(30)
+            {
+                break stages;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        for s in &stages {
+            let mark = match s.verdict {
+                Verdict::Pass => "✔",
+                Verdict::Warn => "!",
+                Verdict::Skip => "·",
+                Verdict::Wait => "…",
+                Verdict::Fail => "✘",
+            };
+            println!(
+                "  {mark} {:<14} {}",
+                s.name,
+                s.detail.first().cloned().unwrap_or_default()
+            );
+            for line in s.detail.iter().skip(1) {
+                println!("    {line}");
+            }
+            if let Some(fix) = &s.fix {
+                println!("    → {fix}");
+            }
+            if s.verdict == Verdict::Fail {
+                println!("\nstopped at `{}`: fix it and run the test again", s.name);
+                return Ok(ExitCode::FAILURE);
+            }
+            if pause {
+                print!("    (enter: next stage) ");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+            }
+        }
+        if !testsend::settled(&stages) {
+            println!("\nnot settled after 30 s: a destination is still retrying (see `tracklayer inspect {message_id}`)");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "\ncontrolled test passed: every call traced end to end. You can widen the allowlist."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn send(

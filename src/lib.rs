@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod sandbox;
 pub mod segment;
 pub mod store;
+pub mod testsend;
 pub mod tui;
 
 use std::future::Future;

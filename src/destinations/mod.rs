@@ -584,6 +584,7 @@ pub(crate) mod fixture {
             provenance: BTreeMap::new(),
             missing_required: Vec::new(),
             problems: Vec::new(),
+            skip_destinations: Vec::new(),
         }
     }
 

@@ -403,7 +403,7 @@ fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
 }
 
 /// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
-fn message_record(
+pub fn message_record(
     position: usize,
     raw: Bytes,
     implied_type: Option<MessageType>,
@@ -418,6 +418,7 @@ fn message_record(
                 draft: pipeline::draft(&valid, environment, mapping, received_at_ms),
                 observation: identity::observe(&valid, received_at_ms),
                 event_consent: consent::event_consent(&valid.body).cloned(),
+                skip_destinations: pipeline::test_skips(&valid.body),
             };
             MessageRecord {
                 position,

@@ -15,7 +15,7 @@ use crate::config::{Config, EnvironmentConfig};
 use crate::pipeline::SharedMapping;
 use crate::store::StoreWriter;
 
-pub use handler::IngestReply;
+pub use handler::{message_record, IngestReply};
 
 /// Everything a request handler needs; shared read-only between requests.
 pub struct IngestState {

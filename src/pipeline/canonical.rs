@@ -98,6 +98,9 @@ pub struct CanonicalEvent {
     /// Values that could not be used, with the reason (e.g. an invalid currency code).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Destinations a controlled test send asked to skip (they have no test mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_destinations: Vec<String>,
 }
 
 impl CanonicalEvent {

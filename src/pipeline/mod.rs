@@ -118,8 +118,29 @@ pub fn draft(
         provenance: t.provenance,
         missing_required: t.missing_required,
         problems: t.problems,
+        skip_destinations: test_skips(&message.body),
     };
     Draft::Mapped(Box::new(event), Box::new(row.clone()))
+}
+
+/// Destinations a controlled test send (`context.tracklayer: {test: true, skip: [...]}`) asks
+/// to leave out, because they have no test mode and would receive a live event.
+pub fn test_skips(body: &Map<String, Value>) -> Vec<String> {
+    let Some(tl) = body.get("context").and_then(|c| c.get("tracklayer")) else {
+        return Vec::new();
+    };
+    if tl.get("test").and_then(Value::as_bool) != Some(true) {
+        return Vec::new();
+    }
+    tl.get("skip")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A destination as routing sees it.
@@ -165,6 +186,8 @@ pub enum RouteVerdict {
     MissingRequired,
     /// The destination is not set up for this event (e.g. no Google conversion action).
     NotConfigured,
+    /// Left out of a controlled test send (the destination has no test mode).
+    SkippedTest,
 }
 
 impl RouteVerdict {
@@ -175,6 +198,7 @@ impl RouteVerdict {
             RouteVerdict::OtherEnvironment => "other_environment",
             RouteVerdict::MissingRequired => "missing_required",
             RouteVerdict::NotConfigured => "not_configured",
+            RouteVerdict::SkippedTest => "skipped_test",
         }
     }
 }

@@ -52,6 +52,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         )),
         M::up(include_str!("../../migrations/0003_pipeline.sql")),
         M::up(include_str!("../../migrations/0004_delivery.sql")),
+        M::up(include_str!("../../migrations/0005_dashboard_indexes.sql")),
     ])
 });
 

@@ -53,6 +53,8 @@ pub struct PipelineInput {
     pub draft: Draft,
     pub observation: Observation,
     pub event_consent: Option<Map<String, Value>>,
+    /// Destinations a controlled test send asked to skip.
+    pub skip_destinations: Vec<String>,
 }
 
 fn json_map(text: &str) -> Map<String, Value> {
@@ -397,7 +399,11 @@ fn create_profile_deliveries(
         .map(|m| format!("message {m}"))
         .unwrap_or_default();
     let profile_consent = profile.consent.as_ref().map(|c| (c, learned_from.as_str()));
-    for target in ctx.targets.iter().filter(|t| t.takes_profiles) {
+    for target in ctx
+        .targets
+        .iter()
+        .filter(|t| t.takes_profiles && !input.skip_destinations.contains(&t.name))
+    {
         if !target.environments.is_empty()
             && !target.environments.iter().any(|e| e == ctx.environment)
         {

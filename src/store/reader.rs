@@ -499,7 +499,11 @@ impl StoreReader {
             .collect::<Result<_, _>>()?;
         let mut changes = self.conn.prepare_cached(
             "SELECT at_ms, message_row, kind, profile_id, other_profile_id, detail FROM identity_changes
-             WHERE profile_id = ?1 OR other_profile_id = ?1 ORDER BY id",
+             WHERE profile_id = ?1
+             UNION
+             SELECT at_ms, message_row, kind, profile_id, other_profile_id, detail FROM identity_changes
+             WHERE other_profile_id = ?1
+             ORDER BY at_ms",
         )?;
         profile.changes = changes
             .query_map([id], change_from_row)?

@@ -334,8 +334,9 @@ impl StoreReader {
             s.last_5m = window(&rows, now_ms - 5 * 60_000);
             s.last_1h = window(&rows, now_ms - 3_600_000);
             let mut failures = self.conn().prepare_cached(
+                // `+d.destination`: walk attempts newest first instead of every delivery.
                 "SELECT a.at_ms, a.reason FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-                 WHERE d.destination = ?1 AND a.outcome != 'delivered' AND a.id > ?2
+                 WHERE +d.destination = ?1 AND a.outcome != 'delivered' AND a.id > ?2
                  ORDER BY a.id DESC LIMIT 200",
             )?;
             let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
@@ -363,11 +364,14 @@ impl StoreReader {
     /// Identifier coverage over the destination's last 500 events.
     fn coverage(&self, destination: &str) -> Result<Coverage, StoreError> {
         let mut stmt = self.conn().prepare_cached(
+            // Newest deliveries first by rowid (not by the destination index, which would sort
+            // every delivery the destination ever had).
             "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row
-             WHERE d.destination = ?1 ORDER BY d.id DESC LIMIT 500",
+             WHERE +d.destination = ?1 AND d.id > ?2 ORDER BY d.id DESC LIMIT 500",
         )?;
+        let floor = self.max_rowid("deliveries")? - FILTER_WINDOW;
         let mut c = Coverage::default();
-        for row in stmt.query_map([destination], |r| r.get::<_, String>(0))? {
+        for row in stmt.query_map(params![destination, floor], |r| r.get::<_, String>(0))? {
             let Ok(event) = serde_json::from_str::<Value>(&row?) else {
                 continue;
             };
