@@ -402,7 +402,9 @@ pub fn stages(
     // 7. consent per destination
     let routes = event.map(|e| e.routes.clone()).unwrap_or_default();
     if event.is_some() {
-        let blocked = routes.iter().any(|r| r.verdict != "ready");
+        let blocked = routes
+            .iter()
+            .any(|r| r.verdict != "ready" && r.verdict != "skipped_test");
         let detail = routes
             .iter()
             .map(|r| format!("{}: {} — {}", r.destination, r.verdict, r.reason))

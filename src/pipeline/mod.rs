@@ -233,7 +233,15 @@ pub fn route(
             }
             let consent = consent::evaluate(&required, event_consent, profile_consent);
             let (verdict, reason) =
-                if !target.environments.is_empty()
+                if event.skip_destinations.contains(&target.name) {
+                    (
+                        RouteVerdict::SkippedTest,
+                        format!(
+                            "skipped in the controlled test: {} has no test mode",
+                            target.name
+                        ),
+                    )
+                } else if !target.environments.is_empty()
                     && !target.environments.contains(&event.environment)
                 {
                     (
