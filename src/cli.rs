@@ -51,6 +51,20 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Sandbox destinations and generated Segment traffic: no config, credentials or network.
+    Demo {
+        /// No dashboard: run for --duration seconds and print a summary.
+        #[arg(long)]
+        headless: bool,
+        /// Requests per second of generated traffic.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// How long traffic runs (seconds); headless default 10.
+        #[arg(long)]
+        duration: Option<u64>,
+        #[arg(long)]
+        theme: Option<String>,
+    },
     /// Run the pipeline headless: the ingest endpoint and storage (logs to stderr).
     Serve {
         #[command(flatten)]
@@ -156,7 +170,14 @@ enum Scheme {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The dashboard owns the terminal: its logs go to a file instead of stderr.
-    let to_file = matches!(cli.command, None | Some(Command::Tui { .. }));
+    let to_file = matches!(
+        cli.command,
+        None | Some(Command::Tui { .. })
+            | Some(Command::Demo {
+                headless: false,
+                ..
+            })
+    );
     init_logging(to_file.then(|| PathBuf::from("tracklayer.log")));
     match run(cli) {
         Ok(code) => code,
@@ -201,6 +222,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
         }) => tui(config, attach, theme, listen),
         Some(Command::Serve { config, listen }) => serve(config, listen),
+        Some(Command::Demo {
+            headless,
+            rate,
+            duration,
+            theme,
+        }) => {
+            if !(rate > 0.0 && rate <= 5000.0) {
+                bail!("--rate must be between 0 and 5000 requests per second");
+            }
+            let summary = crate::demo::run(crate::demo::DemoOptions {
+                headless,
+                rate,
+                duration: duration.map(std::time::Duration::from_secs),
+                theme,
+            })?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Send {
             config,
             env,

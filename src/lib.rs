@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod destinations;
 pub mod ingest;
 pub mod inspect;

@@ -206,12 +206,25 @@ fn embedded_default_send_and_inspect() {
     // The controlled test send, walked stage by stage without pauses.
     let out = tracklayer(
         dir.path(),
-        &["send", "--trace", "--no-pause", "--env", "development", "--url", &url, "--scenario", "identify,order_completed"],
+        &[
+            "send",
+            "--trace",
+            "--no-pause",
+            "--env",
+            "development",
+            "--url",
+            &url,
+            "--scenario",
+            "identify,order_completed",
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout} {stderr}");
     assert!(stdout.contains("✔ authenticated"), "{stdout}");
-    assert!(stdout.contains("✔ mapped         Order Completed → purchase (mapping table v1)"), "{stdout}");
+    assert!(
+        stdout.contains("✔ mapped         Order Completed → purchase (mapping table v1)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("controlled test passed"), "{stdout}");
     // An unmapped name stops the walk with the name to add.
     std::fs::write(
@@ -219,11 +232,27 @@ fn embedded_default_send_and_inspect() {
         r#"{"type":"track","event":"order completed","messageId":"cli-typo-1","userId":"u","properties":{"order_id":"T-1","revenue":1}}"#,
     )
     .unwrap();
-    let out = tracklayer(dir.path(), &["send", "--trace", "--no-pause", "--env", "development", "--url", &url, "typo.json"]);
+    let out = tracklayer(
+        dir.path(),
+        &[
+            "send",
+            "--trace",
+            "--no-pause",
+            "--env",
+            "development",
+            "--url",
+            &url,
+            "typo.json",
+        ],
+    );
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("✘ mapped"), "{stdout}");
-    assert!(stdout.contains("exactly as delivered: `order completed` (did you mean `Order Completed`?)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("exactly as delivered: `order completed` (did you mean `Order Completed`?)"),
+        "{stdout}"
+    );
 
     server.kill().unwrap();
     server.wait().unwrap();

@@ -4,6 +4,7 @@
 //! timeouts, bad token, partial failure, TikTok codes). The tests and the demo use them.
 
 mod checks;
+pub mod traffic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -456,3 +456,109 @@ impl StoreReader {
         Ok((messages, events))
     }
 }
+
+/// What a demo run (or any database) amounts to, for the headless summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DemoSummary {
+    pub received: i64,
+    pub accepted: i64,
+    pub rejected: i64,
+    pub invalid: i64,
+    pub mapped: i64,
+    pub unmapped: i64,
+    pub identify: i64,
+    pub duplicates: i64,
+    pub collisions: i64,
+    pub consent_blocked: i64,
+    pub delivered: i64,
+    pub retried: i64,
+    pub dead_lettered: i64,
+    pub pending: i64,
+}
+
+impl DemoSummary {
+    /// Every category the demo is meant to show happened at least once.
+    pub fn complete(&self) -> bool {
+        [
+            self.accepted,
+            self.mapped,
+            self.unmapped,
+            self.duplicates + self.collisions,
+            self.consent_blocked,
+            self.delivered,
+            self.retried,
+            self.dead_lettered,
+        ]
+        .iter()
+        .all(|n| *n > 0)
+    }
+}
+
+impl std::fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "messages received   {:>7}", self.received)?;
+        writeln!(f, "  accepted          {:>7}", self.accepted)?;
+        writeln!(f, "  invalid           {:>7}", self.invalid)?;
+        writeln!(
+            f,
+            "  requests rejected {:>7}  (401: bad signature)",
+            self.rejected
+        )?;
+        writeln!(f, "pipeline")?;
+        writeln!(f, "  mapped            {:>7}", self.mapped)?;
+        writeln!(f, "  unmapped          {:>7}", self.unmapped)?;
+        writeln!(f, "  identify          {:>7}", self.identify)?;
+        writeln!(
+            f,
+            "  duplicates        {:>7}  (same messageId again)",
+            self.duplicates
+        )?;
+        writeln!(
+            f,
+            "  collisions        {:>7}  (retries, duplicate orders, conflicts)",
+            self.collisions
+        )?;
+        writeln!(
+            f,
+            "  consent-blocked   {:>7}  (event × destination)",
+            self.consent_blocked
+        )?;
+        writeln!(f, "deliveries")?;
+        writeln!(f, "  delivered         {:>7}", self.delivered)?;
+        writeln!(
+            f,
+            "  retried           {:>7}  (attempts that will be retried)",
+            self.retried
+        )?;
+        writeln!(f, "  dead-lettered     {:>7}", self.dead_lettered)?;
+        write!(f, "  still pending     {:>7}", self.pending)
+    }
+}
+
+impl StoreReader {
+    pub fn demo_summary(&self) -> Result<DemoSummary, StoreError> {
+        let count = |sql: &str| -> Result<i64, StoreError> {
+            Ok(self.conn().query_row(sql, [], |r| r.get(0))?)
+        };
+        Ok(DemoSummary {
+            received: count("SELECT COUNT(*) FROM messages")?,
+            accepted: count("SELECT COUNT(*) FROM messages WHERE status = 'accepted'")?,
+            rejected: count("SELECT COUNT(*) FROM rejections")?,
+            invalid: count("SELECT COUNT(*) FROM messages WHERE status = 'invalid'")?,
+            mapped: count("SELECT COUNT(*) FROM messages WHERE outcome IN ('mapped', 'replayed')")?,
+            unmapped: count("SELECT COUNT(*) FROM messages WHERE outcome = 'unmapped'")?,
+            identify: count("SELECT COUNT(*) FROM messages WHERE outcome = 'identify'")?,
+            duplicates: count("SELECT COUNT(*) FROM messages WHERE status = 'duplicate'")?,
+            collisions: count("SELECT COUNT(*) FROM collisions")?,
+            consent_blocked: count(
+                "SELECT COUNT(*) FROM routes WHERE verdict = 'blocked_consent'",
+            )?,
+            delivered: count("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'")?,
+            retried: count("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'retry'")?,
+            dead_lettered: count("SELECT COUNT(*) FROM deliveries WHERE status = 'dead'")?,
+            pending: count(
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight')",
+            )?,
+        })
+    }
+}
