@@ -383,7 +383,8 @@ fn tui(
             format!("attached to {} (read-only)", db.display()),
         );
         app.status = problems.first().cloned();
-        crate::tui::run(&db, names, app)?;
+        app.test = crate::tui::app::TestSendState::new(Default::default(), false);
+        crate::tui::run(&db, names, app, None)?;
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = load_config(&arg, true)?;
@@ -393,6 +394,13 @@ fn tui(
     }
     let db = config.storage.path.clone();
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
+    let test_modes = config
+        .delivery
+        .iter()
+        .map(|d| (d.name.clone(), d.test_mode()))
+        .collect();
+    let test_env = config.environments[0].clone();
+    let account = config.workspace.account.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -401,6 +409,12 @@ fn tui(
         .block_on(tokio::net::TcpListener::bind(config.server.listen))
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    let test_target = crate::tui::TestSendTarget {
+        url: format!("http://{addr}/segment/events"),
+        account,
+        environment: test_env.name.clone(),
+        secret: test_env.secret.clone(),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let pipeline = runtime.spawn(crate::run(config, listener, async {
         let _ = stopped.await;
@@ -418,7 +432,8 @@ fn tui(
     }
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
     app.status = problems.first().cloned();
-    let result = crate::tui::run(&db, names, app);
+    app.test = crate::tui::app::TestSendState::new(test_modes, true);
+    let result = crate::tui::run(&db, names, app, Some(test_target));
     let _ = stop.send(());
     let _ = runtime.block_on(pipeline);
     result?;

@@ -68,6 +68,7 @@ customer_id = "1234567890"
 conversion_actions = {{ purchase = "555000111" }}
 developer_token = "DEV_DEMO"
 access_token = "ya29.DEMO"
+validate_only = true
 
 [[destinations]]
 name = "klaviyo"
@@ -132,6 +133,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
         .context("creating the demo workspace")?;
     let db: PathBuf = dir.path().join("tracklayer.db");
     let production = random_secret();
+    let production_for_tui = production.clone();
     let staging = random_secret();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,6 +161,11 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
     )
     .context("the demo configuration")?;
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
+    let test_modes = config
+        .delivery
+        .iter()
+        .map(|d| (d.name.clone(), d.test_mode()))
+        .collect();
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let pipeline = runtime.spawn(crate::run(config, listener, async {
@@ -225,9 +232,18 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
             ),
         );
         app.status = problems.first().cloned().or_else(|| {
-            Some("demo: TikTok fails for a while and recovers; press 5 for diagnostics".into())
+            Some(
+                "demo: TikTok fails for a while and recovers (5: diagnostics, 8: test send)".into(),
+            )
         });
-        crate::tui::run(&db, names, app)?;
+        app.test = crate::tui::app::TestSendState::new(test_modes, true);
+        let target = crate::tui::TestSendTarget {
+            url: format!("http://{addr}/segment/events"),
+            account: "acct_demo".into(),
+            environment: "production".into(),
+            secret: Secret::new(production_for_tui),
+        };
+        crate::tui::run(&db, names, app, Some(target))?;
         traffic_task.abort();
     }
     faults.abort();

@@ -375,3 +375,58 @@ async fn the_dashboard_follows_a_running_pipeline() {
     assert!(text.contains("live-1") && text.contains("mapped"), "{text}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_test_send_pane_walks_a_call_stage_by_stage() {
+    let (server, _sandbox) = scenario().await;
+    let modes = server
+        .config
+        .delivery
+        .iter()
+        .map(|d| (d.name.clone(), d.test_mode()))
+        .collect();
+    let mut app = app_on(&server, Pane::TestSend, "");
+    app.test = tracklayer::tui::app::TestSendState::new(modes, true);
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    // `s` asks the event loop to send the first call (identify); here the test posts it.
+    app.handle_key(key(KeyCode::Char('s')));
+    assert_eq!(app.pending_send.take(), Some(0));
+    let message = app.test.steps[0].message.clone();
+    let (status, reply) = json_of(
+        signed(
+            &client(),
+            &server.url("/segment/events"),
+            "production",
+            PRODUCTION_SECRET,
+            &message.to_string(),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    app.test.sent[0] = Some(tracklayer::testsend::SendResult { status, reply });
+    let snapshot = load(&server.reader(), &app.query(), &[], NOW);
+    app.apply(snapshot);
+    // One stage shows; each space reveals the next.
+    let text = render(&app).backend().to_string();
+    assert!(text.contains("✔ pass  authenticated"), "{text}");
+    assert!(!text.contains("parsed"), "{text}");
+    for _ in 0..10 {
+        app.handle_key(key(KeyCode::Char(' ')));
+    }
+    let terminal = render(&app);
+    let text = terminal.backend().to_string();
+    assert!(text.contains("✔ pass  parsed"), "{text}");
+    assert!(
+        text.contains("· skip  mapped        identify: updates the profile"),
+        "{text}"
+    );
+    assert!(text.contains("✔ pass  identity      profile"), "{text}");
+    assert!(text.contains("warehouse   no test mode: skipped"), "{text}");
+    assert_eq!(
+        colour_of(&terminal, "authenticated", "✔ pass"),
+        Some(app.theme().ok)
+    );
+    server.stop().await;
+}

@@ -5,10 +5,13 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
 
 use super::theme::Theme;
+use std::collections::BTreeMap;
+
 use crate::store::views::{AttemptRow, DestinationStats, ProfileEvent, StreamRow, UnmappedGroup};
 use crate::store::{
     MessageTrace, StoreError, StoreReader, StoredCollision, StoredHttpRequest, StoredProfile,
 };
+use crate::testsend::{self, SendResult, Stage, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -19,10 +22,11 @@ pub enum Pane {
     Destinations,
     Collisions,
     Profiles,
+    TestSend,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 7] = [
+    pub const ALL: [Pane; 8] = [
         Pane::Stream,
         Pane::Deliveries,
         Pane::Diff,
@@ -30,6 +34,7 @@ impl Pane {
         Pane::Destinations,
         Pane::Collisions,
         Pane::Profiles,
+        Pane::TestSend,
     ];
 
     pub fn title(self) -> &'static str {
@@ -41,6 +46,7 @@ impl Pane {
             Pane::Destinations => "Destinations",
             Pane::Collisions => "Dedup collisions",
             Pane::Profiles => "Profiles",
+            Pane::TestSend => "Test send",
         }
     }
 }
@@ -64,10 +70,13 @@ pub enum Action {
     NextTab,
     PreviousTab,
     Theme,
+    SendNext,
+    NextStage,
+    NewRun,
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 20] = [
+pub const KEYMAP: [(&str, &str, Action); 24] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -75,6 +84,7 @@ pub const KEYMAP: [(&str, &str, Action); 20] = [
     ("5", "destination diagnostics", Action::Pane(4)),
     ("6", "dedup collisions", Action::Pane(5)),
     ("7", "profiles", Action::Pane(6)),
+    ("8", "controlled test send", Action::Pane(7)),
     ("tab", "next pane", Action::NextPane),
     ("shift-tab", "previous pane", Action::PreviousPane),
     ("j / ↓", "select next row", Action::Down),
@@ -99,6 +109,13 @@ pub const KEYMAP: [(&str, &str, Action); 20] = [
         Action::NextTab,
     ),
     ("t", "next theme", Action::Theme),
+    ("s", "test send: send the next call", Action::SendNext),
+    (
+        "space",
+        "test send: reveal the next stage",
+        Action::NextStage,
+    ),
+    ("r", "test send: start a new run", Action::NewRun),
     ("? / q", "help / quit", Action::Help),
 ];
 
@@ -107,7 +124,7 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('q') => Action::Quit,
         KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
         KeyCode::Char('?') => Action::Help,
-        KeyCode::Char(c @ '1'..='7') => Action::Pane(c as usize - '1' as usize),
+        KeyCode::Char(c @ '1'..='8') => Action::Pane(c as usize - '1' as usize),
         KeyCode::Tab => Action::NextPane,
         KeyCode::BackTab => Action::PreviousPane,
         KeyCode::Char('j') | KeyCode::Down => Action::Down,
@@ -121,12 +138,15 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Right | KeyCode::Char('l') => Action::NextTab,
         KeyCode::Left | KeyCode::Char('h') => Action::PreviousTab,
         KeyCode::Char('t') => Action::Theme,
+        KeyCode::Char('s') => Action::SendNext,
+        KeyCode::Char(' ') | KeyCode::Char('n') => Action::NextStage,
+        KeyCode::Char('r') => Action::NewRun,
         _ => return None,
     })
 }
 
 /// What the loader is asked to fetch.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Query {
     pub pane: Option<usize>,
     pub filter: String,
@@ -136,6 +156,10 @@ pub struct Query {
     pub request_row: Option<i64>,
     /// The selected collision (raw messages for the side-by-side).
     pub collision: Option<i64>,
+    /// The test-send call being walked: its messageId and what the ingest answered.
+    pub test_call: Option<(String, SendResult)>,
+    /// Test mode per destination (for the payload stage).
+    pub test_modes: BTreeMap<String, Option<bool>>,
 }
 
 /// Everything the panes draw, loaded off the UI thread.
@@ -154,6 +178,8 @@ pub struct Snapshot {
     pub collision_raws: Option<(Value, Value)>,
     pub profile: Option<StoredProfile>,
     pub profile_events: Vec<ProfileEvent>,
+    /// The stages of the test-send call being walked.
+    pub test_stages: Vec<Stage>,
     pub error: Option<String>,
 }
 
@@ -167,7 +193,7 @@ pub fn load(reader: &StoreReader, query: &Query, destinations: &[String], now_ms
     };
     let result: Result<(), StoreError> = (|| {
         snap.totals = reader.totals()?;
-        match query.pane.map(|i| Pane::ALL[i.min(6)]) {
+        match query.pane.map(|i| Pane::ALL[i.min(Pane::ALL.len() - 1)]) {
             Some(Pane::Stream) | None => snap.stream = reader.stream(ROWS, &query.filter)?,
             Some(Pane::Deliveries) => {
                 snap.attempts = reader.recent_attempts(ROWS, &query.filter)?;
@@ -221,6 +247,16 @@ pub fn load(reader: &StoreReader, query: &Query, destinations: &[String], now_ms
                         Some((raw_of(c.winner_message_row)?, raw_of(c.message_row)?));
                 }
             }
+            Some(Pane::TestSend) => {
+                if let Some((message_id, sent)) = &query.test_call {
+                    let trace = if sent.status < 300 {
+                        reader.trace(message_id)?
+                    } else {
+                        None
+                    };
+                    snap.test_stages = testsend::stages(sent, trace.as_ref(), &query.test_modes);
+                }
+            }
             Some(Pane::Profiles) => {
                 snap.profile = reader.find_profile(&query.filter)?;
                 if let Some(p) = &snap.profile {
@@ -237,10 +273,60 @@ pub fn load(reader: &StoreReader, query: &Query, destinations: &[String], now_ms
 }
 
 /// The dashboard's state.
+/// The controlled test send's progress in the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct TestSendState {
+    pub steps: Vec<Step>,
+    /// What the ingest answered for each sent step.
+    pub sent: Vec<Option<SendResult>>,
+    /// The step whose stages are shown.
+    pub viewing: usize,
+    /// How many of its stages are revealed (one key press each).
+    pub revealed: usize,
+    pub test_modes: BTreeMap<String, Option<bool>>,
+    /// Where test calls go; `None` when attached to another instance's database.
+    pub enabled: bool,
+    pub skip: Vec<String>,
+}
+
+impl TestSendState {
+    pub fn new(test_modes: BTreeMap<String, Option<bool>>, enabled: bool) -> TestSendState {
+        let skip: Vec<String> = test_modes
+            .iter()
+            .filter(|(_, m)| m.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut state = TestSendState {
+            test_modes,
+            enabled,
+            skip,
+            ..TestSendState::default()
+        };
+        state.new_run();
+        state
+    }
+
+    pub fn new_run(&mut self) {
+        let run_id = chrono::Utc::now().format("%H%M%S%3f").to_string();
+        self.steps = testsend::scenario(&testsend::TestUser::default(), &run_id, &[], &self.skip);
+        self.sent = vec![None; self.steps.len()];
+        self.viewing = 0;
+        self.revealed = 0;
+    }
+
+    /// The next step to send, if any (the walk stops after a failed stage).
+    pub fn next_unsent(&self) -> Option<usize> {
+        self.sent.iter().position(Option::is_none)
+    }
+}
+
 pub struct App {
     pub pane: Pane,
-    pub selected: [usize; 7],
-    pub filters: [String; 7],
+    pub selected: [usize; 8],
+    pub filters: [String; 8],
+    pub test: TestSendState,
+    /// A test-send step the event loop should post (set by the `s` key).
+    pub pending_send: Option<usize>,
     pub editing_filter: Option<String>,
     pub frozen: bool,
     pub help: bool,
@@ -264,8 +350,10 @@ impl App {
             .unwrap_or(0);
         App {
             pane: Pane::Stream,
-            selected: [0; 7],
+            selected: [0; 8],
             filters: Default::default(),
+            test: TestSendState::default(),
+            pending_send: None,
             editing_filter: None,
             frozen: false,
             help: false,
@@ -305,6 +393,7 @@ impl App {
             Pane::Destinations => self.snapshot.destinations.len(),
             Pane::Collisions => self.snapshot.collisions.len(),
             Pane::Diff | Pane::Profiles => 0,
+            Pane::TestSend => self.test.steps.len(),
         }
     }
 
@@ -326,6 +415,19 @@ impl App {
             collision: (self.pane == Pane::Collisions)
                 .then(|| self.snapshot.collisions.get(selected).map(|c| c.id))
                 .flatten(),
+            test_call: (self.pane == Pane::TestSend)
+                .then(|| {
+                    let i = self.test.viewing;
+                    let sent = self.test.sent.get(i)?.clone()?;
+                    let id = self.test.steps[i]
+                        .message
+                        .get("messageId")?
+                        .as_str()?
+                        .to_string();
+                    Some((id, sent))
+                })
+                .flatten(),
+            test_modes: self.test.test_modes.clone(),
         }
     }
 
@@ -384,7 +486,7 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Help => self.help = true,
             Action::Pane(n) => {
-                self.pane = Pane::ALL[n.min(6)];
+                self.pane = Pane::ALL[n.min(Pane::ALL.len() - 1)];
                 self.detail = false;
                 return true;
             }
@@ -397,6 +499,38 @@ impl App {
                 };
                 self.pane = Pane::ALL[next];
                 self.detail = false;
+                return true;
+            }
+            Action::SendNext if self.pane == Pane::TestSend => {
+                let blocked = testsend::failed(&self.snapshot.test_stages);
+                match (self.test.enabled, self.test.next_unsent(), blocked) {
+                    (false, _, _) => self.status = Some("the test send needs the embedded pipeline (tracklayer tui or demo), not --attach".into()),
+                    (_, None, _) => self.status = Some("every call was sent; r starts a new run".into()),
+                    (_, Some(_), true) => self.status = Some("the walk stopped at a failed stage: fix it, then r for a new run".into()),
+                    (_, Some(i), false) => {
+                        self.pending_send = Some(i);
+                        self.test.viewing = i;
+                        self.test.revealed = 1;
+                        self.selected[7] = i;
+                    }
+                }
+                return false;
+            }
+            Action::NextStage if self.pane == Pane::TestSend => {
+                self.test.revealed += 1;
+                return true;
+            }
+            Action::NewRun if self.pane == Pane::TestSend => {
+                self.test.new_run();
+                self.snapshot.test_stages.clear();
+                self.selected[7] = 0;
+                return true;
+            }
+            Action::SendNext | Action::NextStage | Action::NewRun => {}
+            Action::Down | Action::Up if self.pane == Pane::TestSend => {
+                self.move_selection(if action == Action::Down { 1 } else { -1 });
+                self.test.viewing = self.selected[7];
+                self.test.revealed = usize::MAX;
                 return true;
             }
             Action::Down => self.move_selection(1),
@@ -467,6 +601,13 @@ impl App {
                 return true;
             }
             Pane::Diff | Pane::Destinations => None,
+            Pane::TestSend => self
+                .test
+                .steps
+                .get(self.test.viewing)
+                .and_then(|s| s.message.get("messageId"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         };
         if let Some(id) = message_id {
             self.trace_of = Some(id);

@@ -89,13 +89,87 @@ impl Loader {
     }
 }
 
+/// Where the dashboard's test send posts: the embedded pipeline's own ingest.
+#[derive(Clone)]
+pub struct TestSendTarget {
+    pub url: String,
+    pub account: String,
+    pub environment: String,
+    pub secret: crate::config::Secret,
+}
+
+/// Posts test-send calls off the UI thread; answers arrive on `results`.
+struct TestSender {
+    requests: mpsc::Sender<(usize, serde_json::Value)>,
+    results: mpsc::Receiver<(usize, crate::testsend::SendResult)>,
+}
+
+impl TestSender {
+    fn spawn(target: TestSendTarget) -> TestSender {
+        let (req_tx, req_rx) = mpsc::channel::<(usize, serde_json::Value)>();
+        let (res_tx, res_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tracklayer-test-send".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                let client = reqwest::Client::new();
+                while let Ok((index, message)) = req_rx.recv() {
+                    let body = serde_json::to_vec(&message).unwrap_or_default();
+                    let timestamp = chrono::Utc::now().timestamp().to_string();
+                    let signature = crate::ingest::auth::sign_tracklayer(&target.secret, &timestamp, &body);
+                    let result = runtime.block_on(async {
+                        let response = client
+                            .post(&target.url)
+                            .header("content-type", "application/json")
+                            .header(crate::ingest::auth::HEADER_ACCOUNT, &target.account)
+                            .header(crate::ingest::auth::HEADER_ENVIRONMENT, &target.environment)
+                            .header(crate::ingest::auth::HEADER_TIMESTAMP, &timestamp)
+                            .header(crate::ingest::auth::HEADER_SIGNATURE, signature)
+                            .body(body)
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let text = r.text().await.unwrap_or_default();
+                                crate::testsend::SendResult {
+                                    status,
+                                    reply: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                                }
+                            }
+                            Err(e) => crate::testsend::SendResult {
+                                status: 0,
+                                reply: serde_json::json!({"message": format!("cannot reach {}: {e}", target.url)}),
+                            },
+                        }
+                    });
+                    if res_tx.send((index, result)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the test-send thread");
+        TestSender {
+            requests: req_tx,
+            results: res_rx,
+        }
+    }
+}
+
 fn restore_terminal() {
     let _ = disable_raw_mode();
     let _ = execute!(io::stdout(), LeaveAlternateScreen);
 }
 
 /// Run the dashboard over `db` until the user quits.
-pub fn run(db: &Path, destinations: Vec<String>, mut app: App) -> Result<(), TuiError> {
+pub fn run(
+    db: &Path,
+    destinations: Vec<String>,
+    mut app: App,
+    test_target: Option<TestSendTarget>,
+) -> Result<(), TuiError> {
     enable_raw_mode().map_err(TuiError::Terminal)?;
     if let Err(e) = execute!(io::stdout(), EnterAlternateScreen) {
         restore_terminal();
@@ -106,16 +180,22 @@ pub fn run(db: &Path, destinations: Vec<String>, mut app: App) -> Result<(), Tui
         restore_terminal();
         previous_hook(info);
     }));
-    let result = event_loop(db, destinations, &mut app);
+    let result = event_loop(db, destinations, &mut app, test_target);
     restore_terminal();
     let _ = std::panic::take_hook();
     result
 }
 
-fn event_loop(db: &Path, destinations: Vec<String>, app: &mut App) -> Result<(), TuiError> {
+fn event_loop(
+    db: &Path,
+    destinations: Vec<String>,
+    app: &mut App,
+    test_target: Option<TestSendTarget>,
+) -> Result<(), TuiError> {
     let mut terminal =
         Terminal::new(CrosstermBackend::new(io::stdout())).map_err(TuiError::Terminal)?;
     let loader = Loader::spawn(db.to_path_buf(), destinations);
+    let sender = test_target.map(TestSender::spawn);
     loader.request(app.query());
     let mut last_refresh = Instant::now();
     let mut dirty = true;
@@ -123,6 +203,20 @@ fn event_loop(db: &Path, destinations: Vec<String>, app: &mut App) -> Result<(),
         while let Ok(snapshot) = loader.snapshots.try_recv() {
             app.apply(snapshot);
             dirty = true;
+        }
+        if let Some(sender) = &sender {
+            if let Some(index) = app.pending_send.take() {
+                if let Some(step) = app.test.steps.get(index) {
+                    let _ = sender.requests.send((index, step.message.clone()));
+                }
+            }
+            while let Ok((index, result)) = sender.results.try_recv() {
+                if let Some(slot) = app.test.sent.get_mut(index) {
+                    *slot = Some(result);
+                }
+                loader.request(app.query());
+                dirty = true;
+            }
         }
         if dirty {
             terminal
