@@ -523,12 +523,34 @@ pub fn signed_headers(
     Ok(headers)
 }
 
+/// The configured environment `name`, or an error listing the ones that exist.
+fn environment_named<'a>(config: &'a Config, name: &str) -> Result<&'a config::EnvironmentConfig> {
+    config.environment(name).ok_or_else(|| {
+        let names: Vec<&str> = config
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        anyhow!(
+            "unknown environment `{name}`; configured: {}",
+            names.join(", ")
+        )
+    })
+}
+
 struct TraceOptions {
     scenario: Vec<String>,
     user_id: String,
     email: String,
     skip_untestable: bool,
     pause: bool,
+}
+
+fn send_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("tracklayer-send/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 /// Post one signed body; returns the status and the JSON reply.
@@ -565,17 +587,7 @@ fn send_trace(
 
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
-    let environment = config.environment(env).ok_or_else(|| {
-        let names: Vec<&str> = config
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        anyhow!(
-            "unknown environment `{env}`; configured: {}",
-            names.join(", ")
-        )
-    })?;
+    let environment = environment_named(config, env)?;
     for step in &options.scenario {
         if !testsend::SCENARIO_STEPS.contains(&step.as_str()) {
             bail!(
@@ -647,9 +659,7 @@ fn send_trace(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
+    let client = send_client()?;
     for (n, step) in steps.iter().enumerate() {
         let body = serde_json::to_vec(&step.message)?;
         let message_id = step
@@ -740,17 +750,7 @@ fn send(
 ) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
-    let environment = config.environment(env).ok_or_else(|| {
-        let names: Vec<&str> = config
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        anyhow!(
-            "unknown environment `{env}`; configured: {}",
-            names.join(", ")
-        )
-    })?;
+    let environment = environment_named(config, env)?;
     let body = if file == "-" {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -772,29 +772,17 @@ fn send(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, reply) = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .user_agent(concat!("tracklayer-send/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let mut request = client.post(&url).body(body);
-        for (name, value) in &headers {
-            request = request.header(*name, value);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        Ok::<_, anyhow::Error>((status, text))
-    })?;
-    println!("HTTP {status}");
-    match serde_json::from_str::<serde_json::Value>(&reply) {
-        Ok(json) => println!("{}", serde_json::to_string_pretty(&json)?),
-        Err(_) => println!("{reply}"),
+    let (status, reply) = runtime.block_on(post_signed(&send_client()?, &url, &headers, body))?;
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    println!("HTTP {status} {reason}");
+    match &reply {
+        serde_json::Value::String(text) => println!("{text}"),
+        json => println!("{}", serde_json::to_string_pretty(json)?),
     }
-    Ok(if status.is_success() {
+    Ok(if (200..300).contains(&status) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -11,7 +11,8 @@ use super::{
 use crate::config::Secret;
 
 pub const DEFAULT_API_VERSION: &str = "v23.0";
-const ACTION_SOURCES: [&str; 8] = [
+/// Meta's `action_source` values (the SDK's enum).
+pub const ACTION_SOURCES: [&str; 8] = [
     "email",
     "website",
     "app",

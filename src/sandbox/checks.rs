@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
 use crate::destinations::hashing::is_sha256_hex;
+use crate::destinations::meta::ACTION_SOURCES;
 
 pub struct MetaError {
     pub subcode: i64,
@@ -22,16 +23,6 @@ fn meta_error(title: &str, message: String) -> MetaError {
     }
 }
 
-const ACTION_SOURCES: [&str; 8] = [
-    "email",
-    "website",
-    "app",
-    "phone_call",
-    "chat",
-    "physical_store",
-    "system_generated",
-    "other",
-];
 const META_HASHED: [&str; 10] = [
     "em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country",
 ];
