@@ -219,15 +219,20 @@ fn user_field(body: &Map<String, Value>, names: &[&str]) -> Option<(String, Stri
             body.get("properties").and_then(Value::as_object),
         ),
     ];
-    for (prefix, map) in sources {
-        let Some(map) = map else { continue };
-        for name in names {
-            if let Some(v) = non_empty_str(map.get(*name)) {
-                return Some((v.to_string(), format!("{prefix}.{name}")));
-            }
-        }
-    }
-    None
+    first_field(&sources, names)
+}
+
+/// The first non-empty field among `names`, trying each source in order; with its raw path.
+fn first_field(
+    sources: &[(&str, Option<&Map<String, Value>>)],
+    names: &[&str],
+) -> Option<(String, String)> {
+    sources.iter().find_map(|(prefix, map)| {
+        let map = (*map)?;
+        names.iter().find_map(|name| {
+            non_empty_str(map.get(*name)).map(|v| (v.to_string(), format!("{prefix}.{name}")))
+        })
+    })
 }
 
 /// An address part from `traits.address` (identify) or `context.traits.address`.
@@ -248,15 +253,7 @@ fn address_field(body: &Map<String, Value>, names: &[&str]) -> Option<(String, S
                 .and_then(Value::as_object),
         ),
     ];
-    for (prefix, map) in sources {
-        let Some(map) = map else { continue };
-        for name in names {
-            if let Some(v) = non_empty_str(map.get(*name)) {
-                return Some((v.to_string(), format!("{prefix}.{name}")));
-            }
-        }
-    }
-    None
+    first_field(&sources, names)
 }
 
 /// The user as the message itself describes them (identity enrichment comes later).

@@ -156,6 +156,27 @@ fn record_change(
     Ok(())
 }
 
+fn record_conflicts(
+    conn: &Connection,
+    obs: &Observation,
+    message_row: i64,
+    profile_id: i64,
+    conflicts: &[identity::Conflict],
+) -> Result<(), rusqlite::Error> {
+    for conflict in conflicts {
+        record_change(
+            conn,
+            obs.at_ms,
+            message_row,
+            "conflict",
+            profile_id,
+            Some(conflict.owner),
+            &conflict.reason,
+        )?;
+    }
+    Ok(())
+}
+
 /// Run identity resolution for an observation and store the outcome. Returns the profile (with
 /// its id) and the number of merges and conflicts.
 fn resolve_and_store(
@@ -168,18 +189,8 @@ fn resolve_and_store(
     let mut profile = resolution.profile;
     if !resolution.changed {
         // Nothing new: a known user doing something. No profile or identity writes.
-        for conflict in &resolution.conflicts {
-            let id = profile.id.unwrap_or_default();
-            record_change(
-                conn,
-                obs.at_ms,
-                message_row,
-                "conflict",
-                id,
-                Some(conflict.owner),
-                &conflict.reason,
-            )?;
-        }
+        let id = profile.id.unwrap_or_default();
+        record_conflicts(conn, obs, message_row, id, &resolution.conflicts)?;
         return Ok((profile, 0, resolution.conflicts.len(), false));
     }
     let traits = Value::Object(profile.traits.clone()).to_string();
@@ -266,17 +277,7 @@ fn resolve_and_store(
     for (kind, value) in &resolution.new_identifiers {
         upsert.execute(params![kind.as_str(), value, id, obs.at_ms])?;
     }
-    for conflict in &resolution.conflicts {
-        record_change(
-            conn,
-            obs.at_ms,
-            message_row,
-            "conflict",
-            id,
-            Some(conflict.owner),
-            &conflict.reason,
-        )?;
-    }
+    record_conflicts(conn, obs, message_row, id, &resolution.conflicts)?;
     Ok((
         profile,
         resolution.merged.len(),
