@@ -451,7 +451,8 @@ pub struct PipelineContext<'a> {
     pub dedup_since_ms: i64,
 }
 
-/// Run identity, dedup, consent and routing for one stored message.
+/// Run identity, dedup, consent and routing for one message. The caller stores the message
+/// itself, as row `message_row`, with the outcome, in the same transaction.
 pub fn apply(
     conn: &Connection,
     ctx: &PipelineContext<'_>,
@@ -593,8 +594,6 @@ pub fn apply(
             }
         }
     };
-    conn.prepare_cached("UPDATE messages SET outcome = ?2 WHERE id = ?1")?
-        .execute(params![message_row, outcome.label()])?;
     Ok(outcome)
 }
 

@@ -40,7 +40,8 @@ struct LeaseRequest {
 }
 
 enum Job {
-    Ingest(Box<IngestBatch>, Reply<Vec<StoredOutcome>>),
+    /// The batch comes back with the answer, so freeing it happens on the request's task.
+    Ingest(Box<IngestBatch>, Reply<(Vec<StoredOutcome>, Box<IngestBatch>)>),
     Rejection(Box<RejectedRequest>),
     Lease(LeaseRequest, Reply<Lease>),
     Complete(Box<Completion>, Reply<()>),
@@ -202,7 +203,8 @@ impl StoreWriter {
                 mpsc::error::TrySendError::Full(_) => WriteError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
             })?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        let (outcomes, _batch) = answer.await.map_err(|_| WriteError::Stopped)??;
+        Ok(outcomes)
     }
 
     /// Record a refused request. Best effort: under a flood of bad requests, dropping some
@@ -257,8 +259,8 @@ fn commit_group(conn: &Connection, jobs: &mut Vec<Job>, targets: &[RouteTarget])
     for (job, result) in jobs.drain(..).zip(results) {
         let failed = |e: &rusqlite::Error| WriteError::Failed(e.to_string());
         match (job, result) {
-            (Job::Ingest(_, reply), Ok(JobOutput::Stored(outcomes))) => {
-                let _ = reply.send(Ok(outcomes));
+            (Job::Ingest(batch, reply), Ok(JobOutput::Stored(outcomes))) => {
+                let _ = reply.send(Ok((outcomes, batch)));
             }
             (Job::Ingest(_, reply), Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
@@ -376,11 +378,14 @@ fn insert_batch(
          ORDER BY id LIMIT 1",
     )?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO messages (request_id, position, received_at_ms, environment, message_id,
-             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO messages (id, request_id, position, received_at_ms, environment, message_id,
+             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
 
+    let mut next_row: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
+        .query_row([], |r| r.get(0))?;
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for message in &batch.messages {
         let verdict = match (&message.invalid_reason, &message.message_id) {
@@ -423,7 +428,21 @@ fn insert_batch(
                 ),
                 Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
             };
+        // The row id is assigned here (this thread is the only writer), so the pipeline can
+        // reference the message and its outcome goes into the same INSERT.
+        let row_id = next_row;
+        next_row += 1;
+        let pipeline = match (&verdict, &message.pipeline) {
+            (Verdict::Invalid(_), _) | (_, None) => None,
+            (Verdict::Duplicate { .. }, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, true)?)
+            }
+            (Verdict::Accepted, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, false)?)
+            }
+        };
         insert.execute(params![
+            row_id,
             receipt.request_id,
             message.position as i64,
             receipt.received_at_ms,
@@ -438,17 +457,8 @@ fn insert_batch(
             duplicate_of,
             &message.raw_sha256[..],
             raw,
+            pipeline.as_ref().map(|p| p.label()),
         ])?;
-        let row_id = conn.last_insert_rowid();
-        let pipeline = match (&verdict, &message.pipeline) {
-            (Verdict::Invalid(_), _) | (_, None) => None,
-            (Verdict::Duplicate { .. }, Some(input)) => {
-                Some(stateful::apply(conn, &ctx, row_id, input, true)?)
-            }
-            (Verdict::Accepted, Some(input)) => {
-                Some(stateful::apply(conn, &ctx, row_id, input, false)?)
-            }
-        };
         let message = match verdict {
             Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
             Verdict::Duplicate {
