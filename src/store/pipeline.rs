@@ -1,6 +1,9 @@
 //! The stateful half of the pipeline, run by the writer inside the transaction that stores the
 //! raw message: load what the pure stages need, call them, write what they decided.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -116,23 +119,69 @@ pub fn load_profile(conn: &Connection, id: i64) -> Result<Option<Profile>, rusql
 }
 
 /// Profiles owning any of the observation's identifiers.
-fn profiles_for(conn: &Connection, obs: &Observation) -> Result<Vec<Profile>, rusqlite::Error> {
+/// Profiles the writer has recently read or written, by identifier. Only the writer changes
+/// profiles and identities, so the cache stays true as long as every write updates it; the
+/// writer clears it when a transaction rolls back.
+#[derive(Default)]
+pub struct IdentityCache {
+    owners: HashMap<Identifier, i64>,
+    profiles: HashMap<i64, Profile>,
+}
+
+impl IdentityCache {
+    /// Bound on cached identifiers; past it the cache starts over.
+    const LIMIT: usize = 200_000;
+
+    pub fn clear(&mut self) {
+        self.owners.clear();
+        self.profiles.clear();
+    }
+
+    fn remember(&mut self, profile: &Profile) {
+        let Some(id) = profile.id else { return };
+        if self.owners.len() > Self::LIMIT {
+            self.clear();
+        }
+        for identifier in &profile.identifiers {
+            self.owners.insert(identifier.clone(), id);
+        }
+        self.profiles.insert(id, profile.clone());
+    }
+
+    fn forget(&mut self, profile_id: i64) {
+        self.profiles.remove(&profile_id);
+    }
+}
+
+fn profiles_for(
+    conn: &Connection,
+    cache: &RefCell<IdentityCache>,
+    obs: &Observation,
+) -> Result<Vec<Profile>, rusqlite::Error> {
     let mut ids: Vec<i64> = Vec::new();
     let mut stmt =
         conn.prepare_cached("SELECT profile_id FROM identities WHERE kind = ?1 AND value = ?2")?;
-    for (kind, value) in lookup_keys(obs) {
-        if let Some(id) = stmt
-            .query_row(params![kind.as_str(), value], |r| r.get::<_, i64>(0))
-            .optional()?
-        {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+    for key in lookup_keys(obs) {
+        let cached = cache.borrow().owners.get(&key).copied();
+        let owner = match cached {
+            Some(id) => Some(id),
+            None => stmt
+                .query_row(params![key.0.as_str(), key.1], |r| r.get::<_, i64>(0))
+                .optional()?,
+        };
+        if let Some(id) = owner.filter(|id| !ids.contains(id)) {
+            ids.push(id);
         }
     }
     let mut profiles = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(p) = load_profile(conn, id)? {
+        let cached = cache.borrow().profiles.get(&id).cloned();
+        let profile = match cached {
+            Some(p) => Some(p),
+            None => load_profile(conn, id)?,
+        };
+        if let Some(p) = profile {
+            cache.borrow_mut().remember(&p);
             profiles.push(p);
         }
     }
@@ -181,10 +230,11 @@ fn record_conflicts(
 /// its id) and the number of merges and conflicts.
 fn resolve_and_store(
     conn: &Connection,
+    cache: &RefCell<IdentityCache>,
     obs: &Observation,
     message_row: i64,
 ) -> Result<(Profile, usize, usize, bool), rusqlite::Error> {
-    let known = profiles_for(conn, obs)?;
+    let known = profiles_for(conn, cache, obs)?;
     let resolution = identity::resolve(obs, &known);
     let mut profile = resolution.profile;
     if !resolution.changed {
@@ -277,6 +327,13 @@ fn resolve_and_store(
     for (kind, value) in &resolution.new_identifiers {
         upsert.execute(params![kind.as_str(), value, id, obs.at_ms])?;
     }
+    {
+        let mut cache = cache.borrow_mut();
+        for merged in &resolution.merged {
+            cache.forget(*merged);
+        }
+        cache.remember(&profile);
+    }
     record_conflicts(conn, obs, message_row, id, &resolution.conflicts)?;
     Ok((
         profile,
@@ -289,9 +346,10 @@ fn resolve_and_store(
 /// The profile a message belongs to, without changing anything (for duplicates).
 fn current_profile(
     conn: &Connection,
+    cache: &RefCell<IdentityCache>,
     obs: &Observation,
 ) -> Result<Option<Profile>, rusqlite::Error> {
-    let profiles = profiles_for(conn, obs)?;
+    let profiles = profiles_for(conn, cache, obs)?;
     Ok(profiles
         .iter()
         .find(|p| p.user_id.is_some() && p.user_id == obs.user_id)
@@ -446,6 +504,7 @@ fn create_profile_deliveries(
 /// Everything the stateful stages need besides the message.
 pub struct PipelineContext<'a> {
     pub targets: &'a [RouteTarget],
+    pub cache: &'a RefCell<IdentityCache>,
     pub environment: &'a str,
     pub received_at_ms: i64,
     pub dedup_since_ms: i64,
@@ -462,9 +521,15 @@ pub fn apply(
 ) -> Result<PipelineOutcome, rusqlite::Error> {
     // A repeated messageId already updated identity on its first arrival.
     let (profile, merged, conflicts, changed) = if duplicate_message {
-        (current_profile(conn, &input.observation)?, 0, 0, false)
+        (
+            current_profile(conn, ctx.cache, &input.observation)?,
+            0,
+            0,
+            false,
+        )
     } else {
-        let (p, m, c, changed) = resolve_and_store(conn, &input.observation, message_row)?;
+        let (p, m, c, changed) =
+            resolve_and_store(conn, ctx.cache, &input.observation, message_row)?;
         (Some(p), m, c, changed)
     };
 

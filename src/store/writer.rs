@@ -1,5 +1,6 @@
 //! The single writer: a dedicated thread that owns the write connection and group-commits.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::delivery::{self, Completion, Lease};
-use super::pipeline::{self as stateful, PipelineContext};
+use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
 use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
 use super::{open_for_writing, StoreError};
 use crate::pipeline::RouteTarget;
@@ -41,7 +42,10 @@ struct LeaseRequest {
 
 enum Job {
     /// The batch comes back with the answer, so freeing it happens on the request's task.
-    Ingest(Box<IngestBatch>, Reply<(Vec<StoredOutcome>, Box<IngestBatch>)>),
+    Ingest(
+        Box<IngestBatch>,
+        Reply<(Vec<StoredOutcome>, Box<IngestBatch>)>,
+    ),
     Rejection(Box<RejectedRequest>),
     Lease(LeaseRequest, Reply<Lease>),
     Complete(Box<Completion>, Reply<()>),
@@ -221,6 +225,7 @@ impl StoreWriter {
 }
 
 fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget], wake: &Notify) {
+    let cache = RefCell::new(IdentityCache::default());
     let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -231,7 +236,7 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, targets: &[RouteTarget], 
             }
         }
         let ingested = jobs.iter().any(|j| matches!(j, Job::Ingest(..)));
-        commit_group(conn, &mut jobs, targets);
+        commit_group(conn, &mut jobs, targets, &cache);
         if ingested && !targets.is_empty() {
             wake.notify_waiters();
         }
@@ -243,15 +248,25 @@ type JobResult = Result<JobOutput, rusqlite::Error>;
 /// Apply every queued job in one transaction and answer each after the commit. If anything
 /// fails, the group is rolled back and each job is retried in a transaction of its own, so one
 /// bad job cannot fail the others (and no job is acknowledged without its own commit).
-fn commit_group(conn: &Connection, jobs: &mut Vec<Job>, targets: &[RouteTarget]) {
-    let results: Vec<JobResult> = match apply_jobs(conn, jobs, targets) {
+fn commit_group(
+    conn: &Connection,
+    jobs: &mut Vec<Job>,
+    targets: &[RouteTarget],
+    cache: &RefCell<IdentityCache>,
+) {
+    let results: Vec<JobResult> = match apply_jobs(conn, jobs, targets, cache) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) => {
+            // The rollback undid writes the cache already saw.
+            cache.borrow_mut().clear();
             tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
             jobs.iter()
                 .map(|job| {
-                    apply_jobs(conn, std::slice::from_ref(job), targets)
-                        .map(|mut one| one.pop().unwrap_or(JobOutput::Done))
+                    let one = apply_jobs(conn, std::slice::from_ref(job), targets, cache);
+                    if one.is_err() {
+                        cache.borrow_mut().clear();
+                    }
+                    one.map(|mut one| one.pop().unwrap_or(JobOutput::Done))
                 })
                 .collect()
         }
@@ -289,12 +304,13 @@ fn apply_jobs(
     conn: &Connection,
     jobs: &[Job],
     targets: &[RouteTarget],
+    cache: &RefCell<IdentityCache>,
 ) -> Result<Vec<JobOutput>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         results.push(match job {
-            Job::Ingest(batch, _) => JobOutput::Stored(insert_batch(&tx, batch, targets)?),
+            Job::Ingest(batch, _) => JobOutput::Stored(insert_batch(&tx, batch, targets, cache)?),
             Job::Rejection(rejection) => {
                 insert_rejection(&tx, rejection)?;
                 JobOutput::Done
@@ -345,9 +361,11 @@ fn insert_batch(
     conn: &Connection,
     batch: &IngestBatch,
     targets: &[RouteTarget],
+    cache: &RefCell<IdentityCache>,
 ) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
     let ctx = PipelineContext {
         targets,
+        cache,
         environment: &batch.receipt.environment,
         received_at_ms: batch.receipt.received_at_ms,
         dedup_since_ms: batch.dedup_since_ms,
