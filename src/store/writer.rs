@@ -401,11 +401,11 @@ fn insert_batch(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
 
-    let mut next_row: i64 = conn
+    let first_row: i64 = conn
         .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
         .query_row([], |r| r.get(0))?;
     let mut outcomes = Vec::with_capacity(batch.messages.len());
-    for message in &batch.messages {
+    for (row_id, message) in (first_row..).zip(&batch.messages) {
         let verdict = match (&message.invalid_reason, &message.message_id) {
             (Some(reason), _) => Verdict::Invalid(reason),
             (None, None) => Verdict::Invalid("messageId is missing"),
@@ -448,8 +448,6 @@ fn insert_batch(
             };
         // The row id is assigned here (this thread is the only writer), so the pipeline can
         // reference the message and its outcome goes into the same INSERT.
-        let row_id = next_row;
-        next_row += 1;
         let pipeline = match (&verdict, &message.pipeline) {
             (Verdict::Invalid(_), _) | (_, None) => None,
             (Verdict::Duplicate { .. }, Some(input)) => {
