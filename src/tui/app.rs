@@ -287,6 +287,8 @@ pub struct TestSendState {
     /// Where test calls go; `None` when attached to another instance's database.
     pub enabled: bool,
     pub skip: Vec<String>,
+    /// The test user (edit with `/`: a userId, an email, or both separated by a space).
+    pub user: testsend::TestUser,
 }
 
 impl TestSendState {
@@ -308,10 +310,22 @@ impl TestSendState {
 
     pub fn new_run(&mut self) {
         let run_id = chrono::Utc::now().format("%H%M%S%3f").to_string();
-        self.steps = testsend::scenario(&testsend::TestUser::default(), &run_id, &[], &self.skip);
+        self.steps = testsend::scenario(&self.user, &run_id, &[], &self.skip);
         self.sent = vec![None; self.steps.len()];
         self.viewing = 0;
         self.revealed = 0;
+    }
+
+    /// Set the test user from `/` input: words with `@` are the email, others the userId.
+    pub fn edit_user(&mut self, input: &str) {
+        for word in input.split_whitespace() {
+            if word.contains('@') {
+                self.user.email = word.to_string();
+            } else {
+                self.user.user_id = word.to_string();
+            }
+        }
+        self.new_run();
     }
 
     /// The next step to send, if any (the walk stops after a failed stage).
@@ -461,9 +475,20 @@ impl App {
         if let Some(text) = &mut self.editing_filter {
             match key.code {
                 KeyCode::Enter => {
-                    self.filters[i] = text.trim().to_string();
+                    let text = text.trim().to_string();
                     self.editing_filter = None;
                     self.selected[i] = 0;
+                    if self.pane == Pane::TestSend {
+                        // On the test-send pane `/` edits the test user instead of filtering.
+                        self.test.edit_user(&text);
+                        self.snapshot.test_stages.clear();
+                        self.status = Some(format!(
+                            "test user {} <{}>",
+                            self.test.user.user_id, self.test.user.email
+                        ));
+                    } else {
+                        self.filters[i] = text;
+                    }
                     return true;
                 }
                 KeyCode::Esc => self.editing_filter = None,
@@ -549,6 +574,12 @@ impl App {
                     }
                 }
                 return true;
+            }
+            Action::Filter if self.pane == Pane::TestSend => {
+                self.editing_filter = Some(format!(
+                    "{} {}",
+                    self.test.user.user_id, self.test.user.email
+                ));
             }
             Action::Filter => self.editing_filter = Some(self.filter().to_string()),
             Action::Freeze => {
