@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 /// Above Segment's 4 h retry window with a wide margin (DESIGN §1).
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 48;
+/// How long messages, events and finished deliveries are kept.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,6 +93,7 @@ struct RawServer {
 struct RawStorage {
     path: Option<PathBuf>,
     dedup_window_hours: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +197,9 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub dedup_window_hours: u64,
+    /// Messages, events and finished deliveries older than this are deleted (0 keeps all).
+    /// Profiles and identities are kept: the identity graph outlives any one event.
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +377,14 @@ fn validate(
         ));
     }
 
+    let retention_days = raw.storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    if retention_days > 0 && retention_days * 24 < dedup_window_hours {
+        return Err(invalid(
+            "storage.retention_days",
+            "must cover the dedup window (storage.dedup_window_hours), or be 0 to keep everything",
+        ));
+    }
+
     let account = raw.workspace.account.trim().to_string();
     if account.is_empty() {
         return Err(invalid("workspace.account", "must not be empty"));
@@ -535,6 +549,7 @@ fn validate(
         storage: StorageConfig {
             path: storage_path,
             dedup_window_hours,
+            retention_days,
         },
         workspace: WorkspaceConfig { account },
         environments,
@@ -558,6 +573,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
         storage: StorageConfig {
             path: storage_path,
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
+            retention_days: DEFAULT_RETENTION_DAYS,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),
@@ -719,6 +735,23 @@ access_token = "EAAB_TEST"
             err.starts_with("server.listen: `localhost` is not an address"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retention_must_cover_the_dedup_window() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let text = MINIMUM.replace(
+            "path = \"tracklayer.db\"",
+            "path = \"tracklayer.db\"\nretention_days = 1",
+        );
+        let err = parse(&text, vars).unwrap_err().to_string();
+        assert!(
+            err.starts_with("storage.retention_days: must cover the dedup window"),
+            "{err}"
+        );
+        let config = parse(MINIMUM, vars).unwrap();
+        assert_eq!(config.storage.retention_days, DEFAULT_RETENTION_DAYS);
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub async fn run(
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
     let mut workers = delivery::spawn_workers(&config.delivery, &writer);
+    if config.storage.retention_days > 0 {
+        workers.spawn(retention(writer.clone(), config.storage.retention_days));
+    }
     let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
     let served = ingest::serve(listener, state, shutdown).await;
     // In-flight deliveries are abandoned; their leases expire and they are sent again (with
@@ -65,6 +68,30 @@ pub async fn run(
     reload.abort();
     served?;
     Ok(())
+}
+
+/// Every ten minutes, delete what is older than the retention period, a chunk per
+/// transaction so ingest never waits long behind it.
+async fn retention(writer: store::StoreWriter, days: u64) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        let cutoff = store::now_ms() - (days as i64) * 86_400_000;
+        let mut total = 0;
+        loop {
+            match writer.prune(cutoff).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; next one in ten minutes");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, days, "retention: old rows deleted");
+        }
+    }
 }
 
 /// Poll the mapping's file and swap in a new table when it changes and validates. An invalid

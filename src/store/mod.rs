@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod pipeline;
 mod reader;
 mod records;
+pub mod retention;
 pub mod views;
 pub mod warehouse;
 mod writer;

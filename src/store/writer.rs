@@ -49,6 +49,7 @@ enum Job {
     Rejection(Box<RejectedRequest>),
     Lease(LeaseRequest, Reply<Lease>),
     Complete(Box<Completion>, Reply<()>),
+    Prune(i64, Reply<usize>),
     DestinationState {
         destination: String,
         paused_until_ms: Option<i64>,
@@ -61,6 +62,7 @@ enum Job {
 enum JobOutput {
     Stored(Vec<StoredOutcome>),
     Leased(Lease),
+    Pruned(usize),
     Done,
 }
 
@@ -164,6 +166,16 @@ impl StoreWriter {
         };
         self.jobs
             .send(Job::Lease(request, reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Delete one chunk of rows older than `cutoff_ms` (see `store::retention`).
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Prune(cutoff_ms, reply))
             .await
             .map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
@@ -286,6 +298,12 @@ fn commit_group(
             (Job::Lease(_, reply), Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
+            (Job::Prune(_, reply), Ok(JobOutput::Pruned(n))) => {
+                let _ = reply.send(Ok(n));
+            }
+            (Job::Prune(_, reply), Err(e)) => {
+                let _ = reply.send(Err(failed(&e)));
+            }
             (Job::Complete(_, reply), result) => {
                 let _ = reply.send(result.map(|_| ()).map_err(|e| failed(&e)));
             }
@@ -325,6 +343,9 @@ fn apply_jobs(
             Job::Complete(c, _) => {
                 delivery::complete(&tx, c)?;
                 JobOutput::Done
+            }
+            Job::Prune(cutoff_ms, _) => {
+                JobOutput::Pruned(super::retention::prune(&tx, *cutoff_ms)?)
             }
             Job::DestinationState {
                 destination,
