@@ -163,12 +163,30 @@ fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
             ])
         })
         .collect();
-    let rect = centered(area, 96, lines.len() as u16 + 2);
+    // On a short terminal the keys go in two columns so none is cut off.
+    let two_columns = lines.len() as u16 + 2 > area.height;
+    let rows = if two_columns {
+        lines.len().div_ceil(2)
+    } else {
+        lines.len()
+    };
+    let width = if two_columns { area.width } else { 96 };
+    let rect = centered(area, width, rows as u16 + 2);
     frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(lines).block(block(theme, " Keys (any key closes) ")),
-        rect,
-    );
+    let outer = block(theme, " Keys (any key closes) ");
+    let inner = outer.inner(rect);
+    frame.render_widget(outer, rect);
+    if two_columns {
+        let halves = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+            .split(inner);
+        let (left, right) = lines.split_at(rows);
+        frame.render_widget(Paragraph::new(left.to_vec()), halves[0]);
+        frame.render_widget(Paragraph::new(right.to_vec()), halves[1]);
+    } else {
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
 }
 
 fn stream(frame: &mut Frame, area: Rect, app: &App) {
