@@ -264,20 +264,19 @@ impl Worker {
         let subjects: Vec<Subject> = items.iter().map(|i| i.subject.clone()).collect();
         let built = destinations::build(&self.dest, &subjects, started / 1000);
         for (index, reason) in &built.rejected {
-            // Items a single-item API could not take in this request go back untouched.
-            if reason.contains("one event per") {
-                results.push(ItemResult {
-                    delivery_id: items[*index].id,
-                    attempt: items[*index].attempt,
-                    outcome: AttemptOutcome::Retry,
-                    reason: Some(reason.clone()),
-                    next_attempt_ms: Some(started),
-                    solo: true,
-                    free_retry: true,
-                });
-            } else {
-                results.push(Self::dead(&items[*index], format!("not sent: {reason}")));
-            }
+            results.push(Self::dead(&items[*index], format!("not sent: {reason}")));
+        }
+        // Items that did not fit this request go back at once, without counting as a failure.
+        for index in &built.deferred {
+            results.push(ItemResult {
+                delivery_id: items[*index].id,
+                attempt: items[*index].attempt,
+                outcome: AttemptOutcome::Retry,
+                reason: Some("did not fit this request; sent in the next one".into()),
+                next_attempt_ms: Some(started),
+                solo: false,
+                free_retry: true,
+            });
         }
         let mut record = None;
         if let Some(request) = built.request {

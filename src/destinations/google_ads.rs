@@ -187,11 +187,7 @@ fn conversion(settings: &GoogleSettings, item: &Subject) -> Result<Value, String
 }
 
 pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -> Built {
-    let mut built = Built {
-        request: None,
-        included: Vec::new(),
-        rejected: Vec::new(),
-    };
+    let mut built = Built::default();
     let mut rows = Vec::new();
     let mut seen_orders: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -200,6 +196,7 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
                 // DUPLICATE_ORDER_ID in one request is our bug to avoid: send it next time.
                 if let Some(order) = row.get("orderId").and_then(Value::as_str) {
                     if seen_orders.iter().any(|o| o == order) {
+                        built.deferred.push(i);
                         continue;
                     }
                     seen_orders.push(order.to_string());
@@ -389,6 +386,20 @@ mod tests {
         );
         let body: Value = serde_json::from_slice(&test_mode.request.unwrap().body).unwrap();
         assert_eq!(body["validateOnly"], true);
+    }
+
+    #[test]
+    fn a_second_row_for_the_same_order_waits_for_the_next_request() {
+        let items = [
+            fixture::subject(fixture::purchase(), "purchase"),
+            fixture::subject(fixture::purchase(), "purchase"),
+        ];
+        let built = super::super::build(&dest(false), &items, 0);
+        assert_eq!(built.included, [0]);
+        assert_eq!(built.deferred, [1]);
+        assert!(built.rejected.is_empty());
+        let body: Value = serde_json::from_slice(&built.request.unwrap().body).unwrap();
+        assert_eq!(body["conversions"].as_array().unwrap().len(), 1);
     }
 
     #[test]

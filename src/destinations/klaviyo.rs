@@ -292,33 +292,24 @@ fn profile_body(snapshot: &super::ProfileSnapshot) -> Result<Value, String> {
 
 pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) -> Built {
     let Some(item) = items.first() else {
-        return Built {
-            request: None,
-            included: Vec::new(),
-            rejected: Vec::new(),
-        };
+        return Built::default();
     };
     let (path, body) = match item {
         Subject::Event { .. } => ("/api/events", event_body(item)),
         Subject::Profile(snapshot) => ("/api/profile-import", profile_body(snapshot)),
     };
-    let mut built = match body {
-        Ok(body) => Built::single(HttpRequest::json(
-            format!("{}{path}", dest.base_url),
-            headers(settings),
-            &body,
-        )),
-        Err(reason) => Built {
-            request: None,
-            included: Vec::new(),
-            rejected: vec![(0, reason)],
-        },
-    };
     // One item per request; anything else waits for the next.
-    built
-        .rejected
-        .extend((1..items.len()).map(|i| (i, "Klaviyo takes one event per request".to_string())));
-    built
+    match body {
+        Ok(body) => Built::first_of(
+            HttpRequest::json(format!("{}{path}", dest.base_url), headers(settings), &body),
+            items.len(),
+        ),
+        Err(reason) => Built {
+            rejected: vec![(0, reason)],
+            deferred: (1..items.len()).collect(),
+            ..Built::default()
+        },
+    }
 }
 
 /// 202 (events) / 200 / 201 (profiles) succeed; 429 and 5xx retry after Retry-After; other 4xx

@@ -204,11 +204,7 @@ pub fn server_event(settings: &MetaSettings, item: &Subject) -> Result<Value, St
 
 pub fn build(dest: &Destination, settings: &MetaSettings, items: &[Subject]) -> Built {
     let mut data = Vec::new();
-    let mut built = Built {
-        request: None,
-        included: Vec::new(),
-        rejected: Vec::new(),
-    };
+    let mut built = Built::default();
     for (i, item) in items.iter().enumerate() {
         match server_event(settings, item) {
             Ok(v) => {

@@ -423,21 +423,26 @@ impl Outcome {
     }
 }
 
-/// A request covering some of the items; the others could not be built (with the reason).
-#[derive(Debug, Clone, PartialEq)]
+/// A request covering some of the items. Of the others, `rejected` can never be sent (with the
+/// reason) and `deferred` just do not fit this request (one event per call, a second row for
+/// the same order) and go in a later one.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Built {
     pub request: Option<HttpRequest>,
     /// Indexes (into the items given) that the request carries, in order.
     pub included: Vec<usize>,
     pub rejected: Vec<(usize, String)>,
+    pub deferred: Vec<usize>,
 }
 
 impl Built {
-    pub fn single(request: HttpRequest) -> Built {
+    /// A request carrying the first item; the rest wait for their own requests.
+    pub fn first_of(request: HttpRequest, items: usize) -> Built {
         Built {
             request: Some(request),
             included: vec![0],
             rejected: Vec::new(),
+            deferred: (1..items).collect(),
         }
     }
 }
@@ -451,8 +456,6 @@ pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
         Settings::Tiktok(s) => tiktok::build(dest, s, items),
         Settings::Webhook(s) => webhook::build(s, items, now_unix),
         Settings::Warehouse { .. } => Built {
-            request: None,
-            included: Vec::new(),
             rejected: (0..items.len())
                 .map(|i| {
                     (
@@ -461,6 +464,7 @@ pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
                     )
                 })
                 .collect(),
+            ..Built::default()
         },
     }
 }

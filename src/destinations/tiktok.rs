@@ -141,11 +141,7 @@ fn event(item: &Subject) -> Result<Value, String> {
 }
 
 pub fn build(dest: &Destination, settings: &TiktokSettings, items: &[Subject]) -> Built {
-    let mut built = Built {
-        request: None,
-        included: Vec::new(),
-        rejected: Vec::new(),
-    };
+    let mut built = Built::default();
     let mut data = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match event(item) {

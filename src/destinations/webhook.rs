@@ -67,11 +67,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 
 pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Built {
     let Some(item) = items.first() else {
-        return Built {
-            request: None,
-            included: Vec::new(),
-            rejected: Vec::new(),
-        };
+        return Built::default();
     };
     let (id, body) = match item {
         Subject::Event {
@@ -89,20 +85,19 @@ pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Bu
     };
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let signature = sign(&settings.key, &id, now_unix, &body);
-    let mut built = Built::single(HttpRequest {
-        url: settings.url.clone(),
-        headers: vec![
-            ("Content-Type".into(), "application/json".into()),
-            ("webhook-id".into(), id),
-            ("webhook-timestamp".into(), now_unix.to_string()),
-            ("webhook-signature".into(), signature),
-        ],
-        body,
-    });
-    built
-        .rejected
-        .extend((1..items.len()).map(|i| (i, "one event per webhook request".to_string())));
-    built
+    Built::first_of(
+        HttpRequest {
+            url: settings.url.clone(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("webhook-id".into(), id),
+                ("webhook-timestamp".into(), now_unix.to_string()),
+                ("webhook-signature".into(), signature),
+            ],
+            body,
+        },
+        items.len(),
+    )
 }
 
 /// 2xx delivered; 410 Gone means the endpoint is retired (dead); 3xx is a failure (redirects are
