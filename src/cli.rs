@@ -367,16 +367,13 @@ fn tui(
             );
         }
         // Attached: destinations are whatever the database has delivered to.
-        let names = StoreReader::open(&db)?
+        let names: Vec<String> = StoreReader::open(&db)?
             .delivery_counts()?
             .into_iter()
             .map(|(d, _, _)| d)
-            .fold(Vec::<String>::new(), |mut acc, d| {
-                if !acc.contains(&d) {
-                    acc.push(d);
-                }
-                acc
-            });
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut app = crate::tui::App::new(
             themes,
             theme.as_deref(),
@@ -656,6 +653,7 @@ fn send_trace(
     let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
     let pause = options.pause && std::io::stdin().is_terminal();
     let db = config.storage.path.clone();
+    let mut reader: Option<StoreReader> = None;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -686,12 +684,12 @@ fn send_trace(
         // Poll the database until every stage has its final verdict (deliveries answered).
         let started = std::time::Instant::now();
         let stages = loop {
-            let trace = if status < 300 {
-                StoreReader::open(&db)
-                    .ok()
-                    .and_then(|r| r.trace(&message_id).ok().flatten())
-            } else {
-                None
+            if reader.is_none() {
+                reader = StoreReader::open(&db).ok();
+            }
+            let trace = match (&reader, status < 300) {
+                (Some(r), true) => r.trace(&message_id).ok().flatten(),
+                _ => None,
             };
             let stages = testsend::stages(&sent, trace.as_ref(), &test_modes);
             if testsend::settled(&stages) || started.elapsed() > std::time::Duration::from_secs(30)

@@ -274,16 +274,28 @@ pub fn stages(
                 e.canonical.segment_event, e.canonical.name, e.canonical.mapping_version
             )],
         )),
-        None if is_track && trace.collisions.is_empty() => out.push(stage(
-            "mapped",
-            Verdict::Skip,
-            vec!["stores consent on the profile; not a conversion".into()],
-        )),
-        None if is_track => out.push(stage(
-            "mapped",
-            Verdict::Pass,
-            vec!["mapped (see dedup)".into()],
-        )),
+        None if first.event.as_deref() == Some(crate::pipeline::identity::CONSENT_EVENT) => out
+            .push(stage(
+                "mapped",
+                Verdict::Skip,
+                vec!["stores consent on the profile; not a conversion".into()],
+            )),
+        None if is_track => {
+            // It collided: the canonical event is the one it collapsed onto (see dedup).
+            let name = trace
+                .collisions
+                .iter()
+                .find_map(|c| c.canonical.get("name").and_then(Value::as_str))
+                .unwrap_or("?");
+            out.push(stage(
+                "mapped",
+                Verdict::Pass,
+                vec![format!(
+                    "{} → {name} (collapsed onto an earlier event; see dedup)",
+                    first.event.as_deref().unwrap_or("?")
+                )],
+            ))
+        }
         None => out.push(stage(
             "mapped",
             Verdict::Skip,

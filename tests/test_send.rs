@@ -281,6 +281,10 @@ async fn the_same_order_twice_stops_at_dedup() {
     let mut again = steps[0].message.clone();
     again["messageId"] = Value::from("tl_test_rundup_again");
     let stages = walk(&server, PRODUCTION_SECRET, &again, &modes).await;
+    assert_eq!(
+        stage(&stages, "mapped").detail[0],
+        "Order Completed → purchase (collapsed onto an earlier event; see dedup)"
+    );
     let dedup = stage(&stages, "dedup");
     assert_eq!(dedup.verdict, Verdict::Fail);
     assert!(dedup.detail[0].starts_with("duplicate_order: collapsed onto ev_purchase_"));
