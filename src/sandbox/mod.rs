@@ -116,10 +116,6 @@ impl SandboxState {
             .collect()
     }
 
-    pub fn all_received(&self) -> Vec<Received> {
-        lock(&self.received).clone()
-    }
-
     fn record(
         &self,
         platform: Platform,

@@ -757,25 +757,6 @@ impl StoreReader {
         Ok(deliveries)
     }
 
-    /// Deliveries of one destination in a status (`dead`, `pending`, ...), newest first.
-    pub fn deliveries_with_status(
-        &self,
-        destination: &str,
-        status: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredDelivery>, StoreError> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE destination = ?1 AND status = ?2
-             ORDER BY updated_at_ms DESC LIMIT ?3"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            rusqlite::params![destination, status, limit as i64],
-            delivery_from_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Count of deliveries per (destination, status).
     pub fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
