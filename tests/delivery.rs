@@ -89,19 +89,7 @@ fn purchase(message_id: &str, order: &str, revenue: f64) -> String {
 }
 
 async fn post(server: &TestServer, body: &str) {
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            body,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, body).await;
     assert_eq!(status, 200, "{reply}");
 }
 

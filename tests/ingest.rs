@@ -11,19 +11,7 @@ async fn accepts_a_single_message_and_stores_it_byte_for_byte() {
     let server = TestServer::start().await;
     // Odd whitespace on purpose: the stored raw message must be exactly these bytes.
     let body = track("m-single", "Order Completed").replace(",\"userId\"", ",  \"userId\"");
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            &body,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["accepted"], 1);
     assert_eq!(reply["environment"], "production");
@@ -53,19 +41,7 @@ async fn accepts_a_bare_array_and_a_batch_object() {
         track("m-a1", "Product Added"),
         track("m-a2", "Order Completed")
     );
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            &array,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &array).await;
     assert_eq!(
         (status, reply["accepted"].clone()),
         (200, json!(2)),
@@ -77,19 +53,7 @@ async fn accepts_a_bare_array_and_a_batch_object() {
         track("m-b1", "Product Viewed"),
         track("m-b2", "Lead Submitted")
     );
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            &batch,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &batch).await;
     assert_eq!(
         (status, reply["accepted"].clone()),
         (200, json!(2)),
@@ -287,25 +251,18 @@ async fn timestamp_window_is_five_minutes_both_ways() {
 #[tokio::test]
 async fn previous_secret_is_accepted_during_rotation() {
     let server = TestServer::start().await;
-    let url = server.url("/segment/events");
     for (secret, id) in [
         (PRODUCTION_SECRET, "m-rot-new"),
         (PREVIOUS_SECRET, "m-rot-old"),
     ] {
         let body = track(id, "Order Completed");
-        let response = signed(&client(), &url, "production", secret, &body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{id}");
+        let (status, _) = server.post("production", secret, &body).await;
+        assert_eq!(status, 200, "{id}");
     }
     // Staging has no previous secret: production's old secret does not open it.
     let body = track("m-rot-staging", "Order Completed");
-    let response = signed(&client(), &url, "staging", PREVIOUS_SECRET, &body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    let (status, _) = server.post("staging", PREVIOUS_SECRET, &body).await;
+    assert_eq!(status, 401);
     server.stop().await;
 }
 
@@ -392,24 +349,14 @@ async fn segment_sha1_signature_reference_vectors() {
 #[tokio::test]
 async fn duplicate_message_id_is_acknowledged_and_stored_once() {
     let server = TestServer::start().await;
-    let url = server.url("/segment/events");
     let body = track("m-dup", "Order Completed");
     for _ in 0..2 {
-        let response = signed(&client(), &url, "production", PRODUCTION_SECRET, &body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        let (status, _) = server.post("production", PRODUCTION_SECRET, &body).await;
+        assert_eq!(status, 200);
     }
     // Same messageId with a different payload: still 2xx, kept whole for the analyst.
     let changed = body.replace("129.95", "139.95");
-    let (status, reply) = json_of(
-        signed(&client(), &url, "production", PRODUCTION_SECRET, &changed)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &changed).await;
     assert_eq!(status, 200);
     assert_eq!(reply["duplicates"], 1);
     assert_eq!(reply["problems"][0]["status"], "duplicate");
@@ -447,19 +394,7 @@ async fn one_invalid_message_does_not_fail_its_batch() {
         track("m-ok1", "Order Completed"),
         track("m-ok2", "Product Added")
     );
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            &batch,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &batch).await;
     assert_eq!(status, 200);
     assert_eq!(
         (reply["accepted"].clone(), reply["invalid"].clone()),
@@ -510,13 +445,7 @@ async fn unparseable_oversized_and_wrong_content_type() {
         "[{}]",
         vec![track("m-big", "Order Completed"); 20].join(",")
     );
-    let (status, reply) = json_of(
-        signed(&client(), &url, "production", PRODUCTION_SECRET, &big)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &big).await;
     assert_eq!(status, 413);
     assert_eq!(
         reply["message"],

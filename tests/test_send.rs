@@ -80,19 +80,7 @@ async fn walk(
     modes: &BTreeMap<String, Option<bool>>,
 ) -> Vec<Stage> {
     let body = message.to_string();
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            secret,
-            &body,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server.post("production", secret, &body).await;
     let sent = SendResult { status, reply };
     let id = message["messageId"].as_str().unwrap();
     let start = Instant::now();

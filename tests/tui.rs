@@ -88,11 +88,8 @@ async fn scenario() -> (TestServer, Sandbox) {
         r#"{"type":"track","messageId":"seg_test_485","userId":"cust_34982","properties":{}}"#.to_string(),
     ];
     for m in &messages {
-        let response = signed(&client(), &url, "production", PRODUCTION_SECRET, m)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        let (status, _) = server.post("production", PRODUCTION_SECRET, m).await;
+        assert_eq!(status, 200);
     }
     let bad = signed(
         &client(),
@@ -392,19 +389,9 @@ async fn the_test_send_pane_walks_a_call_stage_by_stage() {
     app.handle_key(key(KeyCode::Char('s')));
     assert_eq!(app.pending_send.take(), Some(0));
     let message = app.test.steps[0].message.clone();
-    let (status, reply) = json_of(
-        signed(
-            &client(),
-            &server.url("/segment/events"),
-            "production",
-            PRODUCTION_SECRET,
-            &message.to_string(),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let (status, reply) = server
+        .post("production", PRODUCTION_SECRET, &message.to_string())
+        .await;
     app.test.sent[0] = Some(tracklayer::testsend::SendResult { status, reply });
     let snapshot = load(&server.reader(), &app.query(), &[], NOW);
     app.apply(snapshot);

@@ -114,6 +114,23 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// POST `body` to /segment/events signed for `environment` with `secret`: status and reply.
+    pub async fn post(
+        &self,
+        environment: &str,
+        secret: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let request = signed(
+            &client(),
+            &self.url("/segment/events"),
+            environment,
+            secret,
+            body,
+        );
+        json_of(request.send().await.unwrap()).await
+    }
+
     pub fn reader(&self) -> tracklayer::store::StoreReader {
         tracklayer::store::StoreReader::open(&self.db).unwrap()
     }
