@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::hashing::meta as h;
 use super::{
-    classify_status, event_seconds, excerpt, items_of, Built, Destination, HttpRequest,
-    HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
+    classify_status, copy_renamed, event_seconds, excerpt, items_of, Built, Destination,
+    HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
 };
 use crate::config::Secret;
 
@@ -135,11 +135,17 @@ pub fn server_event(settings: &MetaSettings, item: &Subject) -> Result<Value, St
 
     let props = &event.properties;
     let mut custom = Map::new();
-    for key in ["currency", "value", "order_id"] {
-        if let Some(v) = props.get(key) {
-            custom.insert(key.into(), v.clone());
-        }
-    }
+    copy_renamed(
+        props,
+        &mut custom,
+        &[
+            ("currency", "currency"),
+            ("value", "value"),
+            ("order_id", "order_id"),
+            ("num_items", "num_items"),
+            ("search_string", "search_string"),
+        ],
+    );
     let items = items_of(event);
     if !items.is_empty() {
         custom.insert("content_type".into(), json!("product"));
@@ -150,27 +156,21 @@ pub fn server_event(settings: &MetaSettings, item: &Subject) -> Result<Value, St
         custom.insert("content_ids".into(), Value::Array(ids));
         let contents: Vec<Value> = items
             .iter()
-            .map(|i| {
-                let mut c = Map::new();
-                if let Some(id) = i.get("item_id") {
-                    c.insert("id".into(), id.clone());
-                }
-                if let Some(q) = i.get("quantity") {
-                    c.insert("quantity".into(), q.clone());
-                }
-                if let Some(p) = i.get("price") {
-                    c.insert("item_price".into(), p.clone());
-                }
-                Value::Object(c)
+            .map(|item| {
+                let mut content = Map::new();
+                copy_renamed(
+                    item,
+                    &mut content,
+                    &[
+                        ("item_id", "id"),
+                        ("quantity", "quantity"),
+                        ("price", "item_price"),
+                    ],
+                );
+                Value::Object(content)
             })
             .collect();
         custom.insert("contents".into(), Value::Array(contents));
-    }
-    if let Some(n) = props.get("num_items") {
-        custom.insert("num_items".into(), n.clone());
-    }
-    if let Some(q) = props.get("search_string") {
-        custom.insert("search_string".into(), q.clone());
     }
     if destination_event == "Purchase"
         && (!custom.contains_key("currency") || !custom.contains_key("value"))

@@ -526,6 +526,21 @@ pub fn items_of(event: &CanonicalEvent) -> Vec<&Map<String, Value>> {
         .unwrap_or_default()
 }
 
+/// Copies the fields of `from` that are present into `to`, each under its
+/// destination's name (`(source, destination)` pairs); absent fields stay absent
+/// rather than becoming nulls the APIs would reject.
+pub fn copy_renamed(
+    from: &Map<String, Value>,
+    to: &mut Map<String, Value>,
+    renames: &[(&str, &str)],
+) {
+    for (source, destination) in renames {
+        if let Some(value) = from.get(*source) {
+            to.insert((*destination).into(), value.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fixture {
     //! The shared purchase of reference/destination-apis.md §8.1, as a canonical event.

@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::hashing::tiktok as h;
 use super::{
-    classify_status, event_seconds, items_of, Built, Destination, HttpRequest, HttpResponse,
-    Outcome, SettingsError, SettingsReader, Subject,
+    classify_status, copy_renamed, event_seconds, items_of, Built, Destination, HttpRequest,
+    HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
 };
 use crate::config::Secret;
 
@@ -78,44 +78,40 @@ fn event(item: &Subject) -> Result<Value, String> {
     }
     let props = &event.properties;
     let mut properties = Map::new();
-    for key in ["currency", "value"] {
-        if let Some(v) = props.get(key) {
-            properties.insert(key.into(), v.clone());
-        }
-    }
+    copy_renamed(
+        props,
+        &mut properties,
+        &[
+            ("currency", "currency"),
+            ("value", "value"),
+            ("order_id", "order_id"),
+            ("search_string", "query"),
+        ],
+    );
     let items = items_of(event);
     if !items.is_empty() {
         properties.insert("content_type".into(), json!("product"));
-    }
-    if let Some(order) = props.get("order_id") {
-        properties.insert("order_id".into(), order.clone());
-    }
-    if let Some(q) = props.get("search_string") {
-        properties.insert("query".into(), q.clone());
-    }
-    if !items.is_empty() {
         let contents: Vec<Value> = items
             .iter()
-            .map(|i| {
-                let mut c = Map::new();
+            .map(|item| {
+                let mut content = Map::new();
+                copy_renamed(
+                    item,
+                    &mut content,
+                    &[
+                        ("item_id", "content_id"),
+                        ("name", "content_name"),
+                        ("quantity", "quantity"),
+                        ("price", "price"),
+                    ],
+                );
                 // content_id must be a string (40002 "Not a valid string" otherwise).
-                if let Some(id) = i.get("item_id") {
-                    let id = match id {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    c.insert("content_id".into(), json!(id));
+                if let Some(id) = content.get_mut("content_id") {
+                    if !id.is_string() {
+                        *id = Value::String(id.to_string());
+                    }
                 }
-                if let Some(n) = i.get("name") {
-                    c.insert("content_name".into(), n.clone());
-                }
-                if let Some(q) = i.get("quantity") {
-                    c.insert("quantity".into(), q.clone());
-                }
-                if let Some(p) = i.get("price") {
-                    c.insert("price".into(), p.clone());
-                }
-                Value::Object(c)
+                Value::Object(content)
             })
             .collect();
         properties.insert("contents".into(), Value::Array(contents));
@@ -244,6 +240,29 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn numeric_product_ids_are_sent_as_strings_and_absent_fields_stay_absent() {
+        let dest = fixture::destination(
+            DestinationKind::Tiktok,
+            "pixel_code = \"CABCDEF1234567890XYZ\"\naccess_token = \"TT_TEST_TOKEN\"",
+        );
+        let mut purchase = fixture::purchase();
+        purchase.properties.insert(
+            "items".into(),
+            serde_json::json!([{"item_id": 123456, "price": 10.0}, {"name": "No id"}]),
+        );
+        let built = super::super::build(&dest, &[fixture::subject(purchase, "Purchase")], 0);
+        let body: Value = serde_json::from_slice(&built.request.unwrap().body).unwrap();
+        let contents = &body["data"][0]["properties"]["contents"];
+        assert_eq!(
+            contents,
+            &serde_json::json!([
+                {"content_id": "123456", "price": 10.0},
+                {"content_name": "No id"}
+            ])
+        );
     }
 
     #[test]
