@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::hashing::phone_e164;
 use super::{
-    classify_status, items_of, Built, Destination, HttpRequest, HttpResponse, Outcome,
+    classify_status, insert_some, items_of, Built, Destination, HttpRequest, HttpResponse, Outcome,
     SettingsError, SettingsReader, Subject,
 };
 use crate::config::Secret;
@@ -51,12 +51,6 @@ fn headers(settings: &KlaviyoSettings) -> Vec<(String, String)> {
         ("Content-Type".into(), "application/vnd.api+json".into()),
         ("accept".into(), "application/vnd.api+json".into()),
     ]
-}
-
-fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<String>) {
-    if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
-        map.insert(key.into(), Value::String(v));
-    }
 }
 
 /// Event properties in Klaviyo's conventions (OrderId, Items[], ItemNames) plus the rest of the

@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::hashing::meta as h;
 use super::{
-    classify_status, copy_renamed, event_seconds, excerpt, items_of, Built, Destination,
-    HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
+    classify_status, copy_renamed, event_seconds, excerpt, insert_some, items_of, Built,
+    Destination, HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
 };
 use crate::config::Secret;
 
@@ -125,9 +125,7 @@ pub fn server_event(settings: &MetaSettings, item: &Subject) -> Result<Value, St
         ("fbp", ctx.click_ids.get("fbp").cloned()),
     ];
     for (key, value) in raw {
-        if let Some(v) = value {
-            user_data.insert(key.into(), Value::String(v));
-        }
+        insert_some(&mut user_data, key, value);
     }
     if user_data.is_empty() {
         return Err("no customer information to match on (email, phone, external_id, ip + user agent, fbc/fbp); forward userId, email or phone from the source".into());
@@ -326,6 +324,22 @@ mod tests {
         assert_eq!(
             built.rejected[0].1,
             "Meta requires currency and value on Purchase"
+        );
+    }
+
+    #[test]
+    fn blank_ip_and_user_agent_are_not_something_to_match_on() {
+        let mut event = fixture::purchase();
+        event.user = Default::default();
+        event.context.ip = Some(String::new());
+        event.context.user_agent = Some("  ".into());
+        event.context.click_ids.clear();
+        let built = super::super::build(&dest(), &[fixture::subject(event, "Purchase")], 0);
+        assert!(built.request.is_none());
+        assert!(
+            built.rejected[0].1.starts_with("no customer information"),
+            "{}",
+            built.rejected[0].1
         );
     }
 

@@ -526,6 +526,14 @@ pub fn items_of(event: &CanonicalEvent) -> Vec<&Map<String, Value>> {
         .unwrap_or_default()
 }
 
+/// Inserts `value` under `key` unless it is missing or blank: the APIs reject nulls,
+/// and an empty IP or user agent must not count as something to match on.
+pub fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<String>) {
+    if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+        map.insert(key.into(), Value::String(v));
+    }
+}
+
 /// Copies the fields of `from` that are present into `to`, each under its
 /// destination's name (`(source, destination)` pairs); absent fields stay absent
 /// rather than becoming nulls the APIs would reject.

@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::hashing::tiktok as h;
 use super::{
-    classify_status, copy_renamed, event_seconds, items_of, Built, Destination, HttpRequest,
-    HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
+    classify_status, copy_renamed, event_seconds, insert_some, items_of, Built, Destination,
+    HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader, Subject,
 };
 use crate::config::Secret;
 
@@ -69,9 +69,7 @@ fn event(item: &Subject) -> Result<Value, String> {
         ("locale", ctx.locale.clone()),
     ];
     for (key, value) in fields {
-        if let Some(v) = value {
-            user.insert(key.into(), Value::String(v));
-        }
+        insert_some(&mut user, key, value);
     }
     if user.is_empty() {
         return Err("no identifier TikTok can match (email, phone, external_id, ttclid, ttp, ip + user agent)".into());
