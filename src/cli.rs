@@ -391,11 +391,7 @@ fn tui(
     }
     let db = config.storage.path.clone();
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
-    let test_modes = config
-        .delivery
-        .iter()
-        .map(|d| (d.name.clone(), d.test_mode()))
-        .collect();
+    let test_modes = config.test_modes();
     let test_env = config.environments[0].clone();
     let account = config.workspace.account.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -593,11 +589,7 @@ fn send_trace(
             );
         }
     }
-    let test_modes: std::collections::BTreeMap<String, Option<bool>> = config
-        .delivery
-        .iter()
-        .map(|d| (d.name.clone(), d.test_mode()))
-        .collect();
+    let test_modes = config.test_modes();
     let skip: Vec<String> = if options.skip_untestable {
         test_modes
             .iter()

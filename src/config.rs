@@ -300,6 +300,15 @@ impl Config {
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
         self.environments.iter().find(|e| e.name == name)
     }
+
+    /// Each destination's test mode (None: the platform has none), which the test walk
+    /// uses to tell a safe send from a live one.
+    pub fn test_modes(&self) -> BTreeMap<String, Option<bool>> {
+        self.delivery
+            .iter()
+            .map(|d| (d.name.clone(), d.test_mode()))
+            .collect()
+    }
 }
 
 fn resolve_secret(

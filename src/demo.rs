@@ -161,11 +161,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
     )
     .context("the demo configuration")?;
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
-    let test_modes = config
-        .delivery
-        .iter()
-        .map(|d| (d.name.clone(), d.test_mode()))
-        .collect();
+    let test_modes = config.test_modes();
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let pipeline = runtime.spawn(crate::run(config, listener, async {

@@ -197,11 +197,6 @@ pub fn to_text(trace: &MessageTrace) -> String {
     }
     match &trace.profile {
         Some(p) => {
-            let ids: Vec<String> = p
-                .identities
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
             out.push(format!(
                 " 5 identity     profile {}{}: {}",
                 p.id,
@@ -209,7 +204,7 @@ pub fn to_text(trace: &MessageTrace) -> String {
                     .as_deref()
                     .map(|u| format!(" (userId {u})"))
                     .unwrap_or_default(),
-                ids.join(", ")
+                p.identities_line()
             ));
             for change in &trace.identity_changes {
                 out.push(format!("      {}: {}", change.kind, change.detail));

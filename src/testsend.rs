@@ -333,12 +333,7 @@ pub fn stages(
     // 5. identity
     match &trace.profile {
         Some(p) => {
-            let ids: Vec<String> = p
-                .identities
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let mut detail = vec![format!("profile {} {}", p.id, ids.join(", "))];
+            let mut detail = vec![format!("profile {} {}", p.id, p.identities_line())];
             detail.extend(
                 trace
                     .identity_changes

@@ -299,6 +299,18 @@ pub struct StoredProfile {
     pub changes: Vec<StoredIdentityChange>,
 }
 
+impl StoredProfile {
+    /// `kind=value, …`, the one-line form the trace views print.
+    pub fn identities_line(&self) -> String {
+        let pairs: Vec<String> = self
+            .identities
+            .iter()
+            .map(|(kind, value)| format!("{kind}={value}"))
+            .collect();
+        pairs.join(", ")
+    }
+}
+
 /// Everything stored about one message, stage by stage.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MessageTrace {
