@@ -116,11 +116,72 @@ impl CanonicalEvent {
             .get("event_time")
             .is_some_and(|p| p.source != super::transform::RECEIPT_TIME)
             .then_some(self.event_time_ms);
-        let essence = serde_json::json!({
-            "name": self.name,
-            "event_time_ms": sent_time,
-            "properties": self.properties,
+        // Borrowed, so fingerprinting never deep-copies the properties. Field order and
+        // serialization are those of the JSON object stored fingerprints were made from.
+        #[derive(Serialize)]
+        struct Essence<'a> {
+            name: &'a str,
+            event_time_ms: Option<i64>,
+            properties: &'a Map<String, Value>,
+        }
+        let essence = Essence {
+            name: &self.name,
+            event_time_ms: sent_time,
+            properties: &self.properties,
+        };
+        let text = serde_json::to_vec(&essence).unwrap_or_default();
+        Sha256::digest(&text).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn purchase() -> CanonicalEvent {
+        serde_json::from_str(
+            r#"{"event_id":"ev_purchase_9b3b83ec4428d0ab2efcf23a","event_id_basis":"purchase + order_id ORD-1",
+                "dedup_key":"ORD-1","name":"purchase","segment_event":"Order Completed","mapping_version":1,
+                "message_id":"m-1","environment":"production","event_time":"2026-04-23T10:15:30.000Z",
+                "event_time_ms":1776939330000,
+                "properties":{"order_id":"ORD-1","items":[{"item_id":"SKU-481","price":89.95,"quantity":1}],
+                    "value":129.95,"currency":"EUR","note":"caf\u00e9 \"quoted\""},
+                "user":{"profile_id":1,"user_id":"cust_34982"},"context":{},
+                "provenance":{"event_time":{"source":"timestamp","transform":"preserved"}}}"#,
+        )
+        .expect("a canonical event")
+    }
+
+    /// Fingerprints are stored with events and compared with later arrivals, so the borrowed
+    /// serialization must hash exactly what the original `json!` object did.
+    #[test]
+    fn fingerprint_matches_the_stored_format() {
+        let event = purchase();
+        let reference = serde_json::json!({
+            "name": event.name,
+            "event_time_ms": Some(event.event_time_ms),
+            "properties": event.properties,
         });
-        Sha256::digest(essence.to_string().as_bytes()).into()
+        let expected: [u8; 32] = Sha256::digest(reference.to_string().as_bytes()).into();
+        assert_eq!(event.payload_fingerprint(), expected);
+
+        let mut receipt_time = purchase();
+        receipt_time.provenance.insert(
+            "event_time".into(),
+            serde_json::from_str(r#"{"source":"TrackLayer receipt time","transform":"filled in"}"#)
+                .expect("provenance"),
+        );
+        let reference = serde_json::json!({
+            "name": event.name,
+            "event_time_ms": Option::<i64>::None,
+            "properties": event.properties,
+        });
+        let expected: [u8; 32] = Sha256::digest(reference.to_string().as_bytes()).into();
+        assert_eq!(receipt_time.payload_fingerprint(), expected);
+        assert_ne!(
+            receipt_time.payload_fingerprint(),
+            event.payload_fingerprint()
+        );
     }
 }
