@@ -114,7 +114,9 @@ async fn load(
             let mut n = 0u64;
             while Instant::now() < deadline {
                 n += 1;
-                let request = request_bytes(addr, &format!("{label}-{c}-{n}"));
+                // The process id keeps ids unique when several client runs load one server.
+                let request =
+                    request_bytes(addr, &format!("{label}-{}-{c}-{n}", std::process::id()));
                 let sent = Instant::now();
                 if stream.write_all(&request).await.is_err() {
                     errors += 1;
@@ -171,58 +173,114 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A bare axum "200 OK" handler and TrackLayer's ingest on a fresh database, both on loopback.
+/// Returns their addresses and what stops TrackLayer.
+async fn start_servers(
+    dir: &Path,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tracklayer::RunError>>,
+) {
+    let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_addr = bare.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/segment/events",
+        axum::routing::post(|_body: bytes::Bytes| async { "OK" }),
+    );
+    tokio::spawn(async move { axum::serve(bare, app).await });
+
+    // TrackLayer ingest with its durable group commit on a fresh database file.
+    let text = format!(
+        "[storage]\npath = \"{}\"\n[workspace]\naccount = \"acct_bench\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n",
+        dir.join("bench.db").display()
+    );
+    let config = Config::parse(&text, Path::new("bench.toml"), &|_| None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingest_addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tracklayer::run(config, listener, async {
+        let _ = stop_rx.await;
+    }));
+    (bare_addr, ingest_addr, stop_tx, server)
+}
+
+fn addr_from_env(name: &str) -> Option<SocketAddr> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} is not host:port")),
+    )
+}
+
+/// BENCH_ROLE=server starts both servers, prints their addresses and keeps them up for
+/// BENCH_SERVE_SECS; BENCH_ROLE=client with BENCH_BARE and BENCH_INGEST loads servers started
+/// that way, so the load generator runs in a process of its own. Without BENCH_ROLE, both run here.
 fn main() {
     let secs = env_or("BENCH_SECS", 5);
     let connections = env_or("BENCH_CONNECTIONS", 32) as usize;
+    let role = std::env::var("BENCH_ROLE").unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async move {
-        // Bare axum handler.
-        let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bare_addr = bare.local_addr().unwrap();
-        let app = axum::Router::new().route(
-            "/segment/events",
-            axum::routing::post(|_body: bytes::Bytes| async { "OK" }),
-        );
-        tokio::spawn(async move { axum::serve(bare, app).await });
-
-        // TrackLayer ingest with its durable group commit on a fresh database file.
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[storage]\npath = \"{}\"\n[workspace]\naccount = \"acct_bench\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n",
-            dir.path().join("bench.db").display()
-        );
-        let config = Config::parse(&text, Path::new("bench.toml"), &|_| None).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ingest_addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tracklayer::run(config, listener, async {
-            let _ = stop_rx.await;
-        }));
-
-        let duration = Duration::from_secs(secs);
-        println!("{connections} keep-alive connections, {secs} s each, ~1 KB signed messages, one per request");
-        // Warm-up, not reported.
-        load(bare_addr, connections, Duration::from_millis(500), "warm").await;
-        // BENCH_ONLY=bare|ingest runs one side (for profiling one at a time).
-        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-        let mut rates = Vec::new();
-        if only != "ingest" {
-            let report = load(bare_addr, connections, duration, "bare").await;
-            print("bare axum 200 OK", &report);
-            rates.push(report.rate());
+        let (bare_addr, ingest_addr, servers) = if role == "client" {
+            let bare = addr_from_env("BENCH_BARE").expect("BENCH_BARE=host:port");
+            let ingest = addr_from_env("BENCH_INGEST").expect("BENCH_INGEST=host:port");
+            (bare, ingest, None)
+        } else {
+            let (bare, ingest, stop, server) = start_servers(dir.path()).await;
+            (bare, ingest, Some((stop, server)))
+        };
+        if role == "server" {
+            println!("BENCH_BARE={bare_addr} BENCH_INGEST={ingest_addr}");
+            tokio::time::sleep(Duration::from_secs(env_or("BENCH_SERVE_SECS", 60))).await;
+        } else {
+            run_loads(
+                bare_addr,
+                ingest_addr,
+                connections,
+                Duration::from_secs(secs),
+            )
+            .await;
         }
-        if only != "bare" {
-            let report = load(ingest_addr, connections, duration, "ingest").await;
-            print("tracklayer ingest (durable)", &report);
-            rates.push(report.rate());
+        if let Some((stop, server)) = servers {
+            let _ = stop.send(());
+            let _ = server.await;
         }
-        if let [bare, ingest] = rates[..] {
-            println!("ratio ingest / bare: {:.2}", ingest / bare.max(1.0));
-        }
-        let _ = stop_tx.send(());
-        let _ = server.await;
     });
+}
+
+async fn run_loads(
+    bare_addr: SocketAddr,
+    ingest_addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+) {
+    println!(
+        "{connections} keep-alive connections, {} s each, ~1 KB signed messages, one per request",
+        duration.as_secs()
+    );
+    // Warm-up, not reported.
+    load(bare_addr, connections, Duration::from_millis(500), "warm").await;
+    // BENCH_ONLY=bare|ingest runs one side (for profiling one at a time).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let mut rates = Vec::new();
+    if only != "ingest" {
+        let report = load(bare_addr, connections, duration, "bare").await;
+        print("bare axum 200 OK", &report);
+        rates.push(report.rate());
+    }
+    if only != "bare" {
+        let report = load(ingest_addr, connections, duration, "ingest").await;
+        print("tracklayer ingest (durable)", &report);
+        rates.push(report.rate());
+    }
+    if let [bare, ingest] = rates[..] {
+        println!("ratio ingest / bare: {:.2}", ingest / bare.max(1.0));
+    }
 }
