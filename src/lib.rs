@@ -20,6 +20,12 @@ use std::sync::Arc;
 
 use config::Config;
 
+/// Requests are allocated on one thread and freed on another, and every message builds many
+/// small strings; glibc's allocator spent ~20% of the server's CPU on that (perf, ingest bench).
+/// Declared here so the binary, the tests and the benchmarks all measure the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
