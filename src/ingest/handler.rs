@@ -414,14 +414,8 @@ pub fn message_record(
     let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
     match validate_message(&raw, implied_type) {
         Ok(valid) => {
-            let draft = pipeline::draft(&valid, environment, mapping, received_at_ms);
-            let fingerprint = match &draft {
-                pipeline::Draft::Mapped(event, _) => Some(event.payload_fingerprint()),
-                _ => None,
-            };
             let pipeline = PipelineInput {
-                draft,
-                fingerprint,
+                draft: pipeline::draft(&valid, environment, mapping, received_at_ms),
                 observation: identity::observe(&valid, received_at_ms),
                 event_consent: consent::event_consent(&valid.body).cloned(),
                 skip_destinations: pipeline::test_skips(&valid.body),

@@ -58,9 +58,6 @@ pub struct PipelineInput {
     pub event_consent: Option<Map<String, Value>>,
     /// Destinations a controlled test send asked to skip.
     pub skip_destinations: Vec<String>,
-    /// The mapped event's payload fingerprint, computed on the request's task so the single
-    /// writer does not have to (identity enrichment does not change it).
-    pub fingerprint: Option<[u8; 32]>,
 }
 
 fn json_map(text: &str) -> Map<String, Value> {
@@ -580,9 +577,7 @@ pub fn apply(
             if let Some(p) = &profile {
                 identity::enrich(&mut event.user, p, &mut event.provenance);
             }
-            let fingerprint = input
-                .fingerprint
-                .unwrap_or_else(|| event.payload_fingerprint());
+            let fingerprint = event.payload_fingerprint();
             let prior: Option<(i64, i64, String, Vec<u8>)> = conn
                 .prepare_cached(
                     "SELECT id, message_row, message_id, fingerprint FROM events
