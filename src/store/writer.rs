@@ -132,8 +132,7 @@ impl StoreWriter {
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
         let conn = open_for_writing(path)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", wal_limit_bytes as i64)?;
-        let wal = WalFold::new(path, wal_limit_bytes);
+        let wal = WalFold::new(&conn, path, wal_limit_bytes)?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = spawn_checkpointer(path, stop.clone())?;
         let (tx, rx) = mpsc::channel(queue_capacity);
@@ -270,14 +269,15 @@ impl WalFold {
     /// commit.
     const RETRY: Duration = Duration::from_millis(50);
 
-    fn new(db_path: &Path, limit: u64) -> WalFold {
-        let mut path = db_path.as_os_str().to_owned();
-        path.push("-wal");
-        WalFold {
-            path: PathBuf::from(path),
+    /// Also sets the writer connection's `journal_size_limit`, which must equal the limit: a
+    /// file truncated to less would be extended again on every cycle.
+    fn new(conn: &Connection, db_path: &Path, limit: u64) -> Result<WalFold, rusqlite::Error> {
+        conn.pragma_update(None, "journal_size_limit", limit as i64)?;
+        Ok(WalFold {
+            path: wal_path(db_path),
             limit,
             retry_at: None,
-        }
+        })
     }
 
     fn after_commit(&mut self, conn: &Connection) {
@@ -311,6 +311,13 @@ impl WalFold {
             }
         };
     }
+}
+
+/// SQLite's name for a database's write-ahead log.
+fn wal_path(db_path: &Path) -> PathBuf {
+    let mut path = db_path.as_os_str().to_owned();
+    path.push("-wal");
+    PathBuf::from(path)
 }
 
 fn run(
@@ -678,7 +685,7 @@ mod tests {
         let (writer, thread) =
             StoreWriter::spawn_with_wal_limit(&path, 1024, Vec::new(), limit).unwrap();
         let table = Arc::new(MappingTable::default());
-        let wal_path = WalFold::new(&path, limit).path;
+        let wal_path = wal_path(&path);
         let largest_wal = runtime.block_on(async {
             // Several clients at once, so there is always a queued request: the writer is
             // never idle between commits, as at full load.
