@@ -5,6 +5,7 @@
 
 pub mod policy;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ const RESPONSE_EXCERPT: usize = 4096;
 const REQUEST_EXCERPT: usize = 64 * 1024;
 /// The longest a worker sleeps before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// The most deliveries one claim takes (a 1,000-event request, twice, for two at once).
+const MAX_CLAIM: usize = 4000;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -104,51 +107,114 @@ impl Worker {
         }
     }
 
+    /// Deliveries claimed per round trip to the writer: two rounds of full requests, so the
+    /// next requests are ready while the current ones are out.
+    fn claim_size(&self) -> usize {
+        (self.dest.batch_size * self.dest.concurrency.max(1) * 2).clamp(1, MAX_CLAIM)
+    }
+
+    /// Long enough for every claimed item to be sent: the rounds a claim holds, each up to the
+    /// request timeout, twice over, plus a margin.
+    fn lease_ms(&self) -> i64 {
+        let rounds = (self.claim_size()
+            / (self.dest.batch_size * self.dest.concurrency.max(1)).max(1))
+        .max(1) as i64
+            + 1;
+        rounds * 2 * request_timeout(&self.dest).as_millis() as i64 + 30_000
+    }
+
+    /// Claim more deliveries when fewer than a round's worth are waiting. Returns when the
+    /// next pending delivery falls due (for the idle wait), if the claim was made.
+    async fn refill(&self, buffer: &mut VecDeque<LeasedDelivery>) -> Result<Option<i64>, ()> {
+        let round = self.dest.batch_size * self.dest.concurrency.max(1);
+        if buffer.len() >= round {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let claim = self
+            .writer
+            .claim(
+                &self.dest.name,
+                now,
+                self.claim_size() - buffer.len(),
+                self.lease_ms(),
+            )
+            .await
+            .map_err(|_| ())?; // the writer stopped: shutting down
+        let mut unreadable = Vec::new();
+        for claimed in claim.items {
+            match claimed.into_leased() {
+                Ok(item) => buffer.push_back(item),
+                Err((id, attempt, reason)) => unreadable.push(ItemResult {
+                    delivery_id: id,
+                    attempt,
+                    outcome: AttemptOutcome::Dead,
+                    reason: Some(reason),
+                    next_attempt_ms: None,
+                    solo: false,
+                    free_retry: false,
+                }),
+            }
+        }
+        if !unreadable.is_empty() {
+            self.record(None, unreadable).await;
+        }
+        Ok(claim.next_due_ms)
+    }
+
+    /// The next request's items: up to a batch, a solo item alone, one item for a probe.
+    fn next_items(&self, buffer: &mut VecDeque<LeasedDelivery>, probing: bool) -> Vec<LeasedDelivery> {
+        let limit = if probing { 1 } else { self.dest.batch_size };
+        let mut items = Vec::with_capacity(limit.min(buffer.len()));
+        if buffer.front().is_some_and(|item| item.solo) {
+            items.extend(buffer.pop_front());
+            return items;
+        }
+        while items.len() < limit && buffer.front().is_some_and(|item| !item.solo) {
+            items.extend(buffer.pop_front());
+        }
+        items
+    }
+
     async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.dest.concurrency.max(1)));
-        let lease_ms = (request_timeout(&self.dest).as_millis() as i64) * 2 + 30_000;
+        let concurrency = self.dest.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut buffer: VecDeque<LeasedDelivery> = VecDeque::new();
         let mut sink: Option<Arc<Mutex<SqliteWarehouse>>> = None;
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let now = now_ms();
             let (paused, probing) = {
                 let b = self.breaker();
                 (b.is_paused(now), b.probing(now))
             };
             if paused {
-                drop(permit);
                 let until = self.breaker().paused_until_ms().unwrap_or(now);
+                // What was claimed goes back in line for after the pause, so its lease does not
+                // run out while it waits here.
+                if !buffer.is_empty() {
+                    let ids = buffer.drain(..).map(|item| item.id).collect();
+                    self.writer.release(ids, until).await;
+                }
                 tokio::time::sleep(Duration::from_millis((until - now).clamp(10, 60_000) as u64))
                     .await;
                 continue;
             }
-            if probing && slots.available_permits() + 1 < self.dest.concurrency.max(1) {
-                // A probe is already out; wait for its verdict.
-                drop(permit);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if probing && slots.available_permits() < concurrency {
+                // A request is out; the probe waits for its verdict.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let limit = if probing { 1 } else { self.dest.batch_size };
-            // Register interest before leasing, so a commit between the lease and the wait
+            // Register interest before claiming, so a commit between the claim and the wait
             // still wakes this worker.
             let notified = self.notify.notified();
-            let lease = match self
-                .writer
-                .lease(&self.dest.name, now, limit, lease_ms)
-                .await
-            {
-                Ok(lease) => lease,
-                Err(_) => return, // the writer stopped: shutting down
+            let Ok(next_due) = self.refill(&mut buffer).await else {
+                return;
             };
-            if lease.items.is_empty() {
-                drop(permit);
-                let wait = lease
-                    .next_due_ms
+            if buffer.is_empty() {
+                let wait = next_due
                     .map(|due| {
                         Duration::from_millis(
-                            (due - now).clamp(5, IDLE_POLL.as_millis() as i64) as u64
+                            (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64
                         )
                     })
                     .unwrap_or(IDLE_POLL);
@@ -158,6 +224,10 @@ impl Worker {
                 }
                 continue;
             }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let items = self.next_items(&mut buffer, probing);
             let worker = self.clone();
             if let Settings::Warehouse { path } = &self.dest.settings {
                 if sink.is_none() {
@@ -170,15 +240,28 @@ impl Worker {
                 }
                 let sink = sink.clone();
                 tokio::spawn(async move {
-                    worker.deliver_to_warehouse(lease.items, sink).await;
+                    worker.deliver_to_warehouse(items, sink).await;
                     drop(permit);
                 });
             } else {
                 tokio::spawn(async move {
-                    worker.deliver(lease.items).await;
+                    worker.deliver(items).await;
                     drop(permit);
                 });
             }
+        }
+    }
+
+    /// Record what became of some deliveries (and the request that carried them, if any).
+    async fn record(&self, request: Option<RequestRecord>, items: Vec<ItemResult>) {
+        let completion = Completion {
+            destination: self.dest.name.clone(),
+            request,
+            items,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.writer.complete(completion).await {
+            tracing::error!(destination = %self.dest.name, error = %e, "could not record a delivery; its lease will expire and it is sent again");
         }
     }
 
@@ -329,15 +412,7 @@ impl Worker {
             let change = self.breaker().record(request_ok, now);
             self.report_breaker(change, now).await;
         }
-        let completion = Completion {
-            destination: self.dest.name.clone(),
-            request: record,
-            items: results,
-            at_ms: now_ms(),
-        };
-        if let Err(e) = self.writer.complete(completion).await {
-            tracing::error!(destination = %self.dest.name, error = %e, "could not record a delivery; its lease will expire and it is sent again");
-        }
+        self.record(record, results).await;
     }
 
     async fn report_breaker(&self, change: Option<BreakerChange>, now: i64) {
@@ -485,15 +560,7 @@ impl Worker {
             .collect();
         let change = self.breaker().record(outcome.is_ok(), now);
         self.report_breaker(change, now).await;
-        let completion = Completion {
-            destination: self.dest.name.clone(),
-            request: Some(record),
-            items: results,
-            at_ms: now,
-        };
-        if let Err(e) = self.writer.complete(completion).await {
-            tracing::error!(destination = %self.dest.name, error = %e, "could not record a warehouse write");
-        }
+        self.record(Some(record), results).await;
     }
 }
 

@@ -5,11 +5,13 @@
 //! their own read-only connections (WAL lets them run beside the writer).
 
 pub mod delivery;
+mod ingest;
 pub mod pipeline;
 mod reader;
 mod records;
 pub mod retention;
 pub mod views;
+mod wal;
 pub mod warehouse;
 mod writer;
 
@@ -54,6 +56,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/0003_pipeline.sql")),
         M::up(include_str!("../../migrations/0004_delivery.sql")),
         M::up(include_str!("../../migrations/0005_dashboard_indexes.sql")),
+        M::up(include_str!("../../migrations/0006_backlog_proof_queue.sql")),
     ])
 });
 

@@ -296,20 +296,28 @@ impl StoreReader {
                 destination: name.clone(),
                 ..DestinationStats::default()
             };
-            let mut counts = self.conn().prepare_cached(
-                "SELECT status, COUNT(*) FROM deliveries WHERE destination = ?1 GROUP BY status",
+            // Each count reads its own partial index (the live rows only) or the running
+            // total, never every delivery the destination ever had.
+            let count = |sql: &str| -> Result<i64, StoreError> {
+                Ok(self
+                    .conn()
+                    .prepare_cached(sql)?
+                    .query_row([name], |r| r.get::<_, Option<i64>>(0))
+                    .optional()?
+                    .flatten()
+                    .unwrap_or(0))
+            };
+            s.retrying = count(
+                "SELECT COUNT(*) FROM deliveries WHERE destination = ?1 AND status = 'pending'",
             )?;
-            for row in counts.query_map([name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })? {
-                let (status, n) = row?;
-                match status.as_str() {
-                    "delivered" => s.delivered = n,
-                    "pending" => s.retrying = n,
-                    "in_flight" => s.in_flight = n,
-                    _ => s.dead = n,
-                }
-            }
+            s.in_flight = count(
+                "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_leased
+                 WHERE status = 'in_flight' AND destination = ?1",
+            )?;
+            s.dead =
+                count("SELECT COUNT(*) FROM deliveries WHERE destination = ?1 AND status = 'dead'")?;
+            s.delivered =
+                count("SELECT delivered FROM destination_totals WHERE destination = ?1")?;
             s.blocked_consent = self.conn().prepare_cached(
                 "SELECT COUNT(*) FROM routes WHERE destination = ?1 AND verdict = 'blocked_consent' AND event_row > ?2",
             )?

@@ -1,23 +1,39 @@
 //! The single writer: a dedicated thread that owns the write connection and group-commits.
+//!
+//! Two queues feed it. Ingest requests (a client waits on each) come first: every group takes
+//! all of them that are waiting, and at most a bounded amount of delivery bookkeeping (claims,
+//! outcomes, pauses, retention), so an acknowledgement never waits behind more than one group's
+//! worth of it, however large a backlog the workers are draining.
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::delivery::{self, Completion, Lease};
-use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
-use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
+use super::delivery::{self, Claim, Completion};
+use super::ingest::{insert_batch, insert_rejection};
+use super::pipeline::IdentityCache;
+use super::records::{IngestBatch, RejectedRequest, StoredOutcome};
+use super::wal::{spawn_checkpointer, WalFold, WAL_LIMIT_BYTES};
 use super::{open_for_writing, StoreError};
 use crate::pipeline::RouteTarget;
 
-/// Upper bound on jobs per transaction, so one commit never holds the lock for long.
-const MAX_JOBS_PER_COMMIT: usize = 1024;
+/// Upper bound on ingest requests per transaction, so one commit never holds the lock for long.
+const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
+/// Delivery rows (claimed or completed) a group may carry when ingest requests share it, and
+/// when it has the writer to itself. At least one delivery job goes into every group that has
+/// one waiting, so draining never starves either.
+const DELIVERY_ROWS_WITH_INGEST: usize = 400;
+const DELIVERY_ROWS_ALONE: usize = 4000;
+/// How often expired delivery leases (a crashed or stopped worker) are put back in line.
+const LEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Bookkeeping jobs that may wait for the writer; senders wait for room (not client-facing).
+const WORK_QUEUE_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -33,22 +49,29 @@ pub enum WriteError {
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
-struct LeaseRequest {
+struct ClaimRequest {
     destination: String,
     now_ms: i64,
     limit: usize,
     lease_ms: i64,
 }
 
+/// One request's messages; the batch comes back with the answer, so freeing it happens on the
+/// request's task.
+struct IngestJob(
+    Box<IngestBatch>,
+    Reply<(Vec<StoredOutcome>, Box<IngestBatch>)>,
+);
+
+/// Everything that is not ingest: delivery bookkeeping, retention, records of refusals.
 enum Job {
-    /// The batch comes back with the answer, so freeing it happens on the request's task.
-    Ingest(
-        Box<IngestBatch>,
-        Reply<(Vec<StoredOutcome>, Box<IngestBatch>)>,
-    ),
     Rejection(Box<RejectedRequest>),
-    Lease(LeaseRequest, Reply<Lease>),
+    Claim(ClaimRequest, Reply<Claim>),
     Complete(Box<Completion>, Reply<()>),
+    Release {
+        ids: Vec<i64>,
+        next_attempt_ms: i64,
+    },
     Prune(i64, Reply<usize>),
     DestinationState {
         destination: String,
@@ -56,12 +79,26 @@ enum Job {
         reason: Option<String>,
         at_ms: i64,
     },
+    /// Internal: put expired leases back in line.
+    SweepLeases,
+}
+
+impl Job {
+    /// Rows this job writes, roughly: what the per-group delivery budget counts.
+    fn weight(&self) -> usize {
+        match self {
+            Job::Claim(request, _) => request.limit.max(1),
+            Job::Complete(completion, _) => completion.items.len().max(1),
+            Job::Release { ids, .. } => ids.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// What a job produced, answered after its commit.
 enum JobOutput {
     Stored(Vec<StoredOutcome>),
-    Leased(Lease),
+    Claimed(Claim),
     Pruned(usize),
     Done,
 }
@@ -69,7 +106,8 @@ enum JobOutput {
 /// A cheap, cloneable handle for sending work to the writer thread.
 #[derive(Clone)]
 pub struct StoreWriter {
-    jobs: mpsc::Sender<Job>,
+    ingest: mpsc::Sender<IngestJob>,
+    work: mpsc::Sender<Job>,
     /// Woken after a commit that may have created deliveries.
     deliveries: Arc<Notify>,
 }
@@ -83,34 +121,6 @@ impl WriterThread {
             tracing::error!("the database writer thread panicked");
         }
     }
-}
-
-/// Past this size the writer folds the WAL back into the database itself (see `WalFold`). Each
-/// fold stalls the writer (~40 ms at the benchmark's full load, about once a second), so it
-/// should be rare.
-const WAL_LIMIT_BYTES: u64 = 256 << 20;
-
-/// How often the checkpointer copies the WAL into the database file. (Checkpointing every 10 ms
-/// under load, to leave less for `WalFold`, measured worse: p99 ack latency 7 → 12 ms.)
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Checkpoints run on their own connection and thread: with SQLite's automatic checkpoints the
-/// writer itself would stop every ~1000 pages to copy and fsync the database file, and every
-/// request waiting for that commit would see the stall. PASSIVE never blocks the writer.
-fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    std::thread::Builder::new()
-        .name("tracklayer-checkpoint".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                std::thread::park_timeout(CHECKPOINT_INTERVAL);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-                }
-            }
-        })
-        .map_err(|source| StoreError::Thread { source })
 }
 
 impl StoreWriter {
@@ -135,13 +145,21 @@ impl StoreWriter {
         let wal = WalFold::new(&conn, path, wal_limit_bytes)?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = spawn_checkpointer(path, stop.clone())?;
-        let (tx, rx) = mpsc::channel(queue_capacity);
+        let (ingest_tx, ingest_rx) = mpsc::channel(queue_capacity);
+        let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE_CAPACITY);
         let notify = Arc::new(Notify::new());
         let wake = notify.clone();
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
             .spawn(move || {
-                run(&conn, rx, &targets, &wake, wal);
+                let queues = Queues {
+                    ingest: ingest_rx,
+                    work: work_rx,
+                    ingest_open: true,
+                    work_open: true,
+                    next_sweep: Instant::now(),
+                };
+                run(&conn, queues, &targets, &wake, wal);
                 stop.store(true, Ordering::Release);
                 checkpointer.thread().unpark();
                 let _ = checkpointer.join();
@@ -153,7 +171,8 @@ impl StoreWriter {
             .map_err(|source| StoreError::Thread { source })?;
         Ok((
             StoreWriter {
-                jobs: tx,
+                ingest: ingest_tx,
+                work: work_tx,
                 deliveries: notify,
             },
             WriterThread(handle),
@@ -165,46 +184,52 @@ impl StoreWriter {
         self.deliveries.clone()
     }
 
-    /// Lease due deliveries of a destination (waits for queue room: this is not client-facing).
-    pub async fn lease(
+    async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.work
+            .send(job(reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Claim up to `limit` due deliveries of a destination, leased for `lease_ms`.
+    pub async fn claim(
         &self,
         destination: &str,
         now_ms: i64,
         limit: usize,
         lease_ms: i64,
-    ) -> Result<Lease, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        let request = LeaseRequest {
+    ) -> Result<Claim, WriteError> {
+        let request = ClaimRequest {
             destination: destination.to_string(),
             now_ms,
             limit,
             lease_ms,
         };
-        self.jobs
-            .send(Job::Lease(request, reply))
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        self.call(|reply| Job::Claim(request, reply)).await
     }
 
     /// Delete one chunk of rows older than `cutoff_ms` (see `store::retention`).
     pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Prune(cutoff_ms, reply))
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        self.call(|reply| Job::Prune(cutoff_ms, reply)).await
     }
 
     /// Record a request's attempts and move each delivery on.
     pub async fn complete(&self, completion: Completion) -> Result<(), WriteError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Complete(Box::new(completion), reply))
+        self.call(|reply| Job::Complete(Box::new(completion), reply))
             .await
-            .map_err(|_| WriteError::Stopped)?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Give claimed deliveries back unsent, due again at `next_attempt_ms`.
+    pub async fn release(&self, ids: Vec<i64>, next_attempt_ms: i64) {
+        let job = Job::Release {
+            ids,
+            next_attempt_ms,
+        };
+        if self.work.send(job).await.is_err() {
+            tracing::warn!("writer stopped; claimed deliveries wait for their lease to expire");
+        }
     }
 
     /// Record that a destination paused itself (or resumed, with `None`).
@@ -221,7 +246,7 @@ impl StoreWriter {
             reason,
             at_ms,
         };
-        if self.jobs.send(job).await.is_err() {
+        if self.work.send(job).await.is_err() {
             tracing::warn!("writer stopped; destination state not recorded");
         }
     }
@@ -229,8 +254,8 @@ impl StoreWriter {
     /// Store a request's messages; resolves after the commit that holds all of them.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<Vec<StoredOutcome>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Job::Ingest(Box::new(batch), reply))
+        self.ingest
+            .try_send(IngestJob(Box::new(batch), reply))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => WriteError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => WriteError::Stopped,
@@ -243,7 +268,7 @@ impl StoreWriter {
     /// rejection rows is better than letting them crowd out real traffic.
     pub fn record_rejection(&self, rejection: RejectedRequest) {
         if self
-            .jobs
+            .work
             .try_send(Job::Rejection(Box::new(rejection)))
             .is_err()
         {
@@ -252,93 +277,107 @@ impl StoreWriter {
     }
 }
 
-/// Keeps the WAL from growing without bound. The background checkpointer copies frames into the
-/// database but cannot restart the log: SQLite starts it over only when a write begins with every
-/// frame already copied, which never happens while the writer commits back to back (measured:
-/// hundreds of MB a second at full ingest rate). So once the file passes its limit, the writer
-/// copies the remainder itself between two groups; its next commit starts the log over and
-/// `journal_size_limit` truncates the file back to the limit.
-struct WalFold {
-    path: PathBuf,
-    limit: u64,
-    retry_at: Option<Instant>,
+struct Queues {
+    ingest: mpsc::Receiver<IngestJob>,
+    work: mpsc::Receiver<Job>,
+    ingest_open: bool,
+    work_open: bool,
+    next_sweep: Instant,
 }
 
-impl WalFold {
-    /// A fold that a reader kept from finishing is retried after this long, not after every
-    /// commit.
-    const RETRY: Duration = Duration::from_millis(50);
+/// The next group of jobs to commit together.
+#[derive(Default)]
+struct Group {
+    ingest: Vec<IngestJob>,
+    work: Vec<Job>,
+}
 
-    /// Also sets the writer connection's `journal_size_limit`, which must equal the limit: a
-    /// file truncated to less would be extended again on every cycle.
-    fn new(conn: &Connection, db_path: &Path, limit: u64) -> Result<WalFold, rusqlite::Error> {
-        conn.pragma_update(None, "journal_size_limit", limit as i64)?;
-        Ok(WalFold {
-            path: wal_path(db_path),
-            limit,
-            retry_at: None,
-        })
-    }
-
-    fn after_commit(&mut self, conn: &Connection) {
-        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
-        if len <= self.limit || self.retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
+impl Queues {
+    /// Wait for the next group: every waiting ingest request first, then delivery work up to
+    /// the budget. `None` once both queues are closed and empty (shutdown).
+    fn next_group(&mut self, runtime: &tokio::runtime::Runtime) -> Option<Group> {
+        let mut group = Group::default();
+        if Instant::now() >= self.next_sweep {
+            self.next_sweep = Instant::now() + LEASE_SWEEP_INTERVAL;
+            group.work.push(Job::SweepLeases);
+        } else {
+            let sweep_at = tokio::time::Instant::from_std(self.next_sweep);
+            let first = runtime.block_on(async {
+                loop {
+                    if !self.ingest_open && !self.work_open {
+                        return None;
+                    }
+                    tokio::select! {
+                        biased;
+                        job = self.ingest.recv(), if self.ingest_open => match job {
+                            Some(job) => return Some(Ok(job)),
+                            None => self.ingest_open = false,
+                        },
+                        job = self.work.recv(), if self.work_open => match job {
+                            Some(job) => return Some(Err(job)),
+                            None => self.work_open = false,
+                        },
+                        _ = tokio::time::sleep_until(sweep_at) => return Some(Err(Job::SweepLeases)),
+                    }
+                }
+            })?;
+            match first {
+                Ok(job) => group.ingest.push(job),
+                Err(Job::SweepLeases) => {
+                    self.next_sweep = Instant::now() + LEASE_SWEEP_INTERVAL;
+                    group.work.push(Job::SweepLeases);
+                }
+                Err(job) => group.work.push(job),
+            }
         }
-        let folded = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        });
-        self.retry_at = match folded {
-            Ok((0, frames, copied)) if frames == copied => None,
-            // The background checkpointer holds the checkpoint lock: try again after the next
-            // commit (a busy check costs microseconds).
-            Ok((1, _, _)) => None,
-            Ok((_, frames, copied)) => {
-                tracing::debug!(
-                    frames,
-                    copied,
-                    "WAL not folded yet (a reader still uses old frames)"
-                );
-                Some(Instant::now() + Self::RETRY)
+        while group.ingest.len() < MAX_INGEST_JOBS_PER_GROUP {
+            match self.ingest.try_recv() {
+                Ok(job) => group.ingest.push(job),
+                Err(_) => break,
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "folding the WAL failed; retrying");
-                Some(Instant::now() + Self::RETRY)
-            }
+        }
+        let budget = if group.ingest.is_empty() {
+            DELIVERY_ROWS_ALONE
+        } else {
+            DELIVERY_ROWS_WITH_INGEST
         };
+        let mut used: usize = group.work.iter().map(Job::weight).sum();
+        while used < budget || group.work.is_empty() {
+            match self.work.try_recv() {
+                Ok(job) => {
+                    used += job.weight();
+                    group.work.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(group)
     }
-}
-
-/// SQLite's name for a database's write-ahead log.
-fn wal_path(db_path: &Path) -> PathBuf {
-    let mut path = db_path.as_os_str().to_owned();
-    path.push("-wal");
-    PathBuf::from(path)
 }
 
 fn run(
     conn: &Connection,
-    mut rx: mpsc::Receiver<Job>,
+    mut queues: Queues,
     targets: &[RouteTarget],
     wake: &Notify,
     mut wal: WalFold,
 ) {
-    let cache = RefCell::new(IdentityCache::default());
-    let mut jobs = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_JOBS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+    // The writer's own small runtime only waits on the two queues and the sweep timer; every
+    // database call stays synchronous on this thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "the database writer cannot start");
+            return;
         }
-        let ingested = jobs.iter().any(|j| matches!(j, Job::Ingest(..)));
-        commit_group(conn, &mut jobs, targets, &cache);
+    };
+    let cache = RefCell::new(IdentityCache::default());
+    while let Some(mut group) = queues.next_group(&runtime) {
+        let ingested = !group.ingest.is_empty();
+        commit_group(conn, &mut group, targets, &cache);
         if ingested && !targets.is_empty() {
             wake.notify_waiters();
         }
@@ -348,24 +387,45 @@ fn run(
 
 type JobResult = Result<JobOutput, rusqlite::Error>;
 
-/// Apply every queued job in one transaction and answer each after the commit. If anything
+/// A group's jobs in the order they are applied: ingest first.
+enum Item<'a> {
+    Ingest(&'a IngestJob),
+    Work(&'a Job),
+}
+
+impl Group {
+    fn items(&self) -> impl Iterator<Item = Item<'_>> {
+        self.ingest
+            .iter()
+            .map(Item::Ingest)
+            .chain(self.work.iter().map(Item::Work))
+    }
+
+    fn len(&self) -> usize {
+        self.ingest.len() + self.work.len()
+    }
+}
+
+/// Apply every job of the group in one transaction and answer each after the commit. If anything
 /// fails, the group is rolled back and each job is retried in a transaction of its own, so one
 /// bad job cannot fail the others (and no job is acknowledged without its own commit).
 fn commit_group(
     conn: &Connection,
-    jobs: &mut Vec<Job>,
+    group: &mut Group,
     targets: &[RouteTarget],
     cache: &RefCell<IdentityCache>,
 ) {
-    let results: Vec<JobResult> = match apply_jobs(conn, jobs, targets, cache) {
+    let items: Vec<Item<'_>> = group.items().collect();
+    let results: Vec<JobResult> = match apply(conn, &items, targets, cache) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) => {
             // The rollback undid writes the cache already saw.
             cache.borrow_mut().clear();
-            tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying jobs one by one");
-            jobs.iter()
-                .map(|job| {
-                    let one = apply_jobs(conn, std::slice::from_ref(job), targets, cache);
+            tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying jobs one by one");
+            items
+                .iter()
+                .map(|item| {
+                    let one = apply(conn, std::slice::from_ref(item), targets, cache);
                     if one.is_err() {
                         cache.borrow_mut().clear();
                     }
@@ -374,19 +434,22 @@ fn commit_group(
                 .collect()
         }
     };
-    for (job, result) in jobs.drain(..).zip(results) {
-        let failed = |e: &rusqlite::Error| WriteError::Failed(e.to_string());
+    drop(items);
+    let mut results = results.into_iter();
+    let failed = |e: &rusqlite::Error| WriteError::Failed(e.to_string());
+    for (IngestJob(batch, reply), result) in group.ingest.drain(..).zip(results.by_ref()) {
+        let _ = reply.send(match result {
+            Ok(JobOutput::Stored(outcomes)) => Ok((outcomes, batch)),
+            Ok(_) => Err(WriteError::Failed("unexpected writer output".into())),
+            Err(e) => Err(failed(&e)),
+        });
+    }
+    for (job, result) in group.work.drain(..).zip(results) {
         match (job, result) {
-            (Job::Ingest(batch, reply), Ok(JobOutput::Stored(outcomes))) => {
-                let _ = reply.send(Ok((outcomes, batch)));
+            (Job::Claim(_, reply), Ok(JobOutput::Claimed(claim))) => {
+                let _ = reply.send(Ok(claim));
             }
-            (Job::Ingest(_, reply), Err(e)) => {
-                let _ = reply.send(Err(failed(&e)));
-            }
-            (Job::Lease(_, reply), Ok(JobOutput::Leased(lease))) => {
-                let _ = reply.send(Ok(lease));
-            }
-            (Job::Lease(_, reply), Err(e)) => {
+            (Job::Claim(_, reply), Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
             (Job::Prune(_, reply), Ok(JobOutput::Pruned(n))) => {
@@ -404,226 +467,89 @@ fn commit_group(
             (Job::DestinationState { .. }, Err(e)) => {
                 tracing::error!(error = %e, "could not record a destination's state");
             }
+            (Job::Release { .. }, Err(e)) => {
+                tracing::warn!(error = %e, "could not give claimed deliveries back; their leases expire instead");
+            }
+            (Job::SweepLeases, Err(e)) => {
+                tracing::warn!(error = %e, "could not release expired leases; retrying");
+            }
             _ => {}
         }
     }
 }
 
-fn apply_jobs(
+fn apply(
     conn: &Connection,
-    jobs: &[Job],
+    items: &[Item<'_>],
     targets: &[RouteTarget],
     cache: &RefCell<IdentityCache>,
 ) -> Result<Vec<JobOutput>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        results.push(match job {
-            Job::Ingest(batch, _) => JobOutput::Stored(insert_batch(&tx, batch, targets, cache)?),
-            Job::Rejection(rejection) => {
-                insert_rejection(&tx, rejection)?;
-                JobOutput::Done
+    let now_ms = super::now_ms();
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        results.push(match item {
+            Item::Ingest(IngestJob(batch, _)) => {
+                JobOutput::Stored(insert_batch(&tx, batch, targets, cache)?)
             }
-            Job::Lease(r, _) => JobOutput::Leased(delivery::lease(
-                &tx,
-                &r.destination,
-                r.now_ms,
-                r.limit,
-                r.lease_ms,
-            )?),
-            Job::Complete(c, _) => {
-                delivery::complete(&tx, c)?;
-                JobOutput::Done
-            }
-            Job::Prune(cutoff_ms, _) => {
-                JobOutput::Pruned(super::retention::prune(&tx, *cutoff_ms)?)
-            }
-            Job::DestinationState {
-                destination,
-                paused_until_ms,
-                reason,
-                at_ms,
-            } => {
-                delivery::set_destination_state(
-                    &tx,
-                    destination,
-                    *paused_until_ms,
-                    reason.as_deref(),
-                    *at_ms,
-                )?;
-                JobOutput::Done
-            }
+            Item::Work(job) => apply_work(&tx, job, now_ms)?,
         });
     }
     tx.commit()?;
     Ok(results)
 }
 
-/// What becomes of one message, decided before it is inserted.
-enum Verdict<'a> {
-    Invalid(&'a str),
-    Duplicate {
-        original_row_id: i64,
-        same_payload: bool,
-    },
-    Accepted,
-}
-
-fn insert_batch(
-    conn: &Connection,
-    batch: &IngestBatch,
-    targets: &[RouteTarget],
-    cache: &RefCell<IdentityCache>,
-) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
-    let ctx = PipelineContext {
-        targets,
-        cache,
-        environment: &batch.receipt.environment,
-        received_at_ms: batch.receipt.received_at_ms,
-        dedup_since_ms: batch.dedup_since_ms,
-    };
-    let receipt = &batch.receipt;
-    conn.prepare_cached(
-        "INSERT INTO requests (request_id, received_at_ms, environment, path, remote_addr,
-             user_agent, auth_scheme, body_shape, body_bytes, message_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        receipt.request_id,
-        receipt.received_at_ms,
-        receipt.environment,
-        receipt.path,
-        receipt.remote_addr,
-        receipt.user_agent,
-        receipt.auth_scheme,
-        receipt.body_shape,
-        receipt.body_bytes as i64,
-        batch.messages.len() as i64,
-    ])?;
-
-    let mut find_original = conn.prepare_cached(
-        "SELECT id, raw_sha256 FROM messages
-         WHERE message_id = ?2 AND environment = ?1 AND status = 'accepted'
-           AND received_at_ms >= ?3
-         ORDER BY id LIMIT 1",
-    )?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO messages (id, request_id, position, received_at_ms, environment, message_id,
-             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?;
-
-    let first_row: i64 = conn
-        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
-        .query_row([], |r| r.get(0))?;
-    let mut outcomes = Vec::with_capacity(batch.messages.len());
-    for (row_id, message) in (first_row..).zip(&batch.messages) {
-        let verdict = match (&message.invalid_reason, &message.message_id) {
-            (Some(reason), _) => Verdict::Invalid(reason),
-            (None, None) => Verdict::Invalid("messageId is missing"),
-            (None, Some(message_id)) => find_original
-                .query_row(
-                    params![receipt.environment, message_id, batch.dedup_since_ms],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
-                )
-                .optional()?
-                .map_or(Verdict::Accepted, |(original_row_id, digest)| {
-                    Verdict::Duplicate {
-                        original_row_id,
-                        same_payload: digest == message.raw_sha256,
-                    }
-                }),
-        };
-        let (status, reason, duplicate_of, raw): (&str, Option<&str>, Option<i64>, Option<&[u8]>) =
-            match &verdict {
-                Verdict::Invalid(reason) => ("invalid", Some(reason), None, Some(&message.raw)),
-                // Identical bytes are not stored twice; a different payload is kept whole.
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: true,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with identical bytes (a Segment retry)"),
-                    Some(*original_row_id),
-                    None,
-                ),
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: false,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with a different payload"),
-                    Some(*original_row_id),
-                    Some(&message.raw),
-                ),
-                Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
-            };
-        // The row id is assigned here (this thread is the only writer), so the pipeline can
-        // reference the message and its outcome goes into the same INSERT.
-        let pipeline = match (&verdict, &message.pipeline) {
-            (Verdict::Invalid(_), _) | (_, None) => None,
-            (Verdict::Duplicate { .. }, Some(input)) => {
-                Some(stateful::apply(conn, &ctx, row_id, input, true)?)
-            }
-            (Verdict::Accepted, Some(input)) => {
-                Some(stateful::apply(conn, &ctx, row_id, input, false)?)
-            }
-        };
-        insert.execute(params![
-            row_id,
-            receipt.request_id,
-            message.position as i64,
-            receipt.received_at_ms,
-            receipt.environment,
-            message.message_id,
-            message.message_type,
-            message.event,
-            message.user_id,
-            message.anonymous_id,
-            status,
+fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
+    Ok(match job {
+        Job::Rejection(rejection) => {
+            insert_rejection(conn, rejection)?;
+            JobOutput::Done
+        }
+        Job::Claim(r, _) => JobOutput::Claimed(delivery::claim(
+            conn,
+            &r.destination,
+            r.now_ms,
+            r.limit,
+            r.lease_ms,
+        )?),
+        Job::Complete(c, _) => {
+            delivery::complete(conn, c)?;
+            JobOutput::Done
+        }
+        Job::Release {
+            ids,
+            next_attempt_ms,
+        } => {
+            delivery::release(conn, ids, *next_attempt_ms, now_ms)?;
+            JobOutput::Done
+        }
+        Job::Prune(cutoff_ms, _) => JobOutput::Pruned(super::retention::prune(conn, *cutoff_ms)?),
+        Job::DestinationState {
+            destination,
+            paused_until_ms,
             reason,
-            duplicate_of,
-            &message.raw_sha256[..],
-            raw,
-            pipeline.as_ref().map(|p| p.label()),
-        ])?;
-        let message = match verdict {
-            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
-            Verdict::Duplicate {
-                original_row_id,
-                same_payload,
-            } => MessageOutcome::Duplicate {
-                row_id,
-                original_row_id,
-                same_payload,
-            },
-            Verdict::Accepted => MessageOutcome::Accepted { row_id },
-        };
-        outcomes.push(StoredOutcome { message, pipeline });
-    }
-    Ok(outcomes)
-}
-
-fn insert_rejection(conn: &Connection, r: &RejectedRequest) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
-        "INSERT INTO rejections (received_at_ms, path, remote_addr, user_agent, account_header,
-             environment_header, content_type, body_bytes, status_code, reason_code, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        r.received_at_ms,
-        r.path,
-        r.remote_addr,
-        r.user_agent,
-        r.account_header,
-        r.environment_header,
-        r.content_type,
-        r.body_bytes.map(|b| b as i64),
-        r.status_code,
-        r.reason_code,
-        r.reason,
-    ])?;
-    Ok(())
+            at_ms,
+        } => {
+            delivery::set_destination_state(
+                conn,
+                destination,
+                *paused_until_ms,
+                reason.as_deref(),
+                *at_ms,
+            )?;
+            JobOutput::Done
+        }
+        Job::SweepLeases => {
+            let released = delivery::release_expired_leases(conn, now_ms)?;
+            if released > 0 {
+                tracing::info!(
+                    deliveries = released,
+                    "expired delivery leases put back in line"
+                );
+            }
+            JobOutput::Done
+        }
+    })
 }
 
 #[cfg(test)]
@@ -685,7 +611,7 @@ mod tests {
         let (writer, thread) =
             StoreWriter::spawn_with_wal_limit(&path, 1024, Vec::new(), limit).unwrap();
         let table = Arc::new(MappingTable::default());
-        let wal_path = wal_path(&path);
+        let wal_path = super::super::wal::wal_path(&path);
         let largest_wal = runtime.block_on(async {
             // Several clients at once, so there is always a queued request: the writer is
             // never idle between commits, as at full load.

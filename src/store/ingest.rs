@@ -1,0 +1,178 @@
+//! SQL of storing one request: its receipt, each message (dedup by messageId within the window)
+//! and the stateful pipeline for each, in the writer's transaction.
+
+use std::cell::RefCell;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
+use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
+use crate::pipeline::RouteTarget;
+
+/// What becomes of one message, decided before it is inserted.
+enum Verdict<'a> {
+    Invalid(&'a str),
+    Duplicate {
+        original_row_id: i64,
+        same_payload: bool,
+    },
+    Accepted,
+}
+
+pub(super) fn insert_batch(
+    conn: &Connection,
+    batch: &IngestBatch,
+    targets: &[RouteTarget],
+    cache: &RefCell<IdentityCache>,
+) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
+    let ctx = PipelineContext {
+        targets,
+        cache,
+        environment: &batch.receipt.environment,
+        received_at_ms: batch.receipt.received_at_ms,
+        dedup_since_ms: batch.dedup_since_ms,
+    };
+    let receipt = &batch.receipt;
+    conn.prepare_cached(
+        "INSERT INTO requests (request_id, received_at_ms, environment, path, remote_addr,
+             user_agent, auth_scheme, body_shape, body_bytes, message_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        receipt.request_id,
+        receipt.received_at_ms,
+        receipt.environment,
+        receipt.path,
+        receipt.remote_addr,
+        receipt.user_agent,
+        receipt.auth_scheme,
+        receipt.body_shape,
+        receipt.body_bytes as i64,
+        batch.messages.len() as i64,
+    ])?;
+
+    let mut find_original = conn.prepare_cached(
+        "SELECT id, raw_sha256 FROM messages
+         WHERE message_id = ?2 AND environment = ?1 AND status = 'accepted'
+           AND received_at_ms >= ?3
+         ORDER BY id LIMIT 1",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO messages (id, request_id, position, received_at_ms, environment, message_id,
+             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+
+    let first_row: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages")?
+        .query_row([], |r| r.get(0))?;
+    let mut outcomes = Vec::with_capacity(batch.messages.len());
+    for (row_id, message) in (first_row..).zip(&batch.messages) {
+        let verdict = match (&message.invalid_reason, &message.message_id) {
+            (Some(reason), _) => Verdict::Invalid(reason),
+            (None, None) => Verdict::Invalid("messageId is missing"),
+            (None, Some(message_id)) => find_original
+                .query_row(
+                    params![receipt.environment, message_id, batch.dedup_since_ms],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()?
+                .map_or(Verdict::Accepted, |(original_row_id, digest)| {
+                    Verdict::Duplicate {
+                        original_row_id,
+                        same_payload: digest == message.raw_sha256,
+                    }
+                }),
+        };
+        let (status, reason, duplicate_of, raw): (&str, Option<&str>, Option<i64>, Option<&[u8]>) =
+            match &verdict {
+                Verdict::Invalid(reason) => ("invalid", Some(reason), None, Some(&message.raw)),
+                // Identical bytes are not stored twice; a different payload is kept whole.
+                Verdict::Duplicate {
+                    original_row_id,
+                    same_payload: true,
+                } => (
+                    "duplicate",
+                    Some("messageId already accepted with identical bytes (a Segment retry)"),
+                    Some(*original_row_id),
+                    None,
+                ),
+                Verdict::Duplicate {
+                    original_row_id,
+                    same_payload: false,
+                } => (
+                    "duplicate",
+                    Some("messageId already accepted with a different payload"),
+                    Some(*original_row_id),
+                    Some(&message.raw),
+                ),
+                Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
+            };
+        // The row id is assigned here (this thread is the only writer), so the pipeline can
+        // reference the message and its outcome goes into the same INSERT.
+        let pipeline = match (&verdict, &message.pipeline) {
+            (Verdict::Invalid(_), _) | (_, None) => None,
+            (Verdict::Duplicate { .. }, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, true)?)
+            }
+            (Verdict::Accepted, Some(input)) => {
+                Some(stateful::apply(conn, &ctx, row_id, input, false)?)
+            }
+        };
+        insert.execute(params![
+            row_id,
+            receipt.request_id,
+            message.position as i64,
+            receipt.received_at_ms,
+            receipt.environment,
+            message.message_id,
+            message.message_type,
+            message.event,
+            message.user_id,
+            message.anonymous_id,
+            status,
+            reason,
+            duplicate_of,
+            &message.raw_sha256[..],
+            raw,
+            pipeline.as_ref().map(|p| p.label()),
+        ])?;
+        let message = match verdict {
+            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
+            Verdict::Duplicate {
+                original_row_id,
+                same_payload,
+            } => MessageOutcome::Duplicate {
+                row_id,
+                original_row_id,
+                same_payload,
+            },
+            Verdict::Accepted => MessageOutcome::Accepted { row_id },
+        };
+        outcomes.push(StoredOutcome { message, pipeline });
+    }
+    Ok(outcomes)
+}
+
+pub(super) fn insert_rejection(conn: &Connection, r: &RejectedRequest) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO rejections (received_at_ms, path, remote_addr, user_agent, account_header,
+             environment_header, content_type, body_bytes, status_code, reason_code, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        r.received_at_ms,
+        r.path,
+        r.remote_addr,
+        r.user_agent,
+        r.account_header,
+        r.environment_header,
+        r.content_type,
+        r.body_bytes.map(|b| b as i64),
+        r.status_code,
+        r.reason_code,
+        r.reason,
+    ])?;
+    Ok(())
+}
+
