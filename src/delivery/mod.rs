@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
@@ -26,8 +26,10 @@ const RESPONSE_EXCERPT: usize = 4096;
 const REQUEST_EXCERPT: usize = 64 * 1024;
 /// The longest a worker sleeps before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
-/// The most deliveries one claim takes (a 1,000-event request, twice, for two at once).
+/// The most deliveries one claim takes (a 1,000-event request, twice, for two at once), and the
+/// fewest it asks for.
 const MAX_CLAIM: usize = 4000;
+const MIN_CLAIM: usize = 64;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -72,16 +74,46 @@ pub fn spawn_workers(destinations: &[Destination], writer: &StoreWriter) -> Join
     let client = http_client();
     let mut set = JoinSet::new();
     for dest in destinations {
+        let (outcomes, outcomes_rx) = mpsc::channel(OUTCOME_QUEUE);
+        set.spawn(record_outcomes(writer.clone(), outcomes_rx));
         let worker = Worker {
             dest: Arc::new(dest.clone()),
             writer: writer.clone(),
             client: client.clone(),
             notify: writer.deliveries_notifier(),
             breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
+            outcomes,
         };
         set.spawn(worker.run());
     }
     set
+}
+
+/// Outcomes waiting to be recorded per destination; a full queue slows that destination's
+/// sending, never ingest.
+const OUTCOME_QUEUE: usize = 256;
+
+/// Records outcomes as they come, many requests' worth per writer job: a request's slot is free
+/// again as soon as its answer is in, not after the commit that records it. (If the process dies
+/// first, the leases run out and the same event_ids are sent again.)
+async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Completion>) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        let mut items = batch[0].items.len();
+        while items < 4000 {
+            match outcomes.try_recv() {
+                Ok(next) => {
+                    items += next.items.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let destination = batch[0].destination.clone();
+        if let Err(e) = writer.complete(batch).await {
+            tracing::error!(%destination, error = %e, "could not record delivery outcomes; their leases will expire and they are sent again");
+        }
+    }
 }
 
 fn pause_base(dest: &Destination) -> Duration {
@@ -97,6 +129,8 @@ struct Worker {
     client: reqwest::Client,
     notify: Arc<Notify>,
     breaker: Arc<Mutex<Breaker>>,
+    /// Outcomes on their way to the store (see `record_outcomes`).
+    outcomes: mpsc::Sender<Completion>,
 }
 
 impl Worker {
@@ -107,27 +141,26 @@ impl Worker {
         }
     }
 
-    /// Deliveries claimed per round trip to the writer: two rounds of full requests, so the
-    /// next requests are ready while the current ones are out.
+    /// Deliveries claimed per round trip to the writer: two rounds of full requests (at least
+    /// MIN_CLAIM), so the next requests are ready while the current ones are out and a
+    /// one-event-per-request destination does not wait on a commit per event.
     fn claim_size(&self) -> usize {
-        (self.dest.batch_size * self.dest.concurrency.max(1) * 2).clamp(1, MAX_CLAIM)
+        (self.dest.batch_size * self.dest.concurrency.max(1) * 2).clamp(MIN_CLAIM, MAX_CLAIM)
     }
 
-    /// Long enough for every claimed item to be sent: the rounds a claim holds, each up to the
-    /// request timeout, twice over, plus a margin.
+    /// Long enough for every claimed item to be sent even if each request runs to its timeout,
+    /// plus a margin.
     fn lease_ms(&self) -> i64 {
-        let rounds = (self.claim_size()
-            / (self.dest.batch_size * self.dest.concurrency.max(1)).max(1))
-        .max(1) as i64
-            + 1;
-        rounds * 2 * request_timeout(&self.dest).as_millis() as i64 + 30_000
+        let rounds = self
+            .claim_size()
+            .div_ceil(self.dest.batch_size * self.dest.concurrency.max(1)) as i64;
+        rounds * request_timeout(&self.dest).as_millis() as i64 + 30_000
     }
 
     /// Claim more deliveries when fewer than a round's worth are waiting. Returns when the
     /// next pending delivery falls due (for the idle wait), if the claim was made.
     async fn refill(&self, buffer: &mut VecDeque<LeasedDelivery>) -> Result<Option<i64>, ()> {
-        let round = self.dest.batch_size * self.dest.concurrency.max(1);
-        if buffer.len() >= round {
+        if buffer.len() >= self.claim_size() / 2 {
             return Ok(None);
         }
         let now = now_ms();
@@ -260,8 +293,8 @@ impl Worker {
             items,
             at_ms: now_ms(),
         };
-        if let Err(e) = self.writer.complete(completion).await {
-            tracing::error!(destination = %self.dest.name, error = %e, "could not record a delivery; its lease will expire and it is sent again");
+        if self.outcomes.send(completion).await.is_err() {
+            tracing::error!(destination = %self.dest.name, "outcomes are no longer recorded (shutting down); leases will expire and the deliveries are sent again");
         }
     }
 

@@ -53,7 +53,8 @@ impl Breaker {
             min_samples: 8,
             failure_ratio: 0.8,
             base_pause,
-            max_pause: Duration::from_secs(600),
+            // A recovered platform gets its backlog within a minute, not ten.
+            max_pause: Duration::from_secs(60),
             pauses_in_a_row: 0,
             paused_until_ms: None,
         }

@@ -285,7 +285,15 @@ impl Destination {
             base_url,
             retry_schedule: config.retry_schedule.clone(),
             batch_size,
-            concurrency: reader.optional_usize("concurrency")?.unwrap_or(2),
+            concurrency: reader
+                .optional_usize("concurrency")?
+                .unwrap_or(match config.kind {
+                    // One event per request: more at once, within the platforms' rate limits
+                    // (Klaviyo allows 350 event requests a second).
+                    DestinationKind::Webhook => 8,
+                    DestinationKind::Klaviyo => 4,
+                    _ => 2,
+                }),
             max_age,
             settings,
         })

@@ -66,10 +66,16 @@ struct Faults {
     sticky: Option<Fault>,
 }
 
+/// Requests the sandbox keeps for inspection; older ones are dropped (a drain of a million events
+/// must not keep them all in memory). Counts cover every request.
+const KEEP_RECEIVED: usize = 5000;
+
 #[derive(Default)]
 pub struct SandboxState {
     faults: Mutex<HashMap<Platform, Faults>>,
-    received: Mutex<Vec<Received>>,
+    received: Mutex<VecDeque<Received>>,
+    /// Per platform: requests answered 2xx, and the events they carried.
+    accepted: Mutex<HashMap<Platform, (u64, u64)>>,
     google_orders: Mutex<HashSet<String>>,
     klaviyo_unique: Mutex<HashSet<String>>,
     webhook_keys: Mutex<HashMap<String, Vec<u8>>>,
@@ -108,6 +114,15 @@ impl SandboxState {
         lock(&self.webhook_keys).insert(name.to_string(), key);
     }
 
+    /// Requests answered 2xx and the events they carried, since the start.
+    pub fn accepted(&self, platform: Platform) -> (u64, u64) {
+        lock(&self.accepted)
+            .get(&platform)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The last requests to `platform` (up to the most recent few thousand).
     pub fn received(&self, platform: Platform) -> Vec<Received> {
         lock(&self.received)
             .iter()
@@ -129,7 +144,28 @@ impl SandboxState {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
-        lock(&self.received).push(Received {
+        if (200..300).contains(&status) && refusal.is_none() {
+            let events = match platform {
+                Platform::Meta | Platform::Tiktok => body
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .map_or(1, Vec::len),
+                Platform::Google => body
+                    .get("conversions")
+                    .and_then(Value::as_array)
+                    .map_or(1, Vec::len),
+                Platform::Klaviyo | Platform::Webhook => 1,
+            } as u64;
+            let mut accepted = lock(&self.accepted);
+            let entry = accepted.entry(platform).or_default();
+            entry.0 += 1;
+            entry.1 += events;
+        }
+        let mut received = lock(&self.received);
+        if received.len() >= KEEP_RECEIVED {
+            received.pop_front();
+        }
+        received.push_back(Received {
             platform,
             path: path.to_string(),
             headers,

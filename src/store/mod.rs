@@ -29,6 +29,7 @@ pub use reader::{
 pub use records::{
     IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,
 };
+pub use views::QueueCounts;
 pub use writer::{StoreWriter, WriteError};
 
 #[derive(Debug, thiserror::Error)]

@@ -67,7 +67,7 @@ struct IngestJob(
 enum Job {
     Rejection(Box<RejectedRequest>),
     Claim(ClaimRequest, Reply<Claim>),
-    Complete(Box<Completion>, Reply<()>),
+    Complete(Vec<Completion>, Reply<()>),
     Release {
         ids: Vec<i64>,
         next_attempt_ms: i64,
@@ -88,7 +88,7 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Claim(request, _) => request.limit.max(1),
-            Job::Complete(completion, _) => completion.items.len().max(1),
+            Job::Complete(completions, _) => completions.iter().map(|c| c.items.len()).sum::<usize>().max(1),
             Job::Release { ids, .. } => ids.len().max(1),
             _ => 1,
         }
@@ -215,10 +215,9 @@ impl StoreWriter {
         self.call(|reply| Job::Prune(cutoff_ms, reply)).await
     }
 
-    /// Record a request's attempts and move each delivery on.
-    pub async fn complete(&self, completion: Completion) -> Result<(), WriteError> {
-        self.call(|reply| Job::Complete(Box::new(completion), reply))
-            .await
+    /// Record requests' attempts and move each delivery on.
+    pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), WriteError> {
+        self.call(|reply| Job::Complete(completions, reply)).await
     }
 
     /// Give claimed deliveries back unsent, due again at `next_attempt_ms`.
@@ -300,6 +299,11 @@ impl Queues {
         if Instant::now() >= self.next_sweep {
             self.next_sweep = Instant::now() + LEASE_SWEEP_INTERVAL;
             group.work.push(Job::SweepLeases);
+        } else if let Ok(job) = self.ingest.try_recv() {
+            // Under load there is always work waiting: no need to park.
+            group.ingest.push(job);
+        } else if let Ok(job) = self.work.try_recv() {
+            group.work.push(job);
         } else {
             let sweep_at = tokio::time::Instant::from_std(self.next_sweep);
             let first = runtime.block_on(async {
@@ -512,8 +516,10 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
             r.limit,
             r.lease_ms,
         )?),
-        Job::Complete(c, _) => {
-            delivery::complete(conn, c)?;
+        Job::Complete(completions, _) => {
+            for c in completions {
+                delivery::complete(conn, c)?;
+            }
             JobOutput::Done
         }
         Job::Release {
