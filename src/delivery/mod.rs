@@ -30,6 +30,9 @@ const IDLE_POLL: Duration = Duration::from_millis(1000);
 /// fewest it asks for.
 const MAX_CLAIM: usize = 4000;
 const MIN_CLAIM: usize = 64;
+/// The most one claim job asks the writer for: it rides in a group with ingest commits, so it
+/// must stay small (a few milliseconds).
+const MAX_CLAIM_PER_JOB: usize = 500;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -159,19 +162,26 @@ impl Worker {
 
     /// Claim more deliveries when fewer than a round's worth are waiting. Returns when the
     /// next pending delivery falls due (for the idle wait), if the claim was made.
-    async fn refill(&self, buffer: &mut VecDeque<LeasedDelivery>) -> Result<Option<i64>, ()> {
-        if buffer.len() >= self.claim_size() / 2 {
+    /// A probe (the first request after a pause) claims the one item it sends.
+    async fn refill(
+        &self,
+        buffer: &mut VecDeque<LeasedDelivery>,
+        probing: bool,
+    ) -> Result<Option<i64>, ()> {
+        let wanted = if probing {
+            1
+        } else {
+            self.claim_size()
+        };
+        if !buffer.is_empty() && buffer.len() >= wanted / 2 {
             return Ok(None);
         }
         let now = now_ms();
+        // In pieces the writer can slot between ingest commits.
+        let limit = (wanted - buffer.len().min(wanted)).clamp(1, MAX_CLAIM_PER_JOB);
         let claim = self
             .writer
-            .claim(
-                &self.dest.name,
-                now,
-                self.claim_size() - buffer.len(),
-                self.lease_ms(),
-            )
+            .claim(&self.dest.name, now, limit, self.lease_ms())
             .await
             .map_err(|_| ())?; // the writer stopped: shutting down
         let mut unreadable = Vec::new();
@@ -240,7 +250,7 @@ impl Worker {
             // Register interest before claiming, so a commit between the claim and the wait
             // still wakes this worker.
             let notified = self.notify.notified();
-            let Ok(next_due) = self.refill(&mut buffer).await else {
+            let Ok(next_due) = self.refill(&mut buffer, probing).await else {
                 return;
             };
             if buffer.is_empty() {
