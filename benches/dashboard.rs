@@ -66,10 +66,13 @@ fn build(path: &std::path::Path, events: usize) {
                     tracklayer::ingest::message_record(
                         pos,
                         Bytes::from(message(i)),
-                        None,
-                        "production",
-                        &table,
-                        now,
+                        &tracklayer::ingest::MessageContext {
+                            implied_type: None,
+                            environment: "production",
+                            mapping: &table,
+                            received_at_ms: now,
+                            limits: &Default::default(),
+                        },
                     )
                 })
                 .collect();

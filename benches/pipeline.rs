@@ -68,7 +68,7 @@ fn main() {
     let mut events = 0usize;
     for _ in 0..rounds {
         for raw in &messages {
-            let Ok(message) = validate_message(raw, None) else {
+            let Ok(message) = validate_message(raw, None, &Default::default()) else {
                 continue;
             };
             let draft = pipeline::draft(&message, "production", &table, 1_776_939_330_000);

@@ -497,7 +497,7 @@ pub fn signed_headers(
     if segment_scheme {
         // Segment signs element 0 of a batch, the whole body otherwise.
         let bytes = bytes::Bytes::copy_from_slice(body);
-        let split = split_body(&bytes).map_err(|e| anyhow!("{e}"))?;
+        let split = split_body(&bytes, usize::MAX).map_err(|e| anyhow!("{e}"))?;
         let signed: &[u8] = if split.shape == crate::segment::BodyShape::Array {
             &split.messages[0]
         } else {

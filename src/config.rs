@@ -7,15 +7,26 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::destinations::Destination;
 use crate::pipeline::mapping::{MappingSource, MappingTable};
+use crate::segment::MessageLimits;
 
 /// Segment limits a `/batch` request to 500 KB, but Webhooks (Actions) batches can be far larger
 /// (up to 4000 events); 4 MiB covers a recommended `batch_size` of 500 with room to spare.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Segment's largest batch is 4,000 events (Webhooks (Actions) `batch_size`); a little above it.
+pub const DEFAULT_MAX_MESSAGES_PER_REQUEST: usize = 5000;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Long enough for any real client on a slow link, short enough that idle or stalled sockets
+/// do not pile up.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Segment opens a few dozen connections at most; this leaves room for SDKs posting directly.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 /// ±5 minutes, as Standard Webhooks, Svix and Stripe use.
 pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 /// Above Segment's 4 h retry window with a wide margin (DESIGN §1).
@@ -86,6 +97,12 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     timestamp_tolerance_secs: Option<u64>,
     queue_capacity: Option<usize>,
+    max_messages_per_request: Option<usize>,
+    max_message_bytes: Option<usize>,
+    max_name_chars: Option<usize>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -191,6 +208,34 @@ pub struct ServerConfig {
     pub timestamp_tolerance_secs: u64,
     /// How many ingest requests may wait for the writer before TrackLayer answers 503.
     pub queue_capacity: usize,
+    /// Messages one request may carry (413 above it).
+    pub max_messages_per_request: usize,
+    /// Per-message limits (a message over them is stored as invalid, with the reason).
+    pub messages: MessageLimits,
+    /// A request's headers must arrive within this long of the connection opening or of the
+    /// previous response; an idle keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// The whole body must arrive within this long of its headers (408 otherwise).
+    pub body_timeout: Duration,
+    /// Open client connections at most; new ones beyond it get 503 and are closed.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// Every limit at its default, listening on `listen`.
+    pub fn with_defaults(listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            listen,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_messages_per_request: DEFAULT_MAX_MESSAGES_PER_REQUEST,
+            messages: MessageLimits::default(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -361,10 +406,66 @@ fn validate(
             "must be at least 1024 bytes",
         ));
     }
-    let queue_capacity = raw.server.queue_capacity.unwrap_or(4096);
+    let queue_capacity = raw.server.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
     if queue_capacity == 0 {
         return Err(invalid("server.queue_capacity", "must be at least 1"));
     }
+    let at_least = |key: &str, value: Option<usize>, default: usize, min: usize| {
+        let value = value.unwrap_or(default);
+        if value < min {
+            Err(invalid(
+                format!("server.{key}"),
+                format!("must be at least {min}"),
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    let defaults = MessageLimits::default();
+    let max_messages_per_request = at_least(
+        "max_messages_per_request",
+        raw.server.max_messages_per_request,
+        DEFAULT_MAX_MESSAGES_PER_REQUEST,
+        1,
+    )?;
+    let messages = MessageLimits {
+        max_message_bytes: at_least(
+            "max_message_bytes",
+            raw.server.max_message_bytes,
+            defaults.max_message_bytes,
+            1024,
+        )?,
+        max_name_chars: at_least(
+            "max_name_chars",
+            raw.server.max_name_chars,
+            defaults.max_name_chars,
+            16,
+        )?,
+    };
+    let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
+        None => Ok(default),
+        Some(0) => Err(invalid(
+            format!("server.{key}"),
+            "must be at least 1 second",
+        )),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+    };
+    let header_timeout = seconds(
+        "header_timeout_secs",
+        raw.server.header_timeout_secs,
+        DEFAULT_HEADER_TIMEOUT,
+    )?;
+    let body_timeout = seconds(
+        "body_timeout_secs",
+        raw.server.body_timeout_secs,
+        DEFAULT_BODY_TIMEOUT,
+    )?;
+    let max_connections = at_least(
+        "max_connections",
+        raw.server.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        1,
+    )?;
 
     let storage_path = raw
         .storage
@@ -554,6 +655,11 @@ fn validate(
                 .timestamp_tolerance_secs
                 .unwrap_or(DEFAULT_TIMESTAMP_TOLERANCE_SECS),
             queue_capacity,
+            max_messages_per_request,
+            messages,
+            header_timeout,
+            body_timeout,
+            max_connections,
         },
         storage: StorageConfig {
             path: storage_path,
@@ -573,12 +679,7 @@ fn validate(
 /// environment whose secret (and write key) come from the local database.
 pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Config {
     Config {
-        server: ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
-            queue_capacity: 4096,
-        },
+        server: ServerConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 8787))),
         storage: StorageConfig {
             path: storage_path,
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,

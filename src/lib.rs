@@ -62,7 +62,11 @@ pub async fn run(
         workers.spawn(retention(writer.clone(), config.storage.retention_days));
     }
     let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
-    let served = ingest::serve(listener, state, shutdown).await;
+    let limits = ingest::ServerLimits {
+        header_timeout: config.server.header_timeout,
+        max_connections: config.server.max_connections,
+    };
+    let served = ingest::serve(listener, state, limits, shutdown).await;
     // In-flight deliveries are abandoned; their leases expire and they are sent again (with
     // the same event_id) at the next start.
     workers.abort_all();

@@ -111,7 +111,9 @@ async fn scenario() -> (TestServer, Sandbox) {
             .filter(|(_, s, _)| s == "delivered")
             .map(|(_, _, n)| n)
             .sum();
-        if delivered == 3 {
+        // Refusals reach the store with the next flush (every second).
+        let refusal_stored = !server.reader().recent_rejections(1).unwrap().is_empty();
+        if delivered == 3 && refusal_stored {
             break;
         }
         if start.elapsed() > Duration::from_secs(15) {

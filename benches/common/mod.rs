@@ -22,7 +22,10 @@ pub const ACCOUNT: &str = "acct_bench";
 /// platforms refuse events older than 7 days).
 pub fn message(id: &str) -> String {
     // A few thousand customers, as on a shop: most orders come from someone seen before.
-    let user = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 5000;
+    let user = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 5000;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let base = format!(
         r#"{{"type":"track","event":"Order Completed","messageId":"{id}","userId":"cust_{user}","anonymousId":"anon_{user}","timestamp":"{now}","context":{{"ip":"67.160.210.48","userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15","page":{{"url":"https://example.com/checkout/thank-you"}},"traits":{{"email":"buyer{user}@example.com"}}}},"properties":{{"order_id":"ORD-{id}","revenue":129.95,"currency":"EUR","products":[{{"product_id":"SKU-481","name":"Monopoly","price":89.95,"quantity":1}},{{"product_id":"SKU-812","name":"Uno","price":40,"quantity":1}}],"note":""#

@@ -154,9 +154,9 @@ impl Worker {
     /// Long enough for every claimed item to be sent even if each request runs to its timeout,
     /// plus a margin.
     fn lease_ms(&self) -> i64 {
-        let rounds = self
-            .claim_size()
-            .div_ceil(self.dest.batch_size * self.dest.concurrency.max(1)) as i64;
+        let rounds =
+            self.claim_size()
+                .div_ceil(self.dest.batch_size * self.dest.concurrency.max(1)) as i64;
         rounds * request_timeout(&self.dest).as_millis() as i64 + 30_000
     }
 
@@ -168,11 +168,7 @@ impl Worker {
         buffer: &mut VecDeque<LeasedDelivery>,
         probing: bool,
     ) -> Result<Option<i64>, ()> {
-        let wanted = if probing {
-            1
-        } else {
-            self.claim_size()
-        };
+        let wanted = if probing { 1 } else { self.claim_size() };
         if !buffer.is_empty() && buffer.len() >= wanted / 2 {
             return Ok(None);
         }
@@ -206,7 +202,11 @@ impl Worker {
     }
 
     /// The next request's items: up to a batch, a solo item alone, one item for a probe.
-    fn next_items(&self, buffer: &mut VecDeque<LeasedDelivery>, probing: bool) -> Vec<LeasedDelivery> {
+    fn next_items(
+        &self,
+        buffer: &mut VecDeque<LeasedDelivery>,
+        probing: bool,
+    ) -> Vec<LeasedDelivery> {
         let limit = if probing { 1 } else { self.dest.batch_size };
         let mut items = Vec::with_capacity(limit.min(buffer.len()));
         if buffer.front().is_some_and(|item| item.solo) {
@@ -257,7 +257,7 @@ impl Worker {
                 let wait = next_due
                     .map(|due| {
                         Duration::from_millis(
-                            (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64
+                            (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64,
                         )
                     })
                     .unwrap_or(IDLE_POLL);

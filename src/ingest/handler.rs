@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -15,14 +14,16 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, AuthError};
+use super::body::{check_content_type, read_body};
+use super::refusal::{header_str, Refusal, RequestMeta};
 use super::IngestState;
 use crate::config::EnvironmentConfig;
 use crate::pipeline::{self, consent, identity, MappingTable};
-use crate::segment::{split_body, validate_message, MessageType, SplitBody};
-use crate::store::pipeline::{PipelineInput, PipelineOutcome};
-use crate::store::{
-    now_ms, IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, WriteError,
+use crate::segment::{
+    split_body, validate_message, BodyError, MessageLimits, MessageType, SplitBody,
 };
+use crate::store::pipeline::{PipelineInput, PipelineOutcome};
+use crate::store::{IngestBatch, MessageOutcome, MessageRecord, RequestReceipt, WriteError};
 
 /// The reply to an accepted request. Segment only reads the status; `tracklayer send` and
 /// engineers with curl read the rest.
@@ -40,14 +41,18 @@ pub struct IngestReply {
     pub unmapped: usize,
     /// Events that collapsed onto an existing event_id (see `problems`).
     pub collisions: usize,
-    /// Only the messages that need attention, so a 1000-event batch stays small.
+    /// Only the messages that need attention, so a 1000-event batch stays small; at most 100
+    /// (`problems_not_listed` counts the rest).
     pub problems: Vec<MessageProblem>,
+    #[serde(default)]
+    pub problems_not_listed: usize,
     /// The canonical events created, up to 100 (`events_truncated` says when there were more).
     pub events: Vec<ReplyEvent>,
     pub events_truncated: bool,
 }
 
 const MAX_EVENTS_IN_REPLY: usize = 100;
+const MAX_PROBLEMS_IN_REPLY: usize = 100;
 
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ReplyEvent {
@@ -67,137 +72,16 @@ pub struct MessageProblem {
     pub reason: String,
 }
 
-/// A refusal: status, the `{"message": ...}` text, and what to record about it.
-struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u32>,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-impl From<AuthError> for Refusal {
-    fn from(e: AuthError) -> Refusal {
-        Refusal::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "message": self.message })),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// What is known of a request before its body is trusted; enough to record a refusal.
-struct RequestMeta {
-    received_at_ms: i64,
-    path: String,
-    remote_addr: Option<String>,
-    user_agent: Option<String>,
-    account_header: Option<String>,
-    environment_header: Option<String>,
-    content_type: Option<String>,
-    content_length: Option<u64>,
-}
-
-impl RequestMeta {
-    fn of(headers: &HeaderMap, path: &str, remote: Option<SocketAddr>) -> RequestMeta {
-        let short = |name: &str| header_str(headers, name).map(auth::truncate_for_display);
-        RequestMeta {
-            received_at_ms: now_ms(),
-            path: path.to_string(),
-            remote_addr: remote.map(|a| a.to_string()),
-            user_agent: short(header::USER_AGENT.as_str()),
-            account_header: short(auth::HEADER_ACCOUNT),
-            environment_header: short(auth::HEADER_ENVIRONMENT),
-            content_type: short(header::CONTENT_TYPE.as_str()),
-            content_length: header_str(headers, header::CONTENT_LENGTH.as_str())
-                .and_then(|v| v.parse().ok()),
-        }
-    }
-
-    fn refuse(&self, state: &IngestState, refusal: Refusal, body_bytes: Option<u64>) -> Response {
-        tracing::info!(
-            path = %self.path,
-            status = refusal.status.as_u16(),
-            reason = %refusal.message,
-            "request refused"
-        );
-        state.writer.record_rejection(RejectedRequest {
-            received_at_ms: self.received_at_ms,
-            path: self.path.clone(),
-            remote_addr: self.remote_addr.clone(),
-            user_agent: self.user_agent.clone(),
-            account_header: self.account_header.clone(),
-            environment_header: self.environment_header.clone(),
-            content_type: self.content_type.clone(),
-            body_bytes: body_bytes.or(self.content_length),
-            status_code: refusal.status.as_u16(),
-            reason_code: refusal.code,
-            reason: refusal.message.clone(),
-        });
-        refusal.into_response()
-    }
-}
-
-fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
-    let value = header_str(headers, header::CONTENT_TYPE.as_str());
-    let is_json = value
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            match value {
-                Some(v) => format!(
-                    "Content-Type must be application/json, got `{}`",
-                    auth::truncate_for_display(v)
-                ),
-                None => "missing Content-Type header; it must be application/json".to_string(),
-            },
-        ))
-    }
-}
-
-async fn read_body(body: Body, meta: &RequestMeta, limit: usize) -> Result<Bytes, Refusal> {
-    let too_large = || {
-        Refusal::new(
+/// A body that could not be split into messages: 413 when it carries too many, else 400.
+fn body_refusal(e: BodyError) -> Refusal {
+    match e {
+        BodyError::TooManyMessages { .. } => Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body exceeds the {limit}-byte limit; lower the webhook's batch_size"),
-        )
-    };
-    if meta.content_length.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
+            "too_many_messages",
+            e.to_string(),
+        ),
+        other => Refusal::new(StatusCode::BAD_REQUEST, "bad_request", other.to_string()),
     }
-    to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 fn find_environment<'a>(
@@ -252,7 +136,7 @@ fn verify_signature(
         }
         // A batch: Segment signs only the raw bytes of element 0.
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            if let Ok(split) = split_body(body) {
+            if let Ok(split) = split_body(body, state.max_messages_per_request) {
                 if auth::verify_segment(&secrets, &split.messages[0], signature) {
                     return Ok(("segment", Some(split)));
                 }
@@ -287,26 +171,25 @@ pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Requ
 
     let env = match find_environment(&state, &parts.headers) {
         Ok(env) => env,
-        Err(e) => return meta.refuse(&state, e.into(), None),
+        Err(e) => return meta.refuse(&state.refusals, e.into(), None),
     };
     if let Err(refusal) = check_content_type(&parts.headers) {
-        return meta.refuse(&state, refusal, None);
+        return meta.refuse(&state.refusals, refusal, None);
     }
-    let body = match read_body(body, &meta, state.max_body_bytes).await {
+    let body = match read_body(body, &meta, state.max_body_bytes, state.body_timeout).await {
         Ok(body) => body,
-        Err(refusal) => return meta.refuse(&state, refusal, None),
+        Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
     };
     let (scheme, split) = match verify_signature(&state, env, &parts.headers, &body) {
         Ok(verified) => verified,
-        Err(e) => return meta.refuse(&state, e.into(), Some(body.len() as u64)),
+        Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
     };
     let split = match split {
         Some(split) => split,
-        None => match split_body(&body) {
+        None => match split_body(&body, state.max_messages_per_request) {
             Ok(split) => split,
             Err(e) => {
-                let refusal = Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
-                return meta.refuse(&state, refusal, Some(body.len() as u64));
+                return meta.refuse(&state.refusals, body_refusal(e), Some(body.len() as u64))
             }
         },
     };
@@ -340,35 +223,35 @@ pub async fn tracking_api(
                         auth::truncate_for_display(other)
                     ),
                 );
-                return meta.refuse(&state, refusal, None);
+                return meta.refuse(&state.refusals, refusal, None);
             }
         },
     };
     let header_key = header_str(&parts.headers, header::AUTHORIZATION.as_str())
         .and_then(auth::basic_auth_write_key);
     if let Err(refusal) = check_content_type(&parts.headers) {
-        return meta.refuse(&state, refusal, None);
+        return meta.refuse(&state.refusals, refusal, None);
     }
-    let body = match read_body(body, &meta, state.max_body_bytes).await {
+    let body = match read_body(body, &meta, state.max_body_bytes, state.body_timeout).await {
         Ok(body) => body,
-        Err(refusal) => return meta.refuse(&state, refusal, None),
+        Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
     };
-    let split = match split_body(&body) {
+    let split = match split_body(&body, state.max_messages_per_request) {
         Ok(split) => split,
         Err(e) => {
             // Without a parsable body there is no writeKey to check; never say 400 to a
             // request we cannot attribute.
             let refusal: Refusal = match header_key {
                 None => AuthError::MissingWriteKey.into(),
-                Some(_) => Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+                Some(_) => body_refusal(e),
             };
-            return meta.refuse(&state, refusal, Some(body.len() as u64));
+            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
         }
     };
     // Older SDKs put the write key in the body instead of Basic auth.
     let Some(write_key) = header_key.or_else(|| split.write_key.clone()) else {
         return meta.refuse(
-            &state,
+            &state.refusals,
             AuthError::MissingWriteKey.into(),
             Some(body.len() as u64),
         );
@@ -380,7 +263,7 @@ pub async fn tracking_api(
     });
     let Some(env) = env else {
         return meta.refuse(
-            &state,
+            &state.refusals,
             AuthError::UnknownWriteKey.into(),
             Some(body.len() as u64),
         );
@@ -402,21 +285,24 @@ fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
     format!("req_{received_at_ms:011x}{seq:08x}")
 }
 
+/// What every message of a request shares.
+pub struct MessageContext<'a> {
+    /// The call type given by the URL (`/v1/track`), which SDKs may leave out of the body.
+    pub implied_type: Option<MessageType>,
+    pub environment: &'a str,
+    pub mapping: &'a MappingTable,
+    pub received_at_ms: i64,
+    pub limits: &'a MessageLimits,
+}
+
 /// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
-pub fn message_record(
-    position: usize,
-    raw: Bytes,
-    implied_type: Option<MessageType>,
-    environment: &str,
-    mapping: &MappingTable,
-    received_at_ms: i64,
-) -> MessageRecord {
+pub fn message_record(position: usize, raw: Bytes, ctx: &MessageContext<'_>) -> MessageRecord {
     let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
-    match validate_message(&raw, implied_type) {
+    match validate_message(&raw, ctx.implied_type, ctx.limits) {
         Ok(valid) => {
             let pipeline = PipelineInput {
-                draft: pipeline::draft(&valid, environment, mapping, received_at_ms),
-                observation: identity::observe(&valid, received_at_ms),
+                draft: pipeline::draft(&valid, ctx.environment, ctx.mapping, ctx.received_at_ms),
+                observation: identity::observe(&valid, ctx.received_at_ms),
                 event_consent: consent::event_consent(&valid.body).cloned(),
                 skip_destinations: pipeline::test_skips(&valid.body),
             };
@@ -428,23 +314,34 @@ pub fn message_record(
                 user_id: valid.user_id,
                 anonymous_id: valid.anonymous_id,
                 raw,
+                raw_bytes: None,
                 raw_sha256,
                 invalid_reason: None,
                 pipeline: Some(pipeline),
             }
         }
-        Err(invalid) => MessageRecord {
-            position,
-            message_id: invalid.message_id,
-            message_type: invalid.message_type,
-            event: invalid.event,
-            user_id: None,
-            anonymous_id: None,
-            raw,
-            raw_sha256,
-            invalid_reason: Some(invalid.reason),
-            pipeline: None,
-        },
+        Err(invalid) => {
+            // An oversized invalid message keeps its first bytes and its size, not all of it.
+            let (raw, raw_bytes) = if raw.len() > ctx.limits.max_message_bytes {
+                let size = raw.len();
+                (raw.slice(..ctx.limits.max_message_bytes), Some(size))
+            } else {
+                (raw, None)
+            };
+            MessageRecord {
+                position,
+                message_id: invalid.message_id,
+                message_type: invalid.message_type,
+                event: invalid.event,
+                user_id: None,
+                anonymous_id: None,
+                raw,
+                raw_bytes,
+                raw_sha256,
+                invalid_reason: Some(invalid.reason),
+                pipeline: None,
+            }
+        }
     }
 }
 
@@ -459,20 +356,18 @@ async fn store_and_reply(
 ) -> Response {
     let request_id = next_request_id(state, meta.received_at_ms);
     let mapping = state.mapping.current();
+    let ctx = MessageContext {
+        implied_type,
+        environment,
+        mapping: &mapping,
+        received_at_ms: meta.received_at_ms,
+        limits: &state.message_limits,
+    };
     let messages: Vec<MessageRecord> = split
         .messages
         .into_iter()
         .enumerate()
-        .map(|(position, raw)| {
-            message_record(
-                position,
-                raw,
-                implied_type,
-                environment,
-                &mapping,
-                meta.received_at_ms,
-            )
-        })
+        .map(|(position, raw)| message_record(position, raw, &ctx))
         .collect();
 
     // Reasons and ids for the reply, taken before the records move to the writer.
@@ -487,7 +382,7 @@ async fn store_and_reply(
             received_at_ms: meta.received_at_ms,
             environment: environment.to_string(),
             path: meta.path.clone(),
-            remote_addr: meta.remote_addr.clone(),
+            remote_addr: meta.remote_addr.map(|a| a.to_string()),
             user_agent: meta.user_agent.clone(),
             auth_scheme,
             body_shape: split.shape.as_str(),
@@ -531,18 +426,23 @@ async fn store_and_reply(
         unmapped: 0,
         collisions: 0,
         problems: Vec::new(),
+        problems_not_listed: 0,
         events: Vec::new(),
         events_truncated: false,
     };
     for (index, (outcome, (message_id, invalid_reason))) in outcomes.iter().zip(labels).enumerate()
     {
         let mut problem = |status: &str, reason: String| {
-            reply.problems.push(MessageProblem {
-                index,
-                message_id: message_id.clone(),
-                status: status.into(),
-                reason,
-            })
+            if reply.problems.len() < MAX_PROBLEMS_IN_REPLY {
+                reply.problems.push(MessageProblem {
+                    index,
+                    message_id: message_id.clone(),
+                    status: status.into(),
+                    reason,
+                })
+            } else {
+                reply.problems_not_listed += 1;
+            }
         };
         match &outcome.message {
             MessageOutcome::Accepted { .. } => reply.accepted += 1,

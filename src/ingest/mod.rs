@@ -2,20 +2,26 @@
 //! Tracking API paths (`/v1/*`, for SDKs posting directly) and `GET /healthz`.
 
 pub mod auth;
+mod body;
 mod handler;
+mod refusal;
+mod server;
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::{Config, EnvironmentConfig};
 use crate::pipeline::SharedMapping;
+use crate::segment::MessageLimits;
 use crate::store::StoreWriter;
 
-pub use handler::{message_record, IngestReply};
+pub use handler::{message_record, IngestReply, MessageContext};
+pub use refusal::RefusalLog;
+pub use server::ServerLimits;
 
 /// Everything a request handler needs; shared read-only between requests.
 pub struct IngestState {
@@ -23,10 +29,15 @@ pub struct IngestState {
     pub environments: Vec<EnvironmentConfig>,
     pub timestamp_tolerance_secs: u64,
     pub max_body_bytes: usize,
+    pub max_messages_per_request: usize,
+    pub message_limits: MessageLimits,
+    pub body_timeout: Duration,
     pub dedup_window_ms: i64,
     pub writer: StoreWriter,
     /// The mapping table in force (hot-reloaded).
     pub mapping: SharedMapping,
+    /// Refused requests, counted until the next flush to the store.
+    pub refusals: RefusalLog,
     request_seq: AtomicU32,
 }
 
@@ -40,9 +51,13 @@ impl IngestState {
             environments: config.environments.clone(),
             timestamp_tolerance_secs: config.server.timestamp_tolerance_secs,
             max_body_bytes: config.server.max_body_bytes,
+            max_messages_per_request: config.server.max_messages_per_request,
+            message_limits: config.server.messages,
+            body_timeout: config.server.body_timeout,
             dedup_window_ms: (config.storage.dedup_window_hours as i64) * 3_600_000,
             writer,
             mapping,
+            refusals: RefusalLog::default(),
             request_seq: AtomicU32::new(u32::from_le_bytes(seed)),
         }
     }
@@ -56,16 +71,33 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves. Connection info is kept so rejections record the peer.
+/// How often counted refusals go to the store (and so reach the dashboard).
+const REFUSAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// Serve until `shutdown` resolves: stop accepting, finish requests in progress, and write the
+/// last refusal counts.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<IngestState>,
+    limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFUSAL_FLUSH);
+            loop {
+                tick.tick().await;
+                if let Some(batch) = state.refusals.take() {
+                    state.writer.record_rejections(batch).await;
+                }
+            }
+        })
+    };
+    let served = server::serve(listener, router(state.clone()), limits, shutdown).await;
+    flusher.abort();
+    if let Some(batch) = state.refusals.take() {
+        state.writer.record_rejections(batch).await;
+    }
+    served
 }

@@ -249,7 +249,7 @@ impl Traffic {
         if body.first() == Some(&b'[') {
             // Batches come from Webhooks (Actions): X-Signature over element 0.
             let bytes = bytes::Bytes::from(body.clone());
-            if let Ok(split) = crate::segment::split_body(&bytes) {
+            if let Ok(split) = crate::segment::split_body(&bytes, usize::MAX) {
                 request = request.header(
                     auth::HEADER_SEGMENT_SIGNATURE,
                     auth::sign_segment(secret, &split.messages[0]),

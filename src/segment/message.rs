@@ -9,6 +9,37 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// `messageId` is "limited to 100 characters" in the Segment Spec.
 pub const MAX_MESSAGE_ID_CHARS: usize = 100;
 
+/// What one message may hold. Everything a message carries ends up in rows and indexes, so an
+/// unbounded field would let one request slow every later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// A message over this many bytes is invalid (Segment's own limit by default).
+    pub max_message_bytes: usize,
+    /// Event names, userId and anonymousId longer than this are invalid.
+    pub max_name_chars: usize,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        MessageLimits {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_name_chars: 200,
+        }
+    }
+}
+
+/// What an invalid message keeps of a field for display: at most this many characters.
+const KEPT_CHARS: usize = 100;
+
+/// `text`, or its first `KEPT_CHARS` characters and its size when it is longer, so an oversized
+/// field of an invalid message is shown (and indexed) at a bounded length.
+pub fn clip(text: &str) -> String {
+    match text.char_indices().nth(KEPT_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
     Identify,
@@ -142,6 +173,7 @@ fn check_consent(body: &Map<String, Value>) -> Result<(), String> {
 pub fn validate_message(
     raw: &[u8],
     implied_type: Option<MessageType>,
+    limits: &MessageLimits,
 ) -> Result<ValidMessage, InvalidMessage> {
     let mut partial = InvalidMessage {
         message_type: implied_type.map(|t| t.as_str().to_string()),
@@ -167,25 +199,20 @@ pub fn validate_message(
     };
 
     // Record what can be read even from an invalid message, so the dashboard can show it.
-    partial.message_id = body
-        .get("messageId")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    // Clipped: an oversized field must not reach an index at full length.
+    partial.message_id = body.get("messageId").and_then(Value::as_str).map(clip);
     if let Some(t) = body.get("type").and_then(Value::as_str) {
-        partial.message_type = Some(t.to_string());
+        partial.message_type = Some(clip(t));
     }
-    partial.event = body
-        .get("event")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    partial.event = body.get("event").and_then(Value::as_str).map(clip);
 
-    if raw.len() > MAX_MESSAGE_BYTES {
+    if raw.len() > limits.max_message_bytes {
         return fail(
             partial,
             format!(
-                "message is {} bytes; Segment limits one call to {} bytes",
+                "message is {} bytes; one call may be at most {} bytes (Segment's limit is {MAX_MESSAGE_BYTES})",
                 raw.len(),
-                MAX_MESSAGE_BYTES
+                limits.max_message_bytes
             ),
         );
     }
@@ -247,8 +274,17 @@ pub fn validate_message(
         }
     };
 
-    let user_id = identifier(&body, "userId");
-    let anonymous_id = identifier(&body, "anonymousId");
+    let too_long = |field: &str, value: &Option<String>| match value {
+        Some(v) if v.chars().count() > limits.max_name_chars => Err(format!(
+            "{field} is {} characters; TrackLayer accepts up to {} (server.max_name_chars)",
+            v.chars().count(),
+            limits.max_name_chars
+        )),
+        _ => Ok(()),
+    };
+    let user_id = identifier(&body, "userId").and_then(|v| too_long("userId", &v).map(|()| v));
+    let anonymous_id =
+        identifier(&body, "anonymousId").and_then(|v| too_long("anonymousId", &v).map(|()| v));
     let (user_id, anonymous_id) = match (user_id, anonymous_id) {
         (Err(reason), _) | (_, Err(reason)) => return fail(partial, reason),
         (Ok(None), Ok(None)) => {
@@ -280,7 +316,13 @@ pub fn validate_message(
                 Some(Value::String(name)) if name.trim().is_empty() => {
                     return fail(partial, "event is empty on a track call".to_string())
                 }
-                Some(Value::String(name)) => event = Some(name.clone()),
+                Some(Value::String(name)) => {
+                    let name = Some(name.clone());
+                    if let Err(reason) = too_long("event", &name) {
+                        return fail(partial, reason);
+                    }
+                    event = name;
+                }
                 Some(other) => {
                     let kind = json_type_name(other);
                     return fail(partial, format!("event must be a string, found {kind}"));
@@ -294,7 +336,8 @@ pub fn validate_message(
             if let Err(reason) = require_object_if_present(&body, "properties") {
                 return fail(partial, reason);
             }
-            event = body.get("name").and_then(Value::as_str).map(str::to_string);
+            // A page name is a label, not a key: kept, at a bounded length.
+            event = body.get("name").and_then(Value::as_str).map(clip);
         }
         MessageType::Identify => {
             if let Err(reason) = require_object_if_present(&body, "traits") {
@@ -339,7 +382,9 @@ mod tests {
     use super::*;
 
     fn reason(raw: &str) -> String {
-        validate_message(raw.as_bytes(), None).unwrap_err().reason
+        validate_message(raw.as_bytes(), None, &MessageLimits::default())
+            .unwrap_err()
+            .reason
     }
 
     #[test]
@@ -347,6 +392,7 @@ mod tests {
         let msg = validate_message(
             br#"{"type":"track","event":"Order Completed","messageId":"m-1","userId":"u-1","properties":{"order_id":"o-1"}}"#,
             None,
+            &MessageLimits::default(),
         )
         .unwrap();
         assert_eq!(msg.message_type, MessageType::Track);
@@ -359,12 +405,14 @@ mod tests {
         let msg = validate_message(
             br#"{"event":"x","messageId":"m","anonymousId":"a"}"#,
             Some(MessageType::Track),
+            &MessageLimits::default(),
         )
         .unwrap();
         assert_eq!(msg.message_type, MessageType::Track);
         let err = validate_message(
             br#"{"type":"identify","messageId":"m","anonymousId":"a"}"#,
             Some(MessageType::Track),
+            &MessageLimits::default(),
         )
         .unwrap_err();
         assert_eq!(
@@ -436,8 +484,12 @@ mod tests {
 
     #[test]
     fn invalid_messages_keep_what_could_be_read() {
-        let err = validate_message(br#"{"type":"track","messageId":"m-9","userId":"u"}"#, None)
-            .unwrap_err();
+        let err = validate_message(
+            br#"{"type":"track","messageId":"m-9","userId":"u"}"#,
+            None,
+            &MessageLimits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.message_id.as_deref(), Some("m-9"));
         assert_eq!(err.message_type.as_deref(), Some("track"));
     }
@@ -449,5 +501,36 @@ mod tests {
             r#"{{"type":"track","event":"x","messageId":"m","userId":"u","properties":{{"p":"{big}"}}}}"#
         );
         assert!(reason(&raw).starts_with("message is 32"));
+    }
+
+    #[test]
+    fn oversized_fields_are_invalid_and_kept_clipped() {
+        let long_id = "m".repeat(1_000_000);
+        let raw = format!(r#"{{"type":"track","event":"x","messageId":"{long_id}","userId":"u"}}"#);
+        let limits = MessageLimits {
+            max_message_bytes: 2_000_000,
+            ..MessageLimits::default()
+        };
+        let err = validate_message(raw.as_bytes(), None, &limits).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "messageId is 1000000 characters; Segment limits it to 100"
+        );
+        let kept = err.message_id.unwrap();
+        assert!(kept.len() < 200, "kept {} bytes", kept.len());
+        assert!(kept.ends_with("… (1000000 bytes)"), "{kept}");
+
+        let name = "E".repeat(201);
+        let err = reason(&format!(
+            r#"{{"type":"track","event":"{name}","messageId":"m","userId":"u"}}"#
+        ));
+        assert_eq!(
+            err,
+            "event is 201 characters; TrackLayer accepts up to 200 (server.max_name_chars)"
+        );
+        let err = reason(&format!(
+            r#"{{"type":"track","event":"x","messageId":"m","anonymousId":"{name}"}}"#
+        ));
+        assert!(err.starts_with("anonymousId is 201 characters"), "{err}");
     }
 }

@@ -5,4 +5,7 @@ mod body;
 mod message;
 
 pub use body::{split_body, BodyError, BodyShape, SplitBody};
-pub use message::{validate_message, InvalidMessage, MessageType, ValidMessage, MAX_MESSAGE_BYTES};
+pub use message::{
+    clip, validate_message, InvalidMessage, MessageLimits, MessageType, ValidMessage,
+    MAX_MESSAGE_BYTES,
+};

@@ -229,7 +229,8 @@ pub struct Claim {
 
 /// The claim's read: due rows of one destination, straight off `deliveries_ready` (no sort, no
 /// OR across states), so its cost is the rows it returns, whatever the backlog.
-pub const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.destination_event, d.consent_source, d.subject,
+pub const CLAIM_SQL: &str =
+    "SELECT d.id, d.event_id, d.destination_event, d.consent_source, d.subject,
         d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL, e.canonical
      FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
      WHERE d.destination = ?1 AND d.status = 'pending' AND d.next_attempt_ms <= ?2
@@ -608,8 +609,15 @@ mod tests {
             let conn = store_with_event();
             let tx = conn.unchecked_transaction().unwrap();
             for n in 0..backlog {
-                create_for_event(&tx, 1, 1, &event(), &[ready("meta"), ready("webhook")], n as i64)
-                    .unwrap();
+                create_for_event(
+                    &tx,
+                    1,
+                    1,
+                    &event(),
+                    &[ready("meta"), ready("webhook")],
+                    n as i64,
+                )
+                .unwrap();
             }
             // As many finished rows again, which a claim must not walk past either.
             tx.execute(

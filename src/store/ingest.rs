@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
-use super::records::{IngestBatch, MessageOutcome, RejectedRequest, StoredOutcome};
+use super::records::{IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome};
 use crate::pipeline::RouteTarget;
 
 /// What becomes of one message, decided before it is inserted.
@@ -59,8 +59,9 @@ pub(super) fn insert_batch(
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO messages (id, request_id, position, received_at_ms, environment, message_id,
-             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             type, event, user_id, anonymous_id, status, reason, duplicate_of, raw_sha256, raw, outcome,
+             raw_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
 
     let first_row: i64 = conn
@@ -136,6 +137,7 @@ pub(super) fn insert_batch(
             &message.raw_sha256[..],
             raw,
             pipeline.as_ref().map(|p| p.label()),
+            message.raw_bytes.map(|n| n as i64),
         ])?;
         let message = match verdict {
             Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
@@ -154,7 +156,34 @@ pub(super) fn insert_batch(
     Ok(outcomes)
 }
 
-pub(super) fn insert_rejection(conn: &Connection, r: &RejectedRequest) -> Result<(), rusqlite::Error> {
+/// Add refusal counts to their minutes, and keep the examples.
+pub(super) fn insert_rejections(
+    conn: &Connection,
+    batch: &RejectionBatch,
+) -> Result<(), rusqlite::Error> {
+    let mut count = conn.prepare_cached(
+        "INSERT INTO rejection_counts (minute_ms, environment, reason_code, peer, status_code, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (minute_ms, environment, reason_code, peer)
+         DO UPDATE SET count = count + excluded.count",
+    )?;
+    for c in &batch.counts {
+        count.execute(params![
+            c.minute_ms,
+            c.environment,
+            c.reason_code,
+            c.peer,
+            c.status_code,
+            c.count as i64
+        ])?;
+    }
+    for example in &batch.examples {
+        insert_rejection(conn, example)?;
+    }
+    Ok(())
+}
+
+fn insert_rejection(conn: &Connection, r: &RejectedRequest) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(
         "INSERT INTO rejections (received_at_ms, path, remote_addr, user_agent, account_header,
              environment_header, content_type, body_bytes, status_code, reason_code, reason)
@@ -175,4 +204,3 @@ pub(super) fn insert_rejection(conn: &Connection, r: &RejectedRequest) -> Result
     ])?;
     Ok(())
 }
-

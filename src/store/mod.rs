@@ -22,12 +22,13 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use reader::{
-    DestinationPause, MessageTrace, StoreReader, StoredAttempt, StoredCollision, StoredDelivery,
-    StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile,
-    StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
+    DestinationPause, MessageTrace, RejectionTally, StoreReader, StoredAttempt, StoredCollision,
+    StoredDelivery, StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage,
+    StoredProfile, StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
 };
 pub use records::{
-    IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RequestReceipt, StoredOutcome,
+    IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RejectionBatch, RejectionCount,
+    RequestReceipt, StoredOutcome,
 };
 pub use views::QueueCounts;
 pub use writer::{StoreWriter, WriteError};
@@ -57,7 +58,10 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/0003_pipeline.sql")),
         M::up(include_str!("../../migrations/0004_delivery.sql")),
         M::up(include_str!("../../migrations/0005_dashboard_indexes.sql")),
-        M::up(include_str!("../../migrations/0006_backlog_proof_queue.sql")),
+        M::up(include_str!(
+            "../../migrations/0006_backlog_proof_queue.sql"
+        )),
+        M::up(include_str!("../../migrations/0007_bounded_requests.sql")),
     ])
 });
 

@@ -28,6 +28,8 @@ pub struct StoredMessage {
     pub raw: Vec<u8>,
     /// False for an identical duplicate, whose bytes are stored only once (on the original).
     pub raw_stored: bool,
+    /// The message's full size when `raw` holds only its first bytes (an oversized invalid one).
+    pub raw_bytes: Option<i64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,6 +44,17 @@ pub struct StoredRequest {
     pub body_shape: String,
     pub body_bytes: i64,
     pub message_count: i64,
+}
+
+/// Refusals of one kind from one peer, summed over minutes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectionTally {
+    pub environment: String,
+    pub reason_code: String,
+    pub peer: String,
+    pub status_code: i64,
+    pub count: i64,
+    pub last_minute_ms: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -65,7 +78,7 @@ pub struct StoreReader {
 
 const MESSAGE_COLUMNS: &str = "m.id, m.request_id, m.position, m.received_at_ms, m.environment,
     m.message_id, m.type, m.event, m.user_id, m.anonymous_id, m.status, m.reason, m.duplicate_of,
-    m.raw_sha256, COALESCE(m.raw, o.raw), m.raw IS NOT NULL";
+    m.raw_sha256, COALESCE(m.raw, o.raw), m.raw IS NOT NULL, m.raw_bytes";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let digest: Vec<u8> = row.get(13)?;
@@ -86,6 +99,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         raw_sha256: hex::encode(digest),
         raw: row.get::<_, Option<Vec<u8>>>(14)?.unwrap_or_default(),
         raw_stored: row.get(15)?,
+        raw_bytes: row.get(16)?,
     })
 }
 
@@ -176,6 +190,28 @@ impl StoreReader {
                 status_code: row.get(8)?,
                 reason_code: row.get(9)?,
                 reason: row.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Refused requests since `since_ms`, summed per (environment header, reason, peer, status),
+    /// most first.
+    pub fn rejection_counts(&self, since_ms: i64) -> Result<Vec<RejectionTally>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT environment, reason_code, peer, status_code, SUM(count), MAX(minute_ms)
+             FROM rejection_counts WHERE minute_ms >= ?1
+             GROUP BY environment, reason_code, peer, status_code
+             ORDER BY SUM(count) DESC",
+        )?;
+        let rows = stmt.query_map([since_ms - since_ms.rem_euclid(60_000)], |row| {
+            Ok(RejectionTally {
+                environment: row.get(0)?,
+                reason_code: row.get(1)?,
+                peer: row.get(2)?,
+                status_code: row.get(3)?,
+                count: row.get(4)?,
+                last_minute_ms: row.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

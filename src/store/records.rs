@@ -27,8 +27,10 @@ pub struct MessageRecord {
     pub event: Option<String>,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
-    /// Exactly the bytes received.
+    /// Exactly the bytes received (for an invalid message over the size limit, its first bytes).
     pub raw: Bytes,
+    /// The message's full size when `raw` holds only its first bytes.
+    pub raw_bytes: Option<usize>,
     /// SHA-256 of `raw`, computed on the request's task so the single writer does less.
     pub raw_sha256: [u8; 32],
     /// `Some(reason)` when the message failed validation.
@@ -83,4 +85,22 @@ pub struct RejectedRequest {
     pub status_code: u16,
     pub reason_code: &'static str,
     pub reason: String,
+}
+
+/// Refusals counted per minute, environment header, reason and peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionCount {
+    pub minute_ms: i64,
+    pub environment: String,
+    pub reason_code: &'static str,
+    pub peer: String,
+    pub status_code: u16,
+    pub count: u64,
+}
+
+/// What the ingest side hands over every few seconds: counts, and a few full examples.
+#[derive(Debug, Clone, Default)]
+pub struct RejectionBatch {
+    pub counts: Vec<RejectionCount>,
+    pub examples: Vec<RejectedRequest>,
 }

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 pub const CHUNK: i64 = 2000;
 
 /// (table, time column, extra condition) in the order rows are deleted.
-const TABLES: [(&str, &str, &str); 11] = [
+const TABLES: [(&str, &str, &str); 12] = [
     ("delivery_attempts", "at_ms", ""),
     ("delivery_requests", "started_at_ms", ""),
     (
@@ -24,12 +24,23 @@ const TABLES: [(&str, &str, &str); 11] = [
     ("messages", "received_at_ms", ""),
     ("requests", "received_at_ms", ""),
     ("rejections", "received_at_ms", ""),
+    ("rejection_counts", "", ""),
 ];
 
 /// Delete up to CHUNK old rows from each table. Returns how many rows went.
 pub fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
     let mut deleted = 0;
     for (table, time, extra) in TABLES {
+        if table == "rejection_counts" {
+            // No rowid: its key starts with the minute, so the oldest rows come first.
+            deleted += conn.execute(
+                "DELETE FROM rejection_counts WHERE (minute_ms, environment, reason_code, peer) IN
+                     (SELECT minute_ms, environment, reason_code, peer FROM rejection_counts
+                      WHERE minute_ms < ?1 ORDER BY minute_ms LIMIT ?2)",
+                params![cutoff_ms, CHUNK],
+            )?;
+            continue;
+        }
         if table == "routes_by_event" {
             // Routes have no time of their own: they go with their event.
             deleted += conn.execute(

@@ -23,7 +23,10 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 /// Checkpoints run on their own connection and thread: with SQLite's automatic checkpoints the
 /// writer itself would stop every ~1000 pages to copy and fsync the database file, and every
 /// request waiting for that commit would see the stall. PASSIVE never blocks the writer.
-pub(super) fn spawn_checkpointer(path: &Path, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, StoreError> {
+pub(super) fn spawn_checkpointer(
+    path: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     std::thread::Builder::new()
@@ -58,7 +61,11 @@ impl WalFold {
 
     /// Also sets the writer connection's `journal_size_limit`, which must equal the limit: a
     /// file truncated to less would be extended again on every cycle.
-    pub(super) fn new(conn: &Connection, db_path: &Path, limit: u64) -> Result<WalFold, rusqlite::Error> {
+    pub(super) fn new(
+        conn: &Connection,
+        db_path: &Path,
+        limit: u64,
+    ) -> Result<WalFold, rusqlite::Error> {
         conn.pragma_update(None, "journal_size_limit", limit as i64)?;
         Ok(WalFold {
             path: wal_path(db_path),
@@ -106,4 +113,3 @@ pub(super) fn wal_path(db_path: &Path) -> PathBuf {
     path.push("-wal");
     PathBuf::from(path)
 }
-

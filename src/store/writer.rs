@@ -16,9 +16,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::delivery::{self, Claim, Completion};
-use super::ingest::{insert_batch, insert_rejection};
+use super::ingest::{insert_batch, insert_rejections};
 use super::pipeline::IdentityCache;
-use super::records::{IngestBatch, RejectedRequest, StoredOutcome};
+use super::records::{IngestBatch, RejectionBatch, StoredOutcome};
 use super::wal::{spawn_checkpointer, WalFold, WAL_LIMIT_BYTES};
 use super::{open_for_writing, StoreError};
 use crate::pipeline::RouteTarget;
@@ -65,7 +65,7 @@ struct IngestJob(
 
 /// Everything that is not ingest: delivery bookkeeping, retention, records of refusals.
 enum Job {
-    Rejection(Box<RejectedRequest>),
+    Rejections(Box<RejectionBatch>),
     Claim(ClaimRequest, Reply<Claim>),
     Complete(Vec<Completion>, Reply<()>),
     Release {
@@ -88,8 +88,13 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Claim(request, _) => request.limit.max(1),
-            Job::Complete(completions, _) => completions.iter().map(|c| c.items.len()).sum::<usize>().max(1),
+            Job::Complete(completions, _) => completions
+                .iter()
+                .map(|c| c.items.len())
+                .sum::<usize>()
+                .max(1),
             Job::Release { ids, .. } => ids.len().max(1),
+            Job::Rejections(batch) => batch.counts.len() + batch.examples.len(),
             _ => 1,
         }
     }
@@ -263,15 +268,16 @@ impl StoreWriter {
         Ok(outcomes)
     }
 
-    /// Record a refused request. Best effort: under a flood of bad requests, dropping some
-    /// rejection rows is better than letting them crowd out real traffic.
-    pub fn record_rejection(&self, rejection: RejectedRequest) {
+    /// Record the refusals counted since the last call (the ingest side flushes every few
+    /// seconds, so a flood of bad requests is a few rows, not one per request).
+    pub async fn record_rejections(&self, batch: RejectionBatch) {
         if self
             .work
-            .try_send(Job::Rejection(Box::new(rejection)))
+            .send(Job::Rejections(Box::new(batch)))
+            .await
             .is_err()
         {
-            tracing::warn!("writer queue full; a rejection was not recorded");
+            tracing::warn!("writer stopped; refusal counts not recorded");
         }
     }
 }
@@ -465,8 +471,8 @@ fn commit_group(
             (Job::Complete(_, reply), result) => {
                 let _ = reply.send(result.map(|_| ()).map_err(|e| failed(&e)));
             }
-            (Job::Rejection(_), Err(e)) => {
-                tracing::error!(error = %e, "could not record a rejected request");
+            (Job::Rejections(_), Err(e)) => {
+                tracing::error!(error = %e, "could not record refused requests");
             }
             (Job::DestinationState { .. }, Err(e)) => {
                 tracing::error!(error = %e, "could not record a destination's state");
@@ -505,8 +511,8 @@ fn apply(
 
 fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
     Ok(match job {
-        Job::Rejection(rejection) => {
-            insert_rejection(conn, rejection)?;
+        Job::Rejections(batch) => {
+            insert_rejections(conn, batch)?;
             JobOutput::Done
         }
         Job::Claim(r, _) => JobOutput::Claimed(delivery::claim(
@@ -577,10 +583,13 @@ mod tests {
                 crate::ingest::message_record(
                     position,
                     bytes::Bytes::from(raw),
-                    None,
-                    "production",
-                    table,
-                    now,
+                    &crate::ingest::MessageContext {
+                        implied_type: None,
+                        environment: "production",
+                        mapping: table,
+                        received_at_ms: now,
+                        limits: &Default::default(),
+                    },
                 )
             })
             .collect();
