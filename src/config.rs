@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 /// Above Segment's 4 h retry window with a wide margin (DESIGN §1).
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 48;
+/// How long the body of each request sent to a destination is kept (the request row stays).
+pub const DEFAULT_REQUEST_BODY_RETENTION_DAYS: u64 = 7;
 /// How long messages, events and finished deliveries are kept.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 
@@ -111,6 +113,7 @@ struct RawStorage {
     path: Option<PathBuf>,
     dedup_window_hours: Option<u64>,
     retention_days: Option<u64>,
+    request_body_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +248,9 @@ pub struct StorageConfig {
     /// Messages, events and finished deliveries older than this are deleted (0 keeps all).
     /// Profiles and identities are kept: the identity graph outlives any one event.
     pub retention_days: u64,
+    /// The bodies (request, response, headers) kept with each delivery request are cleared
+    /// after this many days; the request's outcome stays (0 keeps them as long as the rows).
+    pub request_body_retention_days: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -665,6 +671,10 @@ fn validate(
             path: storage_path,
             dedup_window_hours,
             retention_days,
+            request_body_retention_days: raw
+                .storage
+                .request_body_retention_days
+                .unwrap_or(DEFAULT_REQUEST_BODY_RETENTION_DAYS),
         },
         workspace: WorkspaceConfig { account },
         environments,
@@ -684,6 +694,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
             path: storage_path,
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             retention_days: DEFAULT_RETENTION_DAYS,
+            request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),

@@ -58,8 +58,13 @@ pub async fn run(
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
     let mut workers = delivery::spawn_workers(&config.delivery, &writer);
-    if config.storage.retention_days > 0 {
-        workers.spawn(retention(writer.clone(), config.storage.retention_days));
+    let storage = &config.storage;
+    if storage.retention_days > 0 || storage.request_body_retention_days > 0 {
+        workers.spawn(retention(
+            writer.clone(),
+            storage.retention_days,
+            storage.request_body_retention_days,
+        ));
     }
     let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
     let limits = ingest::ServerLimits {
@@ -80,16 +85,19 @@ pub async fn run(
     Ok(())
 }
 
-/// Every ten minutes, delete what is older than the retention period, a chunk per
-/// transaction so ingest never waits long behind it.
-async fn retention(writer: store::StoreWriter, days: u64) {
+/// Every ten minutes, delete what is older than the retention period (and clear request bodies
+/// older than theirs), a chunk per transaction so ingest never waits long behind it. 0 days
+/// keeps everything.
+async fn retention(writer: store::StoreWriter, days: u64, body_days: u64) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+    let cutoff = |days: u64| (days > 0).then(|| store::now_ms() - (days as i64) * 86_400_000);
     loop {
         interval.tick().await;
-        let cutoff = store::now_ms() - (days as i64) * 86_400_000;
         let mut total = 0;
         loop {
-            match writer.prune(cutoff).await {
+            // Rows older than the retention period; `i64::MIN` deletes nothing.
+            let rows = cutoff(days).unwrap_or(i64::MIN);
+            match writer.prune(rows, cutoff(body_days)).await {
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(e) => {
@@ -99,7 +107,7 @@ async fn retention(writer: store::StoreWriter, days: u64) {
             }
         }
         if total > 0 {
-            tracing::info!(rows = total, days, "retention: old rows deleted");
+            tracing::info!(rows = total, days, body_days, "retention: old rows deleted, old request bodies cleared");
         }
     }
 }

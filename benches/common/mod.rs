@@ -28,7 +28,7 @@ pub fn message(id: &str) -> String {
         % 5000;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let base = format!(
-        r#"{{"type":"track","event":"Order Completed","messageId":"{id}","userId":"cust_{user}","anonymousId":"anon_{user}","timestamp":"{now}","context":{{"ip":"67.160.210.48","userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15","page":{{"url":"https://example.com/checkout/thank-you"}},"traits":{{"email":"buyer{user}@example.com"}}}},"properties":{{"order_id":"ORD-{id}","revenue":129.95,"currency":"EUR","products":[{{"product_id":"SKU-481","name":"Monopoly","price":89.95,"quantity":1}},{{"product_id":"SKU-812","name":"Uno","price":40,"quantity":1}}],"note":""#
+        r#"{{"type":"track","event":"Order Completed","messageId":"{id}","userId":"cust_{user}","anonymousId":"anon_{user}","timestamp":"{now}","context":{{"ip":"67.160.210.48","userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15","page":{{"url":"https://example.com/checkout/thank-you?gclid=Cj0KCQiA{user}"}},"traits":{{"email":"buyer{user}@example.com"}}}},"properties":{{"order_id":"ORD-{id}","revenue":129.95,"currency":"EUR","products":[{{"product_id":"SKU-481","name":"Monopoly","price":89.95,"quantity":1}},{{"product_id":"SKU-812","name":"Uno","price":40,"quantity":1}}],"note":""#
     );
     let pad = 1024usize.saturating_sub(base.len() + 3);
     format!("{base}{}\"}}}}", "x".repeat(pad))
@@ -182,20 +182,22 @@ pub async fn closed_loop(
     report
 }
 
-/// Open loop: `rate` messages a second for `duration`, spread over `connections`. Each message
-/// is due at a fixed instant; its latency runs from then (a stalled server is charged for the
-/// wait, not hidden by a client that slowed down with it).
+/// Open loop: `rate` messages a second for `duration`, `per_request` to a request (a bare array
+/// when more than one, as Webhooks (Actions) batches), spread over `connections`. Each request is
+/// due at a fixed instant; its latency runs from then (a stalled server is charged for the wait,
+/// not hidden by a client that slowed down with it). `ok` counts messages.
 pub async fn open_loop(
     addr: SocketAddr,
     rate: u64,
+    per_request: usize,
     connections: usize,
     duration: Duration,
     label: &'static str,
 ) -> Report {
     let started = Instant::now();
-    let per_connection = rate as f64 / connections as f64;
-    let interval = Duration::from_secs_f64(1.0 / per_connection);
-    let count = (per_connection * duration.as_secs_f64()) as u64;
+    let requests_per_connection = rate as f64 / per_request as f64 / connections as f64;
+    let interval = Duration::from_secs_f64(1.0 / requests_per_connection);
+    let count = (requests_per_connection * duration.as_secs_f64()) as u64;
     let mut tasks = Vec::new();
     for c in 0..connections {
         tasks.push(tokio::spawn(async move {
@@ -208,20 +210,27 @@ pub async fn open_loop(
             for n in 0..count {
                 let due = started + offset + interval.mul_f64(n as f64);
                 tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                let id = format!("{label}-{}-{c}-{n}", std::process::id());
-                let request = request_bytes(addr, &message(&id));
-                if stream.write_all(&request).await.is_err() {
-                    errors += 1;
+                let pid = std::process::id();
+                let body = if per_request == 1 {
+                    message(&format!("{label}-{pid}-{c}-{n}"))
+                } else {
+                    let elements: Vec<String> = (0..per_request)
+                        .map(|i| message(&format!("{label}-{pid}-{c}-{n}-{i}")))
+                        .collect();
+                    format!("[{}]", elements.join(","))
+                };
+                if stream.write_all(&request_bytes(addr, &body)).await.is_err() {
+                    errors += per_request;
                     break;
                 }
                 match read_response(&mut stream, &mut buf).await {
                     Ok(200) => {
-                        ok += 1;
+                        ok += per_request;
                         latencies.push(due.elapsed().as_micros() as u64);
                     }
-                    Ok(_) => errors += 1,
+                    Ok(_) => errors += per_request,
                     Err(_) => {
-                        errors += 1;
+                        errors += per_request;
                         break;
                     }
                 }
@@ -299,6 +308,19 @@ impl Node {
         let task = tokio::spawn(tracklayer::run(config, listener, async {
             let _ = stop_rx.await;
         }));
+        // Ready once it answers (its database exists by then).
+        let mut buf = Vec::new();
+        loop {
+            if let Ok(mut stream) = TcpStream::connect(addr).await {
+                let asked = stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await;
+                if asked.is_ok() && read_response(&mut stream, &mut buf).await.ok() == Some(200) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Node {
             addr,
             db,

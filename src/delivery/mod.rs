@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
+use crate::store::codec::Packed;
 use crate::store::delivery::{
     AttemptOutcome, Completion, ItemResult, LeasedDelivery, RequestRecord,
 };
@@ -498,11 +499,13 @@ impl Worker {
             latency_ms: None,
             item_count,
             url: Some(request.redacted_url()),
-            headers: serde_json::to_string(&request.redacted_headers()).ok(),
-            body: Some(truncate(
+            headers: serde_json::to_string(&request.redacted_headers())
+                .ok()
+                .map(|h| Packed::small(&h)),
+            body: Some(Packed::small(&truncate(
                 &String::from_utf8_lossy(&request.body),
                 REQUEST_EXCERPT,
-            )),
+            ))),
             ..RequestRecord::default()
         };
         let response = match result {
@@ -515,7 +518,7 @@ impl Worker {
                     .and_then(parse_retry_after);
                 let body = response.text().await.unwrap_or_default();
                 record.status_code = Some(status);
-                record.response_body = Some(truncate(&body, RESPONSE_EXCERPT));
+                record.response_body = Some(Packed::small(&truncate(&body, RESPONSE_EXCERPT)));
                 Ok(HttpResponse {
                     status,
                     retry_after,
@@ -581,7 +584,10 @@ impl Worker {
                 _ => None,
             },
             error: outcome.as_ref().err().cloned(),
-            response_body: outcome.as_ref().ok().map(|n| format!("{n} new row(s)")),
+            response_body: outcome
+                .as_ref()
+                .ok()
+                .map(|n| Packed::text(&format!("{n} new row(s)"))),
             ..RequestRecord::default()
         };
         let results = items

@@ -2,6 +2,8 @@
 //! recording requests and attempts, re-queueing dead ones.
 
 use rusqlite::{params, Connection, OptionalExtension};
+
+use super::codec::{unpacked, Packed};
 use serde::Serialize;
 
 use crate::destinations::{ProfileSnapshot, Subject};
@@ -21,17 +23,18 @@ pub struct LeasedDelivery {
     pub subject: Subject,
 }
 
-/// One HTTP request as sent (credentials redacted) and what came back.
+/// One HTTP request as sent (credentials redacted) and what came back. The texts are compressed
+/// by the worker that sent the request, not by the single writer.
 #[derive(Debug, Clone, Default)]
 pub struct RequestRecord {
     pub started_at_ms: i64,
     pub latency_ms: Option<i64>,
     pub item_count: usize,
     pub url: Option<String>,
-    pub headers: Option<String>,
-    pub body: Option<String>,
+    pub headers: Option<Packed>,
+    pub body: Option<Packed>,
     pub status_code: Option<u16>,
-    pub response_body: Option<String>,
+    pub response_body: Option<Packed>,
     pub error: Option<String>,
 }
 
@@ -261,7 +264,7 @@ pub fn claim(
             let has_event: bool = r.get(9)?;
             let stored = if has_event {
                 StoredSubject::Event {
-                    canonical: r.get(10)?,
+                    canonical: unpacked(r.get(10)?),
                     destination_event: r.get(2)?,
                     consent_source: r.get(3)?,
                 }

@@ -4,6 +4,7 @@
 //! its queue goes into the same transaction, so one fsync acknowledges many requests. Readers open
 //! their own read-only connections (WAL lets them run beside the writer).
 
+pub mod codec;
 pub mod delivery;
 mod ingest;
 pub mod pipeline;

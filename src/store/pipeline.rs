@@ -8,6 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::codec::Packed;
+
 use crate::pipeline::dedup::{self, CollisionKind};
 use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
 use crate::pipeline::{self as pl, CanonicalEvent, Draft, MappingRow, RouteTarget, RouteVerdict};
@@ -376,7 +378,7 @@ fn insert_event(
     replay: bool,
     now_ms: i64,
 ) -> Result<i64, rusqlite::Error> {
-    let canonical = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    let canonical = Packed::text(&serde_json::to_string(event).unwrap_or_else(|_| "{}".into()));
     conn.prepare_cached(
         "INSERT INTO events (event_id, message_row, message_id, environment, name, segment_event,
              mapping_version, event_time_ms, profile_id, fingerprint, canonical, replay, created_at_ms)
@@ -603,7 +605,8 @@ pub fn apply(
                         &event.message_id,
                         &fingerprint,
                     );
-                    let canonical = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+                    let canonical =
+                        Packed::text(&serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()));
                     conn.prepare_cached(
                         "INSERT INTO collisions (event_id, kind, winner_event_row, winner_message_row,
                              message_row, canonical, detected_at_ms)

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::codec::{unpacked, Unpacked};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
 use super::StoreError;
@@ -368,7 +369,7 @@ const COLLISION_COLUMNS: &str =
     w.message_id, c.message_row, m.message_id, c.detected_at_ms, c.canonical";
 
 fn collision_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCollision> {
-    let canonical: String = row.get(9)?;
+    let canonical: Unpacked = row.get(9)?;
     Ok(StoredCollision {
         id: row.get(0)?,
         event_id: row.get(1)?,
@@ -379,7 +380,7 @@ fn collision_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCollision> {
         message_row: row.get(6)?,
         message_id: row.get(7)?,
         detected_at_ms: row.get(8)?,
-        canonical: serde_json::from_str(&canonical).unwrap_or_default(),
+        canonical: serde_json::from_str(&canonical.0).unwrap_or_default(),
     })
 }
 
@@ -410,7 +411,7 @@ impl StoreReader {
             "SELECT id, event_id, message_row, message_id, replay, created_at_ms, canonical
              FROM events WHERE message_row = ?1 ORDER BY id",
         )?;
-        let rows: Vec<(i64, String, i64, String, bool, i64, String)> = stmt
+        let rows: Vec<(i64, String, i64, String, bool, i64, Unpacked)> = stmt
             .query_map([message_row], |r| {
                 Ok((
                     r.get(0)?,
@@ -425,7 +426,7 @@ impl StoreReader {
             .collect::<Result<_, _>>()?;
         let mut events = Vec::with_capacity(rows.len());
         for (row_id, event_id, message_row, message_id, replay, created_at_ms, canonical) in rows {
-            let Ok(canonical) = serde_json::from_str(&canonical) else {
+            let Ok(canonical) = serde_json::from_str(&canonical.0) else {
                 continue;
             };
             events.push(StoredEvent {
@@ -742,17 +743,17 @@ impl StoreReader {
         )?;
         Ok(stmt
             .query_row([id], |r| {
-                let headers: Option<String> = r.get(5)?;
+                let headers: Option<Unpacked> = r.get(5)?;
                 Ok(StoredHttpRequest {
                     id: r.get(0)?,
                     started_at_ms: r.get(1)?,
                     latency_ms: r.get(2)?,
                     item_count: r.get(3)?,
                     url: r.get(4)?,
-                    headers: headers.and_then(|h| serde_json::from_str(&h).ok()),
-                    body: r.get(6)?,
+                    headers: headers.and_then(|h| serde_json::from_str(&h.0).ok()),
+                    body: unpacked(r.get(6)?),
                     status_code: r.get(7)?,
-                    response_body: r.get(8)?,
+                    response_body: unpacked(r.get(8)?),
                     error: r.get(9)?,
                 })
             })

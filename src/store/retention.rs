@@ -67,6 +67,47 @@ pub fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error
     Ok(deleted)
 }
 
+/// Where body clearing got to: requests up to this id have had their bodies cleared.
+const BODIES_CLEARED_KEY: &str = "retention.bodies_cleared_through";
+
+/// Clear the bodies (request, response, headers) of up to CHUNK delivery requests started
+/// before `cutoff_ms`, in id order from where the last pass stopped. The rows, with their
+/// status, latency and error, stay. Returns how many were cleared.
+pub fn clear_request_bodies(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
+    let through: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM local_settings WHERE key = ?1",
+            [BODIES_CLEARED_KEY],
+            |r| r.get(0),
+        )
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(0),
+            other => Err(other),
+        })?;
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM delivery_requests WHERE id > ?1 AND started_at_ms < ?2
+             ORDER BY id LIMIT ?3",
+        )?
+        .query_map(params![through, cutoff_ms, CHUNK], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let Some(last) = ids.last() else {
+        return Ok(0);
+    };
+    conn.execute(
+        "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,
+             request_headers = NULL
+         WHERE id > ?1 AND id <= ?2",
+        params![through, last],
+    )?;
+    conn.execute(
+        "INSERT INTO local_settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![BODIES_CLEARED_KEY, last.to_string()],
+    )?;
+    Ok(ids.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +162,33 @@ mod tests {
         assert_eq!(deleted, 2 + 2 + 2 + 1);
         // Nothing left to prune: a pass deletes nothing.
         assert_eq!(prune(&conn, 5_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn request_bodies_are_cleared_after_their_own_retention_and_the_rows_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_for_writing(&dir.path().join("t.db")).unwrap();
+        for (id, at) in [(1, 1_000), (2, 2_000), (3, 9_000)] {
+            conn.execute(
+                "INSERT INTO delivery_requests (id, destination, started_at_ms, item_count,
+                     request_body, response_body, request_headers, status_code)
+                 VALUES (?1, 'meta', ?2, 1, 'body', 'reply', '[]', 200)",
+                params![id, at],
+            )
+            .unwrap();
+        }
+        assert_eq!(clear_request_bodies(&conn, 5_000).unwrap(), 2);
+        assert_eq!(clear_request_bodies(&conn, 5_000).unwrap(), 0, "done once");
+        let kept: Vec<(i64, Option<String>, i64)> = conn
+            .prepare("SELECT id, request_body, status_code FROM delivery_requests ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec![(1, None, 200), (2, None, 200), (3, Some("body".into()), 200)]
+        );
     }
 }

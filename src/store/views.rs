@@ -399,6 +399,38 @@ impl StoreReader {
         })
     }
 
+    /// Time from receipt to delivery (ms) of each delivery a destination completed after
+    /// attempt row `after_attempt_row`: what an engineer means by "how long until it reached Meta".
+    pub fn delivered_latencies(
+        &self,
+        destination: &str,
+        after_attempt_row: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT a.at_ms - d.created_at_ms FROM delivery_attempts a
+             JOIN deliveries d ON d.id = a.delivery_id
+             WHERE a.id > ?2 AND a.outcome = 'delivered' AND d.destination = ?1",
+        )?;
+        let rows = stmt.query_map(params![destination, after_attempt_row], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest attempt row (a mark to measure from).
+    pub fn last_attempt_row(&self) -> Result<i64, StoreError> {
+        self.max_rowid("delivery_attempts")
+    }
+
+    /// Bytes on disk per table, indexes included (SQLite's dbstat), largest first.
+    pub fn storage_by_table(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT COALESCE(m.tbl_name, s.name), SUM(s.pgsize) FROM dbstat s
+             LEFT JOIN sqlite_schema m ON m.name = s.name
+             GROUP BY 1 ORDER BY 2 DESC",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Identifier coverage over the destination's last 500 events.
     fn coverage(&self, destination: &str) -> Result<Coverage, StoreError> {
         let mut stmt = self.conn().prepare_cached(
@@ -409,8 +441,10 @@ impl StoreReader {
         )?;
         let floor = self.max_rowid("deliveries")? - FILTER_WINDOW;
         let mut c = Coverage::default();
-        for row in stmt.query_map(params![destination, floor], |r| r.get::<_, String>(0))? {
-            let Ok(event) = serde_json::from_str::<Value>(&row?) else {
+        for row in stmt.query_map(params![destination, floor], |r| {
+            r.get::<_, super::codec::Unpacked>(0)
+        })? {
+            let Ok(event) = serde_json::from_str::<Value>(&row?.0) else {
                 continue;
             };
             let has = |path: &str| event.pointer(path).is_some_and(|v| !v.is_null());

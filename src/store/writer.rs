@@ -72,7 +72,11 @@ enum Job {
         ids: Vec<i64>,
         next_attempt_ms: i64,
     },
-    Prune(i64, Reply<usize>),
+    Prune {
+        cutoff_ms: i64,
+        bodies_cutoff_ms: Option<i64>,
+        reply: Reply<usize>,
+    },
     DestinationState {
         destination: String,
         paused_until_ms: Option<i64>,
@@ -215,9 +219,19 @@ impl StoreWriter {
         self.call(|reply| Job::Claim(request, reply)).await
     }
 
-    /// Delete one chunk of rows older than `cutoff_ms` (see `store::retention`).
-    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, WriteError> {
-        self.call(|reply| Job::Prune(cutoff_ms, reply)).await
+    /// Delete one chunk of rows older than `cutoff_ms`, and clear one chunk of request bodies
+    /// older than `bodies_cutoff_ms` (see `store::retention`). Returns how many rows changed.
+    pub async fn prune(
+        &self,
+        cutoff_ms: i64,
+        bodies_cutoff_ms: Option<i64>,
+    ) -> Result<usize, WriteError> {
+        self.call(|reply| Job::Prune {
+            cutoff_ms,
+            bodies_cutoff_ms,
+            reply,
+        })
+        .await
     }
 
     /// Record requests' attempts and move each delivery on.
@@ -462,10 +476,10 @@ fn commit_group(
             (Job::Claim(_, reply), Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
-            (Job::Prune(_, reply), Ok(JobOutput::Pruned(n))) => {
+            (Job::Prune { reply, .. }, Ok(JobOutput::Pruned(n))) => {
                 let _ = reply.send(Ok(n));
             }
-            (Job::Prune(_, reply), Err(e)) => {
+            (Job::Prune { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
             (Job::Complete(_, reply), result) => {
@@ -535,7 +549,17 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
             delivery::release(conn, ids, *next_attempt_ms, now_ms)?;
             JobOutput::Done
         }
-        Job::Prune(cutoff_ms, _) => JobOutput::Pruned(super::retention::prune(conn, *cutoff_ms)?),
+        Job::Prune {
+            cutoff_ms,
+            bodies_cutoff_ms,
+            ..
+        } => {
+            let mut changed = super::retention::prune(conn, *cutoff_ms)?;
+            if let Some(cutoff) = bodies_cutoff_ms {
+                changed += super::retention::clear_request_bodies(conn, *cutoff)?;
+            }
+            JobOutput::Pruned(changed)
+        }
         Job::DestinationState {
             destination,
             paused_until_ms,

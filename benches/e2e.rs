@@ -1,0 +1,173 @@
+//! End to end: signed Segment messages at fixed offered rates into a node with five destinations
+//! on the sandbox (Meta, Google Ads, TikTok batching; Klaviyo and a webhook one event per
+//! request). `cargo bench --bench e2e`
+//!
+//! For each rate (BENCH_RATES, default "1000,5000" messages/s; BENCH_SECS each, default 20;
+//! BENCH_PER_REQUEST messages per request, default 1) it reports the ingest ack latency,
+//! ingest→delivered latency p50/p99 per destination, and whether each queue stayed bounded
+//! (pending at the end no more than two seconds of traffic). Targets at 1k msg/s: p50 < 50 ms and
+//! p99 < 500 ms for batching destinations, p50 < 10 ms for one-event-per-request ones. At the end:
+//! bytes stored per message, by table.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{env_or, node_config, open_loop, percentile, Node};
+use tracklayer::sandbox::Sandbox;
+use tracklayer::store::StoreReader;
+
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// (destination, batches?)
+const DESTINATIONS: [(&str, bool); 5] = [
+    ("meta", true),
+    ("google", true),
+    ("tiktok", true),
+    ("klaviyo", false),
+    ("webhook", false),
+];
+
+fn destinations(url: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+pixel_id = "1234567890"
+access_token = "EAAB_BENCH_TOKEN"
+
+[[destinations]]
+name = "google"
+kind = "google_ads"
+endpoint = "{url}"
+customer_id = "1234567890"
+conversion_actions = {{ purchase = "555000111" }}
+developer_token = "DEV"
+access_token = "ya29.BENCH"
+
+[[destinations]]
+name = "tiktok"
+kind = "tiktok"
+endpoint = "{url}"
+pixel_code = "CABCDEF1234567890XYZ"
+access_token = "TT_BENCH"
+
+[[destinations]]
+name = "klaviyo"
+kind = "klaviyo"
+endpoint = "{url}"
+api_key = "pk_BENCH_0123456789"
+
+[[destinations]]
+name = "webhook"
+kind = "webhook"
+url = "{url}/webhooks/bench"
+secret = "{WEBHOOK_SECRET}"
+"#
+    )
+}
+
+fn pending(reader: &StoreReader, destination: &str) -> i64 {
+    let q = reader.queue_counts(destination).unwrap();
+    q.pending + q.in_flight
+}
+
+fn main() {
+    let secs = Duration::from_secs(env_or("BENCH_SECS", 20));
+    let per_request = env_or("BENCH_PER_REQUEST", 1) as usize;
+    let connections = env_or("BENCH_CONNECTIONS", 64) as usize;
+    let rates: Vec<u64> = std::env::var("BENCH_RATES")
+        .unwrap_or_else(|_| "1000,5000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sandbox = Sandbox::start(listener).await.unwrap();
+        sandbox.state.webhook_key(
+            "bench",
+            tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(node_config(dir.path(), &destinations(&sandbox.url()))).await;
+        let reader = StoreReader::open(&node.db).unwrap();
+        println!(
+            "five destinations on the sandbox; ~1 KB signed Order Completed, {per_request} per request, {connections} connections, {} s per rate",
+            secs.as_secs()
+        );
+        for rate in rates {
+            let mark = reader.last_attempt_row().unwrap();
+            let load = tokio::spawn(open_loop(node.addr, rate, per_request, connections, secs, "e2e"));
+            let mut depth: Vec<(&str, Vec<i64>)> =
+                DESTINATIONS.iter().map(|(d, _)| (*d, Vec::new())).collect();
+            while !load.is_finished() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for (d, samples) in &mut depth {
+                    samples.push(pending(&reader, d));
+                }
+            }
+            let report = load.await.unwrap();
+            println!(
+                "\n{rate} msg/s offered: {}",
+                report.line("ingest (ack)").trim_start()
+            );
+            // Give the last requests' deliveries a moment to land before reading latencies.
+            let settle = Instant::now();
+            while settle.elapsed() < Duration::from_secs(5)
+                && DESTINATIONS.iter().any(|(d, _)| pending(&reader, d) > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            for ((destination, batches), (_, samples)) in DESTINATIONS.iter().zip(&depth) {
+                let mut latencies: Vec<u64> = reader
+                    .delivered_latencies(destination, mark)
+                    .unwrap()
+                    .into_iter()
+                    .map(|ms| ms.max(0) as u64)
+                    .collect();
+                latencies.sort_unstable();
+                let peak = samples.iter().copied().max().unwrap_or(0);
+                let last = samples.last().copied().unwrap_or(0);
+                let bounded = last <= 2 * rate as i64;
+                let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+                let target = if *batches {
+                    p50 < 50 && p99 < 500
+                } else {
+                    p50 < 10
+                };
+                println!(
+                    "  {destination:<8} {:<22} delivered {:>7}   ingest→delivered p50 {p50:>5} ms  p99 {p99:>6} ms   queue peak {peak:>6}, at end {last:>6} ({})   {}",
+                    if *batches { "(batches)" } else { "(one per request)" },
+                    latencies.len(),
+                    if bounded { "bounded" } else { "GROWING" },
+                    if rate == 1000 {
+                        if target { "meets the 1k target" } else { "misses the 1k target" }
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let messages = reader.message_counts().unwrap();
+        let total = (messages.0 + messages.1 + messages.2).max(1);
+        let tables = reader.storage_by_table().unwrap();
+        let bytes: i64 = tables.iter().map(|(_, b)| b).sum();
+        println!(
+            "\nstorage: {} bytes per message ({} messages, {:.1} MB)",
+            bytes / total,
+            total,
+            bytes as f64 / 1e6
+        );
+        for (table, b) in tables.iter().take(8) {
+            println!("  {table:<20} {:>6} bytes per message", b / total);
+        }
+        let (_, meta_events) = sandbox.state.accepted(tracklayer::sandbox::Platform::Meta);
+        println!("sandbox accepted {meta_events} Meta events");
+        node.stop().await;
+    });
+}
