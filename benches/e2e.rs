@@ -94,7 +94,14 @@ fn main() {
             tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
         );
         let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(node_config(dir.path(), &destinations(&sandbox.url()))).await;
+        // BENCH_DESTINATIONS=0: the same load with no destinations, to see what delivery adds.
+        let with_destinations = env_or("BENCH_DESTINATIONS", 1) == 1;
+        let configured = if with_destinations {
+            destinations(&sandbox.url())
+        } else {
+            String::new()
+        };
+        let node = Node::start(node_config(dir.path(), &configured)).await;
         let reader = StoreReader::open(&node.db).unwrap();
         println!(
             "five destinations on the sandbox; ~1 KB signed Order Completed, {per_request} per request, {connections} connections, {} s per rate",
@@ -123,7 +130,11 @@ fn main() {
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            for ((destination, batches), (_, samples)) in DESTINATIONS.iter().zip(&depth) {
+            for ((destination, batches), (_, samples)) in DESTINATIONS
+                .iter()
+                .zip(&depth)
+                .filter(|_| with_destinations)
+            {
                 let mut latencies: Vec<u64> = reader
                     .delivered_latencies(destination, mark)
                     .unwrap()

@@ -64,7 +64,7 @@ fn main() {
     let config = Config::parse(CONFIG, Path::new("bench.toml"), &|_| None).unwrap();
     let subjects: Vec<Subject> = (0..1000)
         .map(|i| Subject::Event {
-            event: Box::new(event(i)),
+            event: std::sync::Arc::new(event(i)),
             destination_event: "Purchase".into(),
             consent_source: "event".into(),
         })

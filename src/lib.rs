@@ -53,11 +53,16 @@ pub async fn run(
         )
         .map(|(d, resolved)| pipeline::RouteTarget::from_config(d, resolved))
         .collect();
-    let (writer, writer_thread) =
-        store::StoreWriter::spawn(&config.storage.path, config.server.queue_capacity, targets)?;
+    let handoffs = Arc::new(store::handoff::HandOffs::default());
+    let (writer, writer_thread) = store::StoreWriter::spawn(
+        &config.storage.path,
+        config.server.queue_capacity,
+        targets,
+        handoffs.clone(),
+    )?;
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
-    let mut workers = delivery::spawn_workers(&config.delivery, &writer);
+    let mut workers = delivery::spawn_workers(&config.delivery, &writer, &handoffs);
     let storage = &config.storage;
     if storage.retention_days > 0 || storage.request_body_retention_days > 0 {
         workers.spawn(retention(
@@ -107,7 +112,12 @@ async fn retention(writer: store::StoreWriter, days: u64, body_days: u64) {
             }
         }
         if total > 0 {
-            tracing::info!(rows = total, days, body_days, "retention: old rows deleted, old request bodies cleared");
+            tracing::info!(
+                rows = total,
+                days,
+                body_days,
+                "retention: old rows deleted, old request bodies cleared"
+            );
         }
     }
 }

@@ -9,14 +9,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
 use crate::store::codec::Packed;
 use crate::store::delivery::{
-    AttemptOutcome, Completion, ItemResult, LeasedDelivery, RequestRecord,
+    AttemptOutcome, Claim, Completion, ItemResult, LeasedDelivery, RequestRecord,
 };
+use crate::store::handoff::{HandOffReceiver, HandOffs};
 use crate::store::warehouse::{SqliteWarehouse, WarehouseSink};
 use crate::store::StoreWriter;
 use policy::{Breaker, BreakerChange};
@@ -74,7 +75,11 @@ fn request_timeout(dest: &Destination) -> Duration {
 }
 
 /// Start a worker per destination. Stop them by aborting the returned set.
-pub fn spawn_workers(destinations: &[Destination], writer: &StoreWriter) -> JoinSet<()> {
+pub fn spawn_workers(
+    destinations: &[Destination],
+    writer: &StoreWriter,
+    handoffs: &HandOffs,
+) -> JoinSet<()> {
     let client = http_client();
     let mut set = JoinSet::new();
     for dest in destinations {
@@ -84,14 +89,18 @@ pub fn spawn_workers(destinations: &[Destination], writer: &StoreWriter) -> Join
             dest: Arc::new(dest.clone()),
             writer: writer.clone(),
             client: client.clone(),
-            notify: writer.deliveries_notifier(),
             breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
             outcomes,
         };
-        set.spawn(worker.run());
+        // New deliveries come straight from the commit, up to a claim's worth at a time.
+        let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
+        set.spawn(worker.run(handoff));
     }
     set
 }
+
+/// A claim on its way back from the writer, with how many it asked for.
+type ClaimInFlight = tokio::task::JoinHandle<Result<(Claim, usize), crate::store::WriteError>>;
 
 /// Outcomes waiting to be recorded per destination; a full queue slows that destination's
 /// sending, never ingest.
@@ -104,7 +113,7 @@ async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Compl
     while let Some(first) = outcomes.recv().await {
         let mut batch = vec![first];
         let mut items = batch[0].items.len();
-        while items < 4000 {
+        while items < 1000 {
             match outcomes.try_recv() {
                 Ok(next) => {
                     items += next.items.len();
@@ -131,7 +140,6 @@ struct Worker {
     dest: Arc<Destination>,
     writer: StoreWriter,
     client: reqwest::Client,
-    notify: Arc<Notify>,
     breaker: Arc<Mutex<Breaker>>,
     /// Outcomes on their way to the store (see `record_outcomes`).
     outcomes: mpsc::Sender<Completion>,
@@ -161,26 +169,32 @@ impl Worker {
         rounds * request_timeout(&self.dest).as_millis() as i64 + 30_000
     }
 
-    /// Claim more deliveries when fewer than a round's worth are waiting. Returns when the
-    /// next pending delivery falls due (for the idle wait), if the claim was made.
-    /// A probe (the first request after a pause) claims the one item it sends.
-    async fn refill(
+    /// Start claiming more deliveries, unless a claim is already under way. Runs beside the
+    /// requests in flight, so a one-event-per-request destination never stalls on the writer.
+    fn claim_ahead(&self, wanted: usize) -> ClaimInFlight {
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let limit = wanted.clamp(1, MAX_CLAIM_PER_JOB);
+            worker
+                .writer
+                .claim(&worker.dest.name, now_ms(), limit, worker.lease_ms())
+                .await
+                .map(|claim| (claim, limit))
+        })
+    }
+
+    /// Take a finished claim into the buffer (unreadable rows are recorded as dead). Returns when
+    /// the next pending delivery falls due, if known, and whether the claim came back full;
+    /// Err when the writer has stopped.
+    async fn absorb(
         &self,
+        claim: ClaimInFlight,
         buffer: &mut VecDeque<LeasedDelivery>,
-        probing: bool,
-    ) -> Result<Option<i64>, ()> {
-        let wanted = if probing { 1 } else { self.claim_size() };
-        if !buffer.is_empty() && buffer.len() >= wanted / 2 {
-            return Ok(None);
-        }
-        let now = now_ms();
-        // In pieces the writer can slot between ingest commits.
-        let limit = (wanted - buffer.len().min(wanted)).clamp(1, MAX_CLAIM_PER_JOB);
-        let claim = self
-            .writer
-            .claim(&self.dest.name, now, limit, self.lease_ms())
-            .await
-            .map_err(|_| ())?; // the writer stopped: shutting down
+    ) -> Result<(Option<i64>, bool), ()> {
+        let Ok(Ok((claim, asked))) = claim.await else {
+            return Err(()); // the writer stopped: shutting down
+        };
+        let full = claim.items.len() >= asked;
         let mut unreadable = Vec::new();
         for claimed in claim.items {
             match claimed.into_leased() {
@@ -197,9 +211,9 @@ impl Worker {
             }
         }
         if !unreadable.is_empty() {
-            self.record(None, unreadable).await;
+            self.record(None, unreadable, now_ms()).await;
         }
-        Ok(claim.next_due_ms)
+        Ok((claim.next_due_ms, full))
     }
 
     /// The next request's items: up to a batch, a solo item alone, one item for a probe.
@@ -220,10 +234,16 @@ impl Worker {
         items
     }
 
-    async fn run(self) {
+    async fn run(self, mut handoff: HandOffReceiver) {
         let concurrency = self.dest.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut buffer: VecDeque<LeasedDelivery> = VecDeque::new();
+        let mut claim: Option<ClaimInFlight> = None;
+        let signal = handoff.pending_signal();
+        // When a claim may find something: the queue's next due time as of the last claim, and
+        // whether that claim came back full (more is waiting).
+        let mut next_due: Option<i64> = None;
+        let mut more_waiting = false;
         let mut sink: Option<Arc<Mutex<SqliteWarehouse>>> = None;
         loop {
             let now = now_ms();
@@ -231,6 +251,19 @@ impl Worker {
                 let b = self.breaker();
                 (b.is_paused(now), b.probing(now))
             };
+            handoff.set_accepting(!paused && !probing);
+            while let Some(item) = handoff.try_recv() {
+                buffer.push_back(item);
+            }
+            let idle = slots.available_permits() == concurrency;
+            if paused || (probing && !idle) {
+                if let Some(in_flight) = claim.take() {
+                    let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
+                        return;
+                    };
+                    (next_due, more_waiting) = found;
+                }
+            }
             if paused {
                 let until = self.breaker().paused_until_ms().unwrap_or(now);
                 // What was claimed goes back in line for after the pause, so its lease does not
@@ -241,30 +274,47 @@ impl Worker {
                 }
                 tokio::time::sleep(Duration::from_millis((until - now).clamp(10, 60_000) as u64))
                     .await;
+                next_due = Some(until);
                 continue;
             }
-            if probing && slots.available_permits() < concurrency {
+            if probing && !idle {
                 // A request is out; the probe waits for its verdict.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            // Register interest before claiming, so a commit between the claim and the wait
-            // still wakes this worker.
-            let notified = self.notify.notified();
-            let Ok(next_due) = self.refill(&mut buffer, probing).await else {
-                return;
-            };
+            if claim.as_ref().is_some_and(|c| c.is_finished()) {
+                if let Some(done) = claim.take() {
+                    let Ok(found) = self.absorb(done, &mut buffer).await else {
+                        return;
+                    };
+                    (next_due, more_waiting) = found;
+                }
+            }
+            let wanted = if probing { 1 } else { self.claim_size() };
+            let worth_claiming = handoff.take_left_pending()
+                || more_waiting
+                || probing
+                || next_due.is_some_and(|due| due <= now);
+            if claim.is_none() && buffer.len() < wanted.div_ceil(2) && worth_claiming {
+                claim = Some(self.claim_ahead(wanted - buffer.len().min(wanted)));
+            }
             if buffer.is_empty() {
+                if let Some(in_flight) = claim.take() {
+                    let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
+                        return;
+                    };
+                    (next_due, more_waiting) = found;
+                    continue;
+                }
+                // Nothing to send: wait for a hand-off, news of pending deliveries, or the next
+                // due time (at most IDLE_POLL, so rows queued by another process are found too).
                 let wait = next_due
-                    .map(|due| {
-                        Duration::from_millis(
-                            (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64,
-                        )
-                    })
-                    .unwrap_or(IDLE_POLL);
+                    .map(|due| (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64)
+                    .map_or(IDLE_POLL, Duration::from_millis);
                 tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    handed = handoff.recv() => buffer.extend(handed),
+                    _ = signal.wait() => more_waiting = true,
+                    _ = tokio::time::sleep(wait) => more_waiting = true,
                 }
                 continue;
             }
@@ -297,12 +347,13 @@ impl Worker {
     }
 
     /// Record what became of some deliveries (and the request that carried them, if any).
-    async fn record(&self, request: Option<RequestRecord>, items: Vec<ItemResult>) {
+    /// `at_ms` is the instant the outcomes were decided (retry delays count from it).
+    async fn record(&self, request: Option<RequestRecord>, items: Vec<ItemResult>, at_ms: i64) {
         let completion = Completion {
             destination: self.dest.name.clone(),
             request,
             items,
-            at_ms: now_ms(),
+            at_ms,
         };
         if self.outcomes.send(completion).await.is_err() {
             tracing::error!(destination = %self.dest.name, "outcomes are no longer recorded (shutting down); leases will expire and the deliveries are sent again");
@@ -406,12 +457,14 @@ impl Worker {
             });
         }
         let mut record = None;
+        let mut decided_at = started;
         if let Some(request) = built.request {
             let included: Vec<&LeasedDelivery> =
                 built.included.iter().map(|i| &items[*i]).collect();
             let (response, rec) = self.send(&request, included.len(), started).await;
             record = Some(rec);
             let now = now_ms();
+            decided_at = now;
             let outcomes = match &response {
                 Ok(resp) => destinations::classify(&self.dest, included.len(), resp),
                 Err(reason) => vec![Outcome::retry(reason.clone()); included.len()],
@@ -456,7 +509,7 @@ impl Worker {
             let change = self.breaker().record(request_ok, now);
             self.report_breaker(change, now).await;
         }
-        self.record(record, results).await;
+        self.record(record, results, decided_at).await;
     }
 
     async fn report_breaker(&self, change: Option<BreakerChange>, now: i64) {
@@ -501,8 +554,8 @@ impl Worker {
             url: Some(request.redacted_url()),
             headers: serde_json::to_string(&request.redacted_headers())
                 .ok()
-                .map(|h| Packed::small(&h)),
-            body: Some(Packed::small(&truncate(
+                .map(|h| Packed::text(&h)),
+            body: Some(Packed::text(&truncate(
                 &String::from_utf8_lossy(&request.body),
                 REQUEST_EXCERPT,
             ))),
@@ -518,7 +571,7 @@ impl Worker {
                     .and_then(parse_retry_after);
                 let body = response.text().await.unwrap_or_default();
                 record.status_code = Some(status);
-                record.response_body = Some(Packed::small(&truncate(&body, RESPONSE_EXCERPT)));
+                record.response_body = Some(Packed::text(&truncate(&body, RESPONSE_EXCERPT)));
                 Ok(HttpResponse {
                     status,
                     retry_after,
@@ -609,7 +662,7 @@ impl Worker {
             .collect();
         let change = self.breaker().record(outcome.is_ok(), now);
         self.report_breaker(change, now).await;
-        self.record(Some(record), results).await;
+        self.record(Some(record), results, now).await;
     }
 }
 

@@ -10,6 +10,7 @@ pub mod tiktok;
 pub mod webhook;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -305,7 +306,8 @@ impl Destination {
 #[serde(tag = "subject", rename_all = "snake_case")]
 pub enum Subject {
     Event {
-        event: Box<CanonicalEvent>,
+        /// Shared: the same event goes to every destination.
+        event: Arc<CanonicalEvent>,
         /// The event's name at this destination.
         destination_event: String,
         /// `event`, `profile` or `none`: where the consent that allowed it came from.
@@ -625,7 +627,7 @@ pub(crate) mod fixture {
 
     pub fn subject(event: CanonicalEvent, name: &str) -> Subject {
         Subject::Event {
-            event: Box::new(event),
+            event: Arc::new(event),
             destination_event: name.into(),
             consent_source: "event".into(),
         }

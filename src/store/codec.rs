@@ -1,49 +1,29 @@
-//! How large text is kept: compressed, in a BLOB whose first byte names the codec. LZ4 where
-//! speed matters (the canonical event, packed on the single writer thread: a few microseconds),
-//! deflate where size does (request bodies, packed by the delivery worker that sent them). Plain
-//! TEXT is still read as is.
-
-use std::io::{Read, Write};
+//! How large text is kept: LZ4 against a built-in dictionary of TrackLayer's own JSON (canonical
+//! events, platform payloads, their replies), in a BLOB whose first byte names the codec. Small
+//! texts share most of their keys and phrases with the dictionary, so they shrink 3–10× in a few
+//! microseconds — cheap enough for the single writer thread. Plain TEXT is still read as is.
+//!
+//! The dictionary must never change once rows use it: a new one gets a new codec byte, and the
+//! old one stays to read old rows.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::ToSql;
 
-const LZ4: u8 = 1;
-const DEFLATE: u8 = 2;
+/// LZ4 with `DICTIONARY_1`, the uncompressed size prepended.
+const LZ4_DICTIONARY_1: u8 = 1;
+const DICTIONARY_1: &[u8] = include_bytes!("codec_dictionary.json");
 
 /// Text as stored: compressed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Packed(Vec<u8>);
 
 impl Packed {
-    /// Fast (LZ4): for what the single writer packs.
     pub fn text(text: &str) -> Packed {
-        let mut packed = Vec::with_capacity(text.len() / 2 + 8);
-        packed.push(LZ4);
-        packed.extend(lz4_flex::compress_prepend_size(text.as_bytes()));
-        Packed(packed)
-    }
-
-    /// Smaller (deflate): for what is packed off the writer.
-    pub fn small(text: &str) -> Packed {
-        let mut encoder = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(text.len() / 3 + 8),
-            flate2::Compression::fast(),
-        );
-        let mut packed = match encoder
-            .write_all(text.as_bytes())
-            .and_then(|()| encoder.finish())
-        {
-            Ok(deflated) => {
-                let mut packed = Vec::with_capacity(deflated.len() + 1);
-                packed.push(DEFLATE);
-                packed.extend(deflated);
-                packed
-            }
-            // Writing to memory does not fail; fall back to the fast codec if it ever does.
-            Err(_) => return Packed::text(text),
-        };
-        packed.shrink_to_fit();
+        let compressed =
+            lz4_flex::block::compress_prepend_size_with_dict(text.as_bytes(), DICTIONARY_1);
+        let mut packed = Vec::with_capacity(compressed.len() + 1);
+        packed.push(LZ4_DICTIONARY_1);
+        packed.extend(compressed);
         Packed(packed)
     }
 
@@ -68,15 +48,20 @@ struct UnpackError(String);
 
 fn unpack(bytes: &[u8]) -> Result<Vec<u8>, UnpackError> {
     match bytes.split_first() {
-        Some((&LZ4, rest)) => {
-            lz4_flex::decompress_size_prepended(rest).map_err(|e| UnpackError(e.to_string()))
-        }
-        Some((&DEFLATE, rest)) => {
-            let mut plain = Vec::with_capacity(rest.len() * 3);
-            flate2::read::DeflateDecoder::new(rest)
-                .read_to_end(&mut plain)
-                .map_err(|e| UnpackError(e.to_string()))?;
-            Ok(plain)
+        Some((&LZ4_DICTIONARY_1, rest)) => {
+            let (size, compressed) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| UnpackError("too short".into()))?;
+            let size = u32::from_le_bytes(*size) as usize;
+            // LZ4 expands at most ~255×: a larger size means damage, not a reason to allocate.
+            if size > compressed.len().saturating_mul(255) + 64 {
+                return Err(UnpackError(format!(
+                    "claims {size} bytes from {} compressed",
+                    compressed.len()
+                )));
+            }
+            lz4_flex::block::decompress_with_dict(compressed, size, DICTIONARY_1)
+                .map_err(|e| UnpackError(e.to_string()))
         }
         Some((codec, _)) => Err(UnpackError(format!("unknown codec {codec}"))),
         None => Ok(Vec::new()),
@@ -116,8 +101,6 @@ mod tests {
         let text = r#"{"event_id":"ev_1","properties":{"a":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}}"#;
         conn.execute("INSERT INTO t VALUES (?1)", [Packed::text(text)])
             .unwrap();
-        conn.execute("INSERT INTO t VALUES (?1)", [Packed::small(text)])
-            .unwrap();
         conn.execute("INSERT INTO t VALUES (?1)", [text]).unwrap();
         let read: Vec<Unpacked> = conn
             .prepare("SELECT v FROM t")
@@ -126,16 +109,29 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(read, vec![Unpacked(text.into()); 3]);
-        assert!(Packed::text(text).len() < text.len());
-        assert!(Packed::small(text).len() < text.len());
+        assert_eq!(read, vec![Unpacked(text.into()); 2]);
+    }
+
+    /// An event of the usual shape shares most of its text with the dictionary.
+    #[test]
+    fn a_canonical_event_packs_small() {
+        let event = serde_json::to_string(&crate::destinations::fixture::purchase()).unwrap();
+        let packed = Packed::text(&event);
+        assert!(
+            packed.len() * 3 < event.len(),
+            "{} bytes packed to {}",
+            event.len(),
+            packed.len()
+        );
     }
 
     #[test]
     fn a_damaged_blob_is_an_error_not_garbage() {
         let conn = Connection::open_in_memory().unwrap();
+        let read: rusqlite::Result<Unpacked> = conn.query_row("SELECT x'09ffff'", [], |r| r.get(0));
+        assert!(read.is_err());
         let read: rusqlite::Result<Unpacked> =
-            conn.query_row("SELECT x'09ffff'", [], |r| r.get(0));
+            conn.query_row("SELECT x'01ffffffff00'", [], |r| r.get(0));
         assert!(read.is_err());
     }
 }

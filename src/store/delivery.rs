@@ -1,9 +1,12 @@
 //! SQL of the delivery queue: creating deliveries with their event, leasing due rows,
 //! recording requests and attempts, re-queueing dead ones.
 
+use std::sync::Arc;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec::{unpacked, Packed};
+use super::handoff::HandOffPlan;
 use serde::Serialize;
 
 use crate::destinations::{ProfileSnapshot, Subject};
@@ -78,44 +81,110 @@ pub struct Completion {
     pub at_ms: i64,
 }
 
+/// A new delivery row: pending (to be claimed), or already in flight when its worker has room
+/// and it is handed over after the commit (see `store::handoff`).
+fn insert_delivery(
+    conn: &Connection,
+    plan: &mut HandOffPlan,
+    row: NewDelivery<'_>,
+    subject: impl FnOnce() -> Subject,
+) -> Result<(), rusqlite::Error> {
+    let reservation = plan.reserve(row.destination);
+    let (status, lease_until_ms, attempts) = match &reservation {
+        Some(r) => ("in_flight", Some(row.now_ms + r.lease_ms), 1),
+        None => ("pending", None, 0),
+    };
+    conn.prepare_cached(
+        "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind, destination_event,
+             consent_source, subject, status, attempts, lease_until_ms, next_attempt_ms, event_time_ms,
+             created_at_ms, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?12)",
+    )?
+    .execute(params![
+        row.event_row,
+        row.event_id,
+        row.message_row,
+        row.destination,
+        row.kind,
+        row.destination_event,
+        row.consent_source,
+        row.snapshot,
+        status,
+        attempts,
+        lease_until_ms,
+        row.now_ms,
+        row.event_time_ms,
+    ])?;
+    if let Some(reservation) = reservation {
+        plan.hand_over(
+            reservation,
+            LeasedDelivery {
+                id: conn.last_insert_rowid(),
+                event_id: row.event_id.to_string(),
+                attempt: 1,
+                failures: 0,
+                event_time_ms: row.event_time_ms,
+                solo: false,
+                subject: subject(),
+            },
+        );
+    }
+    Ok(())
+}
+
+struct NewDelivery<'a> {
+    event_row: Option<i64>,
+    event_id: &'a str,
+    message_row: i64,
+    destination: &'a str,
+    kind: &'a str,
+    destination_event: &'a str,
+    consent_source: &'a str,
+    snapshot: Option<&'a str>,
+    event_time_ms: i64,
+    now_ms: i64,
+}
+
 /// Create the deliveries of a new canonical event: one per destination that is ready.
 pub fn create_for_event(
     conn: &Connection,
+    plan: &mut HandOffPlan,
     event_row: i64,
     message_row: i64,
-    event: &CanonicalEvent,
+    event: &Arc<CanonicalEvent>,
     decisions: &[RouteDecision],
     now_ms: i64,
-) -> Result<Vec<String>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind, destination_event,
-             consent_source, status, next_attempt_ms, event_time_ms, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?8, ?8)",
-    )?;
-    let mut created = Vec::new();
+) -> Result<(), rusqlite::Error> {
     for d in decisions
         .iter()
         .filter(|d| d.verdict == RouteVerdict::Ready)
     {
-        stmt.execute(params![
-            event_row,
-            event.event_id,
+        let row = NewDelivery {
+            event_row: Some(event_row),
+            event_id: &event.event_id,
             message_row,
-            d.destination,
-            d.kind,
-            d.destination_event,
-            d.consent.source,
+            destination: &d.destination,
+            kind: &d.kind,
+            destination_event: &d.destination_event,
+            consent_source: &d.consent.source,
+            snapshot: None,
+            event_time_ms: event.event_time_ms,
             now_ms,
-            event.event_time_ms
-        ])?;
-        created.push(d.destination.clone());
+        };
+        insert_delivery(conn, plan, row, || Subject::Event {
+            event: event.clone(),
+            destination_event: d.destination_event.clone(),
+            consent_source: d.consent.source.clone(),
+        })?;
     }
-    Ok(created)
+    Ok(())
 }
 
 /// Create a profile delivery (identify → Klaviyo profile-import).
+#[allow(clippy::too_many_arguments)]
 pub fn create_for_profile(
     conn: &Connection,
+    plan: &mut HandOffPlan,
     message_row: i64,
     destination: &str,
     kind: &str,
@@ -123,22 +192,21 @@ pub fn create_for_profile(
     snapshot: &ProfileSnapshot,
     now_ms: i64,
 ) -> Result<(), rusqlite::Error> {
-    let subject = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".into());
-    conn.prepare_cached(
-        "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind, destination_event,
-             consent_source, subject, status, next_attempt_ms, event_time_ms, created_at_ms, updated_at_ms)
-         VALUES (NULL, ?1, ?2, ?3, ?4, 'profile', ?5, ?6, 'pending', ?7, ?7, ?7, ?7)",
-    )?
-    .execute(params![
-        format!("profile_{}_{}", snapshot.profile_id, snapshot.message_id),
+    let text = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".into());
+    let event_id = format!("profile_{}_{}", snapshot.profile_id, snapshot.message_id);
+    let row = NewDelivery {
+        event_row: None,
+        event_id: &event_id,
         message_row,
         destination,
         kind,
+        destination_event: "profile",
         consent_source,
-        subject,
-        now_ms
-    ])?;
-    Ok(())
+        snapshot: Some(&text),
+        event_time_ms: now_ms,
+        now_ms,
+    };
+    insert_delivery(conn, plan, row, || Subject::Profile(snapshot.clone()))
 }
 
 /// A claimed delivery as stored. Parsing its subject (the canonical event's JSON) is left to the
@@ -190,7 +258,7 @@ impl ClaimedDelivery {
                 consent_source,
             } => serde_json::from_str::<CanonicalEvent>(&text)
                 .map(|event| Subject::Event {
-                    event: Box::new(event),
+                    event: Arc::new(event),
                     destination_event,
                     consent_source,
                 })
@@ -481,6 +549,13 @@ mod tests {
         conn
     }
 
+    /// No worker takes hand-offs here: every delivery is created pending.
+    fn plan() -> HandOffPlan {
+        HandOffPlan::new(std::sync::Arc::new(
+            super::super::handoff::HandOffs::default(),
+        ))
+    }
+
     fn ready(destination: &str) -> RouteDecision {
         RouteDecision {
             destination: destination.into(),
@@ -516,7 +591,16 @@ mod tests {
     #[test]
     fn leases_expire_so_a_crash_loses_nothing() {
         let conn = store_with_event();
-        create_for_event(&conn, 1, 1, &event(), &[ready("meta")], 1_000).unwrap();
+        create_for_event(
+            &conn,
+            &mut plan(),
+            1,
+            1,
+            &Arc::new(event()),
+            &[ready("meta")],
+            1_000,
+        )
+        .unwrap();
 
         let first = claim(&conn, "meta", 1_000, 10, 100).unwrap();
         assert_eq!(first.items.len(), 1);
@@ -558,7 +642,16 @@ mod tests {
     fn a_solo_delivery_is_claimed_alone_and_first() {
         let conn = store_with_event();
         for _ in 0..4 {
-            create_for_event(&conn, 1, 1, &event(), &[ready("meta")], 1_000).unwrap();
+            create_for_event(
+                &conn,
+                &mut plan(),
+                1,
+                1,
+                &Arc::new(event()),
+                &[ready("meta")],
+                1_000,
+            )
+            .unwrap();
         }
         conn.execute(
             "UPDATE deliveries SET solo = 1, next_attempt_ms = 900 WHERE id = 3",
@@ -574,7 +667,16 @@ mod tests {
 
         // A solo row behind others waits for the next claim, where it is first.
         for _ in 0..3 {
-            create_for_event(&conn, 1, 1, &event(), &[ready("meta")], 2_000).unwrap();
+            create_for_event(
+                &conn,
+                &mut plan(),
+                1,
+                1,
+                &Arc::new(event()),
+                &[ready("meta")],
+                2_000,
+            )
+            .unwrap();
         }
         conn.execute("UPDATE deliveries SET solo = 1 WHERE id = 6", [])
             .unwrap();
@@ -614,9 +716,10 @@ mod tests {
             for n in 0..backlog {
                 create_for_event(
                     &tx,
+                    &mut plan(),
                     1,
                     1,
-                    &event(),
+                    &Arc::new(event()),
                     &[ready("meta"), ready("webhook")],
                     n as i64,
                 )

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::handoff::HandOffPlan;
 use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
 use super::records::{IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome};
 use crate::pipeline::RouteTarget;
@@ -24,10 +25,12 @@ pub(super) fn insert_batch(
     batch: &IngestBatch,
     targets: &[RouteTarget],
     cache: &RefCell<IdentityCache>,
+    handoff: &RefCell<HandOffPlan>,
 ) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
     let ctx = PipelineContext {
         targets,
         cache,
+        handoff,
         environment: &batch.receipt.environment,
         received_at_ms: batch.receipt.received_at_ms,
         dedup_since_ms: batch.dedup_since_ms,

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod delivery;
+pub mod handoff;
 mod ingest;
 pub mod pipeline;
 mod reader;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::codec::Packed;
+use super::handoff::HandOffPlan;
 
 use crate::pipeline::dedup::{self, CollisionKind};
 use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
@@ -405,12 +406,11 @@ fn insert_event(
 #[allow(clippy::too_many_arguments)]
 fn insert_routes(
     conn: &Connection,
+    ctx: &PipelineContext<'_>,
     event_row: i64,
     message_row: i64,
-    now_ms: i64,
-    event: &CanonicalEvent,
+    event: &std::sync::Arc<CanonicalEvent>,
     row: &MappingRow,
-    targets: &[RouteTarget],
     event_consent: Option<&Map<String, Value>>,
     profile: Option<&Profile>,
 ) -> Result<Vec<(String, RouteVerdict)>, rusqlite::Error> {
@@ -421,7 +421,7 @@ fn insert_routes(
     let profile_consent = profile
         .and_then(|p| p.consent.as_ref())
         .map(|c| (c, learned_from.as_str()));
-    let decisions = pl::route(event, row, targets, event_consent, profile_consent);
+    let decisions = pl::route(event, row, ctx.targets, event_consent, profile_consent);
     let mut stmt = conn.prepare_cached(
         "INSERT INTO routes (event_row, destination, kind, destination_event, verdict, reason,
              consent_source, consent_allowed, consent_reason)
@@ -440,7 +440,15 @@ fn insert_routes(
             d.consent.reason
         ])?;
     }
-    super::delivery::create_for_event(conn, event_row, message_row, event, &decisions, now_ms)?;
+    super::delivery::create_for_event(
+        conn,
+        &mut ctx.handoff.borrow_mut(),
+        event_row,
+        message_row,
+        event,
+        &decisions,
+        ctx.received_at_ms,
+    )?;
     Ok(decisions
         .into_iter()
         .map(|d| (d.destination, d.verdict))
@@ -492,6 +500,7 @@ fn create_profile_deliveries(
         };
         super::delivery::create_for_profile(
             conn,
+            &mut ctx.handoff.borrow_mut(),
             message_row,
             &target.name,
             &target.kind,
@@ -507,6 +516,8 @@ fn create_profile_deliveries(
 pub struct PipelineContext<'a> {
     pub targets: &'a [RouteTarget],
     pub cache: &'a RefCell<IdentityCache>,
+    /// Deliveries created here go to their workers after the commit when they have room.
+    pub handoff: &'a RefCell<HandOffPlan>,
     pub environment: &'a str,
     pub received_at_ms: i64,
     pub dedup_since_ms: i64,
@@ -605,8 +616,9 @@ pub fn apply(
                         &event.message_id,
                         &fingerprint,
                     );
-                    let canonical =
-                        Packed::text(&serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()));
+                    let canonical = Packed::text(
+                        &serde_json::to_string(&event).unwrap_or_else(|_| "{}".into()),
+                    );
                     conn.prepare_cached(
                         "INSERT INTO collisions (event_id, kind, winner_event_row, winner_message_row,
                              message_row, canonical, detected_at_ms)
@@ -627,6 +639,8 @@ pub fn apply(
                     }
                 }
                 _ => {
+                    // Shared with the hand-offs to every destination, not copied for each.
+                    let event = std::sync::Arc::new(event);
                     let event_row = insert_event(
                         conn,
                         &event,
@@ -637,24 +651,23 @@ pub fn apply(
                     )?;
                     let routes = insert_routes(
                         conn,
+                        ctx,
                         event_row,
                         message_row,
-                        ctx.received_at_ms,
                         &event,
                         row,
-                        ctx.targets,
                         input.event_consent.as_ref(),
                         profile.as_ref(),
                     )?;
                     if replay_open {
                         PipelineOutcome::Replayed {
-                            event_id: event.event_id,
-                            name: event.name,
+                            event_id: event.event_id.clone(),
+                            name: event.name.clone(),
                         }
                     } else {
                         PipelineOutcome::Mapped {
-                            event_id: event.event_id,
-                            name: event.name,
+                            event_id: event.event_id.clone(),
+                            name: event.name.clone(),
                             routes,
                         }
                     }

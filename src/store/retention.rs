@@ -188,7 +188,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             kept,
-            vec![(1, None, 200), (2, None, 200), (3, Some("body".into()), 200)]
+            vec![
+                (1, None, 200),
+                (2, None, 200),
+                (3, Some("body".into()), 200)
+            ]
         );
     }
 }

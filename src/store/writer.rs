@@ -13,9 +13,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::{self, Claim, Completion};
+use super::handoff::{HandOffPlan, HandOffs};
 use super::ingest::{insert_batch, insert_rejections};
 use super::pipeline::IdentityCache;
 use super::records::{IngestBatch, RejectionBatch, StoredOutcome};
@@ -28,8 +29,8 @@ const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
 /// Delivery rows (claimed or completed) a group may carry when ingest requests share it, and
 /// when it has the writer to itself. At least one delivery job goes into every group that has
 /// one waiting, so draining never starves either.
-const DELIVERY_ROWS_WITH_INGEST: usize = 400;
-const DELIVERY_ROWS_ALONE: usize = 4000;
+const DELIVERY_ROWS_WITH_INGEST: usize = 250;
+const DELIVERY_ROWS_ALONE: usize = 1000;
 /// How often expired delivery leases (a crashed or stopped worker) are put back in line.
 const LEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Bookkeeping jobs that may wait for the writer; senders wait for room (not client-facing).
@@ -117,8 +118,6 @@ enum JobOutput {
 pub struct StoreWriter {
     ingest: mpsc::Sender<IngestJob>,
     work: mpsc::Sender<Job>,
-    /// Woken after a commit that may have created deliveries.
-    deliveries: Arc<Notify>,
 }
 
 /// Joins the writer thread: it finishes every queued job once all handles are dropped.
@@ -135,18 +134,21 @@ impl WriterThread {
 impl StoreWriter {
     /// Open the database (running migrations) and start the writer thread.
     /// `targets` are the destinations events are routed to (consent and environment checks).
+    /// `handoffs` are the delivery workers that take new deliveries straight from a commit.
     pub fn spawn(
         path: &Path,
         queue_capacity: usize,
         targets: Vec<RouteTarget>,
+        handoffs: Arc<HandOffs>,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
-        Self::spawn_with_wal_limit(path, queue_capacity, targets, WAL_LIMIT_BYTES)
+        Self::spawn_with_wal_limit(path, queue_capacity, targets, handoffs, WAL_LIMIT_BYTES)
     }
 
     fn spawn_with_wal_limit(
         path: &Path,
         queue_capacity: usize,
         targets: Vec<RouteTarget>,
+        handoffs: Arc<HandOffs>,
         wal_limit_bytes: u64,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
         let conn = open_for_writing(path)?;
@@ -156,8 +158,6 @@ impl StoreWriter {
         let checkpointer = spawn_checkpointer(path, stop.clone())?;
         let (ingest_tx, ingest_rx) = mpsc::channel(queue_capacity);
         let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE_CAPACITY);
-        let notify = Arc::new(Notify::new());
-        let wake = notify.clone();
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
             .spawn(move || {
@@ -168,7 +168,12 @@ impl StoreWriter {
                     work_open: true,
                     next_sweep: Instant::now(),
                 };
-                run(&conn, queues, &targets, &wake, wal);
+                let state = WriterState {
+                    targets,
+                    cache: RefCell::new(IdentityCache::default()),
+                    handoff: RefCell::new(HandOffPlan::new(handoffs)),
+                };
+                run(&conn, queues, &state, wal);
                 stop.store(true, Ordering::Release);
                 checkpointer.thread().unpark();
                 let _ = checkpointer.join();
@@ -182,15 +187,9 @@ impl StoreWriter {
             StoreWriter {
                 ingest: ingest_tx,
                 work: work_tx,
-                deliveries: notify,
             },
             WriterThread(handle),
         ))
-    }
-
-    /// Signalled when new deliveries may be waiting (delivery workers wait on it).
-    pub fn deliveries_notifier(&self) -> Arc<Notify> {
-        self.deliveries.clone()
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, WriteError> {
@@ -379,13 +378,22 @@ impl Queues {
     }
 }
 
-fn run(
-    conn: &Connection,
-    mut queues: Queues,
-    targets: &[RouteTarget],
-    wake: &Notify,
-    mut wal: WalFold,
-) {
+/// What the writer keeps between groups.
+struct WriterState {
+    targets: Vec<RouteTarget>,
+    cache: RefCell<IdentityCache>,
+    handoff: RefCell<HandOffPlan>,
+}
+
+impl WriterState {
+    /// After a rollback: the cache saw writes that are gone, and nothing is handed over.
+    fn rolled_back(&self) {
+        self.cache.borrow_mut().clear();
+        self.handoff.borrow_mut().discard();
+    }
+}
+
+fn run(conn: &Connection, mut queues: Queues, state: &WriterState, mut wal: WalFold) {
     // The writer's own small runtime only waits on the two queues and the sweep timer; every
     // database call stays synchronous on this thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -398,13 +406,8 @@ fn run(
             return;
         }
     };
-    let cache = RefCell::new(IdentityCache::default());
     while let Some(mut group) = queues.next_group(&runtime) {
-        let ingested = !group.ingest.is_empty();
-        commit_group(conn, &mut group, targets, &cache);
-        if ingested && !targets.is_empty() {
-            wake.notify_waiters();
-        }
+        commit_group(conn, &mut group, state);
         wal.after_commit(conn);
     }
 }
@@ -433,25 +436,19 @@ impl Group {
 /// Apply every job of the group in one transaction and answer each after the commit. If anything
 /// fails, the group is rolled back and each job is retried in a transaction of its own, so one
 /// bad job cannot fail the others (and no job is acknowledged without its own commit).
-fn commit_group(
-    conn: &Connection,
-    group: &mut Group,
-    targets: &[RouteTarget],
-    cache: &RefCell<IdentityCache>,
-) {
+fn commit_group(conn: &Connection, group: &mut Group, state: &WriterState) {
     let items: Vec<Item<'_>> = group.items().collect();
-    let results: Vec<JobResult> = match apply(conn, &items, targets, cache) {
+    let results: Vec<JobResult> = match apply(conn, &items, state) {
         Ok(results) => results.into_iter().map(Ok).collect(),
         Err(e) => {
-            // The rollback undid writes the cache already saw.
-            cache.borrow_mut().clear();
+            state.rolled_back();
             tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying jobs one by one");
             items
                 .iter()
                 .map(|item| {
-                    let one = apply(conn, std::slice::from_ref(item), targets, cache);
+                    let one = apply(conn, std::slice::from_ref(item), state);
                     if one.is_err() {
-                        cache.borrow_mut().clear();
+                        state.rolled_back();
                     }
                     one.map(|mut one| one.pop().unwrap_or(JobOutput::Done))
                 })
@@ -502,28 +499,33 @@ fn commit_group(
     }
 }
 
+/// One transaction over `items`; on commit, its deliveries go to their workers.
 fn apply(
     conn: &Connection,
     items: &[Item<'_>],
-    targets: &[RouteTarget],
-    cache: &RefCell<IdentityCache>,
+    state: &WriterState,
 ) -> Result<Vec<JobOutput>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
     let now_ms = super::now_ms();
     let mut results = Vec::with_capacity(items.len());
     for item in items {
         results.push(match item {
-            Item::Ingest(IngestJob(batch, _)) => {
-                JobOutput::Stored(insert_batch(&tx, batch, targets, cache)?)
-            }
-            Item::Work(job) => apply_work(&tx, job, now_ms)?,
+            Item::Ingest(IngestJob(batch, _)) => JobOutput::Stored(insert_batch(
+                &tx,
+                batch,
+                &state.targets,
+                &state.cache,
+                &state.handoff,
+            )?),
+            Item::Work(job) => apply_work(&tx, job, now_ms, &state.handoff.borrow())?,
         });
     }
     tx.commit()?;
+    state.handoff.borrow_mut().send();
     Ok(results)
 }
 
-fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
+fn apply_work(conn: &Connection, job: &Job, now_ms: i64, handoff: &HandOffPlan) -> JobResult {
     Ok(match job {
         Job::Rejections(batch) => {
             insert_rejections(conn, batch)?;
@@ -578,6 +580,7 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64) -> JobResult {
         Job::SweepLeases => {
             let released = delivery::release_expired_leases(conn, now_ms)?;
             if released > 0 {
+                handoff.flag_all();
                 tracing::info!(
                     deliveries = released,
                     "expired delivery leases put back in line"
@@ -648,7 +651,8 @@ mod tests {
             .build()
             .unwrap();
         let (writer, thread) =
-            StoreWriter::spawn_with_wal_limit(&path, 1024, Vec::new(), limit).unwrap();
+            StoreWriter::spawn_with_wal_limit(&path, 1024, Vec::new(), Default::default(), limit)
+                .unwrap();
         let table = Arc::new(MappingTable::default());
         let wal_path = super::super::wal::wal_path(&path);
         let largest_wal = runtime.block_on(async {

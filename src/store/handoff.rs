@@ -1,0 +1,193 @@
+//! Hand-off: a delivery created by an ingest commit goes straight to its destination's worker,
+//! already leased and with its event in memory, instead of waiting to be claimed: no second
+//! round trip to the writer, no re-read or re-parse of the event. A worker takes only what it
+//! has room for and only while it is sending (not paused); the rest stays pending in the queue
+//! and is claimed as before. The lease makes a hand-off as durable as a claim: if the process
+//! dies before the send is recorded, the lease runs out and the delivery goes out again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, Notify};
+
+use super::delivery::LeasedDelivery;
+
+struct Slot {
+    sender: mpsc::Sender<LeasedDelivery>,
+    accepting: AtomicBool,
+    lease_ms: i64,
+    /// A commit left deliveries for this destination pending: its worker should claim.
+    left_pending: AtomicBool,
+    wake: Notify,
+}
+
+impl Slot {
+    fn flag(&self) {
+        self.left_pending.store(true, Ordering::Release);
+        // A stored permit if the worker is busy: the wake-up is never lost.
+        self.wake.notify_one();
+    }
+}
+
+/// The workers that take hand-offs, by destination name.
+#[derive(Default)]
+pub struct HandOffs {
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+}
+
+/// A worker's end: deliveries handed to it, and its say in whether it takes more.
+pub struct HandOffReceiver {
+    receiver: mpsc::Receiver<LeasedDelivery>,
+    slot: Arc<Slot>,
+}
+
+impl HandOffReceiver {
+    /// Whether the writer may hand deliveries over now (false while paused or probing).
+    pub fn set_accepting(&self, accepting: bool) {
+        self.slot.accepting.store(accepting, Ordering::Release);
+    }
+
+    pub fn try_recv(&mut self) -> Option<LeasedDelivery> {
+        self.receiver.try_recv().ok()
+    }
+
+    pub async fn recv(&mut self) -> Option<LeasedDelivery> {
+        self.receiver.recv().await
+    }
+
+    /// Whether deliveries were left pending since the last call (then a claim finds them).
+    pub fn take_left_pending(&self) -> bool {
+        self.slot.left_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// A separate handle to wait on, alongside `recv`.
+    pub fn pending_signal(&self) -> PendingSignal {
+        PendingSignal(self.slot.clone())
+    }
+}
+
+/// Wakes a worker when deliveries were left pending for its destination.
+pub struct PendingSignal(Arc<Slot>);
+
+impl PendingSignal {
+    pub async fn wait(&self) {
+        self.0.wake.notified().await;
+    }
+}
+
+impl HandOffs {
+    /// Register a destination's worker: at most `capacity` handed-off deliveries wait for it,
+    /// each leased for `lease_ms`.
+    pub fn register(&self, destination: &str, capacity: usize, lease_ms: i64) -> HandOffReceiver {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let slot = Arc::new(Slot {
+            sender,
+            accepting: AtomicBool::new(true),
+            lease_ms,
+            // Whatever is already queued is found by a first claim.
+            left_pending: AtomicBool::new(true),
+            wake: Notify::new(),
+        });
+        self.slots
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(destination.to_string(), slot.clone());
+        HandOffReceiver { receiver, slot }
+    }
+
+    /// Every worker should look: deliveries became due outside a commit of new ones (expired
+    /// leases put back in line).
+    pub fn flag_all(&self) {
+        for slot in self
+            .slots
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+        {
+            slot.flag();
+        }
+    }
+
+    fn slot(&self, destination: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(destination)
+            .cloned()
+    }
+}
+
+/// Room reserved in a worker's hand-off queue for one new delivery, and its lease.
+pub struct Reservation {
+    permit: mpsc::OwnedPermit<LeasedDelivery>,
+    pub lease_ms: i64,
+}
+
+/// The hand-offs of one transaction: reserved while it is applied, sent after its commit,
+/// dropped (nothing sent) if it rolls back.
+pub struct HandOffPlan {
+    handoffs: Arc<HandOffs>,
+    reserved: Vec<(Reservation, LeasedDelivery)>,
+    /// Workers whose deliveries this transaction left pending (no room, or paused).
+    left_pending: Vec<Arc<Slot>>,
+}
+
+impl HandOffPlan {
+    pub fn new(handoffs: Arc<HandOffs>) -> HandOffPlan {
+        HandOffPlan {
+            handoffs,
+            reserved: Vec::new(),
+            left_pending: Vec::new(),
+        }
+    }
+
+    /// Room for one more delivery to `destination`, if its worker takes hand-offs now. If not,
+    /// the delivery is created pending and the worker is told after the commit.
+    pub fn reserve(&mut self, destination: &str) -> Option<Reservation> {
+        let slot = self.handoffs.slot(destination)?;
+        let permit = if slot.accepting.load(Ordering::Acquire) {
+            slot.sender.clone().try_reserve_owned().ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(permit) => Some(Reservation {
+                permit,
+                lease_ms: slot.lease_ms,
+            }),
+            None => {
+                if !self.left_pending.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+                    self.left_pending.push(slot);
+                }
+                None
+            }
+        }
+    }
+
+    pub fn hand_over(&mut self, reservation: Reservation, delivery: LeasedDelivery) {
+        self.reserved.push((reservation, delivery));
+    }
+
+    /// After the commit: every reserved delivery to its worker, and a wake-up to the workers
+    /// whose new deliveries wait in the queue.
+    pub fn send(&mut self) {
+        for (reservation, delivery) in self.reserved.drain(..) {
+            reservation.permit.send(delivery);
+        }
+        for slot in self.left_pending.drain(..) {
+            slot.flag();
+        }
+    }
+
+    /// After a rollback: nothing was stored, nothing is sent.
+    pub fn discard(&mut self) {
+        self.reserved.clear();
+        self.left_pending.clear();
+    }
+
+    /// Every worker should look (expired leases were put back in line).
+    pub fn flag_all(&self) {
+        self.handoffs.flag_all();
+    }
+}
