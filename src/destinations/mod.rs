@@ -215,13 +215,14 @@ impl Destination {
             DestinationKind::MetaCapi => (
                 Settings::Meta(meta::MetaSettings::read(&reader)?),
                 "https://graph.facebook.com",
-                100,
+                // The platform's limit: a backlog drains in as few requests as it allows.
+                1000,
                 Some(Duration::from_secs(7 * 24 * 3600)),
             ),
             DestinationKind::GoogleAds => (
                 Settings::GoogleAds(google_ads::GoogleSettings::read(&reader)?),
                 "https://googleads.googleapis.com",
-                200,
+                2000,
                 Some(Duration::from_secs(90 * 24 * 3600)),
             ),
             DestinationKind::Klaviyo => (
@@ -233,6 +234,7 @@ impl Destination {
             DestinationKind::Tiktok => (
                 Settings::Tiktok(tiktok::TiktokSettings::read(&reader)?),
                 "https://business-api.tiktok.com",
+                // TikTok documents no batch limit for v1.3 (1,000 is often cited): stay modest.
                 100,
                 Some(Duration::from_secs(7 * 24 * 3600)),
             ),
