@@ -55,7 +55,8 @@ fn build(path: &std::path::Path, events: usize) {
             supported_events: None,
             takes_profiles: false,
         }];
-        let (writer, thread) = StoreWriter::spawn(path, 64, targets, Default::default()).unwrap();
+        let (writer, thread) =
+            StoreWriter::spawn(path, Default::default(), targets, Default::default()).unwrap();
         let table = MappingTable::default();
         let started = Instant::now();
         for chunk in 0..events.div_ceil(1000) {

@@ -13,8 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{env_or, node_config, open_loop, percentile, Node};
-use tracklayer::sandbox::Sandbox;
+use common::{env_or, node_config, open_loop, percentile, Node, RemoteSandbox};
 use tracklayer::store::StoreReader;
 
 const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -87,8 +86,9 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sandbox = Sandbox::start(listener).await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = tokio::task::block_in_place(|| RemoteSandbox::start(listener));
+        let sandbox = &remote.sandbox;
         sandbox.state.webhook_key(
             "bench",
             tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
@@ -180,5 +180,6 @@ fn main() {
         let (_, meta_events) = sandbox.state.accepted(tracklayer::sandbox::Platform::Meta);
         println!("sandbox accepted {meta_events} Meta events");
         node.stop().await;
+        tokio::task::block_in_place(move || drop(remote));
     });
 }

@@ -114,6 +114,7 @@ struct RawStorage {
     dedup_window_hours: Option<u64>,
     retention_days: Option<u64>,
     request_body_retention_days: Option<u64>,
+    delivery_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +252,9 @@ pub struct StorageConfig {
     /// The bodies (request, response, headers) kept with each delivery request are cleared
     /// after this many days; the request's outcome stays (0 keeps them as long as the rows).
     pub request_body_retention_days: u64,
+    /// The share of the database writer's time that delivery bookkeeping (draining a backlog)
+    /// may take while Segment traffic is arriving.
+    pub delivery_share: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -501,6 +505,17 @@ fn validate(
         ));
     }
 
+    let delivery_share = raw
+        .storage
+        .delivery_share
+        .unwrap_or(crate::store::DEFAULT_DELIVERY_SHARE);
+    if !(0.05..=0.9).contains(&delivery_share) {
+        return Err(invalid(
+            "storage.delivery_share",
+            "must be between 0.05 and 0.9 (the share of the writer's time a backlog may take)",
+        ));
+    }
+
     let account = raw.workspace.account.trim().to_string();
     if account.is_empty() {
         return Err(invalid("workspace.account", "must not be empty"));
@@ -675,6 +690,7 @@ fn validate(
                 .storage
                 .request_body_retention_days
                 .unwrap_or(DEFAULT_REQUEST_BODY_RETENTION_DAYS),
+            delivery_share,
         },
         workspace: WorkspaceConfig { account },
         environments,
@@ -695,6 +711,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             retention_days: DEFAULT_RETENTION_DAYS,
             request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,
+            delivery_share: crate::store::DEFAULT_DELIVERY_SHARE,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),

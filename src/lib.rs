@@ -56,21 +56,25 @@ pub async fn run(
     let handoffs = Arc::new(store::handoff::HandOffs::default());
     let (writer, writer_thread) = store::StoreWriter::spawn(
         &config.storage.path,
-        config.server.queue_capacity,
+        store::WriterOptions {
+            queue_capacity: config.server.queue_capacity,
+            delivery_share: config.storage.delivery_share,
+        },
         targets,
         handoffs.clone(),
     )?;
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
-    let mut workers = delivery::spawn_workers(&config.delivery, &writer, &handoffs);
+    let workers = delivery::DeliveryWorkers::start(&config.delivery, &writer, &handoffs)?;
     let storage = &config.storage;
-    if storage.retention_days > 0 || storage.request_body_retention_days > 0 {
-        workers.spawn(retention(
-            writer.clone(),
-            storage.retention_days,
-            storage.request_body_retention_days,
-        ));
-    }
+    let retention =
+        (storage.retention_days > 0 || storage.request_body_retention_days > 0).then(|| {
+            tokio::spawn(retention(
+                writer.clone(),
+                storage.retention_days,
+                storage.request_body_retention_days,
+            ))
+        });
     let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
     let limits = ingest::ServerLimits {
         header_timeout: config.server.header_timeout,
@@ -79,8 +83,11 @@ pub async fn run(
     let served = ingest::serve(listener, state, limits, shutdown).await;
     // In-flight deliveries are abandoned; their leases expire and they are sent again (with
     // the same event_id) at the next start.
-    workers.abort_all();
-    while workers.join_next().await.is_some() {}
+    workers.stop().await;
+    if let Some(retention) = retention {
+        retention.abort();
+        let _ = retention.await;
+    }
     // All handles to the writer are gone once the server has stopped; let it drain and exit.
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await

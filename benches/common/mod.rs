@@ -347,3 +347,31 @@ pub fn refused_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+/// The sandbox stands in for platforms that run elsewhere: it gets threads of its own at low
+/// priority, so its CPU does not count as TrackLayer's.
+pub struct RemoteSandbox {
+    pub sandbox: tracklayer::sandbox::Sandbox,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl RemoteSandbox {
+    pub fn start(listener: std::net::TcpListener) -> RemoteSandbox {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sandbox")
+            .on_thread_start(tracklayer::delivery::yield_to_ingest)
+            .enable_all()
+            .build()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let sandbox = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tracklayer::sandbox::Sandbox::start(listener).await.unwrap()
+        });
+        RemoteSandbox {
+            sandbox,
+            _runtime: runtime,
+        }
+    }
+}

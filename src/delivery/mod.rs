@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
 use crate::store::codec::Packed;
 use crate::store::delivery::{
-    AttemptOutcome, Claim, Completion, ItemResult, LeasedDelivery, RequestRecord,
+    AttemptOutcome, Claim, Completion, ItemResult, LeasedDelivery, RequestRecord, RequestRef,
 };
 use crate::store::handoff::{HandOffReceiver, HandOffs};
 use crate::store::warehouse::{SqliteWarehouse, WarehouseSink};
@@ -34,7 +34,7 @@ const MAX_CLAIM: usize = 4000;
 const MIN_CLAIM: usize = 64;
 /// The most one claim job asks the writer for: it rides in a group with ingest commits, so it
 /// must stay small (a few milliseconds).
-const MAX_CLAIM_PER_JOB: usize = 500;
+const MAX_CLAIM_PER_JOB: usize = 250;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -74,33 +74,86 @@ fn request_timeout(dest: &Destination) -> Duration {
     }
 }
 
-/// Start a worker per destination. Stop them by aborting the returned set.
-pub fn spawn_workers(
-    destinations: &[Destination],
-    writer: &StoreWriter,
-    handoffs: &HandOffs,
-) -> JoinSet<()> {
-    let client = http_client();
-    let mut set = JoinSet::new();
-    for dest in destinations {
-        let (outcomes, outcomes_rx) = mpsc::channel(OUTCOME_QUEUE);
-        set.spawn(record_outcomes(writer.clone(), outcomes_rx));
-        let worker = Worker {
-            dest: Arc::new(dest.clone()),
-            writer: writer.clone(),
-            client: client.clone(),
-            breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
-            outcomes,
-        };
-        // New deliveries come straight from the commit, up to a claim's worth at a time.
-        let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
-        set.spawn(worker.run(handoff));
+/// The delivery workers, on a runtime of their own whose threads yield the CPU to ingest: an
+/// acknowledgement Segment is waiting for comes before draining a backlog, at the processor as
+/// at the writer. When ingest is idle, delivery has every core.
+pub struct DeliveryWorkers {
+    runtime: Option<tokio::runtime::Runtime>,
+    workers: JoinSet<()>,
+}
+
+impl DeliveryWorkers {
+    /// Start a worker per destination.
+    pub fn start(
+        destinations: &[Destination],
+        writer: &StoreWriter,
+        handoffs: &HandOffs,
+    ) -> std::io::Result<DeliveryWorkers> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("tracklayer-delivery")
+            .on_thread_start(yield_to_ingest)
+            .enable_all()
+            .build()?;
+        let client = http_client();
+        let mut workers = JoinSet::new();
+        for dest in destinations {
+            let (outcomes, outcomes_rx) = mpsc::channel(OUTCOME_QUEUE);
+            workers.spawn_on(
+                record_outcomes(writer.clone(), outcomes_rx),
+                runtime.handle(),
+            );
+            let worker = Worker {
+                dest: Arc::new(dest.clone()),
+                writer: writer.clone(),
+                client: client.clone(),
+                breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
+                outcomes,
+            };
+            // New deliveries come straight from the commit, up to a claim's worth at a time.
+            let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
+            workers.spawn_on(worker.run(handoff), runtime.handle());
+        }
+        Ok(DeliveryWorkers {
+            runtime: Some(runtime),
+            workers,
+        })
     }
-    set
+
+    /// Stop every worker. Deliveries in flight keep their leases: they go out again, with the
+    /// same event_id, once those run out.
+    pub async fn stop(mut self) {
+        self.workers.abort_all();
+        while self.workers.join_next().await.is_some() {}
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for DeliveryWorkers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lower the calling thread's scheduling priority (nice +10), so the kernel runs ingest first
+/// when both want the CPU.
+pub fn yield_to_ingest() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with `who = 0` changes only the calling thread's nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 /// A claim on its way back from the writer, with how many it asked for.
 type ClaimInFlight = tokio::task::JoinHandle<Result<(Claim, usize), crate::store::WriteError>>;
+
+/// Outcomes per writer job: small enough to share a group with ingest commits.
+const OUTCOMES_PER_JOB: usize = 250;
 
 /// Outcomes waiting to be recorded per destination; a full queue slows that destination's
 /// sending, never ingest.
@@ -108,12 +161,13 @@ const OUTCOME_QUEUE: usize = 256;
 
 /// Records outcomes as they come, many requests' worth per writer job: a request's slot is free
 /// again as soon as its answer is in, not after the commit that records it. (If the process dies
-/// first, the leases run out and the same event_ids are sent again.)
+/// first, the leases run out and the same event_ids are sent again.) The outcomes of one large
+/// request go in pieces, so no single writer job is long enough to hold up ingest.
 async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Completion>) {
     while let Some(first) = outcomes.recv().await {
         let mut batch = vec![first];
         let mut items = batch[0].items.len();
-        while items < 1000 {
+        while items < OUTCOMES_PER_JOB {
             match outcomes.try_recv() {
                 Ok(next) => {
                     items += next.items.len();
@@ -123,10 +177,54 @@ async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Compl
             }
         }
         let destination = batch[0].destination.clone();
-        if let Err(e) = writer.complete(batch).await {
+        let mut small = Vec::with_capacity(batch.len());
+        for completion in batch {
+            if completion.items.len() <= OUTCOMES_PER_JOB {
+                small.push(completion);
+                continue;
+            }
+            if let Err(e) = record_in_pieces(&writer, completion).await {
+                tracing::error!(%destination, error = %e, "could not record delivery outcomes; their leases will expire and they are sent again");
+            }
+        }
+        if small.is_empty() {
+            continue;
+        }
+        if let Err(e) = writer.complete(small).await {
             tracing::error!(%destination, error = %e, "could not record delivery outcomes; their leases will expire and they are sent again");
         }
     }
+}
+
+/// The request first, then its items a piece at a time.
+async fn record_in_pieces(
+    writer: &StoreWriter,
+    completion: Completion,
+) -> Result<(), crate::store::WriteError> {
+    let Completion {
+        destination,
+        request,
+        items,
+        at_ms,
+    } = completion;
+    let request = match request {
+        RequestRef::New(record) => RequestRef::Recorded {
+            status_code: record.status_code,
+            row: writer.record_request(&destination, record).await?,
+        },
+        other => other,
+    };
+    for piece in items.chunks(OUTCOMES_PER_JOB) {
+        writer
+            .complete(vec![Completion {
+                destination: destination.clone(),
+                request: request.clone(),
+                items: piece.to_vec(),
+                at_ms,
+            }])
+            .await?;
+    }
+    Ok(())
 }
 
 fn pause_base(dest: &Destination) -> Duration {
@@ -351,7 +449,7 @@ impl Worker {
     async fn record(&self, request: Option<RequestRecord>, items: Vec<ItemResult>, at_ms: i64) {
         let completion = Completion {
             destination: self.dest.name.clone(),
-            request,
+            request: request.map_or(RequestRef::None, RequestRef::New),
             items,
             at_ms,
         };

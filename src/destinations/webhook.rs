@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::Sha256;
 
 use super::{
@@ -69,21 +68,38 @@ pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Bu
     let Some(item) = items.first() else {
         return Built::default();
     };
-    let (id, body) = match item {
+    // Serialized straight from the event, without building a JSON tree first.
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type")]
+    enum Envelope<'a> {
+        #[serde(rename = "tracklayer.event")]
+        Event {
+            name: &'a str,
+            event: &'a crate::pipeline::CanonicalEvent,
+        },
+        #[serde(rename = "tracklayer.profile")]
+        Profile {
+            profile: &'a crate::destinations::ProfileSnapshot,
+        },
+    }
+    let (id, envelope) = match item {
         Subject::Event {
             event,
             destination_event,
             ..
         } => (
             event.event_id.clone(),
-            json!({"type": "tracklayer.event", "name": destination_event, "event": event}),
+            Envelope::Event {
+                name: destination_event,
+                event,
+            },
         ),
         Subject::Profile(p) => (
             format!("profile_{}_{}", p.profile_id, p.message_id),
-            json!({"type": "tracklayer.profile", "profile": p}),
+            Envelope::Profile { profile: p },
         ),
     };
-    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
     let signature = sign(&settings.key, &id, now_unix, &body);
     Built::first_of(
         HttpRequest {

@@ -136,7 +136,7 @@ impl SandboxState {
         platform: Platform,
         path: &str,
         headers: &HeaderMap,
-        body: &Value,
+        body: Value,
         status: u16,
         refusal: Option<String>,
     ) {
@@ -169,7 +169,7 @@ impl SandboxState {
             platform,
             path: path.to_string(),
             headers,
-            body: body.clone(),
+            body,
             status,
             refusal,
         });
@@ -270,7 +270,7 @@ async fn take_fault(
                 platform,
                 path,
                 headers,
-                parsed,
+                parsed.clone(),
                 status,
                 Some("fault".into()),
             );
@@ -336,7 +336,7 @@ async fn meta(
             ),
         }
     };
-    state.record(Platform::Meta, &path, &headers, &parsed, status, refusal);
+    state.record(Platform::Meta, &path, &headers, parsed, status, refusal);
     json_response(status, reply)
 }
 
@@ -378,7 +378,7 @@ async fn google(
             ),
         }
     };
-    state.record(Platform::Google, &path, &headers, &parsed, status, refusal);
+    state.record(Platform::Google, &path, &headers, parsed, status, refusal);
     json_response(status, reply)
 }
 
@@ -439,7 +439,7 @@ async fn klaviyo(
     };
     match result {
         Ok(status) => {
-            state.record(Platform::Klaviyo, path, &headers, &parsed, status, None);
+            state.record(Platform::Klaviyo, path, &headers, parsed, status, None);
             if status == 202 {
                 StatusCode::ACCEPTED.into_response()
             } else {
@@ -454,7 +454,7 @@ async fn klaviyo(
                 .pointer("/errors/0/detail")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            state.record(Platform::Klaviyo, path, &headers, &parsed, status, detail);
+            state.record(Platform::Klaviyo, path, &headers, parsed, status, detail);
             json_response(status, body)
         }
     }
@@ -508,7 +508,7 @@ async fn tiktok(
         Platform::Tiktok,
         path,
         &headers,
-        &parsed,
+        parsed,
         200,
         (code != 0).then(|| message.clone()),
     );
@@ -541,7 +541,7 @@ async fn webhook(
         Platform::Webhook,
         &path,
         &headers,
-        &parsed,
+        parsed,
         status,
         verdict.err(),
     );

@@ -76,9 +76,20 @@ pub struct ItemResult {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub destination: String,
-    pub request: Option<RequestRecord>,
+    pub request: RequestRef,
     pub items: Vec<ItemResult>,
     pub at_ms: i64,
+}
+
+/// The request that carried a completion's items.
+#[derive(Debug, Clone)]
+pub enum RequestRef {
+    /// Nothing was sent (refused while building, or an unreadable row).
+    None,
+    /// Record it with the outcomes.
+    New(RequestRecord),
+    /// Recorded already (the outcomes of a large request are recorded in pieces).
+    Recorded { row: i64, status_code: Option<u16> },
 }
 
 /// A new delivery row: pending (to be claimed), or already in flight when its worker has room
@@ -407,31 +418,42 @@ pub fn release_expired_leases(conn: &Connection, now_ms: i64) -> Result<usize, r
 }
 
 /// Record a request and the outcome of each delivery it carried.
+/// Record one HTTP request as sent; returns its row.
+pub fn record_request(
+    conn: &Connection,
+    destination: &str,
+    r: &RequestRecord,
+) -> Result<i64, rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_requests (destination, started_at_ms, latency_ms, item_count,
+             request_url, request_headers, request_body, status_code, response_body, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        destination,
+        r.started_at_ms,
+        r.latency_ms,
+        r.item_count as i64,
+        r.url,
+        r.headers,
+        r.body,
+        r.status_code,
+        r.response_body,
+        r.error
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Record a request (unless recorded already) and the outcome of each delivery it carried.
 pub fn complete(conn: &Connection, c: &Completion) -> Result<(), rusqlite::Error> {
-    let request_row = match &c.request {
-        Some(r) => {
-            conn.prepare_cached(
-                "INSERT INTO delivery_requests (destination, started_at_ms, latency_ms, item_count,
-                     request_url, request_headers, request_body, status_code, response_body, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                c.destination,
-                r.started_at_ms,
-                r.latency_ms,
-                r.item_count as i64,
-                r.url,
-                r.headers,
-                r.body,
-                r.status_code,
-                r.response_body,
-                r.error
-            ])?;
-            Some(conn.last_insert_rowid())
-        }
-        None => None,
+    let (request_row, status_code) = match &c.request {
+        RequestRef::None => (None, None),
+        RequestRef::New(r) => (
+            Some(record_request(conn, &c.destination, r)?),
+            r.status_code,
+        ),
+        RequestRef::Recorded { row, status_code } => (Some(*row), *status_code),
     };
-    let status_code = c.request.as_ref().and_then(|r| r.status_code);
     let mut attempt = conn.prepare_cached(
         "INSERT INTO delivery_attempts (delivery_id, request_row, attempt, at_ms, outcome, reason, next_attempt_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -574,7 +596,7 @@ mod tests {
     fn delivered(id: i64, attempt: i64) -> Completion {
         Completion {
             destination: "meta".into(),
-            request: None,
+            request: RequestRef::None,
             items: vec![ItemResult {
                 delivery_id: id,
                 attempt,

@@ -33,7 +33,7 @@ pub use records::{
     RequestReceipt, StoredOutcome,
 };
 pub use views::QueueCounts;
-pub use writer::{StoreWriter, WriteError};
+pub use writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::delivery::{self, Claim, Completion};
+use super::delivery::{self, Claim, Completion, RequestRecord};
 use super::handoff::{HandOffPlan, HandOffs};
 use super::ingest::{insert_batch, insert_rejections};
 use super::pipeline::IdentityCache;
@@ -27,10 +27,31 @@ use crate::pipeline::RouteTarget;
 /// Upper bound on ingest requests per transaction, so one commit never holds the lock for long.
 const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
 /// Delivery rows (claimed or completed) a group may carry when ingest requests share it, and
-/// when it has the writer to itself. At least one delivery job goes into every group that has
-/// one waiting, so draining never starves either.
+/// when it has the writer to itself.
 const DELIVERY_ROWS_WITH_INGEST: usize = 250;
 const DELIVERY_ROWS_ALONE: usize = 1000;
+/// While ingest requests are waiting, delivery bookkeeping gets at most this share of the
+/// writer's time by default (measured over the last second or so): a recovered platform's
+/// backlog drains without taking ingest down, and is never starved either.
+pub const DEFAULT_DELIVERY_SHARE: f64 = 0.2;
+
+/// How the writer runs.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Ingest requests that may wait for the writer before callers get `QueueFull`.
+    pub queue_capacity: usize,
+    /// Delivery bookkeeping's share of the writer's time while ingest is waiting.
+    pub delivery_share: f64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            queue_capacity: 4096,
+            delivery_share: DEFAULT_DELIVERY_SHARE,
+        }
+    }
+}
 /// How often expired delivery leases (a crashed or stopped worker) are put back in line.
 const LEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Bookkeeping jobs that may wait for the writer; senders wait for room (not client-facing).
@@ -69,6 +90,7 @@ enum Job {
     Rejections(Box<RejectionBatch>),
     Claim(ClaimRequest, Reply<Claim>),
     Complete(Vec<Completion>, Reply<()>),
+    RecordRequest(String, Box<RequestRecord>, Reply<i64>),
     Release {
         ids: Vec<i64>,
         next_attempt_ms: i64,
@@ -108,6 +130,7 @@ impl Job {
 /// What a job produced, answered after its commit.
 enum JobOutput {
     Stored(Vec<StoredOutcome>),
+    Row(i64),
     Claimed(Claim),
     Pruned(usize),
     Done,
@@ -137,16 +160,16 @@ impl StoreWriter {
     /// `handoffs` are the delivery workers that take new deliveries straight from a commit.
     pub fn spawn(
         path: &Path,
-        queue_capacity: usize,
+        options: WriterOptions,
         targets: Vec<RouteTarget>,
         handoffs: Arc<HandOffs>,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
-        Self::spawn_with_wal_limit(path, queue_capacity, targets, handoffs, WAL_LIMIT_BYTES)
+        Self::spawn_with_wal_limit(path, options, targets, handoffs, WAL_LIMIT_BYTES)
     }
 
     fn spawn_with_wal_limit(
         path: &Path,
-        queue_capacity: usize,
+        options: WriterOptions,
         targets: Vec<RouteTarget>,
         handoffs: Arc<HandOffs>,
         wal_limit_bytes: u64,
@@ -156,7 +179,7 @@ impl StoreWriter {
         let wal = WalFold::new(&conn, path, wal_limit_bytes)?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpointer = spawn_checkpointer(path, stop.clone())?;
-        let (ingest_tx, ingest_rx) = mpsc::channel(queue_capacity);
+        let (ingest_tx, ingest_rx) = mpsc::channel(options.queue_capacity);
         let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("tracklayer-writer".into())
@@ -172,6 +195,7 @@ impl StoreWriter {
                     targets,
                     cache: RefCell::new(IdentityCache::default()),
                     handoff: RefCell::new(HandOffPlan::new(handoffs)),
+                    share: RefCell::new(TimeShare::new(options.delivery_share)),
                 };
                 run(&conn, queues, &state, wal);
                 stop.store(true, Ordering::Release);
@@ -238,6 +262,17 @@ impl StoreWriter {
         self.call(|reply| Job::Complete(completions, reply)).await
     }
 
+    /// Record one request as sent (its outcomes follow in pieces); returns its row.
+    pub async fn record_request(
+        &self,
+        destination: &str,
+        request: RequestRecord,
+    ) -> Result<i64, WriteError> {
+        let destination = destination.to_string();
+        self.call(|reply| Job::RecordRequest(destination, Box::new(request), reply))
+            .await
+    }
+
     /// Give claimed deliveries back unsent, due again at `next_attempt_ms`.
     pub async fn release(&self, ids: Vec<i64>, next_attempt_ms: i64) {
         let job = Job::Release {
@@ -295,12 +330,57 @@ impl StoreWriter {
     }
 }
 
+/// How long the writer waits for the next ingest request, when delivery work has had its
+/// share, before it lets that work run anyway.
+const INGEST_GRACE: Duration = Duration::from_millis(10);
+
 struct Queues {
     ingest: mpsc::Receiver<IngestJob>,
     work: mpsc::Receiver<Job>,
     ingest_open: bool,
     work_open: bool,
     next_sweep: Instant,
+}
+
+/// Recent writer time spent applying each kind of job, halved every second.
+struct TimeShare {
+    ingest: Duration,
+    delivery: Duration,
+    halved_at: Instant,
+    delivery_share: f64,
+}
+
+impl TimeShare {
+    fn new(delivery_share: f64) -> TimeShare {
+        TimeShare {
+            ingest: Duration::ZERO,
+            delivery: Duration::ZERO,
+            halved_at: Instant::now(),
+            delivery_share,
+        }
+    }
+
+    fn add(&mut self, ingest: Duration, delivery: Duration) {
+        if self.halved_at.elapsed() >= Duration::from_secs(1) {
+            self.ingest /= 2;
+            self.delivery /= 2;
+            self.halved_at = Instant::now();
+        }
+        self.ingest += ingest;
+        self.delivery += delivery;
+    }
+
+    /// Whether ingest has kept the writer busy lately (its clients then come back at once:
+    /// Segment, like any HTTP client, waits for each answer before the next request).
+    fn ingest_recently(&self) -> bool {
+        self.ingest > Duration::from_millis(20)
+    }
+
+    /// Whether delivery work may run now without taking more than its share.
+    fn delivery_may_run(&self) -> bool {
+        self.delivery.as_secs_f64()
+            <= self.delivery_share * (self.ingest + self.delivery).as_secs_f64()
+    }
 }
 
 /// The next group of jobs to commit together.
@@ -311,15 +391,38 @@ struct Group {
 }
 
 impl Queues {
+    /// While ingest is busy and delivery work has had its share, wait a moment for the next
+    /// ingest request rather than start on delivery work.
+    fn ingest_soon(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        share: &TimeShare,
+    ) -> Option<IngestJob> {
+        if !self.ingest_open || !share.ingest_recently() || share.delivery_may_run() {
+            return None;
+        }
+        let ingest = &mut self.ingest;
+        runtime
+            .block_on(async { tokio::time::timeout(INGEST_GRACE, ingest.recv()).await })
+            .ok()
+            .flatten()
+    }
+
     /// Wait for the next group: every waiting ingest request first, then delivery work up to
     /// the budget. `None` once both queues are closed and empty (shutdown).
-    fn next_group(&mut self, runtime: &tokio::runtime::Runtime) -> Option<Group> {
+    fn next_group(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        share: &TimeShare,
+    ) -> Option<Group> {
         let mut group = Group::default();
         if Instant::now() >= self.next_sweep {
             self.next_sweep = Instant::now() + LEASE_SWEEP_INTERVAL;
             group.work.push(Job::SweepLeases);
         } else if let Ok(job) = self.ingest.try_recv() {
             // Under load there is always work waiting: no need to park.
+            group.ingest.push(job);
+        } else if let Some(job) = self.ingest_soon(runtime, share) {
             group.ingest.push(job);
         } else if let Ok(job) = self.work.try_recv() {
             group.work.push(job);
@@ -359,13 +462,17 @@ impl Queues {
                 Err(_) => break,
             }
         }
-        let budget = if group.ingest.is_empty() {
+        let budget = if !share.ingest_recently() {
             DELIVERY_ROWS_ALONE
+        } else if !share.delivery_may_run() {
+            0
         } else {
+            // Even when no ingest request is waiting at this instant: its clients are between
+            // requests (each waits for its answer) and the next ones are about to arrive.
             DELIVERY_ROWS_WITH_INGEST
         };
         let mut used: usize = group.work.iter().map(Job::weight).sum();
-        while used < budget || group.work.is_empty() {
+        while used < budget {
             match self.work.try_recv() {
                 Ok(job) => {
                     used += job.weight();
@@ -383,6 +490,7 @@ struct WriterState {
     targets: Vec<RouteTarget>,
     cache: RefCell<IdentityCache>,
     handoff: RefCell<HandOffPlan>,
+    share: RefCell<TimeShare>,
 }
 
 impl WriterState {
@@ -406,7 +514,9 @@ fn run(conn: &Connection, mut queues: Queues, state: &WriterState, mut wal: WalF
             return;
         }
     };
-    while let Some(mut group) = queues.next_group(&runtime) {
+    loop {
+        let next = queues.next_group(&runtime, &state.share.borrow());
+        let Some(mut group) = next else { break };
         commit_group(conn, &mut group, state);
         wal.after_commit(conn);
     }
@@ -479,6 +589,12 @@ fn commit_group(conn: &Connection, group: &mut Group, state: &WriterState) {
             (Job::Prune { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
+            (Job::RecordRequest(_, _, reply), Ok(JobOutput::Row(row))) => {
+                let _ = reply.send(Ok(row));
+            }
+            (Job::RecordRequest(_, _, reply), Err(e)) => {
+                let _ = reply.send(Err(failed(&e)));
+            }
             (Job::Complete(_, reply), result) => {
                 let _ = reply.send(result.map(|_| ()).map_err(|e| failed(&e)));
             }
@@ -508,19 +624,25 @@ fn apply(
     let tx = conn.unchecked_transaction()?;
     let now_ms = super::now_ms();
     let mut results = Vec::with_capacity(items.len());
+    let (mut ingest_time, mut delivery_time) = (Duration::ZERO, Duration::ZERO);
     for item in items {
+        let started = Instant::now();
         results.push(match item {
-            Item::Ingest(IngestJob(batch, _)) => JobOutput::Stored(insert_batch(
-                &tx,
-                batch,
-                &state.targets,
-                &state.cache,
-                &state.handoff,
-            )?),
-            Item::Work(job) => apply_work(&tx, job, now_ms, &state.handoff.borrow())?,
+            Item::Ingest(IngestJob(batch, _)) => {
+                let stored =
+                    insert_batch(&tx, batch, &state.targets, &state.cache, &state.handoff)?;
+                ingest_time += started.elapsed();
+                JobOutput::Stored(stored)
+            }
+            Item::Work(job) => {
+                let output = apply_work(&tx, job, now_ms, &state.handoff.borrow())?;
+                delivery_time += started.elapsed();
+                output
+            }
         });
     }
     tx.commit()?;
+    state.share.borrow_mut().add(ingest_time, delivery_time);
     state.handoff.borrow_mut().send();
     Ok(results)
 }
@@ -543,6 +665,9 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64, handoff: &HandOffPlan) 
                 delivery::complete(conn, c)?;
             }
             JobOutput::Done
+        }
+        Job::RecordRequest(destination, request, _) => {
+            JobOutput::Row(delivery::record_request(conn, destination, request)?)
         }
         Job::Release {
             ids,
@@ -650,9 +775,14 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (writer, thread) =
-            StoreWriter::spawn_with_wal_limit(&path, 1024, Vec::new(), Default::default(), limit)
-                .unwrap();
+        let (writer, thread) = StoreWriter::spawn_with_wal_limit(
+            &path,
+            WriterOptions::default(),
+            Vec::new(),
+            Default::default(),
+            limit,
+        )
+        .unwrap();
         let table = Arc::new(MappingTable::default());
         let wal_path = super::super::wal::wal_path(&path);
         let largest_wal = runtime.block_on(async {
