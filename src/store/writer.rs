@@ -346,28 +346,43 @@ struct Queues {
 struct TimeShare {
     ingest: Duration,
     delivery: Duration,
-    halved_at: Instant,
+    /// Time spent in groups (applying and committing) since `since`.
+    busy: Duration,
+    since: Instant,
     delivery_share: f64,
 }
+
+/// Above this fraction of its time busy, the writer is saturated and delivery work is held to
+/// its share; below it, delivery may use the writer's idle time freely.
+const SATURATED: f64 = 0.85;
 
 impl TimeShare {
     fn new(delivery_share: f64) -> TimeShare {
         TimeShare {
             ingest: Duration::ZERO,
             delivery: Duration::ZERO,
-            halved_at: Instant::now(),
+            busy: Duration::ZERO,
+            since: Instant::now(),
             delivery_share,
         }
     }
 
     fn add(&mut self, ingest: Duration, delivery: Duration) {
-        if self.halved_at.elapsed() >= Duration::from_secs(1) {
-            self.ingest /= 2;
-            self.delivery /= 2;
-            self.halved_at = Instant::now();
-        }
         self.ingest += ingest;
         self.delivery += delivery;
+    }
+
+    /// A group took `busy` (apply and commit). Every second the window halves, so what counts
+    /// is the last second or two.
+    fn group_done(&mut self, busy: Duration) {
+        self.busy += busy;
+        let window = self.since.elapsed();
+        if window >= Duration::from_secs(2) {
+            self.ingest /= 2;
+            self.delivery /= 2;
+            self.busy /= 2;
+            self.since += window / 2;
+        }
     }
 
     /// Whether ingest has kept the writer busy lately (its clients then come back at once:
@@ -376,10 +391,16 @@ impl TimeShare {
         self.ingest > Duration::from_millis(20)
     }
 
-    /// Whether delivery work may run now without taking more than its share.
+    fn saturated(&self) -> bool {
+        self.busy.as_secs_f64() >= SATURATED * self.since.elapsed().as_secs_f64()
+    }
+
+    /// Whether delivery work may run now: freely while the writer has time to spare, within
+    /// its share once ingest keeps it saturated.
     fn delivery_may_run(&self) -> bool {
-        self.delivery.as_secs_f64()
-            <= self.delivery_share * (self.ingest + self.delivery).as_secs_f64()
+        !self.saturated()
+            || self.delivery.as_secs_f64()
+                <= self.delivery_share * (self.ingest + self.delivery).as_secs_f64()
     }
 }
 
@@ -517,8 +538,10 @@ fn run(conn: &Connection, mut queues: Queues, state: &WriterState, mut wal: WalF
     loop {
         let next = queues.next_group(&runtime, &state.share.borrow());
         let Some(mut group) = next else { break };
+        let started = Instant::now();
         commit_group(conn, &mut group, state);
         wal.after_commit(conn);
+        state.share.borrow_mut().group_done(started.elapsed());
     }
 }
 
