@@ -130,6 +130,7 @@ struct RawEnvironment {
     secret: String,
     previous_secret: Option<String>,
     write_key: Option<String>,
+    segment_batches: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +271,9 @@ pub struct EnvironmentConfig {
     /// Basic-auth write key for the Segment HTTP Tracking API paths (`/v1/*`); those paths are
     /// closed for an environment without one.
     pub write_key: Option<Secret>,
+    /// Whether batches signed with Segment's X-Signature (which covers element 0 only) are
+    /// accepted; workspaces that do not batch can refuse them.
+    pub segment_batches: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +563,7 @@ fn validate(
             secret,
             previous_secret,
             write_key,
+            segment_batches: env.segment_batches.unwrap_or(true),
         });
     }
 
@@ -721,6 +726,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
             write_key: Some(development_secret.clone()),
             secret: development_secret,
             previous_secret: None,
+            segment_batches: true,
         }],
         mapping: MappingConfig::default_table(),
         destinations: Vec::new(),

@@ -5,11 +5,7 @@ use serde_json::{json, Map, Value};
 use crate::pipeline::diff::{self, DiffKind};
 use crate::store::{MessageTrace, StoredMessage};
 
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::segment::format_ms;
 
 pub fn raw_json(message: &StoredMessage) -> Value {
     serde_json::from_slice(&message.raw)

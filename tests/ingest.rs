@@ -281,8 +281,6 @@ async fn previous_secret_is_accepted_during_rotation() {
     server.stop().await;
 }
 
-const VECTOR_BODY: &str = r#"{"type":"track","event":"Order Completed","messageId":"m-1","userId":"u-1","properties":{"order_id":"o-1","revenue":25}}"#;
-
 async fn post_segment_signed(
     server: &TestServer,
     body: &str,
@@ -303,61 +301,161 @@ async fn post_segment_signed(
     .await
 }
 
-#[tokio::test]
-async fn segment_sha1_signature_reference_vectors() {
-    let server = TestServer::start().await;
-    // reference/segment-and-peers.md §4.6, secret `tl_test_secret` (the staging environment).
-    let (status, reply) = post_segment_signed(
-        &server,
-        VECTOR_BODY,
-        "333db3a62b5fc54ca9a14fda69daf2c10435eca2",
+/// Segment's X-Signature for `signed` with the staging secret (the reference vectors are
+/// checked in `ingest::auth`).
+fn segment_signature(signed: &str) -> String {
+    tracklayer::ingest::auth::sign_segment(
+        &tracklayer::config::Secret::new(STAGING_SECRET),
+        signed.as_bytes(),
     )
-    .await;
+}
+
+/// A message as Segment delivers it: with its times.
+fn segment_message(message_id: &str, revenue: f64) -> String {
+    let now = chrono::Utc::now().to_rfc3339();
+    format!(
+        r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}","userId":"u-1","timestamp":"{now}","receivedAt":"{now}","properties":{{"order_id":"o-{message_id}","revenue":{revenue}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn segment_signatures_single_and_element_0_of_a_batch() {
+    let server = TestServer::start().await;
+    let single = segment_message("m-1", 25.0);
+    let (status, reply) = post_segment_signed(&server, &single, &segment_signature(&single)).await;
     assert_eq!(status, 200, "{reply}");
 
-    let batch = format!(
-        r#"[{VECTOR_BODY},{{"type":"identify","messageId":"m-2","userId":"u-1","traits":{{"email":"a@example.com"}}}}]"#
-    );
     // What Segment sends for a batch: the HMAC of element 0 only.
-    let (status, reply) =
-        post_segment_signed(&server, &batch, "333db3a62b5fc54ca9a14fda69daf2c10435eca2").await;
+    let element0 = segment_message("m-10", 25.0);
+    let batch = format!(r#"[{element0},{}]"#, segment_message("m-11", 30.0));
+    let (status, reply) = post_segment_signed(&server, &batch, &segment_signature(&element0)).await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(
-        reply["duplicates"], 1,
-        "m-1 was accepted by the first request: {reply}"
-    );
-    assert_eq!(reply["accepted"], 1);
+    assert_eq!(reply["accepted"], 2);
+    // Segment retries the same request: the same bytes are a genuine retry, answered 2xx and
+    // stored as duplicates.
+    let (status, reply) = post_segment_signed(&server, &batch, &segment_signature(&element0)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["duplicates"], 2);
 
     // A whole-body HMAC covers strictly more, so it is accepted too (Classic webhooks, proxies).
-    let (status, reply) =
-        post_segment_signed(&server, &batch, "6283f39b42704eeb6dae44167ad13b5e5870288f").await;
+    let other = format!(
+        r#"[{},{}]"#,
+        segment_message("m-20", 1.0),
+        segment_message("m-21", 2.0)
+    );
+    let (status, reply) = post_segment_signed(&server, &other, &segment_signature(&other)).await;
     assert_eq!(status, 200, "{reply}");
     // A tampered element 0 fails.
     let tampered = batch.replace("\"revenue\":25", "\"revenue\":2500");
-    let (status, reply) = post_segment_signed(
-        &server,
-        &tampered,
-        "333db3a62b5fc54ca9a14fda69daf2c10435eca2",
-    )
-    .await;
+    let (status, reply) =
+        post_segment_signed(&server, &tampered, &segment_signature(&element0)).await;
     assert_eq!(status, 401);
     assert_eq!(
         reply["message"],
         "bad signature: X-Signature does not match HMAC-SHA1(secret, element 0 of the batch) for environment `staging`"
     );
-    let (status, reply) = post_segment_signed(&server, VECTOR_BODY, "00").await;
+    let (status, reply) = post_segment_signed(&server, &single, "00").await;
     assert_eq!(status, 401);
     assert_eq!(
         reply["message"],
         "bad signature: X-Signature does not match HMAC-SHA1(secret, the raw body) for environment `staging`"
     );
 
-    let request_id = &server.reader().messages_by_message_id("m-2").unwrap()[0].request_id;
+    let request_id = &server.reader().messages_by_message_id("m-11").unwrap()[0].request_id;
     let request = server.reader().request(request_id).unwrap().unwrap();
     assert_eq!(
         (request.auth_scheme.as_str(), request.body_shape.as_str()),
         ("segment", "array")
     );
+    server.stop().await;
+}
+
+/// A captured signature of one message must not carry a forged batch: Segment signs only
+/// element 0, so `[<a message seen before>, <forged purchase>]` verifies.
+#[tokio::test]
+async fn a_captured_segment_signature_cannot_carry_a_forged_batch() {
+    let server = TestServer::start().await;
+    let captured = segment_message("m-seen", 25.0);
+    let signature = segment_signature(&captured);
+    let (status, _) = post_segment_signed(&server, &captured, &signature).await;
+    assert_eq!(status, 200);
+
+    let forged = format!(r#"[{captured},{}]"#, segment_message("m-forged", 99_999.0));
+    let (status, reply) = post_segment_signed(&server, &forged, &signature).await;
+    assert_eq!(status, 401, "{reply}");
+    let reason = reply["message"].as_str().unwrap();
+    assert!(
+        reason.contains("element 0 (messageId m-seen) was first delivered in request")
+            && reason.contains("a re-used signature"),
+        "{reason}"
+    );
+    let stopped = server.stop().await;
+    let reader = stopped.reader();
+    assert!(
+        reader
+            .messages_by_message_id("m-forged")
+            .unwrap()
+            .is_empty(),
+        "the forged purchase never reaches the pipeline"
+    );
+    let refused = reader.rejection_counts(0).unwrap();
+    assert!(refused.iter().any(|r| r.reason_code == "reused_signature"));
+}
+
+#[tokio::test]
+async fn an_old_signed_message_is_a_replay_unless_a_replay_window_is_open() {
+    let server = TestServer::start().await;
+    let old = segment_message("m-old", 25.0).replace(
+        &chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        &(chrono::Utc::now() - chrono::Duration::days(5))
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
+    let (status, reply) = post_segment_signed(&server, &old, &segment_signature(&old)).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply["message"]
+        .as_str()
+        .unwrap()
+        .contains("older than the dedup window: refused as a replay"));
+    // An operator lets a Segment Replay through.
+    tracklayer::store::open_replay_window(
+        &server.db,
+        "staging",
+        chrono::Utc::now().timestamp_millis() - 1000,
+        chrono::Utc::now().timestamp_millis() + 60_000,
+        "replay",
+    )
+    .unwrap();
+    let (status, reply) = post_segment_signed(&server, &old, &segment_signature(&old)).await;
+    assert_eq!(status, 200, "{reply}");
+
+    // A signed message without any time cannot be judged: refused.
+    let timeless = r#"{"type":"track","event":"x","messageId":"m-t","userId":"u"}"#;
+    let (status, reply) =
+        post_segment_signed(&server, timeless, &segment_signature(timeless)).await;
+    assert_eq!(status, 401, "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_environment_can_refuse_segment_signed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&dir.path().join("t.db"), "").replace(
+        "secret = \"tl_test_secret\"",
+        "secret = \"tl_test_secret\"\nsegment_batches = false",
+    );
+    let server = TestServer::start_text(&dir.path().join("t.db"), &text).await;
+    let element0 = segment_message("m-b0", 1.0);
+    let batch = format!(r#"[{element0},{}]"#, segment_message("m-b1", 2.0));
+    let (status, reply) = post_segment_signed(&server, &batch, &segment_signature(&element0)).await;
+    assert_eq!(status, 401);
+    assert!(reply["message"]
+        .as_str()
+        .unwrap()
+        .contains("segment_batches = false"));
+    // A single signed message still passes.
+    let (status, _) = post_segment_signed(&server, &element0, &segment_signature(&element0)).await;
+    assert_eq!(status, 200);
     server.stop().await;
 }
 

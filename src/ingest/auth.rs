@@ -50,6 +50,10 @@ pub enum AuthError {
         environment: String,
         signed: &'static str,
     },
+    #[error("X-Signature covers only element 0 of a batch, and environment `{0}` refuses such batches (environments[].segment_batches = false); turn batching off in Segment or sign with X-TrackLayer-Signature")]
+    SignedBatchRefused(String),
+    #[error("X-Signature carries no time of its own, so the signed message must carry a messageId and one of timestamp, sentAt, receivedAt (Segment always sends them)")]
+    SignedMessageWithoutTime,
     #[error("missing Authorization: Basic <write key> header")]
     MissingWriteKey,
     #[error("unknown write key")]
@@ -68,6 +72,8 @@ impl AuthError {
             AuthError::MalformedSignature
             | AuthError::BadSignature(_)
             | AuthError::BadSegmentSignature { .. } => "bad_signature",
+            AuthError::SignedBatchRefused(_) => "signed_batch_refused",
+            AuthError::SignedMessageWithoutTime => "unsigned_time",
             AuthError::MissingWriteKey => "missing_write_key",
             AuthError::UnknownWriteKey => "unknown_write_key",
         }

@@ -23,7 +23,9 @@ use crate::segment::{
     split_body, validate_message, BodyError, MessageLimits, MessageType, SplitBody,
 };
 use crate::store::pipeline::{PipelineInput, PipelineOutcome};
-use crate::store::{IngestBatch, MessageOutcome, MessageRecord, RequestReceipt, WriteError};
+use crate::store::{
+    IngestBatch, MessageOutcome, MessageRecord, ReplayGuard, RequestReceipt, WriteError,
+};
 
 /// The reply to an accepted request. Segment only reads the status; `tracklayer send` and
 /// engineers with curl read the rest.
@@ -110,14 +112,23 @@ fn secrets_of(env: &EnvironmentConfig) -> Vec<&crate::config::Secret> {
         .collect()
 }
 
-/// Verify the signature headers over the raw body. Returns the scheme used and, when the body
-/// had to be split to find Segment's signed element 0, the split (so it is not parsed twice).
+/// What a verified signature covers.
+struct Verified {
+    scheme: &'static str,
+    /// The body split to find Segment's element 0, so it is not parsed twice.
+    split: Option<SplitBody>,
+    /// Segment's X-Signature: it carries no time of its own, and for a batch it covers only
+    /// element 0; `Some(true)` when that is all it covers.
+    segment_element0_only: Option<bool>,
+}
+
+/// Verify the signature headers over the raw body.
 fn verify_signature(
     state: &IngestState,
     env: &EnvironmentConfig,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(&'static str, Option<SplitBody>), AuthError> {
+) -> Result<Verified, AuthError> {
     let secrets = secrets_of(env);
     if let Some(signature) = header_str(headers, auth::HEADER_SIGNATURE) {
         let timestamp = header_str(headers, auth::HEADER_TIMESTAMP)
@@ -125,20 +136,32 @@ fn verify_signature(
         let parsed = auth::parse_timestamp(timestamp)?;
         auth::check_timestamp_window(parsed, chrono::Utc::now(), state.timestamp_tolerance_secs)?;
         return if auth::verify_tracklayer(&secrets, timestamp, body, signature)? {
-            Ok(("tracklayer", None))
+            Ok(Verified {
+                scheme: "tracklayer",
+                split: None,
+                segment_element0_only: None,
+            })
         } else {
             Err(AuthError::BadSignature(env.name.clone()))
         };
     }
     if let Some(signature) = header_str(headers, auth::HEADER_SEGMENT_SIGNATURE) {
         if auth::verify_segment(&secrets, body, signature) {
-            return Ok(("segment", None));
+            return Ok(Verified {
+                scheme: "segment",
+                split: None,
+                segment_element0_only: Some(false),
+            });
         }
         // A batch: Segment signs only the raw bytes of element 0.
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             if let Ok(split) = split_body(body, state.max_messages_per_request) {
                 if auth::verify_segment(&secrets, &split.messages[0], signature) {
-                    return Ok(("segment", Some(split)));
+                    return Ok(Verified {
+                        scheme: "segment",
+                        split: Some(split),
+                        segment_element0_only: Some(true),
+                    });
                 }
             }
             return Err(AuthError::BadSegmentSignature {
@@ -154,6 +177,33 @@ fn verify_signature(
     Err(AuthError::MissingHeader(
         "X-TrackLayer-Signature (with X-TrackLayer-Timestamp) or Segment's X-Signature",
     ))
+}
+
+/// The rules that keep a captured X-Signature from being re-used (it carries no timestamp, and
+/// for a batch covers only element 0): the signed message must carry a Segment time, a batch
+/// signed over element 0 must be allowed for the environment, and the writer checks the rest
+/// (recency, and that a repeated element 0 comes in the same bytes as the first time).
+fn segment_guard(
+    env: &EnvironmentConfig,
+    split: &SplitBody,
+    element0_only: bool,
+) -> Result<ReplayGuard, AuthError> {
+    if element0_only && !env.segment_batches {
+        return Err(AuthError::SignedBatchRefused(env.name.clone()));
+    }
+    let first = split.messages.first().map(|m| &m[..]).unwrap_or_default();
+    let newest_time_ms =
+        crate::segment::newest_segment_time_ms(first).ok_or(AuthError::SignedMessageWithoutTime)?;
+    let element0_message_id = element0_only
+        .then(|| crate::segment::message_id_of(first))
+        .flatten();
+    if element0_only && element0_message_id.is_none() {
+        return Err(AuthError::SignedMessageWithoutTime);
+    }
+    Ok(ReplayGuard {
+        element0_message_id,
+        newest_time_ms,
+    })
 }
 
 pub async fn healthz() -> &'static str {
@@ -180,11 +230,11 @@ pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Requ
         Ok(body) => body,
         Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
     };
-    let (scheme, split) = match verify_signature(&state, env, &parts.headers, &body) {
+    let verified = match verify_signature(&state, env, &parts.headers, &body) {
         Ok(verified) => verified,
         Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
     };
-    let split = match split {
+    let split = match verified.split {
         Some(split) => split,
         None => match split_body(&body, state.max_messages_per_request) {
             Ok(split) => split,
@@ -193,7 +243,22 @@ pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Requ
             }
         },
     };
-    store_and_reply(&state, &meta, &env.name, scheme, split, body.len(), None).await
+    let guard = match verified
+        .segment_element0_only
+        .map(|element0_only| segment_guard(env, &split, element0_only))
+        .transpose()
+    {
+        Ok(guard) => guard,
+        Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
+    };
+    let request = Received {
+        environment: &env.name,
+        auth_scheme: verified.scheme,
+        body: &body,
+        implied_type: None,
+        replay_guard: guard,
+    };
+    store_and_reply(&state, &meta, request, split).await
 }
 
 /// `POST /v1/{track|identify|page|screen|group|alias|batch}`: the Segment HTTP Tracking API, so
@@ -268,16 +333,14 @@ pub async fn tracking_api(
             Some(body.len() as u64),
         );
     };
-    store_and_reply(
-        &state,
-        &meta,
-        &env.name,
-        "write_key",
-        split,
-        body.len(),
+    let request = Received {
+        environment: &env.name,
+        auth_scheme: "write_key",
+        body: &body,
         implied_type,
-    )
-    .await
+        replay_guard: None,
+    };
+    store_and_reply(&state, &meta, request, split).await
 }
 
 fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
@@ -345,15 +408,28 @@ pub fn message_record(position: usize, raw: Bytes, ctx: &MessageContext<'_>) -> 
     }
 }
 
+/// An authenticated request, ready to be stored.
+struct Received<'a> {
+    environment: &'a str,
+    auth_scheme: &'static str,
+    body: &'a Bytes,
+    implied_type: Option<MessageType>,
+    replay_guard: Option<ReplayGuard>,
+}
+
 async fn store_and_reply(
     state: &IngestState,
     meta: &RequestMeta,
-    environment: &str,
-    auth_scheme: &'static str,
+    request: Received<'_>,
     split: SplitBody,
-    body_bytes: usize,
-    implied_type: Option<MessageType>,
 ) -> Response {
+    let Received {
+        environment,
+        auth_scheme,
+        body,
+        implied_type,
+        replay_guard,
+    } = request;
     let request_id = next_request_id(state, meta.received_at_ms);
     let mapping = state.mapping.current();
     let ctx = MessageContext {
@@ -386,14 +462,20 @@ async fn store_and_reply(
             user_agent: meta.user_agent.clone(),
             auth_scheme,
             body_shape: split.shape.as_str(),
-            body_bytes,
+            body_bytes: body.len(),
+            body_sha256: Sha256::digest(body).into(),
         },
         messages,
         dedup_since_ms: meta.received_at_ms - state.dedup_window_ms,
+        replay_guard,
     };
 
     let outcomes = match state.writer.ingest(batch).await {
         Ok(outcomes) => outcomes,
+        Err(WriteError::ReusedSignature(reason)) => {
+            let refusal = Refusal::new(StatusCode::UNAUTHORIZED, "reused_signature", reason);
+            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
+        }
         Err(WriteError::QueueFull) => {
             let mut refusal = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,

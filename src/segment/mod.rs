@@ -3,9 +3,11 @@
 
 mod body;
 mod message;
+pub mod time;
 
 pub use body::{split_body, BodyError, BodyShape, SplitBody};
 pub use message::{
     clip, validate_message, InvalidMessage, MessageLimits, MessageType, ValidMessage,
     MAX_MESSAGE_BYTES,
 };
+pub use time::{format_ms, message_id_of, newest_segment_time_ms};

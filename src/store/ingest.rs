@@ -20,6 +20,50 @@ enum Verdict<'a> {
     Accepted,
 }
 
+/// Why a batch signed only over element 0 is refused: its element 0 was first delivered in
+/// another request, so the signature is a captured one carrying a different batch.
+pub(super) fn reused_signature(
+    conn: &Connection,
+    batch: &IngestBatch,
+) -> Result<Option<String>, rusqlite::Error> {
+    let Some(guard) = &batch.replay_guard else {
+        return Ok(None);
+    };
+    let environment = &batch.receipt.environment;
+    if guard.newest_time_ms < batch.dedup_since_ms
+        && !stateful::replay_window_open(conn, environment, batch.receipt.received_at_ms)?
+    {
+        return Ok(Some(format!(
+            "X-Signature carries no time of its own, and the signed message's newest time ({}) is older than the dedup window: refused as a replay; for a Segment Replay, open a replay window (tracklayer allow-replay)",
+            crate::segment::format_ms(guard.newest_time_ms)
+        )));
+    }
+    let Some(message_id) = &guard.element0_message_id else {
+        return Ok(None);
+    };
+    let first: Option<(String, Option<Vec<u8>>)> = conn
+        .prepare_cached(
+            "SELECT r.request_id, r.body_sha256 FROM messages m
+             JOIN requests r ON r.request_id = m.request_id
+             WHERE m.message_id = ?2 AND m.environment = ?1 AND m.status = 'accepted'
+               AND m.received_at_ms >= ?3
+             ORDER BY m.id LIMIT 1",
+        )?
+        .query_row(
+            params![environment, message_id, batch.dedup_since_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match first {
+        Some((_, Some(digest))) if digest == batch.receipt.body_sha256 => None,
+        Some((request_id, _)) => Some(format!(
+            "X-Signature covers only element 0, and element 0 (messageId {}) was first delivered in request {request_id} with a different batch: a re-used signature; a genuine Segment retry resends the same bytes",
+            crate::segment::clip(message_id)
+        )),
+        None => None,
+    })
+}
+
 pub(super) fn insert_batch(
     conn: &Connection,
     batch: &IngestBatch,
@@ -38,8 +82,8 @@ pub(super) fn insert_batch(
     let receipt = &batch.receipt;
     conn.prepare_cached(
         "INSERT INTO requests (request_id, received_at_ms, environment, path, remote_addr,
-             user_agent, auth_scheme, body_shape, body_bytes, message_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             user_agent, auth_scheme, body_shape, body_bytes, message_count, body_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         receipt.request_id,
@@ -52,6 +96,7 @@ pub(super) fn insert_batch(
         receipt.body_shape,
         receipt.body_bytes as i64,
         batch.messages.len() as i64,
+        &receipt.body_sha256[..],
     ])?;
 
     let mut find_original = conn.prepare_cached(

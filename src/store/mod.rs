@@ -30,7 +30,7 @@ pub use reader::{
 };
 pub use records::{
     IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RejectionBatch, RejectionCount,
-    RequestReceipt, StoredOutcome,
+    ReplayGuard, RequestReceipt, StoredOutcome,
 };
 pub use views::QueueCounts;
 pub use writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
@@ -64,6 +64,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../migrations/0006_backlog_proof_queue.sql"
         )),
         M::up(include_str!("../../migrations/0007_bounded_requests.sql")),
+        M::up(include_str!("../../migrations/0008_signed_batches.sql")),
     ])
 });
 

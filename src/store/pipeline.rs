@@ -360,7 +360,7 @@ fn current_profile(
         .cloned())
 }
 
-fn replay_window_open(
+pub(super) fn replay_window_open(
     conn: &Connection,
     environment: &str,
     at_ms: i64,

@@ -16,6 +16,8 @@ pub struct RequestReceipt {
     pub auth_scheme: &'static str,
     pub body_shape: &'static str,
     pub body_bytes: usize,
+    /// SHA-256 of the whole body as received.
+    pub body_sha256: [u8; 32],
 }
 
 /// One message of a request, valid or not.
@@ -46,6 +48,19 @@ pub struct IngestBatch {
     pub messages: Vec<MessageRecord>,
     /// Messages whose messageId was first accepted before this instant are not duplicates.
     pub dedup_since_ms: i64,
+    /// Set for a batch authenticated only by Segment's signature over element 0.
+    pub replay_guard: Option<ReplayGuard>,
+}
+
+/// A batch signed only over element 0 (Segment's X-Signature) is a genuine retry, or new: if
+/// element 0 was accepted before, the whole body must equal the request that first carried it.
+#[derive(Debug, Clone)]
+pub struct ReplayGuard {
+    /// For a batch signed over element 0 only: element 0's messageId.
+    pub element0_message_id: Option<String>,
+    /// The newest Segment time in the signed message: older than the dedup window, it is a
+    /// replay (unless an operator opened a replay window).
+    pub newest_time_ms: i64,
 }
 
 /// What became of one message: its storage verdict and, for valid ones, the pipeline's.

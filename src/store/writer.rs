@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::delivery::{self, Claim, Completion, RequestRecord};
 use super::handoff::{HandOffPlan, HandOffs};
-use super::ingest::{insert_batch, insert_rejections};
+use super::ingest::{insert_batch, insert_rejections, reused_signature};
 use super::pipeline::IdentityCache;
 use super::records::{IngestBatch, RejectionBatch, StoredOutcome};
 use super::wal::{spawn_checkpointer, WalFold, WAL_LIMIT_BYTES};
@@ -67,6 +67,9 @@ pub enum WriteError {
     Stopped,
     #[error("the write failed: {0}")]
     Failed(String),
+    /// Refused as a re-used signature (nothing was stored): answer 401 with the reason.
+    #[error("{0}")]
+    ReusedSignature(String),
 }
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -130,6 +133,8 @@ impl Job {
 /// What a job produced, answered after its commit.
 enum JobOutput {
     Stored(Vec<StoredOutcome>),
+    /// An ingest request refused inside the transaction (nothing of it was written).
+    Refused(String),
     Row(i64),
     Claimed(Claim),
     Pruned(usize),
@@ -594,6 +599,7 @@ fn commit_group(conn: &Connection, group: &mut Group, state: &WriterState) {
     for (IngestJob(batch, reply), result) in group.ingest.drain(..).zip(results.by_ref()) {
         let _ = reply.send(match result {
             Ok(JobOutput::Stored(outcomes)) => Ok((outcomes, batch)),
+            Ok(JobOutput::Refused(reason)) => Err(WriteError::ReusedSignature(reason)),
             Ok(_) => Err(WriteError::Failed("unexpected writer output".into())),
             Err(e) => Err(failed(&e)),
         });
@@ -652,10 +658,18 @@ fn apply(
         let started = Instant::now();
         results.push(match item {
             Item::Ingest(IngestJob(batch, _)) => {
-                let stored =
-                    insert_batch(&tx, batch, &state.targets, &state.cache, &state.handoff)?;
+                let output = match reused_signature(&tx, batch)? {
+                    Some(reason) => JobOutput::Refused(reason),
+                    None => JobOutput::Stored(insert_batch(
+                        &tx,
+                        batch,
+                        &state.targets,
+                        &state.cache,
+                        &state.handoff,
+                    )?),
+                };
                 ingest_time += started.elapsed();
-                JobOutput::Stored(stored)
+                output
             }
             Item::Work(job) => {
                 let output = apply_work(&tx, job, now_ms, &state.handoff.borrow())?;

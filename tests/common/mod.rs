@@ -85,7 +85,12 @@ impl TestServer {
     }
 
     pub async fn start_configured(db: &Path, extra_server: &str, extra: &str) -> TestServer {
-        let text = config_text_with(db, extra_server, extra);
+        Self::start_text(db, &config_text_with(db, extra_server, extra)).await
+    }
+
+    /// A server with exactly this config text.
+    pub async fn start_text(db: &Path, text: &str) -> TestServer {
+        let text = text.to_string();
         // Relative paths in the config (a warehouse file) land next to the database.
         let config_path = db.parent().unwrap().join("tracklayer.toml");
         let config = Config::parse(&text, &config_path, &|_| None).unwrap();
