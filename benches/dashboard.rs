@@ -88,9 +88,11 @@ fn build(path: &std::path::Path, events: usize) {
                     auth_scheme: "tracklayer",
                     body_shape: "array",
                     body_bytes: 0,
+                    body_sha256: [0; 32],
                 },
                 messages,
                 dedup_since_ms: now - 48 * 3_600_000,
+                replay_guard: None,
             };
             writer.ingest(batch).await.unwrap();
             if chunk % 100 == 99 {

@@ -793,9 +793,11 @@ mod tests {
                 auth_scheme: "tracklayer",
                 body_shape: "array",
                 body_bytes: 0,
+                body_sha256: [0; 32],
             },
             messages,
             dedup_since_ms: now - 48 * 3_600_000,
+            replay_guard: None,
         }
     }
 
