@@ -750,6 +750,8 @@ fn send(
     } else {
         std::fs::read(file).with_context(|| format!("cannot read {file}"))?
     };
+    // As Segment's libraries do: every message carries the time it was sent.
+    let body = crate::segment::stamp_sent_at(&body, chrono::Utc::now().timestamp_millis());
     let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
     let headers = signed_headers(
         &config.workspace.account,

@@ -10,4 +10,4 @@ pub use message::{
     clip, validate_message, InvalidMessage, MessageLimits, MessageType, ValidMessage,
     MAX_MESSAGE_BYTES,
 };
-pub use time::{format_ms, message_id_of, newest_segment_time_ms};
+pub use time::{format_ms, message_id_of, newest_segment_time_ms, stamp_sent_at};

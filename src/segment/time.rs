@@ -82,6 +82,30 @@ pub fn newest_segment_time_ms(raw: &[u8]) -> Option<i64> {
         .max()
 }
 
+/// What a Segment library does as it sends: stamp each message (one, an array or a
+/// `{"batch": [...]}`) without a `sentAt` with the current time. A body that is not JSON is left
+/// as it is, for the server to refuse.
+pub fn stamp_sent_at(body: &[u8], now_ms: i64) -> Vec<u8> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    let now = Value::String(format_ms(now_ms));
+    let stamp = |message: &mut Value| {
+        if let Value::Object(fields) = message {
+            fields.entry("sentAt").or_insert_with(|| now.clone());
+        }
+    };
+    match &mut value {
+        Value::Array(messages) => messages.iter_mut().for_each(stamp),
+        Value::Object(fields) => match fields.get_mut("batch") {
+            Some(Value::Array(messages)) => messages.iter_mut().for_each(stamp),
+            _ => stamp(&mut value),
+        },
+        _ => {}
+    }
+    serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())
+}
+
 /// The messageId of a raw message, if it has one.
 pub fn message_id_of(raw: &[u8]) -> Option<String> {
     let body: Map<String, Value> = serde_json::from_slice(raw).ok()?;
@@ -126,5 +150,23 @@ mod tests {
         );
         assert_eq!(message_id_of(raw).as_deref(), Some("m-1"));
         assert_eq!(newest_segment_time_ms(br#"{"messageId":"m"}"#), None);
+    }
+
+    #[test]
+    fn sent_at_is_stamped_where_missing() {
+        let now = parse("2026-12-01T00:00:00Z").unwrap().0;
+        let stamped = stamp_sent_at(
+            br#"[{"messageId":"a"},{"messageId":"b","sentAt":"2026-11-30T00:00:00.000Z"}]"#,
+            now,
+        );
+        assert_eq!(
+            String::from_utf8(stamped).unwrap(),
+            r#"[{"messageId":"a","sentAt":"2026-12-01T00:00:00.000Z"},{"messageId":"b","sentAt":"2026-11-30T00:00:00.000Z"}]"#
+        );
+        let batch = stamp_sent_at(br#"{"batch":[{"messageId":"a"}]}"#, now);
+        assert!(String::from_utf8(batch)
+            .unwrap()
+            .contains(r#""batch":[{"messageId":"a","sentAt""#));
+        assert_eq!(stamp_sent_at(b"not json", now), b"not json");
     }
 }
