@@ -160,7 +160,12 @@ async fn every_destination_receives_a_valid_purchase() {
     assert_eq!(meta.body["test_event_code"], "TEST12345");
     // Credentials are redacted in what TrackLayer keeps.
     let attempt = of(&deliveries, "meta").history[0].request.clone().unwrap();
-    assert!(attempt.url.unwrap().ends_with("access_token=REDACTED"));
+    assert!(!attempt.url.unwrap().contains("access_token"));
+    let kept = attempt.body.unwrap();
+    assert!(
+        kept.contains(r#""access_token":"REDACTED""#) && !kept.contains("EAAB_TEST"),
+        "{kept}"
+    );
     let google = of(&deliveries, "google").history[0]
         .request
         .clone()

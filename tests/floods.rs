@@ -1,51 +1,18 @@
 //! Floods: unauthenticated traffic and too many connections must cost a few rows and a few log
-//! lines, not one of each per request. This file installs its own log capture, so it is a test
-//! binary of its own.
+//! lines, not one of each per request. These tests read the log (see `common::log`), so they are
+//! a test binary of their own.
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Everything TrackLayer logs in this test binary.
-fn log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&log().0.lock().unwrap()).into_owned()
-}
-
 #[tokio::test]
 async fn ten_thousand_refused_requests_leave_counts_a_few_examples_and_a_bounded_log() {
-    log();
+    capture_log();
     let server = TestServer::start().await;
     let url = server.url("/segment/events");
     let body = track("m-flood", "Order Completed");
@@ -96,7 +63,7 @@ async fn ten_thousand_refused_requests_leave_counts_a_few_examples_and_a_bounded
 
 #[tokio::test]
 async fn connections_over_the_cap_get_503_and_are_logged() {
-    log();
+    capture_log();
     let server = TestServer::start_with("max_connections = 4").await;
     let mut held = Vec::new();
     for _ in 0..4 {

@@ -446,7 +446,13 @@ impl Worker {
 
     /// Record what became of some deliveries (and the request that carried them, if any).
     /// `at_ms` is the instant the outcomes were decided (retry delays count from it).
-    async fn record(&self, request: Option<RequestRecord>, items: Vec<ItemResult>, at_ms: i64) {
+    async fn record(&self, request: Option<RequestRecord>, mut items: Vec<ItemResult>, at_ms: i64) {
+        // Reasons quote platform answers, which may quote what was sent.
+        for item in &mut items {
+            if let Some(reason) = &item.reason {
+                item.reason = Some(self.dest.redact(reason));
+            }
+        }
         let completion = Completion {
             destination: self.dest.name.clone(),
             request: request.map_or(RequestRef::None, RequestRef::New),
@@ -645,18 +651,21 @@ impl Worker {
         }
         let clock = Instant::now();
         let result = builder.send().await;
+        // Everything kept of a request passes through the destination's redaction: a platform
+        // may echo a credential, and transport errors can quote the URL.
+        let redact = |text: &str| self.dest.redact(text);
         let mut record = RequestRecord {
             started_at_ms: started_ms,
             latency_ms: None,
             item_count,
-            url: Some(request.redacted_url()),
+            url: Some(redact(&request.redacted_url())),
             headers: serde_json::to_string(&request.redacted_headers())
                 .ok()
-                .map(|h| Packed::text(&h)),
-            body: Some(Packed::text(&truncate(
+                .map(|h| Packed::text(&redact(&h))),
+            body: Some(Packed::text(&redact(&truncate(
                 &String::from_utf8_lossy(&request.body),
                 REQUEST_EXCERPT,
-            ))),
+            )))),
             ..RequestRecord::default()
         };
         let response = match result {
@@ -669,7 +678,8 @@ impl Worker {
                     .and_then(parse_retry_after);
                 let body = response.text().await.unwrap_or_default();
                 record.status_code = Some(status);
-                record.response_body = Some(Packed::text(&truncate(&body, RESPONSE_EXCERPT)));
+                record.response_body =
+                    Some(Packed::text(&redact(&truncate(&body, RESPONSE_EXCERPT))));
                 Ok(HttpResponse {
                     status,
                     retry_after,
@@ -677,16 +687,21 @@ impl Worker {
                 })
             }
             Err(e) => {
+                let endpoint = url::Url::parse(&request.url)
+                    .map(|u| u.origin().ascii_serialization())
+                    .unwrap_or_default();
                 let reason = if e.is_timeout() {
                     format!(
-                        "no answer within {} s (timeout)",
+                        "no answer from {endpoint} within {} s (timeout)",
                         request_timeout(&self.dest).as_secs()
                     )
                 } else if e.is_connect() {
-                    "could not connect (refused or unreachable)".to_string()
+                    format!("could not connect to {endpoint} (refused or unreachable)")
                 } else {
-                    format!("request failed: {e}")
+                    // Without the URL: it is in the request record, redacted.
+                    format!("request to {endpoint} failed: {}", e.without_url())
                 };
+                let reason = redact(&reason);
                 record.error = Some(reason.clone());
                 Err(reason)
             }

@@ -1,4 +1,5 @@
-//! Meta Conversions API: `POST {base}/{api_version}/{pixel_id}/events?access_token=…`
+//! Meta Conversions API: `POST {base}/{api_version}/{pixel_id}/events`, the access token in the
+//! JSON body
 //! (reference/destination-apis.md §1, fixture §8.2).
 
 use serde_json::{json, Map, Value};
@@ -219,12 +220,12 @@ pub fn build(dest: &Destination, settings: &MetaSettings, items: &[Subject]) -> 
     if let Some(code) = &settings.test_event_code {
         body["test_event_code"] = json!(code);
     }
+    // In the body, not the URL (Meta takes it as a form field too): a URL ends up in error
+    // texts, and a token there would be stored and shown with them.
+    body["access_token"] = json!(settings.access_token.expose());
     let url = format!(
-        "{}/{}/{}/events?access_token={}",
-        dest.base_url,
-        settings.api_version,
-        settings.pixel_id,
-        settings.access_token.expose()
+        "{}/{}/{}/events",
+        dest.base_url, settings.api_version, settings.pixel_id,
     );
     built.request = Some(HttpRequest::json(
         url,
@@ -299,15 +300,17 @@ mod tests {
         let built =
             super::super::build(&d, &[fixture::subject(fixture::purchase(), "Purchase")], 0);
         let request = built.request.unwrap();
+        // No credential in the URL: errors quote URLs.
         assert_eq!(
             request.url,
-            "https://graph.facebook.com/v21.0/1234567890123456/events?access_token=EAAB_TEST_TOKEN"
+            "https://graph.facebook.com/v21.0/1234567890123456/events"
         );
-        assert_eq!(
-            request.redacted_url(),
-            "https://graph.facebook.com/v21.0/1234567890123456/events?access_token=REDACTED"
-        );
-        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let mut body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["access_token"], "EAAB_TEST_TOKEN");
+        assert!(!d
+            .redact(&String::from_utf8_lossy(&request.body))
+            .contains("EAAB_TEST_TOKEN"));
+        body.as_object_mut().unwrap().remove("access_token");
         let expected: Value = serde_json::from_str(include_str!(
             "../../tests/fixtures/destinations/meta_purchase.json"
         ))

@@ -58,6 +58,32 @@ impl Destination {
         }
     }
 
+    /// Every credential of this destination, as it appears in requests.
+    fn credentials(&self) -> Vec<&str> {
+        match &self.settings {
+            Settings::Meta(s) => vec![s.access_token.expose()],
+            Settings::GoogleAds(s) => vec![s.developer_token.expose(), s.access_token.expose()],
+            Settings::Klaviyo(s) => vec![s.api_key.expose()],
+            Settings::Tiktok(s) => vec![s.access_token.expose()],
+            Settings::Webhook(s) => vec![s.secret.expose()],
+            Settings::Warehouse { .. } => Vec::new(),
+        }
+    }
+
+    /// `text` with every credential of this destination replaced: what may be stored, logged or
+    /// shown of anything that touched a request (an error can quote its URL, a platform its
+    /// input).
+    pub fn redact(&self, text: &str) -> String {
+        let mut redacted = text.to_string();
+        for credential in self.credentials() {
+            // Short values would match ordinary text; real tokens are long.
+            if credential.len() >= 6 && redacted.contains(credential) {
+                redacted = redacted.replace(credential, "REDACTED");
+            }
+        }
+        redacted
+    }
+
     /// Canonical names this destination can send, when it is restricted (Google Ads sends only
     /// the events that have a conversion action).
     pub fn supported_events(&self) -> Option<Vec<String>> {

@@ -5,6 +5,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::config::Secret;
+
 use super::{
     classify_status, Built, HttpRequest, HttpResponse, Outcome, SettingsError, SettingsReader,
     Subject,
@@ -13,7 +15,9 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub url: String,
-    /// The decoded key of a `whsec_<base64>` secret.
+    /// The `whsec_<base64>` secret as configured.
+    pub secret: Secret,
+    /// Its decoded key.
     pub key: Vec<u8>,
 }
 
@@ -29,7 +33,7 @@ impl WebhookSettings {
         }
         let secret = r.required_secret("secret")?;
         let key = decode_secret(secret.expose()).map_err(|reason| r.error("secret", reason))?;
-        Ok(WebhookSettings { url, key })
+        Ok(WebhookSettings { url, secret, key })
     }
 }
 

@@ -314,8 +314,13 @@ async fn meta(
         Ok(fault) => fault,
         Err(answered) => return answered,
     };
+    // Meta takes the token as a query parameter or as a field of the body.
+    let token = query
+        .get("access_token")
+        .map(String::as_str)
+        .or_else(|| parsed.get("access_token").and_then(Value::as_str));
     let (status, reply, refusal) = if fault == Some(Fault::BadToken)
-        || query.get("access_token").is_none_or(|t| t.is_empty())
+        || token.is_none_or(str::is_empty)
     {
         (
             400,

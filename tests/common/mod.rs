@@ -1,8 +1,10 @@
 //! A real TrackLayer on a loopback port with a real database file, for integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 use tracklayer::config::{Config, Secret};
@@ -212,4 +214,41 @@ pub async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     let text = response.text().await.unwrap();
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value)
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn captured() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .init();
+        captured
+    })
+}
+
+/// Capture everything TrackLayer logs in this test binary (at debug level and up). Test files
+/// that call it should hold only tests that read the log.
+pub fn capture_log() {
+    captured();
+}
+
+pub fn logged() -> String {
+    String::from_utf8_lossy(&captured().0.lock().unwrap()).into_owned()
 }
