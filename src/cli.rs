@@ -15,6 +15,7 @@ use crate::store::{self, StoreReader};
 const DEFAULT_CONFIG: &str = "tracklayer.toml";
 const DEFAULT_DB: &str = "tracklayer.db";
 const LOCAL_SECRET_KEY: &str = "secret.development";
+const LOCAL_WRITE_KEY: &str = "write_key.development";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -323,8 +324,16 @@ fn load_config(arg: &ConfigArg, create_default: bool) -> Result<Loaded> {
             })?;
         (secret, false)
     };
+    // The write key for /v1 exists once the workspace does; reading never creates one.
+    let write_key = if create_default {
+        Some(store::local_write_key(&db, LOCAL_WRITE_KEY)?)
+    } else {
+        store::read_local_secret(&db, LOCAL_WRITE_KEY)
+            .ok()
+            .flatten()
+    };
     Ok(Loaded::Embedded {
-        config: config::embedded_default(db, Secret::new(secret)),
+        config: config::embedded_default(db, Secret::new(secret), write_key.map(Secret::new)),
         new_secret,
     })
 }
@@ -451,6 +460,12 @@ fn print_banner(loaded: &Loaded, addr: std::net::SocketAddr) {
         if *new_secret {
             eprintln!("  secret       {secret}");
             eprintln!("               shown once; it is kept in {DEFAULT_DB}, where `tracklayer send --env development` finds it");
+            if let Some(key) = &config.environments[0].write_key {
+                eprintln!(
+                    "  write key    {} (for SDKs posting to /v1/*)",
+                    key.expose()
+                );
+            }
         } else {
             eprintln!("  secret       kept in {DEFAULT_DB} (shown when it was created)");
         }
@@ -921,6 +936,21 @@ fn check(arg: ConfigArg) -> Result<ExitCode> {
     }
 }
 
+/// Write a file only its owner can read (configs hold secrets, literal or by name).
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    std::io::Write::write_all(&mut options.open(path)?, contents)
+}
+
 fn init(path: &Path, force: bool) -> Result<ExitCode> {
     if path.exists() && !force {
         bail!(
@@ -928,7 +958,7 @@ fn init(path: &Path, force: bool) -> Result<ExitCode> {
             path.display()
         );
     }
-    std::fs::write(path, config::EXAMPLE_CONFIG)
+    write_private(path, config::EXAMPLE_CONFIG.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!(
         "wrote {}; set the secrets it names (env:...) and run `tracklayer check --config {}`",

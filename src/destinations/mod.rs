@@ -215,7 +215,8 @@ impl<'a> SettingsReader<'a> {
             Some(k) => Err(self.error(
                 k,
                 format!(
-                    "is not a setting of this destination kind; expected one of {}",
+                    "{} is not a setting of this destination kind; expected one of {}",
+                    crate::config::with_hint(k, known.iter().copied()),
                     known.join(", ")
                 ),
             )),

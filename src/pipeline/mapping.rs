@@ -93,6 +93,18 @@ struct RawRow {
 
 /// Rows from the brief's table plus `Order Refunded → refund`, with the destination names from
 /// reference/destination-apis.md §0.
+/// The canonical names of the default table.
+const KNOWN_CANONICAL: [&str; 8] = [
+    "view_content",
+    "add_to_cart",
+    "begin_checkout",
+    "purchase",
+    "lead",
+    "sign_up",
+    "search",
+    "refund",
+];
+
 pub fn default_rows() -> Vec<MappingRow> {
     let row = |segment: &str,
                canonical: &str,
@@ -290,6 +302,25 @@ impl MappingTable {
 
     pub fn find_canonical(&self, canonical: &str) -> Option<&MappingRow> {
         self.rows.iter().find(|row| row.canonical == canonical)
+    }
+
+    /// Whether some row of this table maps to `canonical`.
+    pub fn is_canonical(&self, canonical: &str) -> bool {
+        self.find_canonical(canonical).is_some()
+    }
+
+    /// The canonical names this table produces.
+    pub fn canonical_names(&self) -> impl Iterator<Item = &str> {
+        self.rows.iter().map(|row| row.canonical.as_str())
+    }
+
+    /// The canonical names TrackLayer has destination names and defaults for.
+    pub fn known_canonical_names() -> Vec<&'static str> {
+        KNOWN_CANONICAL.to_vec()
+    }
+
+    pub fn is_known_canonical(name: &str) -> bool {
+        KNOWN_CANONICAL.contains(&name)
     }
 
     /// Why a name is unmapped, and the row it most likely meant.

@@ -80,10 +80,37 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
             source,
         })?;
     }
+    create_private(path)?;
     let mut conn = Connection::open(path)?;
     configure_writer(&conn)?;
     MIGRATIONS.to_latest(&mut conn)?;
     Ok(conn)
+}
+
+/// Create the database file readable by its owner only, before SQLite opens it: it holds
+/// personal data and, for the embedded default, its secret. SQLite gives the WAL and shared-memory
+/// files the same permissions as the database.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Ok(std::fs::File::open(path)?),
+                    _ => Err(e),
+                })
+                .map_err(|source| StoreError::CreateDir {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 fn configure_writer(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -170,9 +197,28 @@ pub fn requeue(
 
 /// 32 random bytes, hex: 256 bits for an HMAC key.
 fn generate_secret() -> String {
+    format!("tls_{}", random_hex())
+}
+
+fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!("tls_{}", hex::encode(bytes))
+    hex::encode(bytes)
+}
+
+/// The embedded default's write key for `/v1/*`: its own value, never the HMAC secret (a key
+/// that SDKs embed in apps must not also sign requests). Created on first use.
+pub fn local_write_key(path: &Path, key: &str) -> Result<String, StoreError> {
+    let conn = open_for_writing(path)?;
+    conn.execute(
+        "INSERT INTO local_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        (key, format!("wk_{}", random_hex())),
+    )?;
+    Ok(conn.query_row(
+        "SELECT value FROM local_settings WHERE key = ?1",
+        [key],
+        |row| row.get(0),
+    )?)
 }
 
 pub fn now_ms() -> i64 {
@@ -253,6 +299,42 @@ mod tests {
         assert_eq!(
             read_local_secret(&path, "secret.development").unwrap(),
             Some(first)
+        );
+    }
+
+    /// The database holds personal data (and the embedded default's secret): its file and
+    /// SQLite's WAL and shared-memory files are for the owner only.
+    #[cfg(unix)]
+    #[test]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.db");
+        let conn = open_for_writing(&path).unwrap();
+        conn.execute(
+            "INSERT INTO local_settings (key, value) VALUES ('k', 'v')",
+            [],
+        )
+        .unwrap();
+        for file in ["private.db", "private.db-wal", "private.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file} is {:o}", mode & 0o777);
+        }
+    }
+
+    #[test]
+    fn the_embedded_write_key_is_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        let (secret, _) = local_secret(&path, "secret.development").unwrap();
+        let key = local_write_key(&path, "write_key.development").unwrap();
+        assert_ne!(secret, key);
+        assert_eq!(
+            local_write_key(&path, "write_key.development").unwrap(),
+            key
         );
     }
 }

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod validate;
+
+pub use validate::{nearest, with_hint};
+
 use crate::destinations::Destination;
-use crate::pipeline::mapping::{MappingSource, MappingTable};
+use crate::pipeline::mapping::MappingTable;
 use crate::segment::MessageLimits;
 
 /// Segment limits a `/batch` request to 500 KB, but Webhooks (Actions) batches can be far larger
@@ -47,6 +51,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+    /// More than one problem, each on its own line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -195,7 +202,7 @@ impl MappingConfig {
         } else {
             let value: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                 path: path.clone(),
-                message: e.to_string(),
+                message: parse_problem(&text, &e),
             })?;
             match value.get("mapping") {
                 Some(mapping) => MappingTable::from_toml(mapping).map(|(table, _)| table),
@@ -346,12 +353,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_problem(text, &e),
         })?;
         // Relative storage paths are relative to the config file, so `--config /etc/x.toml`
         // does not depend on the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = validate(raw, base, Some(path), lookup_env)?;
+        let mut config = validate::validate(raw, base, Some(path), lookup_env)?;
         config.source_path = Some(path.to_path_buf());
         Ok(config)
     }
@@ -368,6 +375,39 @@ impl Config {
             .map(|d| (d.name.clone(), d.test_mode()))
             .collect()
     }
+}
+
+/// A TOML or type error with its line and column, in plain words, and never the offending line
+/// itself: it may hold a literal secret.
+fn parse_problem(text: &str, e: &toml::de::Error) -> String {
+    let place = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", place.unwrap_or_default(), plain_words(e.message()))
+}
+
+/// serde's type names as a person would say them.
+fn plain_words(message: &str) -> String {
+    let mut text = message.to_string();
+    for (jargon, plain) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list such as [1, 2]"),
+        ("expected a string", "expected text in quotes"),
+        ("invalid type: ", ""),
+        ("integer `", "the number `"),
+        ("floating point `", "the number `"),
+    ] {
+        text = text.replace(jargon, plain);
+    }
+    text
 }
 
 fn resolve_secret(
@@ -400,315 +440,13 @@ fn resolve_secret(
     Ok(Secret(resolved))
 }
 
-fn validate(
-    raw: RawConfig,
-    base: &Path,
-    config_path: Option<&Path>,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
-    let listen: SocketAddr = listen_text.parse().map_err(|_| {
-        invalid(
-            "server.listen",
-            format!("`{listen_text}` is not an address such as 127.0.0.1:8787"),
-        )
-    })?;
-    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-    if max_body_bytes < 1024 {
-        return Err(invalid(
-            "server.max_body_bytes",
-            "must be at least 1024 bytes",
-        ));
-    }
-    let queue_capacity = raw.server.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
-    if queue_capacity == 0 {
-        return Err(invalid("server.queue_capacity", "must be at least 1"));
-    }
-    let at_least = |key: &str, value: Option<usize>, default: usize, min: usize| {
-        let value = value.unwrap_or(default);
-        if value < min {
-            Err(invalid(
-                format!("server.{key}"),
-                format!("must be at least {min}"),
-            ))
-        } else {
-            Ok(value)
-        }
-    };
-    let defaults = MessageLimits::default();
-    let max_messages_per_request = at_least(
-        "max_messages_per_request",
-        raw.server.max_messages_per_request,
-        DEFAULT_MAX_MESSAGES_PER_REQUEST,
-        1,
-    )?;
-    let messages = MessageLimits {
-        max_message_bytes: at_least(
-            "max_message_bytes",
-            raw.server.max_message_bytes,
-            defaults.max_message_bytes,
-            1024,
-        )?,
-        max_name_chars: at_least(
-            "max_name_chars",
-            raw.server.max_name_chars,
-            defaults.max_name_chars,
-            16,
-        )?,
-    };
-    let seconds = |key: &str, value: Option<u64>, default: Duration| match value {
-        None => Ok(default),
-        Some(0) => Err(invalid(
-            format!("server.{key}"),
-            "must be at least 1 second",
-        )),
-        Some(secs) => Ok(Duration::from_secs(secs)),
-    };
-    let header_timeout = seconds(
-        "header_timeout_secs",
-        raw.server.header_timeout_secs,
-        DEFAULT_HEADER_TIMEOUT,
-    )?;
-    let body_timeout = seconds(
-        "body_timeout_secs",
-        raw.server.body_timeout_secs,
-        DEFAULT_BODY_TIMEOUT,
-    )?;
-    let max_connections = at_least(
-        "max_connections",
-        raw.server.max_connections,
-        DEFAULT_MAX_CONNECTIONS,
-        1,
-    )?;
-
-    let storage_path = raw
-        .storage
-        .path
-        .unwrap_or_else(|| PathBuf::from("tracklayer.db"));
-    let storage_path = if storage_path.is_absolute() {
-        storage_path
-    } else {
-        base.join(storage_path)
-    };
-    let dedup_window_hours = raw
-        .storage
-        .dedup_window_hours
-        .unwrap_or(DEFAULT_DEDUP_WINDOW_HOURS);
-    if dedup_window_hours < 5 {
-        return Err(invalid(
-            "storage.dedup_window_hours",
-            "must be at least 5: Segment retries for 4 hours and reuses messageIds",
-        ));
-    }
-
-    let retention_days = raw.storage.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-    if retention_days > 0 && retention_days * 24 < dedup_window_hours {
-        return Err(invalid(
-            "storage.retention_days",
-            "must cover the dedup window (storage.dedup_window_hours), or be 0 to keep everything",
-        ));
-    }
-
-    let delivery_share = raw
-        .storage
-        .delivery_share
-        .unwrap_or(crate::store::DEFAULT_DELIVERY_SHARE);
-    if !(0.05..=0.9).contains(&delivery_share) {
-        return Err(invalid(
-            "storage.delivery_share",
-            "must be between 0.05 and 0.9 (the share of the writer's time a backlog may take)",
-        ));
-    }
-
-    let account = raw.workspace.account.trim().to_string();
-    if account.is_empty() {
-        return Err(invalid("workspace.account", "must not be empty"));
-    }
-
-    if raw.environments.is_empty() {
-        return Err(invalid(
-            "environments",
-            "at least one [[environments]] entry with a name and a secret is required",
-        ));
-    }
-    let mut environments = Vec::with_capacity(raw.environments.len());
-    for (i, env) in raw.environments.into_iter().enumerate() {
-        let key = format!("environments[{i}]");
-        let name = env.name.trim().to_string();
-        if name.is_empty() {
-            return Err(invalid(format!("{key}.name"), "must not be empty"));
-        }
-        if environments
-            .iter()
-            .any(|e: &EnvironmentConfig| e.name == name)
-        {
-            return Err(invalid(
-                format!("{key}.name"),
-                format!("environment `{name}` is defined twice"),
-            ));
-        }
-        let secret = resolve_secret(&format!("{key}.secret"), &env.secret, lookup_env)?;
-        let previous_secret = env
-            .previous_secret
-            .as_deref()
-            .map(|s| resolve_secret(&format!("{key}.previous_secret"), s, lookup_env))
-            .transpose()?;
-        let write_key = env
-            .write_key
-            .as_deref()
-            .map(|s| resolve_secret(&format!("{key}.write_key"), s, lookup_env))
-            .transpose()?;
-        environments.push(EnvironmentConfig {
-            name,
-            secret,
-            previous_secret,
-            write_key,
-            segment_batches: env.segment_batches.unwrap_or(true),
-        });
-    }
-
-    let mapping = match &raw.mapping {
-        None => MappingConfig {
-            watch: config_path.map(Path::to_path_buf),
-            ..MappingConfig::default_table()
-        },
-        Some(value) => {
-            let (table, source) =
-                MappingTable::from_toml(value).map_err(|e| invalid(e.key, e.reason))?;
-            match source {
-                MappingSource::File(file) => {
-                    let path = base.join(&file);
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        invalid(
-                            "mapping.file",
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    let table = MappingTable::from_file_text(&text).map_err(|e| {
-                        invalid(format!("{} ({})", e.key, path.display()), e.reason)
-                    })?;
-                    MappingConfig {
-                        table,
-                        watch: Some(path),
-                        separate_file: true,
-                    }
-                }
-                _ => MappingConfig {
-                    table,
-                    watch: config_path.map(Path::to_path_buf),
-                    separate_file: false,
-                },
-            }
-        }
-    };
-
-    let mut destinations = Vec::with_capacity(raw.destinations.len());
-    let mut delivery = Vec::with_capacity(raw.destinations.len());
-    for (i, dest) in raw.destinations.into_iter().enumerate() {
-        let key = format!("destinations[{i}]");
-        if dest.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "must not be empty"));
-        }
-        if destinations
-            .iter()
-            .any(|d: &DestinationConfig| d.name == dest.name)
-        {
-            return Err(invalid(
-                format!("{key}.name"),
-                format!("destination `{}` is defined twice", dest.name),
-            ));
-        }
-        let kind = DestinationKind::parse(&dest.kind).ok_or_else(|| {
-            let known: Vec<&str> = DestinationKind::ALL.iter().map(|(n, _)| *n).collect();
-            invalid(
-                format!("{key}.kind"),
-                format!(
-                    "`{}` is not a destination kind; expected one of {}",
-                    dest.kind,
-                    known.join(", ")
-                ),
-            )
-        })?;
-        for env in &dest.environments {
-            if !environments.iter().any(|e| &e.name == env) {
-                return Err(invalid(
-                    format!("{key}.environments"),
-                    format!("`{env}` is not a configured environment"),
-                ));
-            }
-        }
-        let retry_schedule = dest
-            .retry_schedule
-            .unwrap_or_else(|| DEFAULT_RETRY_SCHEDULE.to_vec());
-        if retry_schedule.is_empty() {
-            return Err(invalid(
-                format!("{key}.retry_schedule"),
-                "give at least one delay (seconds before attempt 2)",
-            ));
-        }
-        if let Some(endpoint) = &dest.endpoint {
-            let ok = url::Url::parse(endpoint)
-                .map(|u| u.scheme() == "http" || u.scheme() == "https")
-                .unwrap_or(false);
-            if !ok {
-                return Err(invalid(
-                    format!("{key}.endpoint"),
-                    format!("`{endpoint}` is not an http(s) URL"),
-                ));
-            }
-        }
-        let config = DestinationConfig {
-            name: dest.name,
-            kind,
-            endpoint: dest.endpoint,
-            environments: dest.environments,
-            consent: dest.consent,
-            retry_schedule,
-            settings: dest.settings,
-        };
-        let resolved = Destination::from_config(i, &config, base, lookup_env)
-            .map_err(|e| invalid(e.key, e.reason))?;
-        destinations.push(config);
-        delivery.push(resolved);
-    }
-
-    Ok(Config {
-        server: ServerConfig {
-            listen,
-            max_body_bytes,
-            timestamp_tolerance_secs: raw
-                .server
-                .timestamp_tolerance_secs
-                .unwrap_or(DEFAULT_TIMESTAMP_TOLERANCE_SECS),
-            queue_capacity,
-            max_messages_per_request,
-            messages,
-            header_timeout,
-            body_timeout,
-            max_connections,
-        },
-        storage: StorageConfig {
-            path: storage_path,
-            dedup_window_hours,
-            retention_days,
-            request_body_retention_days: raw
-                .storage
-                .request_body_retention_days
-                .unwrap_or(DEFAULT_REQUEST_BODY_RETENTION_DAYS),
-            delivery_share,
-        },
-        workspace: WorkspaceConfig { account },
-        environments,
-        mapping,
-        destinations,
-        delivery,
-        source_path: None,
-    })
-}
-
 /// The embedded default: loopback only, SQLite in the working folder, one `development`
 /// environment whose secret (and write key) come from the local database.
-pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Config {
+pub fn embedded_default(
+    storage_path: PathBuf,
+    development_secret: Secret,
+    write_key: Option<Secret>,
+) -> Config {
     Config {
         server: ServerConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 8787))),
         storage: StorageConfig {
@@ -723,7 +461,7 @@ pub fn embedded_default(storage_path: PathBuf, development_secret: Secret) -> Co
         },
         environments: vec![EnvironmentConfig {
             name: EMBEDDED_ENVIRONMENT.to_string(),
-            write_key: Some(development_secret.clone()),
+            write_key,
             secret: development_secret,
             previous_secret: None,
             segment_batches: true,
@@ -739,7 +477,7 @@ pub const EMBEDDED_ACCOUNT: &str = "acct_local";
 pub const EMBEDDED_ENVIRONMENT: &str = "development";
 
 /// What `tracklayer init` writes: every key documented, secrets read from the environment.
-pub const EXAMPLE_CONFIG: &str = include_str!("../tracklayer.example.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../tracklayer.example.toml");
 
 #[cfg(test)]
 mod tests {
@@ -900,8 +638,8 @@ access_token = "EAAB_TEST"
 
     #[test]
     fn example_config_is_valid() {
-        let config = Config::parse(EXAMPLE_CONFIG, Path::new("tracklayer.toml"), &|_| {
-            Some("an-example-secret-of-some-length".to_string())
+        let config = Config::parse(EXAMPLE_CONFIG, Path::new("tracklayer.toml"), &|name| {
+            Some(format!("example-value-for-{name}"))
         })
         .expect("example config is valid");
         assert!(!config.environments.is_empty());
@@ -915,5 +653,99 @@ access_token = "EAAB_TEST"
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn every_problem_at_once_with_did_you_mean() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let text = MINIMUM
+            .replace("listen = \"127.0.0.1:8787\"", "listen = \"nowhere\"")
+            .replace("canonical = \"purchase\"", "canonical = \"purchse\"")
+            .replace(
+                "environments = [\"production\"]",
+                "environments = [\"prodution\"]",
+            )
+            .replace("pixel_id = \"123\"", "pixelid = \"123\"");
+        let err = parse(&text, vars).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines.len() >= 4, "{err}");
+        assert!(
+            err.contains("server.listen: `nowhere` is not an address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("destinations[0].environments: `prodution` (did you mean `production`?) is not a configured environment"),
+            "{err}"
+        );
+        assert!(
+            err.contains("mapping.events[0].canonical: `purchse` is not a canonical name TrackLayer knows; did you mean `purchase`?"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`pixelid`") && err.contains("did you mean `pixel_id`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_google_conversion_action_for_an_unknown_canonical_name_is_named() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let text = MINIMUM.replace(
+            "kind = \"meta_capi\"",
+            "kind = \"google_ads\"\ncustomer_id = \"1234567890\"\ndeveloper_token = \"dev\"\nconversion_actions = { purchse = \"1\" }",
+        ).replace("pixel_id = \"123\"\naccess_token = \"EAAB_TEST\"", "access_token = \"ya29\"");
+        let err = parse(&text, vars).unwrap_err().to_string();
+        assert!(
+            err.contains("destinations[0].conversion_actions.purchse: `purchse` (did you mean `purchase`?) is not a canonical name in the mapping table"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_shared_between_environments_are_refused() {
+        let text = format!(
+            "{MINIMUM}\n[[environments]]\nname = \"staging\"\nsecret = \"0123456789abcdef0123\"\n"
+        );
+        let err = parse(
+            &text,
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("environments[1].secret: the same value as environments[0].secret"),
+            "{err}"
+        );
+        let text = MINIMUM.replace(
+            "secret = \"env:TRACKLAYER_SECRET_PRODUCTION\"",
+            "secret = \"env:TRACKLAYER_SECRET_PRODUCTION\"\nwrite_key = \"0123456789abcdef0123\"",
+        );
+        let err = parse(
+            &text,
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("environments[0].write_key: the same value as environments[0].secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_never_echoes_the_line_and_types_are_in_plain_words() {
+        let text = MINIMUM.replace(
+            "access_token = \"EAAB_TEST\"",
+            "access_token = \"EAAB_SUPER_SECRET_LITERAL",
+        );
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(!err.contains("EAAB_SUPER_SECRET_LITERAL"), "{err}");
+        assert!(err.contains("line "), "{err}");
+        let text = MINIMUM.replace("[server]", "[server]\nmax_body_bytes = \"big\"");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(!err.contains("usize"), "{err}");
+        assert!(err.contains("expected a whole number"), "{err}");
     }
 }
