@@ -195,7 +195,11 @@ pub fn verify_segment(secrets: &[&Secret], signed: &[u8], header: &str) -> bool 
 
 /// The write key in `Authorization: Basic base64(writeKey + ":")`, as Segment SDKs send it.
 pub fn basic_auth_write_key(header: &str) -> Option<String> {
-    let encoded = header.trim().strip_prefix("Basic ")?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1): `basic` works as `Basic` does.
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
@@ -295,6 +299,14 @@ mod tests {
             Some("wk_123")
         );
         assert_eq!(basic_auth_write_key("Bearer x"), None);
+        assert_eq!(
+            basic_auth_write_key("basic d2tfMTIzOg==").as_deref(),
+            Some("wk_123")
+        );
+        assert_eq!(
+            basic_auth_write_key("BASIC  d2tfMTIzOg==").as_deref(),
+            Some("wk_123")
+        );
         assert!(keys_equal("abc", "abc") && !keys_equal("abc", "abd"));
     }
 }

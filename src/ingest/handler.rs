@@ -292,8 +292,23 @@ pub async fn tracking_api(
             }
         },
     };
+    // Authenticate before parsing whenever the key is in the header (every current SDK).
     let header_key = header_str(&parts.headers, header::AUTHORIZATION.as_str())
         .and_then(auth::basic_auth_write_key);
+    let env_of = |key: &str| {
+        state.environments.iter().find(|env| {
+            env.write_key
+                .as_ref()
+                .is_some_and(|k| auth::keys_equal(k.expose(), key))
+        })
+    };
+    let header_env = match &header_key {
+        Some(key) => match env_of(key) {
+            Some(env) => Some(env),
+            None => return meta.refuse(&state.refusals, AuthError::UnknownWriteKey.into(), None),
+        },
+        None => None,
+    };
     if let Err(refusal) = check_content_type(&parts.headers) {
         return meta.refuse(&state.refusals, refusal, None);
     }
@@ -306,7 +321,7 @@ pub async fn tracking_api(
         Err(e) => {
             // Without a parsable body there is no writeKey to check; never say 400 to a
             // request we cannot attribute.
-            let refusal: Refusal = match header_key {
+            let refusal: Refusal = match header_env {
                 None => AuthError::MissingWriteKey.into(),
                 Some(_) => body_refusal(e),
             };
@@ -314,25 +329,43 @@ pub async fn tracking_api(
         }
     };
     // Older SDKs put the write key in the body instead of Basic auth.
-    let Some(write_key) = header_key.or_else(|| split.write_key.clone()) else {
-        return meta.refuse(
-            &state.refusals,
-            AuthError::MissingWriteKey.into(),
-            Some(body.len() as u64),
-        );
+    let env = match header_env {
+        Some(env) => env,
+        None => match split.write_key.as_deref() {
+            None => {
+                return meta.refuse(
+                    &state.refusals,
+                    AuthError::MissingWriteKey.into(),
+                    Some(body.len() as u64),
+                )
+            }
+            Some(key) => match env_of(key) {
+                Some(env) => env,
+                None => {
+                    return meta.refuse(
+                        &state.refusals,
+                        AuthError::UnknownWriteKey.into(),
+                        Some(body.len() as u64),
+                    )
+                }
+            },
+        },
     };
-    let env = state.environments.iter().find(|env| {
-        env.write_key
-            .as_ref()
-            .is_some_and(|key| auth::keys_equal(key.expose(), &write_key))
-    });
-    let Some(env) = env else {
-        return meta.refuse(
-            &state.refusals,
-            AuthError::UnknownWriteKey.into(),
-            Some(body.len() as u64),
-        );
-    };
+    // As Segment's API records an SDK's message: no write key, a messageId, the server's
+    // receipt time, the device's clock skew corrected.
+    let mut split = split;
+    let sent_at = split.sent_at.take();
+    split.messages = split
+        .messages
+        .iter()
+        .map(|raw| {
+            Bytes::from(crate::segment::tracking_api::normalize(
+                raw,
+                sent_at.as_deref(),
+                meta.received_at_ms,
+            ))
+        })
+        .collect();
     let request = Received {
         environment: &env.name,
         auth_scheme: "write_key",

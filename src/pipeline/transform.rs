@@ -174,22 +174,29 @@ fn query_param(url: &str, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn parse_time(value: Option<&Value>) -> Option<i64> {
-    let text = value?.as_str()?;
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
 /// The event time: `timestamp`, else `originalTimestamp`, else `receivedAt`, else the moment
-/// TrackLayer received it. Returns the time and the field it came from.
-pub fn event_time(body: &Map<String, Value>, received_at_ms: i64) -> (i64, &'static str) {
+/// TrackLayer received it. Returns the time, the field it came from, and what could not be read
+/// on the way (a time is never silently replaced: each problem says which field and why).
+pub fn event_time(
+    body: &Map<String, Value>,
+    received_at_ms: i64,
+) -> (i64, &'static str, Vec<String>) {
+    let mut problems = Vec::new();
     for field in ["timestamp", "originalTimestamp", "receivedAt"] {
-        if let Some(ms) = parse_time(body.get(field)) {
-            return (ms, field);
+        match crate::segment::time::field(body, field) {
+            Ok(Some((ms, reading))) => {
+                if reading == crate::segment::time::Reading::AssumedUtc {
+                    problems.push(format!("{field} has no time zone; read as UTC"));
+                }
+                return (ms, field, problems);
+            }
+            Ok(None) => {}
+            Err(crate::segment::time::TimeProblem(why)) => {
+                problems.push(format!("{why}; not used for the event time"));
+            }
         }
     }
-    (received_at_ms, RECEIPT_TIME)
+    (received_at_ms, RECEIPT_TIME, problems)
 }
 
 /// The event-time source when a message carries no usable time of its own.
@@ -415,7 +422,7 @@ pub fn transform(
         .get("properties")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    let (event_time_ms, time_source) = event_time(body, received_at_ms);
+    let (event_time_ms, time_source, time_problems) = event_time(body, received_at_ms);
     let mut b = Builder {
         out: Transformed {
             properties: Map::new(),
@@ -424,7 +431,7 @@ pub fn transform(
             event_time_ms,
             provenance: BTreeMap::new(),
             missing_required: Vec::new(),
-            problems: Vec::new(),
+            problems: time_problems,
         },
     };
     b.out.provenance.insert(

@@ -34,6 +34,8 @@ pub struct SplitBody {
     pub messages: Vec<Bytes>,
     /// `writeKey` from a `{batch, writeKey, sentAt}` body, which older SDKs use instead of Basic auth.
     pub write_key: Option<String>,
+    /// `sentAt` of a `{batch, sentAt}` body: when the library sent it (for clock-skew correction).
+    pub sent_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +109,8 @@ struct Envelope<'a> {
     batch: Option<&'a RawValue>,
     #[serde(rename = "writeKey", default)]
     write_key: Option<String>,
+    #[serde(rename = "sentAt", default)]
+    sent_at: Option<String>,
 }
 
 fn json_kind(first: u8) -> &'static str {
@@ -132,6 +136,7 @@ pub fn split_body(body: &Bytes, max_messages: usize) -> Result<SplitBody, BodyEr
                 shape: BodyShape::Array,
                 messages: elements.iter().map(|e| slice_of(body, e)).collect(),
                 write_key: None,
+                sent_at: None,
             })
         }
         b'{' => {
@@ -144,6 +149,7 @@ pub fn split_body(body: &Bytes, max_messages: usize) -> Result<SplitBody, BodyEr
                         shape: BodyShape::BatchObject,
                         messages: elements.iter().map(|e| slice_of(body, e)).collect(),
                         write_key: envelope.write_key,
+                        sent_at: envelope.sent_at,
                     })
                 }
                 Some(_) => Err(BodyError::WrongShape("`batch` that is not an array")),
@@ -151,6 +157,7 @@ pub fn split_body(body: &Bytes, max_messages: usize) -> Result<SplitBody, BodyEr
                     shape: BodyShape::Single,
                     messages: vec![slice_of(body, root)],
                     write_key: envelope.write_key,
+                    sent_at: envelope.sent_at,
                 }),
             }
         }

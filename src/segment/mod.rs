@@ -4,6 +4,7 @@
 mod body;
 mod message;
 pub mod time;
+pub mod tracking_api;
 
 pub use body::{split_body, BodyError, BodyShape, SplitBody};
 pub use message::{
