@@ -796,6 +796,13 @@ fn send(
     })
 }
 
+/// `inspect REQUEST_ID --json`: the request and the trace of each of its messages.
+#[derive(serde::Serialize)]
+struct RequestTraces<'a, R: serde::Serialize> {
+    request: &'a R,
+    messages: Vec<crate::inspect::ExactTrace>,
+}
+
 fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let reader = StoreReader::open(&loaded.config().storage.path)?;
@@ -803,7 +810,7 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
         if json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&crate::inspect::to_json(&trace))?
+                serde_json::to_string_pretty(&crate::inspect::to_json_exact(&trace))?
             );
         } else {
             println!("{}", crate::inspect::to_text(&trace));
@@ -814,17 +821,18 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
     if let Some(request) = reader.request(id)? {
         let messages = reader.messages_of_request(id)?;
         if json {
-            let traces: Vec<serde_json::Value> = messages
+            let traces = messages
                 .iter()
                 .filter_map(|m| m.message_id.as_deref())
                 .filter_map(|mid| reader.trace(mid).ok().flatten())
-                .map(|t| crate::inspect::to_json(&t))
-                .collect();
+                .map(|t| crate::inspect::to_json_exact(&t))
+                .collect::<Vec<_>>();
             println!(
                 "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"request": request, "messages": traces})
-                )?
+                serde_json::to_string_pretty(&RequestTraces {
+                    request: &request,
+                    messages: traces
+                })?
             );
         } else {
             println!(
@@ -837,13 +845,14 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
                 request.message_count
             );
             for m in &messages {
-                println!(
+                let line = format!(
                     "  #{} {} {} {}",
                     m.position,
                     m.status,
                     m.message_id.as_deref().unwrap_or("(no messageId)"),
                     m.reason.as_deref().unwrap_or("")
                 );
+                println!("{}", crate::inspect::terminal_safe(&line));
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -854,7 +863,10 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
             serde_json::json!({ "message_id": id, "status": "not_found" })
         );
     } else {
-        println!("nothing stored for `{id}` (not a messageId, event_id or request id)");
+        println!(
+            "nothing stored for `{}` (not a messageId, event_id or request id)",
+            crate::inspect::terminal_safe(id)
+        );
     }
     Ok(ExitCode::FAILURE)
 }

@@ -7,6 +7,30 @@ use crate::store::{MessageTrace, StoredMessage};
 
 pub use crate::segment::format_ms;
 
+/// `text` made safe to print on a terminal: control characters (ESC, CR, LF, BEL, C1) and
+/// bidirectional overrides come out as visible escapes (`\e`, `\r`, `\u{202e}`), never
+/// interpreted. Message fields come from end users' browsers and reach the on-call engineer's
+/// terminal through `inspect` and the dashboard.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn raw_json(message: &StoredMessage) -> Value {
     serde_json::from_slice(&message.raw)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&message.raw).into_owned()))
@@ -107,6 +131,14 @@ fn show(value: &Option<Value>) -> String {
         Some(Value::Array(items)) => format!("[{} item(s)]", items.len()),
         Some(v) => v.to_string(),
     }
+}
+
+/// Multi-line text with each line made terminal-safe (its own line breaks kept).
+fn terminal_safe_lines(text: &str) -> String {
+    text.lines()
+        .map(|l| terminal_safe(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn indent(text: &str, by: &str) -> String {
@@ -278,9 +310,14 @@ pub fn to_text(trace: &MessageTrace) -> String {
             ));
         }
     }
+    // Every line so far may carry message text; JSON below escapes control characters itself.
+    let mut out: Vec<String> = out
+        .iter()
+        .map(|line| terminal_safe(line).into_owned())
+        .collect();
     out.push(" raw:".into());
     let pretty = serde_json::to_string_pretty(&raw_json(first)).unwrap_or_default();
-    out.push(indent(&pretty, "   "));
+    out.push(terminal_safe_lines(&indent(&pretty, "   ")));
     for (i, arrival) in trace.arrivals.iter().enumerate().skip(1) {
         out.push(format!(
             " arrival #{}: {} {} request {}{}",
@@ -291,9 +328,78 @@ pub fn to_text(trace: &MessageTrace) -> String {
             arrival
                 .reason
                 .as_deref()
-                .map(|r| format!(" — {r}"))
+                .map(|r| format!(" — {}", terminal_safe(r)))
                 .unwrap_or_default()
         ));
     }
     out.join("\n")
+}
+
+/// A stored message's bytes for JSON output: verbatim when they are JSON (so `1.10` stays
+/// `1.10` and big integers stay exact), else as a string.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum StoredBytes {
+    Json(Box<serde_json::value::RawValue>),
+    Text(String),
+}
+
+impl StoredBytes {
+    fn of(message: &StoredMessage) -> StoredBytes {
+        match String::from_utf8(message.raw.clone()) {
+            Ok(text) => match serde_json::value::RawValue::from_string(text) {
+                Ok(raw) => StoredBytes::Json(raw),
+                Err(_) => StoredBytes::Text(String::from_utf8_lossy(&message.raw).into_owned()),
+            },
+            Err(_) => StoredBytes::Text(String::from_utf8_lossy(&message.raw).into_owned()),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ExactArrival {
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+    raw: StoredBytes,
+}
+
+#[derive(serde::Serialize)]
+pub struct ExactTrace {
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+    raw: StoredBytes,
+    arrivals: Vec<ExactArrival>,
+}
+
+/// What `inspect --json` prints: [`to_json`], with every `raw` the stored bytes embedded as
+/// raw JSON rather than re-parsed.
+pub fn to_json_exact(trace: &MessageTrace) -> ExactTrace {
+    let mut fields = match to_json(trace) {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    fields.remove("raw");
+    let arrivals = match fields.remove("arrivals") {
+        Some(Value::Array(arrivals)) => arrivals,
+        _ => Vec::new(),
+    };
+    ExactTrace {
+        fields,
+        raw: StoredBytes::of(&trace.arrivals[0]),
+        arrivals: arrivals
+            .into_iter()
+            .zip(&trace.arrivals)
+            .map(|(arrival, stored)| {
+                let mut fields = match arrival {
+                    Value::Object(fields) => fields,
+                    _ => Map::new(),
+                };
+                fields.remove("raw");
+                ExactArrival {
+                    fields,
+                    raw: StoredBytes::of(stored),
+                }
+            })
+            .collect(),
+    }
 }

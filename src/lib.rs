@@ -59,6 +59,7 @@ pub async fn run(
         store::WriterOptions {
             queue_capacity: config.server.queue_capacity,
             delivery_share: config.storage.delivery_share,
+            default_country: config.workspace.default_country.clone(),
         },
         targets,
         handoffs.clone(),

@@ -414,3 +414,36 @@ async fn the_test_send_pane_walks_a_call_stage_by_stage() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn terminal_control_characters_in_messages_are_shown_escaped() {
+    let server = TestServer::start().await;
+    // An unmapped name and a messageId as a hostile browser could send them.
+    let hostile = "m-\u{1b}]0;pwned\u{7}";
+    let body = serde_json::json!({
+        "type": "track", "event": "Clicked\u{1b}[2J\r\nNow", "userId": "u-1",
+        "messageId": hostile, "timestamp": chrono::Utc::now().to_rfc3339()
+    })
+    .to_string();
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, &body).await;
+    assert_eq!(status, 200, "{reply}");
+    for pane in [Pane::Stream, Pane::Unmapped, Pane::Diff] {
+        let mut app = app_on(&server, pane, "");
+        if pane == Pane::Diff {
+            app.snapshot.trace = server.reader().trace(hostile).unwrap();
+        }
+        let terminal = render(&app);
+        let buffer = terminal.backend().buffer();
+        let cells: String = buffer.content().iter().map(|c| c.symbol()).collect();
+        assert!(
+            !cells.contains(|c: char| c.is_control()),
+            "{pane:?} put a control character on the terminal"
+        );
+        assert!(
+            cells.contains("Clicked\\e[2J\\r\\nNow") || cells.contains("m-\\e]0;pwned\\u{7}"),
+            "{pane:?} does not show the escaped text:\n{}",
+            terminal.backend()
+        );
+    }
+    server.stop().await;
+}

@@ -128,6 +128,8 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawWorkspace {
     account: String,
+    #[serde(default)]
+    default_country: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +270,9 @@ pub struct StorageConfig {
 #[derive(Debug, Clone)]
 pub struct WorkspaceConfig {
     pub account: String,
+    /// ISO 3166-1 alpha-2 code (`NL`): the country of a phone written without a country code
+    /// when the person's own country is unknown. Unset, such phones are not sent.
+    pub default_country: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -458,6 +463,7 @@ pub fn embedded_default(
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),
+            default_country: None,
         },
         environments: vec![EnvironmentConfig {
             name: EMBEDDED_ENVIRONMENT.to_string(),

@@ -99,6 +99,21 @@ pub(super) fn validate(
     if account.is_empty() {
         problems.push("workspace.account", "must not be empty");
     }
+    let default_country = raw.workspace.default_country.as_deref().and_then(|c| {
+        let code = c.trim().to_ascii_uppercase();
+        if crate::pipeline::phone::region(&code).is_some() && code.len() == 2 {
+            Some(code)
+        } else {
+            problems.push(
+                "workspace.default_country",
+                format!(
+                    "`{}` is not an ISO 3166-1 alpha-2 country code (e.g. \"NL\", \"US\", \"GB\")",
+                    c.chars().take(40).collect::<String>()
+                ),
+            );
+            None
+        }
+    });
     let environments = environments(raw.environments, lookup_env, &mut problems);
     let mapping = mapping(raw.mapping.as_ref(), base, config_path, &mut problems);
 
@@ -144,7 +159,10 @@ pub(super) fn validate(
     problems.into_result(Config {
         server,
         storage,
-        workspace: WorkspaceConfig { account },
+        workspace: WorkspaceConfig {
+            account,
+            default_country,
+        },
         environments,
         mapping,
         destinations,

@@ -23,64 +23,17 @@ fn hash_normalised(normalised: Option<String>) -> Option<String> {
         .map(|v| if is_sha256_hex(&v) { v } else { sha256_hex(&v) })
 }
 
-/// Country calling codes for the countries a phone number without `+` most likely comes from.
-const CALLING_CODES: [(&str, &str); 24] = [
-    ("us", "1"),
-    ("ca", "1"),
-    ("gb", "44"),
-    ("ie", "353"),
-    ("nl", "31"),
-    ("be", "32"),
-    ("de", "49"),
-    ("fr", "33"),
-    ("es", "34"),
-    ("it", "39"),
-    ("pt", "351"),
-    ("at", "43"),
-    ("ch", "41"),
-    ("se", "46"),
-    ("no", "47"),
-    ("dk", "45"),
-    ("fi", "358"),
-    ("pl", "48"),
-    ("au", "61"),
-    ("nz", "64"),
-    ("jp", "81"),
-    ("in", "91"),
-    ("br", "55"),
-    ("mx", "52"),
-];
-
 /// Phone digits with the country code, no `+` (Meta's `ph` form): "+1 (415) 555-0123" →
-/// "14155550123". Without `+` or `00`, the user's country supplies the code (after dropping a
-/// trunk `0`); a bare 10-digit number is taken as North American, as in Meta's own example.
+/// "14155550123". The pipeline has already put event and profile phones in E.164; a number
+/// without a country code is read in `country`, and left out when there is none.
 pub fn phone_digits_with_country(phone: &str, country: Option<&str>) -> Option<String> {
-    let trimmed = phone.trim();
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        return None;
-    }
-    let with_code = if trimmed.starts_with('+') {
-        digits
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        rest.to_string()
-    } else {
-        let code = country
-            .map(country_code)
-            .and_then(|c| CALLING_CODES.iter().find(|(k, _)| *k == c).map(|(_, v)| *v));
-        match code {
-            Some(code) if digits.starts_with(code) && digits.len() > 10 => digits,
-            Some(code) => format!("{code}{}", digits.trim_start_matches('0')),
-            None if digits.len() == 10 => format!("1{digits}"),
-            None => digits.trim_start_matches('0').to_string(),
-        }
-    };
-    (7..=15).contains(&with_code.len()).then_some(with_code)
+    phone_e164(phone, country).map(|e164| e164.trim_start_matches('+').to_string())
 }
 
 /// E.164 (`+14155550123`), as Google, TikTok and Klaviyo want it.
 pub fn phone_e164(phone: &str, country: Option<&str>) -> Option<String> {
-    phone_digits_with_country(phone, country).map(|d| format!("+{d}"))
+    let region = country.and_then(crate::pipeline::phone::region);
+    crate::pipeline::phone::to_e164(phone, region).ok()
 }
 
 const US_STATES: [(&str, &str); 51] = [
@@ -330,7 +283,7 @@ mod tests {
             "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
         );
         assert_eq!(
-            meta::phone("(650)555-1212", None).unwrap(),
+            meta::phone("(650)555-1212", Some("US")).unwrap(),
             "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"
         );
         assert_eq!(
@@ -371,8 +324,10 @@ mod tests {
             phone_digits_with_country("06-12345678", Some("NL")).as_deref(),
             Some("31612345678")
         );
+        // Without a country, a national number is not guessed to be American.
+        assert_eq!(phone_e164("(800)555-0100", None), None);
         assert_eq!(
-            phone_e164("(800)555-0100", None).as_deref(),
+            phone_e164("(800)555-0100", Some("us")).as_deref(),
             Some("+18005550100")
         );
         assert_eq!(

@@ -385,6 +385,7 @@ mod tests {
             anonymous_id: None,
             traits: json!({"email": "Jane.Doe@Gmail.com", "phone": "+1 (415) 555-0123", "firstName": "Jane", "plan": "premium", "nickname": null,
                            "address": {"city": "San Francisco", "country": "US"}}).as_object().unwrap().clone(),
+            problems: Vec::new(),
         };
         let built = super::super::build(&dest(), &[super::super::Subject::Profile(snapshot)], 0);
         let request = built.request.unwrap();

@@ -353,6 +353,9 @@ pub struct ProfileSnapshot {
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
     pub traits: Map<String, Value>,
+    /// Trait values left out of what is sent, with why (e.g. a phone without a country).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// An HTTP request as built, before any IO.

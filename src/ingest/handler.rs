@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{self, AuthError};
-use super::body::{check_content_type, read_body};
+use super::body::{check_content_type, content_encoding, decode_body, read_body};
 use super::refusal::{header_str, Refusal, RequestMeta};
 use super::IngestState;
 use crate::config::EnvironmentConfig;
@@ -206,6 +206,21 @@ fn segment_guard(
     })
 }
 
+/// The JSON body as its sender serialised it: content type checked, read within the limits,
+/// decompressed (within the same limit) when it came gzipped or deflated. Signatures cover
+/// these bytes, as Segment and TrackLayer's own clients sign before compressing.
+async fn read_json_body(
+    state: &IngestState,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+    body: axum::body::Body,
+) -> Result<Bytes, Refusal> {
+    check_content_type(headers)?;
+    let encoding = content_encoding(headers)?;
+    let wire = read_body(body, meta, state.max_body_bytes, state.body_timeout).await?;
+    decode_body(encoding, wire, state.max_body_bytes)
+}
+
 pub async fn healthz() -> &'static str {
     "ok"
 }
@@ -223,10 +238,7 @@ pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Requ
         Ok(env) => env,
         Err(e) => return meta.refuse(&state.refusals, e.into(), None),
     };
-    if let Err(refusal) = check_content_type(&parts.headers) {
-        return meta.refuse(&state.refusals, refusal, None);
-    }
-    let body = match read_body(body, &meta, state.max_body_bytes, state.body_timeout).await {
+    let body = match read_json_body(&state, &parts.headers, &meta, body).await {
         Ok(body) => body,
         Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
     };
@@ -309,10 +321,7 @@ pub async fn tracking_api(
         },
         None => None,
     };
-    if let Err(refusal) = check_content_type(&parts.headers) {
-        return meta.refuse(&state.refusals, refusal, None);
-    }
-    let body = match read_body(body, &meta, state.max_body_bytes, state.body_timeout).await {
+    let body = match read_json_body(&state, &parts.headers, &meta, body).await {
         Ok(body) => body,
         Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
     };

@@ -14,7 +14,9 @@ use axum::Json;
 use super::auth::{self, AuthError};
 use crate::store::{now_ms, RejectedRequest, RejectionBatch, RejectionCount};
 
-/// A refusal: status, the `{"message": ...}` text, and what to record about it.
+/// A refusal: status, the `{"message": ..., "code": ...}` body, and what to record about it.
+/// `code` is stable for scripts and alerts; `message` is for people and may change.
+#[derive(Debug)]
 pub(super) struct Refusal {
     pub status: StatusCode,
     pub code: &'static str,
@@ -43,7 +45,7 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(serde_json::json!({ "message": self.message })),
+            Json(serde_json::json!({ "message": self.message, "code": self.code })),
         )
             .into_response();
         if let Some(secs) = self.retry_after {

@@ -13,6 +13,7 @@ pub mod dedup;
 pub mod diff;
 pub mod identity;
 pub mod mapping;
+pub mod phone;
 pub mod transform;
 
 use std::sync::{Arc, RwLock};

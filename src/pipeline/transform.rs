@@ -118,13 +118,44 @@ fn number(f: f64) -> Value {
     Number::from_f64(rounded).map_or(Value::Null, Value::Number)
 }
 
-fn quantity(value: Option<&Value>) -> Option<u64> {
-    match value? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+/// Largest money amount taken as real (a billion in any currency): past it the value is a bug
+/// or an attack at the source, and no platform should optimise on it.
+pub const MAX_AMOUNT: f64 = 1e9;
+/// Largest quantity of one item taken as real.
+pub const MAX_QUANTITY: u64 = 1_000_000;
+
+/// A money amount within sane bounds, or why not.
+fn sane_amount(amount: f64) -> Result<f64, String> {
+    if amount.abs() <= MAX_AMOUNT {
+        Ok(amount)
+    } else {
+        Err(format!(
+            "{amount} is outside sane bounds (±{MAX_AMOUNT:.0}), a data-quality problem at the source"
+        ))
+    }
+}
+
+/// An item's quantity: a whole number from 1 to [`MAX_QUANTITY`], 1 when absent; anything
+/// else is recorded as a problem at `path` and counted as 1.
+fn quantity(value: Option<&Value>, problems: &mut Vec<String>, path: &str) -> u64 {
+    let Some(value) = value else { return 1 };
+    let read = match value {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= MAX_QUANTITY as f64)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    };
+    match read {
+        Some(q) if (1..=MAX_QUANTITY).contains(&q) => q,
+        _ => {
+            problems.push(format!(
+                "{path}.quantity: {value} is not a quantity from 1 to {MAX_QUANTITY}; counted as 1"
+            ));
+            1
+        }
     }
 }
 
@@ -152,14 +183,14 @@ fn item(
         item.insert("category".into(), Value::String(category.into()));
     }
     if let Some(price) = product.get("price") {
-        match parse_money(price) {
-            Ok((p, _)) => {
+        match parse_money(price).and_then(|(p, _)| sane_amount(p)) {
+            Ok(p) => {
                 item.insert("price".into(), number(p));
             }
             Err(e) => problems.push(format!("{path}.price: {e}; left out")),
         }
     }
-    let qty = quantity(product.get("quantity")).unwrap_or(1);
+    let qty = quantity(product.get("quantity"), problems, path);
     item.insert("quantity".into(), Value::from(qty));
     item
 }
@@ -505,7 +536,7 @@ pub fn transform(
         let count: u64 = items
             .iter()
             .filter_map(|i| i.get("quantity").and_then(Value::as_u64))
-            .sum();
+            .fold(0, u64::saturating_add);
         b.set(
             "num_items",
             Value::from(count),
@@ -524,7 +555,7 @@ pub fn transform(
     let mut value_set = false;
     for (key, transform) in value_sources {
         let Some(raw) = props.get(key) else { continue };
-        match parse_money(raw) {
+        match parse_money(raw).and_then(|(amount, note)| Ok((sane_amount(amount)?, note))) {
             Ok((amount, note)) => {
                 let transform = match note {
                     Some(note) => format!("{transform} ({note})"),
@@ -548,13 +579,19 @@ pub fn transform(
     if !value_set && PRODUCT_EVENTS.contains(&canonical) {
         if let Some(price) = props.get("price") {
             if let Ok((p, _)) = parse_money(price) {
-                let qty = quantity(props.get("quantity")).unwrap_or(1);
-                b.set(
-                    "value",
-                    number(p * qty as f64),
-                    "properties.price",
-                    format!("price × quantity ({qty})"),
-                );
+                let qty = quantity(props.get("quantity"), &mut Vec::new(), "properties");
+                match sane_amount(p * qty as f64) {
+                    Ok(amount) => b.set(
+                        "value",
+                        number(amount),
+                        "properties.price",
+                        format!("price × quantity ({qty})"),
+                    ),
+                    Err(e) => b
+                        .out
+                        .problems
+                        .push(format!("properties.price × quantity: {e}; no value")),
+                }
             }
         }
     }

@@ -68,11 +68,13 @@ pub(super) fn insert_batch(
     conn: &Connection,
     batch: &IngestBatch,
     targets: &[RouteTarget],
+    default_country: Option<&str>,
     cache: &RefCell<IdentityCache>,
     handoff: &RefCell<HandOffPlan>,
 ) -> Result<Vec<StoredOutcome>, rusqlite::Error> {
     let ctx = PipelineContext {
         targets,
+        default_country,
         cache,
         handoff,
         environment: &batch.receipt.environment,

@@ -497,7 +497,15 @@ fn create_profile_deliveries(
                 .find(|(k, _)| *k == IdKind::AnonymousId)
                 .map(|(_, v)| v.clone()),
             traits: profile.traits.clone(),
+            problems: Vec::new(),
         };
+        let mut snapshot = snapshot;
+        snapshot
+            .problems
+            .extend(crate::pipeline::phone::settle_trait_phone(
+                &mut snapshot.traits,
+                ctx.default_country,
+            ));
         super::delivery::create_for_profile(
             conn,
             &mut ctx.handoff.borrow_mut(),
@@ -515,6 +523,7 @@ fn create_profile_deliveries(
 /// Everything the stateful stages need besides the message.
 pub struct PipelineContext<'a> {
     pub targets: &'a [RouteTarget],
+    pub default_country: Option<&'a str>,
     pub cache: &'a RefCell<IdentityCache>,
     /// Deliveries created here go to their workers after the commit when they have room.
     pub handoff: &'a RefCell<HandOffPlan>,
@@ -590,6 +599,7 @@ pub fn apply(
             if let Some(p) = &profile {
                 identity::enrich(&mut event.user, p, &mut event.provenance);
             }
+            crate::pipeline::phone::settle_event_phone(&mut event, ctx.default_country);
             let fingerprint = event.payload_fingerprint();
             let prior: Option<(i64, i64, String, Vec<u8>)> = conn
                 .prepare_cached(

@@ -36,12 +36,14 @@ const DELIVERY_ROWS_ALONE: usize = 1000;
 pub const DEFAULT_DELIVERY_SHARE: f64 = 0.2;
 
 /// How the writer runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Ingest requests that may wait for the writer before callers get `QueueFull`.
     pub queue_capacity: usize,
     /// Delivery bookkeeping's share of the writer's time while ingest is waiting.
     pub delivery_share: f64,
+    /// `[workspace] default_country`: the region for phones written without a country code.
+    pub default_country: Option<String>,
 }
 
 impl Default for WriterOptions {
@@ -49,6 +51,7 @@ impl Default for WriterOptions {
         WriterOptions {
             queue_capacity: 4096,
             delivery_share: DEFAULT_DELIVERY_SHARE,
+            default_country: None,
         }
     }
 }
@@ -198,6 +201,7 @@ impl StoreWriter {
                 };
                 let state = WriterState {
                     targets,
+                    default_country: options.default_country,
                     cache: RefCell::new(IdentityCache::default()),
                     handoff: RefCell::new(HandOffPlan::new(handoffs)),
                     share: RefCell::new(TimeShare::new(options.delivery_share)),
@@ -514,6 +518,7 @@ impl Queues {
 /// What the writer keeps between groups.
 struct WriterState {
     targets: Vec<RouteTarget>,
+    default_country: Option<String>,
     cache: RefCell<IdentityCache>,
     handoff: RefCell<HandOffPlan>,
     share: RefCell<TimeShare>,
@@ -664,6 +669,7 @@ fn apply(
                         &tx,
                         batch,
                         &state.targets,
+                        state.default_country.as_deref(),
                         &state.cache,
                         &state.handoff,
                     )?),

@@ -36,8 +36,14 @@ fn muted<'a>(theme: &Theme, text: impl Into<String>) -> Span<'a> {
     Span::styled(text.into(), theme.style(theme.muted))
 }
 
+/// Message-derived text for a cell: control characters shown escaped (see
+/// [`crate::inspect::terminal_safe`]).
+fn safe(text: &str) -> String {
+    crate::inspect::terminal_safe(text).into_owned()
+}
+
 fn opt(text: &Option<String>) -> String {
-    text.clone().unwrap_or_else(|| "—".into())
+    text.as_deref().map(safe).unwrap_or_else(|| "—".into())
 }
 
 fn pretty(value: &Value) -> String {
@@ -208,7 +214,7 @@ fn stream(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(opt(&r.message_type)),
                 Cell::from(opt(&r.event)),
                 Cell::from(opt(&r.message_id)),
-                Cell::from(muted(theme, r.reason.clone().unwrap_or_default())),
+                Cell::from(muted(theme, safe(r.reason.as_deref().unwrap_or_default()))),
             ])
         })
         .collect();
@@ -255,7 +261,7 @@ fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(clock(a.at_ms)),
                 Cell::from(a.destination.clone()),
                 Cell::from(a.destination_event.clone()),
-                Cell::from(a.event_id.clone()),
+                Cell::from(safe(&a.event_id)),
                 Cell::from(format!("#{}", a.attempt)),
                 Cell::from(word(theme, &a.outcome)),
                 Cell::from(
@@ -265,7 +271,7 @@ fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
                 ),
                 Cell::from(a.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default()),
                 Cell::from(next),
-                Cell::from(muted(theme, a.reason.clone().unwrap_or_default())),
+                Cell::from(muted(theme, safe(a.reason.as_deref().unwrap_or_default()))),
             ])
         })
         .collect();
@@ -405,22 +411,22 @@ fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
     let mut summary = vec![
         Span::raw(format!(
             " messageId {} ",
-            first.message_id.as_deref().unwrap_or("?")
+            safe(first.message_id.as_deref().unwrap_or("?"))
         )),
         word(theme, status),
     ];
     if let Some(e) = event {
         summary.push(Span::raw(format!(
             "  {} → {} (mapping v{})  event_id {}  ({})",
-            e.canonical.segment_event,
+            safe(&e.canonical.segment_event),
             e.canonical.name,
             e.canonical.mapping_version,
-            e.event_id,
-            e.canonical.event_id_basis
+            safe(&e.event_id),
+            safe(&e.canonical.event_id_basis)
         )));
     } else if let Some(u) = &trace.unmapped {
         summary.push(Span::styled(
-            format!("  {}", u.reason),
+            format!("  {}", safe(&u.reason)),
             theme.style(theme.unmapped),
         ));
     }
@@ -483,7 +489,10 @@ fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
                             other => other.to_string(),
                         });
                     Line::from(vec![
-                        Span::styled(format!("{mark} {:<26}", line.field), theme.style(color)),
+                        Span::styled(
+                            format!("{mark} {:<26}", safe(&line.field)),
+                            theme.style(color),
+                        ),
                         Span::raw(format!("{:<22} ", value.unwrap_or_default())),
                         muted(theme, format!("← {} ({})", line.source, line.transform)),
                     ])
@@ -499,7 +508,7 @@ fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
                 }))
                 .collect(),
             None => vec![Line::from(match &trace.unmapped {
-                Some(u) => format!("not mapped: {}", u.reason),
+                Some(u) => format!("not mapped: {}", safe(&u.reason)),
                 None => {
                     "this call updates identity only; it never becomes a conversion".to_string()
                 }
@@ -559,7 +568,7 @@ fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
         .map(|g| {
             Row::new(vec![
                 Cell::from(Span::styled(
-                    g.segment_event.clone(),
+                    safe(&g.segment_event),
                     theme.style(theme.unmapped),
                 )),
                 Cell::from(g.count.to_string()),
@@ -602,7 +611,7 @@ fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
         .snapshot
         .unmapped
         .get(app.selection())
-        .map(|g| g.reason.clone())
+        .map(|g| safe(&g.reason))
         .unwrap_or_else(|| {
             "No unmapped events: every track call matched the mapping table.".into()
         });
@@ -779,7 +788,7 @@ fn collisions(frame: &mut Frame, area: Rect, app: &App) {
             Row::new(vec![
                 Cell::from(clock(c.detected_at_ms)),
                 Cell::from(Span::styled(c.kind.clone(), theme.style(theme.blocked))),
-                Cell::from(c.event_id.clone()),
+                Cell::from(safe(&c.event_id)),
                 Cell::from(opt(&c.winner_message_id)),
                 Cell::from(opt(&c.message_id)),
             ])
@@ -874,7 +883,7 @@ fn profiles(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             format!(
                 "No profile for `{}` (tried userId, anonymousId, email and phone).",
-                app.filter()
+                safe(app.filter())
             )
         };
         frame.render_widget(
@@ -905,7 +914,7 @@ fn profiles(frame: &mut Frame, area: Rect, app: &App) {
     left.extend(
         p.identities
             .iter()
-            .map(|(k, v)| Line::from(format!("  {k:<13} {v}"))),
+            .map(|(k, v)| Line::from(format!("  {k:<13} {}", safe(v)))),
     );
     left.push(Line::from(Span::styled("consent", theme.title())));
     match &p.consent {
@@ -917,7 +926,7 @@ fn profiles(frame: &mut Frame, area: Rect, app: &App) {
                     "blocked"
                 };
                 left.push(Line::from(vec![
-                    Span::raw(format!("  {category:<13} ")),
+                    Span::raw(format!("  {:<13} ", safe(category))),
                     Span::styled(v.to_string(), theme.style(theme.status(state))),
                 ]));
             }
@@ -942,7 +951,7 @@ fn profiles(frame: &mut Frame, area: Rect, app: &App) {
                     "ok"
                 },
             ),
-            Span::raw(format!(" {} {}", c.kind, c.detail)),
+            Span::raw(format!(" {} {}", c.kind, safe(&c.detail))),
         ]));
     }
     frame.render_widget(
@@ -962,8 +971,8 @@ fn profiles(frame: &mut Frame, area: Rect, app: &App) {
             "  {}  {:<14} {}  {}",
             format_ms(e.event_time_ms),
             e.name,
-            e.event_id,
-            e.message_id
+            safe(&e.event_id),
+            safe(&e.message_id)
         )));
     }
     frame.render_widget(
