@@ -695,6 +695,26 @@ access_token = "EAAB_TEST"
     }
 
     #[test]
+    fn default_country_is_an_iso_code() {
+        let vars: &'static [(&str, &str)] =
+            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
+        let with = |country: &str| {
+            MINIMUM.replacen(
+                "[workspace]\n",
+                &format!("[workspace]\ndefault_country = \"{country}\"\n"),
+                1,
+            )
+        };
+        let config = parse(&with("nl"), vars).unwrap();
+        assert_eq!(config.workspace.default_country.as_deref(), Some("NL"));
+        let err = parse(&with("Holland!"), vars).unwrap_err().to_string();
+        assert!(
+            err.contains("workspace.default_country: `Holland!` is not an ISO 3166-1 alpha-2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_google_conversion_action_for_an_unknown_canonical_name_is_named() {
         let vars: &'static [(&str, &str)] =
             &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
