@@ -63,7 +63,9 @@ name = "webhook"
 kind = "webhook"
 url = "{url}/webhooks/bench"
 secret = "{WEBHOOK_SECRET}"
-"#
+batch_size = {webhook_batch}
+"#,
+        webhook_batch = env_or("BENCH_WEBHOOK_BATCH", 1)
     )
 }
 
@@ -135,6 +137,8 @@ fn main() {
                 .zip(&depth)
                 .filter(|_| with_destinations)
             {
+                let batches =
+                    &(*batches || (*destination == "webhook" && env_or("BENCH_WEBHOOK_BATCH", 1) > 1));
                 let mut latencies: Vec<u64> = reader
                     .delivered_latencies(destination, mark)
                     .unwrap()

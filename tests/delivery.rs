@@ -587,3 +587,53 @@ concurrency = 4
     assert!(sandbox.state.received(Platform::Tiktok).len() > during);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_batching_webhook_carries_many_events_per_signed_request() {
+    let sandbox = sandbox().await;
+    let url = sandbox.url();
+    let server = TestServer::start_with_toml(&format!(
+        r#"
+[[destinations]]
+name = "orders"
+kind = "webhook"
+url = "{url}/webhooks/orders"
+secret = "{WEBHOOK_SECRET}"
+batch_size = 100
+"#
+    ))
+    .await;
+    // One request with 40 orders: the worker sends them together, not 40 requests.
+    let batch: Vec<String> = (0..40)
+        .map(|i| purchase(&format!("wb-{i}"), &format!("WB-{i}"), 10.0 + i as f64))
+        .collect();
+    post(&server, &format!("[{}]", batch.join(","))).await;
+    for i in 0..40 {
+        wait_for(&server, &format!("wb-{i}"), Duration::from_secs(20), |d| {
+            d.len() == 1 && d[0].status == "delivered"
+        })
+        .await;
+    }
+    let received = sandbox.state.received(Platform::Webhook);
+    assert!(
+        received.iter().all(|r| r.status == 204),
+        "the receiver refused a request: {received:#?}"
+    );
+    let items: usize = received
+        .iter()
+        .map(|r| r.body["items"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(items, 40, "every event in a tracklayer.batch body");
+    assert!(
+        received.len() < 40,
+        "{} requests for 40 events: not batched",
+        received.len()
+    );
+    let first = &received[0];
+    assert_eq!(first.body["type"], "tracklayer.batch");
+    assert_eq!(first.body["items"][0]["type"], "tracklayer.event");
+    assert!(first.body["items"][0]["event"]["event_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("ev_purchase_")));
+    server.stop().await;
+}

@@ -286,8 +286,10 @@ impl Destination {
             ),
         };
         let batch_size = match config.kind {
-            // One event per request is what these APIs take.
-            DestinationKind::Klaviyo | DestinationKind::Webhook => 1,
+            // One event per request is what Klaviyo's event API takes.
+            DestinationKind::Klaviyo => 1,
+            // One per request unless the receiver takes `tracklayer.batch` bodies.
+            DestinationKind::Webhook => reader.optional_usize("batch_size")?.unwrap_or(1),
             _ => reader
                 .optional_usize("batch_size")?
                 .unwrap_or(default_batch),
@@ -297,6 +299,9 @@ impl Destination {
             DestinationKind::GoogleAds => 2000,
             _ => 1000,
         };
+        if batch_size == 0 {
+            return Err(reader.error("batch_size", "must be at least 1"));
+        }
         if batch_size > limit {
             return Err(reader.error(
                 "batch_size",
@@ -496,7 +501,7 @@ pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
         Settings::GoogleAds(s) => google_ads::build(dest, s, items),
         Settings::Klaviyo(s) => klaviyo::build(dest, s, items),
         Settings::Tiktok(s) => tiktok::build(dest, s, items),
-        Settings::Webhook(s) => webhook::build(s, items, now_unix),
+        Settings::Webhook(s) => webhook::build(s, dest.batch_size, items, now_unix),
         Settings::Warehouse { .. } => Built {
             rejected: (0..items.len())
                 .map(|i| {

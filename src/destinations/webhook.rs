@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
 
@@ -68,25 +68,24 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Built {
-    let Some(item) = items.first() else {
-        return Built::default();
-    };
-    // Serialized straight from the event, without building a JSON tree first.
-    #[derive(serde::Serialize)]
-    #[serde(tag = "type")]
-    enum Envelope<'a> {
-        #[serde(rename = "tracklayer.event")]
-        Event {
-            name: &'a str,
-            event: &'a crate::pipeline::CanonicalEvent,
-        },
-        #[serde(rename = "tracklayer.profile")]
-        Profile {
-            profile: &'a crate::destinations::ProfileSnapshot,
-        },
-    }
-    let (id, envelope) = match item {
+/// One item of a webhook body: the canonical event, or the profile an identify call updated.
+#[derive(serde::Serialize)]
+#[serde(tag = "type")]
+enum Envelope<'a> {
+    #[serde(rename = "tracklayer.event")]
+    Event {
+        name: &'a str,
+        event: &'a crate::pipeline::CanonicalEvent,
+    },
+    #[serde(rename = "tracklayer.profile")]
+    Profile {
+        profile: &'a crate::destinations::ProfileSnapshot,
+    },
+}
+
+/// Its id (the event_id, or the profile delivery's id) and its envelope.
+fn envelope(item: &Subject) -> (String, Envelope<'_>) {
+    match item {
         Subject::Event {
             event,
             destination_event,
@@ -102,22 +101,68 @@ pub fn build(settings: &WebhookSettings, items: &[Subject], now_unix: i64) -> Bu
             format!("profile_{}_{}", p.profile_id, p.message_id),
             Envelope::Profile { profile: p },
         ),
+    }
+}
+
+/// Several items in one request (`batch_size` > 1): `{"type": "tracklayer.batch", "items": [...]}`.
+#[derive(serde::Serialize)]
+struct Batch<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    items: Vec<Envelope<'a>>,
+}
+
+/// The request for `items`: one envelope when the destination sends one event per request
+/// (`batch_size` = 1, the default), else every item in one `tracklayer.batch` body. A batch's
+/// `webhook-id` derives from the ids it carries, so a retry of the same batch has the same id;
+/// receivers dedup items on their own ids.
+pub fn build(
+    settings: &WebhookSettings,
+    batch_size: usize,
+    items: &[Subject],
+    now_unix: i64,
+) -> Built {
+    if items.is_empty() {
+        return Built::default();
+    }
+    let (id, body) = if batch_size <= 1 {
+        let (id, envelope) = envelope(&items[0]);
+        (id, serde_json::to_vec(&envelope).unwrap_or_default())
+    } else {
+        let (ids, envelopes): (Vec<String>, Vec<Envelope<'_>>) = items.iter().map(envelope).unzip();
+        let mut digest = sha2::Sha256::new();
+        for id in &ids {
+            sha2::Digest::update(&mut digest, id.as_bytes());
+            sha2::Digest::update(&mut digest, b"\n");
+        }
+        let id = format!("batch_{}", &hex::encode(digest.finalize())[..32]);
+        let body = Batch {
+            kind: "tracklayer.batch",
+            items: envelopes,
+        };
+        (id, serde_json::to_vec(&body).unwrap_or_default())
     };
-    let body = serde_json::to_vec(&envelope).unwrap_or_default();
     let signature = sign(&settings.key, &id, now_unix, &body);
-    Built::first_of(
-        HttpRequest {
-            url: settings.url.clone(),
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
-                ("webhook-id".into(), id),
-                ("webhook-timestamp".into(), now_unix.to_string()),
-                ("webhook-signature".into(), signature),
-            ],
-            body,
-        },
-        items.len(),
-    )
+    let request = HttpRequest {
+        url: settings.url.clone(),
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("webhook-id".into(), id),
+            ("webhook-timestamp".into(), now_unix.to_string()),
+            ("webhook-signature".into(), signature),
+        ],
+        body,
+    };
+    if batch_size <= 1 {
+        Built::first_of(request, items.len())
+    } else {
+        Built {
+            request: Some(request),
+            included: (0..items.len()).collect(),
+            rejected: Vec::new(),
+            deferred: Vec::new(),
+        }
+    }
 }
 
 /// 2xx delivered; 410 Gone means the endpoint is retired (dead); 3xx is a failure (redirects are
@@ -155,6 +200,59 @@ mod tests {
         assert!(decode_secret("whsec_c2hvcnQ=")
             .unwrap_err()
             .contains("bytes"));
+    }
+
+    #[test]
+    fn a_batch_is_one_signed_body_with_an_id_stable_across_retries() {
+        use crate::destinations::ProfileSnapshot;
+        let settings = WebhookSettings {
+            url: "https://hooks.example/tl".into(),
+            secret: Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+            key: decode_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(),
+        };
+        let profile = |n: i64| {
+            Subject::Profile(ProfileSnapshot {
+                profile_id: n,
+                message_id: format!("m-{n}"),
+                user_id: Some(format!("u-{n}")),
+                anonymous_id: None,
+                traits: serde_json::Map::new(),
+                problems: Vec::new(),
+            })
+        };
+        let items = [profile(1), profile(2), profile(3)];
+        let built = build(&settings, 100, &items, 1_700_000_000);
+        assert_eq!(built.included, vec![0, 1, 2]);
+        let request = built.request.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["type"], "tracklayer.batch");
+        assert_eq!(body["items"].as_array().unwrap().len(), 3);
+        assert_eq!(body["items"][2]["profile"]["user_id"], "u-3");
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let id = header("webhook-id");
+        assert_eq!(
+            header("webhook-signature"),
+            sign(&settings.key, &id, 1_700_000_000, &request.body)
+        );
+        // The same items again (a retry) carry the same id; other items another.
+        let again = build(&settings, 100, &items, 1_700_000_100)
+            .request
+            .unwrap();
+        assert!(again.headers.contains(&("webhook-id".into(), id.clone())));
+        let other = build(&settings, 100, &items[..2], 1_700_000_000)
+            .request
+            .unwrap();
+        assert!(!other.headers.contains(&("webhook-id".into(), id)));
+        // batch_size 1 keeps the single-envelope body.
+        let single = build(&settings, 1, &items, 1_700_000_000);
+        assert_eq!((single.included, single.deferred), (vec![0], vec![1, 2]));
     }
 
     #[test]

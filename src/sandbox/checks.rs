@@ -557,3 +557,33 @@ pub fn standard_webhook(
         Err("no webhook-signature matches".into())
     }
 }
+
+/// A TrackLayer webhook body: one `tracklayer.event` / `tracklayer.profile` envelope, or a
+/// `tracklayer.batch` of them. Returns how many items it carries.
+pub fn webhook_body(body: &Value) -> Result<usize, String> {
+    let item = |v: &Value, at: &str| -> Result<(), String> {
+        match v.get("type").and_then(Value::as_str) {
+            Some("tracklayer.event") if v.get("event").is_some_and(Value::is_object) => Ok(()),
+            Some("tracklayer.profile") if v.get("profile").is_some_and(Value::is_object) => Ok(()),
+            other => Err(format!(
+                "{at}: expected a tracklayer.event or tracklayer.profile envelope, found type {other:?}"
+            )),
+        }
+    };
+    match body.get("type").and_then(Value::as_str) {
+        Some("tracklayer.batch") => {
+            let items = body
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or("tracklayer.batch without an items array")?;
+            if items.is_empty() {
+                return Err("tracklayer.batch with no items".into());
+            }
+            for (i, v) in items.iter().enumerate() {
+                item(v, &format!("items[{i}]"))?;
+            }
+            Ok(items.len())
+        }
+        _ => item(body, "body").map(|()| 1),
+    }
+}

@@ -541,7 +541,13 @@ async fn webhook(
         }
         None => Ok(()),
     };
-    let status = if verdict.is_ok() { 204 } else { 401 };
+    let shape = checks::webhook_body(&parsed);
+    let status = match (&verdict, &shape) {
+        (Err(_), _) => 401,
+        (Ok(()), Err(_)) => 400,
+        (Ok(()), Ok(_)) => 204,
+    };
+    let verdict = verdict.and(shape.map(|_| ()));
     state.record(
         Platform::Webhook,
         &path,
