@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
-use tracklayer::config::Config;
+use tracklayer::destinations::Setup;
 use tracklayer::destinations::{self, Subject};
 use tracklayer::pipeline::CanonicalEvent;
 
@@ -61,7 +61,7 @@ fn event(i: usize) -> CanonicalEvent {
 }
 
 fn main() {
-    let config = Config::parse(CONFIG, Path::new("bench.toml"), &|_| None).unwrap();
+    let setup = Setup::parse(CONFIG, Path::new("bench.toml"), &|_| None).unwrap();
     let subjects: Vec<Subject> = (0..1000)
         .map(|i| Subject::Event {
             event: std::sync::Arc::new(event(i)),
@@ -74,7 +74,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     println!("payload building, one core ({rounds} × 1000 purchase events with full user data)");
-    for dest in &config.delivery {
+    for dest in &setup.destinations {
         let batch = dest.batch_size;
         let started = Instant::now();
         let mut built_events = 0usize;

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, Secret};
+use crate::destinations::Setup;
 use crate::ingest::auth;
 use crate::segment::split_body;
 use crate::store::{self, StoreReader};
@@ -290,25 +291,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The config to use: the named file, ./tracklayer.toml, or the embedded default.
 enum Loaded {
-    File(Config),
-    Embedded { config: Config, new_secret: bool },
+    File(Setup),
+    Embedded { setup: Setup, new_secret: bool },
 }
 
 impl Loaded {
-    fn config(&self) -> &Config {
+    fn setup(&self) -> &Setup {
         match self {
-            Loaded::File(c) | Loaded::Embedded { config: c, .. } => c,
+            Loaded::File(s) | Loaded::Embedded { setup: s, .. } => s,
         }
+    }
+
+    fn config(&self) -> &Config {
+        &self.setup().config
     }
 }
 
 fn load_config(arg: &ConfigArg, create_default: bool) -> Result<Loaded> {
     if let Some(path) = &arg.config {
-        return Ok(Loaded::File(Config::load(path)?));
+        return Ok(Loaded::File(Setup::load(path)?));
     }
     let default = Path::new(DEFAULT_CONFIG);
     if default.exists() {
-        return Ok(Loaded::File(Config::load(default)?));
+        return Ok(Loaded::File(Setup::load(default)?));
     }
     let db = PathBuf::from(DEFAULT_DB);
     let (secret, new_secret) = if create_default {
@@ -333,28 +338,33 @@ fn load_config(arg: &ConfigArg, create_default: bool) -> Result<Loaded> {
             .flatten()
     };
     Ok(Loaded::Embedded {
-        config: config::embedded_default(db, Secret::new(secret), write_key.map(Secret::new)),
+        setup: Setup::without_destinations(config::embedded_default(
+            db,
+            Secret::new(secret),
+            write_key.map(Secret::new),
+        )),
         new_secret,
     })
 }
 
 fn serve(arg: ConfigArg, listen: Option<std::net::SocketAddr>) -> Result<ExitCode> {
     let loaded = load_config(&arg, true)?;
-    let mut config = loaded.config().clone();
+    let mut setup = loaded.setup().clone();
     if let Some(listen) = listen {
-        config.server.listen = listen;
+        setup.config.server.listen = listen;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
+        let listen = setup.config.server.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         print_banner(&loaded, addr);
-        crate::run(config, listener, shutdown_signal()).await?;
+        crate::run(setup, listener, shutdown_signal()).await?;
         tracing::info!("stopped; every acknowledged request is committed");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -394,13 +404,14 @@ fn tui(
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = load_config(&arg, true)?;
-    let mut config = loaded.config().clone();
+    let mut setup = loaded.setup().clone();
     if let Some(listen) = listen {
-        config.server.listen = listen;
+        setup.config.server.listen = listen;
     }
+    let test_modes = setup.test_modes();
+    let config = &setup.config;
     let db = config.storage.path.clone();
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
-    let test_modes = config.test_modes();
     let test_env = config.environments[0].clone();
     let account = config.workspace.account.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -418,18 +429,18 @@ fn tui(
         secret: test_env.secret.clone(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let pipeline = runtime.spawn(crate::run(config, listener, async {
+    let pipeline = runtime.spawn(crate::run(setup, listener, async {
         let _ = stopped.await;
     }));
     let mut source = format!("http://{addr}/segment/events");
     if let Loaded::Embedded {
-        config,
+        setup,
         new_secret: true,
     } = &loaded
     {
         source.push_str(&format!(
             "  secret {} (shown once)",
-            config.environments[0].secret.expose()
+            setup.config.environments[0].secret.expose()
         ));
     }
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
@@ -454,7 +465,8 @@ fn print_banner(loaded: &Loaded, addr: std::net::SocketAddr) {
         .map(|e| e.name.as_str())
         .collect();
     eprintln!("  environments {}", names.join(", "));
-    if let Loaded::Embedded { config, new_secret } = loaded {
+    if let Loaded::Embedded { setup, new_secret } = loaded {
+        let config = &setup.config;
         eprintln!("  (embedded default: no {DEFAULT_CONFIG}; `tracklayer init` writes one)");
         let secret = config.environments[0].secret.expose();
         if *new_secret {
@@ -604,7 +616,7 @@ fn send_trace(
             );
         }
     }
-    let test_modes = config.test_modes();
+    let test_modes = loaded.setup().test_modes();
     let skip: Vec<String> = if options.skip_untestable {
         test_modes
             .iter()
@@ -930,8 +942,9 @@ fn replay(
 
 fn check(arg: ConfigArg) -> Result<ExitCode> {
     let path = arg.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    match Config::load(&path) {
-        Ok(config) => {
+    match Setup::load(&path) {
+        Ok(setup) => {
+            let config = &setup.config;
             println!(
                 "{}: ok ({} environment(s), {} destination(s), database {})",
                 path.display(),

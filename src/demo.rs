@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, Secret};
+use crate::config::Secret;
+use crate::destinations::Setup;
 use crate::sandbox::traffic::{Target, Traffic, TrafficStats};
 use crate::sandbox::{Fault, Platform, Sandbox};
 use crate::store::views::DemoSummary;
@@ -150,7 +151,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
     );
     let text = config_text(&db, &sandbox.url());
     let (p, s) = (production.clone(), staging.clone());
-    let config = Config::parse(
+    let setup = Setup::parse(
         &text,
         &dir.path().join("tracklayer.toml"),
         &move |name| match name {
@@ -160,11 +161,16 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
         },
     )
     .context("the demo configuration")?;
-    let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
-    let test_modes = config.test_modes();
+    let names: Vec<String> = setup
+        .config
+        .destinations
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    let test_modes = setup.test_modes();
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let pipeline = runtime.spawn(crate::run(config, listener, async {
+    let pipeline = runtime.spawn(crate::run(setup, listener, async {
         let _ = stopped.await;
     }));
 

@@ -18,7 +18,7 @@ pub mod tui;
 use std::future::Future;
 use std::sync::Arc;
 
-use config::Config;
+use destinations::Setup;
 
 /// Requests are allocated on one thread and freed on another, and every message builds many
 /// small strings; glibc's allocator spent ~20% of the server's CPU on that (perf, ingest bench).
@@ -37,22 +37,12 @@ pub enum RunError {
 /// Run the pipeline headless on `listener` until `shutdown` resolves. Every request that was
 /// acknowledged is committed; queued writes are finished before this returns.
 pub async fn run(
-    config: Config,
+    setup: Setup,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let targets = config
-        .destinations
-        .iter()
-        .zip(
-            config
-                .delivery
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        )
-        .map(|(d, resolved)| pipeline::RouteTarget::from_config(d, resolved))
-        .collect();
+    let config = &setup.config;
+    let targets = setup.route_targets();
     let handoffs = Arc::new(store::handoff::HandOffs::default());
     let (writer, writer_thread) = store::StoreWriter::spawn(
         &config.storage.path,
@@ -66,7 +56,7 @@ pub async fn run(
     )?;
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
-    let workers = delivery::DeliveryWorkers::start(&config.delivery, &writer, &handoffs)?;
+    let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs)?;
     let storage = &config.storage;
     let retention =
         (storage.retention_days > 0 || storage.request_body_retention_days > 0).then(|| {
@@ -76,7 +66,7 @@ pub async fn run(
                 storage.request_body_retention_days,
             ))
         });
-    let state = Arc::new(ingest::IngestState::new(&config, writer, mapping));
+    let state = Arc::new(ingest::IngestState::new(config, writer, mapping));
     let limits = ingest::ServerLimits {
         header_timeout: config.server.header_timeout,
         max_connections: config.server.max_connections,

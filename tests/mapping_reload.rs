@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tracklayer::config::Config;
+use tracklayer::destinations::Setup;
 
 const MAPPING_V1: &str = r#"
 version = 1
@@ -51,13 +51,13 @@ async fn mapping_file_changes_apply_without_restart() {
         config_text_with(&db, "", "[mapping]\nfile = \"mapping.toml\"\n"),
     )
     .unwrap();
-    let config = Config::load(&config_path).unwrap();
-    assert_eq!(config.mapping.table.version, 1);
+    let setup = Setup::load(&config_path).unwrap();
+    assert_eq!(setup.config.mapping.table.version, 1);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/segment/events", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tracklayer::run(config, listener, async {
+    let server = tokio::spawn(tracklayer::run(setup, listener, async {
         let _ = stopped.await;
     }));
 

@@ -63,7 +63,7 @@ async fn setup() -> (TestServer, Sandbox, BTreeMap<String, Option<bool>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = Sandbox::start(listener).await.unwrap();
     let server = TestServer::start_with_toml(&config(&sandbox)).await;
-    let modes = server.config.test_modes();
+    let modes = server.setup.test_modes();
     (server, sandbox, modes)
 }
 

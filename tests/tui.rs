@@ -378,7 +378,7 @@ async fn the_dashboard_follows_a_running_pipeline() {
 #[tokio::test]
 async fn the_test_send_pane_walks_a_call_stage_by_stage() {
     let (server, _sandbox) = scenario().await;
-    let modes = server.config.test_modes();
+    let modes = server.setup.test_modes();
     let mut app = app_on(&server, Pane::TestSend, "");
     app.test = tracklayer::tui::app::TestSendState::new(modes, true);
     let key = |c| KeyEvent::new(c, KeyModifiers::NONE);

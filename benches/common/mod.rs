@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracklayer::config::{Config, Secret};
+use tracklayer::config::Secret;
+use tracklayer::destinations::Setup;
 use tracklayer::ingest::auth;
 
 pub const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -283,12 +284,12 @@ pub async fn fill(addr: SocketAddr, messages: usize, per_request: usize, connect
 }
 
 /// A config for a node on a fresh database under `dir`, with `destinations` TOML appended.
-pub fn node_config(dir: &Path, destinations: &str) -> Config {
+pub fn node_config(dir: &Path, destinations: &str) -> Setup {
     let text = format!(
         "[server]\nqueue_capacity = 8192\n[storage]\npath = \"{}\"\n[workspace]\naccount = \"{ACCOUNT}\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n{destinations}",
         dir.join("bench.db").display()
     );
-    Config::parse(&text, &dir.join("bench.toml"), &|_| None).unwrap()
+    Setup::parse(&text, &dir.join("bench.toml"), &|_| None).unwrap()
 }
 
 /// A running node; `stop` shuts it down gracefully.
@@ -300,12 +301,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start(config: Config) -> Node {
+    pub async fn start(setup: Setup) -> Node {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let db = config.storage.path.clone();
+        let db = setup.config.storage.path.clone();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(tracklayer::run(config, listener, async {
+        let task = tokio::spawn(tracklayer::run(setup, listener, async {
             let _ = stop_rx.await;
         }));
         // Ready once it answers (its database exists by then).

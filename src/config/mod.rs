@@ -13,9 +13,13 @@ use serde::Deserialize;
 
 mod validate;
 
-pub use validate::{nearest, with_hint};
+pub use validate::{nearest, with_hint, Problems};
 
-use crate::destinations::Destination;
+/// While ingest requests are waiting, delivery bookkeeping gets at most this share of the
+/// writer's time by default (measured over the last second or so): a recovered platform's
+/// backlog drains without taking ingest down, and is never starved either.
+pub const DEFAULT_DELIVERY_SHARE: f64 = 0.2;
+
 use crate::pipeline::mapping::MappingTable;
 use crate::segment::MessageLimits;
 
@@ -164,11 +168,12 @@ pub struct Config {
     pub workspace: WorkspaceConfig,
     pub environments: Vec<EnvironmentConfig>,
     pub mapping: MappingConfig,
+    /// As written; `destinations::Setup` resolves their kind-specific settings.
     pub destinations: Vec<DestinationConfig>,
-    /// The same destinations with their kind-specific settings resolved, for delivery.
-    pub delivery: Vec<Destination>,
     /// The file this config was read from (hot reload of the mapping watches it).
     pub source_path: Option<PathBuf>,
+    /// Relative paths in destination settings (a warehouse file) are relative to this folder.
+    pub base_dir: PathBuf,
 }
 
 /// The mapping table and where it lives, so it can be reloaded when that file changes.
@@ -290,6 +295,8 @@ pub struct EnvironmentConfig {
 
 #[derive(Debug, Clone)]
 pub struct DestinationConfig {
+    /// Its place among `[[destinations]]`, for messages (`destinations[2].pixel_id`).
+    pub index: usize,
     pub name: String,
     pub kind: DestinationKind,
     pub endpoint: Option<String>,
@@ -341,21 +348,22 @@ pub const MIN_SECRET_CHARS: usize = 12;
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 6] = [5, 30, 300, 1800, 7200, 14400];
 
 impl Config {
-    /// Load and validate a config file, resolving `env:VAR` secrets from the process environment.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// A config file's text, or why it cannot be read.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::parse(&text, path, &|name| std::env::var(name).ok())
+        })
     }
 
-    /// Parse config text; `lookup_env` resolves `env:VAR` references (injected for tests).
-    pub fn parse(
+    /// Parse config text and check everything but destination settings, which
+    /// `destinations::Setup::parse` resolves and checks next, adding to the same problems so
+    /// `check` shows them all at once. `lookup_env` resolves `env:VAR` references.
+    pub fn parse_unresolved(
         text: &str,
         path: &Path,
         lookup_env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<(Config, Problems), ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: parse_problem(text, &e),
@@ -363,22 +371,11 @@ impl Config {
         // Relative storage paths are relative to the config file, so `--config /etc/x.toml`
         // does not depend on the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = validate::validate(raw, base, Some(path), lookup_env)?;
-        config.source_path = Some(path.to_path_buf());
-        Ok(config)
+        Ok(validate::validate(raw, base, Some(path), lookup_env))
     }
 
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
         self.environments.iter().find(|e| e.name == name)
-    }
-
-    /// Each destination's test mode (None: the platform has none), which the test walk
-    /// uses to tell a safe send from a live one.
-    pub fn test_modes(&self) -> BTreeMap<String, Option<bool>> {
-        self.delivery
-            .iter()
-            .map(|d| (d.name.clone(), d.test_mode()))
-            .collect()
     }
 }
 
@@ -459,7 +456,7 @@ pub fn embedded_default(
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             retention_days: DEFAULT_RETENTION_DAYS,
             request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,
-            delivery_share: crate::store::DEFAULT_DELIVERY_SHARE,
+            delivery_share: DEFAULT_DELIVERY_SHARE,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),
@@ -474,8 +471,8 @@ pub fn embedded_default(
         }],
         mapping: MappingConfig::default_table(),
         destinations: Vec::new(),
-        delivery: Vec::new(),
         source_path: None,
+        base_dir: PathBuf::from("."),
     }
 }
 
@@ -484,294 +481,3 @@ pub const EMBEDDED_ENVIRONMENT: &str = "development";
 
 /// What `tracklayer init` writes: every key documented, secrets read from the environment.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../tracklayer.example.toml");
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
-    fn parse(
-        text: &str,
-        vars: &'static [(&'static str, &'static str)],
-    ) -> Result<Config, ConfigError> {
-        Config::parse(
-            text,
-            Path::new("/etc/tracklayer/tracklayer.toml"),
-            &env_with(vars),
-        )
-    }
-
-    const MINIMUM: &str = r#"
-[server]
-listen = "127.0.0.1:8787"
-
-[storage]
-path = "tracklayer.db"
-
-[workspace]
-account = "acct_live_123"
-
-[[environments]]
-name = "production"
-secret = "env:TRACKLAYER_SECRET_PRODUCTION"
-
-[mapping]
-version = 1
-[[mapping.events]]
-segment = "Order Completed"
-canonical = "purchase"
-
-[[destinations]]
-name = "meta"
-kind = "meta_capi"
-endpoint = "http://127.0.0.1:9101"
-environments = ["production"]
-consent = ["Advertising"]
-retry_schedule = [5, 30, 300, 1800, 7200, 14400]
-pixel_id = "123"
-access_token = "EAAB_TEST"
-"#;
-
-    #[test]
-    fn accepts_the_design_minimum() {
-        let config = parse(
-            MINIMUM,
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
-        )
-        .expect("minimum config parses");
-        assert_eq!(config.workspace.account, "acct_live_123");
-        assert_eq!(
-            config.environments[0].secret.expose(),
-            "0123456789abcdef0123"
-        );
-        assert_eq!(
-            config.storage.path,
-            PathBuf::from("/etc/tracklayer/tracklayer.db")
-        );
-        assert_eq!(config.destinations[0].kind, DestinationKind::MetaCapi);
-        assert!(config.destinations[0].settings.contains_key("pixel_id"));
-    }
-
-    #[test]
-    fn names_the_missing_environment_variable() {
-        let err = parse(MINIMUM, &[]).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "environments[0].secret: environment variable TRACKLAYER_SECRET_PRODUCTION is not set"
-        );
-    }
-
-    #[test]
-    fn names_unknown_destination_kind_and_environment() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let err = parse(&MINIMUM.replace("meta_capi", "facebook"), vars)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("destinations[0].kind: `facebook` is not a destination kind"),
-            "{err}"
-        );
-        let err = parse(
-            &MINIMUM.replace(
-                "environments = [\"production\"]",
-                "environments = [\"prod\"]",
-            ),
-            vars,
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            err,
-            "destinations[0].environments: `prod` is not a configured environment"
-        );
-    }
-
-    #[test]
-    fn rejects_unknown_keys_with_their_line() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let err = parse(&MINIMUM.replace("listen =", "listn ="), vars)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown field `listn`"), "{err}");
-        assert!(err.contains("line 3"), "{err}");
-    }
-
-    #[test]
-    fn rejects_short_secrets_and_bad_listen() {
-        let err = parse(MINIMUM, &[("TRACKLAYER_SECRET_PRODUCTION", "short")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("environments[0].secret: secret is 5 characters"),
-            "{err}"
-        );
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let err = parse(&MINIMUM.replace("127.0.0.1:8787", "localhost"), vars)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("server.listen: `localhost` is not an address"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn retention_must_cover_the_dedup_window() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let text = MINIMUM.replace(
-            "path = \"tracklayer.db\"",
-            "path = \"tracklayer.db\"\nretention_days = 1",
-        );
-        let err = parse(&text, vars).unwrap_err().to_string();
-        assert!(
-            err.starts_with("storage.retention_days: must cover the dedup window"),
-            "{err}"
-        );
-        let config = parse(MINIMUM, vars).unwrap();
-        assert_eq!(config.storage.retention_days, DEFAULT_RETENTION_DAYS);
-    }
-
-    #[test]
-    fn example_config_is_valid() {
-        let config = Config::parse(EXAMPLE_CONFIG, Path::new("tracklayer.toml"), &|name| {
-            Some(format!("example-value-for-{name}"))
-        })
-        .expect("example config is valid");
-        assert!(!config.environments.is_empty());
-    }
-
-    #[test]
-    fn secrets_are_redacted_in_debug_output() {
-        let config = parse(
-            MINIMUM,
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
-        )
-        .unwrap();
-        assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
-    }
-
-    #[test]
-    fn every_problem_at_once_with_did_you_mean() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let text = MINIMUM
-            .replace("listen = \"127.0.0.1:8787\"", "listen = \"nowhere\"")
-            .replace("canonical = \"purchase\"", "canonical = \"purchse\"")
-            .replace(
-                "environments = [\"production\"]",
-                "environments = [\"prodution\"]",
-            )
-            .replace("pixel_id = \"123\"", "pixelid = \"123\"");
-        let err = parse(&text, vars).unwrap_err().to_string();
-        let lines: Vec<&str> = err.lines().collect();
-        assert!(lines.len() >= 4, "{err}");
-        assert!(
-            err.contains("server.listen: `nowhere` is not an address"),
-            "{err}"
-        );
-        assert!(
-            err.contains("destinations[0].environments: `prodution` (did you mean `production`?) is not a configured environment"),
-            "{err}"
-        );
-        assert!(
-            err.contains("mapping.events[0].canonical: `purchse` is not a canonical name TrackLayer knows; did you mean `purchase`?"),
-            "{err}"
-        );
-        assert!(
-            err.contains("`pixelid`") && err.contains("did you mean `pixel_id`?"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn default_country_is_an_iso_code() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let with = |country: &str| {
-            MINIMUM.replacen(
-                "[workspace]\n",
-                &format!("[workspace]\ndefault_country = \"{country}\"\n"),
-                1,
-            )
-        };
-        let config = parse(&with("nl"), vars).unwrap();
-        assert_eq!(config.workspace.default_country.as_deref(), Some("NL"));
-        let err = parse(&with("Holland!"), vars).unwrap_err().to_string();
-        assert!(
-            err.contains("workspace.default_country: `Holland!` is not an ISO 3166-1 alpha-2"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_google_conversion_action_for_an_unknown_canonical_name_is_named() {
-        let vars: &'static [(&str, &str)] =
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
-        let text = MINIMUM.replace(
-            "kind = \"meta_capi\"",
-            "kind = \"google_ads\"\ncustomer_id = \"1234567890\"\ndeveloper_token = \"dev\"\nconversion_actions = { purchse = \"1\" }",
-        ).replace("pixel_id = \"123\"\naccess_token = \"EAAB_TEST\"", "access_token = \"ya29\"");
-        let err = parse(&text, vars).unwrap_err().to_string();
-        assert!(
-            err.contains("destinations[0].conversion_actions.purchse: `purchse` (did you mean `purchase`?) is not a canonical name in the mapping table"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn credentials_shared_between_environments_are_refused() {
-        let text = format!(
-            "{MINIMUM}\n[[environments]]\nname = \"staging\"\nsecret = \"0123456789abcdef0123\"\n"
-        );
-        let err = parse(
-            &text,
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("environments[1].secret: the same value as environments[0].secret"),
-            "{err}"
-        );
-        let text = MINIMUM.replace(
-            "secret = \"env:TRACKLAYER_SECRET_PRODUCTION\"",
-            "secret = \"env:TRACKLAYER_SECRET_PRODUCTION\"\nwrite_key = \"0123456789abcdef0123\"",
-        );
-        let err = parse(
-            &text,
-            &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("environments[0].write_key: the same value as environments[0].secret"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_syntax_error_never_echoes_the_line_and_types_are_in_plain_words() {
-        let text = MINIMUM.replace(
-            "access_token = \"EAAB_TEST\"",
-            "access_token = \"EAAB_SUPER_SECRET_LITERAL",
-        );
-        let err = parse(&text, &[]).unwrap_err().to_string();
-        assert!(!err.contains("EAAB_SUPER_SECRET_LITERAL"), "{err}");
-        assert!(err.contains("line "), "{err}");
-        let text = MINIMUM.replace("[server]", "[server]\nmax_body_bytes = \"big\"");
-        let err = parse(&text, &[]).unwrap_err().to_string();
-        assert!(!err.contains("usize"), "{err}");
-        assert!(err.contains("expected a whole number"), "{err}");
-    }
-}

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::destinations::Destination;
 use crate::pipeline::mapping::{MappingSource, MappingTable};
 use crate::segment::MessageLimits;
 
-/// Problems found so far.
-#[derive(Default)]
-struct Problems(Vec<ConfigError>);
+/// Problems found so far: config's own, then the destinations' (which resolve their settings
+/// from it) are added, and `check` shows them all at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigError>);
 
 impl Problems {
-    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push(invalid(key, reason));
     }
 
@@ -28,7 +28,7 @@ impl Problems {
         })
     }
 
-    fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigError> {
         match self.0.len() {
             0 => Ok(value),
             1 => Err(self.0.into_iter().next().expect("one problem")),
@@ -85,12 +85,13 @@ pub fn with_hint<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> St
     }
 }
 
+/// Everything config itself can check, and the problems found (an empty list: all good).
 pub(super) fn validate(
     raw: RawConfig,
     base: &Path,
     config_path: Option<&Path>,
     lookup_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+) -> (Config, Problems) {
     let mut problems = Problems::default();
     let server = server(&raw.server, &mut problems);
     let storage = storage(&raw.storage, base, &mut problems);
@@ -117,30 +118,12 @@ pub(super) fn validate(
     let environments = environments(raw.environments, lookup_env, &mut problems);
     let mapping = mapping(raw.mapping.as_ref(), base, config_path, &mut problems);
 
+    // Kind-specific settings are resolved (and checked) by `destinations::Setup`.
     let mut destinations = Vec::with_capacity(raw.destinations.len());
-    let mut delivery = Vec::with_capacity(raw.destinations.len());
     for (i, dest) in raw.destinations.into_iter().enumerate() {
-        let Some(config) = destination(i, dest, &environments, &destinations, &mut problems) else {
-            continue;
-        };
-        match Destination::from_config(i, &config, base, lookup_env) {
-            Ok(resolved) => {
-                for canonical in resolved.supported_events().unwrap_or_default() {
-                    if !mapping.table.is_canonical(&canonical) {
-                        problems.push(
-                            format!("destinations[{i}].conversion_actions.{canonical}"),
-                            format!(
-                                "{} is not a canonical name in the mapping table",
-                                with_hint(&canonical, mapping.table.canonical_names())
-                            ),
-                        );
-                    }
-                }
-                delivery.push(resolved);
-            }
-            Err(e) => problems.push(e.key, e.reason),
+        if let Some(config) = destination(i, dest, &environments, &destinations, &mut problems) {
+            destinations.push(config);
         }
-        destinations.push(config);
     }
     for (i, row) in mapping.table.rows.iter().enumerate() {
         if !MappingTable::is_known_canonical(&row.canonical) {
@@ -156,7 +139,7 @@ pub(super) fn validate(
         }
     }
 
-    problems.into_result(Config {
+    let config = Config {
         server,
         storage,
         workspace: WorkspaceConfig {
@@ -166,9 +149,10 @@ pub(super) fn validate(
         environments,
         mapping,
         destinations,
-        delivery,
-        source_path: None,
-    })
+        source_path: config_path.map(Path::to_path_buf),
+        base_dir: base.to_path_buf(),
+    };
+    (config, problems)
 }
 
 fn server(raw: &RawServer, problems: &mut Problems) -> ServerConfig {
@@ -283,9 +267,7 @@ fn storage(raw: &RawStorage, base: &Path, problems: &mut Problems) -> StorageCon
             "must cover the dedup window (storage.dedup_window_hours), or be 0 to keep everything",
         );
     }
-    let delivery_share = raw
-        .delivery_share
-        .unwrap_or(crate::store::DEFAULT_DELIVERY_SHARE);
+    let delivery_share = raw.delivery_share.unwrap_or(DEFAULT_DELIVERY_SHARE);
     if !(0.05..=0.9).contains(&delivery_share) {
         problems.push(
             "storage.delivery_share",
@@ -469,6 +451,7 @@ fn destination(
         return None;
     };
     Some(DestinationConfig {
+        index: i,
         name: dest.name,
         kind,
         endpoint: dest.endpoint,

@@ -15,10 +15,11 @@ use tokio::task::JoinSet;
 use crate::destinations::{self, Destination, HttpResponse, Outcome, Settings, Subject};
 use crate::store::codec::Packed;
 use crate::store::delivery::{
-    AttemptOutcome, Claim, Completion, ItemResult, LeasedDelivery, RequestRecord, RequestRef,
+    AttemptOutcome, Claim, Completion, ItemResult, RequestRecord, RequestRef,
 };
 use crate::store::handoff::{HandOffReceiver, HandOffs};
 use crate::store::warehouse::{SqliteWarehouse, WarehouseSink};
+use crate::store::LeasedDelivery;
 use crate::store::StoreWriter;
 use policy::{Breaker, BreakerChange};
 

@@ -6,8 +6,11 @@ pub mod google_ads;
 pub mod hashing;
 pub mod klaviyo;
 pub mod meta;
+pub mod setup;
 pub mod tiktok;
 pub mod webhook;
+
+pub use setup::Setup;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -673,6 +676,7 @@ pub(crate) mod fixture {
     pub fn destination(kind: DestinationKind, settings: &str) -> Destination {
         let table: toml::Table = toml::from_str(settings).unwrap();
         let config = DestinationConfig {
+            index: 0,
             name: kind.as_str().into(),
             kind,
             endpoint: None,

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Where a canonical field came from: the raw path it was read from and the transform applied.
+/// The event-time source when a message carries no usable time of its own.
+pub const RECEIPT_TIME: &str = "TrackLayer receipt time";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     /// e.g. `properties.revenue`, `context.page.url`, `profile 12 (identify seg_test_480)`.
@@ -114,7 +117,7 @@ impl CanonicalEvent {
         let sent_time = self
             .provenance
             .get("event_time")
-            .is_some_and(|p| p.source != super::transform::RECEIPT_TIME)
+            .is_some_and(|p| p.source != RECEIPT_TIME)
             .then_some(self.event_time_ms);
         // Borrowed, so fingerprinting never deep-copies the properties. Field order and
         // serialization are those of the JSON object stored fingerprints were made from.

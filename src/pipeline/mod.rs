@@ -24,8 +24,6 @@ use serde_json::{Map, Value};
 pub use canonical::{CanonicalEvent, Provenance};
 pub use mapping::{MappingRow, MappingTable, Suggestion};
 
-use crate::config::DestinationConfig;
-use crate::destinations::Destination;
 use crate::segment::{MessageType, ValidMessage};
 
 /// What the stateless stages made of one valid message.
@@ -156,22 +154,6 @@ pub struct RouteTarget {
     pub supported_events: Option<Vec<String>>,
     /// Whether identify calls go there as profile updates (Klaviyo profile-import).
     pub takes_profiles: bool,
-}
-
-impl RouteTarget {
-    pub fn from_config(
-        config: &DestinationConfig,
-        destination: Option<&Destination>,
-    ) -> RouteTarget {
-        RouteTarget {
-            name: config.name.clone(),
-            kind: config.kind.as_str().to_string(),
-            environments: config.environments.clone(),
-            consent: config.consent.clone(),
-            supported_events: destination.and_then(Destination::supported_events),
-            takes_profiles: config.kind == crate::config::DestinationKind::Klaviyo,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
-use super::canonical::{CanonicalContext, CanonicalUser, Provenance};
+use super::canonical::{CanonicalContext, CanonicalUser, Provenance, RECEIPT_TIME};
 use super::currency::is_iso4217;
 use super::mapping::{MappingRow, MappingTable};
 use crate::segment::ValidMessage;
@@ -229,9 +229,6 @@ pub fn event_time(
     }
     (received_at_ms, RECEIPT_TIME, problems)
 }
-
-/// The event-time source when a message carries no usable time of its own.
-pub const RECEIPT_TIME: &str = "TrackLayer receipt time";
 
 fn traits_of(body: &Map<String, Value>) -> Option<&Map<String, Value>> {
     body.get("traits").and_then(Value::as_object)

@@ -6,25 +6,11 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec::{unpacked, Packed};
-use super::handoff::HandOffPlan;
+use super::handoff::{HandOffPlan, LeasedDelivery};
 use serde::Serialize;
 
 use crate::destinations::{ProfileSnapshot, Subject};
 use crate::pipeline::{CanonicalEvent, RouteDecision, RouteVerdict};
-
-/// A delivery handed to a destination worker, its subject parsed.
-#[derive(Debug, Clone)]
-pub struct LeasedDelivery {
-    pub id: i64,
-    pub event_id: String,
-    /// This attempt's number (1 for the first).
-    pub attempt: i64,
-    /// Failed attempts since the last re-queue (the retry schedule step).
-    pub failures: i64,
-    pub event_time_ms: i64,
-    pub solo: bool,
-    pub subject: Subject,
-}
 
 /// One HTTP request as sent (credentials redacted) and what came back. The texts are compressed
 /// by the worker that sent the request, not by the single writer.

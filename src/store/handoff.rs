@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::delivery::LeasedDelivery;
+use crate::destinations::Subject;
 
 struct Slot {
     sender: mpsc::Sender<LeasedDelivery>,
@@ -190,4 +190,18 @@ impl HandOffPlan {
     pub fn flag_all(&self) {
         self.handoffs.flag_all();
     }
+}
+
+/// A delivery handed to a destination worker, its subject parsed.
+#[derive(Debug, Clone)]
+pub struct LeasedDelivery {
+    pub id: i64,
+    pub event_id: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: i64,
+    /// Failed attempts since the last re-queue (the retry schedule step).
+    pub failures: i64,
+    pub event_time_ms: i64,
+    pub solo: bool,
+    pub subject: Subject,
 }

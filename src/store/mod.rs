@@ -23,6 +23,7 @@ use std::sync::LazyLock;
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
+pub use handoff::LeasedDelivery;
 pub use reader::{
     DestinationPause, MessageTrace, RejectionTally, StoreReader, StoredAttempt, StoredCollision,
     StoredDelivery, StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage,

@@ -30,10 +30,7 @@ const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
 /// when it has the writer to itself.
 const DELIVERY_ROWS_WITH_INGEST: usize = 250;
 const DELIVERY_ROWS_ALONE: usize = 1000;
-/// While ingest requests are waiting, delivery bookkeeping gets at most this share of the
-/// writer's time by default (measured over the last second or so): a recovered platform's
-/// backlog drains without taking ingest down, and is never starved either.
-pub const DEFAULT_DELIVERY_SHARE: f64 = 0.2;
+pub use crate::config::DEFAULT_DELIVERY_SHARE;
 
 /// How the writer runs.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
-use tracklayer::config::{Config, Secret};
+use tracklayer::config::Secret;
+use tracklayer::destinations::Setup;
 use tracklayer::ingest::auth;
 
 pub const ACCOUNT: &str = "acct_live_123";
@@ -19,7 +20,7 @@ pub const WRITE_KEY: &str = "wk_production_0123456789";
 pub struct TestServer {
     pub addr: SocketAddr,
     pub db: PathBuf,
-    pub config: Config,
+    pub setup: Setup,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -95,13 +96,13 @@ impl TestServer {
         let text = text.to_string();
         // Relative paths in the config (a warehouse file) land next to the database.
         let config_path = db.parent().unwrap().join("tracklayer.toml");
-        let config = Config::parse(&text, &config_path, &|_| None).unwrap();
+        let setup = Setup::parse(&text, &config_path, &|_| None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let run_config = config.clone();
+        let run_setup = setup.clone();
         let task = tokio::spawn(async move {
-            tracklayer::run(run_config, listener, async {
+            tracklayer::run(run_setup, listener, async {
                 let _ = rx.await;
             })
             .await
@@ -110,7 +111,7 @@ impl TestServer {
         TestServer {
             addr,
             db: db.to_path_buf(),
-            config,
+            setup,
             shutdown: Some(tx),
             task: Some(task),
             _dir: None,
