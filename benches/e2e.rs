@@ -111,7 +111,9 @@ fn main() {
         );
         for rate in rates {
             let mark = reader.last_attempt_row().unwrap();
-            let load = tokio::spawn(open_loop(node.addr, rate, per_request, connections, secs, "e2e"));
+            // Each rate its own messageIds: a reused one would be a Segment retry, not new work.
+            let label: &'static str = Box::leak(format!("e2e{rate}").into_boxed_str());
+            let load = tokio::spawn(open_loop(node.addr, rate, per_request, connections, secs, label));
             let mut depth: Vec<(&str, Vec<i64>)> =
                 DESTINATIONS.iter().map(|(d, _)| (*d, Vec::new())).collect();
             while !load.is_finished() {
