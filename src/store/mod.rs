@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod handoff;
 mod ingest;
 pub mod pipeline;
+pub mod postgres;
 mod reader;
 mod records;
 pub mod retention;

@@ -1,6 +1,8 @@
 //! A real TrackLayer on a loopback port with a real database file, for integration tests.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,99 @@
+//! The PostgreSQL store, for a fleet of nodes sharing one database (issue 12). This first part
+//! holds the connection and the schema: migrations in `migrations/postgres/`, applied in order
+//! under an advisory lock so nodes starting together do not race, each in its own transaction
+//! and recorded in `schema_migrations`.
+
+use postgres::{Client, NoTls};
+
+/// The migrations, in order: (version, name, SQL). A version is never edited once released;
+/// a change is a new file with the next number, as for SQLite.
+pub const MIGRATIONS: [(i32, &str, &str); 1] = [(
+    1,
+    "0001_schema",
+    include_str!("../../../migrations/postgres/0001_schema.sql"),
+)];
+
+/// The advisory lock key that serialises migrations across nodes ("tracklayer" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7472_6163_6b6c_6179;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("PostgreSQL: {0}")]
+    Client(#[from] postgres::Error),
+    #[error("migration {version} ({name}): {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: postgres::Error,
+    },
+}
+
+/// Connect to `url` (`postgres://user:pass@host:5432/db`). Errors name what failed without
+/// repeating the URL, which may hold a password.
+pub fn connect(url: &str) -> Result<Client, PostgresError> {
+    Ok(Client::connect(url, NoTls)?)
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions applied by this call, in order.
+    pub applied: Vec<i32>,
+    /// The schema version afterwards.
+    pub version: i32,
+}
+
+/// Bring the schema up to date. Safe to call from every node at start: the advisory lock makes
+/// the second node wait for the first and then find nothing to do.
+pub fn migrate(client: &mut Client) -> Result<MigrationReport, PostgresError> {
+    migrate_to(client, MIGRATIONS.len())
+}
+
+/// Apply the first `count` migrations (tests check that stepping through versions gives the
+/// same schema as a fresh install).
+pub fn migrate_to(client: &mut Client, count: usize) -> Result<MigrationReport, PostgresError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let result = apply(client, count);
+    // Released even when a migration failed; a dropped connection releases it too.
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    let report = result?;
+    unlocked?;
+    Ok(report)
+}
+
+fn apply(client: &mut Client, count: usize) -> Result<MigrationReport, PostgresError> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version       INTEGER PRIMARY KEY,
+             name          TEXT    NOT NULL,
+             applied_at_ms BIGINT  NOT NULL
+         )",
+    )?;
+    let current: i32 = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )?
+        .get(0);
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS.iter().take(count) {
+        if *version <= current {
+            continue;
+        }
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql)
+            .map_err(|source| PostgresError::Migration {
+                version: *version,
+                name,
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+            &[version, name, &crate::store::now_ms()],
+        )?;
+        tx.commit()?;
+        applied.push(*version);
+    }
+    let version = applied.last().copied().unwrap_or(current);
+    Ok(MigrationReport { applied, version })
+}
