@@ -351,9 +351,7 @@ impl Worker {
                 (b.is_paused(now), b.probing(now))
             };
             handoff.set_accepting(!paused && !probing);
-            while let Some(item) = handoff.try_recv() {
-                buffer.push_back(item);
-            }
+            buffer.extend(handoff.take_handed());
             let idle = slots.available_permits() == concurrency;
             if paused || (probing && !idle) {
                 if let Some(in_flight) = claim.take() {
@@ -411,7 +409,7 @@ impl Worker {
                     .map(|due| (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64)
                     .map_or(IDLE_POLL, Duration::from_millis);
                 tokio::select! {
-                    handed = handoff.recv() => buffer.extend(handed),
+                    handed = handoff.recv_handed() => buffer.extend(handed),
                     _ = signal.wait() => more_waiting = true,
                     _ = tokio::time::sleep(wait) => more_waiting = true,
                 }

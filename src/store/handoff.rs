@@ -20,6 +20,11 @@ struct Slot {
     /// A commit left deliveries for this destination pending: its worker should claim.
     left_pending: AtomicBool,
     wake: Notify,
+    /// A commit handed deliveries over. Signalled once all of a commit's are in the channel,
+    /// so the worker takes them together (one request for a batch, not one per delivery).
+    handed: Notify,
+    /// Set with `handed`, so a busy worker can take complete hand-offs without waiting.
+    handed_ready: AtomicBool,
 }
 
 impl Slot {
@@ -48,12 +53,26 @@ impl HandOffReceiver {
         self.slot.accepting.store(accepting, Ordering::Release);
     }
 
-    pub fn try_recv(&mut self) -> Option<LeasedDelivery> {
-        self.receiver.try_recv().ok()
+    /// What complete commits have handed over so far, without waiting.
+    pub fn take_handed(&mut self) -> Vec<LeasedDelivery> {
+        let mut handed = Vec::new();
+        if self.slot.handed_ready.swap(false, Ordering::AcqRel) {
+            while let Ok(delivery) = self.receiver.try_recv() {
+                handed.push(delivery);
+            }
+        }
+        handed
     }
 
-    pub async fn recv(&mut self) -> Option<LeasedDelivery> {
-        self.receiver.recv().await
+    /// Wait until a commit has handed deliveries over, then take them all.
+    pub async fn recv_handed(&mut self) -> Vec<LeasedDelivery> {
+        loop {
+            self.slot.handed.notified().await;
+            let handed = self.take_handed();
+            if !handed.is_empty() {
+                return handed;
+            }
+        }
     }
 
     /// Whether deliveries were left pending since the last call (then a claim finds them).
@@ -88,6 +107,8 @@ impl HandOffs {
             // Whatever is already queued is found by a first claim.
             left_pending: AtomicBool::new(true),
             wake: Notify::new(),
+            handed: Notify::new(),
+            handed_ready: AtomicBool::new(false),
         });
         self.slots
             .write()
@@ -121,6 +142,7 @@ impl HandOffs {
 /// Room reserved in a worker's hand-off queue for one new delivery, and its lease.
 pub struct Reservation {
     permit: mpsc::OwnedPermit<LeasedDelivery>,
+    slot: Arc<Slot>,
     pub lease_ms: i64,
 }
 
@@ -155,6 +177,7 @@ impl HandOffPlan {
             Some(permit) => Some(Reservation {
                 permit,
                 lease_ms: slot.lease_ms,
+                slot,
             }),
             None => {
                 if !self.left_pending.iter().any(|s| Arc::ptr_eq(s, &slot)) {
@@ -172,8 +195,17 @@ impl HandOffPlan {
     /// After the commit: every reserved delivery to its worker, and a wake-up to the workers
     /// whose new deliveries wait in the queue.
     pub fn send(&mut self) {
+        let mut handed: Vec<Arc<Slot>> = Vec::new();
         for (reservation, delivery) in self.reserved.drain(..) {
             reservation.permit.send(delivery);
+            if !handed.iter().any(|s| Arc::ptr_eq(s, &reservation.slot)) {
+                handed.push(reservation.slot);
+            }
+        }
+        // Only now, with every delivery of the commit in place, wake the workers.
+        for slot in handed {
+            slot.handed_ready.store(true, Ordering::Release);
+            slot.handed.notify_one();
         }
         for slot in self.left_pending.drain(..) {
             slot.flag();

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::pipeline::{PipelineInput, PipelineOutcome};
+use super::model::pipeline::{PipelineInput, PipelineOutcome};
 
 /// Metadata of one authenticated request.
 #[derive(Debug, Clone)]

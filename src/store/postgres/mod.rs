@@ -89,7 +89,7 @@ fn apply(client: &mut Client, count: usize) -> Result<MigrationReport, PostgresE
             })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
-            &[version, name, &crate::store::now_ms()],
+            &[version, name, &crate::store::error::now_ms()],
         )?;
         tx.commit()?;
         applied.push(*version);

@@ -15,14 +15,16 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::delivery::{self, Claim, Completion, RequestRecord};
-use super::handoff::{HandOffPlan, HandOffs};
+use super::delivery;
 use super::ingest::{insert_batch, insert_rejections, reused_signature};
+use super::open_for_writing;
 use super::pipeline::IdentityCache;
-use super::records::{IngestBatch, RejectionBatch, StoredOutcome};
 use super::wal::{spawn_checkpointer, WalFold, WAL_LIMIT_BYTES};
-use super::{open_for_writing, StoreError};
 use crate::pipeline::RouteTarget;
+use crate::store::error::StoreError;
+use crate::store::handoff::{HandOffPlan, HandOffs};
+use crate::store::model::delivery::{Claim, Completion, RequestRecord};
+use crate::store::records::{IngestBatch, RejectionBatch, StoredOutcome};
 
 /// Upper bound on ingest requests per transaction, so one commit never holds the lock for long.
 const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
@@ -653,7 +655,7 @@ fn apply(
     state: &WriterState,
 ) -> Result<Vec<JobOutput>, rusqlite::Error> {
     let tx = conn.unchecked_transaction()?;
-    let now_ms = super::now_ms();
+    let now_ms = crate::store::error::now_ms();
     let mut results = Vec::with_capacity(items.len());
     let (mut ingest_time, mut delivery_time) = (Duration::ZERO, Duration::ZERO);
     for item in items {

@@ -5,10 +5,12 @@ use std::cell::RefCell;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::handoff::HandOffPlan;
 use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
-use super::records::{IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome};
 use crate::pipeline::RouteTarget;
+use crate::store::handoff::HandOffPlan;
+use crate::store::records::{
+    IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome,
+};
 
 /// What becomes of one message, decided before it is inserted.
 enum Verdict<'a> {

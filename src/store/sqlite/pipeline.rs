@@ -4,64 +4,16 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use crate::store::model::pipeline::{PipelineInput, PipelineOutcome};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::codec::Packed;
-use super::handoff::HandOffPlan;
+use crate::store::codec::Packed;
+use crate::store::handoff::HandOffPlan;
 
-use crate::pipeline::dedup::{self, CollisionKind};
+use crate::pipeline::dedup;
 use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
 use crate::pipeline::{self as pl, CanonicalEvent, Draft, MappingRow, RouteTarget, RouteVerdict};
-
-/// What the pipeline made of one message (the reply and the trace show it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum PipelineOutcome {
-    Mapped {
-        event_id: String,
-        name: String,
-        routes: Vec<(String, RouteVerdict)>,
-    },
-    /// Let through by an operator's replay window despite an earlier event with the same id.
-    Replayed { event_id: String, name: String },
-    Collision {
-        event_id: String,
-        kind: CollisionKind,
-    },
-    Unmapped {
-        reason: String,
-        suggestion: Option<String>,
-    },
-    Identify {
-        profile_id: i64,
-        merged: usize,
-        conflicts: usize,
-    },
-}
-
-impl PipelineOutcome {
-    pub fn label(&self) -> &'static str {
-        match self {
-            PipelineOutcome::Mapped { .. } => "mapped",
-            PipelineOutcome::Replayed { .. } => "replayed",
-            PipelineOutcome::Collision { .. } => "collision",
-            PipelineOutcome::Unmapped { .. } => "unmapped",
-            PipelineOutcome::Identify { .. } => "identify",
-        }
-    }
-}
-
-/// What the request task prepared for the writer (the pure, stateless stages).
-#[derive(Debug, Clone)]
-pub struct PipelineInput {
-    pub draft: Draft,
-    pub observation: Observation,
-    pub event_consent: Option<Map<String, Value>>,
-    /// Destinations a controlled test send asked to skip.
-    pub skip_destinations: Vec<String>,
-}
 
 fn json_map(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_default()

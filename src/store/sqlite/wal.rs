@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::error::StoreError;
 
 /// Past this size the writer folds the WAL back into the database itself (see `WalFold`). Each
 /// fold stalls the writer (~40 ms at the benchmark's full load, about once a second), so it

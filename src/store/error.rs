@@ -1,0 +1,21 @@
+//! What every store part shares: its error, and the clock rows are stamped with.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot start a storage thread: {source}")]
+    Thread { source: std::io::Error },
+    #[error("cannot create the folder for {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Unix milliseconds: every time a store writes.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

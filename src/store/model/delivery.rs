@@ -1,0 +1,166 @@
+//! The delivery queue's records, the same for every store: what a claim hands a worker, what a
+//! worker reports back.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::destinations::{ProfileSnapshot, Subject};
+use crate::pipeline::CanonicalEvent;
+use crate::store::codec::Packed;
+use crate::store::handoff::LeasedDelivery;
+
+/// One HTTP request as sent (credentials redacted) and what came back. The texts are compressed
+/// by the worker that sent the request, not by the single writer.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord {
+    pub started_at_ms: i64,
+    pub latency_ms: Option<i64>,
+    pub item_count: usize,
+    pub url: Option<String>,
+    pub headers: Option<Packed>,
+    pub body: Option<Packed>,
+    pub status_code: Option<u16>,
+    pub response_body: Option<Packed>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry,
+    Dead,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    pub delivery_id: i64,
+    pub attempt: i64,
+    pub outcome: AttemptOutcome,
+    pub reason: Option<String>,
+    pub next_attempt_ms: Option<i64>,
+    /// Send it alone next time (its batch failed as a whole).
+    pub solo: bool,
+    /// This failure does not count toward the retry schedule (e.g. batch bisection).
+    pub free_retry: bool,
+}
+
+/// What a worker reports after a request (or after refusing items without sending).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub destination: String,
+    pub request: RequestRef,
+    pub items: Vec<ItemResult>,
+    pub at_ms: i64,
+}
+
+/// The request that carried a completion's items.
+#[derive(Debug, Clone)]
+pub enum RequestRef {
+    /// Nothing was sent (refused while building, or an unreadable row).
+    None,
+    /// Record it with the outcomes.
+    New(RequestRecord),
+    /// Recorded already (the outcomes of a large request are recorded in pieces).
+    Recorded { row: i64, status_code: Option<u16> },
+}
+
+/// A claimed delivery as stored. Parsing its subject (the canonical event's JSON) is left to the
+/// worker, off the single writer thread.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub event_id: String,
+    /// This attempt's number (1 for the first).
+    pub attempt: i64,
+    /// Failed attempts since the last re-queue (the retry schedule step).
+    pub failures: i64,
+    pub event_time_ms: i64,
+    /// Send alone: a batch it was in was refused whole.
+    pub solo: bool,
+    pub stored: StoredSubject,
+}
+
+impl ClaimedDelivery {
+    /// Parse the stored subject. An unreadable one is a permanent failure of this delivery,
+    /// with the reason, never a silent skip (it would be claimed again forever).
+    pub fn into_leased(self) -> Result<LeasedDelivery, (i64, i64, String)> {
+        let ClaimedDelivery {
+            id,
+            event_id,
+            attempt,
+            failures,
+            event_time_ms,
+            solo,
+            stored,
+        } = self;
+        let subject = match stored {
+            StoredSubject::Event {
+                canonical: Some(text),
+                destination_event,
+                consent_source,
+            } => serde_json::from_str::<CanonicalEvent>(&text)
+                .map(|event| Subject::Event {
+                    event: Arc::new(event),
+                    destination_event,
+                    consent_source,
+                })
+                .map_err(|e| format!("the stored canonical event cannot be read: {e}")),
+            StoredSubject::Event {
+                canonical: None, ..
+            } => Err("the canonical event was deleted (retention) before it was sent".to_string()),
+            StoredSubject::Profile {
+                snapshot: Some(text),
+            } => serde_json::from_str::<ProfileSnapshot>(&text)
+                .map(Subject::Profile)
+                .map_err(|e| format!("the stored profile snapshot cannot be read: {e}")),
+            StoredSubject::Profile { snapshot: None } => {
+                Err("the delivery has no profile snapshot".to_string())
+            }
+        };
+        match subject {
+            Ok(subject) => Ok(LeasedDelivery {
+                id,
+                event_id,
+                attempt,
+                failures,
+                event_time_ms,
+                solo,
+                subject,
+            }),
+            Err(reason) => Err((id, attempt, reason)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoredSubject {
+    Event {
+        /// The canonical event as stored (JSON), or None when its event row is gone.
+        canonical: Option<String>,
+        destination_event: String,
+        consent_source: String,
+    },
+    Profile {
+        snapshot: Option<String>,
+    },
+}
+
+/// What one claim returned.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    pub items: Vec<ClaimedDelivery>,
+    /// When the next pending delivery of this destination falls due, if any.
+    pub next_due_ms: Option<i64>,
+}
