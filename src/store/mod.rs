@@ -13,6 +13,7 @@ pub mod model;
 pub mod postgres;
 pub(crate) mod records;
 pub mod sqlite;
+pub(crate) mod writer;
 
 pub use error::{now_ms, StoreError};
 pub use handoff::LeasedDelivery;
@@ -28,8 +29,22 @@ pub use records::{
     ReplayGuard, RequestReceipt, StoredOutcome,
 };
 pub use sqlite::reader::StoreReader;
-pub use sqlite::writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
 pub use sqlite::{
     local_secret, local_write_key, open_for_writing, open_replay_window, read_local_secret,
     requeue, retention, warehouse,
 };
+pub use writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
+
+impl StoreWriter {
+    /// Open the embedded SQLite database (running migrations) and start the writer thread.
+    /// `targets` are the destinations events are routed to (consent and environment checks).
+    /// `handoffs` are the delivery workers that take new deliveries straight from a commit.
+    pub fn spawn(
+        path: &std::path::Path,
+        options: WriterOptions,
+        targets: Vec<crate::pipeline::RouteTarget>,
+        handoffs: std::sync::Arc<handoff::HandOffs>,
+    ) -> Result<(StoreWriter, writer::WriterThread), StoreError> {
+        sqlite::writer::spawn(path, options, targets, handoffs)
+    }
+}
