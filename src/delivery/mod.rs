@@ -18,7 +18,7 @@ use crate::store::delivery::{
     AttemptOutcome, Claim, Completion, ItemResult, RequestRecord, RequestRef,
 };
 use crate::store::handoff::{HandOffReceiver, HandOffs};
-use crate::store::warehouse::{SqliteWarehouse, WarehouseSink};
+use crate::store::warehouse::WarehouseSink;
 use crate::store::LeasedDelivery;
 use crate::store::StoreWriter;
 use policy::{Breaker, BreakerChange};
@@ -343,7 +343,8 @@ impl Worker {
         // whether that claim came back full (more is waiting).
         let mut next_due: Option<i64> = None;
         let mut more_waiting = false;
-        let mut sink: Option<Arc<Mutex<SqliteWarehouse>>> = None;
+        // Opened on first use, off the async threads (connecting can block).
+        let sink: Arc<Mutex<Option<Box<dyn WarehouseSink>>>> = Arc::new(Mutex::new(None));
         loop {
             let now = now_ms();
             let (paused, probing) = {
@@ -420,15 +421,7 @@ impl Worker {
             };
             let items = self.next_items(&mut buffer, probing);
             let worker = self.clone();
-            if let Settings::Warehouse { path } = &self.dest.settings {
-                if sink.is_none() {
-                    match SqliteWarehouse::open(path) {
-                        Ok(s) => sink = Some(Arc::new(Mutex::new(s))),
-                        Err(e) => {
-                            tracing::error!(destination = %self.dest.name, error = %e, "cannot open the warehouse")
-                        }
-                    }
-                }
+            if let Settings::Warehouse(_) = &self.dest.settings {
                 let sink = sink.clone();
                 tokio::spawn(async move {
                     worker.deliver_to_warehouse(items, sink).await;
@@ -712,13 +705,13 @@ impl Worker {
     async fn deliver_to_warehouse(
         &self,
         items: Vec<LeasedDelivery>,
-        sink: Option<Arc<Mutex<SqliteWarehouse>>>,
+        sink: Arc<Mutex<Option<Box<dyn WarehouseSink>>>>,
     ) {
         let started = now_ms();
         let clock = Instant::now();
-        let outcome: Result<usize, String> = match sink {
-            None => Err("the warehouse could not be opened".into()),
-            Some(sink) => {
+        let outcome: Result<usize, String> = match &self.dest.settings {
+            Settings::Warehouse(target) => {
+                let target = target.clone();
                 let events: Vec<crate::pipeline::CanonicalEvent> = items
                     .iter()
                     .filter_map(|i| match &i.subject {
@@ -728,14 +721,21 @@ impl Worker {
                     .collect();
                 tokio::task::spawn_blocking(move || {
                     let refs: Vec<&crate::pipeline::CanonicalEvent> = events.iter().collect();
-                    match sink.lock() {
-                        Ok(mut s) => s.write(&refs),
-                        Err(_) => Err("the warehouse writer panicked".into()),
+                    let Ok(mut sink) = sink.lock() else {
+                        return Err("the warehouse writer panicked".to_string());
+                    };
+                    if sink.is_none() {
+                        *sink = Some(crate::store::warehouse::open(&target)?);
+                    }
+                    match sink.as_mut() {
+                        Some(open) => open.write(&refs),
+                        None => Err("the warehouse could not be opened".to_string()),
                     }
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
             }
+            _ => Err("not a warehouse destination".to_string()),
         };
         let now = now_ms();
         let record = RequestRecord {
@@ -743,12 +743,10 @@ impl Worker {
             latency_ms: Some(clock.elapsed().as_millis() as i64),
             item_count: items.len(),
             url: match &self.dest.settings {
-                Settings::Warehouse { path } => {
-                    Some(format!("sqlite://{}#tracklayer_events", path.display()))
-                }
+                Settings::Warehouse(target) => Some(target.describe()),
                 _ => None,
             },
-            error: outcome.as_ref().err().cloned(),
+            error: outcome.as_ref().err().map(|e| self.dest.redact(e)),
             response_body: outcome
                 .as_ref()
                 .ok()
@@ -767,9 +765,12 @@ impl Worker {
                     solo: false,
                     free_retry: false,
                 },
-                Err(e) => {
-                    self.retry_or_dead(item, format!("warehouse write failed: {e}"), None, now)
-                }
+                Err(e) => self.retry_or_dead(
+                    item,
+                    format!("warehouse write failed: {}", self.dest.redact(e)),
+                    None,
+                    now,
+                ),
             })
             .collect();
         let change = self.breaker().record(outcome.is_ok(), now);

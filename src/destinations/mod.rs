@@ -45,8 +45,51 @@ pub enum Settings {
     GoogleAds(google_ads::GoogleSettings),
     Klaviyo(klaviyo::KlaviyoSettings),
     Tiktok(tiktok::TiktokSettings),
-    Warehouse { path: std::path::PathBuf },
+    Warehouse(WarehouseTarget),
     Webhook(webhook::WebhookSettings),
+}
+
+/// Where the warehouse destination writes its table.
+#[derive(Debug, Clone)]
+pub enum WarehouseTarget {
+    /// An SQLite file (`path`).
+    Sqlite { path: std::path::PathBuf },
+    /// A PostgreSQL database (`url`, a secret) and schema.
+    Postgres { url: Secret, schema: String },
+}
+
+impl WarehouseTarget {
+    /// Where the rows go, for request records and messages: never the password.
+    pub fn describe(&self) -> String {
+        match self {
+            WarehouseTarget::Sqlite { path } => {
+                format!("sqlite://{}#tracklayer_events", path.display())
+            }
+            WarehouseTarget::Postgres { url, schema } => {
+                let place = url::Url::parse(url.expose())
+                    .map(|u| {
+                        format!(
+                            "{}:{}{}",
+                            u.host_str().unwrap_or("localhost"),
+                            u.port().unwrap_or(5432),
+                            u.path()
+                        )
+                    })
+                    .unwrap_or_else(|_| "(unreadable url)".into());
+                format!("postgres://{place}#{schema}.tracklayer_events")
+            }
+        }
+    }
+}
+
+/// A PostgreSQL schema name TrackLayer can use unquoted.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
 }
 
 impl Destination {
@@ -62,14 +105,25 @@ impl Destination {
     }
 
     /// Every credential of this destination, as it appears in requests.
-    fn credentials(&self) -> Vec<&str> {
+    fn credentials(&self) -> Vec<String> {
+        let exposed =
+            |secrets: &[&Secret]| secrets.iter().map(|s| s.expose().to_string()).collect();
         match &self.settings {
-            Settings::Meta(s) => vec![s.access_token.expose()],
-            Settings::GoogleAds(s) => vec![s.developer_token.expose(), s.access_token.expose()],
-            Settings::Klaviyo(s) => vec![s.api_key.expose()],
-            Settings::Tiktok(s) => vec![s.access_token.expose()],
-            Settings::Webhook(s) => vec![s.secret.expose()],
-            Settings::Warehouse { .. } => Vec::new(),
+            Settings::Meta(s) => exposed(&[&s.access_token]),
+            Settings::GoogleAds(s) => exposed(&[&s.developer_token, &s.access_token]),
+            Settings::Klaviyo(s) => exposed(&[&s.api_key]),
+            Settings::Tiktok(s) => exposed(&[&s.access_token]),
+            Settings::Webhook(s) => exposed(&[&s.secret]),
+            // The URL, and its password alone, as either could appear in a connection error.
+            Settings::Warehouse(WarehouseTarget::Postgres { url, .. }) => {
+                let password = url::Url::parse(url.expose())
+                    .ok()
+                    .and_then(|u| u.password().map(str::to_string));
+                std::iter::once(url.expose().to_string())
+                    .chain(password)
+                    .collect()
+            }
+            Settings::Warehouse(WarehouseTarget::Sqlite { .. }) => Vec::new(),
         }
     }
 
@@ -80,8 +134,8 @@ impl Destination {
         let mut redacted = text.to_string();
         for credential in self.credentials() {
             // Short values would match ordinary text; real tokens are long.
-            if credential.len() >= 6 && redacted.contains(credential) {
-                redacted = redacted.replace(credential, "REDACTED");
+            if credential.len() >= 6 && redacted.contains(credential.as_str()) {
+                redacted = redacted.replace(credential.as_str(), "REDACTED");
             }
         }
         redacted
@@ -269,17 +323,58 @@ impl Destination {
                 Some(Duration::from_secs(7 * 24 * 3600)),
             ),
             DestinationKind::Warehouse => {
-                reader.deny_unknown(&["path"])?;
-                let path = reader
-                    .optional_str("path")?
-                    .unwrap_or_else(|| "tracklayer-warehouse.db".into());
-                let path = std::path::PathBuf::from(path);
-                let path = if path.is_absolute() {
-                    path
-                } else {
-                    base_dir.join(path)
+                reader.deny_unknown(&["path", "url", "schema"])?;
+                let target = match reader.optional_secret("url")? {
+                    Some(url) => {
+                        if reader.optional_str("path")?.is_some() {
+                            return Err(reader.error(
+                                "url",
+                                "set either path (an SQLite file) or url (PostgreSQL), not both",
+                            ));
+                        }
+                        let parsed = url::Url::parse(url.expose()).map_err(|_| {
+                            reader.error(
+                                "url",
+                                "is not a URL; use postgres://user:password@host:5432/database",
+                            )
+                        })?;
+                        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                            return Err(reader.error(
+                                "url",
+                                format!("must be a postgres:// URL, found {}://", parsed.scheme()),
+                            ));
+                        }
+                        let schema = reader
+                            .optional_str("schema")?
+                            .unwrap_or_else(|| "public".into());
+                        if !is_plain_identifier(&schema) {
+                            return Err(reader.error(
+                                "schema",
+                                format!("`{schema}` must be lowercase letters, digits and _ (at most 63), starting with a letter or _"),
+                            ));
+                        }
+                        WarehouseTarget::Postgres { url, schema }
+                    }
+                    None => {
+                        if reader.optional_str("schema")?.is_some() {
+                            return Err(reader.error(
+                                "schema",
+                                "applies to a PostgreSQL warehouse (url); an SQLite file has none",
+                            ));
+                        }
+                        let path = reader
+                            .optional_str("path")?
+                            .unwrap_or_else(|| "tracklayer-warehouse.db".into());
+                        let path = std::path::PathBuf::from(path);
+                        let path = if path.is_absolute() {
+                            path
+                        } else {
+                            base_dir.join(path)
+                        };
+                        WarehouseTarget::Sqlite { path }
+                    }
                 };
-                (Settings::Warehouse { path }, "", 500, None)
+                (Settings::Warehouse(target), "", 500, None)
             }
             DestinationKind::Webhook => (
                 Settings::Webhook(webhook::WebhookSettings::read(&reader)?),
@@ -505,7 +600,7 @@ pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
         Settings::Klaviyo(s) => klaviyo::build(dest, s, items),
         Settings::Tiktok(s) => tiktok::build(dest, s, items),
         Settings::Webhook(s) => webhook::build(s, dest.batch_size, items, now_unix),
-        Settings::Warehouse { .. } => Built {
+        Settings::Warehouse(_) => Built {
             rejected: (0..items.len())
                 .map(|i| {
                     (
@@ -526,7 +621,7 @@ pub fn classify(dest: &Destination, count: usize, response: &HttpResponse) -> Ve
         Settings::GoogleAds(_) => google_ads::classify(count, response),
         Settings::Klaviyo(_) => klaviyo::classify(count, response),
         Settings::Tiktok(_) => tiktok::classify(count, response),
-        Settings::Webhook(_) | Settings::Warehouse { .. } => webhook::classify(count, response),
+        Settings::Webhook(_) | Settings::Warehouse(_) => webhook::classify(count, response),
     }
 }
 
@@ -686,5 +781,75 @@ pub(crate) mod fixture {
             settings: table.into_iter().collect(),
         };
         Destination::from_config(0, &config, std::path::Path::new("."), &|_| None).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod warehouse_settings {
+    use super::*;
+
+    fn warehouse(settings: &str) -> Result<Destination, SettingsError> {
+        let table: toml::Table = toml::from_str(settings).unwrap();
+        let config = DestinationConfig {
+            index: 3,
+            name: "dw".into(),
+            kind: DestinationKind::Warehouse,
+            endpoint: None,
+            environments: vec![],
+            consent: vec![],
+            retry_schedule: vec![1],
+            settings: table.into_iter().collect(),
+        };
+        Destination::from_config(3, &config, std::path::Path::new("/srv/tl"), &|var| {
+            (var == "DW_URL").then(|| "postgres://tl:s3cret-pw@db.internal:6432/analytics".into())
+        })
+    }
+
+    #[test]
+    fn sqlite_by_path_or_postgres_by_url_never_both() {
+        let sqlite = warehouse(r#"path = "dw.db""#).unwrap();
+        assert!(matches!(
+            &sqlite.settings,
+            Settings::Warehouse(WarehouseTarget::Sqlite { path }) if path == std::path::Path::new("/srv/tl/dw.db")
+        ));
+        let pg = warehouse(
+            r#"url = "env:DW_URL"
+schema = "marketing""#,
+        )
+        .unwrap();
+        let Settings::Warehouse(target) = &pg.settings else {
+            panic!("not a warehouse")
+        };
+        assert_eq!(
+            target.describe(),
+            "postgres://db.internal:6432/analytics#marketing.tracklayer_events"
+        );
+        // The password and the URL are credentials: redacted wherever they could appear.
+        assert_eq!(
+            pg.redact("connect postgres://tl:s3cret-pw@db.internal:6432/analytics failed"),
+            "connect REDACTED failed"
+        );
+        assert_eq!(
+            pg.redact("password s3cret-pw refused"),
+            "password REDACTED refused"
+        );
+
+        let both = warehouse(
+            r#"path = "dw.db"
+url = "env:DW_URL""#,
+        )
+        .unwrap_err();
+        assert_eq!(both.key, "destinations[3].url");
+        assert!(both.reason.contains("not both"), "{}", both.reason);
+        let mysql = warehouse(r#"url = "mysql://x@y/z""#).unwrap_err();
+        assert!(mysql.reason.contains("postgres://"), "{}", mysql.reason);
+        let schema = warehouse(
+            r#"url = "env:DW_URL"
+schema = "Drop Table""#,
+        )
+        .unwrap_err();
+        assert_eq!(schema.key, "destinations[3].schema");
+        let stray = warehouse(r#"schema = "x""#).unwrap_err();
+        assert!(stray.reason.contains("PostgreSQL"), "{}", stray.reason);
     }
 }

@@ -13,6 +13,7 @@ pub mod model;
 pub mod postgres;
 pub(crate) mod records;
 pub mod sqlite;
+pub mod warehouse;
 pub(crate) mod writer;
 
 pub use error::{now_ms, StoreError};
@@ -31,7 +32,7 @@ pub use records::{
 pub use sqlite::reader::StoreReader;
 pub use sqlite::{
     local_secret, local_write_key, open_for_writing, open_replay_window, read_local_secret,
-    requeue, retention, warehouse,
+    requeue, retention,
 };
 pub use writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
 

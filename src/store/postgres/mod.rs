@@ -3,6 +3,8 @@
 //! under an advisory lock so nodes starting together do not race, each in its own transaction
 //! and recorded in `schema_migrations`.
 
+pub mod warehouse;
+
 use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;

@@ -1,5 +1,4 @@
-//! The warehouse destination's SQLite sink: a table with a stable, documented schema. New
-//! frontend properties land in `properties_json`; columns never change because of them.
+//! The warehouse destination's SQLite sink (see `store::warehouse` for the table's contract).
 
 use std::path::Path;
 
@@ -7,8 +6,10 @@ use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use crate::pipeline::CanonicalEvent;
+use crate::store::warehouse::{WarehouseSink, SCHEMA_VERSION};
 
-/// The table's schema, created if missing. One row per event_id; re-sending is a no-op.
+/// The table's schema (version `SCHEMA_VERSION`), created if missing. One row per event_id;
+/// re-sending is a no-op.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tracklayer_events (
     event_id        TEXT PRIMARY KEY,   -- stable TrackLayer event id
@@ -29,13 +30,8 @@ CREATE TABLE IF NOT EXISTS tracklayer_events (
     loaded_at       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tracklayer_events_by_time ON tracklayer_events (event_time);
+CREATE TABLE IF NOT EXISTS tracklayer_warehouse_schema (version INTEGER NOT NULL);
 ";
-
-/// A place canonical events are appended to. SQLite here; PostgreSQL can implement it too.
-pub trait WarehouseSink: Send {
-    /// Write the events; returns how many were new (the rest were already there).
-    fn write(&mut self, events: &[&CanonicalEvent]) -> Result<usize, String>;
-}
 
 pub struct SqliteWarehouse {
     conn: Connection,
@@ -54,6 +50,12 @@ impl SqliteWarehouse {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
         conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        conn.execute(
+            "INSERT INTO tracklayer_warehouse_schema (version)
+             SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM tracklayer_warehouse_schema)",
+            [SCHEMA_VERSION],
+        )
+        .map_err(|e| e.to_string())?;
         Ok(SqliteWarehouse { conn })
     }
 }
