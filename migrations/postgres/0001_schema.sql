@@ -215,7 +215,7 @@ CREATE TABLE deliveries (
     kind              TEXT    NOT NULL,
     destination_event TEXT    NOT NULL,
     consent_source    TEXT    NOT NULL,
-    subject           BYTEA,
+    subject           TEXT,               -- JSON snapshot for profile deliveries
     status            TEXT    NOT NULL CHECK (status IN ('pending', 'in_flight', 'delivered', 'dead')),
     attempts          INTEGER NOT NULL DEFAULT 0,
     failures          INTEGER NOT NULL DEFAULT 0,

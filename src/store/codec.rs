@@ -34,6 +34,11 @@ impl Packed {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The stored form (tag byte, then the compressed text), for stores that bind bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl ToSql for Packed {
@@ -44,9 +49,9 @@ impl ToSql for Packed {
 
 #[derive(Debug, thiserror::Error)]
 #[error("a stored text cannot be unpacked: {0}")]
-struct UnpackError(String);
+pub(crate) struct UnpackError(String);
 
-fn unpack(bytes: &[u8]) -> Result<Vec<u8>, UnpackError> {
+pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<u8>, UnpackError> {
     match bytes.split_first() {
         Some((&LZ4_DICTIONARY_1, rest)) => {
             let (size, compressed) = rest

@@ -6,6 +6,12 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("PostgreSQL schema: {0}")]
+    PostgresSchema(#[from] crate::store::postgres::PostgresError),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("cannot start a storage thread: {source}")]
     Thread { source: std::io::Error },
     #[error("cannot create the folder for {path}: {source}")]

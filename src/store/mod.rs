@@ -34,7 +34,7 @@ pub use sqlite::{
     local_secret, local_write_key, open_for_writing, open_replay_window, read_local_secret,
     requeue, retention,
 };
-pub use writer::{StoreWriter, WriteError, WriterOptions, DEFAULT_DELIVERY_SHARE};
+pub use writer::{StoreWriter, WriteError, WriterOptions, WriterThread, DEFAULT_DELIVERY_SHARE};
 
 impl StoreWriter {
     /// Open the embedded SQLite database (running migrations) and start the writer thread.

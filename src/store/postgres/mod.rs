@@ -3,7 +3,10 @@
 //! under an advisory lock so nodes starting together do not race, each in its own transaction
 //! and recorded in `schema_migrations`.
 
+mod delivery;
+mod ingest;
 pub mod warehouse;
+pub mod writer;
 
 use postgres::{Client, NoTls};
 

@@ -1,0 +1,386 @@
+//! The delivery queue on PostgreSQL, shared by every node: deliveries created with their
+//! event, claimed by one node at a time (`FOR UPDATE SKIP LOCKED` with a lease), outcomes and
+//! requests recorded with the node that sent them, a destination's pause kept for the fleet.
+
+use std::sync::Arc;
+
+use postgres::Transaction;
+
+use crate::destinations::{ProfileSnapshot, Subject};
+use crate::pipeline::{CanonicalEvent, RouteDecision, RouteVerdict};
+use crate::store::codec::{unpack, Packed};
+use crate::store::handoff::{HandOffPlan, LeasedDelivery};
+use crate::store::model::delivery::{
+    AttemptOutcome, Claim, ClaimedDelivery, Completion, RequestRecord, RequestRef, StoredSubject,
+};
+
+type PgResult<T> = Result<T, postgres::Error>;
+
+struct NewDelivery<'a> {
+    event_row: Option<i64>,
+    event_id: &'a str,
+    message_row: i64,
+    destination: &'a str,
+    kind: &'a str,
+    destination_event: &'a str,
+    consent_source: &'a str,
+    snapshot: Option<&'a str>,
+    event_time_ms: i64,
+    now_ms: i64,
+}
+
+/// Insert a delivery: handed straight to this node's worker (leased by this node) when it has
+/// room, else pending for whichever node claims it first.
+fn insert_delivery(
+    tx: &mut Transaction<'_>,
+    plan: &mut HandOffPlan,
+    node_id: &str,
+    row: NewDelivery<'_>,
+    subject: impl FnOnce() -> Subject,
+) -> PgResult<()> {
+    let reservation = plan.reserve(row.destination);
+    let (status, lease_until_ms, attempts, leased_by) = match &reservation {
+        Some(r) => (
+            "in_flight",
+            Some(row.now_ms + r.lease_ms),
+            1i32,
+            Some(node_id),
+        ),
+        None => ("pending", None, 0i32, None),
+    };
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind,
+                 destination_event, consent_source, subject, status, attempts, lease_until_ms,
+                 leased_by, next_attempt_ms, event_time_ms, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $13, $13)
+             RETURNING id",
+            &[
+                &row.event_row,
+                &row.event_id,
+                &row.message_row,
+                &row.destination,
+                &row.kind,
+                &row.destination_event,
+                &row.consent_source,
+                &row.snapshot,
+                &status,
+                &attempts,
+                &lease_until_ms,
+                &leased_by,
+                &row.now_ms,
+                &row.event_time_ms,
+            ],
+        )?
+        .get(0);
+    if let Some(reservation) = reservation {
+        plan.hand_over(
+            reservation,
+            LeasedDelivery {
+                id,
+                event_id: row.event_id.to_string(),
+                attempt: 1,
+                failures: 0,
+                event_time_ms: row.event_time_ms,
+                solo: false,
+                subject: subject(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The deliveries of a new canonical event: one per destination that is ready.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn create_for_event(
+    tx: &mut Transaction<'_>,
+    plan: &mut HandOffPlan,
+    node_id: &str,
+    event_row: i64,
+    message_row: i64,
+    event: &Arc<CanonicalEvent>,
+    decisions: &[RouteDecision],
+    now_ms: i64,
+) -> PgResult<()> {
+    for d in decisions
+        .iter()
+        .filter(|d| d.verdict == RouteVerdict::Ready)
+    {
+        let row = NewDelivery {
+            event_row: Some(event_row),
+            event_id: &event.event_id,
+            message_row,
+            destination: &d.destination,
+            kind: &d.kind,
+            destination_event: &d.destination_event,
+            consent_source: &d.consent.source,
+            snapshot: None,
+            event_time_ms: event.event_time_ms,
+            now_ms,
+        };
+        insert_delivery(tx, plan, node_id, row, || Subject::Event {
+            event: event.clone(),
+            destination_event: d.destination_event.clone(),
+            consent_source: d.consent.source.clone(),
+        })?;
+    }
+    Ok(())
+}
+
+/// A profile delivery (identify → Klaviyo profile-import).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn create_for_profile(
+    tx: &mut Transaction<'_>,
+    plan: &mut HandOffPlan,
+    node_id: &str,
+    message_row: i64,
+    destination: &str,
+    kind: &str,
+    consent_source: &str,
+    snapshot: &ProfileSnapshot,
+    now_ms: i64,
+) -> PgResult<()> {
+    let text = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".into());
+    let event_id = format!("profile_{}_{}", snapshot.profile_id, snapshot.message_id);
+    let row = NewDelivery {
+        event_row: None,
+        event_id: &event_id,
+        message_row,
+        destination,
+        kind,
+        destination_event: "profile",
+        consent_source,
+        snapshot: Some(&text),
+        event_time_ms: now_ms,
+        now_ms,
+    };
+    insert_delivery(tx, plan, node_id, row, || {
+        Subject::Profile(snapshot.clone())
+    })
+}
+
+/// Claim up to `limit` due deliveries of a destination for this node. Rows another node holds
+/// locked are skipped, not waited for, so nodes claiming together each get their own rows.
+/// A paused destination (the fleet's pause) yields nothing. As on SQLite, a `solo` delivery is
+/// claimed alone.
+pub(super) fn claim(
+    tx: &mut Transaction<'_>,
+    node_id: &str,
+    destination: &str,
+    now_ms: i64,
+    limit: usize,
+    lease_ms: i64,
+) -> PgResult<Claim> {
+    let paused = tx
+        .query_opt(
+            "SELECT 1 FROM destination_state WHERE destination = $1 AND paused_until_ms > $2",
+            &[&destination, &now_ms],
+        )?
+        .is_some();
+    let mut items = Vec::new();
+    if !paused {
+        let rows = tx.query(
+            "SELECT d.id, d.event_id, d.destination_event, d.consent_source, d.subject,
+                 d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL,
+                 e.canonical
+             FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
+             WHERE d.destination = $1 AND d.status = 'pending' AND d.next_attempt_ms <= $2
+             ORDER BY d.next_attempt_ms
+             LIMIT $3
+             FOR UPDATE OF d SKIP LOCKED",
+            &[&destination, &now_ms, &(limit as i64)],
+        )?;
+        for r in rows {
+            let solo: bool = r.get(8);
+            if solo && !items.is_empty() {
+                continue;
+            }
+            let stored = if r.get::<_, bool>(9) {
+                StoredSubject::Event {
+                    canonical: r
+                        .get::<_, Option<Vec<u8>>>(10)
+                        .and_then(|bytes| unpack(&bytes).ok())
+                        .map(|plain| String::from_utf8_lossy(&plain).into_owned()),
+                    destination_event: r.get(2),
+                    consent_source: r.get(3),
+                }
+            } else {
+                StoredSubject::Profile { snapshot: r.get(4) }
+            };
+            items.push(ClaimedDelivery {
+                id: r.get(0),
+                event_id: r.get(1),
+                attempt: i64::from(r.get::<_, i32>(5)) + 1,
+                failures: i64::from(r.get::<_, i32>(6)),
+                event_time_ms: r.get(7),
+                solo,
+                stored,
+            });
+            if solo {
+                break;
+            }
+        }
+        let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+        tx.execute(
+            "UPDATE deliveries SET status = 'in_flight', lease_until_ms = $2, leased_by = $3,
+                 attempts = attempts + 1, updated_at_ms = $4
+             WHERE id = ANY($1)",
+            &[&ids, &(now_ms + lease_ms), &node_id, &now_ms],
+        )?;
+    }
+    let next_due_ms = tx
+        .query_opt(
+            "SELECT next_attempt_ms FROM deliveries WHERE destination = $1 AND status = 'pending'
+             ORDER BY next_attempt_ms LIMIT 1",
+            &[&destination],
+        )?
+        .map(|r| r.get(0));
+    Ok(Claim { items, next_due_ms })
+}
+
+/// Give claimed deliveries back unsent: pending again from `next_attempt_ms`, the claim's
+/// attempt not counted. Only this node's leases are given back.
+pub(super) fn release(
+    tx: &mut Transaction<'_>,
+    node_id: &str,
+    ids: &[i64],
+    next_attempt_ms: i64,
+    now_ms: i64,
+) -> PgResult<u64> {
+    tx.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_until_ms = NULL,
+             leased_by = NULL, next_attempt_ms = $3, updated_at_ms = $4
+         WHERE id = ANY($1) AND status = 'in_flight' AND leased_by = $2",
+        &[&ids, &node_id, &next_attempt_ms, &now_ms],
+    )
+}
+
+/// Put in-flight deliveries whose lease ran out (their node died or stopped) back in line.
+pub(super) fn release_expired_leases(tx: &mut Transaction<'_>, now_ms: i64) -> PgResult<u64> {
+    tx.execute(
+        "UPDATE deliveries SET status = 'pending', lease_until_ms = NULL, leased_by = NULL,
+             next_attempt_ms = $1, updated_at_ms = $1
+         WHERE status = 'in_flight' AND lease_until_ms < $1",
+        &[&now_ms],
+    )
+}
+
+/// Record one HTTP request as sent, by this node; returns its row.
+pub(super) fn record_request(
+    tx: &mut Transaction<'_>,
+    node_id: &str,
+    destination: &str,
+    r: &RequestRecord,
+) -> PgResult<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO delivery_requests (destination, node_id, started_at_ms, latency_ms,
+                 item_count, request_url, request_headers, request_body, status_code,
+                 response_body, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             RETURNING id",
+            &[
+                &destination,
+                &node_id,
+                &r.started_at_ms,
+                &r.latency_ms,
+                &(r.item_count as i32),
+                &r.url,
+                &r.headers.as_ref().map(Packed::as_bytes),
+                &r.body.as_ref().map(Packed::as_bytes),
+                &r.status_code.map(i32::from),
+                &r.response_body.as_ref().map(Packed::as_bytes),
+                &r.error,
+            ],
+        )?
+        .get(0))
+}
+
+/// Record a request (unless recorded already) and the outcome of each delivery it carried.
+/// An outcome only lands while this node still holds the lease: a delivery whose lease ran
+/// out and was claimed by another node belongs to that node now.
+pub(super) fn complete(tx: &mut Transaction<'_>, node_id: &str, c: &Completion) -> PgResult<()> {
+    let (request_row, status_code) = match &c.request {
+        RequestRef::None => (None, None),
+        RequestRef::New(r) => (
+            Some(record_request(tx, node_id, &c.destination, r)?),
+            r.status_code,
+        ),
+        RequestRef::Recorded { row, status_code } => (Some(*row), *status_code),
+    };
+    let mut delivered = 0i64;
+    for item in &c.items {
+        let (status, failed) = match item.outcome {
+            AttemptOutcome::Delivered => ("delivered", 0i32),
+            AttemptOutcome::Retry => ("pending", i32::from(!item.free_retry)),
+            AttemptOutcome::Dead => ("dead", 1),
+        };
+        let error = match item.outcome {
+            AttemptOutcome::Delivered => None,
+            _ => item.reason.clone(),
+        };
+        let updated = tx.execute(
+            "UPDATE deliveries SET status = $2, next_attempt_ms = COALESCE($3, next_attempt_ms),
+                 failures = failures + $4, solo = $5, lease_until_ms = NULL, leased_by = NULL,
+                 updated_at_ms = $6, last_status_code = COALESCE($7, last_status_code),
+                 last_error = $8
+             WHERE id = $1 AND status = 'in_flight' AND leased_by = $9",
+            &[
+                &item.delivery_id,
+                &status,
+                &item.next_attempt_ms,
+                &failed,
+                &item.solo,
+                &c.at_ms,
+                &status_code.map(i32::from),
+                &error,
+                &node_id,
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO delivery_attempts (delivery_id, request_row, node_id, attempt, at_ms,
+                 outcome, reason, next_attempt_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &item.delivery_id,
+                &request_row,
+                &node_id,
+                &(item.attempt as i32),
+                &c.at_ms,
+                &item.outcome.as_str(),
+                &item.reason,
+                &item.next_attempt_ms,
+            ],
+        )?;
+        if updated > 0 && item.outcome == AttemptOutcome::Delivered {
+            delivered += 1;
+        }
+    }
+    if delivered > 0 {
+        tx.execute(
+            "INSERT INTO destination_totals (destination, delivered) VALUES ($1, $2)
+             ON CONFLICT (destination) DO UPDATE
+                 SET delivered = destination_totals.delivered + EXCLUDED.delivered",
+            &[&c.destination, &delivered],
+        )?;
+    }
+    Ok(())
+}
+
+/// Pause (or resume, with `None`) a destination for the whole fleet.
+pub(super) fn set_destination_state(
+    tx: &mut Transaction<'_>,
+    destination: &str,
+    paused_until_ms: Option<i64>,
+    reason: Option<&str>,
+    now_ms: i64,
+) -> PgResult<()> {
+    tx.execute(
+        "INSERT INTO destination_state (destination, paused_until_ms, reason, updated_at_ms)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (destination) DO UPDATE SET paused_until_ms = EXCLUDED.paused_until_ms,
+             reason = EXCLUDED.reason, updated_at_ms = EXCLUDED.updated_at_ms",
+        &[&destination, &paused_until_ms, &reason, &now_ms],
+    )?;
+    Ok(())
+}
