@@ -410,6 +410,7 @@ fn tui(
     }
     let test_modes = setup.test_modes();
     let config = &setup.config;
+    sqlite_only(config, "the dashboard")?;
     let db = config.storage.path.clone();
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
     let test_env = config.environments[0].clone();
@@ -453,11 +454,33 @@ fn tui(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Commands that read the store directly work on SQLite; on PostgreSQL they are not built yet,
+/// and say so rather than open an unrelated local file.
+fn sqlite_only(config: &Config, command: &str) -> Result<()> {
+    if let Some(url) = &config.storage.url {
+        bail!(
+            "{command} reads the SQLite store; on PostgreSQL ({}) it is not built yet. \
+             `tracklayer serve` runs a fleet node on it; query the database for now",
+            store::postgres::describe(url.expose())
+        );
+    }
+    Ok(())
+}
+
+/// The store a config names, for people: the SQLite file, or the PostgreSQL server and
+/// database without credentials.
+fn store_name(config: &Config) -> String {
+    match &config.storage.url {
+        Some(url) => format!("{} (fleet)", store::postgres::describe(url.expose())),
+        None => config.storage.path.display().to_string(),
+    }
+}
+
 fn print_banner(loaded: &Loaded, addr: std::net::SocketAddr) {
     let config = loaded.config();
     // Written to stderr like the logs, so stdout stays clean for scripts.
     eprintln!("TrackLayer listening on http://{addr}/segment/events");
-    eprintln!("  database     {}", config.storage.path.display());
+    eprintln!("  database     {}", store_name(config));
     eprintln!("  account      {}", config.workspace.account);
     let names: Vec<&str> = config
         .environments
@@ -607,6 +630,7 @@ fn send_trace(
 
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
+    sqlite_only(config, "send --trace")?;
     let environment = environment_named(config, env)?;
     for step in &options.scenario {
         if !testsend::SCENARIO_STEPS.contains(&step.as_str()) {
@@ -817,6 +841,7 @@ struct RequestTraces<'a, R: serde::Serialize> {
 
 fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
+    sqlite_only(loaded.config(), "inspect")?;
     let reader = StoreReader::open(&loaded.config().storage.path)?;
     if let Some(trace) = reader.trace(id)? {
         if json {
@@ -886,6 +911,7 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
 fn allow_replay(arg: ConfigArg, env: &str, minutes: i64, note: &str) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
+    sqlite_only(config, "allow-replay")?;
     if config.environment(env).is_none() {
         bail!("unknown environment `{env}`");
     }
@@ -910,6 +936,7 @@ fn replay(
 ) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
+    sqlite_only(config, "replay")?;
     if !config.destinations.iter().any(|d| d.name == destination) {
         let names: Vec<&str> = config
             .destinations
@@ -945,12 +972,35 @@ fn check(arg: ConfigArg) -> Result<ExitCode> {
     match Setup::load(&path) {
         Ok(setup) => {
             let config = &setup.config;
+            if let Some(url) = &config.storage.url {
+                let latest = store::postgres::MIGRATIONS.len() as i32;
+                match store::postgres::probe(url.expose()) {
+                    Ok(version) => eprintln!(
+                        "{}: the server answers; schema version {version} of {latest}{}",
+                        store::postgres::describe(url.expose()),
+                        if version < latest {
+                            " (serve applies the rest at start)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Err(e) => {
+                        eprintln!(
+                            "{}: storage.url: {}: the server does not answer: {}",
+                            path.display(),
+                            store::postgres::describe(url.expose()),
+                            e.to_string().replace(url.expose(), "(storage.url)")
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
             println!(
                 "{}: ok ({} environment(s), {} destination(s), database {})",
                 path.display(),
                 config.environments.len(),
                 config.destinations.len(),
-                config.storage.path.display()
+                store_name(config)
             );
             Ok(ExitCode::SUCCESS)
         }

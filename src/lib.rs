@@ -44,22 +44,32 @@ pub async fn run(
     let config = &setup.config;
     let targets = setup.route_targets();
     let handoffs = Arc::new(store::handoff::HandOffs::default());
-    let (writer, writer_thread) = store::StoreWriter::spawn(
-        &config.storage.path,
-        store::WriterOptions {
-            queue_capacity: config.server.queue_capacity,
-            delivery_share: config.storage.delivery_share,
-            default_country: config.workspace.default_country.clone(),
-        },
-        targets,
-        handoffs.clone(),
-    )?;
+    let options = store::WriterOptions {
+        queue_capacity: config.server.queue_capacity,
+        delivery_share: config.storage.delivery_share,
+        default_country: config.workspace.default_country.clone(),
+    };
+    let (writer, writer_thread) = match &config.storage.url {
+        // One node of a fleet sharing a PostgreSQL database.
+        Some(url) => {
+            let node = store::postgres::writer::node_id();
+            tracing::info!(node = %node, "storage: PostgreSQL (fleet)");
+            store::postgres::writer::spawn(url.expose(), node, options, targets, handoffs.clone())?
+        }
+        None => {
+            store::StoreWriter::spawn(&config.storage.path, options, targets, handoffs.clone())?
+        }
+    };
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
     let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs)?;
     let storage = &config.storage;
-    let retention =
-        (storage.retention_days > 0 || storage.request_body_retention_days > 0).then(|| {
+    if storage.url.is_some() && storage.retention_days > 0 {
+        tracing::warn!("retention on PostgreSQL is not built yet: nothing is deleted (storage.retention_days is ignored)");
+    }
+    let retention = (storage.url.is_none()
+        && (storage.retention_days > 0 || storage.request_body_retention_days > 0))
+        .then(|| {
             tokio::spawn(retention(
                 writer.clone(),
                 storage.retention_days,

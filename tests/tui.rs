@@ -91,6 +91,8 @@ async fn scenario() -> (TestServer, Sandbox) {
         let (status, _) = server.post("production", PRODUCTION_SECRET, m).await;
         assert_eq!(status, 200);
     }
+    // The refusal comes last in the stream: a later millisecond than the last message.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let bad = signed(
         &client(),
         &url,

@@ -122,6 +122,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     path: Option<PathBuf>,
+    url: Option<String>,
     dedup_window_hours: Option<u64>,
     retention_days: Option<u64>,
     request_body_retention_days: Option<u64>,
@@ -260,6 +261,9 @@ impl ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// A PostgreSQL database shared by a fleet of nodes (`postgres://…`); `path` (SQLite) when
+    /// unset.
+    pub url: Option<Secret>,
     pub dedup_window_hours: u64,
     /// Messages, events and finished deliveries older than this are deleted (0 keeps all).
     /// Profiles and identities are kept: the identity graph outlives any one event.
@@ -412,6 +416,30 @@ fn plain_words(message: &str) -> String {
     text
 }
 
+/// A secret that is a URL (a database's): literal or `env:VAR`, any length.
+fn resolve_url_secret(
+    key: &str,
+    value: &str,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    let resolved = match value.strip_prefix("env:") {
+        Some(var) => lookup_env(var)
+            .ok_or_else(|| invalid(key, format!("environment variable {var} is not set")))?,
+        None => value.to_string(),
+    };
+    let scheme_ok = url::Url::parse(&resolved)
+        .map(|u| matches!(u.scheme(), "postgres" | "postgresql"))
+        .unwrap_or(false);
+    if !scheme_ok {
+        // Never the value itself: it may hold a password.
+        return Err(invalid(
+            key,
+            "must be a PostgreSQL URL: postgres://user:password@host:5432/database",
+        ));
+    }
+    Ok(Secret(resolved))
+}
+
 fn resolve_secret(
     key: &str,
     value: &str,
@@ -453,6 +481,7 @@ pub fn embedded_default(
         server: ServerConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 8787))),
         storage: StorageConfig {
             path: storage_path,
+            url: None,
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             retention_days: DEFAULT_RETENTION_DAYS,
             request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,

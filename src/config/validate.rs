@@ -94,7 +94,13 @@ pub(super) fn validate(
 ) -> (Config, Problems) {
     let mut problems = Problems::default();
     let server = server(&raw.server, &mut problems);
-    let storage = storage(&raw.storage, base, &mut problems);
+    let mut storage = storage(&raw.storage, base, &mut problems);
+    storage.url = raw.storage.url.as_deref().and_then(|url| {
+        problems.take(
+            resolve_url_secret("storage.url", url, lookup_env).map(Some),
+            None,
+        )
+    });
 
     let account = raw.workspace.account.trim().to_string();
     if account.is_empty() {
@@ -276,6 +282,7 @@ fn storage(raw: &RawStorage, base: &Path, problems: &mut Problems) -> StorageCon
     }
     StorageConfig {
         path,
+        url: None,
         dedup_window_hours,
         retention_days,
         request_body_retention_days: raw

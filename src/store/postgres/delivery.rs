@@ -30,7 +30,8 @@ struct NewDelivery<'a> {
 }
 
 /// Insert a delivery: handed straight to this node's worker (leased by this node) when it has
-/// room, else pending for whichever node claims it first.
+/// room and the fleet has not paused the destination, else pending for whichever node claims
+/// it first.
 fn insert_delivery(
     tx: &mut Transaction<'_>,
     plan: &mut HandOffPlan,
@@ -38,7 +39,17 @@ fn insert_delivery(
     row: NewDelivery<'_>,
     subject: impl FnOnce() -> Subject,
 ) -> PgResult<()> {
-    let reservation = plan.reserve(row.destination);
+    let paused = tx
+        .query_opt(
+            "SELECT 1 FROM destination_state WHERE destination = $1 AND paused_until_ms > $2",
+            &[&row.destination, &row.now_ms],
+        )?
+        .is_some();
+    let reservation = if paused {
+        None
+    } else {
+        plan.reserve(row.destination)
+    };
     let (status, lease_until_ms, attempts, leased_by) = match &reservation {
         Some(r) => (
             "in_flight",

@@ -102,3 +102,39 @@ fn apply(client: &mut Client, count: usize) -> Result<MigrationReport, PostgresE
     let version = applied.last().copied().unwrap_or(current);
     Ok(MigrationReport { applied, version })
 }
+
+/// Where `url` points, without user or password: `postgres://host:5432/db`.
+pub fn describe(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "postgres://{}:{}{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path()
+        ),
+        Err(_) => "postgres://(unreadable URL)".into(),
+    }
+}
+
+/// Whether the server answers, and the schema version it holds (0: not migrated yet).
+pub fn probe(url: &str) -> Result<i32, PostgresError> {
+    let url = url.to_string();
+    // The sync client runs its own runtime: on a plain thread, whatever the caller is.
+    std::thread::spawn(move || -> Result<i32, PostgresError> {
+        let mut client = connect(&url)?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        Ok(client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )?
+            .get(0))
+    })
+    .join()
+    .unwrap_or_else(|_| Ok(0))
+}
