@@ -1,13 +1,19 @@
 //! Ingest throughput and ack latency over loopback with keep-alive, against a bare axum
 //! "200 OK" handler in the same run. `cargo bench --bench ingest`
 //! (BENCH_SECS, BENCH_CONNECTIONS override the defaults).
+//!
+//! With BENCH_POSTGRES_URL (a server's admin URL, e.g. from `tests/postgres/cluster.sh start`)
+//! the same load then goes to one PostgreSQL node, and split over two nodes on one database,
+//! each on a fresh database, next to the SQLite figure of the same run.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{closed_loop, env_or, node_config, Node};
+use common::{
+    closed_loop, create_pg_database, env_or, merged, node_config, pg_node_config, Node, Report,
+};
 
 /// A bare axum "200 OK" handler on loopback.
 async fn start_bare() -> SocketAddr {
@@ -43,7 +49,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let (bare_addr, ingest_addr, node) = if role == "client" {
+        let (bare_addr, ingest_addr, mut node) = if role == "client" {
             let bare = addr_from_env("BENCH_BARE").expect("BENCH_BARE=host:port");
             let ingest = addr_from_env("BENCH_INGEST").expect("BENCH_INGEST=host:port");
             (bare, ingest, None)
@@ -56,13 +62,20 @@ fn main() {
             println!("BENCH_BARE={bare_addr} BENCH_INGEST={ingest_addr}");
             tokio::time::sleep(Duration::from_secs(env_or("BENCH_SERVE_SECS", 60))).await;
         } else {
-            run_loads(
+            let sqlite_rate = run_loads(
                 bare_addr,
                 ingest_addr,
                 connections,
                 Duration::from_secs(secs),
             )
             .await;
+            // Stopped first: its final checkpoint would compete with the PostgreSQL runs.
+            if let Some(node) = node.take() {
+                node.stop().await;
+            }
+            if let (Ok(admin), Some(sqlite)) = (std::env::var("BENCH_POSTGRES_URL"), sqlite_rate) {
+                postgres_loads(&admin, sqlite, connections, Duration::from_secs(secs)).await;
+            }
         }
         if let Some(node) = node {
             node.stop().await;
@@ -75,7 +88,7 @@ async fn run_loads(
     ingest_addr: SocketAddr,
     connections: usize,
     duration: Duration,
-) {
+) -> Option<f64> {
     println!(
         "{connections} keep-alive connections, {} s each, ~1 KB signed messages, one per request",
         duration.as_secs()
@@ -97,5 +110,43 @@ async fn run_loads(
     }
     if let [bare, ingest] = rates[..] {
         println!("ratio ingest / bare: {:.2}", ingest / bare.max(1.0));
+    }
+    (only != "bare").then(|| rates.last().copied()).flatten()
+}
+
+/// The same load on PostgreSQL: one node, then two nodes sharing one database.
+async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, duration: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let order: Vec<usize> = std::env::var("BENCH_PG_NODES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for nodes in order {
+        let url = create_pg_database(admin, &format!("tl_bench_{nodes}_{}", std::process::id()));
+        let mut running = Vec::new();
+        for _ in 0..nodes {
+            running.push(Node::start(pg_node_config(dir.path(), &url, "")).await);
+        }
+        let loads: Vec<_> = running
+            .iter()
+            .zip(["pg-node-0", "pg-node-1", "pg-node-2", "pg-node-3"])
+            // Each node its own messageIds: a shared one would be a cheap duplicate.
+            .map(|(node, label)| {
+                tokio::spawn(closed_loop(node.addr, connections / nodes, duration, label))
+            })
+            .collect();
+        let mut reports: Vec<Report> = Vec::new();
+        for load in loads {
+            reports.push(load.await.unwrap());
+        }
+        let report = merged(reports);
+        println!(
+            "{}   = {:.2}× SQLite",
+            report.line(&format!("PostgreSQL, {nodes} node(s)")),
+            report.rate() / sqlite_rate.max(1.0)
+        );
+        for node in running {
+            node.stop().await;
+        }
     }
 }

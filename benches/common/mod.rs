@@ -292,6 +292,46 @@ pub fn node_config(dir: &Path, destinations: &str) -> Setup {
     Setup::parse(&text, &dir.join("bench.toml"), &|_| None).unwrap()
 }
 
+/// A node of a fleet on the PostgreSQL database at `url`, with `destinations` TOML appended.
+pub fn pg_node_config(dir: &Path, url: &str, destinations: &str) -> Setup {
+    let text = format!(
+        "[server]\nqueue_capacity = 8192\n[storage]\nurl = \"{url}\"\nretention_days = 0\n[workspace]\naccount = \"{ACCOUNT}\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n{destinations}"
+    );
+    Setup::parse(&text, &dir.join("bench.toml"), &|_| None).unwrap()
+}
+
+/// A fresh database on the PostgreSQL server at `admin_url`; returns its URL.
+pub fn create_pg_database(admin_url: &str, name: &str) -> String {
+    let (admin, name) = (admin_url.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("PostgreSQL");
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&format!("/{name}"));
+        url.to_string()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Merge the reports of loads run side by side (one per node).
+pub fn merged(reports: Vec<Report>) -> Report {
+    let elapsed = reports.iter().map(|r| r.elapsed).max().unwrap_or_default();
+    let mut latencies_us: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| r.latencies_us.clone())
+        .collect();
+    latencies_us.sort_unstable();
+    Report {
+        ok: reports.iter().map(|r| r.ok).sum(),
+        errors: reports.iter().map(|r| r.errors).sum(),
+        elapsed,
+        latencies_us,
+    }
+}
+
 /// A running node; `stop` shuts it down gracefully.
 pub struct Node {
     pub addr: SocketAddr,

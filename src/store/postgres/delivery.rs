@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use postgres::Transaction;
+use super::db::Db;
 
 use crate::destinations::{ProfileSnapshot, Subject};
 use crate::pipeline::{CanonicalEvent, RouteDecision, RouteVerdict};
@@ -33,7 +33,7 @@ struct NewDelivery<'a> {
 /// room and the fleet has not paused the destination, else pending for whichever node claims
 /// it first.
 fn insert_delivery(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     plan: &mut HandOffPlan,
     node_id: &str,
     row: NewDelivery<'_>,
@@ -104,7 +104,7 @@ fn insert_delivery(
 /// The deliveries of a new canonical event: one per destination that is ready.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn create_for_event(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     plan: &mut HandOffPlan,
     node_id: &str,
     event_row: i64,
@@ -141,7 +141,7 @@ pub(super) fn create_for_event(
 /// A profile delivery (identify → Klaviyo profile-import).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn create_for_profile(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     plan: &mut HandOffPlan,
     node_id: &str,
     message_row: i64,
@@ -175,7 +175,7 @@ pub(super) fn create_for_profile(
 /// A paused destination (the fleet's pause) yields nothing. As on SQLite, a `solo` delivery is
 /// claimed alone.
 pub(super) fn claim(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     node_id: &str,
     destination: &str,
     now_ms: i64,
@@ -252,7 +252,7 @@ pub(super) fn claim(
 /// Give claimed deliveries back unsent: pending again from `next_attempt_ms`, the claim's
 /// attempt not counted. Only this node's leases are given back.
 pub(super) fn release(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     node_id: &str,
     ids: &[i64],
     next_attempt_ms: i64,
@@ -267,7 +267,7 @@ pub(super) fn release(
 }
 
 /// Put in-flight deliveries whose lease ran out (their node died or stopped) back in line.
-pub(super) fn release_expired_leases(tx: &mut Transaction<'_>, now_ms: i64) -> PgResult<u64> {
+pub(super) fn release_expired_leases(tx: &mut Db<'_, '_>, now_ms: i64) -> PgResult<u64> {
     tx.execute(
         "UPDATE deliveries SET status = 'pending', lease_until_ms = NULL, leased_by = NULL,
              next_attempt_ms = $1, updated_at_ms = $1
@@ -278,7 +278,7 @@ pub(super) fn release_expired_leases(tx: &mut Transaction<'_>, now_ms: i64) -> P
 
 /// Record one HTTP request as sent, by this node; returns its row.
 pub(super) fn record_request(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     node_id: &str,
     destination: &str,
     r: &RequestRecord,
@@ -310,7 +310,7 @@ pub(super) fn record_request(
 /// Record a request (unless recorded already) and the outcome of each delivery it carried.
 /// An outcome only lands while this node still holds the lease: a delivery whose lease ran
 /// out and was claimed by another node belongs to that node now.
-pub(super) fn complete(tx: &mut Transaction<'_>, node_id: &str, c: &Completion) -> PgResult<()> {
+pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> PgResult<()> {
     let (request_row, status_code) = match &c.request {
         RequestRef::None => (None, None),
         RequestRef::New(r) => (
@@ -380,7 +380,7 @@ pub(super) fn complete(tx: &mut Transaction<'_>, node_id: &str, c: &Completion) 
 
 /// Pause (or resume, with `None`) a destination for the whole fleet.
 pub(super) fn set_destination_state(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     destination: &str,
     paused_until_ms: Option<i64>,
     reason: Option<&str>,

@@ -5,7 +5,7 @@
 //! transaction and then sees it; a race this transaction loses is a conflict error, and the
 //! writer runs the whole group again.
 
-use postgres::Transaction;
+use super::db::Db;
 use serde_json::{Map, Value};
 
 use crate::pipeline::dedup;
@@ -34,7 +34,7 @@ pub(super) struct Context<'a> {
 }
 
 pub(super) fn replay_window_open(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     environment: &str,
     at_ms: i64,
 ) -> PgResult<bool> {
@@ -50,7 +50,7 @@ pub(super) fn replay_window_open(
 /// As on SQLite: a batch signed only over element 0 whose element 0 was first delivered in
 /// another request is a re-used signature.
 pub(super) fn reused_signature(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     batch: &IngestBatch,
 ) -> PgResult<Option<String>> {
     let Some(guard) = &batch.replay_guard else {
@@ -99,7 +99,7 @@ enum Verdict<'a> {
 /// Claim `message_id` for `row_id`: true when it is new (or its last claim is older than the
 /// dedup window), else the row and digest of the message that holds it.
 fn claim_message_id(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     environment: &str,
     message_id: &str,
     row_id: i64,
@@ -127,7 +127,7 @@ fn claim_message_id(
 }
 
 pub(super) fn insert_batch(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     batch: &IngestBatch,
     targets: &[RouteTarget],
     default_country: Option<&str>,
@@ -164,13 +164,12 @@ pub(super) fn insert_batch(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let insert = tx.prepare(
+    const INSERT_MESSAGE: &str =
         "INSERT INTO messages (id, request_id, node_id, position, received_at_ms, environment,
              message_id, type, event, user_id, anonymous_id, status, reason, duplicate_of,
              raw_sha256, raw, outcome, raw_bytes)
          OVERRIDING SYSTEM VALUE
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-    )?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for (&row_id, message) in row_ids.iter().zip(&batch.messages) {
         let verdict = match (&message.invalid_reason, &message.message_id) {
@@ -231,7 +230,7 @@ pub(super) fn insert_batch(
             }
         };
         tx.execute(
-            &insert,
+            INSERT_MESSAGE,
             &[
                 &row_id,
                 &receipt.request_id,
@@ -271,7 +270,7 @@ pub(super) fn insert_batch(
 }
 
 /// Add refusal counts to their minutes, and keep the examples.
-pub(super) fn insert_rejections(tx: &mut Transaction<'_>, batch: &RejectionBatch) -> PgResult<()> {
+pub(super) fn insert_rejections(tx: &mut Db<'_, '_>, batch: &RejectionBatch) -> PgResult<()> {
     for c in &batch.counts {
         tx.execute(
             "INSERT INTO rejection_counts (minute_ms, environment, reason_code, peer, status_code, count)
@@ -294,7 +293,7 @@ pub(super) fn insert_rejections(tx: &mut Transaction<'_>, batch: &RejectionBatch
     Ok(())
 }
 
-fn insert_rejection(tx: &mut Transaction<'_>, r: &RejectedRequest) -> PgResult<()> {
+fn insert_rejection(tx: &mut Db<'_, '_>, r: &RejectedRequest) -> PgResult<()> {
     tx.execute(
         "INSERT INTO rejections (received_at_ms, path, remote_addr, user_agent, account_header,
              environment_header, content_type, body_bytes, status_code, reason_code, reason)
@@ -332,7 +331,7 @@ fn lookup_keys(obs: &Observation) -> Vec<Identifier> {
 
 /// A profile, locked for this transaction: another node resolving the same person waits here
 /// instead of merging from a stale copy.
-fn load_profile(tx: &mut Transaction<'_>, id: i64) -> PgResult<Option<Profile>> {
+fn load_profile(tx: &mut Db<'_, '_>, id: i64) -> PgResult<Option<Profile>> {
     let Some(row) = tx.query_opt(
         "SELECT user_id, traits, trait_sources, consent, consent_source, first_seen_ms, last_seen_ms
          FROM profiles WHERE id = $1 FOR UPDATE",
@@ -364,7 +363,7 @@ fn load_profile(tx: &mut Transaction<'_>, id: i64) -> PgResult<Option<Profile>> 
 
 /// Profiles owning any of the observation's identifiers, locked in id order (a fixed order, so
 /// two nodes locking the same profiles cannot deadlock each other).
-fn profiles_for(tx: &mut Transaction<'_>, obs: &Observation) -> PgResult<Vec<Profile>> {
+fn profiles_for(tx: &mut Db<'_, '_>, obs: &Observation) -> PgResult<Vec<Profile>> {
     let mut ids: Vec<i64> = Vec::new();
     for (kind, value) in lookup_keys(obs) {
         if let Some(row) = tx.query_opt(
@@ -394,7 +393,7 @@ fn profiles_for(tx: &mut Transaction<'_>, obs: &Observation) -> PgResult<Vec<Pro
 
 #[allow(clippy::too_many_arguments)]
 fn record_change(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     at_ms: i64,
     message_row: i64,
     kind: &str,
@@ -413,14 +412,14 @@ fn record_change(
 /// Identity resolution for an observation, stored. Returns the profile (with its id), the
 /// number of merges and conflicts, and whether anything changed.
 fn resolve_and_store(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     obs: &Observation,
     message_row: i64,
 ) -> PgResult<(Profile, usize, usize, bool)> {
     let known = profiles_for(tx, obs)?;
     let resolution = identity::resolve(obs, &known);
     let mut profile = resolution.profile;
-    let conflicts = |tx: &mut Transaction<'_>, id: i64| -> PgResult<()> {
+    let conflicts = |tx: &mut Db<'_, '_>, id: i64| -> PgResult<()> {
         for c in &resolution.conflicts {
             record_change(
                 tx,
@@ -552,7 +551,7 @@ fn resolve_and_store(
 }
 
 /// The profile a message belongs to, without changing anything (for duplicates).
-fn current_profile(tx: &mut Transaction<'_>, obs: &Observation) -> PgResult<Option<Profile>> {
+fn current_profile(tx: &mut Db<'_, '_>, obs: &Observation) -> PgResult<Option<Profile>> {
     let profiles = profiles_for(tx, obs)?;
     Ok(profiles
         .iter()
@@ -563,7 +562,7 @@ fn current_profile(tx: &mut Transaction<'_>, obs: &Observation) -> PgResult<Opti
 
 /// Run identity, dedup, consent and routing for one message; the caller stores the message.
 fn apply(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     ctx: &mut Context<'_>,
     message_row: i64,
     input: &PipelineInput,
@@ -625,7 +624,7 @@ fn apply(
 
 /// Dedup by event_id (claimed in `event_ids`), then the event, its routes and deliveries.
 fn map_event(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     ctx: &mut Context<'_>,
     message_row: i64,
     event: CanonicalEvent,
@@ -745,7 +744,7 @@ fn map_event(
 
 #[allow(clippy::too_many_arguments)]
 fn insert_routes(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     ctx: &mut Context<'_>,
     event_row: i64,
     message_row: i64,
@@ -797,7 +796,7 @@ fn insert_routes(
 }
 
 fn create_profile_deliveries(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     ctx: &mut Context<'_>,
     message_row: i64,
     input: &PipelineInput,

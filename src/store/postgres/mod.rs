@@ -3,6 +3,7 @@
 //! under an advisory lock so nodes starting together do not race, each in its own transaction
 //! and recorded in `schema_migrations`.
 
+mod db;
 mod delivery;
 mod ingest;
 pub mod warehouse;

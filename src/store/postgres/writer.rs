@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{Client, Transaction};
+use postgres::Client;
 
+use super::db::{Db, Prepared};
 use super::{delivery, ingest};
 use crate::pipeline::RouteTarget;
 use crate::store::error::{now_ms, StoreError};
@@ -23,7 +24,9 @@ use crate::store::writer::{
 const RETRIES: usize = 8;
 
 pub(crate) struct PostgresGroups {
+    url: String,
     client: Client,
+    prepared: Prepared,
     node_id: String,
 }
 
@@ -47,9 +50,10 @@ pub fn spawn(
     // The sync client runs its own runtime: connect on a plain thread, never on the caller's
     // (which may be an async task).
     let url = url.to_string();
+    let connect_to = url.clone();
     let registered = node_id.clone();
     let client = std::thread::spawn(move || -> Result<Client, StoreError> {
-        let mut client = super::connect(&url)?;
+        let mut client = super::connect(&connect_to)?;
         super::migrate(&mut client)?;
         let host = registered.split(':').next().unwrap_or_default().to_string();
         client.execute(
@@ -62,12 +66,13 @@ pub fn spawn(
     })
     .join()
     .map_err(|_| StoreError::Unsupported("the PostgreSQL connection thread panicked"))??;
-    StoreWriter::start(
-        PostgresGroups { client, node_id },
-        options,
-        targets,
-        handoffs,
-    )
+    let backend = PostgresGroups {
+        url,
+        client,
+        prepared: Prepared::default(),
+        node_id,
+    };
+    StoreWriter::start(backend, options, targets, handoffs)
 }
 
 /// A failure another node caused, which running the transaction again resolves.
@@ -88,7 +93,14 @@ impl GroupWriter for PostgresGroups {
     ) -> Result<Vec<JobOutput>, StoreError> {
         let mut attempt = 0;
         loop {
-            let tx = self.client.transaction()?;
+            if self.client.is_closed() {
+                // The server restarted or the connection broke: a new one, with no statements
+                // prepared. Until it connects, the group fails and its requests get a 503.
+                self.client = super::connect(&self.url)?;
+                self.prepared.clear();
+                tracing::warn!("reconnected to PostgreSQL");
+            }
+            let tx = Db::new(self.client.transaction()?, &mut self.prepared);
             let result = apply_in(tx, items, state, &self.node_id);
             match result {
                 Ok((outputs, ingest_time, delivery_time)) => {
@@ -114,7 +126,7 @@ impl GroupWriter for PostgresGroups {
 /// One transaction over `items`, committed. Returns the outputs and the time spent on ingest
 /// and on delivery work.
 fn apply_in(
-    mut tx: Transaction<'_>,
+    mut tx: Db<'_, '_>,
     items: &[Item<'_>],
     state: &WriterState,
     node_id: &str,
@@ -151,7 +163,7 @@ fn apply_in(
 }
 
 fn apply_work(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, '_>,
     job: &Job,
     now: i64,
     state: &WriterState,
