@@ -911,7 +911,6 @@ fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
 fn allow_replay(arg: ConfigArg, env: &str, minutes: i64, note: &str) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
-    sqlite_only(config, "allow-replay")?;
     if config.environment(env).is_none() {
         bail!("unknown environment `{env}`");
     }
@@ -920,7 +919,14 @@ fn allow_replay(arg: ConfigArg, env: &str, minutes: i64, note: &str) -> Result<E
     }
     let start = chrono::Utc::now().timestamp_millis();
     let end = start + minutes * 60_000;
-    store::open_replay_window(&config.storage.path, env, start, end, note)?;
+    match &config.storage.url {
+        Some(url) => {
+            store::postgres::open_replay_window(url.expose(), env, start, end, note)?;
+        }
+        None => {
+            store::open_replay_window(&config.storage.path, env, start, end, note)?;
+        }
+    }
     println!(
         "replay window open for {env} until {}: repeated event_ids pass with their original id",
         crate::inspect::format_ms(end)
@@ -936,7 +942,6 @@ fn replay(
 ) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
-    sqlite_only(config, "replay")?;
     if !config.destinations.iter().any(|d| d.name == destination) {
         let names: Vec<&str> = config
             .destinations
@@ -959,7 +964,12 @@ fn replay(
             .timestamp_millis(),
         None => 0,
     };
-    let count = store::requeue(&config.storage.path, destination, status, since_ms)?;
+    let count = match &config.storage.url {
+        Some(url) => {
+            store::postgres::requeue(url.expose(), destination, status, since_ms)? as usize
+        }
+        None => store::requeue(&config.storage.path, destination, status, since_ms)?,
+    };
     println!(
         "{count} {status} deliver{} of {destination} re-queued; they keep their event_id",
         if count == 1 { "y" } else { "ies" }

@@ -64,12 +64,8 @@ pub async fn run(
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
     let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs)?;
     let storage = &config.storage;
-    if storage.url.is_some() && storage.retention_days > 0 {
-        tracing::warn!("retention on PostgreSQL is not built yet: nothing is deleted (storage.retention_days is ignored)");
-    }
-    let retention = (storage.url.is_none()
-        && (storage.retention_days > 0 || storage.request_body_retention_days > 0))
-        .then(|| {
+    let retention =
+        (storage.retention_days > 0 || storage.request_body_retention_days > 0).then(|| {
             tokio::spawn(retention(
                 writer.clone(),
                 storage.retention_days,

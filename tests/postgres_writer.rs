@@ -371,3 +371,92 @@ fn deliveries_are_claimed_by_one_node_at_a_time_and_taken_over_when_a_lease_runs
         60
     );
 }
+
+#[test]
+fn retention_replay_windows_and_requeue_work_against_the_fleet_database() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    run(async {
+        let a = Node::start(&db, "node-a");
+        let b = Node::start(&db, "node-b");
+        let bodies: Vec<String> = (0..30)
+            .map(|i| track(&format!("r-{i}"), &format!("R-{i}"), "ru", "ra"))
+            .collect();
+        a.post(1, &bodies).await;
+
+        // A replay window lets an order seen before through as a replay, on any node.
+        let now = chrono::Utc::now().timestamp_millis();
+        tracklayer::store::postgres::open_replay_window(
+            &db.url,
+            ENV,
+            now - 1000,
+            now + 60_000,
+            "test",
+        )
+        .unwrap();
+        let again = b.post(2, &[track("r-again", "R-0", "ru", "ra")]).await;
+        assert!(
+            matches!(
+                again[0].pipeline,
+                Some(tracklayer::store::pipeline::PipelineOutcome::Replayed { .. })
+            ),
+            "{again:?}"
+        );
+
+        // Dead letters go back in line for whichever node claims first.
+        let url = db.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            c.execute(
+                "UPDATE deliveries SET status = 'dead', updated_at_ms = $1
+                 WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 5)",
+                &[&now],
+            )
+            .unwrap();
+        })
+        .await
+        .unwrap();
+        let url = db.url.clone();
+        let requeued = tokio::task::spawn_blocking(move || {
+            tracklayer::store::postgres::requeue(&url, "hooks", "dead", now - 1000).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(requeued, 5);
+
+        // Everything is past a cutoff in the future; both nodes' passes run, the fleet's lock
+        // keeps them from running at once, and pending deliveries and profiles stay.
+        let future = now + 86_400_000;
+        let mut total = 0;
+        loop {
+            let (x, y) = tokio::join!(
+                a.writer.prune(future, Some(future)),
+                b.writer.prune(future, Some(future))
+            );
+            let changed = x.unwrap() + y.unwrap();
+            if changed == 0 {
+                break;
+            }
+            total += changed;
+        }
+        assert!(total > 0);
+        a.stop().await;
+        b.stop().await;
+    });
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM messages"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM message_ids"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
+        ),
+        31,
+        "pending deliveries are never deleted"
+    );
+    assert!(
+        count(&db, "SELECT COUNT(*) FROM profiles") >= 1,
+        "profiles are kept"
+    );
+}

@@ -133,8 +133,6 @@ pub(crate) enum JobOutput {
     Row(i64),
     Claimed(Claim),
     Pruned(usize),
-    /// The store cannot do this job (yet): the caller is told why.
-    Unsupported(&'static str),
     Done,
 }
 
@@ -614,9 +612,6 @@ fn commit_group<B: GroupWriter>(backend: &mut B, group: &mut Group, state: &Writ
             }
             (Job::Prune { reply, .. }, Ok(JobOutput::Pruned(n))) => {
                 let _ = reply.send(Ok(n));
-            }
-            (Job::Prune { reply, .. }, Ok(JobOutput::Unsupported(why))) => {
-                let _ = reply.send(Err(WriteError::Failed(why.into())));
             }
             (Job::Prune { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));

@@ -6,6 +6,7 @@
 mod db;
 mod delivery;
 mod ingest;
+mod retention;
 pub mod warehouse;
 pub mod writer;
 
@@ -26,6 +27,8 @@ const MIGRATION_LOCK: i64 = 0x7472_6163_6b6c_6179;
 pub enum PostgresError {
     #[error("PostgreSQL: {0}")]
     Client(#[from] postgres::Error),
+    #[error("the PostgreSQL connection thread panicked")]
+    Panicked,
     #[error("migration {version} ({name}): {source}")]
     Migration {
         version: i32,
@@ -138,4 +141,58 @@ pub fn probe(url: &str) -> Result<i32, PostgresError> {
     })
     .join()
     .unwrap_or_else(|_| Ok(0))
+}
+
+/// Run `work` on a connection of its own, on a plain thread (the sync client must not run on an
+/// async task's thread): what the CLI's one-off commands use.
+fn one_off<T: Send + 'static>(
+    url: &str,
+    work: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
+) -> Result<T, PostgresError> {
+    let url = url.to_string();
+    std::thread::spawn(move || -> Result<T, PostgresError> {
+        let mut client = connect(&url)?;
+        Ok(work(&mut client)?)
+    })
+    .join()
+    .unwrap_or(Err(PostgresError::Panicked))
+}
+
+/// Open a replay window for the fleet (`tracklayer allow-replay`); returns its row.
+pub fn open_replay_window(
+    url: &str,
+    environment: &str,
+    starts_ms: i64,
+    ends_ms: i64,
+    note: &str,
+) -> Result<i64, PostgresError> {
+    let (environment, note) = (environment.to_string(), note.to_string());
+    one_off(url, move |c| {
+        Ok(c.query_one(
+            "INSERT INTO replay_windows (environment, starts_ms, ends_ms, note, created_at_ms)
+             VALUES ($1, $2, $3, $4, $2) RETURNING id",
+            &[&environment, &starts_ms, &ends_ms, &note],
+        )?
+        .get(0))
+    })
+}
+
+/// Put a destination's deliveries in `status` updated since `since_ms` back in the queue
+/// (`tracklayer replay`); whichever node claims first sends them. Returns how many.
+pub fn requeue(
+    url: &str,
+    destination: &str,
+    status: &str,
+    since_ms: i64,
+) -> Result<u64, PostgresError> {
+    let (destination, status) = (destination.to_string(), status.to_string());
+    let now = crate::store::error::now_ms();
+    one_off(url, move |c| {
+        c.execute(
+            "UPDATE deliveries SET status = 'pending', failures = 0, solo = FALSE,
+                 next_attempt_ms = $4, lease_until_ms = NULL, leased_by = NULL, updated_at_ms = $4
+             WHERE destination = $1 AND status = $2 AND updated_at_ms >= $3",
+            &[&destination, &status, &since_ms, &now],
+        )
+    })
 }

@@ -11,7 +11,7 @@ use postgres::error::SqlState;
 use postgres::Client;
 
 use super::db::{Db, Prepared};
-use super::{delivery, ingest};
+use super::{delivery, ingest, retention};
 use crate::pipeline::RouteTarget;
 use crate::store::error::{now_ms, StoreError};
 use crate::store::handoff::HandOffs;
@@ -224,10 +224,10 @@ fn apply_work(
             }
             JobOutput::Done
         }
-        // Retention on PostgreSQL (once per fleet) is not built yet: nothing is deleted, and
-        // the retention pass says so in the log.
-        Job::Prune { .. } => {
-            JobOutput::Unsupported("retention on PostgreSQL is not built yet; nothing was deleted")
-        }
+        Job::Prune {
+            cutoff_ms,
+            bodies_cutoff_ms,
+            ..
+        } => JobOutput::Pruned(retention::prune(tx, *cutoff_ms, *bodies_cutoff_ms)?),
     })
 }

@@ -1,0 +1,79 @@
+//! Retention on PostgreSQL, once per fleet: every node's retention pass asks for one advisory
+//! lock, and only the node holding it deletes (the others find nothing to do this time). Rows
+//! go a bounded chunk at a time, oldest first, as on SQLite; pending deliveries, profiles and
+//! identities are kept.
+
+use super::db::Db;
+
+/// Rows per table per pass.
+const CHUNK: i64 = 2000;
+/// The advisory lock a retention pass holds ("retentio").
+const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f;
+
+type PgResult<T> = Result<T, postgres::Error>;
+
+/// Delete up to CHUNK rows older than `cutoff_ms` from each table (and clear request bodies
+/// older than `bodies_cutoff_ms`). Returns how many rows changed; 0 also when another node is
+/// running the fleet's pass.
+pub(super) fn prune(
+    tx: &mut Db<'_, '_>,
+    cutoff_ms: i64,
+    bodies_cutoff_ms: Option<i64>,
+) -> PgResult<usize> {
+    let ours: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])?
+        .get(0);
+    if !ours {
+        return Ok(0);
+    }
+    const DELETES: [&str; 15] = [
+        "DELETE FROM delivery_attempts WHERE id IN
+             (SELECT id FROM delivery_attempts WHERE at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM delivery_requests WHERE id IN
+             (SELECT id FROM delivery_requests WHERE started_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM deliveries WHERE id IN
+             (SELECT id FROM deliveries WHERE updated_at_ms < $1 AND status IN ('delivered', 'dead')
+              ORDER BY id LIMIT $2)",
+        "DELETE FROM routes WHERE event_row IN
+             (SELECT id FROM events WHERE created_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM event_ids WHERE event_id IN
+             (SELECT event_id FROM event_ids WHERE created_at_ms < $1 LIMIT $2)",
+        "DELETE FROM events WHERE id IN
+             (SELECT id FROM events WHERE created_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM collisions WHERE id IN
+             (SELECT id FROM collisions WHERE detected_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM unmapped WHERE message_row IN
+             (SELECT message_row FROM unmapped WHERE received_at_ms < $1 ORDER BY message_row LIMIT $2)",
+        "DELETE FROM identity_changes WHERE id IN
+             (SELECT id FROM identity_changes WHERE at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM message_ids WHERE (environment, message_id) IN
+             (SELECT environment, message_id FROM message_ids WHERE first_seen_ms < $1 LIMIT $2)",
+        "DELETE FROM messages WHERE id IN
+             (SELECT id FROM messages WHERE received_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM requests WHERE id IN
+             (SELECT id FROM requests WHERE received_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM rejections WHERE id IN
+             (SELECT id FROM rejections WHERE received_at_ms < $1 ORDER BY id LIMIT $2)",
+        "DELETE FROM rejection_counts WHERE (minute_ms, environment, reason_code, peer) IN
+             (SELECT minute_ms, environment, reason_code, peer FROM rejection_counts
+              WHERE minute_ms < $1 ORDER BY minute_ms LIMIT $2)",
+        "DELETE FROM nodes WHERE last_seen_ms < $1
+             AND node_id NOT IN (SELECT DISTINCT leased_by FROM deliveries WHERE leased_by IS NOT NULL)
+             AND node_id IN (SELECT node_id FROM nodes ORDER BY last_seen_ms LIMIT $2)",
+    ];
+    let mut changed = 0;
+    for sql in DELETES {
+        changed += tx.execute(sql, &[&cutoff_ms, &CHUNK])? as usize;
+    }
+    if let Some(cutoff) = bodies_cutoff_ms {
+        changed += tx.execute(
+            "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,
+                 request_headers = NULL
+             WHERE id IN (SELECT id FROM delivery_requests
+                          WHERE started_at_ms < $1 AND request_body IS NOT NULL
+                          ORDER BY id LIMIT $2)",
+            &[&cutoff, &CHUNK],
+        )? as usize;
+    }
+    Ok(changed)
+}
