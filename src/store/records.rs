@@ -119,3 +119,80 @@ pub struct RejectionBatch {
     pub counts: Vec<RejectionCount>,
     pub examples: Vec<RejectedRequest>,
 }
+
+/// What becomes of one message of a request, decided before it is stored.
+pub(crate) enum Verdict<'a> {
+    Invalid(&'a str),
+    Duplicate {
+        original_row_id: i64,
+        same_payload: bool,
+    },
+    Accepted,
+}
+
+/// A message's row as every store writes it.
+pub(crate) struct MessageRow<'a> {
+    pub status: &'static str,
+    pub reason: Option<&'a str>,
+    pub duplicate_of: Option<i64>,
+    /// None for a duplicate with identical bytes: they are not stored twice.
+    pub raw: Option<&'a [u8]>,
+}
+
+impl<'a> Verdict<'a> {
+    /// The messageId to check against those accepted before, or the message is invalid.
+    pub fn message_id(message: &'a MessageRecord) -> Result<&'a str, Verdict<'a>> {
+        match (&message.invalid_reason, &message.message_id) {
+            (Some(reason), _) => Err(Verdict::Invalid(reason)),
+            (None, None) => Err(Verdict::Invalid("messageId is missing")),
+            (None, Some(message_id)) => Ok(message_id),
+        }
+    }
+
+    pub fn row(&self, message: &'a MessageRecord) -> MessageRow<'a> {
+        let (status, reason, duplicate_of, raw) = match self {
+            Verdict::Invalid(reason) => ("invalid", Some(*reason), None, Some(&message.raw[..])),
+            // Identical bytes are not stored twice; a different payload is kept whole.
+            Verdict::Duplicate {
+                original_row_id,
+                same_payload: true,
+            } => (
+                "duplicate",
+                Some("messageId already accepted with identical bytes (a Segment retry)"),
+                Some(*original_row_id),
+                None,
+            ),
+            Verdict::Duplicate {
+                original_row_id,
+                same_payload: false,
+            } => (
+                "duplicate",
+                Some("messageId already accepted with a different payload"),
+                Some(*original_row_id),
+                Some(&message.raw[..]),
+            ),
+            Verdict::Accepted => ("accepted", None, None, Some(&message.raw[..])),
+        };
+        MessageRow {
+            status,
+            reason,
+            duplicate_of,
+            raw,
+        }
+    }
+
+    pub fn outcome(&self, row_id: i64) -> MessageOutcome {
+        match *self {
+            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
+            Verdict::Duplicate {
+                original_row_id,
+                same_payload,
+            } => MessageOutcome::Duplicate {
+                row_id,
+                original_row_id,
+                same_payload,
+            },
+            Verdict::Accepted => MessageOutcome::Accepted { row_id },
+        }
+    }
+}

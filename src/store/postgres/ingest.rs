@@ -9,14 +9,15 @@ use super::db::Db;
 use serde_json::{Map, Value};
 
 use crate::pipeline::dedup;
-use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
+use crate::pipeline::identity::{self, IdKind, Observation, Profile};
 use crate::pipeline::{self as pl, CanonicalEvent, Draft, MappingRow, RouteTarget, RouteVerdict};
 use crate::store::codec::Packed;
 use crate::store::handoff::HandOffPlan;
-use crate::store::model::pipeline::{PipelineInput, PipelineOutcome};
-use crate::store::records::{
-    IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome,
+use crate::store::model::pipeline::{
+    json_map, lookup_keys, profile_consent, profile_deliveries, profile_of, PipelineInput,
+    PipelineOutcome,
 };
+use crate::store::records::{IngestBatch, RejectedRequest, RejectionBatch, StoredOutcome, Verdict};
 
 use super::delivery;
 
@@ -84,16 +85,6 @@ pub(super) fn reused_signature(
         )),
         None => None,
     })
-}
-
-/// What becomes of one message, decided before it is inserted.
-enum Verdict<'a> {
-    Invalid(&'a str),
-    Duplicate {
-        original_row_id: i64,
-        same_payload: bool,
-    },
-    Accepted,
 }
 
 /// Claim `message_id` for `row_id`: true when it is new (or its last claim is older than the
@@ -172,10 +163,9 @@ pub(super) fn insert_batch(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for (&row_id, message) in row_ids.iter().zip(&batch.messages) {
-        let verdict = match (&message.invalid_reason, &message.message_id) {
-            (Some(reason), _) => Verdict::Invalid(reason),
-            (None, None) => Verdict::Invalid("messageId is missing"),
-            (None, Some(message_id)) => match claim_message_id(
+        let verdict = match Verdict::message_id(message) {
+            Err(invalid) => invalid,
+            Ok(message_id) => match claim_message_id(
                 tx,
                 &receipt.environment,
                 message_id,
@@ -190,29 +180,7 @@ pub(super) fn insert_batch(
                 },
             },
         };
-        let (status, reason, duplicate_of, raw): (&str, Option<&str>, Option<i64>, Option<&[u8]>) =
-            match &verdict {
-                Verdict::Invalid(reason) => ("invalid", Some(reason), None, Some(&message.raw)),
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: true,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with identical bytes (a Segment retry)"),
-                    Some(*original_row_id),
-                    None,
-                ),
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: false,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with a different payload"),
-                    Some(*original_row_id),
-                    Some(&message.raw),
-                ),
-                Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
-            };
+        let row = verdict.row(message);
         let pipeline = match (&verdict, &message.pipeline) {
             (Verdict::Invalid(_), _) | (_, None) => None,
             (verdict, Some(input)) => {
@@ -243,27 +211,16 @@ pub(super) fn insert_batch(
                 &message.event,
                 &message.user_id,
                 &message.anonymous_id,
-                &status,
-                &reason,
-                &duplicate_of,
+                &row.status,
+                &row.reason,
+                &row.duplicate_of,
                 &&message.raw_sha256[..],
-                &raw,
+                &row.raw,
                 &pipeline.as_ref().map(|p| p.label()),
                 &message.raw_bytes.map(|n| n as i64),
             ],
         )?;
-        let message = match verdict {
-            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
-            Verdict::Duplicate {
-                original_row_id,
-                same_payload,
-            } => MessageOutcome::Duplicate {
-                row_id,
-                original_row_id,
-                same_payload,
-            },
-            Verdict::Accepted => MessageOutcome::Accepted { row_id },
-        };
+        let message = verdict.outcome(row_id);
         outcomes.push(StoredOutcome { message, pipeline });
     }
     Ok(outcomes)
@@ -313,20 +270,6 @@ fn insert_rejection(tx: &mut Db<'_, '_>, r: &RejectedRequest) -> PgResult<()> {
         ],
     )?;
     Ok(())
-}
-
-fn json_map(text: &str) -> Map<String, Value> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-/// Identifiers to look up for an observation, including an alias's previousId in both roles.
-fn lookup_keys(obs: &Observation) -> Vec<Identifier> {
-    let mut keys = obs.identifiers.clone();
-    if let Some(previous) = &obs.previous_id {
-        keys.push((IdKind::UserId, previous.clone()));
-        keys.push((IdKind::AnonymousId, previous.clone()));
-    }
-    keys
 }
 
 /// A profile, locked for this transaction: another node resolving the same person waits here
@@ -552,12 +495,7 @@ fn resolve_and_store(
 
 /// The profile a message belongs to, without changing anything (for duplicates).
 fn current_profile(tx: &mut Db<'_, '_>, obs: &Observation) -> PgResult<Option<Profile>> {
-    let profiles = profiles_for(tx, obs)?;
-    Ok(profiles
-        .iter()
-        .find(|p| p.user_id.is_some() && p.user_id == obs.user_id)
-        .or(profiles.first())
-        .cloned())
+    Ok(profile_of(profiles_for(tx, obs)?, obs))
 }
 
 /// Run identity, dedup, consent and routing for one message; the caller stores the message.
@@ -753,13 +691,8 @@ fn insert_routes(
     event_consent: Option<&Map<String, Value>>,
     profile: Option<&Profile>,
 ) -> PgResult<Vec<(String, RouteVerdict)>> {
-    let learned_from = profile
-        .and_then(|p| p.consent_source.clone())
-        .map(|m| format!("message {m}"))
-        .unwrap_or_default();
-    let profile_consent = profile
-        .and_then(|p| p.consent.as_ref())
-        .map(|c| (c, learned_from.as_str()));
+    let (stored, learned_from) = profile_consent(profile);
+    let profile_consent = stored.map(|c| (c, learned_from.as_str()));
     let decisions = pl::route(event, row, ctx.targets, event_consent, profile_consent);
     for d in &decisions {
         tx.execute(
@@ -795,6 +728,7 @@ fn insert_routes(
         .collect())
 }
 
+/// The profile deliveries an identify makes (see `profile_deliveries`).
 fn create_profile_deliveries(
     tx: &mut Db<'_, '_>,
     ctx: &mut Context<'_>,
@@ -802,56 +736,22 @@ fn create_profile_deliveries(
     input: &PipelineInput,
     profile: &Profile,
 ) -> PgResult<()> {
-    let learned_from = profile
-        .consent_source
-        .clone()
-        .map(|m| format!("message {m}"))
-        .unwrap_or_default();
-    let profile_consent = profile.consent.as_ref().map(|c| (c, learned_from.as_str()));
-    for target in ctx
-        .targets
-        .iter()
-        .filter(|t| t.takes_profiles && !input.skip_destinations.contains(&t.name))
-    {
-        if !target.environments.is_empty()
-            && !target.environments.iter().any(|e| e == ctx.environment)
-        {
-            continue;
-        }
-        let verdict = pl::consent::evaluate(
-            &target.consent,
-            input.event_consent.as_ref(),
-            profile_consent,
-        );
-        if !verdict.allowed {
-            continue;
-        }
-        let mut snapshot = crate::destinations::ProfileSnapshot {
-            profile_id: profile.id.unwrap_or_default(),
-            message_id: input.observation.message_id.clone(),
-            user_id: profile.user_id.clone(),
-            anonymous_id: input
-                .observation
-                .identifiers
-                .iter()
-                .find(|(k, _)| *k == IdKind::AnonymousId)
-                .map(|(_, v)| v.clone()),
-            traits: profile.traits.clone(),
-            problems: Vec::new(),
-        };
-        snapshot.problems.extend(pl::phone::settle_trait_phone(
-            &mut snapshot.traits,
-            ctx.default_country,
-        ));
+    for d in profile_deliveries(
+        ctx.targets,
+        ctx.environment,
+        ctx.default_country,
+        input,
+        profile,
+    ) {
         delivery::create_for_profile(
             tx,
             ctx.handoff,
             ctx.node_id,
             message_row,
-            &target.name,
-            &target.kind,
-            &verdict.source,
-            &snapshot,
+            d.destination,
+            d.kind,
+            &d.consent_source,
+            &d.snapshot,
             ctx.received_at_ms,
         )?;
     }

@@ -8,19 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::pipeline::{self as stateful, IdentityCache, PipelineContext};
 use crate::pipeline::RouteTarget;
 use crate::store::handoff::HandOffPlan;
-use crate::store::records::{
-    IngestBatch, MessageOutcome, RejectedRequest, RejectionBatch, StoredOutcome,
-};
-
-/// What becomes of one message, decided before it is inserted.
-enum Verdict<'a> {
-    Invalid(&'a str),
-    Duplicate {
-        original_row_id: i64,
-        same_payload: bool,
-    },
-    Accepted,
-}
+use crate::store::records::{IngestBatch, RejectedRequest, RejectionBatch, StoredOutcome, Verdict};
 
 /// Why a batch signed only over element 0 is refused: its element 0 was first delivered in
 /// another request, so the signature is a captured one carrying a different batch.
@@ -121,10 +109,9 @@ pub(super) fn insert_batch(
         .query_row([], |r| r.get(0))?;
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for (row_id, message) in (first_row..).zip(&batch.messages) {
-        let verdict = match (&message.invalid_reason, &message.message_id) {
-            (Some(reason), _) => Verdict::Invalid(reason),
-            (None, None) => Verdict::Invalid("messageId is missing"),
-            (None, Some(message_id)) => find_original
+        let verdict = match Verdict::message_id(message) {
+            Err(invalid) => invalid,
+            Ok(message_id) => find_original
                 .query_row(
                     params![receipt.environment, message_id, batch.dedup_since_ms],
                     |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
@@ -137,30 +124,7 @@ pub(super) fn insert_batch(
                     }
                 }),
         };
-        let (status, reason, duplicate_of, raw): (&str, Option<&str>, Option<i64>, Option<&[u8]>) =
-            match &verdict {
-                Verdict::Invalid(reason) => ("invalid", Some(reason), None, Some(&message.raw)),
-                // Identical bytes are not stored twice; a different payload is kept whole.
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: true,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with identical bytes (a Segment retry)"),
-                    Some(*original_row_id),
-                    None,
-                ),
-                Verdict::Duplicate {
-                    original_row_id,
-                    same_payload: false,
-                } => (
-                    "duplicate",
-                    Some("messageId already accepted with a different payload"),
-                    Some(*original_row_id),
-                    Some(&message.raw),
-                ),
-                Verdict::Accepted => ("accepted", None, None, Some(&message.raw)),
-            };
+        let row = verdict.row(message);
         // The row id is assigned here (this thread is the only writer), so the pipeline can
         // reference the message and its outcome goes into the same INSERT.
         let pipeline = match (&verdict, &message.pipeline) {
@@ -183,26 +147,15 @@ pub(super) fn insert_batch(
             message.event,
             message.user_id,
             message.anonymous_id,
-            status,
-            reason,
-            duplicate_of,
+            row.status,
+            row.reason,
+            row.duplicate_of,
             &message.raw_sha256[..],
-            raw,
+            row.raw,
             pipeline.as_ref().map(|p| p.label()),
             message.raw_bytes.map(|n| n as i64),
         ])?;
-        let message = match verdict {
-            Verdict::Invalid(_) => MessageOutcome::Invalid { row_id },
-            Verdict::Duplicate {
-                original_row_id,
-                same_payload,
-            } => MessageOutcome::Duplicate {
-                row_id,
-                original_row_id,
-                same_payload,
-            },
-            Verdict::Accepted => MessageOutcome::Accepted { row_id },
-        };
+        let message = verdict.outcome(row_id);
         outcomes.push(StoredOutcome { message, pipeline });
     }
     Ok(outcomes)

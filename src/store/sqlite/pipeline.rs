@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::store::model::pipeline::{PipelineInput, PipelineOutcome};
+use crate::store::model::pipeline::{
+    json_map, lookup_keys, profile_consent, profile_deliveries, profile_of, PipelineInput,
+    PipelineOutcome,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -14,20 +17,6 @@ use crate::store::handoff::HandOffPlan;
 use crate::pipeline::dedup;
 use crate::pipeline::identity::{self, IdKind, Identifier, Observation, Profile};
 use crate::pipeline::{self as pl, CanonicalEvent, Draft, MappingRow, RouteTarget, RouteVerdict};
-
-fn json_map(text: &str) -> Map<String, Value> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-/// Identifiers to look up for an observation, including an alias's previousId in both roles.
-fn lookup_keys(obs: &Observation) -> Vec<Identifier> {
-    let mut keys = obs.identifiers.clone();
-    if let Some(previous) = &obs.previous_id {
-        keys.push((IdKind::UserId, previous.clone()));
-        keys.push((IdKind::AnonymousId, previous.clone()));
-    }
-    keys
-}
 
 pub fn load_profile(conn: &Connection, id: i64) -> Result<Option<Profile>, rusqlite::Error> {
     let row = conn
@@ -304,12 +293,7 @@ fn current_profile(
     cache: &RefCell<IdentityCache>,
     obs: &Observation,
 ) -> Result<Option<Profile>, rusqlite::Error> {
-    let profiles = profiles_for(conn, cache, obs)?;
-    Ok(profiles
-        .iter()
-        .find(|p| p.user_id.is_some() && p.user_id == obs.user_id)
-        .or(profiles.first())
-        .cloned())
+    Ok(profile_of(profiles_for(conn, cache, obs)?, obs))
 }
 
 pub(super) fn replay_window_open(
@@ -366,13 +350,8 @@ fn insert_routes(
     event_consent: Option<&Map<String, Value>>,
     profile: Option<&Profile>,
 ) -> Result<Vec<(String, RouteVerdict)>, rusqlite::Error> {
-    let learned_from = profile
-        .and_then(|p| p.consent_source.clone())
-        .map(|m| format!("message {m}"))
-        .unwrap_or_default();
-    let profile_consent = profile
-        .and_then(|p| p.consent.as_ref())
-        .map(|c| (c, learned_from.as_str()));
+    let (stored, learned_from) = profile_consent(profile);
+    let profile_consent = stored.map(|c| (c, learned_from.as_str()));
     let decisions = pl::route(event, row, ctx.targets, event_consent, profile_consent);
     let mut stmt = conn.prepare_cached(
         "INSERT INTO routes (event_row, destination, kind, destination_event, verdict, reason,
@@ -407,6 +386,7 @@ fn insert_routes(
         .collect())
 }
 
+/// The profile deliveries an identify makes (see `profile_deliveries`).
 fn create_profile_deliveries(
     conn: &Connection,
     ctx: &PipelineContext<'_>,
@@ -414,58 +394,21 @@ fn create_profile_deliveries(
     input: &PipelineInput,
     profile: &Profile,
 ) -> Result<(), rusqlite::Error> {
-    let learned_from = profile
-        .consent_source
-        .clone()
-        .map(|m| format!("message {m}"))
-        .unwrap_or_default();
-    let profile_consent = profile.consent.as_ref().map(|c| (c, learned_from.as_str()));
-    for target in ctx
-        .targets
-        .iter()
-        .filter(|t| t.takes_profiles && !input.skip_destinations.contains(&t.name))
-    {
-        if !target.environments.is_empty()
-            && !target.environments.iter().any(|e| e == ctx.environment)
-        {
-            continue;
-        }
-        let verdict = pl::consent::evaluate(
-            &target.consent,
-            input.event_consent.as_ref(),
-            profile_consent,
-        );
-        if !verdict.allowed {
-            continue;
-        }
-        let snapshot = crate::destinations::ProfileSnapshot {
-            profile_id: profile.id.unwrap_or_default(),
-            message_id: input.observation.message_id.clone(),
-            user_id: profile.user_id.clone(),
-            anonymous_id: input
-                .observation
-                .identifiers
-                .iter()
-                .find(|(k, _)| *k == IdKind::AnonymousId)
-                .map(|(_, v)| v.clone()),
-            traits: profile.traits.clone(),
-            problems: Vec::new(),
-        };
-        let mut snapshot = snapshot;
-        snapshot
-            .problems
-            .extend(crate::pipeline::phone::settle_trait_phone(
-                &mut snapshot.traits,
-                ctx.default_country,
-            ));
+    for d in profile_deliveries(
+        ctx.targets,
+        ctx.environment,
+        ctx.default_country,
+        input,
+        profile,
+    ) {
         super::delivery::create_for_profile(
             conn,
             &mut ctx.handoff.borrow_mut(),
             message_row,
-            &target.name,
-            &target.kind,
-            &verdict.source,
-            &snapshot,
+            d.destination,
+            d.kind,
+            &d.consent_source,
+            &d.snapshot,
             ctx.received_at_ms,
         )?;
     }
