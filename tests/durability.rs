@@ -3,40 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-
-/// Start `tracklayer serve` and return the child and the address it printed.
-fn start_binary(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("TRACKLAYER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tracklayer");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("tracklayer exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("TrackLayer listening on http://") {
-            break rest.trim_end_matches("/segment/events").to_string();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_survives_sigkill() {
@@ -45,7 +16,7 @@ async fn every_acknowledged_message_survives_sigkill() {
     let config = dir.path().join("tracklayer.toml");
     std::fs::write(&config, config_text(&db, "")).unwrap();
 
-    let (mut child, addr) = start_binary(&config);
+    let (mut child, addr) = start_serve(&config);
     let url = format!("http://{addr}/segment/events");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let failed = Arc::new(AtomicUsize::new(0));
@@ -103,7 +74,7 @@ async fn every_acknowledged_message_survives_sigkill() {
     );
 
     // Restart on the same database, then check every acknowledged message.
-    let (mut restarted, addr) = start_binary(&config);
+    let (mut restarted, addr) = start_serve(&config);
     let health = client()
         .get(format!("http://{addr}/healthz"))
         .send()

@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,31 +51,6 @@ concurrency = 16
     let path = dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Start one node; returns it and its address.
-fn start_node(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("TRACKLAYER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tracklayer");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("tracklayer exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("TrackLayer listening on http://") {
-            break rest.trim_end_matches("/segment/events").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 fn purchase(message_id: &str, order: &str, user: &str) -> String {
@@ -158,7 +132,7 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
             tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
         );
         let config = fleet_config(&db, dir.path(), &sandbox.url());
-        let mut nodes: Vec<(Child, String)> = (0..3).map(|_| start_node(&config)).collect();
+        let mut nodes: Vec<(Child, String)> = (0..3).map(|_| start_serve(&config)).collect();
         let rounds = 45;
         for round in 0..rounds {
             if round == 14 {
@@ -175,7 +149,7 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
                 sandbox.state.set_sticky(Platform::Webhook, None);
             }
             if round == 30 {
-                nodes[2] = start_node(&config);
+                nodes[2] = start_serve(&config);
             }
             let addr: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
             let (dup, oa, ob) = (

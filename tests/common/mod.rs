@@ -255,3 +255,30 @@ pub fn capture_log() {
 pub fn logged() -> String {
     String::from_utf8_lossy(&captured().0.lock().unwrap()).into_owned()
 }
+
+/// Start `tracklayer serve` and return the child and the address it printed.
+pub fn start_serve(config: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TRACKLAYER_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tracklayer");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("tracklayer exited before listening")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("TrackLayer listening on http://") {
+            break rest.trim_end_matches("/segment/events").to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
