@@ -841,8 +841,9 @@ struct RequestTraces<'a, R: serde::Serialize> {
 
 fn inspect(arg: ConfigArg, id: &str, json: bool) -> Result<ExitCode> {
     let loaded = load_config(&arg, false)?;
-    sqlite_only(loaded.config(), "inspect")?;
-    let reader = StoreReader::open(&loaded.config().storage.path)?;
+    let storage = &loaded.config().storage;
+    let mut reader =
+        store::open_trace_reader(&storage.path, storage.url.as_ref().map(|u| u.expose()))?;
     if let Some(trace) = reader.trace(id)? {
         if json {
             println!(

@@ -124,6 +124,7 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
         .build()
         .unwrap();
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let config_path = dir.path().join("fleet.toml");
     let (received, rounds) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox = Sandbox::start(listener).await.unwrap();
@@ -323,4 +324,39 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
         query_i64(&db, "SELECT COUNT(*) FROM nodes") >= 4,
         "three nodes and the restart"
     );
+
+    // `inspect` reads the fleet's database: a messageId sent to two nodes at once is one
+    // accepted arrival (and a duplicate when both were answered), mapped, its event delivered.
+    let traced = (0..rounds)
+        .map(|r| format!("dup-{r}"))
+        .find(|id| tally.acked.contains(id))
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .args(["inspect", &traced, "--json", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["message_id"], traced.as_str());
+    assert_eq!(json["status"], "mapped", "{json:#}");
+    let statuses: Vec<&str> = json["arrivals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["status"].as_str())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "accepted").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(json["deliveries"][0]["status"], "delivered", "{json:#}");
+    assert!(json["dedup"]["event_id"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("ev_purchase_")));
 }

@@ -49,3 +49,50 @@ impl StoreWriter {
         sqlite::writer::spawn(path, options, targets, handoffs)
     }
 }
+
+/// What `inspect` reads, from either store.
+pub trait TraceReader {
+    /// Everything about a messageId (or an event_id, resolved to its first message).
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError>;
+    fn request(&mut self, request_id: &str) -> Result<Option<StoredRequest>, StoreError>;
+    /// The messages of one request, in batch order.
+    fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+impl TraceReader for StoreReader {
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError> {
+        StoreReader::trace(self, id)
+    }
+    fn request(&mut self, request_id: &str) -> Result<Option<StoredRequest>, StoreError> {
+        StoreReader::request(self, request_id)
+    }
+    fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        StoreReader::messages_of_request(self, request_id)
+    }
+}
+
+impl TraceReader for postgres::reader::PgReader {
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError> {
+        Ok(postgres::reader::PgReader::trace(self, id)?)
+    }
+    fn request(&mut self, request_id: &str) -> Result<Option<StoredRequest>, StoreError> {
+        Ok(postgres::reader::PgReader::request(self, request_id)?)
+    }
+    fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(postgres::reader::PgReader::messages_of_request(
+            self, request_id,
+        )?)
+    }
+}
+
+/// The trace reader of the store a config names: the SQLite file, or the fleet's database.
+/// For synchronous commands (the PostgreSQL client must not run on an async task's thread).
+pub fn open_trace_reader(
+    path: &std::path::Path,
+    url: Option<&str>,
+) -> Result<Box<dyn TraceReader>, StoreError> {
+    Ok(match url {
+        Some(url) => Box::new(postgres::reader::PgReader::open(url)?),
+        None => Box::new(StoreReader::open(path)?),
+    })
+}

@@ -6,6 +6,7 @@
 mod db;
 mod delivery;
 mod ingest;
+pub mod reader;
 mod retention;
 pub mod warehouse;
 pub mod writer;
