@@ -11,11 +11,22 @@
 //! ```
 //! In "match", the string "$absent" means the key is missing or null, and "$present" means it
 //! exists and is not null.
+//!
+//! The same cases run on both stores: the SQLite file and a PostgreSQL database (a fresh one per
+//! case), so the pipeline's outcome cannot depend on where it is stored.
 
 mod common;
 
+use common::postgres::TestDatabase;
 use common::*;
 use serde_json::Value;
+
+/// Where a case's server stores what it receives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    Sqlite,
+    Postgres,
+}
 
 const DEFAULT_DESTINATIONS: &str = r#"
 [[destinations]]
@@ -76,11 +87,34 @@ fn mismatch(expected: &Value, actual: &Value, path: &str) -> Option<String> {
     }
 }
 
-async fn run_case(path: &std::path::Path) -> Result<(), String> {
+async fn run_case(path: &std::path::Path, store: Store) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let case: Value = serde_json::from_str(&text).map_err(|e| format!("bad fixture: {e}"))?;
     let extra = case["config"].as_str().unwrap_or(DEFAULT_DESTINATIONS);
-    let server = TestServer::start_with_toml(extra).await;
+    // The sync PostgreSQL client makes and drops the database off the async threads.
+    let database = match store {
+        Store::Sqlite => None,
+        Store::Postgres => tokio::task::spawn_blocking(TestDatabase::create)
+            .await
+            .unwrap(),
+    };
+    let server = match &database {
+        Some(db) => TestServer::start_on_postgres(&db.url, extra).await,
+        None => TestServer::start_with_toml(extra).await,
+    };
+    let result = run_steps(&server, &case, database.as_ref()).await;
+    server.stop().await;
+    if let Some(db) = database {
+        tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+    }
+    result
+}
+
+async fn run_steps(
+    server: &TestServer,
+    case: &Value,
+    database: Option<&TestDatabase>,
+) -> Result<(), String> {
     for (i, step) in case["steps"]
         .as_array()
         .ok_or("no steps")?
@@ -89,14 +123,26 @@ async fn run_case(path: &std::path::Path) -> Result<(), String> {
     {
         if let Some(env) = step["allow_replay"].as_str() {
             let now = chrono::Utc::now().timestamp_millis();
-            tracklayer::store::open_replay_window(
-                &server.db,
-                env,
-                now - 1000,
-                now + 60_000,
-                "test",
-            )
-            .map_err(|e| e.to_string())?;
+            match database {
+                Some(db) => tracklayer::store::postgres::open_replay_window(
+                    &db.url,
+                    env,
+                    now - 1000,
+                    now + 60_000,
+                    "test",
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())?,
+                None => tracklayer::store::open_replay_window(
+                    &server.db,
+                    env,
+                    now - 1000,
+                    now + 60_000,
+                    "test",
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())?,
+            }
             continue;
         }
         let env = step["env"].as_str().unwrap_or("production");
@@ -116,29 +162,40 @@ async fn run_case(path: &std::path::Path) -> Result<(), String> {
             }
         }
     }
-    let reader = server.reader();
-    for expectation in case["expect"].as_array().ok_or("no expect")? {
-        let id = expectation["inspect"]
-            .as_str()
-            .ok_or("inspect needs a messageId")?;
-        let trace = reader
-            .trace(id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("nothing stored for {id}"))?;
+    let expectations = case["expect"].as_array().ok_or("no expect")?;
+    let ids = expectations
+        .iter()
+        .map(|e| e["inspect"].as_str().map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("inspect needs a messageId")?;
+    let traces = server.traces(ids).await;
+    for (expectation, (id, trace)) in expectations.iter().zip(traces) {
+        let trace = trace.ok_or_else(|| format!("nothing stored for {id}"))?;
         let actual = tracklayer::inspect::to_json(&trace);
-        if let Some(why) = mismatch(&expectation["match"], &actual, id) {
+        if let Some(why) = mismatch(&expectation["match"], &actual, &id) {
             return Err(format!(
                 "{why}\n--- inspect {id}:\n{}",
                 serde_json::to_string_pretty(&actual).unwrap()
             ));
         }
     }
-    server.stop().await;
     Ok(())
 }
 
-#[tokio::test]
-async fn pipeline_fixtures() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_fixtures_on_sqlite() {
+    run_all(Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_fixtures_on_postgres() {
+    if common::postgres::server_url().is_none() {
+        return;
+    }
+    run_all(Store::Postgres).await;
+}
+
+async fn run_all(store: Store) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pipeline");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -153,7 +210,7 @@ async fn pipeline_fixtures() {
     );
     let mut failures = Vec::new();
     for file in &files {
-        if let Err(why) = run_case(file).await {
+        if let Err(why) = run_case(file, store).await {
             failures.push(format!(
                 "{}: {why}",
                 file.file_name().unwrap().to_string_lossy()
@@ -162,7 +219,7 @@ async fn pipeline_fixtures() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{store:?}: {} of {} cases failed:\n{}",
         failures.len(),
         files.len(),
         failures.join("\n\n")

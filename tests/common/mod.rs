@@ -89,6 +89,48 @@ impl TestServer {
         server
     }
 
+    /// A server whose store is the PostgreSQL database at `url` (a fleet of one), with `extra`
+    /// TOML in its config.
+    pub async fn start_on_postgres(url: &str, extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("tracklayer.db");
+        let text = config_text_with(&db, "", extra).replacen(
+            "[storage]\n",
+            &format!("[storage]\nurl = \"{url}\"\n"),
+            1,
+        );
+        let mut server = Self::start_text(&db, &text).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// What `inspect` reads, from whichever store this server writes. Opened on a blocking
+    /// thread: the PostgreSQL client must not run on an async task's thread.
+    pub async fn traces(
+        &self,
+        ids: Vec<String>,
+    ) -> Vec<(String, Option<tracklayer::store::MessageTrace>)> {
+        let db = self.db.clone();
+        let url = self
+            .setup
+            .config
+            .storage
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut reader = tracklayer::store::open_trace_reader(&db, url.as_deref()).unwrap();
+            ids.into_iter()
+                .map(|id| {
+                    let trace = reader.trace(&id).unwrap();
+                    (id, trace)
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn start_configured(db: &Path, extra_server: &str, extra: &str) -> TestServer {
         Self::start_text(db, &config_text_with(db, extra_server, extra)).await
     }
