@@ -103,9 +103,8 @@ async fn wait_for(
     let start = Instant::now();
     loop {
         let deliveries = server
-            .reader()
             .trace(message_id)
-            .unwrap()
+            .await
             .map(|t| t.deliveries)
             .unwrap_or_default();
         if done(&deliveries) {
@@ -133,10 +132,9 @@ fn settled(deliveries: &[StoredDelivery]) -> bool {
             .all(|d| d.status == "delivered" || d.status == "dead")
 }
 
-#[tokio::test]
-async fn every_destination_receives_a_valid_purchase() {
+async fn every_destination_receives_a_valid_purchase(store: Store) {
     let sandbox = sandbox().await;
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
     post(&server, &purchase("m-all", "ORD-1", 129.98)).await;
     let deliveries = wait_for(&server, "m-all", Duration::from_secs(15), settled).await;
     for d in &deliveries {
@@ -183,7 +181,7 @@ async fn every_destination_receives_a_valid_purchase() {
     assert_eq!(rows[0].1, "purchase");
     assert_eq!(rows[0].2, Some(129.98));
     // The inspect trace carries the deliveries.
-    let json = tracklayer::inspect::to_json(&server.reader().trace("m-all").unwrap().unwrap());
+    let json = tracklayer::inspect::to_json(&server.trace("m-all").await.unwrap());
     let meta_delivery = json["deliveries"]
         .as_array()
         .unwrap()
@@ -199,8 +197,7 @@ async fn every_destination_receives_a_valid_purchase() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn server_errors_retry_with_the_same_event_id() {
+async fn server_errors_retry_with_the_same_event_id(store: Store) {
     let sandbox = sandbox().await;
     sandbox
         .state
@@ -208,7 +205,7 @@ async fn server_errors_retry_with_the_same_event_id() {
     sandbox
         .state
         .push_fault(Platform::Meta, Fault::Status { status: 500 });
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1, 1]")).await;
     post(&server, &purchase("m-500", "ORD-500", 10.0)).await;
     let deliveries = wait_for(&server, "m-500", Duration::from_secs(15), settled).await;
     let meta = of(&deliveries, "meta");
@@ -240,8 +237,7 @@ async fn server_errors_retry_with_the_same_event_id() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured() {
+async fn retry_after_is_honoured(store: Store) {
     let sandbox = sandbox().await;
     sandbox.state.push_fault(
         Platform::Klaviyo,
@@ -249,7 +245,7 @@ async fn retry_after_is_honoured() {
             retry_after_secs: 2,
         },
     );
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
     post(&server, &purchase("m-429", "ORD-429", 10.0)).await;
     let deliveries = wait_for(&server, "m-429", Duration::from_secs(15), settled).await;
     let klaviyo = of(&deliveries, "klaviyo");
@@ -272,11 +268,10 @@ async fn retry_after_is_honoured() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn permanent_errors_dead_letter_at_once() {
+async fn permanent_errors_dead_letter_at_once(store: Store) {
     let sandbox = sandbox().await;
     sandbox.state.push_fault(Platform::Meta, Fault::BadToken);
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
     post(&server, &purchase("m-400", "ORD-400", 10.0)).await;
     let deliveries = wait_for(&server, "m-400", Duration::from_secs(15), settled).await;
     let meta = of(&deliveries, "meta");
@@ -303,8 +298,7 @@ async fn permanent_errors_dead_letter_at_once() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn google_partial_failure_retries_only_the_failed_row() {
+async fn google_partial_failure_retries_only_the_failed_row(store: Store) {
     let sandbox = sandbox().await;
     sandbox.state.push_fault(
         Platform::Google,
@@ -312,7 +306,7 @@ async fn google_partial_failure_retries_only_the_failed_row() {
             code: "TRANSIENT_ERROR".into(),
         },
     );
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
     // Both orders in one Segment batch: one commit, one Google request.
     post(
         &server,
@@ -350,13 +344,12 @@ async fn google_partial_failure_retries_only_the_failed_row() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn tiktok_codes_in_a_200() {
+async fn tiktok_codes_in_a_200(store: Store) {
     let sandbox = sandbox().await;
     sandbox
         .state
         .push_fault(Platform::Tiktok, Fault::TiktokCode { code: 40100 });
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1, 1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
     post(&server, &purchase("m-tt1", "ORD-TT1", 10.0)).await;
     let deliveries = wait_for(&server, "m-tt1", Duration::from_secs(15), settled).await;
     let tiktok = of(&deliveries, "tiktok");
@@ -377,14 +370,13 @@ async fn tiktok_codes_in_a_200() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn one_destination_down_does_not_slow_another() {
+async fn one_destination_down_does_not_slow_another(store: Store) {
     let sandbox = sandbox().await;
     // Meta hangs past its 5 s timeout on every request.
     sandbox
         .state
         .set_sticky(Platform::Meta, Some(Fault::Timeout { millis: 8000 }));
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[30]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[30]")).await;
     for i in 0..3 {
         post(
             &server,
@@ -409,8 +401,7 @@ async fn one_destination_down_does_not_slow_another() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing() {
+async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing(store: Store) {
     let sandbox = sandbox().await;
     sandbox
         .state
@@ -418,7 +409,15 @@ async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let config = destinations(&sandbox, "[3, 3]");
-    let server = TestServer::start_configured(&db, "", &config).await;
+    // The same store across the restart: the file, or the database.
+    let pg = (store == Store::Postgres).then(|| common::postgres::TestDatabase::create().unwrap());
+    let start = || async {
+        match &pg {
+            Some(pg) => TestServer::start_on_postgres(&pg.url, &config).await,
+            None => TestServer::start_configured(&db, "", &config).await,
+        }
+    };
+    let server = start().await;
     post(&server, &purchase("m-restart", "ORD-R", 10.0)).await;
     wait_for(&server, "m-restart", Duration::from_secs(10), |ds| {
         ds.iter()
@@ -428,7 +427,7 @@ async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing() {
     server.stop().await;
 
     sandbox.state.set_sticky(Platform::Meta, None);
-    let server = TestServer::start_configured(&db, "", &config).await;
+    let server = start().await;
     let deliveries = wait_for(&server, "m-restart", Duration::from_secs(15), settled).await;
     let meta = of(&deliveries, "meta");
     assert_eq!((meta.status.as_str(), meta.attempts), ("delivered", 2));
@@ -442,18 +441,17 @@ async fn restart_in_the_middle_of_a_retry_schedule_loses_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn dead_deliveries_can_be_replayed() {
+async fn dead_deliveries_can_be_replayed(store: Store) {
     let sandbox = sandbox().await;
     sandbox.state.push_fault(Platform::Meta, Fault::BadToken);
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1]")).await;
     post(&server, &purchase("m-replay", "ORD-RP", 10.0)).await;
     wait_for(&server, "m-replay", Duration::from_secs(15), |ds| {
         ds.iter()
             .any(|d| d.destination == "meta" && d.status == "dead")
     })
     .await;
-    let requeued = tracklayer::store::requeue(&server.db, "meta", "dead", 0).unwrap();
+    let requeued = server.requeue("meta", "dead").await;
     assert_eq!(requeued, 1);
     let deliveries = wait_for(&server, "m-replay", Duration::from_secs(15), |ds| {
         ds.iter()
@@ -464,10 +462,9 @@ async fn dead_deliveries_can_be_replayed() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn identify_goes_to_klaviyo_profile_import() {
+async fn identify_goes_to_klaviyo_profile_import(store: Store) {
     let sandbox = sandbox().await;
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1]")).await;
     post(
         &server,
         r#"{"type":"identify","messageId":"m-ident","userId":"user_8f3a2c","traits":{"email":"Jane.Doe@Gmail.com","phone":"+1 (415) 555-0123","firstName":"Jane","plan":"premium"}}"#,
@@ -491,10 +488,9 @@ async fn identify_goes_to_klaviyo_profile_import() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn events_too_old_for_meta_dead_letter_without_a_request() {
+async fn events_too_old_for_meta_dead_letter_without_a_request(store: Store) {
     let sandbox = sandbox().await;
-    let server = TestServer::start_with_toml(&destinations(&sandbox, "[1]")).await;
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1]")).await;
     let old = (chrono::Utc::now() - chrono::Duration::days(8))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = purchase("m-old", "ORD-OLD", 10.0).replace(
@@ -522,8 +518,7 @@ async fn events_too_old_for_meta_dead_letter_without_a_request() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_destination_pauses_itself_and_resumes_by_probe() {
+async fn a_failing_destination_pauses_itself_and_resumes_by_probe(store: Store) {
     let sandbox = sandbox().await;
     sandbox
         .state
@@ -542,7 +537,7 @@ concurrency = 4
 "#,
         sandbox.url()
     );
-    let server = TestServer::start_with_toml(&config).await;
+    let server = TestServer::start_for(store, &config).await;
     let batch: Vec<String> = (0..10)
         .map(|i| purchase(&format!("m-cb{i}"), &format!("ORD-CB{i}"), 1.0))
         .collect();
@@ -550,7 +545,7 @@ concurrency = 4
 
     let start = Instant::now();
     let pause = loop {
-        if let Some(p) = server.reader().destination_pause("tiktok").unwrap() {
+        if let Some(p) = server.destination_pause("tiktok").await {
             break p;
         }
         assert!(
@@ -577,23 +572,20 @@ concurrency = 4
         .await;
     }
     assert!(
-        server
-            .reader()
-            .destination_pause("tiktok")
-            .unwrap()
-            .is_none(),
+        server.destination_pause("tiktok").await.is_none(),
         "resumed"
     );
     assert!(sandbox.state.received(Platform::Tiktok).len() > during);
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_batching_webhook_carries_many_events_per_signed_request() {
+async fn a_batching_webhook_carries_many_events_per_signed_request(store: Store) {
     let sandbox = sandbox().await;
     let url = sandbox.url();
-    let server = TestServer::start_with_toml(&format!(
-        r#"
+    let server = TestServer::start_for(
+        store,
+        &format!(
+            r#"
 [[destinations]]
 name = "orders"
 kind = "webhook"
@@ -601,7 +593,8 @@ url = "{url}/webhooks/orders"
 secret = "{WEBHOOK_SECRET}"
 batch_size = 100
 "#
-    ))
+        ),
+    )
     .await;
     // One request with 40 orders: the worker sends them together, not 40 requests.
     let batch: Vec<String> = (0..40)
@@ -637,3 +630,19 @@ batch_size = 100
         .is_some_and(|id| id.starts_with("ev_purchase_")));
     server.stop().await;
 }
+
+on_both_stores!(
+    every_destination_receives_a_valid_purchase,
+    server_errors_retry_with_the_same_event_id,
+    retry_after_is_honoured,
+    permanent_errors_dead_letter_at_once,
+    google_partial_failure_retries_only_the_failed_row,
+    tiktok_codes_in_a_200,
+    one_destination_down_does_not_slow_another,
+    restart_in_the_middle_of_a_retry_schedule_loses_nothing,
+    dead_deliveries_can_be_replayed,
+    identify_goes_to_klaviyo_profile_import,
+    events_too_old_for_meta_dead_letter_without_a_request,
+    a_failing_destination_pauses_itself_and_resumes_by_probe,
+    a_batching_webhook_carries_many_events_per_signed_request,
+);

@@ -57,6 +57,11 @@ pub trait TraceReader {
     fn request(&mut self, request_id: &str) -> Result<Option<StoredRequest>, StoreError>;
     /// The messages of one request, in batch order.
     fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Whether a destination paused itself: until when and why (`None` when running).
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError>;
 }
 
 impl TraceReader for StoreReader {
@@ -68,6 +73,12 @@ impl TraceReader for StoreReader {
     }
     fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         StoreReader::messages_of_request(self, request_id)
+    }
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError> {
+        StoreReader::destination_pause(self, destination)
     }
 }
 
@@ -81,6 +92,15 @@ impl TraceReader for postgres::reader::PgReader {
     fn messages_of_request(&mut self, request_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         Ok(postgres::reader::PgReader::messages_of_request(
             self, request_id,
+        )?)
+    }
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError> {
+        Ok(postgres::reader::PgReader::destination_pause(
+            self,
+            destination,
         )?)
     }
 }

@@ -26,6 +26,35 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database of a server started on one (dropped with the server).
+    pg: Option<postgres::TestDatabase>,
+}
+
+/// Where a test server stores what it receives: tests that hold for both run on both.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+}
+
+/// `async fn name(store: Store)` as two tests, one per store (the PostgreSQL one fails without
+/// a server, see `common::postgres`).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::common::Store::Sqlite).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if super::common::postgres::server_url().is_some() {
+                    super::$name(super::common::Store::Postgres).await
+                }
+            })*
+        }
+    };
 }
 
 pub fn config_text(db: &Path, extra_server: &str) -> String {
@@ -87,6 +116,68 @@ impl TestServer {
         let mut server = Self::start_configured(&db, "", extra).await;
         server._dir = Some(dir);
         server
+    }
+
+    /// A server on `store` (a fresh database either way) with `extra` TOML in its config.
+    pub async fn start_for(store: Store, extra: &str) -> TestServer {
+        match store {
+            Store::Sqlite => Self::start_with_toml(extra).await,
+            Store::Postgres => {
+                let db = postgres::TestDatabase::create().expect("a PostgreSQL server");
+                let mut server = Self::start_on_postgres(&db.url, extra).await;
+                server.pg = Some(db);
+                server
+            }
+        }
+    }
+
+    /// The trace of one message (from whichever store).
+    pub async fn trace(&self, id: &str) -> Option<tracklayer::store::MessageTrace> {
+        self.traces(vec![id.to_string()])
+            .await
+            .pop()
+            .and_then(|(_, t)| t)
+    }
+
+    /// Put a destination's deliveries in `status` back in line (`tracklayer replay`).
+    pub async fn requeue(&self, destination: &str, status: &str) -> usize {
+        let (db, destination, status) =
+            (self.db.clone(), destination.to_string(), status.to_string());
+        let url = self
+            .setup
+            .config
+            .storage
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string());
+        tokio::task::spawn_blocking(move || match url {
+            Some(url) => tracklayer::store::postgres::requeue(&url, &destination, &status, 0)
+                .unwrap() as usize,
+            None => tracklayer::store::requeue(&db, &destination, &status, 0).unwrap(),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Whether a destination paused itself (from whichever store).
+    pub async fn destination_pause(
+        &self,
+        destination: &str,
+    ) -> Option<tracklayer::store::DestinationPause> {
+        let (db, destination) = (self.db.clone(), destination.to_string());
+        let url = self
+            .setup
+            .config
+            .storage
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut reader = tracklayer::store::open_trace_reader(&db, url.as_deref()).unwrap();
+            reader.destination_pause(&destination).unwrap()
+        })
+        .await
+        .unwrap()
     }
 
     /// A server whose store is the PostgreSQL database at `url` (a fleet of one), with `extra`
@@ -159,6 +250,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             _dir: None,
+            pg: None,
         }
     }
 
@@ -198,6 +290,7 @@ impl TestServer {
         Stopped {
             db: self.db.clone(),
             _dir: self._dir.take(),
+            _pg: self.pg.take(),
         }
     }
 }
@@ -205,6 +298,7 @@ impl TestServer {
 pub struct Stopped {
     pub db: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<postgres::TestDatabase>,
 }
 
 impl Stopped {

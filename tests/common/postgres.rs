@@ -35,8 +35,13 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// None only when the developer skips PostgreSQL tests.
+    /// None only when the developer skips PostgreSQL tests. Safe from async tests: the sync
+    /// client runs on a plain thread.
     pub fn create() -> Option<TestDatabase> {
+        std::thread::spawn(Self::create_here).join().unwrap()
+    }
+
+    fn create_here() -> Option<TestDatabase> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let admin_url = server_url()?;
         let name = format!(
@@ -61,12 +66,14 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut admin) = postgres::Client::connect(&admin_url, postgres::NoTls) {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
     }
 }
 

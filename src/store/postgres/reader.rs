@@ -7,8 +7,9 @@ use postgres::{Client, Row};
 use super::PostgresError;
 use crate::store::codec::unpack;
 use crate::store::model::trace::{
-    MessageTrace, StoredAttempt, StoredCollision, StoredDelivery, StoredEvent, StoredHttpRequest,
-    StoredIdentityChange, StoredMessage, StoredProfile, StoredRequest, StoredRoute, StoredUnmapped,
+    DestinationPause, MessageTrace, StoredAttempt, StoredCollision, StoredDelivery, StoredEvent,
+    StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile, StoredRequest,
+    StoredRoute, StoredUnmapped,
 };
 
 type PgResult<T> = Result<T, postgres::Error>;
@@ -345,6 +346,22 @@ impl PgReader {
             });
         }
         Ok(deliveries)
+    }
+
+    /// Whether a destination is paused for the fleet: until when and why.
+    pub fn destination_pause(&mut self, destination: &str) -> PgResult<Option<DestinationPause>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT paused_until_ms, reason, updated_at_ms FROM destination_state
+                 WHERE destination = $1 AND paused_until_ms IS NOT NULL",
+                &[&destination],
+            )?
+            .map(|r| DestinationPause {
+                until_ms: r.get(0),
+                reason: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                since_ms: r.get(2),
+            }))
     }
 
     /// Everything about a messageId (or an event_id, resolved to its first message), as the
