@@ -6,9 +6,8 @@ use base64::Engine;
 use common::*;
 use serde_json::json;
 
-#[tokio::test]
-async fn accepts_a_single_message_and_stores_it_byte_for_byte() {
-    let server = TestServer::start().await;
+async fn accepts_a_single_message_and_stores_it_byte_for_byte(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     // Odd whitespace on purpose: the stored raw message must be exactly these bytes.
     let body = track("m-single", "Order Completed").replace(",\"userId\"", ",  \"userId\"");
     let (status, reply) = server.post("production", PRODUCTION_SECRET, &body).await;
@@ -16,14 +15,17 @@ async fn accepts_a_single_message_and_stores_it_byte_for_byte() {
     assert_eq!(reply["accepted"], 1);
     assert_eq!(reply["environment"], "production");
 
-    let stored = server.reader().messages_by_message_id("m-single").unwrap();
+    let stored = server
+        .store_reader()
+        .messages_by_message_id("m-single")
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, "accepted");
     assert_eq!(stored[0].raw, body.as_bytes());
     assert_eq!(stored[0].event.as_deref(), Some("Order Completed"));
     assert_eq!(stored[0].user_id.as_deref(), Some("cust_34982"));
     let request = server
-        .reader()
+        .store_reader()
         .request(&stored[0].request_id)
         .unwrap()
         .unwrap();
@@ -33,9 +35,8 @@ async fn accepts_a_single_message_and_stores_it_byte_for_byte() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn accepts_a_bare_array_and_a_batch_object() {
-    let server = TestServer::start().await;
+async fn accepts_a_bare_array_and_a_batch_object(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let array = format!(
         "[{},{}]",
         track("m-a1", "Product Added"),
@@ -60,7 +61,7 @@ async fn accepts_a_bare_array_and_a_batch_object() {
         "{reply}"
     );
 
-    let reader = server.reader();
+    let reader = server.store_reader();
     let b2 = &reader.messages_by_message_id("m-b2").unwrap()[0];
     assert_eq!(b2.position, 1);
     assert_eq!(b2.raw, track("m-b2", "Lead Submitted").as_bytes());
@@ -87,9 +88,8 @@ async fn post_raw(server: &TestServer, headers: &[(&str, &str)], body: &str) -> 
     )
 }
 
-#[tokio::test]
-async fn each_authentication_failure_names_its_reason_and_is_recorded() {
-    let server = TestServer::start().await;
+async fn each_authentication_failure_names_its_reason_and_is_recorded(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let body = track("m-auth", "Order Completed");
     let now = chrono::Utc::now().timestamp().to_string();
     let good_sig = tracklayer::ingest::auth::sign_tracklayer(
@@ -143,7 +143,7 @@ async fn each_authentication_failure_names_its_reason_and_is_recorded() {
     let stopped = server.stop().await;
 
     // Every refusal is counted; the first three of each reason in a minute are kept whole.
-    let reader = stopped.reader();
+    let reader = stopped.store_reader();
     let mut tallies: Vec<(String, String, i64, i64)> = reader
         .rejection_counts(0)
         .unwrap()
@@ -180,9 +180,8 @@ async fn each_authentication_failure_names_its_reason_and_is_recorded() {
     assert_eq!(reasons.len(), 5, "an example of every reason: {kept:?}");
 }
 
-#[tokio::test]
-async fn rejected_requests_are_recorded_without_body_or_secret() {
-    let server = TestServer::start().await;
+async fn rejected_requests_are_recorded_without_body_or_secret(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let body = track("m-rej", "Order Completed");
     let (status, _) = json_of(
         signed(
@@ -200,7 +199,7 @@ async fn rejected_requests_are_recorded_without_body_or_secret() {
     .await;
     assert_eq!(status, 401);
     let stopped = server.stop().await;
-    let reader = stopped.reader();
+    let reader = stopped.store_reader();
     let rejections = reader.recent_rejections(10).unwrap();
     assert_eq!(rejections.len(), 1);
     let r = &rejections[0];
@@ -219,9 +218,8 @@ async fn rejected_requests_are_recorded_without_body_or_secret() {
     assert!(reader.messages_by_message_id("m-rej").unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn timestamp_window_is_five_minutes_both_ways() {
-    let server = TestServer::start().await;
+async fn timestamp_window_is_five_minutes_both_ways(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let url = server.url("/segment/events");
     let now = chrono::Utc::now();
     let cases = [
@@ -263,9 +261,8 @@ async fn timestamp_window_is_five_minutes_both_ways() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn previous_secret_is_accepted_during_rotation() {
-    let server = TestServer::start().await;
+async fn previous_secret_is_accepted_during_rotation(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     for (secret, id) in [
         (PRODUCTION_SECRET, "m-rot-new"),
         (PREVIOUS_SECRET, "m-rot-old"),
@@ -318,9 +315,8 @@ fn segment_message(message_id: &str, revenue: f64) -> String {
     )
 }
 
-#[tokio::test]
-async fn segment_signatures_single_and_element_0_of_a_batch() {
-    let server = TestServer::start().await;
+async fn segment_signatures_single_and_element_0_of_a_batch(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let single = segment_message("m-1", 25.0);
     let (status, reply) = post_segment_signed(&server, &single, &segment_signature(&single)).await;
     assert_eq!(status, 200, "{reply}");
@@ -361,8 +357,12 @@ async fn segment_signatures_single_and_element_0_of_a_batch() {
         "bad signature: X-Signature does not match HMAC-SHA1(secret, the raw body) for environment `staging`"
     );
 
-    let request_id = &server.reader().messages_by_message_id("m-11").unwrap()[0].request_id;
-    let request = server.reader().request(request_id).unwrap().unwrap();
+    let request_id = &server
+        .store_reader()
+        .messages_by_message_id("m-11")
+        .unwrap()[0]
+        .request_id;
+    let request = server.store_reader().request(request_id).unwrap().unwrap();
     assert_eq!(
         (request.auth_scheme.as_str(), request.body_shape.as_str()),
         ("segment", "array")
@@ -372,9 +372,8 @@ async fn segment_signatures_single_and_element_0_of_a_batch() {
 
 /// A captured signature of one message must not carry a forged batch: Segment signs only
 /// element 0, so `[<a message seen before>, <forged purchase>]` verifies.
-#[tokio::test]
-async fn a_captured_segment_signature_cannot_carry_a_forged_batch() {
-    let server = TestServer::start().await;
+async fn a_captured_segment_signature_cannot_carry_a_forged_batch(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let captured = segment_message("m-seen", 25.0);
     let signature = segment_signature(&captured);
     let (status, _) = post_segment_signed(&server, &captured, &signature).await;
@@ -390,7 +389,7 @@ async fn a_captured_segment_signature_cannot_carry_a_forged_batch() {
         "{reason}"
     );
     let stopped = server.stop().await;
-    let reader = stopped.reader();
+    let reader = stopped.store_reader();
     assert!(
         reader
             .messages_by_message_id("m-forged")
@@ -402,9 +401,8 @@ async fn a_captured_segment_signature_cannot_carry_a_forged_batch() {
     assert!(refused.iter().any(|r| r.reason_code == "reused_signature"));
 }
 
-#[tokio::test]
-async fn an_old_signed_message_is_a_replay_unless_a_replay_window_is_open() {
-    let server = TestServer::start().await;
+async fn an_old_signed_message_is_a_replay_unless_a_replay_window_is_open(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let old = segment_message("m-old", 25.0).replace(
         &chrono::Utc::now().format("%Y-%m-%d").to_string(),
         &(chrono::Utc::now() - chrono::Duration::days(5))
@@ -418,14 +416,7 @@ async fn an_old_signed_message_is_a_replay_unless_a_replay_window_is_open() {
         .unwrap()
         .contains("older than the dedup window: refused as a replay"));
     // An operator lets a Segment Replay through.
-    tracklayer::store::open_replay_window(
-        &server.db,
-        "staging",
-        chrono::Utc::now().timestamp_millis() - 1000,
-        chrono::Utc::now().timestamp_millis() + 60_000,
-        "replay",
-    )
-    .unwrap();
+    server.allow_replay("staging").await;
     let (status, reply) = post_segment_signed(&server, &old, &segment_signature(&old)).await;
     assert_eq!(status, 200, "{reply}");
 
@@ -459,9 +450,8 @@ async fn an_environment_can_refuse_segment_signed_batches() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_message_id_is_acknowledged_and_stored_once() {
-    let server = TestServer::start().await;
+async fn duplicate_message_id_is_acknowledged_and_stored_once(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let body = track("m-dup", "Order Completed");
     for _ in 0..2 {
         let (status, _) = server.post("production", PRODUCTION_SECRET, &body).await;
@@ -474,7 +464,10 @@ async fn duplicate_message_id_is_acknowledged_and_stored_once() {
     assert_eq!(reply["duplicates"], 1);
     assert_eq!(reply["problems"][0]["status"], "duplicate");
 
-    let arrivals = server.reader().messages_by_message_id("m-dup").unwrap();
+    let arrivals = server
+        .store_reader()
+        .messages_by_message_id("m-dup")
+        .unwrap();
     let summary: Vec<(&str, bool)> = arrivals
         .iter()
         .map(|m| (m.status.as_str(), m.raw_stored))
@@ -494,13 +487,12 @@ async fn duplicate_message_id_is_acknowledged_and_stored_once() {
         "an identical duplicate reads back the original bytes"
     );
     assert_eq!(arrivals[2].raw, changed.as_bytes());
-    assert_eq!(server.reader().message_counts().unwrap(), (1, 2, 0));
+    assert_eq!(server.store_reader().message_counts().unwrap(), (1, 2, 0));
     server.stop().await;
 }
 
-#[tokio::test]
-async fn one_invalid_message_does_not_fail_its_batch() {
-    let server = TestServer::start().await;
+async fn one_invalid_message_does_not_fail_its_batch(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let bad = r#"{"type":"track","messageId":"m-bad","userId":"u","properties":{"revenue":1}}"#;
     let batch = format!(
         "[{},{bad},{}]",
@@ -517,7 +509,10 @@ async fn one_invalid_message_does_not_fail_its_batch() {
         reply["problems"][0],
         json!({"index": 1, "messageId": "m-bad", "status": "invalid", "reason": "event is missing on a track call"})
     );
-    let stored = server.reader().messages_by_message_id("m-bad").unwrap();
+    let stored = server
+        .store_reader()
+        .messages_by_message_id("m-bad")
+        .unwrap();
     assert_eq!(stored[0].status, "invalid");
     assert_eq!(
         stored[0].reason.as_deref(),
@@ -527,9 +522,8 @@ async fn one_invalid_message_does_not_fail_its_batch() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unparseable_oversized_and_wrong_content_type() {
-    let server = TestServer::start_with("max_body_bytes = 2048").await;
+async fn unparseable_oversized_and_wrong_content_type(store: Store) {
+    let server = TestServer::start_for_with(store, "max_body_bytes = 2048").await;
     let url = server.url("/segment/events");
 
     let (status, reply) = json_of(
@@ -591,9 +585,8 @@ async fn unparseable_oversized_and_wrong_content_type() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn analytics_node_shaped_v1_batch() {
-    let server = TestServer::start().await;
+async fn analytics_node_shaped_v1_batch(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     // The body @segment/analytics-node posts: {batch, writeKey, sentAt}, with Basic auth.
     let body = json!({
         "batch": [
@@ -634,12 +627,12 @@ async fn analytics_node_shaped_v1_batch() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["accepted"], 2);
     let stored = &server
-        .reader()
+        .store_reader()
         .messages_by_message_id("node-next-1700000000001-bbbb")
         .unwrap()[0];
     assert_eq!(stored.environment, "production");
     let request = server
-        .reader()
+        .store_reader()
         .request(&stored.request_id)
         .unwrap()
         .unwrap();
@@ -666,7 +659,7 @@ async fn analytics_node_shaped_v1_batch() {
         "{reply}"
     );
     let stored = &server
-        .reader()
+        .store_reader()
         .messages_by_message_id("v1-track-1")
         .unwrap()[0];
     assert_eq!(stored.message_type.as_deref(), Some("track"));
@@ -713,10 +706,26 @@ async fn analytics_node_shaped_v1_batch() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn healthz_answers() {
-    let server = TestServer::start().await;
+async fn healthz_answers(store: Store) {
+    let server = TestServer::start_for(store, "").await;
     let response = client().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     server.stop().await;
 }
+
+on_both_stores!(
+    accepts_a_single_message_and_stores_it_byte_for_byte,
+    accepts_a_bare_array_and_a_batch_object,
+    each_authentication_failure_names_its_reason_and_is_recorded,
+    rejected_requests_are_recorded_without_body_or_secret,
+    timestamp_window_is_five_minutes_both_ways,
+    previous_secret_is_accepted_during_rotation,
+    segment_signatures_single_and_element_0_of_a_batch,
+    a_captured_segment_signature_cannot_carry_a_forged_batch,
+    an_old_signed_message_is_a_replay_unless_a_replay_window_is_open,
+    duplicate_message_id_is_acknowledged_and_stored_once,
+    one_invalid_message_does_not_fail_its_batch,
+    unparseable_oversized_and_wrong_content_type,
+    analytics_node_shaped_v1_batch,
+    healthz_answers,
+);

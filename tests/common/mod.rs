@@ -131,6 +131,62 @@ impl TestServer {
         }
     }
 
+    /// A server on `store` with `extra_server` in its `[server]` table.
+    pub async fn start_for_with(store: Store, extra_server: &str) -> TestServer {
+        match store {
+            Store::Sqlite => Self::start_with(extra_server).await,
+            Store::Postgres => {
+                let db = postgres::TestDatabase::create().expect("a PostgreSQL server");
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("tracklayer.db");
+                let text = config_text_with(&path, extra_server, "").replacen(
+                    "[storage]\n",
+                    &format!("[storage]\nurl = \"{}\"\n", db.url),
+                    1,
+                );
+                let mut server = Self::start_text(&path, &text).await;
+                server._dir = Some(dir);
+                server.pg = Some(db);
+                server
+            }
+        }
+    }
+
+    /// Open a replay window for `environment` (`tracklayer allow-replay`) in whichever store.
+    pub async fn allow_replay(&self, environment: &str) {
+        let (db, environment) = (self.db.clone(), environment.to_string());
+        let url = self
+            .setup
+            .config
+            .storage
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string());
+        let now = chrono::Utc::now().timestamp_millis();
+        tokio::task::spawn_blocking(move || match url {
+            Some(url) => tracklayer::store::postgres::open_replay_window(
+                &url,
+                &environment,
+                now - 1000,
+                now + 60_000,
+                "test",
+            )
+            .map(|_| ())
+            .unwrap(),
+            None => tracklayer::store::open_replay_window(
+                &db,
+                &environment,
+                now - 1000,
+                now + 60_000,
+                "test",
+            )
+            .map(|_| ())
+            .unwrap(),
+        })
+        .await
+        .unwrap()
+    }
+
     /// The trace of one message (from whichever store).
     pub async fn trace(&self, id: &str) -> Option<tracklayer::store::MessageTrace> {
         self.traces(vec![id.to_string()])
@@ -417,4 +473,115 @@ pub fn start_serve(config: &std::path::Path) -> (std::process::Child, String) {
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
+}
+
+/// What a test reads back, from either store, with the same calls. The PostgreSQL client runs
+/// each call on a thread of its own, so tests call it from async code as they call SQLite.
+pub enum Reader {
+    Sqlite(tracklayer::store::StoreReader),
+    /// An Option so the client can be dropped on a thread of its own (its drop blocks).
+    Postgres(Mutex<Option<tracklayer::store::postgres::reader::PgReader>>),
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Reader::Postgres(reader) = self {
+            if let Some(client) = reader.get_mut().unwrap().take() {
+                let _ = std::thread::spawn(move || drop(client)).join();
+            }
+        }
+    }
+}
+
+type Read<T> = Result<T, tracklayer::store::StoreError>;
+
+impl Reader {
+    fn open(db: &Path, url: Option<&str>) -> Reader {
+        match url {
+            None => Reader::Sqlite(tracklayer::store::StoreReader::open(db).unwrap()),
+            Some(url) => {
+                let url = url.to_string();
+                let reader = std::thread::spawn(move || {
+                    tracklayer::store::postgres::reader::PgReader::open(&url).unwrap()
+                })
+                .join()
+                .unwrap();
+                Reader::Postgres(Mutex::new(Some(reader)))
+            }
+        }
+    }
+
+    fn pg<T: Send>(
+        reader: &Mutex<Option<tracklayer::store::postgres::reader::PgReader>>,
+        read: impl FnOnce(
+                &mut tracklayer::store::postgres::reader::PgReader,
+            ) -> Result<T, ::postgres::Error>
+            + Send,
+    ) -> Read<T> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut reader = reader.lock().unwrap();
+                read(reader.as_mut().expect("an open reader")).map_err(Into::into)
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    pub fn messages_by_message_id(&self, id: &str) -> Read<Vec<tracklayer::store::StoredMessage>> {
+        match self {
+            Reader::Sqlite(r) => r.messages_by_message_id(id),
+            Reader::Postgres(r) => Self::pg(r, |r| r.messages_by_message_id(id)),
+        }
+    }
+
+    pub fn request(&self, request_id: &str) -> Read<Option<tracklayer::store::StoredRequest>> {
+        match self {
+            Reader::Sqlite(r) => r.request(request_id),
+            Reader::Postgres(r) => Self::pg(r, |r| r.request(request_id)),
+        }
+    }
+
+    pub fn message_counts(&self) -> Read<(i64, i64, i64)> {
+        match self {
+            Reader::Sqlite(r) => r.message_counts(),
+            Reader::Postgres(r) => Self::pg(r, |r| r.message_counts()),
+        }
+    }
+
+    pub fn recent_rejections(&self, limit: usize) -> Read<Vec<tracklayer::store::StoredRejection>> {
+        match self {
+            Reader::Sqlite(r) => r.recent_rejections(limit),
+            Reader::Postgres(r) => Self::pg(r, |r| r.recent_rejections(limit)),
+        }
+    }
+
+    pub fn rejection_counts(&self, since_ms: i64) -> Read<Vec<tracklayer::store::RejectionTally>> {
+        match self {
+            Reader::Sqlite(r) => r.rejection_counts(since_ms),
+            Reader::Postgres(r) => Self::pg(r, |r| r.rejection_counts(since_ms)),
+        }
+    }
+
+    pub fn trace(&self, id: &str) -> Read<Option<tracklayer::store::MessageTrace>> {
+        match self {
+            Reader::Sqlite(r) => r.trace(id),
+            Reader::Postgres(r) => Self::pg(r, |r| r.trace(id)),
+        }
+    }
+}
+
+impl TestServer {
+    /// A reader of whichever store this server writes (see `Reader`).
+    pub fn store_reader(&self) -> Reader {
+        let url = self.setup.config.storage.url.as_ref().map(|u| u.expose());
+        Reader::open(&self.db, url)
+    }
+}
+
+impl Stopped {
+    /// A reader of whichever store the server wrote.
+    pub fn store_reader(&self) -> Reader {
+        Reader::open(&self.db, self._pg.as_ref().map(|db| db.url.as_str()))
+    }
 }

@@ -7,9 +7,9 @@ use postgres::{Client, Row};
 use super::PostgresError;
 use crate::store::codec::unpack;
 use crate::store::model::trace::{
-    DestinationPause, MessageTrace, StoredAttempt, StoredCollision, StoredDelivery, StoredEvent,
-    StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile, StoredRequest,
-    StoredRoute, StoredUnmapped,
+    DestinationPause, MessageTrace, RejectionTally, StoredAttempt, StoredCollision, StoredDelivery,
+    StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile,
+    StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
 };
 
 type PgResult<T> = Result<T, postgres::Error>;
@@ -346,6 +346,76 @@ impl PgReader {
             });
         }
         Ok(deliveries)
+    }
+
+    /// Every stored arrival of a messageId, oldest first.
+    pub fn messages_by_message_id(&mut self, message_id: &str) -> PgResult<Vec<StoredMessage>> {
+        self.messages("m.message_id", "m.id", message_id)
+    }
+
+    /// Message counts by status: (accepted, duplicate, invalid).
+    pub fn message_counts(&mut self) -> PgResult<(i64, i64, i64)> {
+        let r = self.client.query_one(
+            "SELECT COUNT(*) FILTER (WHERE status = 'accepted'),
+                    COUNT(*) FILTER (WHERE status = 'duplicate'),
+                    COUNT(*) FILTER (WHERE status = 'invalid')
+             FROM messages",
+            &[],
+        )?;
+        Ok((r.get(0), r.get(1), r.get(2)))
+    }
+
+    /// The newest rejected requests first.
+    pub fn recent_rejections(&mut self, limit: usize) -> PgResult<Vec<StoredRejection>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT received_at_ms, path, remote_addr, user_agent, account_header,
+                        environment_header, content_type, body_bytes, status_code, reason_code,
+                        reason
+                 FROM rejections ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )?
+            .iter()
+            .map(|r| StoredRejection {
+                received_at_ms: r.get(0),
+                path: r.get(1),
+                remote_addr: r.get(2),
+                user_agent: r.get(3),
+                account_header: r.get(4),
+                environment_header: r.get(5),
+                content_type: r.get(6),
+                body_bytes: r.get(7),
+                status_code: u16::try_from(r.get::<_, i32>(8)).unwrap_or_default(),
+                reason_code: r.get(9),
+                reason: r.get(10),
+            })
+            .collect())
+    }
+
+    /// Refused requests since `since_ms`, summed per (environment header, reason, peer,
+    /// status), most first.
+    pub fn rejection_counts(&mut self, since_ms: i64) -> PgResult<Vec<RejectionTally>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT environment, reason_code, peer, status_code, SUM(count)::BIGINT,
+                        MAX(minute_ms)
+                 FROM rejection_counts WHERE minute_ms >= $1
+                 GROUP BY environment, reason_code, peer, status_code
+                 ORDER BY SUM(count) DESC",
+                &[&(since_ms - since_ms.rem_euclid(60_000))],
+            )?
+            .iter()
+            .map(|r| RejectionTally {
+                environment: r.get(0),
+                reason_code: r.get(1),
+                peer: r.get(2),
+                status_code: i64::from(r.get::<_, i32>(3)),
+                count: r.get(4),
+                last_minute_ms: r.get(5),
+            })
+            .collect())
     }
 
     /// Whether a destination is paused for the fleet: until when and why.
