@@ -630,7 +630,6 @@ fn send_trace(
 
     let loaded = load_config(&arg, false)?;
     let config = loaded.config();
-    sqlite_only(config, "send --trace")?;
     let environment = environment_named(config, env)?;
     for step in &options.scenario {
         if !testsend::SCENARIO_STEPS.contains(&step.as_str()) {
@@ -696,7 +695,8 @@ fn send_trace(
     let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
     let pause = options.pause && std::io::stdin().is_terminal();
     let db = config.storage.path.clone();
-    let mut reader: Option<StoreReader> = None;
+    let store_url = config.storage.url.as_ref().map(|u| u.expose().to_string());
+    let mut reader: Option<Box<dyn store::TraceReader>> = None;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -728,9 +728,9 @@ fn send_trace(
         let started = std::time::Instant::now();
         let stages = loop {
             if reader.is_none() {
-                reader = StoreReader::open(&db).ok();
+                reader = store::open_trace_reader(&db, store_url.as_deref()).ok();
             }
-            let trace = match (&reader, status < 300) {
+            let trace = match (&mut reader, status < 300) {
                 (Some(r), true) => r.trace(&message_id).ok().flatten(),
                 _ => None,
             };

@@ -219,6 +219,37 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // The controlled test send walks its stages against the fleet's database.
+        let (config, url) = (
+            config.clone(),
+            format!("http://{}/segment/events", nodes[1].1),
+        );
+        let walk = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+                .args([
+                    "send",
+                    "--trace",
+                    "--no-pause",
+                    "--env",
+                    "production",
+                    "--url",
+                ])
+                .arg(&url)
+                .args(["--scenario", "identify,order_completed", "--config"])
+                .arg(&config)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&walk.stdout);
+        assert!(
+            walk.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&walk.stderr)
+        );
+        assert!(stdout.contains("✔ mapped"), "{stdout}");
+        assert!(stdout.contains("controlled test passed"), "{stdout}");
         for (mut child, _) in nodes {
             let _ = child.kill();
             let _ = child.wait();
