@@ -996,11 +996,21 @@ fn check(arg: ConfigArg) -> Result<ExitCode> {
                         }
                     ),
                     Err(e) => {
+                        // The whole chain: "error connecting to server: Connection refused".
+                        let mut why = e.to_string();
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(inner) = source {
+                            let text = inner.to_string();
+                            if !why.ends_with(&text) {
+                                why.push_str(&format!(": {text}"));
+                            }
+                            source = inner.source();
+                        }
                         eprintln!(
                             "{}: storage.url: {}: the server does not answer: {}",
                             path.display(),
                             store::postgres::describe(url.expose()),
-                            e.to_string().replace(url.expose(), "(storage.url)")
+                            why.replace(url.expose(), "(storage.url)")
                         );
                         return Ok(ExitCode::FAILURE);
                     }

@@ -120,3 +120,52 @@ fn a_failing_migration_leaves_no_trace_and_releases_the_lock() {
     let report = postgres::migrate(&mut client(&db)).unwrap();
     assert_eq!(report.applied, vec![1]);
 }
+
+#[test]
+fn check_says_whether_the_server_answers_and_never_prints_the_password() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |url: &str| {
+        let path = dir.path().join("fleet.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[storage]\nurl = \"{url}\"\n[workspace]\naccount = \"acct_x\"\n[[environments]]\nname = \"production\"\nsecret = \"0123456789abcdef0123456789\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = check(&write(&db.url));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("the server answers; schema version 0 of 1"),
+        "{all}"
+    );
+    assert!(all.contains("(fleet)"), "{all}");
+
+    let out = check(&write("postgres://tl:hunter2-secret@127.0.0.1:1/none"));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("the server does not answer"), "{all}");
+    assert!(all.contains("Connection refused"), "{all}");
+    assert!(!all.contains("hunter2"), "the password was printed: {all}");
+}
