@@ -9,7 +9,7 @@ pub enum StoreError {
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
     #[error("PostgreSQL schema: {0}")]
-    PostgresSchema(#[from] crate::store::postgres::PostgresError),
+    PostgresSchema(#[from] PostgresError),
     #[error("{0}")]
     Unsupported(&'static str),
     #[error("cannot start a storage thread: {source}")]
@@ -18,6 +18,21 @@ pub enum StoreError {
     CreateDir {
         path: String,
         source: std::io::Error,
+    },
+}
+
+/// What the PostgreSQL store's connection and schema can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("PostgreSQL: {0}")]
+    Client(#[from] postgres::Error),
+    #[error("the PostgreSQL connection thread panicked")]
+    Panicked,
+    #[error("migration {version} ({name}): {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: postgres::Error,
     },
 }
 

@@ -8,18 +8,10 @@
 //! `schema`), for teams whose warehouse is PostgreSQL or fed from it.
 
 use crate::destinations::WarehouseTarget;
-use crate::pipeline::CanonicalEvent;
 
 pub use crate::store::sqlite::warehouse::{read_rows, SqliteWarehouse};
 
-/// The version of the table's columns.
-pub const SCHEMA_VERSION: i32 = 1;
-
-/// A place canonical events are appended to.
-pub trait WarehouseSink: Send {
-    /// Write the events; returns how many were new (the rest were already there).
-    fn write(&mut self, events: &[&CanonicalEvent]) -> Result<usize, String>;
-}
+pub use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
 
 /// Open the sink a warehouse destination names (creating its table if missing).
 pub fn open(target: &WarehouseTarget) -> Result<Box<dyn WarehouseSink>, String> {

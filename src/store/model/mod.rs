@@ -5,3 +5,4 @@ pub mod delivery;
 pub mod pipeline;
 pub mod trace;
 pub mod views;
+pub mod warehouse;

@@ -24,19 +24,7 @@ pub const MIGRATIONS: [(i32, &str, &str); 1] = [(
 /// The advisory lock key that serialises migrations across nodes ("tracklayer" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7472_6163_6b6c_6179;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PostgresError {
-    #[error("PostgreSQL: {0}")]
-    Client(#[from] postgres::Error),
-    #[error("the PostgreSQL connection thread panicked")]
-    Panicked,
-    #[error("migration {version} ({name}): {source}")]
-    Migration {
-        version: i32,
-        name: &'static str,
-        source: postgres::Error,
-    },
-}
+pub use crate::store::error::PostgresError;
 
 /// Connect to `url` (`postgres://user:pass@host:5432/db`). Errors name what failed without
 /// repeating the URL, which may hold a password.

@@ -6,7 +6,7 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::pipeline::CanonicalEvent;
-use crate::store::warehouse::{WarehouseSink, SCHEMA_VERSION};
+use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
 
 fn schema_sql(schema: &str) -> String {
     format!(

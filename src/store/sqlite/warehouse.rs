@@ -6,7 +6,7 @@ use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use crate::pipeline::CanonicalEvent;
-use crate::store::warehouse::{WarehouseSink, SCHEMA_VERSION};
+use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
 
 /// The table's schema (version `SCHEMA_VERSION`), created if missing. One row per event_id;
 /// re-sending is a no-op.
