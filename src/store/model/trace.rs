@@ -216,3 +216,39 @@ pub struct StoredDelivery {
     pub updated_at_ms: i64,
     pub history: Vec<StoredAttempt>,
 }
+
+/// How a trace looks a profile up.
+pub enum ProfileKey<'a> {
+    Id(i64),
+    Identifier(&'static str, &'a str),
+}
+
+/// The live profile a trace shows: the one its events or identity changes name, else the one
+/// its first arrival's userId or anonymousId belongs to, followed through merges (a merged
+/// profile points at the one it was folded into).
+pub fn live_profile<E>(
+    events: &[StoredEvent],
+    identity_changes: &[StoredIdentityChange],
+    first: &StoredMessage,
+    mut lookup: impl FnMut(ProfileKey<'_>) -> Result<Option<StoredProfile>, E>,
+) -> Result<Option<StoredProfile>, E> {
+    let profile_id = events
+        .iter()
+        .find_map(|e| e.canonical.user.profile_id)
+        .or_else(|| identity_changes.first().map(|c| c.profile_id));
+    let mut profile = match profile_id {
+        Some(id) => lookup(ProfileKey::Id(id))?,
+        None => match (&first.user_id, &first.anonymous_id) {
+            (Some(u), _) => lookup(ProfileKey::Identifier("user_id", u))?,
+            (None, Some(a)) => lookup(ProfileKey::Identifier("anonymous_id", a))?,
+            _ => None,
+        },
+    };
+    for _ in 0..8 {
+        match profile.as_ref().and_then(|p| p.merged_into) {
+            Some(next) => profile = lookup(ProfileKey::Id(next))?,
+            None => break,
+        }
+    }
+    Ok(profile)
+}

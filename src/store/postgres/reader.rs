@@ -7,9 +7,9 @@ use postgres::{Client, Row};
 use super::PostgresError;
 use crate::store::codec::unpack;
 use crate::store::model::trace::{
-    DestinationPause, MessageTrace, RejectionTally, StoredAttempt, StoredCollision, StoredDelivery,
-    StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile,
-    StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
+    live_profile, DestinationPause, MessageTrace, ProfileKey, RejectionTally, StoredAttempt,
+    StoredCollision, StoredDelivery, StoredEvent, StoredHttpRequest, StoredIdentityChange,
+    StoredMessage, StoredProfile, StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
 };
 
 type PgResult<T> = Result<T, postgres::Error>;
@@ -487,29 +487,10 @@ impl PgReader {
             }
         }
         let first = &arrivals[0];
-        let profile_id = events
-            .iter()
-            .find_map(|e: &StoredEvent| e.canonical.user.profile_id)
-            .or_else(|| {
-                identity_changes
-                    .first()
-                    .map(|c: &StoredIdentityChange| c.profile_id)
-            });
-        let mut profile = match profile_id {
-            Some(id) => self.profile(id)?,
-            None => match (&first.user_id, &first.anonymous_id) {
-                (Some(u), _) => self.profile_by_identifier("user_id", u)?,
-                (None, Some(a)) => self.profile_by_identifier("anonymous_id", a)?,
-                _ => None,
-            },
-        };
-        // A merged profile points at the one it was folded into; show the live one.
-        for _ in 0..8 {
-            match profile.as_ref().and_then(|p| p.merged_into) {
-                Some(next) => profile = self.profile(next)?,
-                None => break,
-            }
-        }
+        let profile = live_profile(&events, &identity_changes, first, |key| match key {
+            ProfileKey::Id(id) => self.profile(id),
+            ProfileKey::Identifier(kind, value) => self.profile_by_identifier(kind, value),
+        })?;
         Ok(Some(MessageTrace {
             arrivals,
             outcomes,
