@@ -379,6 +379,13 @@ fn tui(
 ) -> Result<ExitCode> {
     let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
     if let Some(db) = attach {
+        let named = db.to_string_lossy();
+        if named.starts_with("postgres://") || named.starts_with("postgresql://") {
+            bail!(
+                "the dashboard reads SQLite only for now; on PostgreSQL it is not built yet \
+                 (`tracklayer inspect ID --config FILE` traces a message from the fleet's database)"
+            );
+        }
         if !db.exists() {
             bail!(
                 "{} does not exist; point --attach at the database of a running `tracklayer serve`",
