@@ -39,10 +39,14 @@ path = "warehouse.db"
     )
 }
 
-/// Event time of the scenario: recent (Meta refuses events older than 7 days), whole seconds.
+/// Event time of the scenario: recent (Meta refuses events older than 7 days), whole minutes,
+/// and fixed once per run, so a scenario that crosses a minute still matches its placeholder.
 fn event_time() -> chrono::DateTime<chrono::Utc> {
-    let now = chrono::Utc::now().timestamp();
-    chrono::DateTime::from_timestamp(now - now % 60, 0).unwrap()
+    static AT: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        let now = chrono::Utc::now().timestamp();
+        chrono::DateTime::from_timestamp(now - now % 60, 0).unwrap()
+    })
 }
 
 /// Replace the scenario's event time (in the forms the panes show it) with a placeholder.
