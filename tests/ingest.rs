@@ -428,14 +428,13 @@ async fn an_old_signed_message_is_a_replay_unless_a_replay_window_is_open(store:
     server.stop().await;
 }
 
-#[tokio::test]
-async fn an_environment_can_refuse_segment_signed_batches() {
+async fn an_environment_can_refuse_segment_signed_batches(store: Store) {
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(&dir.path().join("t.db"), "").replace(
         "secret = \"tl_test_secret\"",
         "secret = \"tl_test_secret\"\nsegment_batches = false",
     );
-    let server = TestServer::start_text(&dir.path().join("t.db"), &text).await;
+    let server = TestServer::start_text_for(store, &dir.path().join("t.db"), &text).await;
     let element0 = segment_message("m-b0", 1.0);
     let batch = format!(r#"[{element0},{}]"#, segment_message("m-b1", 2.0));
     let (status, reply) = post_segment_signed(&server, &batch, &segment_signature(&element0)).await;
@@ -714,6 +713,7 @@ async fn healthz_answers(store: Store) {
 }
 
 on_both_stores!(
+    an_environment_can_refuse_segment_signed_batches,
     accepts_a_single_message_and_stores_it_byte_for_byte,
     accepts_a_bare_array_and_a_batch_object,
     each_authentication_failure_names_its_reason_and_is_recorded,

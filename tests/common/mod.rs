@@ -131,6 +131,25 @@ impl TestServer {
         }
     }
 
+    /// A server on `store` with exactly this config text (its `[storage]` pointed at a fresh
+    /// PostgreSQL database on that store).
+    pub async fn start_text_for(store: Store, db: &Path, text: &str) -> TestServer {
+        match store {
+            Store::Sqlite => Self::start_text(db, text).await,
+            Store::Postgres => {
+                let pg = postgres::TestDatabase::create().expect("a PostgreSQL server");
+                let text = text.replacen(
+                    "[storage]\n",
+                    &format!("[storage]\nurl = \"{}\"\n", pg.url),
+                    1,
+                );
+                let mut server = Self::start_text(db, &text).await;
+                server.pg = Some(pg);
+                server
+            }
+        }
+    }
+
     /// A server on `store` with `extra_server` in its `[server]` table.
     pub async fn start_for_with(store: Store, extra_server: &str) -> TestServer {
         match store {
