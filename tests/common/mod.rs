@@ -57,6 +57,11 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Config text pointed at the PostgreSQL database at `url` instead of its SQLite file.
+fn on_postgres(text: &str, url: &str) -> String {
+    text.replacen("[storage]\n", &format!("[storage]\nurl = \"{url}\"\n"), 1)
+}
+
 pub fn config_text(db: &Path, extra_server: &str) -> String {
     config_text_with(db, extra_server, "")
 }
@@ -138,11 +143,7 @@ impl TestServer {
             Store::Sqlite => Self::start_text(db, text).await,
             Store::Postgres => {
                 let pg = postgres::TestDatabase::create().expect("a PostgreSQL server");
-                let text = text.replacen(
-                    "[storage]\n",
-                    &format!("[storage]\nurl = \"{}\"\n", pg.url),
-                    1,
-                );
+                let text = on_postgres(text, &pg.url);
                 let mut server = Self::start_text(db, &text).await;
                 server.pg = Some(pg);
                 server
@@ -158,11 +159,7 @@ impl TestServer {
                 let db = postgres::TestDatabase::create().expect("a PostgreSQL server");
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("tracklayer.db");
-                let text = config_text_with(&path, extra_server, "").replacen(
-                    "[storage]\n",
-                    &format!("[storage]\nurl = \"{}\"\n", db.url),
-                    1,
-                );
+                let text = on_postgres(&config_text_with(&path, extra_server, ""), &db.url);
                 let mut server = Self::start_text(&path, &text).await;
                 server._dir = Some(dir);
                 server.pg = Some(db);
@@ -171,36 +168,33 @@ impl TestServer {
         }
     }
 
+    /// Where this server stores: its SQLite file, and the PostgreSQL URL when it has one.
+    fn store_place(&self) -> (PathBuf, Option<String>) {
+        let url = self.setup.config.storage.url.as_ref();
+        (self.db.clone(), url.map(|u| u.expose().to_string()))
+    }
+
     /// Open a replay window for `environment` (`tracklayer allow-replay`) in whichever store.
     pub async fn allow_replay(&self, environment: &str) {
-        let (db, environment) = (self.db.clone(), environment.to_string());
-        let url = self
-            .setup
-            .config
-            .storage
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string());
+        let ((db, url), environment) = (self.store_place(), environment.to_string());
         let now = chrono::Utc::now().timestamp_millis();
-        tokio::task::spawn_blocking(move || match url {
-            Some(url) => tracklayer::store::postgres::open_replay_window(
-                &url,
-                &environment,
-                now - 1000,
-                now + 60_000,
-                "test",
-            )
-            .map(|_| ())
-            .unwrap(),
-            None => tracklayer::store::open_replay_window(
-                &db,
-                &environment,
-                now - 1000,
-                now + 60_000,
-                "test",
-            )
-            .map(|_| ())
-            .unwrap(),
+        let (starts, ends) = (now - 1000, now + 60_000);
+        tokio::task::spawn_blocking(move || {
+            let opened = match url {
+                Some(url) => tracklayer::store::postgres::open_replay_window(
+                    &url,
+                    &environment,
+                    starts,
+                    ends,
+                    "test",
+                )
+                .map_err(|e| e.to_string()),
+                None => {
+                    tracklayer::store::open_replay_window(&db, &environment, starts, ends, "test")
+                        .map_err(|e| e.to_string())
+                }
+            };
+            opened.unwrap();
         })
         .await
         .unwrap()
@@ -216,15 +210,11 @@ impl TestServer {
 
     /// Put a destination's deliveries in `status` back in line (`tracklayer replay`).
     pub async fn requeue(&self, destination: &str, status: &str) -> usize {
-        let (db, destination, status) =
-            (self.db.clone(), destination.to_string(), status.to_string());
-        let url = self
-            .setup
-            .config
-            .storage
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string());
+        let ((db, url), destination, status) = (
+            self.store_place(),
+            destination.to_string(),
+            status.to_string(),
+        );
         tokio::task::spawn_blocking(move || match url {
             Some(url) => tracklayer::store::postgres::requeue(&url, &destination, &status, 0)
                 .unwrap() as usize,
@@ -239,20 +229,7 @@ impl TestServer {
         &self,
         destination: &str,
     ) -> Option<tracklayer::store::DestinationPause> {
-        let (db, destination) = (self.db.clone(), destination.to_string());
-        let url = self
-            .setup
-            .config
-            .storage
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string());
-        tokio::task::spawn_blocking(move || {
-            let mut reader = tracklayer::store::open_trace_reader(&db, url.as_deref()).unwrap();
-            reader.destination_pause(&destination).unwrap()
-        })
-        .await
-        .unwrap()
+        self.store_reader().destination_pause(destination).unwrap()
     }
 
     /// A server whose store is the PostgreSQL database at `url` (a fleet of one), with `extra`
@@ -260,11 +237,7 @@ impl TestServer {
     pub async fn start_on_postgres(url: &str, extra: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("tracklayer.db");
-        let text = config_text_with(&db, "", extra).replacen(
-            "[storage]\n",
-            &format!("[storage]\nurl = \"{url}\"\n"),
-            1,
-        );
+        let text = on_postgres(&config_text_with(&db, "", extra), url);
         let mut server = Self::start_text(&db, &text).await;
         server._dir = Some(dir);
         server
@@ -276,25 +249,13 @@ impl TestServer {
         &self,
         ids: Vec<String>,
     ) -> Vec<(String, Option<tracklayer::store::MessageTrace>)> {
-        let db = self.db.clone();
-        let url = self
-            .setup
-            .config
-            .storage
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_string());
-        tokio::task::spawn_blocking(move || {
-            let mut reader = tracklayer::store::open_trace_reader(&db, url.as_deref()).unwrap();
-            ids.into_iter()
-                .map(|id| {
-                    let trace = reader.trace(&id).unwrap();
-                    (id, trace)
-                })
-                .collect()
-        })
-        .await
-        .unwrap()
+        let reader = self.store_reader();
+        ids.into_iter()
+            .map(|id| {
+                let trace = reader.trace(&id).unwrap();
+                (id, trace)
+            })
+            .collect()
     }
 
     pub async fn start_configured(db: &Path, extra_server: &str, extra: &str) -> TestServer {
@@ -579,6 +540,16 @@ impl Reader {
         match self {
             Reader::Sqlite(r) => r.rejection_counts(since_ms),
             Reader::Postgres(r) => Self::pg(r, |r| r.rejection_counts(since_ms)),
+        }
+    }
+
+    pub fn destination_pause(
+        &self,
+        destination: &str,
+    ) -> Read<Option<tracklayer::store::DestinationPause>> {
+        match self {
+            Reader::Sqlite(r) => r.destination_pause(destination),
+            Reader::Postgres(r) => Self::pg(r, |r| r.destination_pause(destination)),
         }
     }
 
