@@ -31,20 +31,15 @@ struct NewDelivery<'a> {
 
 /// Insert a delivery: handed straight to this node's worker (leased by this node) when it has
 /// room and the fleet has not paused the destination, else pending for whichever node claims
-/// it first.
+/// it first (`paused`: the fleet has paused the destination).
 fn insert_delivery(
     tx: &mut Db<'_, '_>,
     plan: &mut HandOffPlan,
     node_id: &str,
     row: NewDelivery<'_>,
+    paused: bool,
     subject: impl FnOnce() -> Subject,
 ) -> PgResult<()> {
-    let paused = tx
-        .query_opt(
-            "SELECT 1 FROM destination_state WHERE destination = $1 AND paused_until_ms > $2",
-            &[&row.destination, &row.now_ms],
-        )?
-        .is_some();
     let reservation = if paused {
         None
     } else {
@@ -101,6 +96,19 @@ fn insert_delivery(
     Ok(())
 }
 
+/// Which of `destinations` the fleet has paused now: one round trip for an event's routes.
+fn paused_among(tx: &mut Db<'_, '_>, destinations: &[&str], now_ms: i64) -> PgResult<Vec<String>> {
+    Ok(tx
+        .query(
+            "SELECT destination FROM destination_state
+             WHERE destination = ANY($1) AND paused_until_ms > $2",
+            &[&destinations, &now_ms],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The deliveries of a new canonical event: one per destination that is ready.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn create_for_event(
@@ -113,10 +121,16 @@ pub(super) fn create_for_event(
     decisions: &[RouteDecision],
     now_ms: i64,
 ) -> PgResult<()> {
-    for d in decisions
+    let ready: Vec<&RouteDecision> = decisions
         .iter()
         .filter(|d| d.verdict == RouteVerdict::Ready)
-    {
+        .collect();
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = ready.iter().map(|d| d.destination.as_str()).collect();
+    let paused = paused_among(tx, &names, now_ms)?;
+    for d in ready {
         let row = NewDelivery {
             event_row: Some(event_row),
             event_id: &event.event_id,
@@ -129,7 +143,8 @@ pub(super) fn create_for_event(
             event_time_ms: event.event_time_ms,
             now_ms,
         };
-        insert_delivery(tx, plan, node_id, row, || Subject::Event {
+        let is_paused = paused.contains(&d.destination);
+        insert_delivery(tx, plan, node_id, row, is_paused, || Subject::Event {
             event: event.clone(),
             destination_event: d.destination_event.clone(),
             consent_source: d.consent.source.clone(),
@@ -165,7 +180,8 @@ pub(super) fn create_for_profile(
         event_time_ms: now_ms,
         now_ms,
     };
-    insert_delivery(tx, plan, node_id, row, || {
+    let paused = !paused_among(tx, &[destination], now_ms)?.is_empty();
+    insert_delivery(tx, plan, node_id, row, paused, || {
         Subject::Profile(snapshot.clone())
     })
 }
