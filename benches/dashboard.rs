@@ -119,7 +119,7 @@ fn main() {
         eprintln!("building {} with {events} messages (once)…", path.display());
         build(&path, events);
     }
-    let reader = StoreReader::open(&path).unwrap();
+    let mut reader = StoreReader::open(&path).unwrap();
     let (themes, _) = theme::load_all(None);
     let mut app = App::new(themes, None, "bench".into());
     let mut terminal = Terminal::new(TestBackend::new(160, 45)).unwrap();
@@ -147,7 +147,7 @@ fn main() {
         for _ in 0..5 {
             let t = Instant::now();
             let snapshot = load(
-                &reader,
+                &mut reader,
                 &app.query(),
                 &destinations,
                 chrono::Utc::now().timestamp_millis(),

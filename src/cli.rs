@@ -11,7 +11,7 @@ use crate::config::{self, Config, Secret};
 use crate::destinations::Setup;
 use crate::ingest::auth;
 use crate::segment::split_body;
-use crate::store::{self, StoreReader};
+use crate::store::{self, StoreLocation, StoreReader};
 
 const DEFAULT_CONFIG: &str = "tracklayer.toml";
 const DEFAULT_DB: &str = "tracklayer.db";
@@ -43,9 +43,11 @@ enum Command {
     Tui {
         #[command(flatten)]
         config: ConfigArg,
-        /// Watch the database of a headless instance instead (read-only, live).
-        #[arg(long, value_name = "FILE.db")]
-        attach: Option<PathBuf>,
+        /// Watch the store of headless instances instead (read-only, live): an SQLite file,
+        /// a fleet's `postgres://` URL, or `env:VAR` naming a variable that holds the URL
+        /// (keeps the password out of the process list).
+        #[arg(long, value_name = "FILE.db|URL|env:VAR")]
+        attach: Option<String>,
         /// Theme name (default, light, high-contrast, or one in ./themes).
         #[arg(long)]
         theme: Option<String>,
@@ -373,41 +375,49 @@ fn serve(arg: ConfigArg, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
 
 fn tui(
     arg: ConfigArg,
-    attach: Option<PathBuf>,
+    attach: Option<String>,
     theme: Option<String>,
     listen: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode> {
     let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
-    if let Some(db) = attach {
-        let named = db.to_string_lossy();
-        if named.starts_with("postgres://") || named.starts_with("postgresql://") {
-            bail!(
-                "the dashboard reads SQLite only for now; on PostgreSQL it is not built yet \
-                 (`tracklayer inspect ID --config FILE` traces a message from the fleet's database)"
-            );
-        }
-        if !db.exists() {
-            bail!(
-                "{} does not exist; point --attach at the database of a running `tracklayer serve`",
+    if let Some(named) = attach {
+        let named = match named.strip_prefix("env:") {
+            Some(var) => std::env::var(var)
+                .with_context(|| format!("--attach env:{var}: the variable {var} is not set"))?,
+            None => named,
+        };
+        let store = StoreLocation::parse(&named);
+        // Fail here, with the reason, rather than inside the dashboard.
+        match &store {
+            StoreLocation::Sqlite(db) if !db.exists() => bail!(
+                "{} does not exist; point --attach at the database of a running `tracklayer serve` \
+                 or at a fleet's postgres:// URL",
                 db.display()
-            );
+            ),
+            StoreLocation::Sqlite(db) => {
+                StoreReader::open(db)?;
+            }
+            StoreLocation::Postgres(url) => {
+                let version = store::postgres::probe(url).with_context(|| {
+                    format!("cannot read the fleet's database {}", store.describe())
+                })?;
+                if version == 0 {
+                    bail!(
+                        "{} holds no TrackLayer schema yet; start a `tracklayer serve` node \
+                         with `[storage] url` pointing at it first",
+                        store.describe()
+                    );
+                }
+            }
         }
-        // Attached: destinations are whatever the database has delivered to.
-        let names: Vec<String> = StoreReader::open(&db)?
-            .delivery_counts()?
-            .into_iter()
-            .map(|(d, _, _)| d)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
         let mut app = crate::tui::App::new(
             themes,
             theme.as_deref(),
-            format!("attached to {} (read-only)", db.display()),
+            format!("attached to {} (read-only)", store.describe()),
         );
         app.status = problems.first().cloned();
         app.test = crate::tui::app::TestSendState::new(Default::default(), false);
-        crate::tui::run(&db, names, app, None)?;
+        crate::tui::run(store, crate::tui::Destinations::Discovered, app, None)?;
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = load_config(&arg, true)?;
@@ -417,8 +427,10 @@ fn tui(
     }
     let test_modes = setup.test_modes();
     let config = &setup.config;
-    sqlite_only(config, "the dashboard")?;
-    let db = config.storage.path.clone();
+    let store = match &config.storage.url {
+        Some(url) => StoreLocation::Postgres(url.expose().to_string()),
+        None => StoreLocation::Sqlite(config.storage.path.clone()),
+    };
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
     let test_env = config.environments[0].clone();
     let account = config.workspace.account.clone();
@@ -454,24 +466,16 @@ fn tui(
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
     app.status = problems.first().cloned();
     app.test = crate::tui::app::TestSendState::new(test_modes, true);
-    let result = crate::tui::run(&db, names, app, Some(test_target));
+    let result = crate::tui::run(
+        store,
+        crate::tui::Destinations::Configured(names),
+        app,
+        Some(test_target),
+    );
     let _ = stop.send(());
     let _ = runtime.block_on(pipeline);
     result?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Commands that read the store directly work on SQLite; on PostgreSQL they are not built yet,
-/// and say so rather than open an unrelated local file.
-fn sqlite_only(config: &Config, command: &str) -> Result<()> {
-    if let Some(url) = &config.storage.url {
-        bail!(
-            "{command} reads the SQLite store; on PostgreSQL ({}) it is not built yet. \
-             `tracklayer serve` runs a fleet node on it; query the database for now",
-            store::postgres::describe(url.expose())
-        );
-    }
-    Ok(())
 }
 
 /// The store a config names, for people: the SQLite file, or the PostgreSQL server and

@@ -245,7 +245,12 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
             environment: "production".into(),
             secret: Secret::new(production_for_tui),
         };
-        crate::tui::run(&db, names, app, Some(target))?;
+        crate::tui::run(
+            crate::store::StoreLocation::Sqlite(db.clone()),
+            crate::tui::Destinations::Configured(names),
+            app,
+            Some(target),
+        )?;
         traffic_task.abort();
     }
     faults.abort();

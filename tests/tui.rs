@@ -12,7 +12,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Color;
 use ratatui::Terminal;
 use tracklayer::sandbox::{Fault, Platform, Sandbox};
-use tracklayer::tui::app::{load, App, Pane, Snapshot};
+use tracklayer::tui::app::{App, Pane, Snapshot};
 use tracklayer::tui::{panes, theme, Loader};
 
 const NOW: i64 = 1_776_939_400_000; // 2026-04-23T10:16:40Z
@@ -75,12 +75,17 @@ fn track(id: &str, event: &str, order: &str, revenue: &str, consent: &str) -> St
 /// A scripted morning: an identify, a purchase Meta first refuses with a 500, a near-miss name,
 /// the same order sent twice, a consent denial, an invalid message and a bad signature.
 async fn scenario() -> (TestServer, Sandbox) {
+    scenario_on(Store::Sqlite).await
+}
+
+/// The scripted morning on either store.
+async fn scenario_on(store: Store) -> (TestServer, Sandbox) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = Sandbox::start(listener).await.unwrap();
     sandbox
         .state
         .push_fault(Platform::Meta, Fault::Status { status: 500 });
-    let server = TestServer::start_with_toml(&config(&sandbox)).await;
+    let server = TestServer::start_for(store, &config(&sandbox)).await;
     let url = server.url("/segment/events");
     let denied = r#","consent":{"categoryPreferences":{"Advertising":false}}"#;
     let messages = [
@@ -110,21 +115,27 @@ async fn scenario() -> (TestServer, Sandbox) {
     assert_eq!(bad.status(), 401);
     // Wait until Meta retried and delivered, and the warehouse has its rows.
     let start = Instant::now();
+    let reader = server.store_reader();
     loop {
-        let counts = server.reader().delivery_counts().unwrap();
-        let delivered: i64 = counts
-            .iter()
-            .filter(|(_, s, _)| s == "delivered")
-            .map(|(_, _, n)| n)
-            .sum();
+        let destinations = server
+            .dashboard(
+                &tracklayer::tui::Query {
+                    pane: Some(4),
+                    ..Default::default()
+                },
+                &["meta".into(), "warehouse".into()],
+                NOW,
+            )
+            .destinations;
+        let delivered: i64 = destinations.iter().map(|d| d.delivered).sum();
         // Refusals reach the store with the next flush (every second).
-        let refusal_stored = !server.reader().recent_rejections(1).unwrap().is_empty();
+        let refusal_stored = !reader.recent_rejections(1).unwrap().is_empty();
         if delivered == 3 && refusal_stored {
             break;
         }
         if start.elapsed() > Duration::from_secs(15) {
-            let trace = server.reader().trace("seg_test_481").unwrap().unwrap();
-            panic!("{counts:?}\n{}", tracklayer::inspect::to_text(&trace));
+            let trace = reader.trace("seg_test_481").unwrap().unwrap();
+            panic!("{destinations:?}\n{}", tracklayer::inspect::to_text(&trace));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -180,12 +191,7 @@ fn app_on(server: &TestServer, pane: Pane, filter: &str) -> App {
     app.pane = pane;
     let index = Pane::ALL.iter().position(|p| *p == pane).unwrap();
     app.filters[index] = filter.to_string();
-    let mut snapshot = load(
-        &server.reader(),
-        &app.query(),
-        &["meta".into(), "warehouse".into()],
-        NOW,
-    );
+    let mut snapshot = server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], NOW);
     assert_eq!(snapshot.error, None);
     pin(&mut snapshot);
     app.apply(snapshot);
@@ -250,7 +256,7 @@ async fn every_pane_renders_the_pipeline_state() {
 
     let mut diff = app_on(&server, Pane::Diff, "");
     diff.trace_of = Some("seg_test_481".into());
-    let mut snapshot = load(&server.reader(), &diff.query(), &[], NOW);
+    let mut snapshot = server.dashboard(&diff.query(), &[], NOW);
     pin(&mut snapshot);
     diff.apply(snapshot);
     insta::assert_snapshot!("diff", stable(render(&diff).backend().to_string()));
@@ -329,7 +335,10 @@ async fn keys_move_between_panes_and_follow_a_message() {
 #[tokio::test]
 async fn the_dashboard_follows_a_running_pipeline() {
     let server = TestServer::start().await;
-    let loader = Loader::spawn(server.db.clone(), Vec::new());
+    let loader = Loader::spawn(
+        server.store_location(),
+        tracklayer::tui::Destinations::Discovered,
+    );
     let (themes, _) = theme::load_all(None);
     let mut app = App::new(themes, None, "test".into());
     loader.request(app.query());
@@ -396,7 +405,7 @@ async fn the_test_send_pane_walks_a_call_stage_by_stage() {
         .post("production", PRODUCTION_SECRET, &message.to_string())
         .await;
     app.test.sent[0] = Some(tracklayer::testsend::SendResult { status, reply });
-    let snapshot = load(&server.reader(), &app.query(), &[], NOW);
+    let snapshot = server.dashboard(&app.query(), &[], NOW);
     app.apply(snapshot);
     // One stage shows; each space reveals the next.
     let text = render(&app).backend().to_string();
@@ -452,4 +461,169 @@ async fn terminal_control_characters_in_messages_are_shown_escaped() {
         );
     }
     server.stop().await;
+}
+
+/// What a pane shows, without what legitimately differs between stores: row numbers, clocks
+/// and the node (which only the fleet has).
+fn comparable(server: &TestServer, pane: Pane, filter: &str, trace_of: Option<&str>) -> String {
+    let query = tracklayer::tui::Query {
+        pane: Pane::ALL.iter().position(|p| *p == pane),
+        filter: filter.into(),
+        trace_of: trace_of.map(String::from),
+        ..Default::default()
+    };
+    let s = server.dashboard(&query, &["meta".into(), "warehouse".into()], NOW);
+    assert_eq!(s.error, None);
+    let mut out: Vec<String> = Vec::new();
+    for r in &s.stream {
+        out.push(format!(
+            "{} {} {:?} {:?} {:?} {:?} {:?}",
+            r.environment, r.status, r.outcome, r.message_type, r.event, r.message_id, r.reason
+        ));
+    }
+    // Destinations deliver concurrently: their attempts interleave by timing, so compare each
+    // destination's own sequence.
+    let mut attempts = s.attempts.clone();
+    attempts.sort_by(|a, b| a.destination.cmp(&b.destination));
+    for a in &attempts {
+        out.push(format!(
+            "{} {} {} {:?} #{} {} {:?} {:?} {} sent={}",
+            a.destination,
+            a.destination_event,
+            a.event_id,
+            a.message_id,
+            a.attempt,
+            a.outcome,
+            a.status_code,
+            a.reason,
+            a.delivery_status,
+            a.request_row.is_some()
+        ));
+    }
+    for g in &s.unmapped {
+        out.push(format!(
+            "{} ×{} {} {:?} {} {:?}",
+            g.segment_event, g.count, g.environments, g.suggestion, g.reason, g.example_message_id
+        ));
+    }
+    for d in &s.destinations {
+        out.push(format!(
+            "{} delivered={} retrying={} in_flight={} dead={} blocked={} paused={} 5m={}/{} 1h={}/{} last={:?} kinds={:?} coverage={:?}",
+            d.destination,
+            d.delivered,
+            d.retrying,
+            d.in_flight,
+            d.dead,
+            d.blocked_consent,
+            d.paused.is_some(),
+            d.last_5m.succeeded,
+            d.last_5m.requests,
+            d.last_1h.succeeded,
+            d.last_1h.requests,
+            d.last_error.as_ref().map(|e| &e.1),
+            d.error_kinds,
+            d.coverage
+        ));
+    }
+    for c in &s.collisions {
+        out.push(format!(
+            "{} {} {:?} {:?} {}",
+            c.event_id, c.kind, c.winner_message_id, c.message_id, c.canonical
+        ));
+    }
+    if let Some(p) = &s.profile {
+        out.push(format!(
+            "{:?} {} {:?} {:?}",
+            p.user_id,
+            p.traits,
+            p.consent,
+            p.identities_line()
+        ));
+    }
+    for e in &s.profile_events {
+        out.push(format!("{} {} {}", e.event_id, e.name, e.message_id));
+    }
+    if let Some(t) = &s.trace {
+        for e in &t.events {
+            out.push(format!(
+                "{} {}",
+                e.event_id,
+                serde_json::to_string(&e.canonical).unwrap()
+            ));
+        }
+    }
+    out.join("\n")
+}
+
+/// `tracklayer tui --attach postgres://…`: the fleet's dashboard reads what the embedded one
+/// reads. The same scripted morning on SQLite and on PostgreSQL loads the same rows in every
+/// pane; on PostgreSQL each message and attempt also names the node that handled it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_dashboard_shows_what_the_embedded_one_shows() {
+    if common::postgres::server_url().is_none() {
+        return;
+    }
+    let (embedded, _a) = scenario_on(Store::Sqlite).await;
+    let (fleet, _b) = scenario_on(Store::Postgres).await;
+    let panes = [
+        (Pane::Stream, "", None),
+        (Pane::Stream, "ORD", None),
+        (Pane::Stream, "bad_sig", None),
+        (Pane::Deliveries, "", None),
+        (Pane::Deliveries, "meta", None),
+        (Pane::Diff, "", Some("seg_test_481")),
+        (Pane::Unmapped, "", None),
+        (Pane::Destinations, "", None),
+        (Pane::Collisions, "", None),
+        (Pane::Profiles, "test.user@example.com", None),
+        (Pane::Profiles, "cust_34982", None),
+    ];
+    for (pane, filter, trace_of) in panes {
+        let expected = comparable(&embedded, pane, filter, trace_of);
+        assert!(!expected.is_empty(), "{pane:?} {filter:?} shows nothing");
+        assert_eq!(
+            comparable(&fleet, pane, filter, trace_of),
+            expected,
+            "{pane:?} filter {filter:?}"
+        );
+    }
+    // The fleet's own columns: the node that received each message and made each attempt.
+    let mut stream = app_on(&fleet, Pane::Stream, "");
+    stream.selected[0] = stream.snapshot.stream.len() - 1;
+    let node = stream
+        .snapshot
+        .stream
+        .iter()
+        .find_map(|r| r.node.clone())
+        .expect("messages name their node");
+    // Refused requests never reached a node's storage decision: no node.
+    assert!(stream
+        .snapshot
+        .stream
+        .iter()
+        .all(|r| r.node.is_none() == (r.status == "rejected")));
+    let label = tracklayer::store::views::node_label(&node).to_string();
+    assert!(label.contains(':') && !label.ends_with(':'), "{label}");
+    let text = render(&stream).backend().to_string();
+    assert!(text.contains(" node ") && text.contains(&label), "{text}");
+    assert!(text.contains("fleet 1 node"), "{text}");
+    let deliveries = app_on(&fleet, Pane::Deliveries, "meta");
+    assert!(deliveries
+        .snapshot
+        .attempts
+        .iter()
+        .all(|a| a.node.as_deref() == Some(node.as_str())));
+    let text = render(&deliveries).backend().to_string();
+    assert!(text.contains(&label), "{text}");
+    // Meta's failure names the node that saw it.
+    let destinations = app_on(&fleet, Pane::Destinations, "");
+    let text = render(&destinations).backend().to_string();
+    assert!(text.contains(&format!("on {label}")), "{text}");
+    // The embedded dashboard has no node column.
+    let text = render(&app_on(&embedded, Pane::Stream, ""))
+        .backend()
+        .to_string();
+    assert!(!text.contains(" node "), "{text}");
+    embedded.stop().await;
+    fleet.stop().await;
 }

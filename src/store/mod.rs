@@ -7,6 +7,7 @@
 //! their own connections.
 
 pub mod codec;
+pub mod dashboard;
 mod error;
 pub mod handoff;
 pub mod model;
@@ -16,6 +17,7 @@ pub mod sqlite;
 pub mod warehouse;
 pub(crate) mod writer;
 
+pub use dashboard::{DashboardReader, StoreLocation};
 pub use error::{now_ms, StoreError};
 pub use handoff::LeasedDelivery;
 pub use model::trace::{

@@ -7,9 +7,11 @@ use serde_json::Value;
 use super::theme::Theme;
 use std::collections::BTreeMap;
 
-use crate::store::views::{AttemptRow, DestinationStats, ProfileEvent, StreamRow, UnmappedGroup};
+use crate::store::views::{
+    AttemptRow, DestinationStats, FleetNode, ProfileEvent, StreamRow, UnmappedGroup,
+};
 use crate::store::{
-    MessageTrace, StoreError, StoreReader, StoredCollision, StoredHttpRequest, StoredProfile,
+    DashboardReader, MessageTrace, StoreError, StoredCollision, StoredHttpRequest, StoredProfile,
 };
 use crate::testsend::{self, SendResult, Stage, Step};
 
@@ -167,6 +169,8 @@ pub struct Query {
 pub struct Snapshot {
     pub loaded_at_ms: i64,
     pub totals: (i64, i64),
+    /// The fleet's nodes (empty on SQLite).
+    pub nodes: Vec<FleetNode>,
     pub stream: Vec<StreamRow>,
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
@@ -186,13 +190,19 @@ pub struct Snapshot {
 const ROWS: usize = 500;
 
 /// Load what `query` asks for. Runs on the loader thread.
-pub fn load(reader: &StoreReader, query: &Query, destinations: &[String], now_ms: i64) -> Snapshot {
+pub fn load(
+    reader: &mut dyn DashboardReader,
+    query: &Query,
+    destinations: &[String],
+    now_ms: i64,
+) -> Snapshot {
     let mut snap = Snapshot {
         loaded_at_ms: now_ms,
         ..Snapshot::default()
     };
     let result: Result<(), StoreError> = (|| {
         snap.totals = reader.totals()?;
+        snap.nodes = reader.nodes()?;
         match query.pane.map(|i| Pane::ALL[i.min(Pane::ALL.len() - 1)]) {
             Some(Pane::Stream) | None => snap.stream = reader.stream(ROWS, &query.filter)?,
             Some(Pane::Deliveries) => {
@@ -237,7 +247,7 @@ pub fn load(reader: &StoreReader, query: &Query, destinations: &[String], now_ms
                     .and_then(|id| snap.collisions.iter().find(|c| c.id == id))
                     .or(snap.collisions.first());
                 if let Some(c) = selected {
-                    let raw_of = |row: i64| -> Result<Value, StoreError> {
+                    let mut raw_of = |row: i64| -> Result<Value, StoreError> {
                         Ok(reader
                             .message_raw(row)?
                             .and_then(|raw| serde_json::from_slice(&raw).ok())

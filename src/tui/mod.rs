@@ -1,5 +1,6 @@
 //! The terminal dashboard. The UI thread only reads keys, applies snapshots and draws; a loader
-//! thread runs every query (SQLite, read-only connection) and sends snapshots back. Redraws are
+//! thread runs every query (its own read connection to SQLite or the fleet's PostgreSQL) and
+//! sends snapshots back. Redraws are
 //! coalesced: at most one per input burst or new snapshot. The terminal is restored on every
 //! exit path, including a panic.
 
@@ -8,7 +9,6 @@ pub mod panes;
 pub mod theme;
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,21 @@ use ratatui::Terminal;
 
 pub use app::{App, Pane, Query, Snapshot};
 
-use crate::store::StoreReader;
+use crate::store::{DashboardReader, StoreLocation};
 
 /// How often the visible pane is refreshed from the database.
 const REFRESH: Duration = Duration::from_millis(500);
+/// How often an attached dashboard looks for destinations it has not seen yet.
+const DISCOVER_DESTINATIONS: Duration = Duration::from_secs(30);
+
+/// Which destinations the dashboard lists.
+#[derive(Debug, Clone)]
+pub enum Destinations {
+    /// The embedded pipeline's, from its config.
+    Configured(Vec<String>),
+    /// Attached to a store without its config: whatever the store has routed to.
+    Discovered,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
@@ -45,30 +56,59 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn spawn(db: PathBuf, destinations: Vec<String>) -> Loader {
+    pub fn spawn(store: StoreLocation, destinations: Destinations) -> Loader {
         let (req_tx, req_rx) = mpsc::channel::<Query>();
         let (snap_tx, snap_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tracklayer-tui-loader".into())
             .spawn(move || {
-                let mut reader: Option<StoreReader> = None;
+                let mut reader: Option<Box<dyn DashboardReader>> = None;
+                let mut last_error = String::new();
+                let (mut names, mut discovered_at) = match &destinations {
+                    Destinations::Configured(names) => (names.clone(), None),
+                    Destinations::Discovered => {
+                        (Vec::new(), Some(Instant::now() - DISCOVER_DESTINATIONS))
+                    }
+                };
                 while let Ok(mut query) = req_rx.recv() {
                     // Only the newest request matters.
                     while let Ok(newer) = req_rx.try_recv() {
                         query = newer;
                     }
                     if reader.is_none() {
-                        reader = StoreReader::open(&db).ok();
+                        match store.open() {
+                            Ok(r) => reader = Some(r),
+                            Err(e) => last_error = e.to_string(),
+                        }
                     }
-                    let snapshot = match &reader {
-                        Some(r) => app::load(
-                            r,
-                            &query,
-                            &destinations,
-                            chrono::Utc::now().timestamp_millis(),
-                        ),
+                    let snapshot = match reader.as_mut() {
+                        Some(r) => {
+                            if let Some(at) =
+                                discovered_at.filter(|at| at.elapsed() >= DISCOVER_DESTINATIONS)
+                            {
+                                let _ = at;
+                                if let Ok(found) = r.destination_names() {
+                                    names = found;
+                                }
+                                discovered_at = Some(Instant::now());
+                            }
+                            let snapshot = app::load(
+                                r.as_mut(),
+                                &query,
+                                &names,
+                                chrono::Utc::now().timestamp_millis(),
+                            );
+                            // A broken connection (PostgreSQL restarted) is opened afresh next time.
+                            if snapshot.error.is_some() {
+                                reader = None;
+                            }
+                            snapshot
+                        }
                         None => Snapshot {
-                            error: Some(format!("waiting for the database {}", db.display())),
+                            error: Some(format!(
+                                "waiting for the database {}: {last_error}",
+                                store.describe()
+                            )),
                             ..Snapshot::default()
                         },
                     };
@@ -163,10 +203,10 @@ fn restore_terminal() {
     let _ = execute!(io::stdout(), LeaveAlternateScreen);
 }
 
-/// Run the dashboard over `db` until the user quits.
+/// Run the dashboard over `store` until the user quits.
 pub fn run(
-    db: &Path,
-    destinations: Vec<String>,
+    store: StoreLocation,
+    destinations: Destinations,
     mut app: App,
     test_target: Option<TestSendTarget>,
 ) -> Result<(), TuiError> {
@@ -180,21 +220,21 @@ pub fn run(
         restore_terminal();
         previous_hook(info);
     }));
-    let result = event_loop(db, destinations, &mut app, test_target);
+    let result = event_loop(store, destinations, &mut app, test_target);
     restore_terminal();
     let _ = std::panic::take_hook();
     result
 }
 
 fn event_loop(
-    db: &Path,
-    destinations: Vec<String>,
+    store: StoreLocation,
+    destinations: Destinations,
     app: &mut App,
     test_target: Option<TestSendTarget>,
 ) -> Result<(), TuiError> {
     let mut terminal =
         Terminal::new(CrosstermBackend::new(io::stdout())).map_err(TuiError::Terminal)?;
-    let loader = Loader::spawn(db.to_path_buf(), destinations);
+    let loader = Loader::spawn(store, destinations);
     let sender = test_target.map(TestSender::spawn);
     loader.request(app.query());
     let mut last_refresh = Instant::now();

@@ -13,6 +13,7 @@ use super::app::{App, Pane, KEYMAP};
 use super::theme::Theme;
 use crate::inspect::format_ms;
 use crate::pipeline::diff::{self, DiffKind};
+use crate::store::views::{node_label, FleetNode};
 
 fn clock(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -72,6 +73,38 @@ fn pane_title(app: &App, extra: &str) -> String {
     format!(" {}{extra}{filter} ", app.pane.title())
 }
 
+/// "· fleet 3 nodes" in the header, naming the nodes that went silent (a dead node's leases
+/// are what delays its deliveries).
+fn fleet_summary<'a>(theme: &Theme, nodes: &[FleetNode], now_ms: i64) -> Span<'a> {
+    if nodes.is_empty() {
+        return Span::raw("");
+    }
+    let silent: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.silent(now_ms))
+        .map(|n| {
+            format!(
+                "{} {}s",
+                node_label(&n.node_id),
+                (now_ms - n.last_seen_ms) / 1000
+            )
+        })
+        .collect();
+    let live = nodes.len() - silent.len();
+    let nodes = if live == 1 { "node" } else { "nodes" };
+    if silent.is_empty() {
+        Span::raw(format!(" · fleet {live} {nodes}"))
+    } else {
+        Span::styled(
+            format!(
+                " · fleet {live} {nodes} live, silent: {}",
+                silent.into_iter().take(3).collect::<Vec<_>>().join(", ")
+            ),
+            theme.style(theme.failed),
+        )
+    }
+}
+
 /// The whole screen: header, tabs, the pane, the footer; help and filter on top.
 pub fn draw(frame: &mut Frame, app: &App) {
     let theme = app.theme();
@@ -90,6 +123,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Span::styled(" TrackLayer ", theme.title()),
         muted(theme, format!("{}  ", app.source)),
         Span::raw(format!("{messages} messages · {events} events")),
+        fleet_summary(theme, &app.snapshot.nodes, app.snapshot.loaded_at_ms),
         muted(
             theme,
             if app.snapshot.loaded_at_ms > 0 {
@@ -195,8 +229,25 @@ fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
     }
 }
 
+/// The node a row came from, as a cell (fleet only).
+fn node_cell<'a>(theme: &Theme, node: &Option<String>) -> Cell<'a> {
+    Cell::from(muted(
+        theme,
+        node.as_deref().map(node_label).unwrap_or("—").to_string(),
+    ))
+}
+
+/// Add the node column when any row has a node (a fleet on PostgreSQL).
+fn with_node_column(fleet: bool, header: &mut Vec<&str>, widths: &mut Vec<Constraint>, at: usize) {
+    if fleet {
+        header.insert(at, "node");
+        widths.insert(at, Constraint::Length(16));
+    }
+}
+
 fn stream(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
+    let fleet = app.snapshot.stream.iter().any(|r| r.node.is_some());
     let rows: Vec<Row> = app
         .snapshot
         .stream
@@ -207,7 +258,7 @@ fn stream(frame: &mut Frame, area: Rect, app: &App) {
                 .clone()
                 .filter(|_| r.status == "accepted")
                 .unwrap_or_else(|| r.status.clone());
-            Row::new(vec![
+            let mut cells = vec![
                 Cell::from(clock(r.received_at_ms)),
                 Cell::from(r.environment.clone()),
                 Cell::from(word(theme, &state)),
@@ -215,39 +266,41 @@ fn stream(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(opt(&r.event)),
                 Cell::from(opt(&r.message_id)),
                 Cell::from(muted(theme, safe(r.reason.as_deref().unwrap_or_default()))),
-            ])
+            ];
+            if fleet {
+                cells.insert(2, node_cell(theme, &r.node));
+            }
+            Row::new(cells)
         })
         .collect();
     let frozen = if app.frozen { " (frozen)" } else { "" };
-    let t = table(
-        theme,
-        &[
-            "time",
-            "env",
-            "status",
-            "type",
-            "event",
-            "messageId",
-            "reason",
-        ],
-        rows,
-        vec![
-            Constraint::Length(12),
-            Constraint::Length(11),
-            Constraint::Length(10),
-            Constraint::Length(8),
-            Constraint::Percentage(22),
-            Constraint::Percentage(22),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, frozen),
-    );
+    let mut header = vec![
+        "time",
+        "env",
+        "status",
+        "type",
+        "event",
+        "messageId",
+        "reason",
+    ];
+    let mut widths = vec![
+        Constraint::Length(12),
+        Constraint::Length(11),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Percentage(22),
+        Constraint::Percentage(22),
+        Constraint::Fill(1),
+    ];
+    with_node_column(fleet, &mut header, &mut widths, 2);
+    let t = table(theme, &header, rows, widths, pane_title(app, frozen));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
 }
 
 fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
+    let fleet = app.snapshot.attempts.iter().any(|a| a.node.is_some());
     let rows: Vec<Row> = app
         .snapshot
         .attempts
@@ -257,7 +310,7 @@ fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
                 ("retry", Some(ms)) => clock(ms),
                 _ => String::new(),
             };
-            Row::new(vec![
+            let mut cells = vec![
                 Cell::from(clock(a.at_ms)),
                 Cell::from(a.destination.clone()),
                 Cell::from(a.destination_event.clone()),
@@ -272,38 +325,39 @@ fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(a.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default()),
                 Cell::from(next),
                 Cell::from(muted(theme, safe(a.reason.as_deref().unwrap_or_default()))),
-            ])
+            ];
+            if fleet {
+                cells.insert(2, node_cell(theme, &a.node));
+            }
+            Row::new(cells)
         })
         .collect();
-    let t = table(
-        theme,
-        &[
-            "time",
-            "destination",
-            "event",
-            "event_id",
-            "try",
-            "outcome",
-            "http",
-            "latency",
-            "next retry",
-            "reason",
-        ],
-        rows,
-        vec![
-            Constraint::Length(12),
-            Constraint::Length(11),
-            Constraint::Length(16),
-            Constraint::Length(26),
-            Constraint::Length(4),
-            Constraint::Length(9),
-            Constraint::Length(5),
-            Constraint::Length(8),
-            Constraint::Length(12),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, ""),
-    );
+    let mut header = vec![
+        "time",
+        "destination",
+        "event",
+        "event_id",
+        "try",
+        "outcome",
+        "http",
+        "latency",
+        "next retry",
+        "reason",
+    ];
+    let mut widths = vec![
+        Constraint::Length(12),
+        Constraint::Length(11),
+        Constraint::Length(16),
+        Constraint::Length(26),
+        Constraint::Length(4),
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Length(8),
+        Constraint::Length(12),
+        Constraint::Fill(1),
+    ];
+    with_node_column(fleet, &mut header, &mut widths, 2);
+    let t = table(theme, &header, rows, widths, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
     if app.detail {
@@ -742,10 +796,26 @@ fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                 ]));
             }
             if let Some((at, e)) = &d.last_error {
+                let on = d
+                    .last_error_node
+                    .as_deref()
+                    .map(|n| format!("on {} ", node_label(n)))
+                    .unwrap_or_default();
                 lines.push(Line::from(vec![
                     Span::styled("last error ", theme.title()),
-                    muted(theme, format!("{} ", clock(*at))),
-                    Span::styled(e.clone(), theme.style(theme.failed)),
+                    muted(theme, format!("{} {on}", clock(*at))),
+                    Span::styled(safe(e), theme.style(theme.failed)),
+                ]));
+            }
+            if !d.in_flight_by_node.is_empty() {
+                let held: Vec<String> = d
+                    .in_flight_by_node
+                    .iter()
+                    .map(|(node, n)| format!("{} {n}", node_label(node)))
+                    .collect();
+                lines.push(Line::from(vec![
+                    Span::styled("in flight by node ", theme.title()),
+                    Span::raw(held.join(" · ")),
                 ]));
             }
             lines.push(Line::from(Span::styled(

@@ -562,6 +562,34 @@ impl Reader {
 }
 
 impl TestServer {
+    /// Where the dashboard reads this server's store.
+    pub fn store_location(&self) -> tracklayer::store::StoreLocation {
+        match &self.setup.config.storage.url {
+            Some(url) => tracklayer::store::StoreLocation::Postgres(url.expose().to_string()),
+            None => tracklayer::store::StoreLocation::Sqlite(self.db.clone()),
+        }
+    }
+
+    /// What the dashboard's loader would load for `query`, from whichever store this server
+    /// writes (on a plain thread, as the loader runs: the PostgreSQL client must not run on an
+    /// async task's thread).
+    pub fn dashboard(
+        &self,
+        query: &tracklayer::tui::Query,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> tracklayer::tui::Snapshot {
+        let location = self.store_location();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut reader = location.open().unwrap();
+                tracklayer::tui::app::load(reader.as_mut(), query, destinations, now_ms)
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
     /// A reader of whichever store this server writes (see `Reader`).
     pub fn store_reader(&self) -> Reader {
         let url = self.setup.config.storage.url.as_ref().map(|u| u.expose());

@@ -16,6 +16,8 @@ pub struct StreamRow {
     pub event: Option<String>,
     pub message_id: Option<String>,
     pub reason: Option<String>,
+    /// The fleet node that received it (PostgreSQL; `None` on the single-node SQLite store).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,6 +37,8 @@ pub struct AttemptRow {
     pub request_row: Option<i64>,
     /// The delivery's status now (an attempt that was retried may since have succeeded).
     pub delivery_status: String,
+    /// The fleet node that made the attempt (`None` on SQLite).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,6 +89,10 @@ pub struct DestinationStats {
     pub last_5m: WindowStats,
     pub last_1h: WindowStats,
     pub last_error: Option<(i64, String)>,
+    /// The fleet node whose attempt failed last (`None` on SQLite).
+    pub last_error_node: Option<String>,
+    /// Deliveries held right now, by the node holding the lease (fleet only).
+    pub in_flight_by_node: Vec<(String, i64)>,
     /// Recent failure reasons, grouped, most frequent first.
     pub error_kinds: Vec<(String, i64)>,
     pub coverage: Coverage,
@@ -106,6 +114,35 @@ pub struct QueueCounts {
     pub delivered: i64,
     /// When the longest-waiting pending delivery was created.
     pub oldest_pending_ms: Option<i64>,
+}
+
+/// A node of the fleet as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetNode {
+    pub node_id: String,
+    pub hostname: String,
+    pub started_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub version: String,
+}
+
+/// A node as people name it: host and process id (the start time only keeps ids unique).
+pub fn node_label(node_id: &str) -> &str {
+    match node_id.rsplit_once(':') {
+        Some((head, tail)) if head.contains(':') && tail.chars().all(|c| c.is_ascii_digit()) => {
+            head
+        }
+        _ => node_id,
+    }
+}
+
+impl FleetNode {
+    /// A node silent for longer than this is presumed gone (its heartbeat is every few seconds).
+    pub const SILENT_AFTER_MS: i64 = 30_000;
+
+    pub fn silent(&self, now_ms: i64) -> bool {
+        now_ms - self.last_seen_ms > Self::SILENT_AFTER_MS
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -192,4 +229,98 @@ impl std::fmt::Display for DemoSummary {
         writeln!(f, "  dead-lettered     {:>7}", self.dead_lettered)?;
         write!(f, "  still pending     {:>7}", self.pending)
     }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(idx).copied()
+}
+
+/// Success and latency of the requests (started at, latency, succeeded) since `since_ms`.
+pub fn window(rows: &[(i64, Option<i64>, bool)], since_ms: i64) -> WindowStats {
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut stats = WindowStats::default();
+    for (_, latency, ok) in rows.iter().filter(|(at, _, _)| *at >= since_ms) {
+        stats.requests += 1;
+        stats.succeeded += i64::from(*ok);
+        if let Some(l) = latency {
+            latencies.push(*l);
+        }
+    }
+    latencies.sort_unstable();
+    stats.p50_ms = percentile(&latencies, 0.5);
+    stats.p95_ms = percentile(&latencies, 0.95);
+    stats
+}
+
+/// Whether a stored request succeeded: no transport error and a 2xx (or no status at all).
+pub fn request_succeeded(status: Option<i64>, error: Option<&str>) -> bool {
+    error.is_none() && status.is_none_or(|c| (200..300).contains(&c))
+}
+
+/// The kind of a failure reason, for grouping: "Meta error 100/2804003: …" → "Meta error 100/2804003".
+fn error_kind(reason: &str) -> String {
+    let head = reason.split(':').next().unwrap_or(reason).trim();
+    head.chars().take(60).collect()
+}
+
+/// Fill in the last error and the five most frequent kinds from recent failures (newest first).
+pub fn summarise_failures(
+    stats: &mut DestinationStats,
+    failures: &[(i64, Option<String>, Option<String>)],
+) {
+    let mut kinds: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for (at, reason, node) in failures {
+        let reason = reason.clone().unwrap_or_default();
+        if stats.last_error.is_none() {
+            stats.last_error = Some((*at, reason.clone()));
+            stats.last_error_node = node.clone();
+        }
+        *kinds.entry(error_kind(&reason)).or_default() += 1;
+    }
+    let mut kinds: Vec<(String, i64)> = kinds.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds.truncate(5);
+    stats.error_kinds = kinds;
+}
+
+impl Coverage {
+    /// Count which identifiers one canonical event (its JSON text) carries.
+    pub fn add(&mut self, canonical_json: &str) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(canonical_json) else {
+            return;
+        };
+        let has = |path: &str| event.pointer(path).is_some_and(|v| !v.is_null());
+        self.events += 1;
+        self.email += i64::from(has("/user/email"));
+        self.phone += i64::from(has("/user/phone"));
+        self.external_id += i64::from(has("/user/user_id"));
+        self.ip_and_user_agent += i64::from(has("/context/ip") && has("/context/user_agent"));
+        self.click_ids += i64::from(
+            event
+                .pointer("/context/click_ids")
+                .and_then(serde_json::Value::as_object)
+                .is_some_and(|m| !m.is_empty()),
+        );
+    }
+}
+
+/// What a profile search means: a profile number (`#12` or `12`), then the identifiers the text
+/// could be, in the order they are tried.
+pub fn profile_search(query: &str) -> (Option<i64>, Vec<(&'static str, String)>) {
+    let q = query.trim();
+    if q.is_empty() {
+        return (None, Vec::new());
+    }
+    let mut candidates = vec![("user_id", q.to_string()), ("anonymous_id", q.to_string())];
+    if let Some(email) = crate::pipeline::identity::normalise_email(q) {
+        candidates.push(("email", email));
+    }
+    if let Some(phone) = crate::pipeline::identity::normalise_phone(q) {
+        candidates.push(("phone", phone));
+    }
+    (q.trim_start_matches('#').parse::<i64>().ok(), candidates)
 }

@@ -8,6 +8,7 @@ mod delivery;
 mod ingest;
 pub mod reader;
 mod retention;
+mod views;
 pub mod warehouse;
 pub mod writer;
 

@@ -1,6 +1,6 @@
 //! Reading one message's trace from the fleet's database (`inspect`): the same records as the
 //! SQLite reader gives, so the trace views do not know where they came from. The dashboard's
-//! views on PostgreSQL are not built yet.
+//! views are in `views.rs`.
 
 use postgres::{Client, Row};
 
@@ -15,7 +15,7 @@ use crate::store::model::trace::{
 type PgResult<T> = Result<T, postgres::Error>;
 
 /// A packed column as text (None when NULL or damaged).
-fn packed(bytes: Option<Vec<u8>>) -> Option<String> {
+pub(super) fn packed(bytes: Option<Vec<u8>>) -> Option<String> {
     bytes
         .and_then(|b| unpack(&b).ok())
         .map(|plain| String::from_utf8_lossy(&plain).into_owned())
@@ -47,6 +47,31 @@ fn message_from_row(r: &Row) -> StoredMessage {
     }
 }
 
+/// Collisions with both messageIds: append the condition and order.
+pub(super) const COLLISION_SELECT: &str =
+    "SELECT c.id, c.event_id, c.kind, c.winner_event_row, c.winner_message_row, w.message_id,
+            c.message_row, m.message_id, c.detected_at_ms, c.canonical
+     FROM collisions c
+     LEFT JOIN messages w ON w.id = c.winner_message_row
+     LEFT JOIN messages m ON m.id = c.message_row";
+
+pub(super) fn collision_from_row(r: &Row) -> StoredCollision {
+    StoredCollision {
+        id: r.get(0),
+        event_id: r.get(1),
+        kind: r.get(2),
+        winner_event_row: r.get(3),
+        winner_message_row: r.get(4),
+        winner_message_id: r.get(5),
+        message_row: r.get(6),
+        message_id: r.get(7),
+        detected_at_ms: r.get(8),
+        canonical: packed(r.get(9))
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default(),
+    }
+}
+
 fn change_from_row(r: &Row) -> StoredIdentityChange {
     StoredIdentityChange {
         at_ms: r.get(0),
@@ -61,7 +86,7 @@ fn change_from_row(r: &Row) -> StoredIdentityChange {
 /// A connection to the fleet's database for reading traces. Used from synchronous commands;
 /// the sync client must not run on an async task's thread.
 pub struct PgReader {
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl PgReader {
@@ -168,32 +193,14 @@ impl PgReader {
     }
 
     fn collisions_of_message(&mut self, message_row: i64) -> PgResult<Vec<StoredCollision>> {
+        let sql = format!(
+            "{COLLISION_SELECT} WHERE c.message_row = $1 OR c.winner_message_row = $1 ORDER BY c.id"
+        );
         Ok(self
             .client
-            .query(
-                "SELECT c.id, c.event_id, c.kind, c.winner_event_row, c.winner_message_row,
-                        w.message_id, c.message_row, m.message_id, c.detected_at_ms, c.canonical
-                 FROM collisions c
-                 LEFT JOIN messages w ON w.id = c.winner_message_row
-                 LEFT JOIN messages m ON m.id = c.message_row
-                 WHERE c.message_row = $1 OR c.winner_message_row = $1 ORDER BY c.id",
-                &[&message_row],
-            )?
+            .query(&sql, &[&message_row])?
             .iter()
-            .map(|r| StoredCollision {
-                id: r.get(0),
-                event_id: r.get(1),
-                kind: r.get(2),
-                winner_event_row: r.get(3),
-                winner_message_row: r.get(4),
-                winner_message_id: r.get(5),
-                message_row: r.get(6),
-                message_id: r.get(7),
-                detected_at_ms: r.get(8),
-                canonical: packed(r.get(9))
-                    .and_then(|c| serde_json::from_str(&c).ok())
-                    .unwrap_or_default(),
-            })
+            .map(collision_from_row)
             .collect())
     }
 
@@ -213,7 +220,7 @@ impl PgReader {
             }))
     }
 
-    fn profile(&mut self, id: i64) -> PgResult<Option<StoredProfile>> {
+    pub(super) fn profile(&mut self, id: i64) -> PgResult<Option<StoredProfile>> {
         let Some(r) = self.client.query_opt(
             "SELECT id, user_id, traits, trait_sources, consent, consent_source, first_seen_ms,
                     last_seen_ms, merged_into FROM profiles WHERE id = $1",
@@ -260,7 +267,7 @@ impl PgReader {
         }))
     }
 
-    fn profile_by_identifier(
+    pub(super) fn profile_by_identifier(
         &mut self,
         kind: &str,
         value: &str,
@@ -274,7 +281,7 @@ impl PgReader {
         }
     }
 
-    fn http_request(&mut self, id: i64) -> PgResult<Option<StoredHttpRequest>> {
+    pub(crate) fn http_request(&mut self, id: i64) -> PgResult<Option<StoredHttpRequest>> {
         Ok(self
             .client
             .query_opt(

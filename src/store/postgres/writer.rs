@@ -214,6 +214,12 @@ fn apply_work(
             JobOutput::Done
         }
         Job::SweepLeases => {
+            // The sweep runs every few seconds on every node: it doubles as the node's
+            // heartbeat, so the dashboard can tell a silent node from a quiet one.
+            tx.execute(
+                "UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1",
+                &[&node_id, &now],
+            )?;
             let released = delivery::release_expired_leases(tx, now)?;
             if released > 0 {
                 state.handoff.borrow().flag_all();

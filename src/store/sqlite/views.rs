@@ -1,11 +1,8 @@
 //! Read models for the dashboard. Every query is bounded (newest-first by rowid with a LIMIT, or
 //! a window of recent rows), so a database with millions of events stays instant.
 
-use std::collections::BTreeMap;
-
 use crate::store::model::views::*;
 use rusqlite::{params, OptionalExtension};
-use serde_json::Value;
 
 use super::reader::StoreReader;
 use crate::store::error::StoreError;
@@ -13,36 +10,6 @@ use crate::store::model::trace::StoredProfile;
 
 /// How far back a filtered scan looks (rows), so a filter never walks the whole table.
 const FILTER_WINDOW: i64 = 100_000;
-
-fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted.get(idx).copied()
-}
-
-fn window(rows: &[(i64, Option<i64>, bool)], since_ms: i64) -> WindowStats {
-    let mut latencies: Vec<i64> = Vec::new();
-    let mut stats = WindowStats::default();
-    for (_, latency, ok) in rows.iter().filter(|(at, _, _)| *at >= since_ms) {
-        stats.requests += 1;
-        stats.succeeded += i64::from(*ok);
-        if let Some(l) = latency {
-            latencies.push(*l);
-        }
-    }
-    latencies.sort_unstable();
-    stats.p50_ms = percentile(&latencies, 0.5);
-    stats.p95_ms = percentile(&latencies, 0.95);
-    stats
-}
-
-/// The kind of a failure reason, for grouping: "Meta error 100/2804003: …" → "Meta error 100/2804003".
-fn error_kind(reason: &str) -> String {
-    let head = reason.split(':').next().unwrap_or(reason).trim();
-    head.chars().take(60).collect()
-}
 
 impl StoreReader {
     fn max_rowid(&self, table: &str) -> Result<i64, StoreError> {
@@ -73,6 +40,7 @@ impl StoreReader {
                     event: r.get(5)?,
                     message_id: r.get(6)?,
                     reason: r.get(7)?,
+                    node: None,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -97,6 +65,7 @@ impl StoreReader {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?
                 )),
+                node: None,
             })
         })?;
         for row in refused {
@@ -145,6 +114,7 @@ impl StoreReader {
                 next_attempt_ms: r.get(11)?,
                 request_row: r.get(12)?,
                 delivery_status: r.get(13)?,
+                node: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -219,7 +189,7 @@ impl StoreReader {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
-                        error.is_none() && status.is_none_or(|c| (200..300).contains(&c)),
+                        request_succeeded(status, error.as_deref()),
                     ))
                 })?
                 .collect::<Result<_, _>>()?;
@@ -232,21 +202,10 @@ impl StoreReader {
                  ORDER BY a.id DESC LIMIT 200",
             )?;
             let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
-            let mut kinds: BTreeMap<String, i64> = BTreeMap::new();
-            for row in failures.query_map(params![name, floor], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
-            })? {
-                let (at, reason) = row?;
-                let reason = reason.unwrap_or_default();
-                if s.last_error.is_none() {
-                    s.last_error = Some((at, reason.clone()));
-                }
-                *kinds.entry(error_kind(&reason)).or_default() += 1;
-            }
-            let mut kinds: Vec<(String, i64)> = kinds.into_iter().collect();
-            kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
-            kinds.truncate(5);
-            s.error_kinds = kinds;
+            let recent: Vec<(i64, Option<String>, Option<String>)> = failures
+                .query_map(params![name, floor], |r| Ok((r.get(0)?, r.get(1)?, None)))?
+                .collect::<Result<_, _>>()?;
+            summarise_failures(&mut s, &recent);
             s.coverage = self.coverage(name)?;
             out.push(s);
         }
@@ -333,39 +292,15 @@ impl StoreReader {
         for row in stmt.query_map(params![destination, floor], |r| {
             r.get::<_, crate::store::codec::Unpacked>(0)
         })? {
-            let Ok(event) = serde_json::from_str::<Value>(&row?.0) else {
-                continue;
-            };
-            let has = |path: &str| event.pointer(path).is_some_and(|v| !v.is_null());
-            c.events += 1;
-            c.email += i64::from(has("/user/email"));
-            c.phone += i64::from(has("/user/phone"));
-            c.external_id += i64::from(has("/user/user_id"));
-            c.ip_and_user_agent += i64::from(has("/context/ip") && has("/context/user_agent"));
-            c.click_ids += i64::from(
-                event
-                    .pointer("/context/click_ids")
-                    .and_then(Value::as_object)
-                    .is_some_and(|m| !m.is_empty()),
-            );
+            c.add(&row?.0);
         }
         Ok(c)
     }
 
     /// Find a profile by userId, anonymousId, email or phone.
     pub fn find_profile(&self, query: &str) -> Result<Option<StoredProfile>, StoreError> {
-        let q = query.trim();
-        if q.is_empty() {
-            return Ok(None);
-        }
-        let mut candidates = vec![("user_id", q.to_string()), ("anonymous_id", q.to_string())];
-        if let Some(email) = crate::pipeline::identity::normalise_email(q) {
-            candidates.push(("email", email));
-        }
-        if let Some(phone) = crate::pipeline::identity::normalise_phone(q) {
-            candidates.push(("phone", phone));
-        }
-        if let Ok(id) = q.trim_start_matches('#').parse::<i64>() {
+        let (number, candidates) = profile_search(query);
+        if let Some(id) = number {
             if let Some(p) = self.profile(id)? {
                 return Ok(Some(p));
             }

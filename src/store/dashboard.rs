@@ -1,0 +1,208 @@
+//! What the dashboard reads, from either store. The loader thread owns one of these; the panes
+//! never learn whether they show one SQLite file or a fleet's PostgreSQL.
+
+use std::path::Path;
+
+use super::model::trace::{MessageTrace, StoredCollision, StoredHttpRequest, StoredProfile};
+use super::model::views::*;
+use super::postgres::reader::PgReader;
+use super::{StoreError, StoreReader};
+
+pub trait DashboardReader: Send {
+    /// Messages and events stored so far.
+    fn totals(&mut self) -> Result<(i64, i64), StoreError>;
+    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError>;
+    fn recent_attempts(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<AttemptRow>, StoreError>;
+    fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError>;
+    fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError>;
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError>;
+    fn unmapped_groups(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<UnmappedGroup>, StoreError>;
+    fn destination_stats(
+        &mut self,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<DestinationStats>, StoreError>;
+    /// The destinations the store has seen, for a dashboard attached without a config.
+    fn destination_names(&mut self) -> Result<Vec<String>, StoreError>;
+    /// The fleet's nodes (none on the single-node SQLite store).
+    fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError>;
+    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError>;
+    fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError>;
+    fn find_profile(&mut self, query: &str) -> Result<Option<StoredProfile>, StoreError>;
+    fn events_of_profile(
+        &mut self,
+        profile_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ProfileEvent>, StoreError>;
+}
+
+impl DashboardReader for StoreReader {
+    fn totals(&mut self) -> Result<(i64, i64), StoreError> {
+        StoreReader::totals(self)
+    }
+    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
+        StoreReader::stream(self, limit, filter)
+    }
+    fn recent_attempts(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        StoreReader::recent_attempts(self, limit, filter)
+    }
+    fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
+        StoreReader::http_request(self, row)
+    }
+    fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError> {
+        StoreReader::latest_event_message_id(self)
+    }
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError> {
+        StoreReader::trace(self, id)
+    }
+    fn unmapped_groups(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<UnmappedGroup>, StoreError> {
+        StoreReader::unmapped_groups(self, limit, filter)
+    }
+    fn destination_stats(
+        &mut self,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<DestinationStats>, StoreError> {
+        StoreReader::destination_stats(self, destinations, now_ms)
+    }
+    fn destination_names(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self
+            .delivery_counts()?
+            .into_iter()
+            .map(|(d, _, _)| d)
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+    fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
+        StoreReader::recent_collisions(self, limit)
+    }
+    fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        StoreReader::message_raw(self, row)
+    }
+    fn find_profile(&mut self, query: &str) -> Result<Option<StoredProfile>, StoreError> {
+        StoreReader::find_profile(self, query)
+    }
+    fn events_of_profile(
+        &mut self,
+        profile_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ProfileEvent>, StoreError> {
+        StoreReader::events_of_profile(self, profile_id, limit)
+    }
+}
+
+impl DashboardReader for PgReader {
+    fn totals(&mut self) -> Result<(i64, i64), StoreError> {
+        Ok(PgReader::totals(self)?)
+    }
+    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
+        Ok(PgReader::stream(self, limit, filter)?)
+    }
+    fn recent_attempts(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        Ok(PgReader::recent_attempts(self, limit, filter)?)
+    }
+    fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
+        Ok(PgReader::http_request(self, row)?)
+    }
+    fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(PgReader::latest_event_message_id(self)?)
+    }
+    fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError> {
+        Ok(PgReader::trace(self, id)?)
+    }
+    fn unmapped_groups(
+        &mut self,
+        limit: usize,
+        filter: &str,
+    ) -> Result<Vec<UnmappedGroup>, StoreError> {
+        Ok(PgReader::unmapped_groups(self, limit, filter)?)
+    }
+    fn destination_stats(
+        &mut self,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<DestinationStats>, StoreError> {
+        Ok(PgReader::destination_stats(self, destinations, now_ms)?)
+    }
+    fn destination_names(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(PgReader::destination_names(self)?)
+    }
+    fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError> {
+        Ok(PgReader::nodes(self)?)
+    }
+    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
+        Ok(PgReader::recent_collisions(self, limit)?)
+    }
+    fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(PgReader::message_raw(self, row)?)
+    }
+    fn find_profile(&mut self, query: &str) -> Result<Option<StoredProfile>, StoreError> {
+        Ok(PgReader::find_profile(self, query)?)
+    }
+    fn events_of_profile(
+        &mut self,
+        profile_id: i64,
+        limit: usize,
+    ) -> Result<Vec<ProfileEvent>, StoreError> {
+        Ok(PgReader::events_of_profile(self, profile_id, limit)?)
+    }
+}
+
+/// Where the dashboard reads: an SQLite file or a fleet's PostgreSQL.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// A PostgreSQL URL or a path to an SQLite file.
+    pub fn parse(named: &str) -> StoreLocation {
+        if named.starts_with("postgres://") || named.starts_with("postgresql://") {
+            StoreLocation::Postgres(named.to_string())
+        } else {
+            StoreLocation::Sqlite(Path::new(named).to_path_buf())
+        }
+    }
+
+    /// For people: the file, or the server and database without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => super::postgres::describe(url),
+        }
+    }
+
+    /// Open a reader. Synchronous: call it from a plain thread (the PostgreSQL client must
+    /// not run on an async task's thread).
+    pub fn open(&self) -> Result<Box<dyn DashboardReader>, StoreError> {
+        Ok(match self {
+            StoreLocation::Sqlite(path) => Box::new(StoreReader::open(path)?),
+            StoreLocation::Postgres(url) => Box::new(PgReader::open(url)?),
+        })
+    }
+}

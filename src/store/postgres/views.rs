@@ -1,0 +1,395 @@
+//! The dashboard's read models on the fleet's database: the same rows as on SQLite, plus the
+//! node that received each message and sent each attempt. Every query is bounded the same way
+//! (newest rows by id within a window, or a LIMIT), so a fleet's history stays instant to read.
+
+use super::reader::{collision_from_row, packed, PgReader, COLLISION_SELECT};
+use crate::store::model::trace::{StoredCollision, StoredProfile};
+use crate::store::model::views::*;
+
+type PgResult<T> = Result<T, postgres::Error>;
+
+/// How far back a filtered scan looks (rows), as on SQLite.
+const FILTER_WINDOW: i64 = 100_000;
+
+fn pattern(filter: &str) -> String {
+    let escaped = filter
+        .trim()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+fn count(v: i32) -> i64 {
+    i64::from(v)
+}
+
+impl PgReader {
+    fn max_id(&mut self, table: &str) -> PgResult<i64> {
+        let sql = format!("SELECT COALESCE(MAX(id), 0)::BIGINT FROM {table}");
+        Ok(self.client.query_one(&sql, &[])?.get(0))
+    }
+
+    /// Messages and events stored (their newest row numbers: cheap on any table size).
+    pub fn totals(&mut self) -> PgResult<(i64, i64)> {
+        Ok((self.max_id("messages")?, self.max_id("events")?))
+    }
+
+    /// The newest messages and refused requests, newest first, with the node that received
+    /// each. `filter` matches event, messageId, status, outcome, type, environment or node.
+    pub fn stream(&mut self, limit: usize, filter: &str) -> PgResult<Vec<StreamRow>> {
+        let like = pattern(filter);
+        let floor = self.max_id("messages")? - FILTER_WINDOW;
+        let mut rows: Vec<StreamRow> = self
+            .client
+            .query(
+                "SELECT received_at_ms, environment, status, outcome, type, event, message_id,
+                        reason, node_id
+                 FROM messages
+                 WHERE id > $3 AND ($2 = '%%' OR event ILIKE $2 OR message_id ILIKE $2
+                     OR status ILIKE $2 OR outcome ILIKE $2 OR type ILIKE $2
+                     OR environment ILIKE $2 OR node_id ILIKE $2)
+                 ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64), &like, &floor],
+            )?
+            .iter()
+            .map(|r| StreamRow {
+                received_at_ms: r.get(0),
+                environment: r.get(1),
+                status: r.get(2),
+                outcome: r.get(3),
+                message_type: r.get(4),
+                event: r.get(5),
+                message_id: r.get(6),
+                reason: r.get(7),
+                node: Some(r.get(8)),
+            })
+            .collect();
+        // Refusals happen before any node-specific storage decision; they carry no node.
+        let refused = self.client.query(
+            "SELECT received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path
+             FROM rejections
+             WHERE ($2 = '%%' OR reason ILIKE $2 OR reason_code ILIKE $2 OR 'rejected' ILIKE $2
+                 OR environment_header ILIKE $2)
+             ORDER BY id DESC LIMIT $1",
+            &[&(limit as i64), &like],
+        )?;
+        rows.extend(refused.iter().map(|r| StreamRow {
+            received_at_ms: r.get(0),
+            environment: r.get(1),
+            status: "rejected".into(),
+            outcome: None,
+            message_type: None,
+            event: Some(r.get(4)),
+            message_id: None,
+            reason: Some(format!(
+                "{}: {}",
+                r.get::<_, String>(2),
+                r.get::<_, String>(3)
+            )),
+            node: None,
+        }));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.received_at_ms));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The newest delivery attempts, newest first, with the node that made each.
+    pub fn recent_attempts(&mut self, limit: usize, filter: &str) -> PgResult<Vec<AttemptRow>> {
+        let like = pattern(filter);
+        let floor = self.max_id("delivery_attempts")? - FILTER_WINDOW;
+        Ok(self
+            .client
+            .query(
+                "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
+                        m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason,
+                        a.next_attempt_ms, a.request_row, d.status, a.node_id
+                 FROM delivery_attempts a
+                 JOIN deliveries d ON d.id = a.delivery_id
+                 LEFT JOIN delivery_requests r ON r.id = a.request_row
+                 LEFT JOIN messages m ON m.id = d.message_row
+                 WHERE a.id > $3 AND ($2 = '%%' OR d.destination ILIKE $2 OR a.outcome ILIKE $2
+                     OR d.destination_event ILIKE $2 OR d.event_id ILIKE $2
+                     OR m.message_id ILIKE $2 OR r.status_code::TEXT ILIKE $2
+                     OR a.node_id ILIKE $2)
+                 ORDER BY a.id DESC LIMIT $1",
+                &[&(limit as i64), &like, &floor],
+            )?
+            .iter()
+            .map(|r| AttemptRow {
+                attempt_row: r.get(0),
+                at_ms: r.get(1),
+                destination: r.get(2),
+                destination_event: r.get(3),
+                event_id: r.get(4),
+                message_id: r.get(5),
+                attempt: count(r.get(6)),
+                outcome: r.get(7),
+                status_code: r.get::<_, Option<i32>>(8).map(count),
+                latency_ms: r.get(9),
+                reason: r.get(10),
+                next_attempt_ms: r.get(11),
+                request_row: r.get(12),
+                delivery_status: r.get(13),
+                node: Some(r.get(14)),
+            })
+            .collect())
+    }
+
+    /// Unmapped event names, most frequent first, with the suggestion for each.
+    pub fn unmapped_groups(&mut self, limit: usize, filter: &str) -> PgResult<Vec<UnmappedGroup>> {
+        let like = pattern(filter);
+        Ok(self
+            .client
+            .query(
+                "SELECT g.segment_event, g.n, g.first_ms, g.last_ms, g.envs, g.suggestion,
+                        g.reason, m.message_id
+                 FROM (SELECT u.segment_event, COUNT(*) AS n, MIN(u.received_at_ms) AS first_ms,
+                              MAX(u.received_at_ms) AS last_ms,
+                              string_agg(DISTINCT u.environment, ',') AS envs,
+                              MAX(u.suggestion) AS suggestion, MAX(u.reason) AS reason,
+                              MAX(u.message_row) AS last_row
+                       FROM unmapped u
+                       WHERE $2 = '%%' OR u.segment_event ILIKE $2 OR u.suggestion ILIKE $2
+                       GROUP BY u.segment_event) g
+                 LEFT JOIN messages m ON m.id = g.last_row
+                 ORDER BY g.n DESC, g.last_ms DESC LIMIT $1",
+                &[&(limit as i64), &like],
+            )?
+            .iter()
+            .map(|r| UnmappedGroup {
+                segment_event: r.get(0),
+                count: r.get(1),
+                first_seen_ms: r.get(2),
+                last_seen_ms: r.get(3),
+                environments: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                suggestion: r.get(5),
+                reason: r.get(6),
+                example_message_id: r.get(7),
+            })
+            .collect())
+    }
+
+    /// A destination's queue now: partial indexes and a running total, as on SQLite.
+    pub fn queue_counts(&mut self, destination: &str) -> PgResult<QueueCounts> {
+        let row = self.client.query_one(
+            "SELECT
+                (SELECT COUNT(*) FROM deliveries WHERE destination = $1 AND status = 'pending'),
+                (SELECT COUNT(*) FROM deliveries WHERE destination = $1 AND status = 'in_flight'),
+                (SELECT COUNT(*) FROM deliveries WHERE destination = $1 AND status = 'dead'),
+                (SELECT delivered FROM destination_totals WHERE destination = $1),
+                (SELECT created_at_ms FROM deliveries WHERE destination = $1 AND status = 'pending'
+                 ORDER BY next_attempt_ms LIMIT 1)",
+            &[&destination],
+        )?;
+        Ok(QueueCounts {
+            pending: row.get(0),
+            in_flight: row.get(1),
+            dead: row.get(2),
+            delivered: row.get::<_, Option<i64>>(3).unwrap_or(0),
+            oldest_pending_ms: row.get(4),
+        })
+    }
+
+    /// Diagnostics for each destination, with which node holds its in-flight deliveries and
+    /// which node saw the last failure.
+    pub fn destination_stats(
+        &mut self,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> PgResult<Vec<DestinationStats>> {
+        let routes_floor = self.max_id("events")? - FILTER_WINDOW;
+        let attempts_floor = self.max_id("delivery_attempts")? - FILTER_WINDOW;
+        let deliveries_floor = self.max_id("deliveries")? - FILTER_WINDOW;
+        let mut out = Vec::with_capacity(destinations.len());
+        for name in destinations {
+            let queue = self.queue_counts(name)?;
+            let mut s = DestinationStats {
+                destination: name.clone(),
+                retrying: queue.pending,
+                in_flight: queue.in_flight,
+                dead: queue.dead,
+                delivered: queue.delivered,
+                ..DestinationStats::default()
+            };
+            s.blocked_consent = self
+                .client
+                .query_one(
+                    "SELECT COUNT(*) FROM routes
+                     WHERE destination = $1 AND verdict = 'blocked_consent' AND event_row > $2",
+                    &[name, &routes_floor],
+                )?
+                .get(0);
+            s.paused = self.destination_pause(name)?;
+            s.in_flight_by_node = self
+                .client
+                .query(
+                    "SELECT COALESCE(leased_by, '?'), COUNT(*) FROM deliveries
+                     WHERE destination = $1 AND status = 'in_flight'
+                     GROUP BY 1 ORDER BY 2 DESC",
+                    &[name],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let requests: Vec<(i64, Option<i64>, bool)> = self
+                .client
+                .query(
+                    "SELECT started_at_ms, latency_ms, status_code, error FROM delivery_requests
+                     WHERE destination = $1 ORDER BY id DESC LIMIT 5000",
+                    &[name],
+                )?
+                .iter()
+                .map(|r| {
+                    let status = r.get::<_, Option<i32>>(2).map(count);
+                    let error: Option<String> = r.get(3);
+                    (
+                        r.get(0),
+                        r.get(1),
+                        request_succeeded(status, error.as_deref()),
+                    )
+                })
+                .collect();
+            s.last_5m = window(&requests, now_ms - 5 * 60_000);
+            s.last_1h = window(&requests, now_ms - 3_600_000);
+            let failures: Vec<(i64, Option<String>, Option<String>)> = self
+                .client
+                .query(
+                    "SELECT a.at_ms, a.reason, a.node_id FROM delivery_attempts a
+                     JOIN deliveries d ON d.id = a.delivery_id
+                     WHERE d.destination = $1 AND a.outcome <> 'delivered' AND a.id > $2
+                     ORDER BY a.id DESC LIMIT 200",
+                    &[name, &attempts_floor],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            summarise_failures(&mut s, &failures);
+            let mut coverage = Coverage::default();
+            for r in self.client.query(
+                "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row
+                 WHERE d.destination = $1 AND d.id > $2 ORDER BY d.id DESC LIMIT 500",
+                &[name, &deliveries_floor],
+            )? {
+                if let Some(json) = packed(r.get(0)) {
+                    coverage.add(&json);
+                }
+            }
+            s.coverage = coverage;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// The destinations this database has seen (an attached dashboard has no config to ask).
+    pub fn destination_names(&mut self) -> PgResult<Vec<String>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT destination FROM destination_totals
+                 UNION SELECT destination FROM destination_state
+                 UNION SELECT DISTINCT destination FROM deliveries WHERE status = 'pending'
+                 UNION SELECT DISTINCT destination FROM deliveries WHERE status = 'in_flight'
+                 UNION SELECT DISTINCT destination FROM deliveries WHERE status = 'dead'
+                 ORDER BY 1",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// The fleet's nodes heard from in the last ten minutes, most recent first (every start
+    /// of a process is a new node; older ones are history).
+    pub fn nodes(&mut self) -> PgResult<Vec<FleetNode>> {
+        let since = crate::store::now_ms() - 10 * 60_000;
+        Ok(self
+            .client
+            .query(
+                "SELECT node_id, hostname, started_at_ms, last_seen_ms, version FROM nodes
+                 WHERE last_seen_ms > $1 ORDER BY last_seen_ms DESC LIMIT 50",
+                &[&since],
+            )?
+            .iter()
+            .map(|r| FleetNode {
+                node_id: r.get(0),
+                hostname: r.get(1),
+                started_at_ms: r.get(2),
+                last_seen_ms: r.get(3),
+                version: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The newest collisions first.
+    pub fn recent_collisions(&mut self, limit: usize) -> PgResult<Vec<StoredCollision>> {
+        let sql = format!("{COLLISION_SELECT} ORDER BY c.id DESC LIMIT $1");
+        Ok(self
+            .client
+            .query(&sql, &[&(limit as i64)])?
+            .iter()
+            .map(collision_from_row)
+            .collect())
+    }
+
+    /// A message's raw bytes by row (an identical duplicate reads its original's bytes).
+    pub fn message_raw(&mut self, row: i64) -> PgResult<Option<Vec<u8>>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT COALESCE(m.raw, o.raw) FROM messages m
+                 LEFT JOIN messages o ON o.id = m.duplicate_of WHERE m.id = $1",
+                &[&row],
+            )?
+            .and_then(|r| r.get(0)))
+    }
+
+    /// The messageId of the newest canonical event.
+    pub fn latest_event_message_id(&mut self) -> PgResult<Option<String>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT message_id FROM events ORDER BY id DESC LIMIT 1",
+                &[],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    /// Find a profile by number, userId, anonymousId, email or phone.
+    pub fn find_profile(&mut self, query: &str) -> PgResult<Option<StoredProfile>> {
+        let (number, candidates) = profile_search(query);
+        if let Some(id) = number {
+            if let Some(p) = self.profile(id)? {
+                return Ok(Some(p));
+            }
+        }
+        for (kind, value) in candidates {
+            if let Some(p) = self.profile_by_identifier(kind, &value)? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn events_of_profile(
+        &mut self,
+        profile_id: i64,
+        limit: usize,
+    ) -> PgResult<Vec<ProfileEvent>> {
+        Ok(self
+            .client
+            .query(
+                "SELECT event_id, name, message_id, event_time_ms FROM events
+                 WHERE profile_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&profile_id, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| ProfileEvent {
+                event_id: r.get(0),
+                name: r.get(1),
+                message_id: r.get(2),
+                event_time_ms: r.get(3),
+            })
+            .collect())
+    }
+}
