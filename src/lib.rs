@@ -48,6 +48,7 @@ pub async fn run(
         queue_capacity: config.server.queue_capacity,
         delivery_share: config.storage.delivery_share,
         default_country: config.workspace.default_country.clone(),
+        commit_seconds: None,
     };
     let (writer, writer_thread) = match &config.storage.url {
         // One node of a fleet sharing a PostgreSQL database.

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use super::model::trace::{MessageTrace, StoredCollision, StoredHttpRequest, StoredProfile};
+use super::model::alerts::StoredAlert;
+use super::model::trace::{
+    DestinationPause, MessageTrace, StoredCollision, StoredHttpRequest, StoredProfile,
+};
 use super::model::views::*;
 use super::postgres::reader::PgReader;
 use super::{StoreError, StoreReader};
@@ -35,6 +38,17 @@ pub trait DashboardReader: Send {
     /// The fleet's nodes (none on the single-node SQLite store).
     fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError>;
     fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError>;
+    /// Open alerts first, then the newest resolved ones.
+    fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
+    /// A destination's queue now.
+    fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError>;
+    /// Whether a destination is paused: until when and why.
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError>;
+    /// Bytes the store takes: (database, write-ahead log).
+    fn storage_bytes(&mut self) -> Result<(u64, u64), StoreError>;
     fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError>;
     fn find_profile(&mut self, query: &str) -> Result<Option<StoredProfile>, StoreError>;
     fn events_of_profile(
@@ -96,6 +110,21 @@ impl DashboardReader for StoreReader {
     fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
         StoreReader::recent_collisions(self, limit)
     }
+    fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        StoreReader::alerts(self, limit)
+    }
+    fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError> {
+        StoreReader::queue_counts(self, destination)
+    }
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError> {
+        StoreReader::destination_pause(self, destination)
+    }
+    fn storage_bytes(&mut self) -> Result<(u64, u64), StoreError> {
+        StoreReader::storage_bytes(self)
+    }
     fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError> {
         StoreReader::message_raw(self, row)
     }
@@ -156,6 +185,21 @@ impl DashboardReader for PgReader {
     }
     fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
         Ok(PgReader::recent_collisions(self, limit)?)
+    }
+    fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        Ok(PgReader::alerts(self, limit)?)
+    }
+    fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError> {
+        Ok(PgReader::queue_counts(self, destination)?)
+    }
+    fn destination_pause(
+        &mut self,
+        destination: &str,
+    ) -> Result<Option<DestinationPause>, StoreError> {
+        Ok(PgReader::destination_pause(self, destination)?)
+    }
+    fn storage_bytes(&mut self) -> Result<(u64, u64), StoreError> {
+        Ok(PgReader::storage_bytes(self)?)
     }
     fn message_raw(&mut self, row: i64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(PgReader::message_raw(self, row)?)

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::pipeline::RouteTarget;
 use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
+use crate::store::model::alerts::{AlertChange, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
 use crate::store::records::{IngestBatch, RejectionBatch, StoredOutcome};
 
@@ -36,6 +37,8 @@ pub struct WriterOptions {
     pub delivery_share: f64,
     /// `[workspace] default_country`: the region for phones written without a country code.
     pub default_country: Option<String>,
+    /// Observes how long each group commit took (seconds), for `/metrics`.
+    pub commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Default for WriterOptions {
@@ -44,6 +47,7 @@ impl Default for WriterOptions {
             queue_capacity: 4096,
             delivery_share: DEFAULT_DELIVERY_SHARE,
             default_country: None,
+            commit_seconds: None,
         }
     }
 }
@@ -106,6 +110,10 @@ pub(crate) enum Job {
     },
     /// Internal: put expired leases back in line.
     SweepLeases,
+    /// Readiness: a small write, committed, proves the store accepts writes.
+    Probe(Reply<()>),
+    /// An alert fires or resolves (at most one open per rule and subject).
+    Alert(Box<AlertChange>, Reply<AlertWrite>),
 }
 
 impl Job {
@@ -133,6 +141,7 @@ pub(crate) enum JobOutput {
     Row(i64),
     Claimed(Claim),
     Pruned(usize),
+    Alert(AlertWrite),
     Done,
 }
 
@@ -179,6 +188,7 @@ impl StoreWriter {
                     default_country: options.default_country,
                     handoff: RefCell::new(HandOffPlan::new(handoffs)),
                     share: RefCell::new(TimeShare::new(options.delivery_share)),
+                    commit_seconds: options.commit_seconds,
                 };
                 run(&mut backend, queues, &state);
                 backend.finish();
@@ -259,6 +269,27 @@ impl StoreWriter {
         if self.work.send(job).await.is_err() {
             tracing::warn!("writer stopped; claimed deliveries wait for their lease to expire");
         }
+    }
+
+    /// Readiness: commit a small write. Fails when the store does not accept writes (a full
+    /// disk, a read-only file, PostgreSQL gone) or the writer has stopped.
+    pub async fn probe(&self) -> Result<(), WriteError> {
+        self.call(Job::Probe).await
+    }
+
+    /// Store an alert firing or resolving; says whether it took effect and should be notified.
+    pub async fn record_alert(&self, change: AlertChange) -> Result<AlertWrite, WriteError> {
+        self.call(|reply| Job::Alert(Box::new(change), reply)).await
+    }
+
+    /// Ingest requests waiting for the writer now.
+    pub fn queue_depth(&self) -> usize {
+        self.ingest.max_capacity() - self.ingest.capacity()
+    }
+
+    /// Whether the writer thread is still taking work.
+    pub fn is_running(&self) -> bool {
+        !self.ingest.is_closed() && !self.work.is_closed()
     }
 
     /// Record that a destination paused itself (or resumed, with `None`).
@@ -489,6 +520,7 @@ pub(crate) struct WriterState {
     pub default_country: Option<String>,
     pub handoff: RefCell<HandOffPlan>,
     share: RefCell<TimeShare>,
+    commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl WriterState {
@@ -542,7 +574,11 @@ fn run<B: GroupWriter>(backend: &mut B, mut queues: Queues, state: &WriterState)
         let started = Instant::now();
         commit_group(backend, &mut group, state);
         backend.after_commit();
-        state.share.borrow_mut().group_done(started.elapsed());
+        let took = started.elapsed();
+        if let Some(histogram) = &state.commit_seconds {
+            histogram.observe(took.as_secs_f64());
+        }
+        state.share.borrow_mut().group_done(took);
     }
 }
 
@@ -620,6 +656,15 @@ fn commit_group<B: GroupWriter>(backend: &mut B, group: &mut Group, state: &Writ
                 let _ = reply.send(Ok(row));
             }
             (Job::RecordRequest(_, _, reply), Err(e)) => {
+                let _ = reply.send(Err(failed(&e)));
+            }
+            (Job::Probe(reply), result) => {
+                let _ = reply.send(result.map(|_| ()).map_err(|e| failed(&e)));
+            }
+            (Job::Alert(_, reply), Ok(JobOutput::Alert(write))) => {
+                let _ = reply.send(Ok(write));
+            }
+            (Job::Alert(_, reply), Err(e)) => {
                 let _ = reply.send(Err(failed(&e)));
             }
             (Job::Complete(_, reply), result) => {

@@ -3,6 +3,7 @@
 //! under an advisory lock so nodes starting together do not race, each in its own transaction
 //! and recorded in `schema_migrations`.
 
+mod alerts;
 mod db;
 mod delivery;
 mod ingest;
@@ -16,11 +17,18 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 1] = [(
-    1,
-    "0001_schema",
-    include_str!("../../../migrations/postgres/0001_schema.sql"),
-)];
+pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+    (
+        1,
+        "0001_schema",
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "0002_alerts",
+        include_str!("../../../migrations/postgres/0002_alerts.sql"),
+    ),
+];
 
 /// The advisory lock key that serialises migrations across nodes ("tracklayer" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7472_6163_6b6c_6179;

@@ -321,6 +321,28 @@ impl PgReader {
             .collect())
     }
 
+    /// Open alerts first, then the newest resolved ones.
+    pub fn alerts(
+        &mut self,
+        limit: usize,
+    ) -> PgResult<Vec<crate::store::model::alerts::StoredAlert>> {
+        Ok(self
+            .client
+            .query(super::alerts::RECENT, &[&(limit as i64)])?
+            .iter()
+            .map(super::alerts::from_row)
+            .collect())
+    }
+
+    /// The database's size on disk (PostgreSQL's write-ahead log is the server's, not ours: 0).
+    pub fn storage_bytes(&mut self) -> PgResult<(u64, u64)> {
+        let bytes: i64 = self
+            .client
+            .query_one("SELECT pg_database_size(current_database())", &[])?
+            .get(0);
+        Ok((bytes.max(0) as u64, 0))
+    }
+
     /// The newest collisions first.
     pub fn recent_collisions(&mut self, limit: usize) -> PgResult<Vec<StoredCollision>> {
         let sql = format!("{COLLISION_SELECT} ORDER BY c.id DESC LIMIT $1");

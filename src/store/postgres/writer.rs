@@ -213,6 +213,15 @@ fn apply_work(
             )?;
             JobOutput::Done
         }
+        Job::Probe(_) => {
+            tx.execute(
+                "INSERT INTO local_settings (key, value) VALUES ('readiness_probe', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&now.to_string()],
+            )?;
+            JobOutput::Done
+        }
+        Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(tx, change)?),
         Job::SweepLeases => {
             // The sweep runs every few seconds on every node: it doubles as the node's
             // heartbeat, so the dashboard can tell a silent node from a quiet one.

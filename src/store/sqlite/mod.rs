@@ -1,6 +1,7 @@
 //! The SQLite store: the embedded default, one process on one file. Opening (0600 files, WAL,
 //! migrations), the local settings of the embedded default, and the SQL of every part.
 
+pub mod alerts;
 pub mod delivery;
 pub(super) mod ingest;
 pub mod pipeline;
@@ -39,6 +40,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../../migrations/0007_bounded_requests.sql"
         )),
         M::up(include_str!("../../../migrations/0008_signed_batches.sql")),
+        M::up(include_str!("../../../migrations/0009_alerts.sql")),
     ])
 });
 

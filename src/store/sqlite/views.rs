@@ -345,6 +345,23 @@ impl StoreReader {
             .optional()?)
     }
 
+    /// Bytes on disk: (the database file, its write-ahead log).
+    pub fn storage_bytes(&self) -> Result<(u64, u64), StoreError> {
+        let Some(path) = self.conn().path().filter(|p| !p.is_empty()) else {
+            return Ok((0, 0));
+        };
+        let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Ok((size(path), size(&format!("{path}-wal"))))
+    }
+
+    /// Open alerts first, then the newest resolved ones.
+    pub fn alerts(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::model::alerts::StoredAlert>, StoreError> {
+        Ok(super::alerts::recent(self.conn(), limit)?)
+    }
+
     /// Totals for the header: messages, events, deliveries delivered and dead.
     pub fn totals(&self) -> Result<(i64, i64), StoreError> {
         let messages = self.max_rowid("messages")?;

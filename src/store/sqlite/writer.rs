@@ -187,6 +187,15 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64, handoff: &HandOffPlan) 
             )?;
             JobOutput::Done
         }
+        Job::Probe(_) => {
+            conn.prepare_cached(
+                "INSERT INTO local_settings (key, value) VALUES ('readiness_probe', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([now_ms.to_string()])?;
+            JobOutput::Done
+        }
+        Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(conn, change)?),
         Job::SweepLeases => {
             let released = delivery::release_expired_leases(conn, now_ms)?;
             if released > 0 {
