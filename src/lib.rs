@@ -8,6 +8,7 @@ pub mod demo;
 pub mod destinations;
 pub mod ingest;
 pub mod inspect;
+pub mod ops;
 pub mod pipeline;
 pub mod sandbox;
 pub mod segment;
@@ -32,6 +33,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Alerts(#[from] ops::notify::BadSecret),
 }
 
 /// Run the pipeline headless on `listener` until `shutdown` resolves. Every request that was
@@ -44,26 +47,50 @@ pub async fn run(
     let config = &setup.config;
     let targets = setup.route_targets();
     let handoffs = Arc::new(store::handoff::HandOffs::default());
+    let ops = ops::Ops::new(config.environments.iter().map(|e| e.name.clone()).collect());
     let options = store::WriterOptions {
         queue_capacity: config.server.queue_capacity,
         delivery_share: config.storage.delivery_share,
         default_country: config.workspace.default_country.clone(),
-        commit_seconds: None,
+        commit_seconds: Some(ops.metrics.commit_seconds.clone()),
     };
-    let (writer, writer_thread) = match &config.storage.url {
+    let (writer, writer_thread, node, location) = match &config.storage.url {
         // One node of a fleet sharing a PostgreSQL database.
         Some(url) => {
             let node = store::postgres::writer::node_id();
             tracing::info!(node = %node, "storage: PostgreSQL (fleet)");
-            store::postgres::writer::spawn(url.expose(), node, options, targets, handoffs.clone())?
+            let (writer, thread) = store::postgres::writer::spawn(
+                url.expose(),
+                node.clone(),
+                options,
+                targets,
+                handoffs.clone(),
+            )?;
+            let location = store::StoreLocation::Postgres(url.expose().to_string());
+            (writer, thread, Some(node), location)
         }
         None => {
-            store::StoreWriter::spawn(&config.storage.path, options, targets, handoffs.clone())?
+            let (writer, thread) = store::StoreWriter::spawn(
+                &config.storage.path,
+                options,
+                targets,
+                handoffs.clone(),
+            )?;
+            let location = store::StoreLocation::Sqlite(config.storage.path.clone());
+            (writer, thread, None, location)
         }
     };
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
-    let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs)?;
+    let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs, &ops)?;
+    let ops_task = ops::spawn(
+        ops.clone(),
+        config.alerts.clone(),
+        location,
+        writer.clone(),
+        setup.destinations.iter().map(|d| d.name.clone()).collect(),
+        node,
+    )?;
     let storage = &config.storage;
     let retention =
         (storage.retention_days > 0 || storage.request_body_retention_days > 0).then(|| {
@@ -73,12 +100,26 @@ pub async fn run(
                 storage.request_body_retention_days,
             ))
         });
-    let state = Arc::new(ingest::IngestState::new(config, writer, mapping));
+    let state = Arc::new(ingest::IngestState::new(
+        config,
+        writer,
+        mapping,
+        ops.clone(),
+    ));
     let limits = ingest::ServerLimits {
         header_timeout: config.server.header_timeout,
         max_connections: config.server.max_connections,
     };
+    let stopping = ops.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Readiness fails from here on, so a load balancer stops sending work.
+        stopping.shutting_down();
+        tracing::info!("stopping: no new connections; finishing queued commits");
+    };
     let served = ingest::serve(listener, state, limits, shutdown).await;
+    // It holds a writer handle: stopped before the writer is left to drain.
+    ops_task.stop().await;
     // In-flight deliveries are abandoned; their leases expire and they are sent again (with
     // the same event_id) at the next start.
     workers.stop().await;

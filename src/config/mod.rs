@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod alerts;
 mod validate;
+
+pub use alerts::AlertsConfig;
 
 pub use validate::{nearest, with_hint, Problems};
 
@@ -101,6 +104,8 @@ struct RawConfig {
     mapping: Option<toml::Value>,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+    #[serde(default)]
+    alerts: alerts::RawAlerts,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -171,6 +176,7 @@ pub struct Config {
     pub mapping: MappingConfig,
     /// As written; `destinations::Setup` resolves their kind-specific settings.
     pub destinations: Vec<DestinationConfig>,
+    pub alerts: AlertsConfig,
     /// The file this config was read from (hot reload of the mapping watches it).
     pub source_path: Option<PathBuf>,
     /// Relative paths in destination settings (a warehouse file) are relative to this folder.
@@ -500,6 +506,7 @@ pub fn embedded_default(
         }],
         mapping: MappingConfig::default_table(),
         destinations: Vec::new(),
+        alerts: AlertsConfig::default(),
         source_path: None,
         base_dir: PathBuf::from("."),
     }

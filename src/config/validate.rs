@@ -20,6 +20,10 @@ impl Problems {
         self.0.push(invalid(key, reason));
     }
 
+    pub fn push_error(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
     /// The value, or `fallback` with the problem noted (validation goes on).
     fn take<T>(&mut self, result: Result<T, ConfigError>, fallback: T) -> T {
         result.unwrap_or_else(|e| {
@@ -122,6 +126,7 @@ pub(super) fn validate(
         }
     });
     let environments = environments(raw.environments, lookup_env, &mut problems);
+    let alerts = super::alerts::alerts(raw.alerts, lookup_env, &mut problems);
     let mapping = mapping(raw.mapping.as_ref(), base, config_path, &mut problems);
 
     // Kind-specific settings are resolved (and checked) by `destinations::Setup`.
@@ -155,6 +160,7 @@ pub(super) fn validate(
         environments,
         mapping,
         destinations,
+        alerts,
         source_path: config_path.map(Path::to_path_buf),
         base_dir: base.to_path_buf(),
     };

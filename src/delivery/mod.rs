@@ -89,6 +89,7 @@ impl DeliveryWorkers {
         destinations: &[Destination],
         writer: &StoreWriter,
         handoffs: &HandOffs,
+        ops: &Arc<crate::ops::Ops>,
     ) -> std::io::Result<DeliveryWorkers> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -110,6 +111,7 @@ impl DeliveryWorkers {
                 client: client.clone(),
                 breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
                 outcomes,
+                ops: ops.clone(),
             };
             // New deliveries come straight from the commit, up to a claim's worth at a time.
             let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
@@ -242,6 +244,8 @@ struct Worker {
     breaker: Arc<Mutex<Breaker>>,
     /// Outcomes on their way to the store (see `record_outcomes`).
     outcomes: mpsc::Sender<Completion>,
+    /// Metrics and alert signals.
+    ops: Arc<crate::ops::Ops>,
 }
 
 impl Worker {
@@ -445,6 +449,20 @@ impl Worker {
                 item.reason = Some(self.dest.redact(reason));
             }
         }
+        let request_seen = request.as_ref().map(|r| {
+            let ok = r.error.is_none() && r.status_code.is_none_or(|c| (200..300).contains(&c));
+            let reason = (!ok).then(|| {
+                r.error.clone().unwrap_or_else(|| {
+                    items
+                        .iter()
+                        .find_map(|i| i.reason.clone())
+                        .unwrap_or_else(|| format!("HTTP {}", r.status_code.unwrap_or_default()))
+                })
+            });
+            (r.latency_ms, ok, reason)
+        });
+        self.ops
+            .delivered(&self.dest.name, at_ms, request_seen, &items);
         let completion = Completion {
             destination: self.dest.name.clone(),
             request: request.map_or(RequestRef::None, RequestRef::New),

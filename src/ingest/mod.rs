@@ -1,5 +1,6 @@
 //! The HTTP side: `POST /segment/events` (Segment's webhook destinations), the Segment HTTP
-//! Tracking API paths (`/v1/*`, for SDKs posting directly) and `GET /healthz`.
+//! Tracking API paths (`/v1/*`, for SDKs posting directly), `GET /healthz` (liveness),
+//! `GET /readyz` (readiness) and `GET /metrics` (Prometheus).
 
 pub mod auth;
 mod body;
@@ -38,11 +39,18 @@ pub struct IngestState {
     pub mapping: SharedMapping,
     /// Refused requests, counted until the next flush to the store.
     pub refusals: RefusalLog,
+    /// Metrics and alert signals.
+    pub ops: Arc<crate::ops::Ops>,
     request_seq: AtomicU32,
 }
 
 impl IngestState {
-    pub fn new(config: &Config, writer: StoreWriter, mapping: SharedMapping) -> IngestState {
+    pub fn new(
+        config: &Config,
+        writer: StoreWriter,
+        mapping: SharedMapping,
+        ops: Arc<crate::ops::Ops>,
+    ) -> IngestState {
         let mut seed = [0u8; 4];
         // Request ids only need to differ between processes sharing a database.
         let _ = getrandom::fill(&mut seed);
@@ -57,7 +65,8 @@ impl IngestState {
             dedup_window_ms: (config.storage.dedup_window_hours as i64) * 3_600_000,
             writer,
             mapping,
-            refusals: RefusalLog::default(),
+            refusals: RefusalLog::observed_by(ops.clone()),
+            ops,
             request_seq: AtomicU32::new(u32::from_le_bytes(seed)),
         }
     }
@@ -68,6 +77,12 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/segment/events", post(handler::segment_events))
         .route("/v1/{call}", post(handler::tracking_api))
         .route("/healthz", get(handler::healthz))
+        .route("/readyz", get(handler::readyz))
+        .route("/metrics", get(handler::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handler::count_request,
+        ))
         .with_state(state)
 }
 

@@ -41,6 +41,10 @@ impl From<AuthError> for Refusal {
     }
 }
 
+/// The refusal code of a response, for the request counter (`/metrics`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RefusalCode(pub &'static str);
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = (
@@ -48,6 +52,7 @@ impl IntoResponse for Refusal {
             Json(serde_json::json!({ "message": self.message, "code": self.code })),
         )
             .into_response();
+        response.extensions_mut().insert(RefusalCode(self.code));
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -144,11 +149,23 @@ struct LogBudget {
 pub struct RefusalLog {
     pending: Mutex<Pending>,
     budget: Mutex<LogBudget>,
+    /// Told of every refusal (401 bursts feed the `auth_failures` alert).
+    ops: Option<std::sync::Arc<crate::ops::Ops>>,
+}
+
+impl RefusalLog {
+    pub fn observed_by(ops: std::sync::Arc<crate::ops::Ops>) -> RefusalLog {
+        RefusalLog {
+            ops: Some(ops),
+            ..RefusalLog::default()
+        }
+    }
 }
 
 impl Default for RefusalLog {
     fn default() -> Self {
         RefusalLog {
+            ops: None,
             pending: Mutex::new(Pending::default()),
             budget: Mutex::new(LogBudget {
                 window_start: Instant::now(),
@@ -166,6 +183,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl RefusalLog {
     pub fn record(&self, rejection: RejectedRequest) {
         self.log(&rejection);
+        if let Some(ops) = &self.ops {
+            ops.refused(
+                rejection.environment_header.as_deref(),
+                rejection.status_code,
+                rejection.reason_code,
+                rejection.received_at_ms,
+            );
+        }
         let minute_ms = rejection.received_at_ms - rejection.received_at_ms.rem_euclid(60_000);
         let mut pending = lock(&self.pending);
         let peer = rejection

@@ -38,7 +38,7 @@ pub struct WriterOptions {
     /// `[workspace] default_country`: the region for phones written without a country code.
     pub default_country: Option<String>,
     /// Observes how long each group commit took (seconds), for `/metrics`.
-    pub commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    pub commit_seconds: Option<prometheus::Histogram>,
 }
 
 impl Default for WriterOptions {
@@ -520,7 +520,7 @@ pub(crate) struct WriterState {
     pub default_country: Option<String>,
     pub handoff: RefCell<HandOffPlan>,
     share: RefCell<TimeShare>,
-    commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    commit_seconds: Option<prometheus::Histogram>,
 }
 
 impl WriterState {

@@ -1,0 +1,117 @@
+//! What happened lately, kept in memory for the alert rules: refusals per environment, each
+//! destination's requests and dead letters, unmapped names. Bounded: each window keeps at most
+//! `MAX_EVENTS` entries, unmapped names at most `MAX_NAMES`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+const MAX_EVENTS: usize = 20_000;
+const MAX_NAMES: usize = 200;
+
+/// Entries (time, value) no older than the longest window anyone asks about.
+#[derive(Debug, Default, Clone)]
+pub struct Window<T> {
+    entries: VecDeque<(i64, T)>,
+}
+
+impl<T> Window<T> {
+    pub fn push(&mut self, at_ms: i64, value: T) {
+        if self.entries.len() == MAX_EVENTS {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((at_ms, value));
+    }
+
+    /// Drop what is older than `since_ms`.
+    pub fn trim(&mut self, since_ms: i64) {
+        while self.entries.front().is_some_and(|(at, _)| *at < since_ms) {
+            self.entries.pop_front();
+        }
+    }
+
+    pub fn since(&self, since_ms: i64) -> impl Iterator<Item = &(i64, T)> {
+        self.entries.iter().filter(move |(at, _)| *at >= since_ms)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One destination's recent requests.
+#[derive(Debug, Default, Clone)]
+pub struct DestinationSignals {
+    /// (ok, the failure reason).
+    pub requests: Window<(bool, Option<String>)>,
+    /// Requests that failed in a row, up to now.
+    pub consecutive_failures: u32,
+    pub last_error: Option<(i64, String)>,
+    pub dead: Window<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Signals {
+    /// 401s by the environment they named (a configured name, or `unknown`): the reason code.
+    pub auth_failures: BTreeMap<String, Window<&'static str>>,
+    pub destinations: BTreeMap<String, DestinationSignals>,
+    /// Unmapped event names: (environment).
+    pub unmapped: BTreeMap<String, Window<String>>,
+}
+
+impl Signals {
+    pub fn auth_failure(&mut self, environment: String, at_ms: i64, code: &'static str) {
+        self.auth_failures
+            .entry(environment)
+            .or_default()
+            .push(at_ms, code);
+    }
+
+    pub fn request(&mut self, destination: &str, at_ms: i64, ok: bool, reason: Option<String>) {
+        let d = self
+            .destinations
+            .entry(destination.to_string())
+            .or_default();
+        if ok {
+            d.consecutive_failures = 0;
+        } else {
+            d.consecutive_failures = d.consecutive_failures.saturating_add(1);
+            if let Some(r) = &reason {
+                d.last_error = Some((at_ms, r.clone()));
+            }
+        }
+        d.requests.push(at_ms, (ok, reason));
+    }
+
+    pub fn dead_letter(&mut self, destination: &str, at_ms: i64, reason: String) {
+        self.destinations
+            .entry(destination.to_string())
+            .or_default()
+            .dead
+            .push(at_ms, reason);
+    }
+
+    pub fn unmapped(&mut self, name: &str, environment: &str, at_ms: i64) {
+        if !self.unmapped.contains_key(name) && self.unmapped.len() >= MAX_NAMES {
+            return;
+        }
+        self.unmapped
+            .entry(name.to_string())
+            .or_default()
+            .push(at_ms, environment.to_string());
+    }
+
+    /// Forget what no window looks at any more.
+    pub fn trim(&mut self, since_ms: i64) {
+        for w in self.auth_failures.values_mut() {
+            w.trim(since_ms);
+        }
+        for d in self.destinations.values_mut() {
+            d.requests.trim(since_ms);
+            d.dead.trim(since_ms);
+        }
+        for w in self.unmapped.values_mut() {
+            w.trim(since_ms);
+        }
+        self.auth_failures.retain(|_, w| !w.is_empty());
+        self.unmapped.retain(|_, w| !w.is_empty());
+    }
+}
