@@ -561,6 +561,9 @@ pub fn standard_webhook(
 /// A TrackLayer webhook body: one `tracklayer.event` / `tracklayer.profile` envelope, or a
 /// `tracklayer.batch` of them. Returns how many items it carries.
 pub fn webhook_body(body: &Value) -> Result<usize, String> {
+    if body.get("type").and_then(Value::as_str) == Some("tracklayer.alert") {
+        return alert_body(body).map(|()| 1);
+    }
     let item = |v: &Value, at: &str| -> Result<(), String> {
         match v.get("type").and_then(Value::as_str) {
             Some("tracklayer.event") if v.get("event").is_some_and(Value::is_object) => Ok(()),
@@ -585,5 +588,38 @@ pub fn webhook_body(body: &Value) -> Result<usize, String> {
             Ok(items.len())
         }
         _ => item(body, "body").map(|()| 1),
+    }
+}
+
+/// A TrackLayer alert notification: the alert with its rule, subject, state and evidence.
+pub fn alert_body(body: &Value) -> Result<(), String> {
+    let alert = body
+        .get("alert")
+        .and_then(Value::as_object)
+        .ok_or("tracklayer.alert without an alert object")?;
+    for key in ["rule", "subject", "state", "summary"] {
+        if !alert.get(key).is_some_and(Value::is_string) {
+            return Err(format!("alert.{key} must be a string"));
+        }
+    }
+    if !matches!(alert["state"].as_str(), Some("firing" | "resolved")) {
+        return Err("alert.state must be firing or resolved".into());
+    }
+    if !alert.get("started_at_ms").is_some_and(Value::is_i64) {
+        return Err("alert.started_at_ms must be a number".into());
+    }
+    if !alert.get("evidence").is_some_and(Value::is_object) {
+        return Err("alert.evidence must be an object".into());
+    }
+    Ok(())
+}
+
+/// A Slack incoming webhook accepts `{"text": "…"}` (blocks are optional); anything else is
+/// refused with `400 invalid_payload` / `no_text`, as Slack does.
+pub fn slack_body(body: &Value) -> Result<(), String> {
+    match body.get("text") {
+        Some(Value::String(text)) if !text.trim().is_empty() => Ok(()),
+        Some(_) => Err("invalid_payload: text must be a non-empty string".into()),
+        None => Err("no_text".into()),
     }
 }

@@ -214,6 +214,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .route("/api/profile-import", post(klaviyo_profile))
         .route("/open_api/v1.3/event/track/", post(tiktok))
         .route("/webhooks/{name}", post(webhook))
+        .route("/slack/{name}", post(slack))
         .route("/_sandbox/faults", post(admin_fault))
         .with_state(state)
 }
@@ -521,6 +522,31 @@ async fn tiktok(
         200,
         json!({"code": code, "message": message, "request_id": "sandbox"}),
     )
+}
+
+/// A Slack-compatible incoming webhook (alert notifications); recorded with the webhooks.
+async fn slack(
+    State(state): State<Arc<SandboxState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/slack/{name}");
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let verdict = checks::slack_body(&parsed);
+    let status = if verdict.is_ok() { 200 } else { 400 };
+    state.record(
+        Platform::Webhook,
+        &path,
+        &headers,
+        parsed,
+        status,
+        verdict.clone().err(),
+    );
+    match verdict {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
 }
 
 async fn webhook(
