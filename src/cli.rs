@@ -27,6 +27,21 @@ const LOCAL_WRITE_KEY: &str = "write_key.development";
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log lines as text (for people) or JSON (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TRACKLAYER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -182,7 +197,10 @@ pub fn main() -> ExitCode {
                 ..
             })
     );
-    init_logging(to_file.then(|| PathBuf::from("tracklayer.log")));
+    init_logging(
+        to_file.then(|| PathBuf::from("tracklayer.log")),
+        cli.log_format,
+    );
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -192,14 +210,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(file: Option<PathBuf>) {
-    let level = std::env::var("TRACKLAYER_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false);
+/// `TRACKLAYER_LOG` is a full filter, as `RUST_LOG` (`info`, `warn,tracklayer::delivery=debug`);
+/// an unreadable one falls back to `info` and says so. Colour only on a terminal.
+fn init_logging(file: Option<PathBuf>, format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let wanted = std::env::var("TRACKLAYER_LOG").unwrap_or_default();
+    let (filter, bad_filter) =
+        match EnvFilter::try_new(if wanted.is_empty() { "info" } else { &wanted }) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new("info"), Some(e.to_string())),
+        };
     let opened = file.and_then(|path| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -207,13 +228,30 @@ fn init_logging(file: Option<PathBuf>) {
             .open(path)
             .ok()
     });
-    let _ = match opened {
-        Some(f) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f))
-            .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+    let ansi = opened.is_none()
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let writer = move || -> Box<dyn std::io::Write> {
+        match &opened {
+            Some(f) => match f.try_clone() {
+                Ok(f) => Box::new(f),
+                Err(_) => Box::new(std::io::stderr()),
+            },
+            None => Box::new(std::io::stderr()),
+        }
     };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Some(e) = bad_filter {
+        tracing::warn!(error = %e, "TRACKLAYER_LOG is not a valid filter; logging at info");
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
