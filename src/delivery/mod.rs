@@ -450,7 +450,10 @@ impl Worker {
             }
         }
         let request_seen = request.as_ref().map(|r| {
-            let ok = r.error.is_none() && r.status_code.is_none_or(|c| (200..300).contains(&c));
+            let ok = crate::store::views::request_succeeded(
+                r.status_code.map(i64::from),
+                r.error.as_deref(),
+            );
             let reason = (!ok).then(|| {
                 r.error.clone().unwrap_or_else(|| {
                     items
