@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use tracklayer::sandbox::{Fault, Platform, Sandbox};
+use tracklayer::tui::Pane;
 
 const ALERT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -38,7 +39,9 @@ fn config(sandbox: &Sandbox, alerts: &str) -> String {
 name = "meta"
 kind = "meta_capi"
 endpoint = "{url}"
-retry_schedule = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+# A minute of one-second retries: on a loaded machine the outage test's
+# deliveries must still be retrying (not dead) when Meta comes back.
+retry_schedule = [{retries}]
 pixel_id = "1234567890123456"
 access_token = "EAAB_TEST"
 
@@ -57,7 +60,8 @@ webhook_url = "{url}/webhooks/alerts"
 webhook_secret = "{ALERT_SECRET}"
 {alerts}
 "#,
-        url = sandbox.url()
+        url = sandbox.url(),
+        retries = vec!["1"; 60].join(", "),
     )
 }
 
@@ -93,6 +97,21 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One frame of the dashboard on `pane`, read from the server's store, as text.
+fn dashboard_text(server: &TestServer, pane: Pane) -> String {
+    let (themes, _) = tracklayer::tui::theme::load_all(None);
+    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
+    app.pane = pane;
+    let snapshot = server.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
+    assert_eq!(snapshot.error, None);
+    app.apply(snapshot);
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(150, 30)).unwrap();
+    terminal
+        .draw(|f| tracklayer::tui::panes::draw(f, &app))
+        .unwrap();
+    terminal.backend().to_string()
 }
 
 fn of_rule<'a>(hooks: &'a [Value], rule: &str, state: &str) -> Vec<&'a Value> {
@@ -239,7 +258,9 @@ async fn metrics_count_what_the_store_holds_and_pass_promtool() {
         sum(&m, "tracklayer_deliveries_total", &["outcome=\"retry\""]),
         s.retried
     );
-    assert_eq!(s.retried, 2, "Meta's two 500s");
+    // Meta's two 500s; a loaded machine may add a timeout retry, which the
+    // equality above still has to account for.
+    assert!(s.retried >= 2, "Meta's two 500s: {}", s.retried);
     assert_eq!(
         sum(&m, "tracklayer_deliveries_total", &["outcome=\"dead\""]),
         s.dead_lettered
@@ -304,7 +325,7 @@ async fn a_platform_that_fails_and_recovers_pages_once_and_resolves_once() {
         assert_eq!(status, 200);
     }
     // Meta keeps failing: it is down, and its queue backs up past 2 s.
-    wait_for("platform_down and queue_backlog to fire", 20, || {
+    wait_for("platform_down and queue_backlog to fire", 40, || {
         let (_, hooks) = notifications(&sandbox);
         !of_rule(&hooks, "platform_down", "firing").is_empty()
             && !of_rule(&hooks, "queue_backlog", "firing").is_empty()
@@ -313,7 +334,9 @@ async fn a_platform_that_fails_and_recovers_pages_once_and_resolves_once() {
     // Still failing for a while: no second page.
     tokio::time::sleep(Duration::from_secs(3)).await;
     sandbox.state.set_sticky(Platform::Meta, None);
-    wait_for("both to resolve", 30, || {
+    // The breaker's pauses double while Meta is down (1, 2, 4, 8 s…), so the
+    // first successful probe may come a while after recovery on a slow machine.
+    wait_for("both to resolve", 60, || {
         let (_, hooks) = notifications(&sandbox);
         !of_rule(&hooks, "platform_down", "resolved").is_empty()
             && !of_rule(&hooks, "queue_backlog", "resolved").is_empty()
@@ -336,6 +359,16 @@ async fn a_platform_that_fails_and_recovers_pages_once_and_resolves_once() {
             .is_some_and(|e| e.contains("500")),
         "{down:#}"
     );
+    // The alerts pane keeps the history; nothing firing, so no banner.
+    let text = dashboard_text(&server, Pane::Alerts);
+    assert!(!text.contains("▲ ALERT"), "{text}");
+    for rule in ["platform_down", "queue_backlog"] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(rule) && l.contains("resolved"))
+            .unwrap_or_else(|| panic!("no resolved {rule} row: {text}"));
+        assert!(row.contains("meta"), "{row}");
+    }
     let backlog = of_rule(&hooks, "queue_backlog", "firing")[0];
     assert!(
         backlog["evidence"]["pending"].as_i64() >= Some(1),
@@ -366,6 +399,11 @@ async fn a_platform_that_fails_and_recovers_pages_once_and_resolves_once() {
     assert_eq!(down.len(), 1);
     assert_eq!(down[0].state, "resolved");
     assert!(down[0].notified);
+    // What became of the pages is on the row: the last one, the resolve, reached both.
+    assert_eq!(
+        down[0].notice.as_deref(),
+        Some("resolved: sent to Slack, alert webhook")
+    );
     server.stop().await;
 }
 
@@ -407,5 +445,31 @@ async fn a_burst_of_401s_pages_naming_the_environment() {
     );
     // Production is not blamed.
     assert!(hooks.iter().all(|a| a["subject"] != "production"));
+    let reader = server.reader();
+    wait_for("the notice to be stored", 10, || {
+        reader
+            .alerts(10)
+            .unwrap()
+            .iter()
+            .any(|a| a.notice.as_deref() == Some("firing: sent to Slack, alert webhook"))
+    })
+    .await;
+    // The dashboard: a banner on every pane while it fires, and the alerts pane with evidence.
+    for pane in [Pane::Stream, Pane::Alerts] {
+        let text = dashboard_text(&server, pane);
+        assert!(
+            text.contains("▲ ALERT: 1 firing auth_failures staging since"),
+            "{text}"
+        );
+        if pane == Pane::Alerts {
+            let row = text
+                .lines()
+                .find(|l| l.contains("auth_failures") && l.contains("ongoing"))
+                .unwrap_or_else(|| panic!("no alert row: {text}"));
+            assert!(row.contains("firing") && row.contains("staging"), "{row}");
+            assert!(text.contains("\"bad_signature\": 3"), "{text}");
+            assert!(text.contains("ongoing") && text.contains("sent"), "{text}");
+        }
+    }
     server.stop().await;
 }

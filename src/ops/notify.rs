@@ -96,12 +96,16 @@ impl Notifier {
         self.slack.is_some() || self.webhook.is_some()
     }
 
-    /// Send to every configured receiver.
-    pub async fn send(&self, notice: &Notice) {
+    /// Send to every configured receiver; says what became of it, for the alert's row
+    /// ("firing: sent to Slack; alert webhook failed: HTTP 500 after 3 tries").
+    pub async fn send(&self, notice: &Notice) -> String {
+        let mut outcomes = Vec::new();
         if let Some(url) = &self.slack {
             let body = serde_json::to_vec(&json!({ "text": notice.text() })).unwrap_or_default();
-            self.post(url.expose(), body, Vec::new(), "Slack", notice)
-                .await;
+            outcomes.push(
+                self.post(url.expose(), body, Vec::new(), "Slack", notice)
+                    .await,
+            );
         }
         if let Some((url, key)) = &self.webhook {
             let body = serde_json::to_vec(&notice.envelope()).unwrap_or_default();
@@ -121,18 +125,29 @@ impl Notifier {
                     webhook::sign(key, &id, timestamp, &body),
                 ),
             ];
-            self.post(url, body, headers, "alert webhook", notice).await;
+            outcomes.push(self.post(url, body, headers, "alert webhook", notice).await);
         }
+        let (sent, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|o| o.is_ok());
+        let mut parts = Vec::new();
+        if !sent.is_empty() {
+            let names: Vec<&str> = sent.into_iter().filter_map(|o| o.ok()).collect();
+            parts.push(format!("sent to {}", names.join(", ")));
+        }
+        parts.extend(failed.into_iter().filter_map(|o| o.err()));
+        if parts.is_empty() {
+            parts.push("no receiver configured ([alerts] slack_webhook_url / webhook_url)".into());
+        }
+        format!("{}: {}", notice.state, parts.join("; "))
     }
 
-    async fn post(
+    async fn post<'r>(
         &self,
         url: &str,
         body: Vec<u8>,
         headers: Vec<(String, String)>,
-        receiver: &str,
+        receiver: &'r str,
         notice: &Notice,
-    ) {
+    ) -> Result<&'r str, String> {
         let mut last = String::new();
         for attempt in 0..3u32 {
             if attempt > 0 {
@@ -147,12 +162,65 @@ impl Notifier {
                 request = request.header(k, v);
             }
             match request.send().await {
-                Ok(r) if r.status().is_success() => return,
+                Ok(r) if r.status().is_success() => return Ok(receiver),
                 Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
                 // Without the URL: a Slack webhook URL is a credential.
                 Err(e) => last = e.without_url().to_string(),
             }
         }
         tracing::error!(receiver, rule = notice.rule, subject = %notice.subject, state = notice.state, error = %last, "alert notification not delivered after 3 tries");
+        Err(format!("{receiver} failed: {last} after 3 tries"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice() -> Notice {
+        Notice {
+            rule: "platform_down",
+            subject: "meta".into(),
+            state: "firing",
+            started_at_ms: 0,
+            resolved_at_ms: None,
+            summary: "meta failing".into(),
+            evidence: json!({}),
+            node: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_receiver_is_reported_as_failed() {
+        // Nothing listens on the port of a listener just dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let config = AlertsConfig {
+            slack_webhook_url: Some(Secret::new(format!("http://127.0.0.1:{port}/slack"))),
+            ..AlertsConfig::default()
+        };
+        let outcome = Notifier::new(&config).unwrap().send(&notice()).await;
+        assert!(
+            outcome.starts_with("firing: Slack failed: ") && outcome.ends_with("after 3 tries"),
+            "{outcome}"
+        );
+        assert!(
+            !outcome.contains(&port.to_string()),
+            "the URL is a credential: {outcome}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_receiver_the_notice_says_where_to_configure_one() {
+        let outcome = Notifier::new(&AlertsConfig::default())
+            .unwrap()
+            .send(&notice())
+            .await;
+        assert_eq!(
+            outcome,
+            "firing: no receiver configured ([alerts] slack_webhook_url / webhook_url)"
+        );
     }
 }

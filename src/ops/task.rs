@@ -12,7 +12,7 @@ use super::notify::{BadSecret, Notice, Notifier};
 use super::rules::{self, Condition, DestinationView, Rule};
 use super::Ops;
 use crate::config::AlertsConfig;
-use crate::store::model::alerts::AlertChange;
+use crate::store::model::alerts::{AlertChange, AlertNotice};
 use crate::store::{now_ms, DashboardReader, StoreLocation, StoreWriter};
 
 /// An alert this node knows to be open.
@@ -271,7 +271,8 @@ impl Evaluator {
             },
         );
         if write.notify {
-            self.notifier
+            let outcome = self
+                .notifier
                 .send(&Notice {
                     rule: condition.rule.as_str(),
                     subject: condition.subject.clone(),
@@ -283,7 +284,28 @@ impl Evaluator {
                     node: self.node.clone(),
                 })
                 .await;
+            self.store_notice(condition.rule, &condition.subject, now, outcome)
+                .await;
         }
+    }
+
+    async fn store_notice(
+        &mut self,
+        rule: Rule,
+        subject: &str,
+        started_at_ms: i64,
+        notice: String,
+    ) {
+        // `&mut self`: the evaluator is Send but not Sync (its reader), so no shared borrow may
+        // be held across an await.
+        self.writer
+            .record_alert_notice(AlertNotice {
+                rule: rule.as_str().into(),
+                subject: subject.into(),
+                started_at_ms,
+                notice,
+            })
+            .await;
     }
 
     async fn resolve(&mut self, key: (Rule, String), open: Open, now: i64) {
@@ -306,17 +328,21 @@ impl Evaluator {
         self.open.remove(&key);
         tracing::info!(rule = key.0.as_str(), subject = %key.1, "alert resolved");
         if write.changed && write.notify {
-            self.notifier
+            let started_at_ms = write.started_at_ms.unwrap_or(open.started_at_ms);
+            let outcome = self
+                .notifier
                 .send(&Notice {
                     rule: key.0.as_str(),
                     subject: key.1.clone(),
                     state: "resolved",
-                    started_at_ms: write.started_at_ms.unwrap_or(open.started_at_ms),
+                    started_at_ms,
                     resolved_at_ms: Some(now),
                     summary: format!("no longer holds; it was: {}", open.summary),
                     evidence: open.evidence,
                     node: self.node.clone(),
                 })
+                .await;
+            self.store_notice(key.0, &key.1, started_at_ms, outcome)
                 .await;
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::pipeline::RouteTarget;
 use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
-use crate::store::model::alerts::{AlertChange, AlertWrite};
+use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
 use crate::store::records::{IngestBatch, RejectionBatch, StoredOutcome};
 
@@ -114,6 +114,8 @@ pub(crate) enum Job {
     Probe(Reply<()>),
     /// An alert fires or resolves (at most one open per rule and subject).
     Alert(Box<AlertChange>, Reply<AlertWrite>),
+    /// What became of an alert's notifications.
+    AlertNotice(Box<AlertNotice>),
 }
 
 impl Job {
@@ -280,6 +282,18 @@ impl StoreWriter {
     /// Store an alert firing or resolving; says whether it took effect and should be notified.
     pub async fn record_alert(&self, change: AlertChange) -> Result<AlertWrite, WriteError> {
         self.call(|reply| Job::Alert(Box::new(change), reply)).await
+    }
+
+    /// Record what became of an alert's notifications (best effort: logged when it fails).
+    pub async fn record_alert_notice(&self, notice: AlertNotice) {
+        if self
+            .work
+            .send(Job::AlertNotice(Box::new(notice)))
+            .await
+            .is_err()
+        {
+            tracing::warn!("writer stopped; alert notice not recorded");
+        }
     }
 
     /// Ingest requests waiting for the writer now.
@@ -672,6 +686,9 @@ fn commit_group<B: GroupWriter>(backend: &mut B, group: &mut Group, state: &Writ
             }
             (Job::Rejections(_), Err(e)) => {
                 tracing::error!(error = %e, "could not record refused requests");
+            }
+            (Job::AlertNotice(_), Err(e)) => {
+                tracing::warn!(error = %e, "could not record what became of an alert's notifications");
             }
             (Job::DestinationState { .. }, Err(e)) => {
                 tracing::error!(error = %e, "could not record a destination's state");

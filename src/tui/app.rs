@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::theme::Theme;
 use std::collections::BTreeMap;
 
+use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
     AttemptRow, DestinationStats, FleetNode, ProfileEvent, StreamRow, UnmappedGroup,
 };
@@ -25,10 +26,11 @@ pub enum Pane {
     Collisions,
     Profiles,
     TestSend,
+    Alerts,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 8] = [
+    pub const ALL: [Pane; 9] = [
         Pane::Stream,
         Pane::Deliveries,
         Pane::Diff,
@@ -37,6 +39,7 @@ impl Pane {
         Pane::Collisions,
         Pane::Profiles,
         Pane::TestSend,
+        Pane::Alerts,
     ];
 
     pub fn title(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Pane {
             Pane::Collisions => "Dedup collisions",
             Pane::Profiles => "Profiles",
             Pane::TestSend => "Test send",
+            Pane::Alerts => "Alerts",
         }
     }
 }
@@ -78,7 +82,7 @@ pub enum Action {
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 24] = [
+pub const KEYMAP: [(&str, &str, Action); 25] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -87,6 +91,7 @@ pub const KEYMAP: [(&str, &str, Action); 24] = [
     ("6", "dedup collisions", Action::Pane(5)),
     ("7", "profiles", Action::Pane(6)),
     ("8", "controlled test send", Action::Pane(7)),
+    ("9", "alerts: firing and history", Action::Pane(8)),
     ("tab", "next pane", Action::NextPane),
     ("shift-tab", "previous pane", Action::PreviousPane),
     ("j / ↓", "select next row", Action::Down),
@@ -126,7 +131,7 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('q') => Action::Quit,
         KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
         KeyCode::Char('?') => Action::Help,
-        KeyCode::Char(c @ '1'..='8') => Action::Pane(c as usize - '1' as usize),
+        KeyCode::Char(c @ '1'..='9') => Action::Pane(c as usize - '1' as usize),
         KeyCode::Tab => Action::NextPane,
         KeyCode::BackTab => Action::PreviousPane,
         KeyCode::Char('j') | KeyCode::Down => Action::Down,
@@ -171,6 +176,8 @@ pub struct Snapshot {
     pub totals: (i64, i64),
     /// The fleet's nodes (empty on SQLite).
     pub nodes: Vec<FleetNode>,
+    /// Open alerts first, then the newest resolved (the banner and the alerts pane).
+    pub alerts: Vec<StoredAlert>,
     pub stream: Vec<StreamRow>,
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
@@ -188,6 +195,8 @@ pub struct Snapshot {
 }
 
 const ROWS: usize = 500;
+/// Alerts are few (one row per firing); the pane keeps this many of the newest.
+const ALERT_ROWS: usize = 200;
 
 /// Load what `query` asks for. Runs on the loader thread.
 pub fn load(
@@ -203,6 +212,12 @@ pub fn load(
     let result: Result<(), StoreError> = (|| {
         snap.totals = reader.totals()?;
         snap.nodes = reader.nodes()?;
+        snap.alerts = reader.alerts(ALERT_ROWS)?;
+        if query.pane == Some(Pane::ALL.len() - 1) && !query.filter.is_empty() {
+            let f = query.filter.as_str();
+            snap.alerts
+                .retain(|a| a.rule.contains(f) || a.subject.contains(f) || a.state.contains(f));
+        }
         match query.pane.map(|i| Pane::ALL[i.min(Pane::ALL.len() - 1)]) {
             Some(Pane::Stream) | None => snap.stream = reader.stream(ROWS, &query.filter)?,
             Some(Pane::Deliveries) => {
@@ -267,6 +282,7 @@ pub fn load(
                     snap.test_stages = testsend::stages(sent, trace.as_ref(), &query.test_modes);
                 }
             }
+            Some(Pane::Alerts) => {}
             Some(Pane::Profiles) => {
                 snap.profile = reader.find_profile(&query.filter)?;
                 if let Some(p) = &snap.profile {
@@ -346,8 +362,8 @@ impl TestSendState {
 
 pub struct App {
     pub pane: Pane,
-    pub selected: [usize; 8],
-    pub filters: [String; 8],
+    pub selected: [usize; Pane::ALL.len()],
+    pub filters: [String; Pane::ALL.len()],
     pub test: TestSendState,
     /// A test-send step the event loop should post (set by the `s` key).
     pub pending_send: Option<usize>,
@@ -374,7 +390,7 @@ impl App {
             .unwrap_or(0);
         App {
             pane: Pane::Stream,
-            selected: [0; 8],
+            selected: [0; Pane::ALL.len()],
             filters: Default::default(),
             test: TestSendState::default(),
             pending_send: None,
@@ -418,6 +434,7 @@ impl App {
             Pane::Collisions => self.snapshot.collisions.len(),
             Pane::Diff | Pane::Profiles => 0,
             Pane::TestSend => self.test.steps.len(),
+            Pane::Alerts => self.snapshot.alerts.len(),
         }
     }
 
@@ -641,7 +658,7 @@ impl App {
                 self.detail = !self.detail;
                 return true;
             }
-            Pane::Diff | Pane::Destinations => None,
+            Pane::Diff | Pane::Destinations | Pane::Alerts => None,
             Pane::TestSend => self
                 .test
                 .steps

@@ -39,4 +39,15 @@ pub struct StoredAlert {
     pub evidence: serde_json::Value,
     pub notified: bool,
     pub node_id: Option<String>,
+    /// What became of its notifications, once tried.
+    pub notice: Option<String>,
+}
+
+/// The outcome of notifying about one alert, to be stored on its row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertNotice {
+    pub rule: String,
+    pub subject: String,
+    pub started_at_ms: i64,
+    pub notice: String,
 }

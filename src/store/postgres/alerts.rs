@@ -4,7 +4,7 @@
 use postgres::Row;
 
 use super::db::Db;
-use crate::store::model::alerts::{AlertChange, AlertWrite, StoredAlert};
+use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite, StoredAlert};
 
 type PgResult<T> = Result<T, postgres::Error>;
 
@@ -18,7 +18,7 @@ pub(super) fn record(tx: &mut Db<'_, '_>, change: &AlertChange) -> PgResult<Aler
             )?
             .is_empty();
         let inserted = tx.execute(
-            "INSERT INTO alerts (rule, subject, state, started_at_ms, evidence, notified, node_id)
+            "INSERT INTO alerts (rule, subject, state, started_at_ms, evidence, notified, node_id, notice)
              VALUES ($1, $2, 'firing', $3, $4, $5, $6)
              ON CONFLICT (rule, subject) WHERE state = 'firing' DO NOTHING",
             &[
@@ -52,6 +52,19 @@ pub(super) fn record(tx: &mut Db<'_, '_>, change: &AlertChange) -> PgResult<Aler
     })
 }
 
+pub(super) fn record_notice(tx: &mut Db<'_, '_>, notice: &AlertNotice) -> PgResult<()> {
+    tx.execute(
+        "UPDATE alerts SET notice = $4 WHERE rule = $1 AND subject = $2 AND started_at_ms = $3",
+        &[
+            &notice.rule,
+            &notice.subject,
+            &notice.started_at_ms,
+            &notice.notice,
+        ],
+    )?;
+    Ok(())
+}
+
 pub(super) fn from_row(r: &Row) -> StoredAlert {
     StoredAlert {
         id: r.get(0),
@@ -63,6 +76,7 @@ pub(super) fn from_row(r: &Row) -> StoredAlert {
         evidence: serde_json::from_str(r.get::<_, &str>(6)).unwrap_or_default(),
         notified: r.get(7),
         node_id: r.get(8),
+        notice: r.get(9),
     }
 }
 

@@ -17,7 +17,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+pub const MIGRATIONS: [(i32, &str, &str); 3] = [
     (
         1,
         "0001_schema",
@@ -27,6 +27,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 2] = [
         2,
         "0002_alerts",
         include_str!("../../../migrations/postgres/0002_alerts.sql"),
+    ),
+    (
+        3,
+        "0003_alert_notice",
+        include_str!("../../../migrations/postgres/0003_alert_notice.sql"),
     ),
 ];
 

@@ -222,6 +222,10 @@ fn apply_work(
             JobOutput::Done
         }
         Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(tx, change)?),
+        Job::AlertNotice(notice) => {
+            super::alerts::record_notice(tx, notice)?;
+            JobOutput::Done
+        }
         Job::SweepLeases => {
             // The sweep runs every few seconds on every node: it doubles as the node's
             // heartbeat, so the dashboard can tell a silent node from a quiet one.

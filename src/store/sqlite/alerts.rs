@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::store::model::alerts::{AlertChange, AlertWrite, StoredAlert};
+use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite, StoredAlert};
 
 pub fn record(conn: &Connection, change: &AlertChange) -> Result<AlertWrite, rusqlite::Error> {
     if change.firing {
@@ -58,8 +58,21 @@ pub fn record(conn: &Connection, change: &AlertChange) -> Result<AlertWrite, rus
     })
 }
 
+pub fn record_notice(conn: &Connection, notice: &AlertNotice) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "UPDATE alerts SET notice = ?4 WHERE rule = ?1 AND subject = ?2 AND started_at_ms = ?3",
+    )?
+    .execute(params![
+        notice.rule,
+        notice.subject,
+        notice.started_at_ms,
+        notice.notice
+    ])?;
+    Ok(())
+}
+
 const COLUMNS: &str =
-    "id, rule, subject, state, started_at_ms, resolved_at_ms, evidence, notified, node_id";
+    "id, rule, subject, state, started_at_ms, resolved_at_ms, evidence, notified, node_id, notice";
 
 fn from_row(r: &rusqlite::Row) -> Result<StoredAlert, rusqlite::Error> {
     Ok(StoredAlert {
@@ -72,6 +85,7 @@ fn from_row(r: &rusqlite::Row) -> Result<StoredAlert, rusqlite::Error> {
         evidence: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
         notified: r.get(7)?,
         node_id: r.get(8)?,
+        notice: r.get(9)?,
     })
 }
 

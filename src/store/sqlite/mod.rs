@@ -41,6 +41,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         )),
         M::up(include_str!("../../../migrations/0008_signed_batches.sql")),
         M::up(include_str!("../../../migrations/0009_alerts.sql")),
+        M::up(include_str!("../../../migrations/0010_alert_notice.sql")),
     ])
 });
 

@@ -196,6 +196,10 @@ fn apply_work(conn: &Connection, job: &Job, now_ms: i64, handoff: &HandOffPlan) 
             JobOutput::Done
         }
         Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(conn, change)?),
+        Job::AlertNotice(notice) => {
+            super::alerts::record_notice(conn, notice)?;
+            JobOutput::Done
+        }
         Job::SweepLeases => {
             let released = delivery::release_expired_leases(conn, now_ms)?;
             if released > 0 {

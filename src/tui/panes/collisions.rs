@@ -1,0 +1,115 @@
+//! Pane 6: dedup collisions, winner against loser.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::Frame;
+use serde_json::Value;
+
+use super::widgets::*;
+use crate::tui::app::App;
+
+pub(super) fn collisions(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Percentage(40),
+            Constraint::Length(2),
+            Constraint::Min(4),
+        ])
+        .split(area);
+    let rows: Vec<Row> = app
+        .snapshot
+        .collisions
+        .iter()
+        .map(|c| {
+            Row::new(vec![
+                Cell::from(clock(c.detected_at_ms)),
+                Cell::from(Span::styled(c.kind.clone(), theme.style(theme.blocked))),
+                Cell::from(safe(&c.event_id)),
+                Cell::from(opt(&c.winner_message_id)),
+                Cell::from(opt(&c.message_id)),
+            ])
+        })
+        .collect();
+    let t = table(
+        theme,
+        &[
+            "time",
+            "kind",
+            "event_id",
+            "first (won)",
+            "later (collapsed)",
+        ],
+        rows,
+        vec![
+            Constraint::Length(12),
+            Constraint::Length(20),
+            Constraint::Length(38),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+        ],
+        pane_title(app, ""),
+    );
+    let mut state = TableState::default().with_selected(Some(app.selection()));
+    frame.render_stateful_widget(t, chunks[0], &mut state);
+    let selected = app.snapshot.collisions.get(app.selection());
+    let why = selected
+        .map(|c| {
+            let kind = match c.kind.as_str() {
+                "segment_retry" => crate::pipeline::dedup::CollisionKind::SegmentRetry,
+                "duplicate_order" => crate::pipeline::dedup::CollisionKind::DuplicateOrder,
+                _ => crate::pipeline::dedup::CollisionKind::ConflictingPayload,
+            };
+            kind.explain().to_string()
+        })
+        .unwrap_or_else(|| "No collisions: every event_id arrived once.".into());
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::raw(" "),
+            Span::styled(why, theme.style(theme.blocked)),
+        ]))
+        .wrap(Wrap { trim: true }),
+        chunks[1],
+    );
+    let halves = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+        .split(chunks[2]);
+    let (winner, later) = app
+        .snapshot
+        .collision_raws
+        .clone()
+        .unwrap_or((Value::Null, Value::Null));
+    // Lines that differ between the two messages are marked, so the difference jumps out.
+    let (left, right) = (pretty(&winner), pretty(&later));
+    let left_lines: Vec<&str> = left.lines().collect();
+    let right_lines: Vec<&str> = right.lines().collect();
+    let mark = |lines: &[&str], other: &[&str], color| -> Vec<Line<'static>> {
+        lines
+            .iter()
+            .map(|l| {
+                if other.contains(l) {
+                    Line::from(l.to_string())
+                } else {
+                    Line::from(Span::styled(
+                        l.to_string(),
+                        Style::default().fg(color).add_modifier(Modifier::BOLD),
+                    ))
+                }
+            })
+            .collect()
+    };
+    frame.render_widget(
+        Paragraph::new(mark(&left_lines, &right_lines, theme.diff_removed))
+            .block(block(theme, " first arrival (won) ")),
+        halves[0],
+    );
+    frame.render_widget(
+        Paragraph::new(mark(&right_lines, &left_lines, theme.diff_added))
+            .block(block(theme, " later arrival (collapsed onto it) ")),
+        halves[1],
+    );
+}

@@ -1,0 +1,172 @@
+//! Pane 5: per-destination diagnostics.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::Frame;
+
+use super::widgets::*;
+use crate::tui::app::App;
+
+pub(super) fn pct(part: i64, whole: i64) -> String {
+    if whole == 0 {
+        "—".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(4), Constraint::Length(9)])
+        .split(area);
+    let window = |w: &crate::store::views::WindowStats| {
+        format!(
+            "{} {}/{}",
+            w.success_rate()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .unwrap_or_else(|| "—".into()),
+            w.p50_ms
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "—".into()),
+            w.p95_ms
+                .map(|v| format!("{v}ms"))
+                .unwrap_or_else(|| "—".into())
+        )
+    };
+    let rows: Vec<Row> = app
+        .snapshot
+        .destinations
+        .iter()
+        .map(|d| {
+            let state = if d.paused.is_some() {
+                "paused"
+            } else if d.dead > 0 && d.last_5m.success_rate().is_some_and(|r| r < 0.5) {
+                "failed"
+            } else {
+                "delivered"
+            };
+            Row::new(vec![
+                Cell::from(d.destination.clone()),
+                Cell::from(word(theme, state)),
+                Cell::from(Span::styled(d.delivered.to_string(), theme.style(theme.ok))),
+                Cell::from(Span::styled(
+                    d.retrying.to_string(),
+                    theme.style(theme.retrying),
+                )),
+                Cell::from(Span::styled(d.dead.to_string(), theme.style(theme.failed))),
+                Cell::from(Span::styled(
+                    d.blocked_consent.to_string(),
+                    theme.style(theme.blocked),
+                )),
+                Cell::from(d.queue_depth().to_string()),
+                Cell::from(window(&d.last_5m)),
+                Cell::from(window(&d.last_1h)),
+                Cell::from(muted(
+                    theme,
+                    d.last_error
+                        .as_ref()
+                        .map(|(_, e)| e.clone())
+                        .unwrap_or_default(),
+                )),
+            ])
+        })
+        .collect();
+    let t = table(
+        theme,
+        &[
+            "destination",
+            "state",
+            "delivered",
+            "retrying",
+            "dead",
+            "blocked",
+            "queue",
+            "5m ok p50/p95",
+            "1h ok p50/p95",
+            "last error",
+        ],
+        rows,
+        vec![
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(6),
+            Constraint::Length(16),
+            Constraint::Length(16),
+            Constraint::Fill(1),
+        ],
+        pane_title(app, ""),
+    );
+    let mut state = TableState::default().with_selected(Some(app.selection()));
+    frame.render_stateful_widget(t, chunks[0], &mut state);
+    let detail: Vec<Line> = match app.snapshot.destinations.get(app.selection()) {
+        Some(d) => {
+            let c = &d.coverage;
+            let mut lines = vec![Line::from(vec![
+                Span::styled("identifier coverage ", theme.title()),
+                Span::raw(format!(
+                    "(last {} events): email {} · phone {} · external_id {} · ip+ua {} · click ids {}",
+                    c.events,
+                    pct(c.email, c.events),
+                    pct(c.phone, c.events),
+                    pct(c.external_id, c.events),
+                    pct(c.ip_and_user_agent, c.events),
+                    pct(c.click_ids, c.events)
+                )),
+            ])];
+            if let Some(p) = &d.paused {
+                lines.push(Line::from(vec![
+                    word(theme, "paused"),
+                    Span::raw(format!(" until {}: {}", clock(p.until_ms), p.reason)),
+                ]));
+            }
+            if let Some((at, e)) = &d.last_error {
+                let on = d
+                    .last_error_node
+                    .as_deref()
+                    .map(|n| format!("on {} ", node_label(n)))
+                    .unwrap_or_default();
+                lines.push(Line::from(vec![
+                    Span::styled("last error ", theme.title()),
+                    muted(theme, format!("{} {on}", clock(*at))),
+                    Span::styled(safe(e), theme.style(theme.failed)),
+                ]));
+            }
+            if !d.in_flight_by_node.is_empty() {
+                let held: Vec<String> = d
+                    .in_flight_by_node
+                    .iter()
+                    .map(|(node, n)| format!("{} {n}", node_label(node)))
+                    .collect();
+                lines.push(Line::from(vec![
+                    Span::styled("in flight by node ", theme.title()),
+                    Span::raw(held.join(" · ")),
+                ]));
+            }
+            lines.push(Line::from(Span::styled(
+                "recent error kinds",
+                theme.title(),
+            )));
+            if d.error_kinds.is_empty() {
+                lines.push(Line::from(muted(theme, "  none")));
+            }
+            for (kind, n) in &d.error_kinds {
+                lines.push(Line::from(format!("  {n:>4} × {kind}")));
+            }
+            lines
+        }
+        None => vec![Line::from("No destinations configured.")],
+    };
+    frame.render_widget(
+        Paragraph::new(detail)
+            .wrap(Wrap { trim: true })
+            .block(block(theme, " diagnostics ")),
+        chunks[1],
+    );
+}

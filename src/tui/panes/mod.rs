@@ -1,0 +1,146 @@
+//! Rendering: one module per pane, each reading state and drawing. Nothing here does IO.
+
+mod alerts;
+mod attempts;
+mod collisions;
+mod destinations;
+mod diff;
+mod profiles;
+mod stream;
+mod test_send;
+mod unmapped;
+mod widgets;
+
+use ratatui::layout::{Constraint, Direction, Layout};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::Frame;
+
+use super::app::{App, Pane};
+use crate::store::model::alerts::StoredAlert;
+use crate::store::views::FleetNode;
+use widgets::*;
+
+/// "· fleet 3 nodes" in the header, naming the nodes that went silent (a dead node's leases
+/// are what delays its deliveries).
+fn fleet_summary<'a>(theme: &Theme, nodes: &[FleetNode], now_ms: i64) -> Span<'a> {
+    if nodes.is_empty() {
+        return Span::raw("");
+    }
+    let silent: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.silent(now_ms))
+        .map(|n| {
+            format!(
+                "{} {}s",
+                node_label(&n.node_id),
+                (now_ms - n.last_seen_ms) / 1000
+            )
+        })
+        .collect();
+    let live = nodes.len() - silent.len();
+    let nodes = if live == 1 { "node" } else { "nodes" };
+    if silent.is_empty() {
+        Span::raw(format!(" · fleet {live} {nodes}"))
+    } else {
+        Span::styled(
+            format!(
+                " · fleet {live} {nodes} live, silent: {}",
+                silent.into_iter().take(3).collect::<Vec<_>>().join(", ")
+            ),
+            theme.style(theme.failed),
+        )
+    }
+}
+
+/// The whole screen: header, tabs, the pane, the footer; help and filter on top.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let theme = app.theme();
+    let area = frame.area();
+    let firing: Vec<&StoredAlert> = app
+        .snapshot
+        .alerts
+        .iter()
+        .filter(|a| a.state == "firing")
+        .collect();
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Length(u16::from(!firing.is_empty())),
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    if !firing.is_empty() {
+        frame.render_widget(
+            Paragraph::new(alerts::alert_banner(theme, &firing)),
+            chunks[1],
+        );
+    }
+    let chunks = [chunks[0], chunks[2], chunks[3], chunks[4]];
+    let (messages, events) = app.snapshot.totals;
+    let header = Line::from(vec![
+        Span::styled(" TrackLayer ", theme.title()),
+        muted(theme, format!("{}  ", app.source)),
+        Span::raw(format!("{messages} messages · {events} events")),
+        fleet_summary(theme, &app.snapshot.nodes, app.snapshot.loaded_at_ms),
+        muted(
+            theme,
+            if app.snapshot.loaded_at_ms > 0 {
+                format!("  updated {}", clock(app.snapshot.loaded_at_ms))
+            } else {
+                String::new()
+            },
+        ),
+    ]);
+    frame.render_widget(Paragraph::new(header), chunks[0]);
+    let titles: Vec<Line> = Pane::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title())))
+        .collect();
+    let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
+    frame.render_widget(
+        Tabs::new(titles)
+            .select(selected)
+            .highlight_style(theme.highlight())
+            .divider(" "),
+        chunks[1],
+    );
+    let body = chunks[2];
+    match app.pane {
+        Pane::Stream => stream::stream(frame, body, app),
+        Pane::Deliveries => attempts::deliveries(frame, body, app),
+        Pane::Diff => diff::diff_pane(frame, body, app),
+        Pane::Unmapped => unmapped::unmapped(frame, body, app),
+        Pane::Destinations => destinations::destinations(frame, body, app),
+        Pane::Collisions => collisions::collisions(frame, body, app),
+        Pane::Profiles => profiles::profiles(frame, body, app),
+        Pane::TestSend => test_send::test_send(frame, body, app),
+        Pane::Alerts => alerts::alerts(frame, body, app),
+    }
+    let footer = match (&app.editing_filter, &app.snapshot.error, &app.status) {
+        (Some(text), _, _) => Line::from(vec![
+            Span::styled(" filter: ", theme.title()),
+            Span::raw(format!("{text}▏")),
+            muted(theme, "  enter apply · esc cancel"),
+        ]),
+        (None, Some(error), _) => {
+            Line::from(Span::styled(format!(" {error}"), theme.style(theme.failed)))
+        }
+        (None, None, Some(status)) => Line::from(vec![
+            muted(theme, format!(" {status}  ")),
+            muted(theme, "? help · q quit"),
+        ]),
+        _ => Line::from(muted(
+            theme,
+            " ? help · / filter · enter open · 1-9 panes · q quit",
+        )),
+    };
+    frame.render_widget(Paragraph::new(footer), chunks[3]);
+    if app.help {
+        help(frame, area, theme);
+    }
+}

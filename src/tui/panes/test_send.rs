@@ -1,0 +1,141 @@
+//! Pane 8: the controlled test send, stage by stage.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+use serde_json::Value;
+
+use super::widgets::*;
+use crate::tui::app::App;
+
+pub(super) fn verdict_word(v: crate::testsend::Verdict) -> (&'static str, &'static str) {
+    use crate::testsend::Verdict::*;
+    match v {
+        Pass => ("✔ pass", "delivered"),
+        Warn => ("! warn", "retry"),
+        Skip => ("· skip", "muted"),
+        Wait => ("… wait", "pending"),
+        Fail => ("✘ FAIL", "failed"),
+    }
+}
+
+pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let halves = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Length(44), Constraint::Min(20)])
+        .split(area);
+    let t = &app.test;
+    let mut left: Vec<Line> = Vec::new();
+    if !t.enabled {
+        left.push(Line::from("The controlled test send needs the embedded pipeline: run `tracklayer tui` or `tracklayer demo` (not --attach)."));
+    }
+    for (i, step) in t.steps.iter().enumerate() {
+        let state = match &t.sent[i] {
+            None => muted(theme, "not sent"),
+            Some(r) if r.status < 300 => word(theme, "accepted"),
+            Some(r) => Span::styled(format!("HTTP {}", r.status), theme.style(theme.failed)),
+        };
+        let marker = if i == t.viewing { "▶ " } else { "  " };
+        let id = step
+            .message
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        left.push(Line::from(vec![
+            Span::raw(format!("{marker}{}. {:<17}", i + 1, step.label)),
+            state,
+        ]));
+        left.push(Line::from(muted(theme, format!("     {id}"))));
+    }
+    left.push(Line::from(""));
+    left.push(Line::from(Span::styled("destinations", theme.title())));
+    for (name, mode) in &t.test_modes {
+        let (text, role) = match mode {
+            Some(true) => ("test mode".to_string(), "delivered"),
+            Some(false) => ("LIVE: test mode off".to_string(), "failed"),
+            None if t.skip.contains(name) => ("no test mode: skipped".to_string(), "muted"),
+            None => ("no test mode".to_string(), "retry"),
+        };
+        left.push(Line::from(vec![
+            Span::raw(format!("  {name:<11} ")),
+            Span::styled(text, theme.style(theme.status(role))),
+        ]));
+    }
+    left.push(Line::from(""));
+    left.push(Line::from(muted(
+        theme,
+        "s send next call · space next stage · ↑↓ choose call · enter trace · r new run",
+    )));
+    frame.render_widget(
+        Paragraph::new(left)
+            .wrap(Wrap { trim: false })
+            .block(block(theme, " Controlled test send: one test user ")),
+        halves[0],
+    );
+
+    let mut right: Vec<Line> = Vec::new();
+    let stages = &app.snapshot.test_stages;
+    if t.sent.get(t.viewing).is_none_or(Option::is_none) {
+        right.push(Line::from("Press s to send the next call through the real signed ingest, then space to walk its stages."));
+    } else if stages.is_empty() {
+        right.push(Line::from(muted(theme, "waiting for the stored trace…")));
+    }
+    for stage in stages.iter().take(t.revealed.max(1)) {
+        let (text, role) = verdict_word(stage.verdict);
+        right.push(Line::from(vec![
+            Span::styled(
+                format!("{text:<7}"),
+                theme.style(theme.status(role)).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(format!(" {:<14}", stage.name), theme.title()),
+            Span::raw(stage.detail.first().cloned().unwrap_or_default()),
+        ]));
+        for line in stage.detail.iter().skip(1) {
+            right.push(Line::from(muted(
+                theme,
+                format!("                       {line}"),
+            )));
+        }
+        if let Some(fix) = &stage.fix {
+            right.push(Line::from(Span::styled(
+                format!("        → {fix}"),
+                theme.style(if stage.verdict == crate::testsend::Verdict::Fail {
+                    theme.failed
+                } else {
+                    theme.retrying
+                }),
+            )));
+        }
+    }
+    let remaining = stages.len().saturating_sub(t.revealed.max(1));
+    if remaining > 0 {
+        right.push(Line::from(muted(
+            theme,
+            format!("        … {remaining} more stage(s): press space"),
+        )));
+    } else if crate::testsend::failed(stages) {
+        right.push(Line::from(Span::styled(
+            "The walk stops here: fix the cause above, then r for a new run.",
+            theme.style(theme.failed),
+        )));
+    } else if !stages.is_empty() && crate::testsend::settled(stages) && t.next_unsent().is_none() {
+        right.push(Line::from(Span::styled(
+            "Every call traced end to end: you can widen the allowlist.",
+            theme.style(theme.ok),
+        )));
+    }
+    let title = t
+        .steps
+        .get(t.viewing)
+        .map(|s| format!(" {} — stage by stage ", s.label))
+        .unwrap_or_default();
+    frame.render_widget(
+        Paragraph::new(right)
+            .wrap(Wrap { trim: false })
+            .block(block(theme, title)),
+        halves[1],
+    );
+}

@@ -1,0 +1,77 @@
+//! Pane 4: names not in the mapping table, with near misses.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::Frame;
+
+use super::widgets::*;
+use crate::tui::app::App;
+
+pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(3), Constraint::Length(4)])
+        .split(area);
+    let rows: Vec<Row> = app
+        .snapshot
+        .unmapped
+        .iter()
+        .map(|g| {
+            Row::new(vec![
+                Cell::from(Span::styled(
+                    safe(&g.segment_event),
+                    theme.style(theme.unmapped),
+                )),
+                Cell::from(g.count.to_string()),
+                Cell::from(format_ms(g.first_seen_ms)),
+                Cell::from(format_ms(g.last_seen_ms)),
+                Cell::from(g.environments.clone()),
+                Cell::from(
+                    g.suggestion
+                        .clone()
+                        .map(|s| format!("→ {s}"))
+                        .unwrap_or_else(|| "add a mapping row".into()),
+                ),
+            ])
+        })
+        .collect();
+    let t = table(
+        theme,
+        &[
+            "Segment event (as delivered)",
+            "count",
+            "first seen",
+            "last seen",
+            "env",
+            "suggested mapping",
+        ],
+        rows,
+        vec![
+            Constraint::Percentage(25),
+            Constraint::Length(7),
+            Constraint::Length(25),
+            Constraint::Length(25),
+            Constraint::Length(12),
+            Constraint::Fill(1),
+        ],
+        pane_title(app, ""),
+    );
+    let mut state = TableState::default().with_selected(Some(app.selection()));
+    frame.render_stateful_widget(t, chunks[0], &mut state);
+    let reason = app
+        .snapshot
+        .unmapped
+        .get(app.selection())
+        .map(|g| safe(&g.reason))
+        .unwrap_or_else(|| {
+            "No unmapped events: every track call matched the mapping table.".into()
+        });
+    frame.render_widget(
+        Paragraph::new(reason)
+            .wrap(Wrap { trim: true })
+            .block(block(theme, " why ")),
+        chunks[1],
+    );
+}

@@ -1,0 +1,138 @@
+//! What every pane draws with: blocks, tables, words in the theme's colours, terminal-safe text.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
+use ratatui::Frame;
+use serde_json::Value;
+
+pub(super) use crate::inspect::format_ms;
+pub(super) use crate::store::views::node_label;
+use crate::tui::app::{App, KEYMAP};
+pub(super) use crate::tui::theme::Theme;
+
+pub(super) fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default()
+}
+
+pub(super) fn block<'a>(theme: &Theme, title: impl Into<Line<'a>>) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.style(theme.border))
+        .title(title)
+        .title_style(theme.title())
+}
+
+pub(super) fn word<'a>(theme: &Theme, text: &str) -> Span<'a> {
+    Span::styled(text.to_string(), theme.style(theme.status(text)))
+}
+
+pub(super) fn muted<'a>(theme: &Theme, text: impl Into<String>) -> Span<'a> {
+    Span::styled(text.into(), theme.style(theme.muted))
+}
+
+/// Message-derived text for a cell: control characters shown escaped (see
+/// [`crate::inspect::terminal_safe`]).
+pub(super) fn safe(text: &str) -> String {
+    crate::inspect::terminal_safe(text).into_owned()
+}
+
+pub(super) fn opt(text: &Option<String>) -> String {
+    text.as_deref().map(safe).unwrap_or_else(|| "—".into())
+}
+
+pub(super) fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+pub(super) fn table<'a>(
+    theme: &Theme,
+    header: &[&'a str],
+    rows: Vec<Row<'a>>,
+    widths: Vec<Constraint>,
+    title: String,
+) -> Table<'a> {
+    Table::new(rows, widths)
+        .header(Row::new(header.to_vec()).style(theme.title()))
+        .block(block(theme, title))
+        .row_highlight_style(theme.highlight())
+}
+
+pub(super) fn pane_title(app: &App, extra: &str) -> String {
+    let filter = if app.filter().is_empty() {
+        String::new()
+    } else {
+        format!("  filter: {}", app.filter())
+    };
+    format!(" {}{extra}{filter} ", app.pane.title())
+}
+
+pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+pub(super) fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
+    let lines: Vec<Line> = KEYMAP
+        .iter()
+        .map(|(key, what, _)| {
+            Line::from(vec![
+                Span::styled(format!(" {key:<10}"), theme.title()),
+                Span::raw(what.to_string()),
+            ])
+        })
+        .collect();
+    // On a short terminal the keys go in two columns so none is cut off.
+    let two_columns = lines.len() as u16 + 2 > area.height;
+    let rows = if two_columns {
+        lines.len().div_ceil(2)
+    } else {
+        lines.len()
+    };
+    let width = if two_columns { area.width } else { 96 };
+    let rect = centered(area, width, rows as u16 + 2);
+    frame.render_widget(Clear, rect);
+    let outer = block(theme, " Keys (any key closes) ");
+    let inner = outer.inner(rect);
+    frame.render_widget(outer, rect);
+    if two_columns {
+        let halves = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+            .split(inner);
+        let (left, right) = lines.split_at(rows);
+        frame.render_widget(Paragraph::new(left.to_vec()), halves[0]);
+        frame.render_widget(Paragraph::new(right.to_vec()), halves[1]);
+    } else {
+        frame.render_widget(Paragraph::new(lines), inner);
+    }
+}
+
+/// The node a row came from, as a cell (fleet only).
+pub(super) fn node_cell<'a>(theme: &Theme, node: &Option<String>) -> Cell<'a> {
+    Cell::from(muted(
+        theme,
+        node.as_deref().map(node_label).unwrap_or("—").to_string(),
+    ))
+}
+
+/// Add the node column when any row has a node (a fleet on PostgreSQL).
+pub(super) fn with_node_column(
+    fleet: bool,
+    header: &mut Vec<&str>,
+    widths: &mut Vec<Constraint>,
+    at: usize,
+) {
+    if fleet {
+        header.insert(at, "node");
+        widths.insert(at, Constraint::Length(16));
+    }
+}
