@@ -418,6 +418,7 @@ fn tui(
     listen: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode> {
     let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
+    crate::tui::theme::select(&themes, theme.as_deref()).map_err(anyhow::Error::msg)?;
     if let Some(named) = attach {
         let named = match named.strip_prefix("env:") {
             Some(var) => std::env::var(var)

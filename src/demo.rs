@@ -128,6 +128,11 @@ async fn fault_schedule(sandbox: Arc<crate::sandbox::SandboxState>, length: Dura
 }
 
 pub fn run(options: DemoOptions) -> Result<DemoSummary> {
+    if !options.headless {
+        // A misspelt theme is an error before anything starts, never a silent fallback.
+        let (themes, _) = crate::tui::theme::load_all(Some(std::path::Path::new("themes")));
+        crate::tui::theme::select(&themes, options.theme.as_deref()).map_err(anyhow::Error::msg)?;
+    }
     let dir = tempfile::Builder::new()
         .prefix("tracklayer-demo-")
         .tempdir()

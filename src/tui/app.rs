@@ -543,11 +543,11 @@ impl App {
                 return true;
             }
             Action::NextPane | Action::PreviousPane => {
-                let i = self.index();
+                let (i, n) = (self.index(), Pane::ALL.len());
                 let next = if action == Action::NextPane {
-                    (i + 1) % 7
+                    (i + 1) % n
                 } else {
-                    (i + 6) % 7
+                    (i + n - 1) % n
                 };
                 self.pane = Pane::ALL[next];
                 self.detail = false;

@@ -102,6 +102,23 @@ impl DestinationStats {
     pub fn queue_depth(&self) -> i64 {
         self.retrying + self.in_flight
     }
+
+    /// One word for its health, worst first, so "paused" or "failing" is read before any
+    /// percentage: `paused`, `failing` (most requests of the last 5 minutes failed), `retry`
+    /// (deliveries waiting for another try), `ok`, or `idle` (nothing sent in the last hour).
+    pub fn health(&self) -> &'static str {
+        if self.paused.is_some() {
+            "paused"
+        } else if self.last_5m.success_rate().is_some_and(|r| r < 0.5) {
+            "failing"
+        } else if self.retrying > 0 {
+            "retry"
+        } else if self.last_1h.requests == 0 && self.queue_depth() == 0 {
+            "idle"
+        } else {
+            "ok"
+        }
+    }
 }
 
 /// A destination's queue right now. Each figure reads a partial index of live rows or a running
@@ -323,4 +340,31 @@ pub fn profile_search(query: &str) -> (Option<i64>, Vec<(&'static str, String)>)
         candidates.push(("phone", phone));
     }
     (q.trim_start_matches('#').parse::<i64>().ok(), candidates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::trace::DestinationPause;
+
+    #[test]
+    fn health_names_the_worst_state_before_any_percentage() {
+        let mut d = DestinationStats::default();
+        assert_eq!(d.health(), "idle");
+        d.last_1h.requests = 100;
+        d.last_1h.succeeded = 95;
+        assert_eq!(d.health(), "ok");
+        d.retrying = 492;
+        assert_eq!(d.health(), "retry");
+        d.last_5m.requests = 10;
+        d.last_5m.succeeded = 2;
+        assert_eq!(d.health(), "failing");
+        // 95 % over the hour, but paused with 492 queued: paused is what matters.
+        d.paused = Some(DestinationPause {
+            until_ms: 1,
+            reason: "8 of the last 8 requests failed".into(),
+            since_ms: 0,
+        });
+        assert_eq!(d.health(), "paused");
+    }
 }

@@ -41,13 +41,7 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
         .destinations
         .iter()
         .map(|d| {
-            let state = if d.paused.is_some() {
-                "paused"
-            } else if d.dead > 0 && d.last_5m.success_rate().is_some_and(|r| r < 0.5) {
-                "failed"
-            } else {
-                "delivered"
-            };
+            let state = d.health();
             Row::new(vec![
                 Cell::from(d.destination.clone()),
                 Cell::from(word(theme, state)),
@@ -78,9 +72,9 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
         theme,
         &[
             "destination",
-            "state",
+            "health",
             "delivered",
-            "retrying",
+            "retry",
             "dead",
             "blocked",
             "queue",
