@@ -2,14 +2,15 @@
 //! pane, and resident memory, with BENCH_EVENTS stored events (default 1,000,000).
 //! `cargo bench --bench dashboard`. The database is built once under target/ and reused.
 
+#[path = "../tests/common/bulk.rs"]
+mod bulk;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bytes::Bytes;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use tracklayer::pipeline::{MappingTable, RouteTarget};
-use tracklayer::store::{IngestBatch, RequestReceipt, StoreReader, StoreWriter};
+use tracklayer::store::StoreReader;
 use tracklayer::tui::app::{load, App, Pane};
 use tracklayer::tui::{panes, theme};
 
@@ -29,85 +30,6 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn message(i: usize) -> String {
-    let event = match i % 10 {
-        0 => "Product Viewed",
-        1..=3 => "Order Completed",
-        4 => "order completed",
-        _ => "Product Added",
-    };
-    format!(
-        r#"{{"type":"track","event":"{event}","messageId":"m-{i}","userId":"u-{}","anonymousId":"a-{}","timestamp":"2026-04-23T10:15:30Z","context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0"}},"properties":{{"order_id":"O-{}","revenue":12.5,"currency":"EUR","product_id":"SKU-{i}","price":12.5}}}}"#,
-        i % 5000,
-        i % 7000,
-        i / 3
-    )
-}
-
-fn build(path: &std::path::Path, events: usize) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let targets = vec![RouteTarget {
-            name: "warehouse".into(),
-            kind: "warehouse".into(),
-            environments: vec![],
-            consent: vec![],
-            supported_events: None,
-            takes_profiles: false,
-        }];
-        let (writer, thread) =
-            StoreWriter::spawn(path, Default::default(), targets, Default::default()).unwrap();
-        let table = MappingTable::default();
-        let started = Instant::now();
-        for chunk in 0..events.div_ceil(1000) {
-            let now = chrono::Utc::now().timestamp_millis();
-            let messages = (chunk * 1000..((chunk + 1) * 1000).min(events))
-                .enumerate()
-                .map(|(pos, i)| {
-                    tracklayer::ingest::message_record(
-                        pos,
-                        Bytes::from(message(i)),
-                        &tracklayer::ingest::MessageContext {
-                            implied_type: None,
-                            environment: "production",
-                            mapping: &table,
-                            received_at_ms: now,
-                            limits: &Default::default(),
-                        },
-                    )
-                })
-                .collect();
-            let batch = IngestBatch {
-                receipt: RequestReceipt {
-                    request_id: format!("req_bench_{chunk}"),
-                    received_at_ms: now,
-                    environment: "production".into(),
-                    path: "/segment/events".into(),
-                    remote_addr: None,
-                    user_agent: None,
-                    auth_scheme: "tracklayer",
-                    body_shape: "array",
-                    body_bytes: 0,
-                    body_sha256: [0; 32],
-                },
-                messages,
-                dedup_since_ms: now - 48 * 3_600_000,
-                replay_guard: None,
-            };
-            writer.ingest(batch).await.unwrap();
-            if chunk % 100 == 99 {
-                eprintln!(
-                    "  {} messages stored ({:.0}/s)",
-                    (chunk + 1) * 1000,
-                    ((chunk + 1) * 1000) as f64 / started.elapsed().as_secs_f64()
-                );
-            }
-        }
-        drop(writer);
-        thread.join();
-    });
-}
-
 fn main() {
     let events: usize = std::env::var("BENCH_EVENTS")
         .ok()
@@ -117,7 +39,7 @@ fn main() {
         .join(format!("target/bench-dashboard-{events}.db"));
     if !path.exists() {
         eprintln!("building {} with {events} messages (once)…", path.display());
-        build(&path, events);
+        bulk::fill(&path, events, true);
     }
     let mut reader = StoreReader::open(&path).unwrap();
     let (themes, _) = theme::load_all(None);

@@ -14,7 +14,22 @@ use super::{StoreError, StoreReader};
 pub trait DashboardReader: Send {
     /// Messages and events stored so far.
     fn totals(&mut self) -> Result<(i64, i64), StoreError>;
-    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError>;
+    /// A page of the stream, newest first, starting at `top` (keyset pagination).
+    fn stream(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: StreamCursor,
+    ) -> Result<Vec<StreamRow>, StoreError>;
+    /// The cursor `n` rows newer than `from` (paging up; `NEWEST` past the newest row).
+    fn stream_newer(
+        &mut self,
+        filter: &str,
+        from: StreamCursor,
+        n: usize,
+    ) -> Result<StreamCursor, StoreError>;
+    /// The id ranges the stream spans (position and total).
+    fn stream_extent(&mut self) -> Result<StreamExtent, StoreError>;
     fn recent_attempts(
         &mut self,
         limit: usize,
@@ -62,8 +77,24 @@ impl DashboardReader for StoreReader {
     fn totals(&mut self) -> Result<(i64, i64), StoreError> {
         StoreReader::totals(self)
     }
-    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
-        StoreReader::stream(self, limit, filter)
+    fn stream(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: StreamCursor,
+    ) -> Result<Vec<StreamRow>, StoreError> {
+        StoreReader::stream(self, limit, filter, top)
+    }
+    fn stream_newer(
+        &mut self,
+        filter: &str,
+        from: StreamCursor,
+        n: usize,
+    ) -> Result<StreamCursor, StoreError> {
+        StoreReader::stream_newer(self, filter, from, n)
+    }
+    fn stream_extent(&mut self) -> Result<StreamExtent, StoreError> {
+        StoreReader::stream_extent(self)
     }
     fn recent_attempts(
         &mut self,
@@ -144,8 +175,24 @@ impl DashboardReader for PgReader {
     fn totals(&mut self) -> Result<(i64, i64), StoreError> {
         Ok(PgReader::totals(self)?)
     }
-    fn stream(&mut self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
-        Ok(PgReader::stream(self, limit, filter)?)
+    fn stream(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: StreamCursor,
+    ) -> Result<Vec<StreamRow>, StoreError> {
+        Ok(PgReader::stream(self, limit, filter, top)?)
+    }
+    fn stream_newer(
+        &mut self,
+        filter: &str,
+        from: StreamCursor,
+        n: usize,
+    ) -> Result<StreamCursor, StoreError> {
+        Ok(PgReader::stream_newer(self, filter, from, n)?)
+    }
+    fn stream_extent(&mut self) -> Result<StreamExtent, StoreError> {
+        Ok(PgReader::stream_extent(self)?)
     }
     fn recent_attempts(
         &mut self,

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
-    AttemptRow, DestinationStats, FleetNode, ProfileEvent, StreamRow, UnmappedGroup,
+    AttemptRow, DestinationStats, FleetNode, ProfileEvent, StreamCursor, StreamExtent, StreamRow,
+    UnmappedGroup,
 };
 use crate::store::{
     DashboardReader, MessageTrace, StoreError, StoredCollision, StoredHttpRequest, StoredProfile,
@@ -72,7 +73,9 @@ pub enum Action {
     Open,
     Close,
     Filter,
-    Freeze,
+    Follow,
+    Newest,
+    Oldest,
     NextTab,
     PreviousTab,
     Theme,
@@ -82,7 +85,7 @@ pub enum Action {
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 25] = [
+pub const KEYMAP: [(&str, &str, Action); 27] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -98,6 +101,8 @@ pub const KEYMAP: [(&str, &str, Action); 25] = [
     ("k / ↑", "select previous row", Action::Up),
     ("pgdn", "ten rows down", Action::PageDown),
     ("pgup", "ten rows up", Action::PageUp),
+    ("g / home", "newest row, and follow", Action::Newest),
+    ("G / end", "oldest row (the whole history)", Action::Oldest),
     (
         "enter",
         "open: trace the message / show request and response",
@@ -109,7 +114,11 @@ pub const KEYMAP: [(&str, &str, Action); 25] = [
         "filter this pane (event, destination, status, id); on Profiles: look up",
         Action::Filter,
     ),
-    ("f", "freeze / unfreeze the live stream", Action::Freeze),
+    (
+        "f",
+        "follow new rows / pause this pane (selection stays on its row)",
+        Action::Follow,
+    ),
     (
         "← / →",
         "previous / next payload tab (diff pane)",
@@ -141,7 +150,9 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Enter => Action::Open,
         KeyCode::Esc => Action::Close,
         KeyCode::Char('/') => Action::Filter,
-        KeyCode::Char('f') => Action::Freeze,
+        KeyCode::Char('f') => Action::Follow,
+        KeyCode::Char('g') | KeyCode::Home => Action::Newest,
+        KeyCode::Char('G') | KeyCode::End => Action::Oldest,
         KeyCode::Right | KeyCode::Char('l') => Action::NextTab,
         KeyCode::Left | KeyCode::Char('h') => Action::PreviousTab,
         KeyCode::Char('t') => Action::Theme,
@@ -167,11 +178,28 @@ pub struct Query {
     pub test_call: Option<(String, SendResult)>,
     /// Test mode per destination (for the payload stage).
     pub test_modes: BTreeMap<String, Option<bool>>,
+    /// The stream page's top (`None`: follow the newest).
+    pub stream_top: Option<StreamCursor>,
+    /// Move the stream page before loading it.
+    pub stream_seek: Option<Seek>,
+    /// Which state of the app asked: answers to older questions are dropped.
+    pub generation: u64,
+}
+
+/// A move of the stream page the loader resolves against the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// `n` rows newer than the page starting here.
+    Newer(StreamCursor, usize),
+    /// The oldest page.
+    Oldest,
 }
 
 /// Everything the panes draw, loaded off the UI thread.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The [`Query::generation`] it answers.
+    pub generation: u64,
     pub loaded_at_ms: i64,
     pub totals: (i64, i64),
     /// The fleet's nodes (empty on SQLite).
@@ -179,6 +207,10 @@ pub struct Snapshot {
     /// Open alerts first, then the newest resolved (the banner and the alerts pane).
     pub alerts: Vec<StoredAlert>,
     pub stream: Vec<StreamRow>,
+    /// The id ranges of the stream (position and total).
+    pub stream_extent: StreamExtent,
+    /// Where the loaded stream page starts (resolved: never `NEWEST`).
+    pub stream_top: Option<StreamCursor>,
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
     pub trace: Option<MessageTrace>,
@@ -194,7 +226,8 @@ pub struct Snapshot {
     pub error: Option<String>,
 }
 
-const ROWS: usize = 500;
+/// Rows per loaded page.
+pub const ROWS: usize = 500;
 /// Alerts are few (one row per firing); the pane keeps this many of the newest.
 const ALERT_ROWS: usize = 200;
 
@@ -206,6 +239,7 @@ pub fn load(
     now_ms: i64,
 ) -> Snapshot {
     let mut snap = Snapshot {
+        generation: query.generation,
         loaded_at_ms: now_ms,
         ..Snapshot::default()
     };
@@ -219,7 +253,24 @@ pub fn load(
                 .retain(|a| a.rule.contains(f) || a.subject.contains(f) || a.state.contains(f));
         }
         match query.pane.map(|i| Pane::ALL[i.min(Pane::ALL.len() - 1)]) {
-            Some(Pane::Stream) | None => snap.stream = reader.stream(ROWS, &query.filter)?,
+            Some(Pane::Stream) | None => {
+                let extent = reader.stream_extent()?;
+                let top = match query.stream_seek {
+                    Some(Seek::Newer(from, n)) => reader.stream_newer(&query.filter, from, n)?,
+                    Some(Seek::Oldest) => {
+                        reader.stream_newer(&query.filter, extent.below_oldest(), ROWS)?
+                    }
+                    None => query.stream_top.unwrap_or(StreamCursor::NEWEST),
+                };
+                // Concrete ids, so a paused page does not take in rows that arrive later.
+                let top = StreamCursor {
+                    message: top.message.min(extent.messages.map_or(0, |(_, hi)| hi)),
+                    refusal: top.refusal.min(extent.refusals.map_or(0, |(_, hi)| hi)),
+                };
+                snap.stream = reader.stream(ROWS, &query.filter, top)?;
+                snap.stream_extent = extent;
+                snap.stream_top = Some(top);
+            }
             Some(Pane::Deliveries) => {
                 snap.attempts = reader.recent_attempts(ROWS, &query.filter)?;
                 if let Some(row) = query.request_row {
@@ -368,7 +419,24 @@ pub struct App {
     /// A test-send step the event loop should post (set by the `s` key).
     pub pending_send: Option<usize>,
     pub editing_filter: Option<String>,
-    pub frozen: bool,
+    /// Per pane: newest rows on top with the selection riding along (true), or paused with
+    /// the selection anchored to its row while new rows arrive above it.
+    pub follow: [bool; Pane::ALL.len()],
+    /// Per pane: the key of the selected row; the selection follows it, not a screen row.
+    anchor: [Option<String>; Pane::ALL.len()],
+    /// Rows to move from the anchor once a page being loaded arrives.
+    pending_offset: isize,
+    /// Per pane: rows that arrived above the paused view.
+    pub new_rows: [i64; Pane::ALL.len()],
+    /// Where the stream page starts (`None`: newest, following).
+    pub stream_top: Option<StreamCursor>,
+    /// How many rows the stream held when it was paused (what arrived since is "new").
+    stream_total_at_pause: i64,
+    stream_seek: Option<Seek>,
+    /// Select the last row once the page being loaded arrives (End).
+    select_last: bool,
+    /// Bumped whenever a key changes what to load; older snapshots are stale.
+    generation: u64,
     pub help: bool,
     /// The detail popup (request/response) of the deliveries pane.
     pub detail: bool,
@@ -395,7 +463,15 @@ impl App {
             test: TestSendState::default(),
             pending_send: None,
             editing_filter: None,
-            frozen: false,
+            follow: [true; Pane::ALL.len()],
+            anchor: Default::default(),
+            pending_offset: 0,
+            new_rows: [0; Pane::ALL.len()],
+            stream_top: None,
+            stream_total_at_pause: 0,
+            stream_seek: None,
+            select_last: false,
+            generation: 0,
             help: false,
             detail: false,
             diff_tab: 0,
@@ -413,7 +489,7 @@ impl App {
         &self.themes[self.theme_index.min(self.themes.len() - 1)]
     }
 
-    fn index(&self) -> usize {
+    pub fn index(&self) -> usize {
         Pane::ALL.iter().position(|p| *p == self.pane).unwrap_or(0)
     }
 
@@ -425,7 +501,7 @@ impl App {
         &self.filters[self.index()]
     }
 
-    fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         match self.pane {
             Pane::Stream => self.snapshot.stream.len(),
             Pane::Deliveries => self.snapshot.attempts.len(),
@@ -469,35 +545,162 @@ impl App {
                 })
                 .flatten(),
             test_modes: self.test.test_modes.clone(),
+            stream_top: self.stream_top,
+            stream_seek: self.stream_seek,
+            generation: self.generation,
         }
     }
 
-    /// Apply new data; keep the selection in range.
+    /// The identity of row `i` of the current pane: what a selection is anchored to.
+    fn key_at(&self, i: usize) -> Option<String> {
+        let s = &self.snapshot;
+        match self.pane {
+            Pane::Stream => s.stream.get(i).map(|r| format!("{:?}", r.source)),
+            Pane::Deliveries => s.attempts.get(i).map(|a| a.attempt_row.to_string()),
+            Pane::Unmapped => s.unmapped.get(i).map(|g| g.segment_event.clone()),
+            Pane::Destinations => s.destinations.get(i).map(|d| d.destination.clone()),
+            Pane::Collisions => s.collisions.get(i).map(|c| c.id.to_string()),
+            Pane::Alerts => s.alerts.get(i).map(|a| a.id.to_string()),
+            Pane::TestSend => (i < self.test.steps.len()).then(|| i.to_string()),
+            Pane::Diff | Pane::Profiles => None,
+        }
+    }
+
+    fn position_of(&self, key: &str) -> Option<usize> {
+        (0..self.rows()).find(|&i| self.key_at(i).as_deref() == Some(key))
+    }
+
+    /// "1,204 of 767,310": where the selection is in the whole history (the stream) or in the
+    /// rows loaded (the other panes).
+    pub fn position(&self) -> Option<(i64, i64)> {
+        let selected = self.selection();
+        match self.pane {
+            Pane::Stream => {
+                let row = self.snapshot.stream.get(selected)?;
+                let extent = &self.snapshot.stream_extent;
+                if self.filter().is_empty() {
+                    Some((extent.position(row.cursor), extent.total()))
+                } else {
+                    Some((selected as i64 + 1, self.rows() as i64))
+                }
+            }
+            _ => (self.rows() > 0).then(|| (selected as i64 + 1, self.rows() as i64)),
+        }
+    }
+
+    /// Apply new data. The selection stays on its row (found again by key) however many rows
+    /// arrived above it; following, it stays on the newest.
     pub fn apply(&mut self, snapshot: Snapshot) {
-        if self.frozen && self.pane == Pane::Stream {
+        if snapshot.generation < self.generation {
+            // Asked before the last key changed the view: its rows may be another page's.
             return;
+        }
+        let i = self.index();
+        let offset = std::mem::take(&mut self.pending_offset);
+        let old_top = self.key_at(0);
+        if self.pane == Pane::Stream && snapshot.stream_top.is_some() && !self.follow[i] {
+            // The page the loader resolved (a seek, or NEWEST made concrete) is the page now.
+            self.stream_seek = None;
+            self.stream_top = snapshot.stream_top;
         }
         self.snapshot = snapshot;
         let rows = self.rows();
-        let i = self.index();
-        if rows > 0 && self.selected[i] >= rows {
+        if self.select_last {
+            self.select_last = false;
+            self.selected[i] = rows.saturating_sub(1);
+        } else if self.follow[i] {
+            self.selected[i] = 0;
+        } else if let Some(at) = self.anchor[i].clone().and_then(|k| self.position_of(&k)) {
+            let moved = at as isize + offset;
+            self.selected[i] = moved.clamp(0, rows.saturating_sub(1) as isize) as usize;
+        } else if rows > 0 && self.selected[i] >= rows {
             self.selected[i] = rows - 1;
+        }
+        self.anchor[i] = self.key_at(self.selected[i]);
+        self.new_rows[i] = if self.follow[i] {
+            0
+        } else if self.pane == Pane::Stream {
+            (self.snapshot.stream_extent.total() - self.stream_total_at_pause).max(0)
+        } else {
+            // Rows above the previous top are new since the last refresh.
+            let arrived = old_top.and_then(|k| self.position_of(&k)).unwrap_or(0) as i64;
+            self.new_rows[i] + arrived
+        };
+    }
+
+    /// Pause the current pane where it is: the stream page stops taking new rows.
+    fn pause(&mut self) {
+        let i = self.index();
+        if self.follow[i] {
+            self.follow[i] = false;
+            self.new_rows[i] = 0;
+            if self.pane == Pane::Stream {
+                self.stream_top = self.snapshot.stream_top;
+                self.stream_total_at_pause = self.snapshot.stream_extent.total();
+            }
         }
     }
 
-    fn move_selection(&mut self, delta: isize) {
+    /// Follow the newest rows again.
+    fn follow_newest(&mut self) {
+        let i = self.index();
+        self.follow[i] = true;
+        self.new_rows[i] = 0;
+        self.selected[i] = 0;
+        self.stream_top = None;
+        self.stream_seek = None;
+        self.anchor[i] = self.key_at(0);
+    }
+
+    /// Move the selection; returns true when another page must be loaded first.
+    fn move_selection(&mut self, delta: isize) -> bool {
         let rows = self.rows();
         let i = self.index();
         if rows == 0 {
             self.selected[i] = 0;
-            return;
+            return false;
         }
-        let next = (self.selected[i] as isize + delta).clamp(0, rows as isize - 1);
-        self.selected[i] = next as usize;
+        self.pause();
+        let target = self.selected[i] as isize + delta;
+        if self.pane == Pane::Stream {
+            let page_is_full = rows >= ROWS;
+            let at_newest = self
+                .snapshot
+                .stream_top
+                .is_some_and(|t| self.snapshot.stream_extent.newer_than(t) == 0);
+            if target >= rows as isize && page_is_full {
+                // Older rows: the page moves down by half, the selection rides on its row.
+                self.stream_top = Some(self.snapshot.stream[rows / 2].cursor);
+                self.pending_offset = target - self.selected[i] as isize;
+                self.anchor[i] = self.key_at(self.selected[i]);
+                return true;
+            }
+            if target < 0 && !at_newest {
+                let top = self.snapshot.stream.first().map(|r| r.cursor);
+                if let Some(top) = top {
+                    self.stream_seek = Some(Seek::Newer(top, ROWS / 2));
+                    self.pending_offset = target - self.selected[i] as isize;
+                    self.anchor[i] = self.key_at(self.selected[i]);
+                    return true;
+                }
+            }
+        }
+        let next = target.clamp(0, rows as isize - 1) as usize;
+        self.selected[i] = next;
+        self.anchor[i] = self.key_at(next);
+        false
     }
 
     /// Handle a key; returns true when the data should be reloaded at once.
     pub fn handle_key(&mut self, key: KeyEvent) -> bool {
+        let reload = self.handle_key_inner(key);
+        if reload {
+            self.generation += 1;
+        }
+        reload
+    }
+
+    fn handle_key_inner(&mut self, key: KeyEvent) -> bool {
         let i = self.index();
         if let Some(text) = &mut self.editing_filter {
             match key.code {
@@ -580,15 +783,37 @@ impl App {
             }
             Action::SendNext | Action::NextStage | Action::NewRun => {}
             Action::Down | Action::Up if self.pane == Pane::TestSend => {
-                self.move_selection(if action == Action::Down { 1 } else { -1 });
+                let _ = self.move_selection(if action == Action::Down { 1 } else { -1 });
                 self.test.viewing = self.selected[7];
                 self.test.revealed = usize::MAX;
                 return true;
             }
-            Action::Down => self.move_selection(1),
-            Action::Up => self.move_selection(-1),
-            Action::PageDown => self.move_selection(10),
-            Action::PageUp => self.move_selection(-10),
+            Action::Down | Action::Up | Action::PageDown | Action::PageUp => {
+                let delta = match action {
+                    Action::Down => 1,
+                    Action::Up => -1,
+                    Action::PageDown => 10,
+                    _ => -10,
+                };
+                let reload = self.move_selection(delta);
+                return reload || matches!(self.pane, Pane::Collisions | Pane::Deliveries);
+            }
+            Action::Newest => {
+                self.follow_newest();
+                return true;
+            }
+            Action::Oldest => {
+                let i = self.index();
+                self.pause();
+                if self.pane == Pane::Stream {
+                    self.stream_seek = Some(Seek::Oldest);
+                    self.select_last = true;
+                    return true;
+                }
+                self.selected[i] = self.rows().saturating_sub(1);
+                self.anchor[i] = self.key_at(self.selected[i]);
+                return matches!(self.pane, Pane::Collisions | Pane::Deliveries);
+            }
             Action::Open => return self.open(),
             Action::Close => {
                 if self.detail {
@@ -609,13 +834,19 @@ impl App {
                 ));
             }
             Action::Filter => self.editing_filter = Some(self.filter().to_string()),
-            Action::Freeze => {
-                self.frozen = !self.frozen;
-                self.status = Some(if self.frozen {
-                    "stream frozen (f to resume)".into()
+            Action::Follow => {
+                let i = self.index();
+                if self.follow[i] {
+                    self.pause();
+                    self.status = Some(format!(
+                        "{} paused: the selection stays on its row (f or g: follow)",
+                        self.pane.title()
+                    ));
                 } else {
-                    "stream live".into()
-                });
+                    self.follow_newest();
+                    self.status = Some(format!("{}: following the newest", self.pane.title()));
+                }
+                return true;
             }
             Action::NextTab => self.diff_tab += 1,
             Action::PreviousTab => self.diff_tab = self.diff_tab.saturating_sub(1),
@@ -624,10 +855,7 @@ impl App {
                 self.status = Some(format!("theme: {}", self.theme().name));
             }
         }
-        matches!(
-            action,
-            Action::Down | Action::Up | Action::PageDown | Action::PageUp
-        ) && matches!(self.pane, Pane::Collisions | Pane::Deliveries)
+        false
     }
 
     /// Enter: follow the selected row to where its story is told.
@@ -671,7 +899,6 @@ impl App {
             self.trace_of = Some(id);
             self.pane = Pane::Diff;
             self.diff_tab = 0;
-            self.frozen = false;
             return true;
         }
         false

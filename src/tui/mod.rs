@@ -284,9 +284,8 @@ fn event_loop(
             }
         }
         if last_refresh.elapsed() >= REFRESH {
-            if !(app.frozen && app.pane == Pane::Stream) {
-                loader.request(app.query());
-            }
+            // A paused pane reloads too: its rows stay put (a fixed page), their states update.
+            loader.request(app.query());
             last_refresh = Instant::now();
         }
     }

@@ -1,6 +1,7 @@
 //! A real TrackLayer on a loopback port with a real database file, for integration tests.
 #![allow(dead_code)]
 
+pub mod bulk;
 pub mod postgres;
 
 use std::io::Write;

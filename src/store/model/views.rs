@@ -18,6 +18,147 @@ pub struct StreamRow {
     pub reason: Option<String>,
     /// The fleet node that received it (PostgreSQL; `None` on the single-node SQLite store).
     pub node: Option<String>,
+    /// The stored row it was read from: what the dashboard anchors a selection to.
+    pub source: StreamSource,
+    /// The page that starts with this row (set when pages are merged).
+    pub cursor: StreamCursor,
+}
+
+/// Where a stream row is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum StreamSource {
+    Message(i64),
+    Refusal(i64),
+}
+
+/// Where a page of the stream starts: every message with `id <= message` and every refused
+/// request with `id <= refusal`, newest first. Keyset pagination on the two primary keys, so a
+/// page deep in history costs what the first one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StreamCursor {
+    pub message: i64,
+    pub refusal: i64,
+}
+
+impl StreamCursor {
+    pub const NEWEST: StreamCursor = StreamCursor {
+        message: i64::MAX,
+        refusal: i64::MAX,
+    };
+}
+
+impl Default for StreamCursor {
+    fn default() -> Self {
+        StreamCursor::NEWEST
+    }
+}
+
+/// The id ranges the stream spans, for "1,204 of 767,310". Ids are dense on SQLite (a row id
+/// is the next after the largest, and retention removes the oldest), so counting by id
+/// arithmetic is exact there and costs nothing; on PostgreSQL a rolled-back insert leaves a gap
+/// in the sequence, so the figures are close, not exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StreamExtent {
+    /// (oldest, newest) message id; `None` when there is none.
+    pub messages: Option<(i64, i64)>,
+    pub refusals: Option<(i64, i64)>,
+}
+
+impl StreamExtent {
+    pub fn total(&self) -> i64 {
+        let span = |r: Option<(i64, i64)>| r.map_or(0, |(lo, hi)| hi - lo + 1);
+        span(self.messages) + span(self.refusals)
+    }
+
+    /// 1 for the newest row: how many rows are at least as new as the page starting at `at`.
+    pub fn position(&self, at: StreamCursor) -> i64 {
+        let newer = |r: Option<(i64, i64)>, bound: i64| {
+            r.map_or(0, |(lo, hi)| (hi - bound.clamp(lo - 1, hi)).max(0))
+        };
+        newer(self.messages, at.message) + newer(self.refusals, at.refusal) + 1
+    }
+
+    /// Rows newer than the page starting at `top` (what arrived while a view was paused).
+    pub fn newer_than(&self, top: StreamCursor) -> i64 {
+        self.position(top) - 1
+    }
+
+    /// Just below the oldest row: where a walk towards newer rows starts for the oldest page.
+    pub fn below_oldest(&self) -> StreamCursor {
+        StreamCursor {
+            message: self.messages.map_or(0, |(lo, _)| lo - 1),
+            refusal: self.refusals.map_or(0, |(lo, _)| lo - 1),
+        }
+    }
+}
+
+fn id_of(row: &StreamRow) -> (bool, i64) {
+    match row.source {
+        StreamSource::Message(id) => (true, id),
+        StreamSource::Refusal(id) => (false, id),
+    }
+}
+
+/// One page of the stream, from the newest messages and refusals at or below `top` (each list
+/// newest first, in id order): merged by arrival time while each list keeps its own id order,
+/// so every row's cursor starts a page that holds exactly it and what is older.
+pub fn merge_older(
+    messages: Vec<StreamRow>,
+    refusals: Vec<StreamRow>,
+    top: StreamCursor,
+    limit: usize,
+) -> Vec<StreamRow> {
+    let mut messages = messages.into_iter().peekable();
+    let mut refusals = refusals.into_iter().peekable();
+    let mut bound = top;
+    let mut page = Vec::with_capacity(limit);
+    while page.len() < limit {
+        let take_message = match (messages.peek(), refusals.peek()) {
+            (Some(m), Some(r)) => m.received_at_ms >= r.received_at_ms,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let mut row = if take_message {
+            messages.next()
+        } else {
+            refusals.next()
+        }
+        .expect("peeked above");
+        row.cursor = bound;
+        match id_of(&row) {
+            (true, id) => bound.message = id - 1,
+            (false, id) => bound.refusal = id - 1,
+        }
+        page.push(row);
+    }
+    page
+}
+
+/// The cursor `n` rows newer than the page starting at `from`, given the rows just newer than
+/// it (each list oldest first, in id order). Fewer than `n` newer rows: the newest page.
+pub fn step_newer(
+    messages: &[StreamRow],
+    refusals: &[StreamRow],
+    from: StreamCursor,
+    n: usize,
+) -> StreamCursor {
+    let (mut m, mut r) = (messages.iter().peekable(), refusals.iter().peekable());
+    let mut cursor = from;
+    for _ in 0..n {
+        let take_message = match (m.peek(), r.peek()) {
+            (Some(a), Some(b)) => a.received_at_ms <= b.received_at_ms,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return StreamCursor::NEWEST,
+        };
+        let row = if take_message { m.next() } else { r.next() }.expect("peeked above");
+        match id_of(row) {
+            (true, id) => cursor.message = id,
+            (false, id) => cursor.refusal = id,
+        }
+    }
+    cursor
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -346,6 +487,109 @@ pub fn profile_search(query: &str) -> (Option<i64>, Vec<(&'static str, String)>)
 mod tests {
     use super::*;
     use crate::store::model::trace::DestinationPause;
+
+    fn row(source: StreamSource, at: i64) -> StreamRow {
+        StreamRow {
+            received_at_ms: at,
+            environment: "production".into(),
+            status: "accepted".into(),
+            outcome: None,
+            message_type: None,
+            event: None,
+            message_id: None,
+            reason: None,
+            node: None,
+            source,
+            cursor: StreamCursor::NEWEST,
+        }
+    }
+
+    /// Messages 1..=6 and refusals 1..=3, interleaved in time; message 4 was committed after
+    /// message 5 arrived (ids follow commits, not arrival), which must not break the paging.
+    fn history() -> (Vec<StreamRow>, Vec<StreamRow>) {
+        use StreamSource::*;
+        let messages = [(1, 100), (2, 200), (3, 300), (4, 550), (5, 500), (6, 700)]
+            .map(|(id, at)| row(Message(id), at));
+        let refusals = [(1, 150), (2, 450), (3, 650)].map(|(id, at)| row(Refusal(id), at));
+        (messages.to_vec(), refusals.to_vec())
+    }
+
+    fn older(top: StreamCursor, limit: usize) -> Vec<StreamRow> {
+        let (m, r) = history();
+        let m = m
+            .into_iter()
+            .rev()
+            .filter(|x| id_of(x).1 <= top.message)
+            .collect();
+        let r = r
+            .into_iter()
+            .rev()
+            .filter(|x| id_of(x).1 <= top.refusal)
+            .collect();
+        merge_older(m, r, top, limit)
+    }
+
+    fn newer(from: StreamCursor, n: usize) -> StreamCursor {
+        let (m, r) = history();
+        let m: Vec<_> = m
+            .into_iter()
+            .filter(|x| id_of(x).1 > from.message)
+            .collect();
+        let r: Vec<_> = r
+            .into_iter()
+            .filter(|x| id_of(x).1 > from.refusal)
+            .collect();
+        step_newer(&m, &r, from, n)
+    }
+
+    #[test]
+    fn pages_chain_without_gaps_or_repeats_in_both_directions() {
+        let top = StreamCursor {
+            message: 6,
+            refusal: 3,
+        };
+        let all: Vec<StreamSource> = older(top, 100).iter().map(|r| r.source).collect();
+        assert_eq!(all.len(), 9);
+        // Walk down three rows at a time: every page starts where the last one ended.
+        let mut walked = Vec::new();
+        let mut cursor = top;
+        loop {
+            let page = older(cursor, 3);
+            if page.is_empty() {
+                break;
+            }
+            walked.extend(page.iter().map(|r| r.source));
+            let last = page.last().unwrap();
+            cursor = older(last.cursor, 2).get(1).map_or(
+                StreamCursor {
+                    message: 0,
+                    refusal: 0,
+                },
+                |r| r.cursor,
+            );
+        }
+        assert_eq!(walked, all);
+        // Each row's cursor starts a page with exactly it and what follows it.
+        let page = older(top, 100);
+        for (i, r) in page.iter().enumerate() {
+            let from_here: Vec<StreamSource> =
+                older(r.cursor, 100).iter().map(|x| x.source).collect();
+            assert_eq!(from_here, all[i..].to_vec(), "row {i}");
+        }
+        // Walking up from the oldest row reaches each row's own cursor, then the newest.
+        let extent = StreamExtent {
+            messages: Some((1, 6)),
+            refusals: Some((1, 3)),
+        };
+        for (i, r) in page.iter().enumerate().rev() {
+            let steps = page.len() - i;
+            assert_eq!(newer(extent.below_oldest(), steps), r.cursor, "{steps} up");
+            assert_eq!(extent.position(r.cursor), i as i64 + 1);
+        }
+        assert_eq!(newer(extent.below_oldest(), 10), StreamCursor::NEWEST);
+        assert_eq!(extent.total(), 9);
+        assert_eq!(extent.newer_than(page[4].cursor), 4);
+    }
 
     #[test]
     fn health_names_the_worst_state_before_any_percentage() {

@@ -11,6 +11,54 @@ type PgResult<T> = Result<T, postgres::Error>;
 /// How far back a filtered scan looks (rows), as on SQLite.
 const FILTER_WINDOW: i64 = 100_000;
 
+const MESSAGE_COLUMNS: &str =
+    "id, received_at_ms, environment, status, outcome, type, event, message_id, reason, node_id";
+/// $2 the ILIKE pattern (`%%` for none), $3 the lowest id a filtered scan looks at.
+const MESSAGE_FILTER: &str = "($2 = '%%' OR (id > $3 AND (event ILIKE $2 OR message_id ILIKE $2
+    OR status ILIKE $2 OR outcome ILIKE $2 OR type ILIKE $2 OR environment ILIKE $2
+    OR node_id ILIKE $2)))";
+const REFUSAL_COLUMNS: &str =
+    "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
+const REFUSAL_FILTER: &str = "($2 = '%%' OR reason ILIKE $2 OR reason_code ILIKE $2
+    OR 'rejected' ILIKE $2 OR environment_header ILIKE $2)";
+
+fn message_row(r: &postgres::Row) -> StreamRow {
+    StreamRow {
+        source: StreamSource::Message(r.get(0)),
+        received_at_ms: r.get(1),
+        environment: r.get(2),
+        status: r.get(3),
+        outcome: r.get(4),
+        message_type: r.get(5),
+        event: r.get(6),
+        message_id: r.get(7),
+        reason: r.get(8),
+        node: Some(r.get(9)),
+        cursor: StreamCursor::NEWEST,
+    }
+}
+
+/// Refusals happen before any node-specific storage decision; they carry no node.
+fn refusal_row(r: &postgres::Row) -> StreamRow {
+    StreamRow {
+        source: StreamSource::Refusal(r.get(0)),
+        received_at_ms: r.get(1),
+        environment: r.get(2),
+        status: "rejected".into(),
+        outcome: None,
+        message_type: None,
+        event: Some(r.get(5)),
+        message_id: None,
+        reason: Some(format!(
+            "{}: {}",
+            r.get::<_, String>(3),
+            r.get::<_, String>(4)
+        )),
+        node: None,
+        cursor: StreamCursor::NEWEST,
+    }
+}
+
 fn pattern(filter: &str) -> String {
     let escaped = filter
         .trim()
@@ -35,63 +83,97 @@ impl PgReader {
         Ok((self.max_id("messages")?, self.max_id("events")?))
     }
 
-    /// The newest messages and refused requests, newest first, with the node that received
-    /// each. `filter` matches event, messageId, status, outcome, type, environment or node.
-    pub fn stream(&mut self, limit: usize, filter: &str) -> PgResult<Vec<StreamRow>> {
+    /// A page of messages and refused requests, newest first, starting at `top`, with the node
+    /// that received each. `filter` matches event, messageId, status, outcome, type,
+    /// environment or node within the `FILTER_WINDOW` ids below the page's top.
+    pub fn stream(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: StreamCursor,
+    ) -> PgResult<Vec<StreamRow>> {
         let like = pattern(filter);
-        let floor = self.max_id("messages")? - FILTER_WINDOW;
-        let mut rows: Vec<StreamRow> = self
+        let floor = top.message.min(self.max_id("messages")?) - FILTER_WINDOW;
+        let messages = self
             .client
             .query(
-                "SELECT received_at_ms, environment, status, outcome, type, event, message_id,
-                        reason, node_id
-                 FROM messages
-                 WHERE id > $3 AND ($2 = '%%' OR event ILIKE $2 OR message_id ILIKE $2
-                     OR status ILIKE $2 OR outcome ILIKE $2 OR type ILIKE $2
-                     OR environment ILIKE $2 OR node_id ILIKE $2)
-                 ORDER BY id DESC LIMIT $1",
-                &[&(limit as i64), &like, &floor],
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE id <= $4 AND {MESSAGE_FILTER}
+                     ORDER BY id DESC LIMIT $1"
+                ),
+                &[&(limit as i64), &like, &floor, &top.message],
             )?
             .iter()
-            .map(|r| StreamRow {
-                received_at_ms: r.get(0),
-                environment: r.get(1),
-                status: r.get(2),
-                outcome: r.get(3),
-                message_type: r.get(4),
-                event: r.get(5),
-                message_id: r.get(6),
-                reason: r.get(7),
-                node: Some(r.get(8)),
-            })
+            .map(message_row)
             .collect();
-        // Refusals happen before any node-specific storage decision; they carry no node.
-        let refused = self.client.query(
-            "SELECT received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path
-             FROM rejections
-             WHERE ($2 = '%%' OR reason ILIKE $2 OR reason_code ILIKE $2 OR 'rejected' ILIKE $2
-                 OR environment_header ILIKE $2)
-             ORDER BY id DESC LIMIT $1",
-            &[&(limit as i64), &like],
-        )?;
-        rows.extend(refused.iter().map(|r| StreamRow {
-            received_at_ms: r.get(0),
-            environment: r.get(1),
-            status: "rejected".into(),
-            outcome: None,
-            message_type: None,
-            event: Some(r.get(4)),
-            message_id: None,
-            reason: Some(format!(
-                "{}: {}",
-                r.get::<_, String>(2),
-                r.get::<_, String>(3)
-            )),
-            node: None,
-        }));
-        rows.sort_by_key(|r| std::cmp::Reverse(r.received_at_ms));
-        rows.truncate(limit);
-        Ok(rows)
+        let refusals = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {REFUSAL_COLUMNS} FROM rejections
+                     WHERE id <= $3 AND {REFUSAL_FILTER}
+                     ORDER BY id DESC LIMIT $1"
+                ),
+                &[&(limit as i64), &like, &top.refusal],
+            )?
+            .iter()
+            .map(refusal_row)
+            .collect();
+        Ok(merge_older(messages, refusals, top, limit))
+    }
+
+    /// The cursor `n` rows newer than the page starting at `from` (paging up).
+    pub fn stream_newer(
+        &mut self,
+        filter: &str,
+        from: StreamCursor,
+        n: usize,
+    ) -> PgResult<StreamCursor> {
+        let like = pattern(filter);
+        let floor = from.message - FILTER_WINDOW;
+        let messages: Vec<StreamRow> = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE id > $4 AND {MESSAGE_FILTER}
+                     ORDER BY id ASC LIMIT $1"
+                ),
+                &[&(n as i64), &like, &floor, &from.message],
+            )?
+            .iter()
+            .map(message_row)
+            .collect();
+        let refusals: Vec<StreamRow> = self
+            .client
+            .query(
+                &format!(
+                    "SELECT {REFUSAL_COLUMNS} FROM rejections
+                     WHERE id > $3 AND {REFUSAL_FILTER}
+                     ORDER BY id ASC LIMIT $1"
+                ),
+                &[&(n as i64), &like, &from.refusal],
+            )?
+            .iter()
+            .map(refusal_row)
+            .collect();
+        Ok(step_newer(&messages, &refusals, from, n))
+    }
+
+    /// The id ranges of messages and refused requests.
+    pub fn stream_extent(&mut self) -> PgResult<StreamExtent> {
+        let mut range = |table: &str| -> PgResult<Option<(i64, i64)>> {
+            let row = self
+                .client
+                .query_one(&format!("SELECT MIN(id), MAX(id) FROM {table}"), &[])?;
+            let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+            Ok(lo.zip(hi))
+        };
+        Ok(StreamExtent {
+            messages: range("messages")?,
+            refusals: range("rejections")?,
+        })
     }
 
     /// The newest delivery attempts, newest first, with the node that made each.

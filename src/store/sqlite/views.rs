@@ -11,69 +11,129 @@ use crate::store::model::trace::StoredProfile;
 /// How far back a filtered scan looks (rows), so a filter never walks the whole table.
 const FILTER_WINDOW: i64 = 100_000;
 
+const MESSAGE_COLUMNS: &str =
+    "id, received_at_ms, environment, status, outcome, type, event, message_id, reason";
+/// ?2 the LIKE pattern (`%%` for none), ?3 the lowest id a filtered scan looks at.
+const MESSAGE_FILTER: &str = "(?2 = '%%' OR (id > ?3 AND (event LIKE ?2 OR message_id LIKE ?2
+    OR status LIKE ?2 OR outcome LIKE ?2 OR type LIKE ?2 OR environment LIKE ?2)))";
+const REFUSAL_COLUMNS: &str =
+    "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
+const REFUSAL_FILTER: &str = "(?2 = '%%' OR reason LIKE ?2 OR reason_code LIKE ?2
+    OR 'rejected' LIKE ?2 OR environment_header LIKE ?2)";
+
+fn message_row(r: &rusqlite::Row) -> rusqlite::Result<StreamRow> {
+    Ok(StreamRow {
+        source: StreamSource::Message(r.get(0)?),
+        received_at_ms: r.get(1)?,
+        environment: r.get(2)?,
+        status: r.get(3)?,
+        outcome: r.get(4)?,
+        message_type: r.get(5)?,
+        event: r.get(6)?,
+        message_id: r.get(7)?,
+        reason: r.get(8)?,
+        node: None,
+        cursor: StreamCursor::NEWEST,
+    })
+}
+
+fn refusal_row(r: &rusqlite::Row) -> rusqlite::Result<StreamRow> {
+    Ok(StreamRow {
+        source: StreamSource::Refusal(r.get(0)?),
+        received_at_ms: r.get(1)?,
+        environment: r.get(2)?,
+        status: "rejected".into(),
+        outcome: None,
+        message_type: None,
+        event: Some(r.get(5)?),
+        message_id: None,
+        reason: Some(format!(
+            "{}: {}",
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        )),
+        node: None,
+        cursor: StreamCursor::NEWEST,
+    })
+}
+
 impl StoreReader {
     fn max_rowid(&self, table: &str) -> Result<i64, StoreError> {
         let sql = format!("SELECT COALESCE(MAX(id), 0) FROM {table}");
         Ok(self.conn().query_row(&sql, [], |r| r.get(0))?)
     }
 
-    /// The newest messages and refused requests, newest first. `filter` matches event name,
-    /// messageId, status, outcome, type or environment (case-insensitive, substring).
-    pub fn stream(&self, limit: usize, filter: &str) -> Result<Vec<StreamRow>, StoreError> {
+    /// A page of messages and refused requests, newest first, starting at `top`; `filter`
+    /// matches event, messageId, status, outcome, type or environment within the
+    /// `FILTER_WINDOW` rows below the page's top.
+    pub fn stream(
+        &self,
+        limit: usize,
+        filter: &str,
+        top: StreamCursor,
+    ) -> Result<Vec<StreamRow>, StoreError> {
         let like = format!("%{}%", filter.trim());
-        let floor = self.max_rowid("messages")? - FILTER_WINDOW;
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT received_at_ms, environment, status, outcome, type, event, message_id, reason
-             FROM messages
-             WHERE id > ?3 AND (?2 = '%%' OR event LIKE ?2 OR message_id LIKE ?2 OR status LIKE ?2
-                 OR outcome LIKE ?2 OR type LIKE ?2 OR environment LIKE ?2)
-             ORDER BY id DESC LIMIT ?1",
-        )?;
-        let mut rows: Vec<StreamRow> = stmt
-            .query_map(params![limit as i64, like, floor], |r| {
-                Ok(StreamRow {
-                    received_at_ms: r.get(0)?,
-                    environment: r.get(1)?,
-                    status: r.get(2)?,
-                    outcome: r.get(3)?,
-                    message_type: r.get(4)?,
-                    event: r.get(5)?,
-                    message_id: r.get(6)?,
-                    reason: r.get(7)?,
-                    node: None,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut rejected = self.conn().prepare_cached(
-            "SELECT received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path
-             FROM rejections
-             WHERE (?2 = '%%' OR reason LIKE ?2 OR reason_code LIKE ?2 OR 'rejected' LIKE ?2
-                 OR environment_header LIKE ?2)
-             ORDER BY id DESC LIMIT ?1",
-        )?;
-        let refused = rejected.query_map(params![limit as i64, like], |r| {
-            Ok(StreamRow {
-                received_at_ms: r.get(0)?,
-                environment: r.get(1)?,
-                status: "rejected".into(),
-                outcome: None,
-                message_type: None,
-                event: Some(r.get::<_, String>(4)?),
-                message_id: None,
-                reason: Some(format!(
-                    "{}: {}",
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?
-                )),
-                node: None,
-            })
-        })?;
-        for row in refused {
-            rows.push(row?);
-        }
-        rows.sort_by_key(|r| std::cmp::Reverse(r.received_at_ms));
-        rows.truncate(limit);
-        Ok(rows)
+        let floor = top.message.min(self.max_rowid("messages")?) - FILTER_WINDOW;
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE id <= ?4 AND {MESSAGE_FILTER}
+             ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let messages = stmt
+            .query_map(params![limit as i64, like, floor, top.message], message_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {REFUSAL_COLUMNS} FROM rejections
+             WHERE id <= ?3 AND {REFUSAL_FILTER}
+             ORDER BY id DESC LIMIT ?1"
+        ))?;
+        let refusals = stmt
+            .query_map(params![limit as i64, like, top.refusal], refusal_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_older(messages, refusals, top, limit))
+    }
+
+    /// The cursor `n` rows newer than the page starting at `from` (paging up).
+    pub fn stream_newer(
+        &self,
+        filter: &str,
+        from: StreamCursor,
+        n: usize,
+    ) -> Result<StreamCursor, StoreError> {
+        let like = format!("%{}%", filter.trim());
+        let floor = from.message - FILTER_WINDOW;
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE id > ?4 AND {MESSAGE_FILTER}
+             ORDER BY id ASC LIMIT ?1"
+        ))?;
+        let messages = stmt
+            .query_map(params![n as i64, like, floor, from.message], message_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {REFUSAL_COLUMNS} FROM rejections
+             WHERE id > ?3 AND {REFUSAL_FILTER}
+             ORDER BY id ASC LIMIT ?1"
+        ))?;
+        let refusals = stmt
+            .query_map(params![n as i64, like, from.refusal], refusal_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(step_newer(&messages, &refusals, from, n))
+    }
+
+    /// The id ranges of messages and refused requests (two index lookups each).
+    pub fn stream_extent(&self) -> Result<StreamExtent, StoreError> {
+        let range = |table: &str| -> Result<Option<(i64, i64)>, StoreError> {
+            let sql = format!("SELECT MIN(id), MAX(id) FROM {table}");
+            let (lo, hi): (Option<i64>, Option<i64>) = self
+                .conn()
+                .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(lo.zip(hi))
+        };
+        Ok(StreamExtent {
+            messages: range("messages")?,
+            refusals: range("rejections")?,
+        })
     }
 
     /// The newest delivery attempts, newest first; `filter` matches destination, outcome,

@@ -35,7 +35,6 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
             Row::new(cells)
         })
         .collect();
-    let frozen = if app.frozen { " (frozen)" } else { "" };
     let mut header = vec![
         "time",
         "env",
@@ -55,7 +54,7 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Fill(1),
     ];
     with_node_column(fleet, &mut header, &mut widths, 2);
-    let t = table(theme, &header, rows, widths, pane_title(app, frozen));
+    let t = table(theme, &header, rows, widths, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
 }

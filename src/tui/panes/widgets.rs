@@ -8,7 +8,7 @@ use serde_json::Value;
 
 pub(super) use crate::inspect::format_ms;
 pub(super) use crate::store::views::node_label;
-use crate::tui::app::{App, KEYMAP};
+use crate::tui::app::{App, Pane, KEYMAP};
 pub(super) use crate::tui::theme::Theme;
 
 pub(super) fn clock(ms: i64) -> String {
@@ -60,13 +60,44 @@ pub(super) fn table<'a>(
         .row_highlight_style(theme.highlight())
 }
 
+/// The pane's title: what it is, whether it follows new rows or is paused (and how many
+/// arrived since), where the selection is, and the filter.
 pub(super) fn pane_title(app: &App, extra: &str) -> String {
-    let filter = if app.filter().is_empty() {
-        String::new()
-    } else {
-        format!("  filter: {}", app.filter())
+    let filter = match (app.filter().is_empty(), app.rows()) {
+        (true, _) => String::new(),
+        (false, 0) => format!("  no matches for `{}` (esc clears)", app.filter()),
+        (false, _) => format!("  filter: {}", app.filter()),
     };
-    format!(" {}{extra}{filter} ", app.pane.title())
+    let lists = !matches!(app.pane, Pane::Diff | Pane::Profiles | Pane::TestSend);
+    let timeline = lists && app.pane != Pane::Destinations;
+    let mode = match (timeline, app.follow[app.index()], app.new_rows[app.index()]) {
+        (false, _, _) => String::new(),
+        (true, true, _) => "  ● following".into(),
+        (true, false, 0) => "  ‖ paused (f: follow)".into(),
+        (true, false, n) => format!("  ‖ paused · {} new (g: newest)", thousands(n)),
+    };
+    let position = match (lists, app.position()) {
+        (true, Some((at, total))) => format!("  {} of {}", thousands(at), thousands(total)),
+        _ => String::new(),
+    };
+    format!(" {}{extra}{mode}{position}{filter} ", app.pane.title())
+}
+
+/// 767310 → "767,310".
+pub(super) fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
 }
 
 pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {

@@ -1,0 +1,229 @@
+//! The dashboard's lists as an on-call engineer uses them: the selection stays on its row while
+//! live rows arrive, Enter opens what is highlighted, and paging reaches the oldest message of
+//! a long history. TestBackend renders over real stores (real HTTP where rows arrive live).
+
+mod common;
+
+use common::*;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use tracklayer::store::DashboardReader;
+use tracklayer::tui::app::{load, App, Pane};
+use tracklayer::tui::{panes, theme};
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn new_app() -> App {
+    let (themes, _) = theme::load_all(None);
+    App::new(themes, None, "test".into())
+}
+
+fn screen(app: &App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(150, 30)).unwrap();
+    terminal.draw(|f| panes::draw(f, app)).unwrap();
+    terminal.backend().to_string()
+}
+
+fn selected_message_id(app: &App) -> String {
+    app.snapshot.stream[app.selection()]
+        .message_id
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Load what the app asks for, as the loader thread does.
+fn refresh(app: &mut App, reader: &mut dyn DashboardReader) {
+    let snapshot = load(
+        reader,
+        &app.query(),
+        &["warehouse".to_string()],
+        chrono::Utc::now().timestamp_millis(),
+    );
+    assert_eq!(snapshot.error, None);
+    app.apply(snapshot);
+}
+
+/// Press a key; load at once when the app asks (a new page, a new pane).
+fn press(app: &mut App, reader: &mut dyn DashboardReader, code: KeyCode) {
+    if app.handle_key(key(code)) {
+        refresh(app, reader);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rows_arriving_above_the_selection_leave_it_on_its_message() {
+    let server = TestServer::start().await;
+    for i in 0..5 {
+        let (status, _) = server
+            .post(
+                "production",
+                PRODUCTION_SECRET,
+                &track(&format!("early-{i}"), "Order Completed"),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut reader = server.reader();
+    let mut app = new_app();
+    refresh(&mut app, &mut reader);
+    assert!(
+        screen(&app).contains("● following  1 of 5"),
+        "{}",
+        screen(&app)
+    );
+    assert_eq!(selected_message_id(&app), "early-4");
+    // Two rows down: the view pauses on early-2.
+    press(&mut app, &mut reader, KeyCode::Char('j'));
+    press(&mut app, &mut reader, KeyCode::Char('j'));
+    assert_eq!(selected_message_id(&app), "early-2");
+    // Seven more arrive while the engineer reads.
+    for i in 0..7 {
+        let (status, _) = server
+            .post(
+                "production",
+                PRODUCTION_SECRET,
+                &track(&format!("late-{i}"), "Order Completed"),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    refresh(&mut app, &mut reader);
+    let text = screen(&app);
+    assert_eq!(selected_message_id(&app), "early-2", "{text}");
+    assert!(
+        text.contains("‖ paused · 7 new (g: newest)  10 of 12"),
+        "{text}"
+    );
+    // The highlighted row is the one on screen, and Enter opens exactly it.
+    let highlighted = text
+        .lines()
+        .position(|l| l.contains("early-2"))
+        .expect("early-2 on screen");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("early-")).count(),
+        5,
+        "the paused page does not take in the new rows: {text}"
+    );
+    assert!(highlighted > 0);
+    press(&mut app, &mut reader, KeyCode::Enter);
+    assert_eq!(app.pane, Pane::Diff);
+    assert_eq!(app.trace_of.as_deref(), Some("early-2"));
+    // Back on the stream, g follows the newest again and shows the new rows.
+    press(&mut app, &mut reader, KeyCode::Char('1'));
+    press(&mut app, &mut reader, KeyCode::Char('g'));
+    assert_eq!(selected_message_id(&app), "late-6");
+    assert!(screen(&app).contains("● following  1 of 12"));
+    // With a filter, the same: rows matching it arrive above without moving the selection.
+    app.filters[0] = "early".into();
+    refresh(&mut app, &mut reader);
+    press(&mut app, &mut reader, KeyCode::Char('j'));
+    assert_eq!(selected_message_id(&app), "early-3");
+    let (status, _) = server
+        .post(
+            "production",
+            PRODUCTION_SECRET,
+            &track("early-5", "Order Completed"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    refresh(&mut app, &mut reader);
+    assert_eq!(selected_message_id(&app), "early-3");
+    press(&mut app, &mut reader, KeyCode::Enter);
+    assert_eq!(app.trace_of.as_deref(), Some("early-3"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_attempts_list_keeps_its_row_while_attempts_arrive() {
+    let sandbox = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tracklayer::sandbox::Sandbox::start(listener).await.unwrap()
+    };
+    let server = TestServer::start_with_toml(&format!(
+        "[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{}\"\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST\"\n",
+        sandbox.url()
+    ))
+    .await;
+    let post = |i: usize| {
+        let body = format!(
+            r#"{{"type":"track","event":"Order Completed","messageId":"p-{i}","userId":"u1","context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0"}},"properties":{{"order_id":"O-{i}","revenue":5,"currency":"EUR"}}}}"#
+        );
+        let server = &server;
+        async move {
+            let (status, _) = server.post("production", PRODUCTION_SECRET, &body).await;
+            assert_eq!(status, 200);
+        }
+    };
+    for i in 0..3 {
+        post(i).await;
+    }
+    let mut reader = server.reader();
+    let mut app = new_app();
+    press(&mut app, &mut reader, KeyCode::Char('2'));
+    let attempts = |reader: &mut tracklayer::store::StoreReader| {
+        reader.recent_attempts(100, "").unwrap().len()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while attempts(&mut reader) < 3 {
+        assert!(std::time::Instant::now() < deadline, "three attempts");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    refresh(&mut app, &mut reader);
+    press(&mut app, &mut reader, KeyCode::Char('j'));
+    let chosen = app.snapshot.attempts[app.selection()].attempt_row;
+    for i in 3..6 {
+        post(i).await;
+    }
+    while attempts(&mut reader) < 6 {
+        assert!(std::time::Instant::now() < deadline, "six attempts");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    refresh(&mut app, &mut reader);
+    assert_eq!(app.snapshot.attempts[app.selection()].attempt_row, chosen);
+    assert!(
+        screen(&app).contains("‖ paused · 3 new"),
+        "{}",
+        screen(&app)
+    );
+    server.stop().await;
+}
+
+#[test]
+fn paging_reaches_the_oldest_of_100k_stored_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    bulk::fill(&db, 100_000, false);
+    let mut reader = tracklayer::store::StoreReader::open(&db).unwrap();
+    let mut app = new_app();
+    refresh(&mut app, &mut reader);
+    assert_eq!(selected_message_id(&app), "m-99999");
+    assert!(screen(&app).contains("1 of 100,000"));
+    // Sixty pages of ten: past the first loaded page, each key one step.
+    for _ in 0..60 {
+        press(&mut app, &mut reader, KeyCode::PageDown);
+    }
+    assert_eq!(selected_message_id(&app), "m-99399");
+    assert!(screen(&app).contains("601 of 100,000"), "{}", screen(&app));
+    // And back up the same way, across the page boundary again.
+    for _ in 0..60 {
+        press(&mut app, &mut reader, KeyCode::PageUp);
+    }
+    assert_eq!(selected_message_id(&app), "m-99999");
+    // End: the oldest message there is.
+    press(&mut app, &mut reader, KeyCode::End);
+    assert_eq!(selected_message_id(&app), "m-0");
+    assert!(
+        screen(&app).contains("100,000 of 100,000"),
+        "{}",
+        screen(&app)
+    );
+    press(&mut app, &mut reader, KeyCode::Char('k'));
+    assert_eq!(selected_message_id(&app), "m-1");
+    // Home: the newest again, following.
+    press(&mut app, &mut reader, KeyCode::Home);
+    assert_eq!(selected_message_id(&app), "m-99999");
+    assert!(screen(&app).contains("● following  1 of 100,000"));
+}
