@@ -227,3 +227,118 @@ fn paging_reaches_the_oldest_of_100k_stored_messages() {
     assert_eq!(selected_message_id(&app), "m-99999");
     assert!(screen(&app).contains("● following  1 of 100,000"));
 }
+
+/// Meta on the sandbox, failing the first request with a 500.
+async fn failing_meta() -> (tracklayer::sandbox::Sandbox, TestServer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = tracklayer::sandbox::Sandbox::start(listener).await.unwrap();
+    sandbox.state.push_fault(
+        tracklayer::sandbox::Platform::Meta,
+        tracklayer::sandbox::Fault::Status { status: 500 },
+    );
+    let server = TestServer::start_with_toml(&format!(
+        "[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{}\"\nretry_schedule = [60]\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST_TOKEN_123\"\n",
+        sandbox.url()
+    ))
+    .await;
+    (sandbox, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detail_taller_than_the_screen_scrolls_to_the_response() {
+    let (_sandbox, server) = failing_meta().await;
+    let body = r#"{"type":"track","event":"Order Completed","messageId":"long-1","userId":"u1","context":{"ip":"203.0.113.42","userAgent":"Mozilla/5.0","traits":{"email":"a@b.example","phone":"+33 6 12 34 56 78"}},"properties":{"order_id":"O-1","revenue":5,"currency":"EUR","products":[{"product_id":"A","price":1,"quantity":1},{"product_id":"B","price":2,"quantity":2}]}}"#;
+    let (status, _) = server.post("production", PRODUCTION_SECRET, body).await;
+    assert_eq!(status, 200);
+    let mut reader = server.reader();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reader.recent_attempts(10, "").unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "an attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut app = new_app();
+    press(&mut app, &mut reader, KeyCode::Char('2'));
+    press(&mut app, &mut reader, KeyCode::Enter);
+    let first = screen(&app);
+    assert!(first.contains("POST "), "{first}");
+    assert!(
+        !first.contains("response: failed HTTP 500"),
+        "the request alone is taller than the screen: {first}"
+    );
+    assert!(!first.contains("EAAB_TEST_TOKEN_123"), "{first}");
+    // One key to the response; the list behind does not move.
+    let selected = app.selection();
+    press(&mut app, &mut reader, KeyCode::Char('r'));
+    let at_response = screen(&app);
+    assert!(
+        at_response.contains("response: failed HTTP 500"),
+        "{at_response}"
+    );
+    press(&mut app, &mut reader, KeyCode::Char('j'));
+    press(&mut app, &mut reader, KeyCode::PageDown);
+    assert_eq!(app.selection(), selected);
+    assert!(app.detail);
+    // g back to the top, G to the end, the position in the title.
+    press(&mut app, &mut reader, KeyCode::Char('g'));
+    assert!(screen(&app).contains("lines 1–"), "{}", screen(&app));
+    press(&mut app, &mut reader, KeyCode::Char('G'));
+    let end = screen(&app);
+    assert!(end.contains("sandbox fault"), "the response body: {end}");
+    // y: the request as curl, secrets still redacted.
+    press(&mut app, &mut reader, KeyCode::Char('y'));
+    let curl = app.clipboard.take().expect("copied");
+    assert!(curl.contains("curl -X POST 'http://127.0.0.1:"), "{curl}");
+    assert!(
+        curl.contains("REDACTED") && !curl.contains("EAAB_TEST_TOKEN_123"),
+        "{curl}"
+    );
+    // esc closes the detail; j moves the list again.
+    press(&mut app, &mut reader, KeyCode::Esc);
+    assert!(!app.detail);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_opens_with_its_reason_in_full_and_the_fix() {
+    let server = TestServer::start().await;
+    let (status, _) = server
+        .post(
+            "production",
+            "a-secret-someone-rotated",
+            &track("r-1", "Order Completed"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let mut reader = server.reader();
+    // Refusals reach the store in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut app = new_app();
+    loop {
+        refresh(&mut app, &mut reader);
+        if !app.snapshot.stream.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the refusal stored");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    press(&mut app, &mut reader, KeyCode::Enter);
+    let text = screen(&app);
+    assert_eq!(app.pane, Pane::Stream);
+    assert!(text.contains("refused: HTTP 401 bad_signature"), "{text}");
+    let reason = app.snapshot.rejection.as_ref().unwrap().reason.clone();
+    assert!(reason.len() > 20, "the full reason: {reason}");
+    assert!(text.contains(&format!("reason: {reason}")), "{text}");
+    assert!(
+        text.contains("fix: The secret used to sign differs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("peer") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("X-TrackLayer-Environment  production"),
+        "{text}"
+    );
+    server.stop().await;
+}

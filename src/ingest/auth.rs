@@ -80,6 +80,24 @@ impl AuthError {
     }
 }
 
+/// What to change so a request refused with `code` gets through: for the engineer who opens
+/// the refusal in the dashboard.
+pub fn fix_for(code: &str) -> &'static str {
+    match code {
+        "missing_header" => "Add the header named in the reason to the Segment webhook destination's headers (README: Connecting Segment).",
+        "unknown_account" => "X-TrackLayer-Account must equal [workspace] account in tracklayer.toml; correct it in Segment's headers or in the config.",
+        "unknown_environment" => "X-TrackLayer-Environment must name one of the [[environments]]; add it to the config or fix the header in Segment.",
+        "bad_timestamp" => "X-TrackLayer-Timestamp must be RFC 3339 or Unix seconds.",
+        "stale_timestamp" => "The request's time is outside [server] timestamp_tolerance_secs: check the sender's clock, or replays of old requests.",
+        "bad_signature" => "The secret used to sign differs from this environment's secret (often a rotated secret not updated in Segment): set the same secret on both sides; during a rotation list the old one as previous_secret.",
+        "signed_batch_refused" => "Segment's signature covers the whole batch: send it unmodified, or sign it with the TrackLayer scheme.",
+        "unsigned_time" => "Signed single messages need a messageId and a timestamp, sentAt or receivedAt (Segment always sends them); check the sender.",
+        "missing_write_key" => "Send Authorization: Basic <write key> (the environment's write_key), as Segment's HTTP API clients do.",
+        "unknown_write_key" => "The write key is not one of the environments' write_key values: copy it from the config to the sending source.",
+        _ => "See README: What each answer means.",
+    }
+}
+
 /// Parse `X-TrackLayer-Timestamp`: RFC 3339 (`2026-04-23T10:15:30Z`) or Unix seconds.
 pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, AuthError> {
     let trimmed = value.trim();

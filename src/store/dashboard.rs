@@ -30,6 +30,8 @@ pub trait DashboardReader: Send {
     ) -> Result<StreamCursor, StoreError>;
     /// The id ranges the stream spans (position and total).
     fn stream_extent(&mut self) -> Result<StreamExtent, StoreError>;
+    /// One refused request.
+    fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError>;
     fn recent_attempts(
         &mut self,
         limit: usize,
@@ -95,6 +97,9 @@ impl DashboardReader for StoreReader {
     }
     fn stream_extent(&mut self) -> Result<StreamExtent, StoreError> {
         StoreReader::stream_extent(self)
+    }
+    fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
+        StoreReader::rejection(self, id)
     }
     fn recent_attempts(
         &mut self,
@@ -193,6 +198,9 @@ impl DashboardReader for PgReader {
     }
     fn stream_extent(&mut self) -> Result<StreamExtent, StoreError> {
         Ok(PgReader::stream_extent(self)?)
+    }
+    fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
+        Ok(PgReader::rejection(self, id)?)
     }
     fn recent_attempts(
         &mut self,

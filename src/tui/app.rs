@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
-    AttemptRow, DestinationStats, FleetNode, ProfileEvent, StreamCursor, StreamExtent, StreamRow,
-    UnmappedGroup,
+    AttemptRow, DestinationStats, FleetNode, ProfileEvent, RejectionDetail, StreamCursor,
+    StreamExtent, StreamRow, StreamSource, UnmappedGroup,
 };
 use crate::store::{
     DashboardReader, MessageTrace, StoreError, StoredCollision, StoredHttpRequest, StoredProfile,
@@ -172,6 +172,8 @@ pub struct Query {
     pub trace_of: Option<String>,
     /// The HTTP request behind the selected attempt (deliveries pane detail).
     pub request_row: Option<i64>,
+    /// The refused request opened from the stream.
+    pub rejection: Option<i64>,
     /// The selected collision (raw messages for the side-by-side).
     pub collision: Option<i64>,
     /// The test-send call being walked: its messageId and what the ingest answered.
@@ -213,6 +215,7 @@ pub struct Snapshot {
     pub stream_top: Option<StreamCursor>,
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
+    pub rejection: Option<RejectionDetail>,
     pub trace: Option<MessageTrace>,
     pub unmapped: Vec<UnmappedGroup>,
     pub destinations: Vec<DestinationStats>,
@@ -268,6 +271,9 @@ pub fn load(
                     refusal: top.refusal.min(extent.refusals.map_or(0, |(_, hi)| hi)),
                 };
                 snap.stream = reader.stream(ROWS, &query.filter, top)?;
+                if let Some(id) = query.rejection {
+                    snap.rejection = reader.rejection(id)?;
+                }
                 snap.stream_extent = extent;
                 snap.stream_top = Some(top);
             }
@@ -349,7 +355,22 @@ pub fn load(
     snap
 }
 
-/// The dashboard's state.
+/// A detail view's scroll state. The layout of the last frame comes back through a `Cell`
+/// (drawing reads the app), so keys know where the response starts and where the end is.
+#[derive(Debug, Default)]
+pub struct Viewport {
+    pub scroll: usize,
+    pub wrap: bool,
+    pub layout: std::cell::Cell<DetailLayout>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetailLayout {
+    pub lines: usize,
+    pub height: usize,
+    pub response_at: Option<usize>,
+}
+
 /// The controlled test send's progress in the dashboard.
 #[derive(Debug, Clone, Default)]
 pub struct TestSendState {
@@ -438,8 +459,11 @@ pub struct App {
     /// Bumped whenever a key changes what to load; older snapshots are stale.
     generation: u64,
     pub help: bool,
-    /// The detail popup (request/response) of the deliveries pane.
+    /// The detail viewport (an attempt's request and response, a refused request) is open.
     pub detail: bool,
+    pub viewport: Viewport,
+    /// Text for the clipboard; the event loop sends it to the terminal (OSC 52).
+    pub clipboard: Option<String>,
     pub diff_tab: usize,
     pub trace_of: Option<String>,
     pub themes: Vec<Theme>,
@@ -474,6 +498,11 @@ impl App {
             generation: 0,
             help: false,
             detail: false,
+            viewport: Viewport {
+                wrap: true,
+                ..Viewport::default()
+            },
+            clipboard: None,
             diff_tab: 0,
             trace_of: None,
             themes,
@@ -527,6 +556,12 @@ impl App {
                         .attempts
                         .get(selected)
                         .and_then(|a| a.request_row)
+                })
+                .flatten(),
+            rejection: (self.pane == Pane::Stream && self.detail)
+                .then(|| match self.snapshot.stream.get(selected)?.source {
+                    StreamSource::Refusal(id) => Some(id),
+                    StreamSource::Message(_) => None,
                 })
                 .flatten(),
             collision: (self.pane == Pane::Collisions)
@@ -734,6 +769,11 @@ impl App {
             self.help = false;
             return false;
         }
+        if self.detail {
+            if let Some(reload) = self.detail_key(&key) {
+                return reload;
+            }
+        }
         let Some(action) = action_for(&key) else {
             return false;
         };
@@ -858,9 +898,72 @@ impl App {
         false
     }
 
+    /// Keys of an open detail viewport: they scroll it, never the list behind it. `None`:
+    /// not a detail key (pane switches, help, quit go on as usual).
+    fn detail_key(&mut self, key: &KeyEvent) -> Option<bool> {
+        let layout = self.viewport.layout.get();
+        let last = layout.lines.saturating_sub(layout.height);
+        let page = layout.height.saturating_sub(1).max(1);
+        let v = &mut self.viewport;
+        v.scroll = v.scroll.min(last);
+        match key.code {
+            KeyCode::Char('j') | KeyCode::Down => v.scroll = (v.scroll + 1).min(last),
+            KeyCode::Char('k') | KeyCode::Up => v.scroll = v.scroll.saturating_sub(1),
+            KeyCode::PageDown | KeyCode::Char(' ') => v.scroll = (v.scroll + page).min(last),
+            KeyCode::PageUp => v.scroll = v.scroll.saturating_sub(page),
+            KeyCode::Char('g') | KeyCode::Home => v.scroll = 0,
+            KeyCode::Char('G') | KeyCode::End => v.scroll = last,
+            KeyCode::Char('r') => v.scroll = layout.response_at.unwrap_or(last).min(last),
+            KeyCode::Char('w') => {
+                v.wrap = !v.wrap;
+                v.scroll = 0;
+            }
+            KeyCode::Char('y') => match (&self.snapshot.request, self.pane) {
+                (Some(r), Pane::Deliveries) => {
+                    self.clipboard = Some(crate::tui::clipboard::curl_command(r));
+                    self.status =
+                        Some("copied the request as a curl command (secrets stay REDACTED)".into());
+                }
+                _ => self.status = Some("nothing to copy as curl here".into()),
+            },
+            KeyCode::Char('c') => {
+                let body = match self.pane {
+                    Pane::Deliveries => self.snapshot.request.as_ref().and_then(|r| r.body.clone()),
+                    Pane::Stream => self
+                        .snapshot
+                        .rejection
+                        .as_ref()
+                        .and_then(|r| serde_json::to_string_pretty(r).ok()),
+                    _ => None,
+                };
+                if let Some(body) = body {
+                    self.status = Some(format!("copied {} bytes to the clipboard", body.len()));
+                    self.clipboard = Some(body);
+                }
+            }
+            KeyCode::Esc | KeyCode::Enter => {
+                self.detail = false;
+                return Some(true);
+            }
+            _ => return None,
+        }
+        Some(false)
+    }
+
     /// Enter: follow the selected row to where its story is told.
     fn open(&mut self) -> bool {
         let selected = self.selection();
+        self.viewport.scroll = 0;
+        if self.pane == Pane::Stream {
+            if let Some(StreamSource::Refusal(_)) =
+                self.snapshot.stream.get(selected).map(|r| r.source)
+            {
+                // A refused request has no trace: its detail opens here.
+                self.pause();
+                self.detail = true;
+                return true;
+            }
+        }
         let message_id = match self.pane {
             Pane::Stream => self
                 .snapshot
@@ -883,6 +986,8 @@ impl App {
                 .first()
                 .map(|e| e.message_id.clone()),
             Pane::Deliveries => {
+                // Paused, so the attempt under the detail cannot change while it is read.
+                self.pause();
                 self.detail = !self.detail;
                 return true;
             }

@@ -5,6 +5,7 @@
 //! exit path, including a panic.
 
 pub mod app;
+pub mod clipboard;
 pub mod panes;
 pub mod theme;
 
@@ -282,6 +283,12 @@ fn event_loop(
                     break;
                 }
             }
+        }
+        if let Some(text) = app.clipboard.take() {
+            use std::io::Write;
+            let mut out = io::stdout();
+            let _ = out.write_all(clipboard::osc52(&text).as_bytes());
+            let _ = out.flush();
         }
         if last_refresh.elapsed() >= REFRESH {
             // A paused pane reloads too: its rows stay put (a fixed page), their states update.

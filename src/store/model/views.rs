@@ -24,6 +24,27 @@ pub struct StreamRow {
     pub cursor: StreamCursor,
 }
 
+/// A refused request as stored: everything known about who sent it and why it was refused.
+/// Bodies of refused requests are never kept (they are unauthenticated).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectionDetail {
+    pub id: i64,
+    pub received_at_ms: i64,
+    pub path: String,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub account_header: Option<String>,
+    pub environment_header: Option<String>,
+    pub content_type: Option<String>,
+    pub body_bytes: Option<i64>,
+    pub status_code: i64,
+    pub reason_code: String,
+    pub reason: String,
+}
+
+pub(crate) const REJECTION_COLUMNS: &str = "id, received_at_ms, path, remote_addr, user_agent, \
+     account_header, environment_header, content_type, body_bytes, status_code, reason_code, reason";
+
 /// Where a stream row is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum StreamSource {

@@ -161,6 +161,28 @@ impl PgReader {
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
+    /// One refused request, to open from the stream.
+    pub fn rejection(&mut self, id: i64) -> PgResult<Option<RejectionDetail>> {
+        let sql = format!("SELECT {REJECTION_COLUMNS} FROM rejections WHERE id = $1");
+        Ok(self
+            .client
+            .query_opt(&sql, &[&id])?
+            .map(|r| RejectionDetail {
+                id: r.get(0),
+                received_at_ms: r.get(1),
+                path: r.get(2),
+                remote_addr: r.get(3),
+                user_agent: r.get(4),
+                account_header: r.get(5),
+                environment_header: r.get(6),
+                content_type: r.get(7),
+                body_bytes: r.get(8),
+                status_code: i64::from(r.get::<_, i32>(9)),
+                reason_code: r.get(10),
+                reason: r.get(11),
+            }))
+    }
+
     /// The id ranges of messages and refused requests.
     pub fn stream_extent(&mut self) -> PgResult<StreamExtent> {
         let mut range = |table: &str| -> PgResult<Option<(i64, i64)>> {

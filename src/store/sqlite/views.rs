@@ -121,6 +121,30 @@ impl StoreReader {
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
+    /// One refused request, to open from the stream.
+    pub fn rejection(&self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
+        let sql = format!("SELECT {REJECTION_COLUMNS} FROM rejections WHERE id = ?1");
+        Ok(self
+            .conn()
+            .query_row(&sql, [id], |r| {
+                Ok(RejectionDetail {
+                    id: r.get(0)?,
+                    received_at_ms: r.get(1)?,
+                    path: r.get(2)?,
+                    remote_addr: r.get(3)?,
+                    user_agent: r.get(4)?,
+                    account_header: r.get(5)?,
+                    environment_header: r.get(6)?,
+                    content_type: r.get(7)?,
+                    body_bytes: r.get(8)?,
+                    status_code: r.get(9)?,
+                    reason_code: r.get(10)?,
+                    reason: r.get(11)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// The id ranges of messages and refused requests (two index lookups each).
     pub fn stream_extent(&self) -> Result<StreamExtent, StoreError> {
         let range = |table: &str| -> Result<Option<(i64, i64)>, StoreError> {

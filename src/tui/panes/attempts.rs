@@ -1,10 +1,8 @@
 //! Pane 2: delivery attempts, each with its request and the platform's response.
 
 use ratatui::layout::{Constraint, Rect};
-use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Clear, Paragraph, Row, TableState, Wrap};
 use ratatui::Frame;
-use serde_json::Value;
 
 use super::widgets::*;
 use crate::tui::app::App;
@@ -72,79 +70,26 @@ pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
     if app.detail {
-        let rect = centered(
-            area,
-            area.width.saturating_sub(6),
-            area.height.saturating_sub(2),
-        );
-        frame.render_widget(Clear, rect);
-        let text = match &app.snapshot.request {
-            Some(r) => {
-                let mut lines = vec![Line::from(vec![
-                    Span::styled("POST ", theme.title()),
-                    Span::raw(r.url.clone().unwrap_or_default()),
-                ])];
-                if let Some(Value::Array(headers)) = &r.headers {
-                    for h in headers {
-                        lines.push(Line::from(muted(
-                            theme,
-                            format!(
-                                "  {}: {}",
-                                h[0].as_str().unwrap_or(""),
-                                h[1].as_str().unwrap_or("")
-                            ),
-                        )));
-                    }
-                }
-                let body = r
-                    .body
-                    .as_deref()
-                    .map(|b| {
-                        serde_json::from_str::<Value>(b)
-                            .map(|v| pretty(&v))
-                            .unwrap_or_else(|_| b.to_string())
-                    })
-                    .unwrap_or_default();
-                lines.extend(body.lines().map(|l| Line::from(l.to_string())));
-                let status = r
-                    .status_code
-                    .map(|c| c.to_string())
-                    .or_else(|| r.error.clone())
-                    .unwrap_or_default();
-                lines.push(Line::from(vec![
-                    Span::styled("response ", theme.title()),
-                    word(
-                        theme,
-                        if r.status_code.is_some_and(|c| (200..300).contains(&c)) {
-                            "delivered"
-                        } else {
-                            "failed"
-                        },
-                    ),
-                    Span::raw(format!(
-                        " {status} in {} ms",
-                        r.latency_ms.unwrap_or_default()
-                    )),
-                ]));
-                lines.extend(
-                    r.response_body
-                        .clone()
-                        .unwrap_or_default()
-                        .lines()
-                        .map(|l| Line::from(l.to_string())),
-                );
-                Text::from(lines)
-            }
-            None => Text::from(
-                "no request was sent for this attempt (refused before sending; see the reason)",
+        match &app.snapshot.request {
+            Some(r) => super::detail::draw_viewport(
+                frame,
+                area,
+                app,
+                "Request sent and response received (secrets redacted) · y copy as curl · c copy body",
+                super::detail::attempt_detail(theme, r),
             ),
-        };
-        frame.render_widget(
-            Paragraph::new(text).wrap(Wrap { trim: false }).block(block(
-                theme,
-                " Request sent and response received (secrets redacted) · esc closes ",
-            )),
-            rect,
-        );
+            None => {
+                let rect = centered(area, area.width.saturating_sub(6), 5);
+                frame.render_widget(Clear, rect);
+                frame.render_widget(
+                    Paragraph::new(
+                        "no request was sent for this attempt (refused before sending; see the reason)",
+                    )
+                    .wrap(Wrap { trim: false })
+                    .block(block(theme, " Attempt · esc closes ")),
+                    rect,
+                );
+            }
+        }
     }
 }

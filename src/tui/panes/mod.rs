@@ -4,6 +4,7 @@ mod alerts;
 mod attempts;
 mod collisions;
 mod destinations;
+mod detail;
 mod diff;
 mod profiles;
 mod stream;

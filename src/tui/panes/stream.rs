@@ -57,4 +57,15 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
     let t = table(theme, &header, rows, widths, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
+    if app.detail {
+        if let Some(r) = &app.snapshot.rejection {
+            super::detail::draw_viewport(
+                frame,
+                area,
+                app,
+                "Refused request · c copy",
+                super::detail::rejection_detail(theme, r),
+            );
+        }
+    }
 }
