@@ -342,3 +342,139 @@ async fn a_refused_request_opens_with_its_reason_in_full_and_the_fix() {
     );
     server.stop().await;
 }
+
+/// Load what the app asks for from the server's store (either kind), as the loader does.
+fn refresh_from(server: &TestServer, app: &mut App) {
+    let snapshot = server.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
+    assert_eq!(snapshot.error, None);
+    app.apply(snapshot);
+    if std::mem::take(&mut app.reload_now) {
+        refresh_from(server, app);
+    }
+}
+
+fn type_keys(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+}
+
+/// `:` then the text then Enter, and what it opened.
+fn search(server: &TestServer, app: &mut App, text: &str) {
+    app.pane = Pane::Stream;
+    app.handle_key(key(KeyCode::Char(':')));
+    type_keys(app, text);
+    assert!(app.handle_key(key(KeyCode::Enter)));
+    refresh_from(server, app);
+}
+
+async fn search_by_each_key_opens_the_right_message(store: Store) {
+    let server = TestServer::start_for(store, "").await;
+    let identify = r#"{"type":"identify","messageId":"s-identify","userId":"u-search","anonymousId":"anon-search","traits":{"email":"Search.Person@Example.com","phone":"+33 6 12 34 56 78"}}"#;
+    let order = r#"{"type":"track","event":"Order Completed","messageId":"s-order","userId":"u-search","properties":{"order_id":"ORD-77","revenue":10,"currency":"EUR"}}"#;
+    let other = r#"{"type":"track","event":"Order Completed","messageId":"s-other","userId":"u-other","properties":{"order_id":"ORD-78","revenue":10,"currency":"EUR"}}"#;
+    let mut request_of_other = String::new();
+    for body in [identify, order, other] {
+        let (status, reply) = server.post("production", PRODUCTION_SECRET, body).await;
+        assert_eq!(status, 200, "{reply}");
+        request_of_other = reply["request_id"].as_str().unwrap().to_string();
+    }
+    let event_id = {
+        let snapshot = server.dashboard(
+            &tracklayer::tui::Query {
+                pane: Some(2),
+                trace_of: Some("s-order".into()),
+                ..Default::default()
+            },
+            &[],
+            0,
+        );
+        snapshot.trace.expect("traced").events[0].event_id.clone()
+    };
+    let mut app = new_app();
+    for (text, message, matched) in [
+        ("s-order", "s-order", "messageId"),
+        (event_id.as_str(), "s-order", "event_id"),
+        (request_of_other.as_str(), "s-other", "request id"),
+        ("ORD-77", "s-order", "order_id"),
+        ("ORD-78", "s-other", "order_id"),
+    ] {
+        search(&server, &mut app, text);
+        assert_eq!(app.pane, Pane::Diff, "{text}");
+        assert_eq!(app.trace_of.as_deref(), Some(message), "{text}");
+        let status = app.status.clone().unwrap_or_default();
+        assert!(
+            status.contains(&format!("is a {matched}")),
+            "{text}: {status}"
+        );
+        let trace = app.snapshot.trace.as_ref().expect("the trace loaded");
+        assert_eq!(trace.arrivals[0].message_id.as_deref(), Some(message));
+    }
+    for text in [
+        "u-search",
+        "anon-search",
+        "search.person@example.com",
+        "+33612345678",
+    ] {
+        search(&server, &mut app, text);
+        assert_eq!(app.pane, Pane::Profiles, "{text}");
+        let profile = app
+            .snapshot
+            .profile
+            .as_ref()
+            .unwrap_or_else(|| panic!("{text}: no profile"));
+        assert_eq!(profile.user_id.as_deref(), Some("u-search"), "{text}");
+    }
+    search(&server, &mut app, "nothing-like-this");
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("nothing matches `nothing-like-this`"),
+        "{:?}",
+        app.status
+    );
+    server.stop().await;
+}
+
+on_both_stores!(search_by_each_key_opens_the_right_message);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_narrows_as_it_is_typed_and_says_when_nothing_matches() {
+    let server = TestServer::start().await;
+    for (id, event) in [("f-1", "Order Completed"), ("f-2", "Product Viewed")] {
+        let (status, _) = server
+            .post("production", PRODUCTION_SECRET, &track(id, event))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut app = new_app();
+    refresh_from(&server, &mut app);
+    assert_eq!(app.snapshot.stream.len(), 2);
+    app.handle_key(key(KeyCode::Char('/')));
+    // Each key narrows at once, before Enter.
+    assert!(app.handle_key(key(KeyCode::Char('V'))));
+    refresh_from(&server, &mut app);
+    assert!(app.handle_key(key(KeyCode::Char('i'))));
+    refresh_from(&server, &mut app);
+    assert_eq!(app.filter(), "Vi");
+    let ids: Vec<_> = app
+        .snapshot
+        .stream
+        .iter()
+        .map(|r| r.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["f-2"]);
+    type_keys(&mut app, "xyz");
+    refresh_from(&server, &mut app);
+    assert!(
+        screen(&app).contains("no matches for `Vixyz` (esc clears)"),
+        "{}",
+        screen(&app)
+    );
+    assert!(app.handle_key(key(KeyCode::Esc)));
+    refresh_from(&server, &mut app);
+    assert_eq!(app.filter(), "");
+    assert_eq!(app.snapshot.stream.len(), 2);
+    server.stop().await;
+}

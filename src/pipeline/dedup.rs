@@ -12,6 +12,24 @@ use super::mapping::DedupKey;
 
 /// `ev_<canonical>_<24 hex>`: readable in a diff, fixed length whatever the order id looks like.
 /// Returns the event_id, a description of its basis, and the raw key it derives from.
+/// The event ids an order would have been given, for each (environment, canonical name): what
+/// a search by order_id looks up (the id is a digest, so it cannot be searched by prefix).
+pub fn order_event_ids(pairs: &[(String, String)], order_id: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .map(|(environment, canonical)| {
+            event_id(
+                environment,
+                canonical,
+                DedupKey::OrderId,
+                Some(order_id),
+                "",
+            )
+            .0
+        })
+        .collect()
+}
+
 pub fn event_id(
     environment: &str,
     canonical: &str,

@@ -32,6 +32,8 @@ pub trait DashboardReader: Send {
     fn stream_extent(&mut self) -> Result<StreamExtent, StoreError>;
     /// One refused request.
     fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError>;
+    /// A message (messageId, event_id, request id, order_id) or profile, across all history.
+    fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError>;
     fn recent_attempts(
         &mut self,
         limit: usize,
@@ -100,6 +102,9 @@ impl DashboardReader for StoreReader {
     }
     fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
         StoreReader::rejection(self, id)
+    }
+    fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError> {
+        StoreReader::search(self, text)
     }
     fn recent_attempts(
         &mut self,
@@ -201,6 +206,9 @@ impl DashboardReader for PgReader {
     }
     fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
         Ok(PgReader::rejection(self, id)?)
+    }
+    fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError> {
+        Ok(PgReader::search(self, text)?)
     }
     fn recent_attempts(
         &mut self,

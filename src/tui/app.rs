@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
-    AttemptRow, DestinationStats, FleetNode, ProfileEvent, RejectionDetail, StreamCursor,
-    StreamExtent, StreamRow, StreamSource, UnmappedGroup,
+    AttemptRow, DestinationStats, FleetNode, ProfileEvent, RejectionDetail, SearchHit,
+    StreamCursor, StreamExtent, StreamRow, StreamSource, UnmappedGroup,
 };
 use crate::store::{
     DashboardReader, MessageTrace, StoreError, StoredCollision, StoredHttpRequest, StoredProfile,
@@ -73,6 +73,7 @@ pub enum Action {
     Open,
     Close,
     Filter,
+    Search,
     Follow,
     Newest,
     Oldest,
@@ -85,7 +86,7 @@ pub enum Action {
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 27] = [
+pub const KEYMAP: [(&str, &str, Action); 28] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -113,6 +114,11 @@ pub const KEYMAP: [(&str, &str, Action); 27] = [
         "/",
         "filter this pane (event, destination, status, id); on Profiles: look up",
         Action::Filter,
+    ),
+    (
+        ":",
+        "search all history: messageId, event_id, request id, order_id, userId, anonymousId, email, phone",
+        Action::Search,
     ),
     (
         "f",
@@ -150,6 +156,7 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Enter => Action::Open,
         KeyCode::Esc => Action::Close,
         KeyCode::Char('/') => Action::Filter,
+        KeyCode::Char(':') => Action::Search,
         KeyCode::Char('f') => Action::Follow,
         KeyCode::Char('g') | KeyCode::Home => Action::Newest,
         KeyCode::Char('G') | KeyCode::End => Action::Oldest,
@@ -184,6 +191,8 @@ pub struct Query {
     pub stream_top: Option<StreamCursor>,
     /// Move the stream page before loading it.
     pub stream_seek: Option<Seek>,
+    /// Search the whole history for this (answered in [`Snapshot::search`]).
+    pub search: Option<String>,
     /// Which state of the app asked: answers to older questions are dropped.
     pub generation: u64,
 }
@@ -216,6 +225,8 @@ pub struct Snapshot {
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
     pub rejection: Option<RejectionDetail>,
+    /// The answer to [`Query::search`]: what was searched and what it found.
+    pub search: Option<(String, Option<SearchHit>)>,
     pub trace: Option<MessageTrace>,
     pub unmapped: Vec<UnmappedGroup>,
     pub destinations: Vec<DestinationStats>,
@@ -250,6 +261,9 @@ pub fn load(
         snap.totals = reader.totals()?;
         snap.nodes = reader.nodes()?;
         snap.alerts = reader.alerts(ALERT_ROWS)?;
+        if let Some(text) = &query.search {
+            snap.search = Some((text.clone(), reader.search(text)?));
+        }
         if query.pane == Some(Pane::ALL.len() - 1) && !query.filter.is_empty() {
             let f = query.filter.as_str();
             snap.alerts
@@ -440,6 +454,12 @@ pub struct App {
     /// A test-send step the event loop should post (set by the `s` key).
     pub pending_send: Option<usize>,
     pub editing_filter: Option<String>,
+    /// The `:` search prompt being typed.
+    pub editing_search: Option<String>,
+    /// A search sent to the loader, answered in a snapshot.
+    search: Option<String>,
+    /// Load again at once after applying a snapshot (a search moved to another pane).
+    pub reload_now: bool,
     /// Per pane: newest rows on top with the selection riding along (true), or paused with
     /// the selection anchored to its row while new rows arrive above it.
     pub follow: [bool; Pane::ALL.len()],
@@ -487,6 +507,9 @@ impl App {
             test: TestSendState::default(),
             pending_send: None,
             editing_filter: None,
+            editing_search: None,
+            search: None,
+            reload_now: false,
             follow: [true; Pane::ALL.len()],
             anchor: Default::default(),
             pending_offset: 0,
@@ -582,6 +605,7 @@ impl App {
             test_modes: self.test.test_modes.clone(),
             stream_top: self.stream_top,
             stream_seek: self.stream_seek,
+            search: self.search.clone(),
             generation: self.generation,
         }
     }
@@ -630,6 +654,15 @@ impl App {
             // Asked before the last key changed the view: its rows may be another page's.
             return;
         }
+        let mut snapshot = snapshot;
+        if let Some((text, hit)) = snapshot.search.take() {
+            if self.search.as_deref() == Some(text.as_str()) {
+                self.search = None;
+                self.found(&text, hit);
+                // The snapshot is of the pane searched from; the found one loads next.
+                return;
+            }
+        }
         let i = self.index();
         let offset = std::mem::take(&mut self.pending_offset);
         let old_top = self.key_at(0);
@@ -661,6 +694,36 @@ impl App {
             let arrived = old_top.and_then(|k| self.position_of(&k)).unwrap_or(0) as i64;
             self.new_rows[i] + arrived
         };
+    }
+
+    /// Go where a search led: the message's trace, or the profile.
+    fn found(&mut self, text: &str, hit: Option<SearchHit>) {
+        self.detail = false;
+        self.reload_now = true;
+        self.generation += 1;
+        match hit {
+            Some(SearchHit::Message {
+                message_id,
+                matched,
+            }) => {
+                self.status = Some(format!("`{text}` is a {matched}: message {message_id}"));
+                self.trace_of = Some(message_id);
+                self.pane = Pane::Diff;
+                self.diff_tab = 0;
+            }
+            Some(SearchHit::Profile { query }) => {
+                self.status = Some(format!("`{text}` identifies a profile"));
+                self.pane = Pane::Profiles;
+                let i = self.index();
+                self.filters[i] = query;
+            }
+            None => {
+                self.reload_now = false;
+                self.status = Some(format!(
+                    "nothing matches `{text}` (tried messageId, event_id, request id, order_id, userId, anonymousId, email, phone)"
+                ));
+            }
+        }
     }
 
     /// Pause the current pane where it is: the stream page stops taking new rows.
@@ -756,7 +819,44 @@ impl App {
                     }
                     return true;
                 }
-                KeyCode::Esc => self.editing_filter = None,
+                KeyCode::Esc => {
+                    self.editing_filter = None;
+                    if self.pane != Pane::TestSend {
+                        self.filters[i].clear();
+                        return true;
+                    }
+                }
+                KeyCode::Backspace | KeyCode::Char(_) => {
+                    match key.code {
+                        KeyCode::Char(c) => text.push(c),
+                        _ => {
+                            text.pop();
+                        }
+                    }
+                    if self.pane != Pane::TestSend {
+                        // The filter narrows as it is typed.
+                        self.filters[i] = text.trim().to_string();
+                        self.selected[i] = 0;
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+            return false;
+        }
+        if let Some(text) = &mut self.editing_search {
+            match key.code {
+                KeyCode::Enter => {
+                    let text = text.trim().to_string();
+                    self.editing_search = None;
+                    if text.is_empty() {
+                        return false;
+                    }
+                    self.status = Some(format!("searching the whole history for `{text}`…"));
+                    self.search = Some(text);
+                    return true;
+                }
+                KeyCode::Esc => self.editing_search = None,
                 KeyCode::Backspace => {
                     text.pop();
                 }
@@ -874,6 +974,7 @@ impl App {
                 ));
             }
             Action::Filter => self.editing_filter = Some(self.filter().to_string()),
+            Action::Search => self.editing_search = Some(String::new()),
             Action::Follow => {
                 let i = self.index();
                 if self.follow[i] {

@@ -245,6 +245,10 @@ fn event_loop(
             app.apply(snapshot);
             dirty = true;
         }
+        if std::mem::take(&mut app.reload_now) {
+            loader.request(app.query());
+            last_refresh = Instant::now();
+        }
         if let Some(sender) = &sender {
             if let Some(index) = app.pending_send.take() {
                 if let Some(step) = app.test.steps.get(index) {

@@ -45,6 +45,22 @@ pub struct RejectionDetail {
 pub(crate) const REJECTION_COLUMNS: &str = "id, received_at_ms, path, remote_addr, user_agent, \
      account_header, environment_header, content_type, body_bytes, status_code, reason_code, reason";
 
+/// What a search across the whole history found first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SearchHit {
+    /// A message to open, and the key that matched it (`messageId`, `event_id`, …).
+    Message {
+        message_id: String,
+        matched: &'static str,
+    },
+    /// A profile: userId, anonymousId, email or phone (hashed the way it is stored).
+    Profile { query: String },
+}
+
+/// How many of the newest events name the (environment, canonical name) pairs an order id
+/// search tries: event ids are derived from the order id, so a search recomputes them.
+pub const ORDER_SEARCH_RECENT_EVENTS: i64 = 5_000;
+
 /// Where a stream row is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum StreamSource {

@@ -161,6 +161,64 @@ impl PgReader {
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
+    /// Find a message by messageId, event_id, request id or order_id, or else a profile, as
+    /// the SQLite reader does.
+    pub fn search(&mut self, text: &str) -> PgResult<Option<SearchHit>> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let message = |message_id: String, matched| {
+            Ok(Some(SearchHit::Message {
+                message_id,
+                matched,
+            }))
+        };
+        let first =
+            |client: &mut postgres::Client, sql: &str, value: &str| -> PgResult<Option<String>> {
+                Ok(client.query_opt(sql, &[&value])?.map(|r| r.get(0)))
+            };
+        if let Some(id) = first(
+            &mut self.client,
+            "SELECT message_id FROM messages WHERE message_id = $1 LIMIT 1",
+            text,
+        )? {
+            return message(id, "messageId");
+        }
+        const OF_EVENT: &str =
+            "SELECT message_id FROM events WHERE event_id = $1 ORDER BY id LIMIT 1";
+        if let Some(id) = first(&mut self.client, OF_EVENT, text)? {
+            return message(id, "event_id");
+        }
+        if let Some(id) = first(
+            &mut self.client,
+            "SELECT message_id FROM messages WHERE request_id = $1 AND message_id IS NOT NULL
+             ORDER BY position LIMIT 1",
+            text,
+        )? {
+            return message(id, "request id");
+        }
+        let pairs: Vec<(String, String)> = self
+            .client
+            .query(
+                "SELECT DISTINCT environment, name FROM
+                 (SELECT environment, name FROM events ORDER BY id DESC LIMIT $1) recent",
+                &[&ORDER_SEARCH_RECENT_EVENTS],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for candidate in crate::pipeline::dedup::order_event_ids(&pairs, text) {
+            if let Some(id) = first(&mut self.client, OF_EVENT, &candidate)? {
+                return message(id, "order_id");
+            }
+        }
+        if self.find_profile(text)?.is_some() {
+            return Ok(Some(SearchHit::Profile { query: text.into() }));
+        }
+        Ok(None)
+    }
+
     /// One refused request, to open from the stream.
     pub fn rejection(&mut self, id: i64) -> PgResult<Option<RejectionDetail>> {
         let sql = format!("SELECT {REJECTION_COLUMNS} FROM rejections WHERE id = $1");

@@ -121,6 +121,60 @@ impl StoreReader {
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
+    /// Find a message by messageId, event_id, request id or order_id, or else a profile by
+    /// userId, anonymousId, email or phone, across the whole history (index lookups only).
+    pub fn search(&self, text: &str) -> Result<Option<SearchHit>, StoreError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let message = |message_id: String, matched| {
+            Ok(Some(SearchHit::Message {
+                message_id,
+                matched,
+            }))
+        };
+        let exists: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1 LIMIT 1")?
+            .query_row([text], |r| r.get(0))
+            .optional()?;
+        if exists.is_some() {
+            return message(text.to_string(), "messageId");
+        }
+        if let Some(id) = self.message_id_of_event(text)? {
+            return message(id, "event_id");
+        }
+        let by_request: Option<String> = self
+            .conn()
+            .prepare_cached(
+                "SELECT message_id FROM messages WHERE request_id = ?1 AND message_id IS NOT NULL
+                 ORDER BY position LIMIT 1",
+            )?
+            .query_row([text], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = by_request {
+            return message(id, "request id");
+        }
+        let pairs = self
+            .conn()
+            .prepare_cached(
+                "SELECT DISTINCT environment, name FROM
+                 (SELECT environment, name FROM events ORDER BY id DESC LIMIT ?1)",
+            )?
+            .query_map([ORDER_SEARCH_RECENT_EVENTS], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<(String, String)>, _>>()?;
+        for candidate in crate::pipeline::dedup::order_event_ids(&pairs, text) {
+            if let Some(id) = self.message_id_of_event(&candidate)? {
+                return message(id, "order_id");
+            }
+        }
+        if self.find_profile(text)?.is_some() {
+            return Ok(Some(SearchHit::Profile { query: text.into() }));
+        }
+        Ok(None)
+    }
+
     /// One refused request, to open from the stream.
     pub fn rejection(&self, id: i64) -> Result<Option<RejectionDetail>, StoreError> {
         let sql = format!("SELECT {REJECTION_COLUMNS} FROM rejections WHERE id = ?1");

@@ -123,10 +123,23 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Pane::Alerts => alerts::alerts(frame, body, app),
     }
     let footer = match (&app.editing_filter, &app.snapshot.error, &app.status) {
+        _ if app.editing_search.is_some() => Line::from(vec![
+            Span::styled(" search all history: ", theme.title()),
+            Span::raw(format!("{}▏", app.editing_search.as_deref().unwrap_or(""))),
+            muted(
+                theme,
+                "  messageId, event_id, request id, order_id, userId, anonymousId, email, phone · enter find · esc cancel",
+            ),
+        ]),
+        (Some(text), _, _) if app.pane == Pane::TestSend => Line::from(vec![
+            Span::styled(" test user (userId and/or email): ", theme.title()),
+            Span::raw(format!("{text}▏")),
+            muted(theme, "  enter sets it and starts a new run · esc cancel"),
+        ]),
         (Some(text), _, _) => Line::from(vec![
             Span::styled(" filter: ", theme.title()),
             Span::raw(format!("{text}▏")),
-            muted(theme, "  enter apply · esc cancel"),
+            muted(theme, "  narrows as you type · enter keep · esc clear"),
         ]),
         (None, Some(error), _) => {
             Line::from(Span::styled(format!(" {error}"), theme.style(theme.failed)))
@@ -137,7 +150,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         ]),
         _ => Line::from(muted(
             theme,
-            " ? help · / filter · enter open · 1-9 panes · q quit",
+            " ? help · / filter · : search · enter open · f follow/pause · 1-9 panes · q quit",
         )),
     };
     frame.render_widget(Paragraph::new(footer), chunks[3]);
