@@ -455,6 +455,19 @@ fn tui(
             format!("attached to {} (read-only)", store.describe()),
         );
         app.status = problems.first().cloned();
+        app.actions = match &store {
+            // A local file someone can write: the same machine, acting as its operator.
+            StoreLocation::Sqlite(db) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(db)
+                .map(|_| ())
+                .map_err(|e| format!("{} is not writable here ({e})", db.display())),
+            StoreLocation::Postgres(_) => Err(
+                "attached to a fleet's database (read-only); act from a node's own dashboard, \
+                 or with `tracklayer replay` / `tracklayer allow-replay`"
+                    .into(),
+            ),
+        };
         app.test = crate::tui::app::TestSendState::new(Default::default(), false);
         crate::tui::run(store, crate::tui::Destinations::Discovered, app, None)?;
         return Ok(ExitCode::SUCCESS);
@@ -503,6 +516,7 @@ fn tui(
         ));
     }
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
+    app.actions = Ok(());
     app.status = problems.first().cloned();
     app.test = crate::tui::app::TestSendState::new(test_modes, true);
     let result = crate::tui::run(

@@ -244,6 +244,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
             )
         });
         app.test = crate::tui::app::TestSendState::new(test_modes, true);
+        app.actions = Ok(());
         let target = crate::tui::TestSendTarget {
             url: format!("http://{addr}/segment/events"),
             account: "acct_demo".into(),

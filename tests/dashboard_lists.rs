@@ -437,7 +437,6 @@ async fn search_by_each_key_opens_the_right_message(store: Store) {
     server.stop().await;
 }
 
-on_both_stores!(search_by_each_key_opens_the_right_message);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filter_narrows_as_it_is_typed_and_says_when_nothing_matches() {
@@ -478,3 +477,208 @@ async fn the_filter_narrows_as_it_is_typed_and_says_when_nothing_matches() {
     assert_eq!(app.snapshot.stream.len(), 2);
     server.stop().await;
 }
+
+/// Load with the given destinations listed, performing a confirmed action first (as the
+/// loader does, on a plain thread: the PostgreSQL client must not run on an async thread).
+fn act_and_refresh(server: &TestServer, app: &mut App, last_action: &mut u64) {
+    let location = server.store_location();
+    let query = app.query();
+    let snapshot = std::thread::scope(|s| {
+        s.spawn(|| {
+            let done = tracklayer::tui::app::act(&location, &query, last_action);
+            let mut reader = location.open().unwrap();
+            let mut snapshot = load(
+                reader.as_mut(),
+                &query,
+                &["meta".to_string()],
+                chrono::Utc::now().timestamp_millis(),
+            );
+            snapshot.action_done = done;
+            snapshot
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(snapshot.error, None);
+    app.apply(snapshot);
+}
+
+fn queue_of(server: &TestServer, destination: &str) -> tracklayer::store::views::QueueCounts {
+    let location = server.store_location();
+    std::thread::scope(|s| {
+        s.spawn(|| location.open().unwrap().queue_counts(destination).unwrap())
+            .join()
+            .unwrap()
+    })
+}
+
+fn recorded_actions(server: &TestServer) -> Vec<tracklayer::store::model::actions::OperatorRecord> {
+    match server.store_location() {
+        tracklayer::store::StoreLocation::Sqlite(path) => {
+            tracklayer::store::sqlite::operator_actions(&path, 10).unwrap()
+        }
+        tracklayer::store::StoreLocation::Postgres(url) => {
+            tracklayer::store::postgres::operator_actions(&url, 10).unwrap()
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn each_action_changes_the_store_as_it_says(store: Store) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = tracklayer::sandbox::Sandbox::start(listener).await.unwrap();
+    let meta = tracklayer::sandbox::Platform::Meta;
+    sandbox.state.set_sticky(
+        meta,
+        Some(tracklayer::sandbox::Fault::Status { status: 400 }),
+    );
+    let server = TestServer::start_for(
+        store,
+        &format!(
+            "[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{}\"\nretry_schedule = [1]\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST\"\n",
+            sandbox.url()
+        ),
+    )
+    .await;
+    let purchase = |i: usize| {
+        format!(
+            r#"{{"type":"track","event":"Order Completed","messageId":"a-{i}","userId":"u1","context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0"}},"properties":{{"order_id":"O-{i}","revenue":5,"currency":"EUR"}}}}"#
+        )
+    };
+    for i in 0..2 {
+        let (status, _) = server
+            .post("production", PRODUCTION_SECRET, &purchase(i))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Meta refuses them as invalid (400): dead letters.
+    wait_until("two dead letters", || queue_of(&server, "meta").dead == 2).await;
+    let mut app = new_app();
+    app.actions = Ok(());
+    app.who = "oncall@test-host".into();
+    let mut last = 0;
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('5'));
+    // D asks first; anything but y cancels and changes nothing.
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('D'));
+    let question = screen(&app);
+    assert!(
+        question.contains("put every dead delivery of meta back in the queue")
+            && question.contains("y: do it"),
+        "{question}"
+    );
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('n'));
+    assert_eq!(
+        app.status.as_deref(),
+        Some("cancelled: nothing was changed")
+    );
+    assert_eq!(queue_of(&server, "meta").dead, 2);
+    // The platform is fixed; replay the dead letters.
+    sandbox.state.set_sticky(meta, None);
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('D'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
+    assert_eq!(
+        app.status.as_deref(),
+        Some("done: 2 dead deliveries of meta re-queued (recorded as oncall@test-host)")
+    );
+    wait_until("both delivered", || {
+        queue_of(&server, "meta").delivered == 2
+    })
+    .await;
+    // Pause: nothing is sent until resumed.
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('p'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('5'));
+    assert!(app.snapshot.destinations[0].paused.is_some());
+    assert!(screen(&app).contains("paused"), "{}", screen(&app));
+    // Workers see a recorded pause at their next claim, within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, _) = server
+        .post("production", PRODUCTION_SECRET, &purchase(2))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(queue_of(&server, "meta").pending, 1, "held while paused");
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('p'));
+    assert!(screen(&app).contains("resume meta?"), "{}", screen(&app));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
+    wait_until("sent after resuming", || {
+        queue_of(&server, "meta").delivered == 3
+    })
+    .await;
+    // Retry now: a dead letter, from the attempts pane.
+    sandbox.state.set_sticky(
+        meta,
+        Some(tracklayer::sandbox::Fault::Status { status: 400 }),
+    );
+    let (status, _) = server
+        .post("production", PRODUCTION_SECRET, &purchase(3))
+        .await;
+    assert_eq!(status, 200);
+    wait_until("a new dead letter", || queue_of(&server, "meta").dead == 1).await;
+    sandbox.state.set_sticky(meta, None);
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('2'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('g'));
+    assert_eq!(app.snapshot.attempts[0].delivery_status, "dead");
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('R'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
+    wait_until("retried and delivered", || {
+        queue_of(&server, "meta").delivered == 4
+    })
+    .await;
+    // A replay window for the selected row's environment.
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('1'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('A'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
+    let records = recorded_actions(&server);
+    let summary: Vec<(String, String, i64, String)> = records
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r.action.clone(),
+                r.target.clone(),
+                r.affected,
+                r.who.clone(),
+            )
+        })
+        .collect();
+    let who = "oncall@test-host".to_string();
+    assert_eq!(
+        summary,
+        [
+            ("replay_dead".into(), "meta".into(), 2, who.clone()),
+            ("pause".into(), "meta".into(), 1, who.clone()),
+            ("resume".into(), "meta".into(), 1, who.clone()),
+            ("retry_now".into(), summary[3].1.clone(), 1, who.clone()),
+            ("allow_replay".into(), "production".into(), 1, who.clone()),
+        ]
+    );
+    // Attached to a fleet (or a file not writable here): refused, with the reason.
+    app.actions = Err("attached to a fleet's database (read-only)".into());
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('5'));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('D'));
+    assert!(app.confirm.is_none());
+    assert_eq!(
+        app.status.as_deref(),
+        Some("refused: attached to a fleet's database (read-only)")
+    );
+    assert_eq!(recorded_actions(&server).len(), 5);
+    server.stop().await;
+}
+
+fn press_loaded(server: &TestServer, app: &mut App, last: &mut u64, code: KeyCode) {
+    app.handle_key(key(code));
+    act_and_refresh(server, app, last);
+}
+
+on_both_stores!(
+    search_by_each_key_opens_the_right_message,
+    each_action_changes_the_store_as_it_says,
+);

@@ -29,6 +29,8 @@ const RESPONSE_EXCERPT: usize = 4096;
 const REQUEST_EXCERPT: usize = 64 * 1024;
 /// The longest a worker sleeps before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// How soon a pause recorded in the store (from the dashboard, or the fleet's) takes effect.
+const STORED_PAUSE_CHECK: Duration = Duration::from_millis(1000);
 /// The most deliveries one claim takes (a 1,000-event request, twice, for two at once), and the
 /// fewest it asks for.
 const MAX_CLAIM: usize = 4000;
@@ -293,7 +295,7 @@ impl Worker {
         &self,
         claim: ClaimInFlight,
         buffer: &mut VecDeque<LeasedDelivery>,
-    ) -> Result<(Option<i64>, bool), ()> {
+    ) -> Result<(Option<i64>, bool, Option<i64>), ()> {
         let Ok(Ok((claim, asked))) = claim.await else {
             return Err(()); // the writer stopped: shutting down
         };
@@ -316,7 +318,7 @@ impl Worker {
         if !unreadable.is_empty() {
             self.record(None, unreadable, now_ms()).await;
         }
-        Ok((claim.next_due_ms, full))
+        Ok((claim.next_due_ms, full, claim.paused_until_ms))
     }
 
     /// The next request's items: up to a batch, a solo item alone, one item for a probe.
@@ -347,6 +349,10 @@ impl Worker {
         // whether that claim came back full (more is waiting).
         let mut next_due: Option<i64> = None;
         let mut more_waiting = false;
+        // A pause recorded in the store (an operator's from the dashboard, the fleet's): seen
+        // at claims, which run at least every STORED_PAUSE_CHECK even while hand-offs flow.
+        let mut stored_pause: Option<i64> = None;
+        let mut last_claim_ms = 0i64;
         // Opened on first use, off the async threads (connecting can block).
         let sink: Arc<Mutex<Option<Box<dyn WarehouseSink>>>> = Arc::new(Mutex::new(None));
         loop {
@@ -355,15 +361,37 @@ impl Worker {
                 let b = self.breaker();
                 (b.is_paused(now), b.probing(now))
             };
-            handoff.set_accepting(!paused && !probing);
+            let held = stored_pause.is_some_and(|until| until > now);
+            handoff.set_accepting(!paused && !probing && !held);
             buffer.extend(handoff.take_handed());
+            if held {
+                if let Some(in_flight) = claim.take() {
+                    // Its items join the buffer and go back in line below.
+                    if self.absorb(in_flight, &mut buffer).await.is_err() {
+                        return;
+                    }
+                }
+                // Back in line, unsent: claims give nothing while the pause lasts.
+                if !buffer.is_empty() {
+                    let ids = buffer.drain(..).map(|item| item.id).collect();
+                    self.writer.release(ids, now).await;
+                }
+                tokio::time::sleep(STORED_PAUSE_CHECK).await;
+                // Look again: resumed, or still paused.
+                last_claim_ms = now_ms();
+                let Ok(found) = self.absorb(self.claim_ahead(1), &mut buffer).await else {
+                    return;
+                };
+                (next_due, more_waiting, stored_pause) = found;
+                continue;
+            }
             let idle = slots.available_permits() == concurrency;
             if paused || (probing && !idle) {
                 if let Some(in_flight) = claim.take() {
                     let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
                         return;
                     };
-                    (next_due, more_waiting) = found;
+                    (next_due, more_waiting, stored_pause) = found;
                 }
             }
             if paused {
@@ -389,23 +417,26 @@ impl Worker {
                     let Ok(found) = self.absorb(done, &mut buffer).await else {
                         return;
                     };
-                    (next_due, more_waiting) = found;
+                    (next_due, more_waiting, stored_pause) = found;
                 }
             }
             let wanted = if probing { 1 } else { self.claim_size() };
+            let pause_check_due = now - last_claim_ms >= STORED_PAUSE_CHECK.as_millis() as i64;
             let worth_claiming = handoff.take_left_pending()
                 || more_waiting
                 || probing
                 || next_due.is_some_and(|due| due <= now);
-            if claim.is_none() && buffer.len() < wanted.div_ceil(2) && worth_claiming {
-                claim = Some(self.claim_ahead(wanted - buffer.len().min(wanted)));
+            let room = buffer.len() < wanted.div_ceil(2) && worth_claiming;
+            if claim.is_none() && (room || pause_check_due) {
+                last_claim_ms = now;
+                claim = Some(self.claim_ahead(wanted.saturating_sub(buffer.len()).max(1)));
             }
             if buffer.is_empty() {
                 if let Some(in_flight) = claim.take() {
                     let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
                         return;
                     };
-                    (next_due, more_waiting) = found;
+                    (next_due, more_waiting, stored_pause) = found;
                     continue;
                 }
                 // Nothing to send: wait for a hand-off, news of pending deliveries, or the next

@@ -304,6 +304,18 @@ impl StoreLocation {
         }
     }
 
+    /// Perform an operator action (and record who did it). Synchronous, like [`Self::open`].
+    pub fn operate(
+        &self,
+        action: &super::model::actions::OperatorAction,
+        who: &str,
+    ) -> Result<i64, StoreError> {
+        match self {
+            StoreLocation::Sqlite(path) => super::sqlite::operate(path, action, who),
+            StoreLocation::Postgres(url) => Ok(super::postgres::operate(url, action, who)?),
+        }
+    }
+
     /// Open a reader. Synchronous: call it from a plain thread (the PostgreSQL client must
     /// not run on an async task's thread).
     pub fn open(&self) -> Result<Box<dyn DashboardReader>, StoreError> {

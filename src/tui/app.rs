@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::theme::Theme;
 use std::collections::BTreeMap;
 
+use crate::store::model::actions::OperatorAction;
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
     AttemptRow, DestinationStats, FleetNode, ProfileEvent, RejectionDetail, SearchHit,
@@ -83,10 +84,14 @@ pub enum Action {
     SendNext,
     NextStage,
     NewRun,
+    RetryNow,
+    ReplayDead,
+    PauseResume,
+    AllowReplay,
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 28] = [
+pub const KEYMAP: [(&str, &str, Action); 32] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -138,6 +143,26 @@ pub const KEYMAP: [(&str, &str, Action); 28] = [
         Action::NextStage,
     ),
     ("r", "test send: start a new run", Action::NewRun),
+    (
+        "R",
+        "attempts: retry the selected delivery now (asks first)",
+        Action::RetryNow,
+    ),
+    (
+        "D",
+        "destinations: replay the selected destination's dead letters (asks first)",
+        Action::ReplayDead,
+    ),
+    (
+        "p",
+        "destinations: pause / resume the selected destination (asks first)",
+        Action::PauseResume,
+    ),
+    (
+        "A",
+        "stream: allow a 60-minute replay window for the selected row's environment",
+        Action::AllowReplay,
+    ),
     ("? / q", "help / quit", Action::Help),
 ];
 
@@ -166,6 +191,10 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('s') => Action::SendNext,
         KeyCode::Char(' ') | KeyCode::Char('n') => Action::NextStage,
         KeyCode::Char('r') => Action::NewRun,
+        KeyCode::Char('R') => Action::RetryNow,
+        KeyCode::Char('D') => Action::ReplayDead,
+        KeyCode::Char('p') => Action::PauseResume,
+        KeyCode::Char('A') => Action::AllowReplay,
         _ => return None,
     })
 }
@@ -193,6 +222,8 @@ pub struct Query {
     pub stream_seek: Option<Seek>,
     /// Search the whole history for this (answered in [`Snapshot::search`]).
     pub search: Option<String>,
+    /// An operator action to perform once (by its sequence number), and who asks.
+    pub action: Option<(u64, OperatorAction, String)>,
     /// Which state of the app asked: answers to older questions are dropped.
     pub generation: u64,
 }
@@ -225,6 +256,8 @@ pub struct Snapshot {
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
     pub rejection: Option<RejectionDetail>,
+    /// The outcome of [`Query::action`]: its sequence number and what it did (or why not).
+    pub action_done: Option<(u64, Result<String, String>)>,
     /// The answer to [`Query::search`]: what was searched and what it found.
     pub search: Option<(String, Option<SearchHit>)>,
     pub trace: Option<MessageTrace>,
@@ -244,6 +277,27 @@ pub struct Snapshot {
 pub const ROWS: usize = 500;
 /// Alerts are few (one row per firing); the pane keeps this many of the newest.
 const ALERT_ROWS: usize = 200;
+
+/// Perform the operator action `query` carries, once: `last` is the sequence number of the
+/// last one performed. Runs on the loader thread, with its own write connection.
+pub fn act(
+    store: &crate::store::StoreLocation,
+    query: &Query,
+    last: &mut u64,
+) -> Option<(u64, Result<String, String>)> {
+    let (seq, action, who) = query.action.as_ref()?;
+    if *seq <= *last {
+        return None;
+    }
+    *last = *seq;
+    Some((
+        *seq,
+        store
+            .operate(action, who)
+            .map(|affected| action.done(affected))
+            .map_err(|e| format!("{} failed: {e}", action.name())),
+    ))
+}
 
 /// Load what `query` asks for. Runs on the loader thread.
 pub fn load(
@@ -460,6 +514,15 @@ pub struct App {
     search: Option<String>,
     /// Load again at once after applying a snapshot (a search moved to another pane).
     pub reload_now: bool,
+    /// Whether this dashboard may act on the store, or why not (attached to a fleet).
+    pub actions: Result<(), String>,
+    /// Who acts, for the record (`user@host`).
+    pub who: String,
+    /// An action waiting for `y`.
+    pub confirm: Option<OperatorAction>,
+    /// An action confirmed and sent to the loader, with its sequence number.
+    pending_action: Option<(u64, OperatorAction)>,
+    action_seq: u64,
     /// Per pane: newest rows on top with the selection riding along (true), or paused with
     /// the selection anchored to its row while new rows arrive above it.
     pub follow: [bool; Pane::ALL.len()],
@@ -510,6 +573,11 @@ impl App {
             editing_search: None,
             search: None,
             reload_now: false,
+            actions: Err("actions need the embedded pipeline or a local database".into()),
+            who: operator_name(),
+            confirm: None,
+            pending_action: None,
+            action_seq: 0,
             follow: [true; Pane::ALL.len()],
             anchor: Default::default(),
             pending_offset: 0,
@@ -606,6 +674,10 @@ impl App {
             stream_top: self.stream_top,
             stream_seek: self.stream_seek,
             search: self.search.clone(),
+            action: self
+                .pending_action
+                .clone()
+                .map(|(seq, action)| (seq, action, self.who.clone())),
             generation: self.generation,
         }
     }
@@ -655,6 +727,15 @@ impl App {
             return;
         }
         let mut snapshot = snapshot;
+        if let Some((seq, result)) = snapshot.action_done.take() {
+            if self.pending_action.as_ref().is_some_and(|(s, _)| *s == seq) {
+                self.pending_action = None;
+                self.status = Some(match result {
+                    Ok(done) => format!("done: {done} (recorded as {})", self.who),
+                    Err(e) => e,
+                });
+            }
+        }
         if let Some((text, hit)) = snapshot.search.take() {
             if self.search.as_deref() == Some(text.as_str()) {
                 self.search = None;
@@ -694,6 +775,55 @@ impl App {
             let arrived = old_top.and_then(|k| self.position_of(&k)).unwrap_or(0) as i64;
             self.new_rows[i] + arrived
         };
+    }
+
+    /// An action key: what it would do to the selected row, asked before it is done.
+    fn ask(&mut self, key: Action) {
+        let selected = self.selection();
+        let s = &self.snapshot;
+        let action = match (key, self.pane) {
+            (Action::RetryNow, Pane::Deliveries) => {
+                s.attempts.get(selected).map(|a| OperatorAction::RetryNow {
+                    delivery_id: a.delivery_id,
+                })
+            }
+            (Action::ReplayDead, Pane::Destinations) => {
+                s.destinations
+                    .get(selected)
+                    .map(|d| OperatorAction::ReplayDead {
+                        destination: d.destination.clone(),
+                    })
+            }
+            (Action::PauseResume, Pane::Destinations) => s.destinations.get(selected).map(|d| {
+                let destination = d.destination.clone();
+                if d.paused.is_some() {
+                    OperatorAction::Resume { destination }
+                } else {
+                    OperatorAction::Pause { destination }
+                }
+            }),
+            (Action::AllowReplay, Pane::Stream) => {
+                s.stream.get(selected).map(|r| OperatorAction::AllowReplay {
+                    environment: r.environment.clone(),
+                    minutes: 60,
+                })
+            }
+            _ => {
+                self.status = Some(
+                    "R retries on 2 (attempts), D and p act on 5 (destinations), A on 1 (stream)"
+                        .into(),
+                );
+                return;
+            }
+        };
+        match (&self.actions, action) {
+            (Err(why), _) => self.status = Some(format!("refused: {why}")),
+            (Ok(()), None) => self.status = Some("select a row first".into()),
+            (Ok(()), Some(action)) => {
+                self.pause();
+                self.confirm = Some(action);
+            }
+        }
     }
 
     /// Go where a search led: the message's trace, or the profile.
@@ -869,6 +999,16 @@ impl App {
             self.help = false;
             return false;
         }
+        if let Some(action) = self.confirm.take() {
+            if key.code == KeyCode::Char('y') {
+                self.action_seq += 1;
+                self.status = Some(format!("{}…", action.name()));
+                self.pending_action = Some((self.action_seq, action));
+                return true;
+            }
+            self.status = Some("cancelled: nothing was changed".into());
+            return false;
+        }
         if self.detail {
             if let Some(reload) = self.detail_key(&key) {
                 return reload;
@@ -922,6 +1062,9 @@ impl App {
                 return true;
             }
             Action::SendNext | Action::NextStage | Action::NewRun => {}
+            Action::RetryNow | Action::ReplayDead | Action::PauseResume | Action::AllowReplay => {
+                self.ask(action);
+            }
             Action::Down | Action::Up if self.pane == Pane::TestSend => {
                 let _ = self.move_selection(if action == Action::Down { 1 } else { -1 });
                 self.test.viewing = self.selected[7];
@@ -1109,4 +1252,18 @@ impl App {
         }
         false
     }
+}
+
+/// `user@host`, for the record of who acted.
+pub fn operator_name() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
 }

@@ -65,6 +65,7 @@ impl Loader {
             .spawn(move || {
                 let mut reader: Option<Box<dyn DashboardReader>> = None;
                 let mut last_error = String::new();
+                let mut last_action = 0u64;
                 let (mut names, mut discovered_at) = match &destinations {
                     Destinations::Configured(names) => (names.clone(), None),
                     Destinations::Discovered => {
@@ -82,7 +83,8 @@ impl Loader {
                             Err(e) => last_error = e.to_string(),
                         }
                     }
-                    let snapshot = match reader.as_mut() {
+                    let done = app::act(&store, &query, &mut last_action);
+                    let mut snapshot = match reader.as_mut() {
                         Some(r) => {
                             if let Some(at) =
                                 discovered_at.filter(|at| at.elapsed() >= DISCOVER_DESTINATIONS)
@@ -113,6 +115,7 @@ impl Loader {
                             ..Snapshot::default()
                         },
                     };
+                    snapshot.action_done = done;
                     if snap_tx.send(snapshot).is_err() {
                         return;
                     }

@@ -163,4 +163,7 @@ pub struct Claim {
     pub items: Vec<ClaimedDelivery>,
     /// When the next pending delivery of this destination falls due, if any.
     pub next_due_ms: Option<i64>,
+    /// A pause recorded in the store (an operator's, or the fleet's breaker): nothing is
+    /// claimed, and the worker stops taking hand-offs until it ends.
+    pub paused_until_ms: Option<i64>,
 }

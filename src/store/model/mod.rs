@@ -1,6 +1,7 @@
 //! The records every store reads and writes, whatever holds them: what the writer takes and
 //! answers, what a reader gives back. Backends (`sqlite`, `postgres`) convert rows to these.
 
+pub mod actions;
 pub mod alerts;
 pub mod delivery;
 pub mod pipeline;

@@ -201,6 +201,8 @@ pub fn step_newer(
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRow {
     pub attempt_row: i64,
+    /// The delivery it was an attempt of (what "retry now" acts on).
+    pub delivery_id: i64,
     pub at_ms: i64,
     pub destination: String,
     pub destination_event: String,

@@ -198,12 +198,14 @@ pub(super) fn claim(
     limit: usize,
     lease_ms: i64,
 ) -> PgResult<Claim> {
-    let paused = tx
+    let paused_until_ms: Option<i64> = tx
         .query_opt(
-            "SELECT 1 FROM destination_state WHERE destination = $1 AND paused_until_ms > $2",
+            "SELECT paused_until_ms FROM destination_state
+             WHERE destination = $1 AND paused_until_ms > $2",
             &[&destination, &now_ms],
         )?
-        .is_some();
+        .map(|r| r.get(0));
+    let paused = paused_until_ms.is_some();
     let mut items = Vec::new();
     if !paused {
         let rows = tx.query(
@@ -262,7 +264,11 @@ pub(super) fn claim(
             &[&destination],
         )?
         .map(|r| r.get(0));
-    Ok(Claim { items, next_due_ms })
+    Ok(Claim {
+        items,
+        next_due_ms,
+        paused_until_ms,
+    })
 }
 
 /// Give claimed deliveries back unsent: pending again from `next_attempt_ms`, the claim's

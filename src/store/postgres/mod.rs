@@ -3,6 +3,7 @@
 //! under an advisory lock so nodes starting together do not race, each in its own transaction
 //! and recorded in `schema_migrations`.
 
+mod actions;
 mod alerts;
 mod db;
 mod delivery;
@@ -17,7 +18,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 3] = [
+pub const MIGRATIONS: [(i32, &str, &str); 4] = [
     (
         1,
         "0001_schema",
@@ -32,6 +33,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 3] = [
         3,
         "0003_alert_notice",
         include_str!("../../../migrations/postgres/0003_alert_notice.sql"),
+    ),
+    (
+        4,
+        "0004_operator_actions",
+        include_str!("../../../migrations/postgres/0004_operator_actions.sql"),
     ),
 ];
 
@@ -159,6 +165,25 @@ fn one_off<T: Send + 'static>(
     })
     .join()
     .unwrap_or(Err(PostgresError::Panicked))
+}
+
+/// Perform an operator action on the fleet and record it; returns how many rows it touched.
+pub fn operate(
+    url: &str,
+    action: &crate::store::model::actions::OperatorAction,
+    who: &str,
+) -> Result<i64, PostgresError> {
+    let (action, who) = (action.clone(), who.to_string());
+    let now = crate::store::error::now_ms();
+    one_off(url, move |c| actions::perform(c, &action, &who, now))
+}
+
+/// The newest operator actions on the fleet.
+pub fn operator_actions(
+    url: &str,
+    limit: usize,
+) -> Result<Vec<crate::store::model::actions::OperatorRecord>, PostgresError> {
+    one_off(url, move |c| actions::recent(c, limit))
 }
 
 /// Open a replay window for the fleet (`tracklayer allow-replay`); returns its row.

@@ -265,7 +265,7 @@ impl PgReader {
             .query(
                 "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
                         m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason,
-                        a.next_attempt_ms, a.request_row, d.status, a.node_id
+                        a.next_attempt_ms, a.request_row, d.status, a.node_id, d.id
                  FROM delivery_attempts a
                  JOIN deliveries d ON d.id = a.delivery_id
                  LEFT JOIN delivery_requests r ON r.id = a.request_row
@@ -294,6 +294,7 @@ impl PgReader {
                 request_row: r.get(12),
                 delivery_status: r.get(13),
                 node: Some(r.get(14)),
+                delivery_id: r.get(15),
             })
             .collect())
     }

@@ -161,6 +161,20 @@ pub fn claim(
     limit: usize,
     lease_ms: i64,
 ) -> Result<Claim, rusqlite::Error> {
+    let paused_until_ms: Option<i64> = conn
+        .prepare_cached(
+            "SELECT paused_until_ms FROM destination_state
+             WHERE destination = ?1 AND paused_until_ms > ?2",
+        )?
+        .query_row(params![destination, now_ms], |r| r.get(0))
+        .optional()?;
+    if paused_until_ms.is_some() {
+        return Ok(Claim {
+            items: Vec::new(),
+            next_due_ms: None,
+            paused_until_ms,
+        });
+    }
     let mut rows = Vec::with_capacity(limit.min(1024));
     {
         let mut stmt = conn.prepare_cached(CLAIM_SQL)?;
@@ -214,6 +228,7 @@ pub fn claim(
     Ok(Claim {
         items: rows,
         next_due_ms,
+        paused_until_ms: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The SQLite store: the embedded default, one process on one file. Opening (0600 files, WAL,
 //! migrations), the local settings of the embedded default, and the SQL of every part.
 
+pub mod actions;
 pub mod alerts;
 pub mod delivery;
 pub(super) mod ingest;
@@ -42,6 +43,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../../migrations/0008_signed_batches.sql")),
         M::up(include_str!("../../../migrations/0009_alerts.sql")),
         M::up(include_str!("../../../migrations/0010_alert_notice.sql")),
+        M::up(include_str!(
+            "../../../migrations/0011_operator_actions.sql"
+        )),
     ])
 });
 
@@ -152,6 +156,25 @@ pub fn open_replay_window(
         ends_ms,
         note,
     )?)
+}
+
+/// Perform an operator action and record it; returns how many rows it touched.
+pub fn operate(
+    path: &Path,
+    action: &crate::store::model::actions::OperatorAction,
+    who: &str,
+) -> Result<i64, StoreError> {
+    let mut conn = open_for_writing(path)?;
+    Ok(actions::perform(&mut conn, action, who, now_ms())?)
+}
+
+/// The newest operator actions.
+pub fn operator_actions(
+    path: &Path,
+    limit: usize,
+) -> Result<Vec<crate::store::model::actions::OperatorRecord>, StoreError> {
+    let conn = open_for_writing(path)?;
+    Ok(actions::recent(&conn, limit)?)
 }
 
 /// Put a destination's deliveries in `status` (usually `dead`) updated since `since_ms` back in

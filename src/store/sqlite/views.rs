@@ -226,7 +226,7 @@ impl StoreReader {
         let mut stmt = self.conn().prepare_cached(
             "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id, m.message_id,
                     a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason, a.next_attempt_ms,
-                    a.request_row, d.status
+                    a.request_row, d.status, d.id
              FROM delivery_attempts a
              JOIN deliveries d ON d.id = a.delivery_id
              LEFT JOIN delivery_requests r ON r.id = a.request_row
@@ -252,6 +252,7 @@ impl StoreReader {
                 next_attempt_ms: r.get(11)?,
                 request_row: r.get(12)?,
                 delivery_status: r.get(13)?,
+                delivery_id: r.get(14)?,
                 node: None,
             })
         })?;

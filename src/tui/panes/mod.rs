@@ -123,6 +123,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Pane::Alerts => alerts::alerts(frame, body, app),
     }
     let footer = match (&app.editing_filter, &app.snapshot.error, &app.status) {
+        _ if app.confirm.is_some() => Line::from(vec![
+            Span::styled(
+                format!(
+                    " {} ",
+                    app.confirm.as_ref().map(|a| a.question()).unwrap_or_default()
+                ),
+                theme.style(theme.retrying).add_modifier(ratatui::style::Modifier::BOLD),
+            ),
+            muted(theme, " y: do it · any other key: cancel"),
+        ]),
         _ if app.editing_search.is_some() => Line::from(vec![
             Span::styled(" search all history: ", theme.title()),
             Span::raw(format!("{}▏", app.editing_search.as_deref().unwrap_or(""))),

@@ -1,0 +1,110 @@
+//! What an operator can do from the dashboard, the same on every store. Each action is
+//! performed and recorded (who, when, what it touched) in one transaction.
+
+use serde::Serialize;
+
+/// The far future, for a pause that lasts until someone resumes.
+pub const UNTIL_RESUMED_MS: i64 = i64::MAX / 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum OperatorAction {
+    /// Send one delivery at the next claim (pending or dead).
+    RetryNow {
+        delivery_id: i64,
+    },
+    /// Put a destination's dead letters back in the queue.
+    ReplayDead {
+        destination: String,
+    },
+    /// Stop claiming a destination's deliveries until resumed.
+    Pause {
+        destination: String,
+    },
+    Resume {
+        destination: String,
+    },
+    /// Let repeated event_ids of an environment through for a while (a Segment Replay).
+    AllowReplay {
+        environment: String,
+        minutes: i64,
+    },
+}
+
+impl OperatorAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorAction::RetryNow { .. } => "retry_now",
+            OperatorAction::ReplayDead { .. } => "replay_dead",
+            OperatorAction::Pause { .. } => "pause",
+            OperatorAction::Resume { .. } => "resume",
+            OperatorAction::AllowReplay { .. } => "allow_replay",
+        }
+    }
+
+    pub fn target(&self) -> String {
+        match self {
+            OperatorAction::RetryNow { delivery_id } => delivery_id.to_string(),
+            OperatorAction::ReplayDead { destination }
+            | OperatorAction::Pause { destination }
+            | OperatorAction::Resume { destination } => destination.clone(),
+            OperatorAction::AllowReplay { environment, .. } => environment.clone(),
+        }
+    }
+
+    /// The question the dashboard asks before doing it.
+    pub fn question(&self) -> String {
+        match self {
+            OperatorAction::RetryNow { delivery_id } => {
+                format!("retry delivery {delivery_id} now?")
+            }
+            OperatorAction::ReplayDead { destination } => format!(
+                "put every dead delivery of {destination} back in the queue (they keep their event_id)?"
+            ),
+            OperatorAction::Pause { destination } => {
+                format!("pause {destination}: nothing is sent until you resume it?")
+            }
+            OperatorAction::Resume { destination } => format!("resume {destination}?"),
+            OperatorAction::AllowReplay {
+                environment,
+                minutes,
+            } => format!(
+                "let repeated event_ids of {environment} through for {minutes} minutes (a Segment Replay)?"
+            ),
+        }
+    }
+
+    /// What it did, for the record and the status line.
+    pub fn done(&self, affected: i64) -> String {
+        match self {
+            OperatorAction::RetryNow { delivery_id } if affected == 0 => format!(
+                "delivery {delivery_id} was not waiting (already delivered or in flight): nothing to retry"
+            ),
+            OperatorAction::RetryNow { delivery_id } => {
+                format!("delivery {delivery_id} is sent at the next claim")
+            }
+            OperatorAction::ReplayDead { destination } => format!(
+                "{affected} dead deliver{} of {destination} re-queued",
+                if affected == 1 { "y" } else { "ies" }
+            ),
+            OperatorAction::Pause { destination } => {
+                format!("{destination} paused until resumed")
+            }
+            OperatorAction::Resume { destination } => format!("{destination} resumed"),
+            OperatorAction::AllowReplay {
+                environment,
+                minutes,
+            } => format!("replay window open for {environment} for {minutes} minutes"),
+        }
+    }
+}
+
+/// An action as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorRecord {
+    pub at_ms: i64,
+    pub who: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub affected: i64,
+}
