@@ -437,7 +437,6 @@ async fn search_by_each_key_opens_the_right_message(store: Store) {
     server.stop().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filter_narrows_as_it_is_typed_and_says_when_nothing_matches() {
     let server = TestServer::start().await;

@@ -297,6 +297,108 @@ async fn every_pane_renders_the_pipeline_state() {
     server.stop().await;
 }
 
+/// At 80×24 every pane still shows what identifies a row and its state; tabs collapse to
+/// numbers with the current one named.
+#[tokio::test]
+async fn at_80_by_24_every_pane_shows_what_identifies_a_row_and_its_state() {
+    let (server, _sandbox) = scenario().await;
+    let narrow = |app: &App| {
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| panes::draw(f, app)).unwrap();
+        stable(terminal.backend().to_string())
+    };
+    let cases: [(Pane, &str, &[&str]); 8] = [
+        (
+            Pane::Stream,
+            "",
+            &[
+                "time",
+                "status",
+                "event",
+                "messageId",
+                "seg_test_481",
+                "mapped",
+                "rejected",
+            ],
+        ),
+        (
+            Pane::Deliveries,
+            "",
+            &[
+                "destination",
+                "event_id",
+                "outcome",
+                "http",
+                "meta",
+                "retry",
+                "500",
+            ],
+        ),
+        (Pane::Diff, "", &["seg_test_481"]),
+        (
+            Pane::Unmapped,
+            "",
+            &[
+                "Segment event",
+                "count",
+                "order completed",
+                "Order Completed",
+            ],
+        ),
+        (
+            Pane::Destinations,
+            "",
+            &[
+                "destination",
+                "health",
+                "dead",
+                "queue",
+                "meta",
+                "warehouse",
+            ],
+        ),
+        (
+            Pane::Collisions,
+            "",
+            &[
+                "kind",
+                "winner (first)",
+                "collapsed",
+                "duplicate_order",
+                "seg_test_481",
+                "seg_test_483",
+            ],
+        ),
+        (Pane::Profiles, "test.user@example.com", &["cust_34982"]),
+        (Pane::Alerts, "", &["Alerts"]),
+    ];
+    for (pane, filter, must_show) in cases {
+        let mut app = app_on(&server, pane, filter);
+        if pane == Pane::Diff {
+            app.trace_of = Some("seg_test_481".into());
+            let mut snapshot = server.dashboard(&app.query(), &[], NOW);
+            pin(&mut snapshot);
+            app.apply(snapshot);
+        }
+        let text = narrow(&app);
+        let index = Pane::ALL.iter().position(|p| *p == pane).unwrap();
+        assert!(
+            text.contains(&format!("{} {}", index + 1, pane.title())),
+            "{pane:?}: the current tab is named\n{text}"
+        );
+        for word in must_show {
+            assert!(
+                text.contains(word),
+                "{pane:?} at 80×24 lacks `{word}`:\n{text}"
+            );
+        }
+        insta::assert_snapshot!(
+            format!("narrow_{}", pane.title().to_lowercase().replace(' ', "_")),
+            text
+        );
+    }
+}
+
 #[tokio::test]
 async fn keys_move_between_panes_and_follow_a_message() {
     let (server, _sandbox) = scenario().await;

@@ -4,7 +4,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -50,7 +50,16 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
         .direction(Direction::Vertical)
         .constraints([Constraint::Percentage(55), Constraint::Min(4)])
         .split(area);
-    let rows: Vec<Row> = app
+    let columns = [
+        col("state", 9, 0),
+        col("rule", 15, 0),
+        col("subject", 18, 0),
+        col("started", 12, 2),
+        col("lasted", 8, 3),
+        col("notice", 8, 1),
+        col("summary", 0, 2),
+    ];
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .alerts
         .iter()
@@ -64,7 +73,7 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
                 .resolved_at_ms
                 .map(|end| format!("{} s", (end - a.started_at_ms).max(0) / 1000))
                 .unwrap_or_else(|| "ongoing".into());
-            Row::new(vec![
+            vec![
                 Cell::from(Span::styled(
                     state,
                     theme.style(if a.state == "firing" {
@@ -82,26 +91,10 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
                     theme,
                     safe(a.evidence["summary"].as_str().unwrap_or_default()),
                 )),
-            ])
+            ]
         })
         .collect();
-    let t = table(
-        theme,
-        &[
-            "state", "rule", "subject", "started", "lasted", "notice", "summary",
-        ],
-        rows,
-        vec![
-            Constraint::Length(9),
-            Constraint::Length(15),
-            Constraint::Length(18),
-            Constraint::Length(12),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, ""),
-    );
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, chunks[0], &mut state);
     let detail = match app.snapshot.alerts.get(app.selection()) {

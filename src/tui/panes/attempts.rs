@@ -1,7 +1,7 @@
 //! Pane 2: delivery attempts, each with its request and the platform's response.
 
-use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::{Cell, Clear, Paragraph, Row, TableState, Wrap};
+use ratatui::layout::Rect;
+use ratatui::widgets::{Cell, Clear, Paragraph, TableState, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -10,7 +10,22 @@ use crate::tui::app::App;
 pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let fleet = app.snapshot.attempts.iter().any(|a| a.node.is_some());
-    let rows: Vec<Row> = app
+    let mut columns = vec![
+        col("time", 12, 2),
+        col("destination", 11, 0),
+        col("event", 16, 3),
+        col("event_id", 0, 0),
+        col("try", 4, 4),
+        col("outcome", 9, 0),
+        col("http", 5, 1),
+        col("latency", 8, 4),
+        col("next retry", 12, 3),
+        col("reason", 0, 2),
+    ];
+    if fleet {
+        columns.insert(2, col("node", 16, 5));
+    }
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .attempts
         .iter()
@@ -38,35 +53,10 @@ pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
             if fleet {
                 cells.insert(2, node_cell(theme, &a.node));
             }
-            Row::new(cells)
+            cells
         })
         .collect();
-    let mut header = vec![
-        "time",
-        "destination",
-        "event",
-        "event_id",
-        "try",
-        "outcome",
-        "http",
-        "latency",
-        "next retry",
-        "reason",
-    ];
-    let mut widths = vec![
-        Constraint::Length(12),
-        Constraint::Length(11),
-        Constraint::Length(16),
-        Constraint::Length(26),
-        Constraint::Length(4),
-        Constraint::Length(9),
-        Constraint::Length(5),
-        Constraint::Length(8),
-        Constraint::Length(12),
-        Constraint::Fill(1),
-    ];
-    with_node_column(fleet, &mut header, &mut widths, 2);
-    let t = table(theme, &header, rows, widths, pane_title(app, ""));
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
     if app.detail {

@@ -3,7 +3,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
 use ratatui::Frame;
 use serde_json::Value;
 
@@ -20,39 +20,28 @@ pub(super) fn collisions(frame: &mut Frame, area: Rect, app: &App) {
             Constraint::Min(4),
         ])
         .split(area);
-    let rows: Vec<Row> = app
+    let columns = [
+        col("time", 12, 2),
+        col("kind", 20, 0),
+        col("event_id", 0, 1),
+        col("winner (first)", 0, 0),
+        col("collapsed", 0, 0),
+    ];
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .collisions
         .iter()
         .map(|c| {
-            Row::new(vec![
+            vec![
                 Cell::from(clock(c.detected_at_ms)),
                 Cell::from(Span::styled(c.kind.clone(), theme.style(theme.blocked))),
                 Cell::from(safe(&c.event_id)),
                 Cell::from(opt(&c.winner_message_id)),
                 Cell::from(opt(&c.message_id)),
-            ])
+            ]
         })
         .collect();
-    let t = table(
-        theme,
-        &[
-            "time",
-            "kind",
-            "event_id",
-            "first (won)",
-            "later (collapsed)",
-        ],
-        rows,
-        vec![
-            Constraint::Length(12),
-            Constraint::Length(20),
-            Constraint::Length(38),
-            Constraint::Fill(1),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, ""),
-    );
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, chunks[0], &mut state);
     let selected = app.snapshot.collisions.get(app.selection());

@@ -2,7 +2,7 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -36,13 +36,25 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                 .unwrap_or_else(|| "—".into())
         )
     };
-    let rows: Vec<Row> = app
+    let columns = [
+        col("destination", 12, 0),
+        col("health", 9, 0),
+        col("delivered", 9, 3),
+        col("retry", 8, 2),
+        col("dead", 6, 1),
+        col("blocked", 7, 4),
+        col("queue", 6, 1),
+        col("5m ok p50/p95", 16, 2),
+        col("1h ok p50/p95", 16, 4),
+        col("last error", 0, 3),
+    ];
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .destinations
         .iter()
         .map(|d| {
             let state = d.health();
-            Row::new(vec![
+            vec![
                 Cell::from(d.destination.clone()),
                 Cell::from(word(theme, state)),
                 Cell::from(Span::styled(d.delivered.to_string(), theme.style(theme.ok))),
@@ -65,38 +77,10 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                         .map(|(_, e)| e.clone())
                         .unwrap_or_default(),
                 )),
-            ])
+            ]
         })
         .collect();
-    let t = table(
-        theme,
-        &[
-            "destination",
-            "health",
-            "delivered",
-            "retry",
-            "dead",
-            "blocked",
-            "queue",
-            "5m ok p50/p95",
-            "1h ok p50/p95",
-            "last error",
-        ],
-        rows,
-        vec![
-            Constraint::Length(12),
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(8),
-            Constraint::Length(6),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(16),
-            Constraint::Length(16),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, ""),
-    );
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, chunks[0], &mut state);
     let detail: Vec<Line> = match app.snapshot.destinations.get(app.selection()) {

@@ -97,12 +97,21 @@ pub fn draw(frame: &mut Frame, app: &App) {
         ),
     ]);
     frame.render_widget(Paragraph::new(header), chunks[0]);
+    let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
+    // Every tab named when they fit; on a narrow terminal numbers, and the current one named.
+    let full: usize = Pane::ALL.iter().map(|p| p.title().len() + 5).sum();
+    let narrow = full > chunks[1].width as usize;
     let titles: Vec<Line> = Pane::ALL
         .iter()
         .enumerate()
-        .map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title())))
+        .map(|(i, p)| {
+            if narrow && i != selected {
+                Line::from(format!("{}", i + 1))
+            } else {
+                Line::from(format!("{} {}", i + 1, p.title()))
+            }
+        })
         .collect();
-    let selected = Pane::ALL.iter().position(|p| *p == app.pane).unwrap_or(0);
     frame.render_widget(
         Tabs::new(titles)
             .select(selected)

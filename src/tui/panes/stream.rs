@@ -1,7 +1,7 @@
 //! Pane 1: the live stream of messages and refused requests.
 
-use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::{Cell, Row, TableState};
+use ratatui::layout::Rect;
+use ratatui::widgets::{Cell, TableState};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -10,7 +10,19 @@ use crate::tui::app::App;
 pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let fleet = app.snapshot.stream.iter().any(|r| r.node.is_some());
-    let rows: Vec<Row> = app
+    let mut columns = vec![
+        col("time", 12, 2),
+        col("env", 11, 3),
+        col("status", 10, 0),
+        col("type", 8, 4),
+        col("event", 0, 1),
+        col("messageId", 0, 0),
+        col("reason", 0, 2),
+    ];
+    if fleet {
+        columns.insert(2, col("node", 16, 5));
+    }
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .stream
         .iter()
@@ -32,29 +44,10 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
             if fleet {
                 cells.insert(2, node_cell(theme, &r.node));
             }
-            Row::new(cells)
+            cells
         })
         .collect();
-    let mut header = vec![
-        "time",
-        "env",
-        "status",
-        "type",
-        "event",
-        "messageId",
-        "reason",
-    ];
-    let mut widths = vec![
-        Constraint::Length(12),
-        Constraint::Length(11),
-        Constraint::Length(10),
-        Constraint::Length(8),
-        Constraint::Percentage(22),
-        Constraint::Percentage(22),
-        Constraint::Fill(1),
-    ];
-    with_node_column(fleet, &mut header, &mut widths, 2);
-    let t = table(theme, &header, rows, widths, pane_title(app, ""));
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, area, &mut state);
     if app.detail {

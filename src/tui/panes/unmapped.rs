@@ -2,7 +2,7 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::text::Span;
-use ratatui::widgets::{Cell, Paragraph, Row, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -14,12 +14,20 @@ pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(3), Constraint::Length(4)])
         .split(area);
-    let rows: Vec<Row> = app
+    let columns = [
+        col("Segment event (as delivered)", 0, 0),
+        col("count", 7, 0),
+        col("first seen", 25, 3),
+        col("last seen", 25, 2),
+        col("env", 12, 4),
+        col("suggested mapping", 0, 1),
+    ];
+    let rows: Vec<Vec<Cell>> = app
         .snapshot
         .unmapped
         .iter()
         .map(|g| {
-            Row::new(vec![
+            vec![
                 Cell::from(Span::styled(
                     safe(&g.segment_event),
                     theme.style(theme.unmapped),
@@ -34,30 +42,10 @@ pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
                         .map(|s| format!("→ {s}"))
                         .unwrap_or_else(|| "add a mapping row".into()),
                 ),
-            ])
+            ]
         })
         .collect();
-    let t = table(
-        theme,
-        &[
-            "Segment event (as delivered)",
-            "count",
-            "first seen",
-            "last seen",
-            "env",
-            "suggested mapping",
-        ],
-        rows,
-        vec![
-            Constraint::Percentage(25),
-            Constraint::Length(7),
-            Constraint::Length(25),
-            Constraint::Length(25),
-            Constraint::Length(12),
-            Constraint::Fill(1),
-        ],
-        pane_title(app, ""),
-    );
+    let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     let mut state = TableState::default().with_selected(Some(app.selection()));
     frame.render_stateful_widget(t, chunks[0], &mut state);
     let reason = app

@@ -63,12 +63,12 @@ pub(super) fn table<'a>(
 /// The pane's title: what it is, whether it follows new rows or is paused (and how many
 /// arrived since), where the selection is, and the filter.
 pub(super) fn pane_title(app: &App, extra: &str) -> String {
-    let filter = match (app.filter().is_empty(), app.rows()) {
-        (true, _) => String::new(),
-        (false, 0) => format!("  no matches for `{}` (esc clears)", app.filter()),
-        (false, _) => format!("  filter: {}", app.filter()),
-    };
     let lists = !matches!(app.pane, Pane::Diff | Pane::Profiles | Pane::TestSend);
+    let filter = match (app.filter().is_empty(), lists && app.rows() == 0) {
+        (true, _) => String::new(),
+        (false, true) => format!("  no matches for `{}` (esc clears)", app.filter()),
+        (false, false) => format!("  filter: {}", app.filter()),
+    };
     let timeline = lists && app.pane != Pane::Destinations;
     let mode = match (timeline, app.follow[app.index()], app.new_rows[app.index()]) {
         (false, _, _) => String::new(),
@@ -156,14 +156,92 @@ pub(super) fn node_cell<'a>(theme: &Theme, node: &Option<String>) -> Cell<'a> {
 }
 
 /// Add the node column when any row has a node (a fleet on PostgreSQL).
-pub(super) fn with_node_column(
-    fleet: bool,
-    header: &mut Vec<&str>,
-    widths: &mut Vec<Constraint>,
-    at: usize,
-) {
-    if fleet {
-        header.insert(at, "node");
-        widths.insert(at, Constraint::Length(16));
+/// A list column: its header, its width (0: takes a share of what is left, at least
+/// `FILL_MIN`), and its priority (0: always shown; higher numbers give way first, the
+/// rightmost first among equals), so a narrow terminal keeps what identifies a row and its
+/// state, and a wide one gives the room to ids and reasons.
+pub(super) struct Col {
+    pub header: &'static str,
+    pub width: u16,
+    pub priority: u8,
+}
+
+pub(super) const fn col(header: &'static str, width: u16, priority: u8) -> Col {
+    Col {
+        header,
+        width,
+        priority,
     }
+}
+
+const FILL_MIN: u16 = 12;
+
+/// Which columns fit in `width` (the table's outer width, borders included).
+pub(super) fn fit(columns: &[Col], width: u16) -> Vec<bool> {
+    let mut shown = vec![true; columns.len()];
+    let need = |shown: &[bool]| -> u16 {
+        let cols: Vec<&Col> = columns
+            .iter()
+            .zip(shown)
+            .filter(|(_, s)| **s)
+            .map(|(c, _)| c)
+            .collect();
+        let widths: u16 = cols
+            .iter()
+            .map(|c| if c.width == 0 { FILL_MIN } else { c.width })
+            .sum();
+        widths + cols.len().saturating_sub(1) as u16 + 2
+    };
+    while need(&shown) > width {
+        let Some(drop) = (0..columns.len())
+            .filter(|&i| shown[i] && columns[i].priority > 0)
+            .max_by_key(|&i| (columns[i].priority, i))
+        else {
+            break;
+        };
+        shown[drop] = false;
+    }
+    shown
+}
+
+/// A table of the columns that fit `area_width`; `rows` hold a cell for every column.
+pub(super) fn fitted_table<'a>(
+    theme: &Theme,
+    columns: &[Col],
+    rows: Vec<Vec<Cell<'a>>>,
+    area_width: u16,
+    title: String,
+) -> Table<'a> {
+    let shown = fit(columns, area_width);
+    let header: Vec<&'static str> = columns
+        .iter()
+        .zip(&shown)
+        .filter(|(_, s)| **s)
+        .map(|(c, _)| c.header)
+        .collect();
+    let widths: Vec<Constraint> = columns
+        .iter()
+        .zip(&shown)
+        .filter(|(_, s)| **s)
+        .map(|(c, _)| {
+            if c.width == 0 {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(c.width)
+            }
+        })
+        .collect();
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|cells| {
+            Row::new(
+                cells
+                    .into_iter()
+                    .zip(&shown)
+                    .filter(|(_, s)| **s)
+                    .map(|(c, _)| c),
+            )
+        })
+        .collect();
+    table(theme, &header, rows, widths, title)
 }
