@@ -52,15 +52,35 @@ fn event_time() -> chrono::DateTime<chrono::Utc> {
 /// Replace the scenario's event time (in the forms the panes show it) with a placeholder.
 fn stable(text: String) -> String {
     let t = event_time();
-    text.replace(
-        &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "<event time ms>",
-    )
-    .replace(
-        &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "<event time>",
-    )
-    .replace(&t.timestamp().to_string(), "<unix s>")
+    let text = text
+        .replace(
+            &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "<event time ms>",
+        )
+        .replace(
+            &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "<event time>",
+        )
+        .replace(&t.timestamp().to_string(), "<unix s>");
+    cut_times(&text, &t.format("%Y-%m-%dT").to_string())
+}
+
+/// A narrow column cuts the event time anywhere ("2026-12-01T15:40:0"), so the full-string
+/// replacements above miss it: any remaining run starting with the event's date is masked.
+fn cut_times(text: &str, date: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(date) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + date.len()..];
+        let run = tail
+            .find(|c: char| !(c.is_ascii_digit() || matches!(c, ':' | '.' | 'Z')))
+            .unwrap_or(tail.len());
+        out.push_str(&"~".repeat(date.len() + tail[..run].chars().count()));
+        rest = &tail[run..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn track(id: &str, event: &str, order: &str, revenue: &str, consent: &str) -> String {
