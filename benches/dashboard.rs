@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
+use tracklayer::store::views::StreamCursor;
 use tracklayer::store::StoreReader;
-use tracklayer::tui::app::{load, App, Pane};
+use tracklayer::tui::app::{load, App, Pane, Query, Seek};
 use tracklayer::tui::{panes, theme};
 
 fn rss_mb() -> f64 {
@@ -90,5 +91,113 @@ fn main() {
             frame_ms[2]
         );
     }
+    // The on-call paths through a long history: first page, a page deep in it, the oldest
+    // page, and a search by each kind of key. Target: each under 50 ms; frames under 5 ms.
+    let total = reader.totals().unwrap().0;
+    let deep = StreamCursor {
+        message: total / 2,
+        refusal: 0,
+    };
+    let mut worst_ms: f64 = 0.0;
+    let cases: Vec<(&str, Query)> = vec![
+        ("stream: first page", Query::default()),
+        (
+            "stream: page at the middle",
+            Query {
+                stream_top: Some(deep),
+                ..Query::default()
+            },
+        ),
+        (
+            "stream: oldest page (End)",
+            Query {
+                stream_seek: Some(Seek::Oldest),
+                ..Query::default()
+            },
+        ),
+        (
+            "stream: 250 rows up from the middle",
+            Query {
+                stream_top: Some(deep),
+                stream_seek: Some(Seek::Newer(deep, 250)),
+                ..Query::default()
+            },
+        ),
+        (
+            "search: messageId",
+            Query {
+                search: Some(format!("m-{}", total / 3)),
+                ..Query::default()
+            },
+        ),
+        (
+            "search: order_id",
+            Query {
+                search: Some(format!("O-{}", total / 9)),
+                ..Query::default()
+            },
+        ),
+        (
+            "search: userId",
+            Query {
+                search: Some("u-4242".into()),
+                ..Query::default()
+            },
+        ),
+        (
+            "search: no match",
+            Query {
+                search: Some("nothing-like-this".into()),
+                ..Query::default()
+            },
+        ),
+    ];
+    app.pane = Pane::Stream;
+    app.filters = Default::default();
+    for (what, query) in cases {
+        let mut query_ms = Vec::new();
+        let mut found = String::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let snapshot = load(
+                &mut reader,
+                &Query {
+                    pane: Some(0),
+                    ..query.clone()
+                },
+                &destinations,
+                chrono::Utc::now().timestamp_millis(),
+            );
+            query_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(snapshot.error, None);
+            found = match &snapshot.search {
+                Some((_, Some(hit))) => format!("{hit:?}"),
+                Some((_, None)) => "nothing".into(),
+                None => format!(
+                    "{} rows, first {:?}",
+                    snapshot.stream.len(),
+                    snapshot.stream.first().and_then(|r| r.message_id.clone())
+                ),
+            };
+            app.apply(snapshot);
+            let t = Instant::now();
+            terminal.draw(|f| panes::draw(f, &app)).unwrap();
+            worst_ms = worst_ms.max(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        query_ms.sort_by(f64::total_cmp);
+        let verdict = if query_ms[2] < 50.0 {
+            "ok"
+        } else {
+            "OVER 50 ms"
+        };
+        println!(
+            "  {what:<36} {:>7.1} ms (median of 5) {verdict}   {found}",
+            query_ms[2]
+        );
+    }
+    println!(
+        "  worst frame {worst_ms:.2} ms {}",
+        if worst_ms < 5.0 { "ok" } else { "OVER 5 ms" }
+    );
     println!("resident memory: {:.0} MB", rss_mb());
 }

@@ -244,9 +244,10 @@ impl PgReader {
     /// The id ranges of messages and refused requests.
     pub fn stream_extent(&mut self) -> PgResult<StreamExtent> {
         let mut range = |table: &str| -> PgResult<Option<(i64, i64)>> {
-            let row = self
-                .client
-                .query_one(&format!("SELECT MIN(id), MAX(id) FROM {table}"), &[])?;
+            let row = self.client.query_one(
+                &format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table})"),
+                &[],
+            )?;
             let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
             Ok(lo.zip(hi))
         };

@@ -202,7 +202,10 @@ impl StoreReader {
     /// The id ranges of messages and refused requests (two index lookups each).
     pub fn stream_extent(&self) -> Result<StreamExtent, StoreError> {
         let range = |table: &str| -> Result<Option<(i64, i64)>, StoreError> {
-            let sql = format!("SELECT MIN(id), MAX(id) FROM {table}");
+            // Two subqueries: SQLite takes the rowid shortcut only for a lone MIN or MAX;
+            // `SELECT MIN(id), MAX(id)` scans the table (70 ms at 1M messages).
+            let sql =
+                format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table})");
             let (lo, hi): (Option<i64>, Option<i64>) = self
                 .conn()
                 .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
