@@ -116,14 +116,25 @@ enum Command {
         /// checkout_started, order_completed, lead_submitted. Default: all.
         #[arg(long, value_delimiter = ',')]
         scenario: Vec<String>,
-        /// The test user's userId (scenario).
-        #[arg(long, default_value = "tl_test_user")]
-        user_id: String,
-        /// The test user's email (scenario).
-        #[arg(long, default_value = "test.user@example.com")]
-        email: String,
-        /// Leave out destinations that have no test mode (Klaviyo, warehouse, webhooks).
+        /// The test user's userId (scenario; default tl_test_user unless --email is given alone).
+        #[arg(long, value_name = "ID")]
+        user_id: Option<String>,
+        /// The test user's email (scenario; alone, the user is a guest without a userId).
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+        /// Also send to destinations that would receive the test as a live event (no test
+        /// mode, or test mode off); asks for confirmation. By default they are left out.
         #[arg(long)]
+        live: bool,
+        /// Confirm --live without a prompt (scripts).
+        #[arg(long, requires = "live")]
+        yes: bool,
+        /// Keep the messageIds of FILE as written (to test a Segment retry on purpose); by
+        /// default each run gives them fresh ones, so a re-sent file is a new call.
+        #[arg(long)]
+        keep_ids: bool,
+        /// Left out by default now; accepted so existing scripts keep working.
+        #[arg(long, hide = true)]
         skip_untestable: bool,
         /// Do not wait for a key press between stages.
         #[arg(long)]
@@ -292,15 +303,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scenario,
             user_id,
             email,
-            skip_untestable,
+            live,
+            yes,
+            keep_ids,
+            skip_untestable: _,
             no_pause,
         }) => {
             if trace {
                 let options = TraceOptions {
                     scenario,
-                    user_id,
-                    email,
-                    skip_untestable,
+                    user: match (&user_id, &email) {
+                        (None, None) => crate::testsend::TestUser::default(),
+                        _ => crate::testsend::TestUser::named(user_id.as_deref(), email.as_deref())
+                            .ok_or_else(|| {
+                                anyhow!("--user-id / --email: give a non-empty value")
+                            })?,
+                    },
+                    live,
+                    confirmed: yes,
+                    keep_ids,
                     pause: !no_pause,
                 };
                 send_trace(config, &env, url, scheme, file.as_deref(), options)
@@ -477,7 +498,8 @@ fn tui(
     if let Some(listen) = listen {
         setup.config.server.listen = listen;
     }
-    let test_modes = setup.test_modes();
+    let test_plan =
+        crate::testsend::TestPlan::new(setup.test_modes(), setup.profile_destinations(), false);
     let config = &setup.config;
     let store = match &config.storage.url {
         Some(url) => StoreLocation::Postgres(url.expose().to_string()),
@@ -518,7 +540,7 @@ fn tui(
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
     app.actions = Ok(());
     app.status = problems.first().cloned();
-    app.test = crate::tui::app::TestSendState::new(test_modes, true);
+    app.test = crate::tui::app::TestSendState::new(test_plan, true);
     let result = crate::tui::run(
         store,
         crate::tui::Destinations::Configured(names),
@@ -647,9 +669,12 @@ fn environment_named<'a>(config: &'a Config, name: &str) -> Result<&'a config::E
 
 struct TraceOptions {
     scenario: Vec<String>,
-    user_id: String,
-    email: String,
-    skip_untestable: bool,
+    user: crate::testsend::TestUser,
+    /// Include destinations that would receive a live event.
+    live: bool,
+    /// `--yes`: the live send is confirmed without a prompt.
+    confirmed: bool,
+    keep_ids: bool,
     pause: bool,
 }
 
@@ -703,26 +728,35 @@ fn send_trace(
             );
         }
     }
-    let test_modes = loaded.setup().test_modes();
-    let skip: Vec<String> = if options.skip_untestable {
-        test_modes
-            .iter()
-            .filter(|(_, m)| m.is_none())
-            .map(|(n, _)| n.clone())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for (name, mode) in &test_modes {
-        let note = match mode {
-            Some(true) => "test mode".to_string(),
-            Some(false) => "LIVE: no test_event_code / validate_only set".to_string(),
-            None if skip.contains(name) => "no test mode: skipped".to_string(),
-            None => "no test mode: receives the test events (--skip-untestable leaves it out)"
-                .to_string(),
-        };
-        println!("destination {name}: {note}");
+    let plan = testsend::TestPlan::new(
+        loaded.setup().test_modes(),
+        loaded.setup().profile_destinations(),
+        options.live,
+    );
+    for name in plan.modes.keys() {
+        eprintln!("destination {name}: {}", plan.describe(name));
     }
+    let live = plan.live();
+    if !live.is_empty() && !options.confirmed {
+        // A live send reaches real ad accounts and customer profiles: ask, and never assume.
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "--live would send the test to {} as live events: add --yes to confirm without a terminal",
+                live.join(", ")
+            );
+        }
+        eprint!(
+            "send the test to {} as LIVE events (real conversions / profiles)? [y/N] ",
+            live.join(", ")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not sent");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let steps: Vec<testsend::Step> = match file {
         Some(path) => {
             let text =
@@ -731,30 +765,21 @@ fn send_trace(
                 serde_json::from_str(&text).with_context(|| format!("{path} is not JSON"))?;
             let messages = match value {
                 serde_json::Value::Array(items) => items,
+                serde_json::Value::Object(mut o) if o.contains_key("batch") => {
+                    match o.remove("batch") {
+                        Some(serde_json::Value::Array(items)) => items,
+                        _ => bail!("{path}: `batch` is not an array"),
+                    }
+                }
                 other => vec![other],
             };
             messages
                 .into_iter()
-                .map(|m| testsend::Step {
-                    label: m
-                        .get("event")
-                        .or_else(|| m.get("type"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("message")
-                        .to_string(),
-                    message: m,
-                })
+                .enumerate()
+                .map(|(n, m)| testsend::file_step(m, &run_id, n + 1, options.keep_ids, &plan.skip))
                 .collect()
         }
-        None => {
-            let user = testsend::TestUser {
-                user_id: options.user_id.clone(),
-                email: options.email.clone(),
-                ..testsend::TestUser::default()
-            };
-            let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
-            testsend::scenario(&user, &run_id, &options.scenario, &skip)
-        }
+        None => testsend::scenario(&options.user, &run_id, &options.scenario, &plan.skip),
     };
     let url = url.unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
     let pause = options.pause && std::io::stdin().is_terminal();
@@ -798,7 +823,7 @@ fn send_trace(
                 (Some(r), true) => r.trace(&message_id).ok().flatten(),
                 _ => None,
             };
-            let stages = testsend::stages(&sent, trace.as_ref(), &test_modes);
+            let stages = testsend::stages(&sent, trace.as_ref(), &plan);
             if testsend::settled(&stages) || started.elapsed() > std::time::Duration::from_secs(30)
             {
                 break stages;

@@ -172,7 +172,8 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
         .iter()
         .map(|d| d.name.clone())
         .collect();
-    let test_modes = setup.test_modes();
+    let test_plan =
+        crate::testsend::TestPlan::new(setup.test_modes(), setup.profile_destinations(), false);
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let pipeline = runtime.spawn(crate::run(setup, listener, async {
@@ -243,7 +244,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
                 "demo: TikTok fails for a while and recovers (5: diagnostics, 8: test send)".into(),
             )
         });
-        app.test = crate::tui::app::TestSendState::new(test_modes, true);
+        app.test = crate::tui::app::TestSendState::new(test_plan, true);
         app.actions = Ok(());
         let target = crate::tui::TestSendTarget {
             url: format!("http://{addr}/segment/events"),

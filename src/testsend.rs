@@ -18,22 +18,135 @@ pub struct Step {
     pub message: Value,
 }
 
-/// The test user a scenario is built for (editable before sending).
+/// The test user a scenario is built for (editable before sending). Only the identifiers it
+/// has are sent: a user given by email alone is a guest without a userId, not `tl_test_user`
+/// with another email.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestUser {
-    pub user_id: String,
+    pub user_id: Option<String>,
     pub anonymous_id: String,
-    pub email: String,
-    pub phone: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
 }
 
 impl Default for TestUser {
     fn default() -> TestUser {
         TestUser {
-            user_id: "tl_test_user".into(),
+            user_id: Some("tl_test_user".into()),
             anonymous_id: "tl_test_anon".into(),
-            email: "test.user@example.com".into(),
-            phone: "+31612345678".into(),
+            email: Some("test.user@example.com".into()),
+            phone: Some("+31612345678".into()),
+        }
+    }
+}
+
+impl TestUser {
+    /// The user named by `userId`, `email` or both (words with `@` are the email). Its
+    /// anonymousId is derived from them, so two test users never share a device and merge.
+    pub fn named(user_id: Option<&str>, email: Option<&str>) -> Option<TestUser> {
+        let user_id = user_id.map(str::trim).filter(|u| !u.is_empty());
+        let email = email.map(str::trim).filter(|e| !e.is_empty());
+        if user_id.is_none() && email.is_none() {
+            return None;
+        }
+        use sha2::Digest;
+        let seed = format!("{}\n{}", user_id.unwrap_or(""), email.unwrap_or(""));
+        let digest = sha2::Sha256::digest(seed.as_bytes());
+        Some(TestUser {
+            user_id: user_id.map(str::to_string),
+            anonymous_id: format!("tl_test_anon_{}", &hex::encode(digest)[..12]),
+            email: email.map(str::to_string),
+            phone: None,
+        })
+    }
+
+    /// From the dashboard's prompt: a userId, an email, or both separated by a space.
+    pub fn parse(input: &str) -> Option<TestUser> {
+        let mut user_id = None;
+        let mut email = None;
+        for word in input.split_whitespace() {
+            if word.contains('@') {
+                email = Some(word);
+            } else {
+                user_id = Some(word);
+            }
+        }
+        TestUser::named(user_id, email)
+    }
+
+    /// `userId <email>` as the prompt takes it back.
+    pub fn label(&self) -> String {
+        [self.user_id.as_deref(), self.email.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How the destinations take a controlled test: each one's test mode (`None`: the platform has
+/// none), which take identify calls as profile updates, and which this run leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TestPlan {
+    pub modes: BTreeMap<String, Option<bool>>,
+    pub profile_destinations: Vec<String>,
+    /// Left out of the run (`context.tracklayer.skip`): by default every destination that
+    /// would receive the test as a live event.
+    pub skip: Vec<String>,
+}
+
+impl TestPlan {
+    /// `include_live`: also send to destinations without a test mode or with it off (asked
+    /// for explicitly, and confirmed, by the caller).
+    pub fn new(
+        modes: BTreeMap<String, Option<bool>>,
+        profile_destinations: Vec<String>,
+        include_live: bool,
+    ) -> TestPlan {
+        let skip = if include_live {
+            Vec::new()
+        } else {
+            modes
+                .iter()
+                .filter(|(_, mode)| **mode != Some(true))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        TestPlan {
+            modes,
+            profile_destinations,
+            skip,
+        }
+    }
+
+    /// Destinations that receive this run as a live event (test mode off or none).
+    pub fn live(&self) -> Vec<&str> {
+        self.modes
+            .iter()
+            .filter(|(name, mode)| **mode != Some(true) && !self.skip.contains(name))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// How an event sent to `name` lands there.
+    pub fn mode(&self, name: &str) -> &'static str {
+        match self.modes.get(name).copied().flatten() {
+            Some(true) => "test mode",
+            Some(false) => "LIVE: test mode off",
+            None => "LIVE: no test mode",
+        }
+    }
+
+    /// How `name` takes this run, in the words the CLI and the dashboard both use.
+    pub fn describe(&self, name: &str) -> String {
+        let mode = self.modes.get(name).copied().flatten();
+        let skipped = self.skip.iter().any(|s| s == name);
+        match (mode, skipped) {
+            (Some(true), _) => "test mode".into(),
+            (Some(false), true) => "skipped: test mode off, would be a live event".into(),
+            (Some(false), false) => "LIVE: test mode off, receives the test events".into(),
+            (None, true) => "skipped: no test mode, would be a live event".into(),
+            (None, false) => "LIVE: no test mode, receives the test events".into(),
         }
     }
 }
@@ -61,19 +174,28 @@ pub fn scenario(user: &TestUser, run_id: &str, only: &[String], skip: &[String])
     let order = format!("TEST-{run_id}");
     let product = json!({"product_id": "SKU-481", "sku": "SKU-481", "name": "Test Sock", "price": 89.95, "quantity": 1});
     let base = |n: usize, kind: &str| {
-        json!({
+        let mut m = json!({
             "type": kind,
             "messageId": format!("tl_test_{run_id}_{n}"),
-            "userId": user.user_id,
             "anonymousId": user.anonymous_id,
             "timestamp": now,
             "context": context,
-        })
+        });
+        if let Some(user_id) = &user.user_id {
+            m["userId"] = json!(user_id);
+        }
+        m
     };
     let mut steps = Vec::new();
     let mut identify = base(1, "identify");
-    identify["traits"] =
-        json!({"email": user.email, "phone": user.phone, "firstName": "Test", "lastName": "User"});
+    let mut traits = json!({"firstName": "Test", "lastName": "User"});
+    if let Some(email) = &user.email {
+        traits["email"] = json!(email);
+    }
+    if let Some(phone) = &user.phone {
+        traits["phone"] = json!(phone);
+    }
+    identify["traits"] = traits;
     steps.push((
         "identify",
         Step {
@@ -125,6 +247,40 @@ pub fn scenario(user: &TestUser, run_id: &str, only: &[String], skip: &[String])
         .collect()
 }
 
+/// A message from the engineer's own file, made ready for one test run: a fresh messageId per
+/// run (`keep_ids` keeps the file's, to test a Segment retry on purpose), so a file re-sent
+/// after a fix is graded as the new call it is and not as a retry of the old one; and marked as
+/// a test that leaves out `skip`.
+pub fn file_step(
+    mut message: Value,
+    run_id: &str,
+    n: usize,
+    keep_ids: bool,
+    skip: &[String],
+) -> Step {
+    let label = message
+        .get("event")
+        .or_else(|| message.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+        .to_string();
+    if let Some(object) = message.as_object_mut() {
+        if !keep_ids {
+            let base = object
+                .get("messageId")
+                .and_then(Value::as_str)
+                .unwrap_or("tl_test")
+                .to_string();
+            object.insert("messageId".into(), json!(format!("{base}~{run_id}_{n}")));
+        }
+        let context = object.entry("context").or_insert_with(|| json!({}));
+        if let Some(context) = context.as_object_mut() {
+            context.insert("tracklayer".into(), json!({"test": true, "skip": skip}));
+        }
+    }
+    Step { label, message }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -168,11 +324,7 @@ pub const FIX_IDENTITY: &str = "missing user identity: forward userId, anonymous
 
 /// The stages of one call, from the ingest reply and the stored trace (None until stored).
 /// Stages after the first failure are not produced: the walk stops there.
-pub fn stages(
-    sent: &SendResult,
-    trace: Option<&MessageTrace>,
-    test_modes: &BTreeMap<String, Option<bool>>,
-) -> Vec<Stage> {
+pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) -> Vec<Stage> {
     let mut out = Vec::new();
     let message = sent
         .reply
@@ -431,41 +583,34 @@ pub fn stages(
             detail,
         ));
     } else {
-        let detail = trace
-            .deliveries
-            .iter()
-            .map(|d| format!("{}: profile update queued", d.destination))
-            .collect::<Vec<_>>();
-        out.push(stage(
-            "consent",
-            Verdict::Skip,
-            if detail.is_empty() {
-                vec!["identify: no destination takes profiles".into()]
-            } else {
-                detail
-            },
-        ));
+        out.push(stage("consent", Verdict::Skip, profile_routes(trace, plan)));
     }
-    // 8. payload per destination
+    // 8. payload per destination: built at the first attempt, so a queued one is waited for.
     let mut payload = Vec::new();
+    let mut verdict = Verdict::Pass;
     for d in &trace.deliveries {
-        let test = match test_modes.get(&d.destination).copied().flatten() {
-            Some(true) => "test mode",
-            Some(false) => "LIVE (test mode off)",
-            None => "no test mode",
-        };
         let body = d
             .history
             .iter()
             .rev()
             .find_map(|a| a.request.as_ref())
             .and_then(|r| r.body.clone());
+        let shown = match body {
+            Some(b) => crate::destinations::excerpt(&b),
+            None if d.attempts > 0 && d.kind == "warehouse" => {
+                "a row in the warehouse table".into()
+            }
+            None if d.attempts > 0 => "no request recorded (see the reply)".into(),
+            None => {
+                verdict = Verdict::Wait;
+                "queued: the payload is built at the first attempt".into()
+            }
+        };
         payload.push(format!(
-            "{} as {} [{test}]: {}",
+            "{} as {} [{}]: {shown}",
             d.destination,
             d.destination_event,
-            body.map(|b| crate::destinations::excerpt(&b))
-                .unwrap_or_else(|| "not built yet".into())
+            plan.mode(&d.destination)
         ));
     }
     if payload.is_empty() {
@@ -476,7 +621,7 @@ pub fn stages(
         ));
         return out;
     }
-    out.push(stage("payload", Verdict::Pass, payload));
+    out.push(stage("payload", verdict, payload));
     // 9. the destinations' replies
     let mut replies = Vec::new();
     let mut verdict = Verdict::Pass;
@@ -517,6 +662,26 @@ pub fn stages(
     s.fix = fix;
     out.push(s);
     out
+}
+
+/// Where an identify goes: the destinations that take profiles, each queued, left out of the
+/// test run, or not routed for this environment or consent.
+fn profile_routes(trace: &MessageTrace, plan: &TestPlan) -> Vec<String> {
+    if plan.profile_destinations.is_empty() {
+        return vec!["identify: no destination takes profiles".into()];
+    }
+    plan.profile_destinations
+        .iter()
+        .map(|name| {
+            if trace.deliveries.iter().any(|d| &d.destination == name) {
+                format!("{name}: profile update queued")
+            } else if plan.skip.contains(name) {
+                format!("{name}: takes profiles; {}", plan.describe(name))
+            } else {
+                format!("{name}: takes profiles; not routed (its environments or consent)")
+            }
+        })
+        .collect()
 }
 
 /// The stage list is final when nothing is still waiting.

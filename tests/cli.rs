@@ -254,6 +254,112 @@ fn embedded_default_send_and_inspect() {
         "{stdout}"
     );
 
+    // Fixed at the source and traced again: a new call (fresh messageId), not a Segment retry
+    // of the unmapped one graded again.
+    std::fs::write(
+        dir.path().join("typo.json"),
+        r#"{"type":"track","event":"Order Completed","messageId":"cli-typo-1","userId":"u","properties":{"order_id":"T-1","revenue":1}}"#,
+    )
+    .unwrap();
+    let trace_file = |extra: &[&str]| {
+        let mut args = vec![
+            "send",
+            "--trace",
+            "--no-pause",
+            "--env",
+            "development",
+            "--url",
+            &url,
+            "typo.json",
+        ];
+        args.extend_from_slice(extra);
+        tracklayer(dir.path(), &args)
+    };
+    let out = trace_file(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(stdout.contains("messageId cli-typo-1~"), "{stdout}");
+    assert!(
+        stdout.contains("✔ mapped         Order Completed → purchase"),
+        "{stdout}"
+    );
+    // --keep-ids sends the messageId as written; the order it carries was just traced, so the
+    // walk stops at dedup naming the run that sent it first.
+    let out = trace_file(&["--keep-ids"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("messageId cli-typo-1\n"), "{stdout}");
+    assert!(stdout.contains("✘ dedup"), "{stdout}");
+    assert!(stdout.contains("first sent as messageId cli-typo-1~"), "{stdout}");
+
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// Destinations without a test mode would take a controlled test as a live event: the CLI
+/// leaves them out unless `--live` is given, and a live send is confirmed (`--yes` without a
+/// terminal), before anything is sent.
+#[test]
+fn a_live_test_send_is_asked_for_and_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracklayer.toml");
+    std::fs::write(
+        &path,
+        "[workspace]\naccount = \"a\"\n[[environments]]\nname = \"production\"\nsecret = \"0123456789abcdef0123\"\n[[destinations]]\nname = \"warehouse\"\nkind = \"warehouse\"\npath = \"warehouse.db\"\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    // Nothing listens on port 9: a send that gets that far fails to connect.
+    let url = "http://127.0.0.1:9/segment/events";
+    let base = [
+        "send",
+        "--trace",
+        "--no-pause",
+        "--env",
+        "production",
+        "--url",
+        url,
+        "--config",
+        config,
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        tracklayer(dir.path(), &args)
+    };
+    let out = run(&[]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("destination warehouse: skipped: no test mode, would be a live event"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
+
+    let out = run(&["--live"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "--live would send the test to warehouse as live events: add --yes to confirm without a terminal"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("cannot reach"),
+        "asked before sending: {stderr}"
+    );
+
+    let out = run(&["--live", "--yes"]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("destination warehouse: LIVE: no test mode, receives the test events"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot reach http://127.0.0.1:9"),
+        "{stderr}"
+    );
 }

@@ -235,6 +235,8 @@ fn three_nodes_one_database_one_killed_nothing_lost_nothing_doubled() {
                     "--url",
                 ])
                 .arg(&url)
+                // The receiver has no test mode: sent to it as a live event, confirmed.
+                .args(["--live", "--yes"])
                 .args(["--scenario", "identify,order_completed", "--config"])
                 .arg(&config)
                 .output()

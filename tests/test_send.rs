@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 use tracklayer::sandbox::{Platform, Sandbox};
-use tracklayer::testsend::{self, SendResult, Stage, TestUser, Verdict};
+use tracklayer::testsend::{self, SendResult, Stage, TestPlan, TestUser, Verdict};
 
 fn config(sandbox: &Sandbox) -> String {
     format!(
@@ -59,21 +58,20 @@ path = "warehouse.db"
     )
 }
 
-async fn setup() -> (TestServer, Sandbox, BTreeMap<String, Option<bool>>) {
+async fn setup() -> (TestServer, Sandbox, TestPlan) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = Sandbox::start(listener).await.unwrap();
     let server = TestServer::start_with_toml(&config(&sandbox)).await;
-    let modes = server.setup.test_modes();
-    (server, sandbox, modes)
+    let plan = TestPlan::new(
+        server.setup.test_modes(),
+        server.setup.profile_destinations(),
+        false,
+    );
+    (server, sandbox, plan)
 }
 
 /// Send one call and walk it until every stage has its final verdict.
-async fn walk(
-    server: &TestServer,
-    secret: &str,
-    message: &Value,
-    modes: &BTreeMap<String, Option<bool>>,
-) -> Vec<Stage> {
+async fn walk(server: &TestServer, secret: &str, message: &Value, plan: &TestPlan) -> Vec<Stage> {
     let body = message.to_string();
     let (status, reply) = server.post("production", secret, &body).await;
     let sent = SendResult { status, reply };
@@ -81,7 +79,15 @@ async fn walk(
     let start = Instant::now();
     loop {
         let trace = server.reader().trace(id).unwrap();
-        let stages = testsend::stages(&sent, trace.as_ref(), modes);
+        let stages = testsend::stages(&sent, trace.as_ref(), plan);
+        // A payload is never passed before it is built.
+        if let Some(payload) = stages.iter().find(|s| s.name == "payload") {
+            assert!(
+                payload.verdict != Verdict::Pass
+                    || !payload.detail.iter().any(|d| d.contains("queued")),
+                "{payload:?}"
+            );
+        }
         if testsend::settled(&stages) {
             return stages;
         }
@@ -108,13 +114,9 @@ fn stage<'a>(stages: &'a [Stage], name: &str) -> &'a Stage {
 async fn the_scripted_test_send_passes_stage_by_stage() {
     let (server, sandbox, modes) = setup().await;
     // Klaviyo and the warehouse have no test mode: the walk skips them.
-    let skip: Vec<String> = modes
-        .iter()
-        .filter(|(_, m)| m.is_none())
-        .map(|(n, _)| n.clone())
-        .collect();
-    assert_eq!(skip, ["klaviyo", "warehouse"]);
-    let steps = testsend::scenario(&TestUser::default(), "run1", &[], &skip);
+    assert_eq!(modes.skip, ["klaviyo", "warehouse"]);
+    assert!(modes.live().is_empty());
+    let steps = testsend::scenario(&TestUser::default(), "run1", &[], &modes.skip);
     let labels: Vec<&str> = steps.iter().map(|s| s.label.as_str()).collect();
     assert_eq!(
         labels,
@@ -142,6 +144,11 @@ async fn the_scripted_test_send_passes_stage_by_stage() {
         ]
     );
     assert!(stage(&identify, "identity").detail[0].contains("email=test.user@example.com"));
+    // Klaviyo takes profiles; the run leaves it out, and says so.
+    assert_eq!(
+        stage(&identify, "consent").detail,
+        ["klaviyo: takes profiles; skipped: no test mode, would be a live event"]
+    );
 
     let added = walk(&server, PRODUCTION_SECRET, &steps[1].message, &modes).await;
     assert_eq!(
@@ -273,4 +280,120 @@ async fn the_same_order_twice_stops_at_dedup() {
     assert!(dedup.detail[0].starts_with("duplicate_order: collapsed onto ev_purchase_"));
     assert!(dedup.fix.as_deref().unwrap().starts_with("duplicate purchases: use Segment messageId plus order_id as the dedup foundation. order_id TEST-rundup"));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_payload_waits_and_says_so_instead_of_passing() {
+    let (server, _sandbox, plan) = setup().await;
+    // Meta paused: its delivery stays queued, so its payload is not built yet.
+    tracklayer::store::sqlite::operate(
+        &server.db,
+        &tracklayer::store::model::actions::OperatorAction::Pause {
+            destination: "meta".into(),
+        },
+        "test",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let steps = testsend::scenario(
+        &TestUser::default(),
+        "runq",
+        &["order_completed".into()],
+        &plan.skip,
+    );
+    let message = &steps[0].message;
+    let (status, reply) = server
+        .post("production", PRODUCTION_SECRET, &message.to_string())
+        .await;
+    let sent = SendResult { status, reply };
+    let id = message["messageId"].as_str().unwrap();
+    let start = Instant::now();
+    let stages = loop {
+        let trace = server.reader().trace(id).unwrap();
+        let stages = testsend::stages(&sent, trace.as_ref(), &plan);
+        let others_sent = trace.as_ref().is_some_and(|t| {
+            t.deliveries
+                .iter()
+                .filter(|d| d.destination != "meta")
+                .all(|d| d.status == "delivered")
+        });
+        if stages.iter().any(|s| s.name == "payload") && others_sent {
+            break stages;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{stages:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let payload = stage(&stages, "payload");
+    assert_eq!(payload.verdict, Verdict::Wait, "{payload:?}");
+    assert!(
+        payload.detail.iter().any(|d| d
+            == "meta as Purchase [test mode]: queued: the payload is built at the first attempt"),
+        "{payload:?}"
+    );
+    assert!(!testsend::settled(&stages));
+    server.stop().await;
+}
+
+#[test]
+fn the_test_user_is_what_was_typed_and_nothing_else() {
+    // An email alone is a guest with that email, not tl_test_user with another email.
+    let guest = TestUser::parse("ana@example.com").unwrap();
+    assert_eq!(guest.user_id, None);
+    assert_eq!(guest.email.as_deref(), Some("ana@example.com"));
+    assert_eq!(guest.phone, None);
+    assert_ne!(guest.anonymous_id, TestUser::default().anonymous_id);
+    let steps = testsend::scenario(&guest, "r", &["identify".into()], &[]);
+    let identify = &steps[0].message;
+    assert!(identify.get("userId").is_none(), "{identify}");
+    assert_eq!(identify["traits"]["email"], "ana@example.com");
+    assert!(identify["traits"].get("phone").is_none());
+    // A userId alone keeps no default email; both together are one user.
+    let by_id = TestUser::parse("cust_1").unwrap();
+    assert_eq!(
+        (by_id.user_id.as_deref(), by_id.email),
+        (Some("cust_1"), None)
+    );
+    let both = TestUser::parse("cust_1 ana@example.com").unwrap();
+    assert_eq!(both.label(), "cust_1 ana@example.com");
+    assert_ne!(both.anonymous_id, by_id.anonymous_id);
+    assert_eq!(TestUser::parse("   "), None);
+}
+
+#[test]
+fn live_destinations_are_left_out_unless_asked_for() {
+    let modes = [
+        ("meta".to_string(), Some(true)),
+        ("tiktok".to_string(), Some(false)),
+        ("klaviyo".to_string(), None),
+    ]
+    .into_iter()
+    .collect::<std::collections::BTreeMap<_, _>>();
+    let safe = TestPlan::new(modes.clone(), vec!["klaviyo".into()], false);
+    assert_eq!(safe.skip, ["klaviyo", "tiktok"]);
+    assert!(safe.live().is_empty());
+    assert_eq!(
+        safe.describe("tiktok"),
+        "skipped: test mode off, would be a live event"
+    );
+    let live = TestPlan::new(modes, vec!["klaviyo".into()], true);
+    assert_eq!(live.live(), ["klaviyo", "tiktok"]);
+    assert_eq!(
+        live.describe("klaviyo"),
+        "LIVE: no test mode, receives the test events"
+    );
+    assert_eq!(live.describe("meta"), "test mode");
+}
+
+#[test]
+fn a_file_re_sent_gets_fresh_message_ids_unless_kept() {
+    let message: Value =
+        serde_json::json!({"type": "track", "event": "Order Completed", "messageId": "m-1"});
+    let first = testsend::file_step(message.clone(), "run1", 1, false, &["klaviyo".into()]);
+    let second = testsend::file_step(message.clone(), "run2", 1, false, &[]);
+    assert_eq!(first.message["messageId"], "m-1~run1_1");
+    assert_ne!(first.message["messageId"], second.message["messageId"]);
+    assert_eq!(first.message["context"]["tracklayer"]["skip"][0], "klaviyo");
+    assert_eq!(first.label, "Order Completed");
+    let kept = testsend::file_step(message, "run3", 1, true, &[]);
+    assert_eq!(kept.message["messageId"], "m-1");
 }

@@ -515,7 +515,11 @@ async fn the_dashboard_follows_a_running_pipeline() {
 #[tokio::test]
 async fn the_test_send_pane_walks_a_call_stage_by_stage() {
     let (server, _sandbox) = scenario().await;
-    let modes = server.setup.test_modes();
+    let modes = tracklayer::testsend::TestPlan::new(
+        server.setup.test_modes(),
+        server.setup.profile_destinations(),
+        false,
+    );
     let mut app = app_on(&server, Pane::TestSend, "");
     app.test = tracklayer::tui::app::TestSendState::new(modes, true);
     let key = |c| KeyEvent::new(c, KeyModifiers::NONE);

@@ -79,6 +79,15 @@ impl Setup {
             .collect()
     }
 
+    /// The destinations that take identify calls as profile updates.
+    pub fn profile_destinations(&self) -> Vec<String> {
+        self.route_targets()
+            .into_iter()
+            .filter(|t| t.takes_profiles)
+            .map(|t| t.name)
+            .collect()
+    }
+
     /// The destinations as routing sees them.
     pub fn route_targets(&self) -> Vec<RouteTarget> {
         self.config

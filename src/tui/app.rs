@@ -5,7 +5,6 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use serde_json::Value;
 
 use super::theme::Theme;
-use std::collections::BTreeMap;
 
 use crate::store::model::actions::OperatorAction;
 use crate::store::model::alerts::StoredAlert;
@@ -16,7 +15,7 @@ use crate::store::views::{
 use crate::store::{
     DashboardReader, MessageTrace, StoreError, StoredCollision, StoredHttpRequest, StoredProfile,
 };
-use crate::testsend::{self, SendResult, Stage, Step};
+use crate::testsend::{self, SendResult, Stage, Step, TestPlan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -214,8 +213,8 @@ pub struct Query {
     pub collision: Option<i64>,
     /// The test-send call being walked: its messageId and what the ingest answered.
     pub test_call: Option<(String, SendResult)>,
-    /// Test mode per destination (for the payload stage).
-    pub test_modes: BTreeMap<String, Option<bool>>,
+    /// How the destinations take the test (for the consent and payload stages).
+    pub test_plan: TestPlan,
     /// The stream page's top (`None`: follow the newest).
     pub stream_top: Option<StreamCursor>,
     /// Move the stream page before loading it.
@@ -404,7 +403,7 @@ pub fn load(
                     } else {
                         None
                     };
-                    snap.test_stages = testsend::stages(sent, trace.as_ref(), &query.test_modes);
+                    snap.test_stages = testsend::stages(sent, trace.as_ref(), &query.test_plan);
                 }
             }
             Some(Pane::Alerts) => {}
@@ -449,25 +448,19 @@ pub struct TestSendState {
     pub viewing: usize,
     /// How many of its stages are revealed (one key press each).
     pub revealed: usize,
-    pub test_modes: BTreeMap<String, Option<bool>>,
+    /// How each destination takes the test; the dashboard never sends a live event.
+    pub plan: TestPlan,
     /// Where test calls go; `None` when attached to another instance's database.
     pub enabled: bool,
-    pub skip: Vec<String>,
     /// The test user (edit with `/`: a userId, an email, or both separated by a space).
     pub user: testsend::TestUser,
 }
 
 impl TestSendState {
-    pub fn new(test_modes: BTreeMap<String, Option<bool>>, enabled: bool) -> TestSendState {
-        let skip: Vec<String> = test_modes
-            .iter()
-            .filter(|(_, m)| m.is_none())
-            .map(|(n, _)| n.clone())
-            .collect();
+    pub fn new(plan: TestPlan, enabled: bool) -> TestSendState {
         let mut state = TestSendState {
-            test_modes,
+            plan,
             enabled,
-            skip,
             ..TestSendState::default()
         };
         state.new_run();
@@ -476,20 +469,17 @@ impl TestSendState {
 
     pub fn new_run(&mut self) {
         let run_id = chrono::Utc::now().format("%H%M%S%3f").to_string();
-        self.steps = testsend::scenario(&self.user, &run_id, &[], &self.skip);
+        self.steps = testsend::scenario(&self.user, &run_id, &[], &self.plan.skip);
         self.sent = vec![None; self.steps.len()];
         self.viewing = 0;
         self.revealed = 0;
     }
 
-    /// Set the test user from `/` input: words with `@` are the email, others the userId.
+    /// Set the test user from `/` input: words with `@` are the email, others the userId;
+    /// what is not given is not sent. Empty input keeps the current user.
     pub fn edit_user(&mut self, input: &str) {
-        for word in input.split_whitespace() {
-            if word.contains('@') {
-                self.user.email = word.to_string();
-            } else {
-                self.user.user_id = word.to_string();
-            }
+        if let Some(user) = testsend::TestUser::parse(input) {
+            self.user = user;
         }
         self.new_run();
     }
@@ -670,7 +660,7 @@ impl App {
                     Some((id, sent))
                 })
                 .flatten(),
-            test_modes: self.test.test_modes.clone(),
+            test_plan: self.test.plan.clone(),
             stream_top: self.stream_top,
             stream_seek: self.stream_seek,
             search: self.search.clone(),
@@ -940,10 +930,7 @@ impl App {
                         // On the test-send pane `/` edits the test user instead of filtering.
                         self.test.edit_user(&text);
                         self.snapshot.test_stages.clear();
-                        self.status = Some(format!(
-                            "test user {} <{}>",
-                            self.test.user.user_id, self.test.user.email
-                        ));
+                        self.status = Some(format!("test user {}", self.test.user.label()));
                     } else {
                         self.filters[i] = text;
                     }
@@ -1111,10 +1098,7 @@ impl App {
                 return true;
             }
             Action::Filter if self.pane == Pane::TestSend => {
-                self.editing_filter = Some(format!(
-                    "{} {}",
-                    self.test.user.user_id, self.test.user.email
-                ));
+                self.editing_filter = Some(self.test.user.label());
             }
             Action::Filter => self.editing_filter = Some(self.filter().to_string()),
             Action::Search => self.editing_search = Some(String::new()),

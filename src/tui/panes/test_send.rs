@@ -52,12 +52,14 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
     }
     left.push(Line::from(""));
     left.push(Line::from(Span::styled("destinations", theme.title())));
-    for (name, mode) in &t.test_modes {
-        let (text, role) = match mode {
-            Some(true) => ("test mode".to_string(), "delivered"),
-            Some(false) => ("LIVE: test mode off".to_string(), "failed"),
-            None if t.skip.contains(name) => ("no test mode: skipped".to_string(), "muted"),
-            None => ("no test mode".to_string(), "retry"),
+    for name in t.plan.modes.keys() {
+        let text = t.plan.describe(name);
+        let role = if text.starts_with("test mode") {
+            "delivered"
+        } else if text.starts_with("LIVE") {
+            "failed"
+        } else {
+            "muted"
         };
         left.push(Line::from(vec![
             Span::raw(format!("  {name:<11} ")),
