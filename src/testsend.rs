@@ -128,6 +128,18 @@ impl TestPlan {
             .collect()
     }
 
+    /// `describe` in a few words, for a narrow column.
+    pub fn describe_short(&self, name: &str) -> &'static str {
+        let mode = self.modes.get(name).copied().flatten();
+        match (mode, self.skip.iter().any(|s| s == name)) {
+            (Some(true), _) => "test mode",
+            (Some(false), true) => "skipped (test mode off)",
+            (Some(false), false) => "LIVE (test mode off)",
+            (None, true) => "skipped (no test mode)",
+            (None, false) => "LIVE (no test mode)",
+        }
+    }
+
     /// How an event sent to `name` lands there.
     pub fn mode(&self, name: &str) -> &'static str {
         match self.modes.get(name).copied().flatten() {

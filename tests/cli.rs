@@ -290,7 +290,10 @@ fn embedded_default_send_and_inspect() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("messageId cli-typo-1\n"), "{stdout}");
     assert!(stdout.contains("✘ dedup"), "{stdout}");
-    assert!(stdout.contains("first sent as messageId cli-typo-1~"), "{stdout}");
+    assert!(
+        stdout.contains("first sent as messageId cli-typo-1~"),
+        "{stdout}"
+    );
 
     server.kill().unwrap();
     server.wait().unwrap();

@@ -548,7 +548,14 @@ async fn the_test_send_pane_walks_a_call_stage_by_stage() {
         "{text}"
     );
     assert!(text.contains("✔ pass  identity      profile"), "{text}");
-    assert!(text.contains("warehouse   no test mode: skipped"), "{text}");
+    assert!(
+        text.contains("warehouse   skipped (no test mode)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meta        skipped (test mode off)"),
+        "{text}"
+    );
     assert_eq!(
         colour_of(&terminal, "authenticated", "✔ pass"),
         Some(app.theme().ok)

@@ -53,7 +53,7 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
     left.push(Line::from(""));
     left.push(Line::from(Span::styled("destinations", theme.title())));
     for name in t.plan.modes.keys() {
-        let text = t.plan.describe(name);
+        let text = t.plan.describe_short(name);
         let role = if text.starts_with("test mode") {
             "delivered"
         } else if text.starts_with("LIVE") {
