@@ -69,6 +69,10 @@ enum Command {
         /// Override server.listen for the embedded pipeline.
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Leave the mouse to the terminal (select and copy text as usual); by default a click
+        /// selects a tab or a row and the wheel scrolls.
+        #[arg(long)]
+        no_mouse: bool,
     },
     /// Sandbox destinations and generated Segment traffic: no config, credentials or network.
     Demo {
@@ -81,8 +85,12 @@ enum Command {
         /// How long traffic runs (seconds); headless default 10.
         #[arg(long)]
         duration: Option<u64>,
+        /// Theme name (default, light, high-contrast, or one in ./themes).
         #[arg(long)]
         theme: Option<String>,
+        /// Leave the mouse to the terminal (see `tui --no-mouse`).
+        #[arg(long)]
+        no_mouse: bool,
     },
     /// Run the pipeline headless: the ingest endpoint and storage (logs to stderr).
     Serve {
@@ -267,19 +275,21 @@ fn init_logging(file: Option<PathBuf>, format: LogFormat) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => tui(ConfigArg { config: None }, None, None, None),
+        None => tui(ConfigArg { config: None }, None, None, None, true),
         Some(Command::Tui {
             config,
             attach,
             theme,
             listen,
-        }) => tui(config, attach, theme, listen),
+            no_mouse,
+        }) => tui(config, attach, theme, listen, !no_mouse),
         Some(Command::Serve { config, listen }) => serve(config, listen),
         Some(Command::Demo {
             headless,
             rate,
             duration,
             theme,
+            no_mouse,
         }) => {
             if !(rate > 0.0 && rate <= 5000.0) {
                 bail!("--rate must be between 0 and 5000 requests per second");
@@ -289,6 +299,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rate,
                 duration: duration.map(std::time::Duration::from_secs),
                 theme,
+                mouse: !no_mouse,
             })?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
@@ -437,6 +448,7 @@ fn tui(
     attach: Option<String>,
     theme: Option<String>,
     listen: Option<std::net::SocketAddr>,
+    mouse: bool,
 ) -> Result<ExitCode> {
     let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
     crate::tui::theme::select(&themes, theme.as_deref()).map_err(anyhow::Error::msg)?;
@@ -476,6 +488,7 @@ fn tui(
             format!("attached to {} (read-only)", store.describe()),
         );
         app.status = problems.first().cloned();
+        app.mouse = mouse;
         app.actions = match &store {
             // A local file someone can write: the same machine, acting as its operator.
             StoreLocation::Sqlite(db) => std::fs::OpenOptions::new()
@@ -539,6 +552,7 @@ fn tui(
     }
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
     app.actions = Ok(());
+    app.mouse = mouse;
     app.status = problems.first().cloned();
     app.test = crate::tui::app::TestSendState::new(test_plan, true);
     let result = crate::tui::run(

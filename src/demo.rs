@@ -19,6 +19,8 @@ pub struct DemoOptions {
     pub rate: f64,
     pub duration: Option<Duration>,
     pub theme: Option<String>,
+    /// Capture the mouse in the dashboard.
+    pub mouse: bool,
 }
 
 fn random_secret() -> String {
@@ -246,6 +248,7 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
         });
         app.test = crate::tui::app::TestSendState::new(test_plan, true);
         app.actions = Ok(());
+        app.mouse = options.mouse;
         let target = crate::tui::TestSendTarget {
             url: format!("http://{addr}/segment/events"),
             account: "acct_demo".into(),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use ratatui::style::Color;
 use ratatui::Terminal;
 use tracklayer::sandbox::{Fault, Platform, Sandbox};
@@ -171,6 +173,10 @@ fn pin(snapshot: &mut Snapshot) {
             r.environment = "production".into();
         }
     }
+    // Attempts to different destinations race; a fixed order keeps snapshots stable.
+    snapshot.attempts.sort_by(|a, b| {
+        (&a.destination, &a.event_id, -a.attempt).cmp(&(&b.destination, &b.event_id, -b.attempt))
+    });
     for (i, a) in snapshot.attempts.iter_mut().enumerate() {
         a.at_ms = NOW - 1000 * i as i64;
         a.latency_ms = Some(42);
@@ -437,6 +443,18 @@ async fn keys_move_between_panes_and_follow_a_message() {
     assert!(app.handle_key(key(KeyCode::Enter)));
     assert_eq!(app.pane, Pane::Diff);
     assert_eq!(app.query().trace_of.as_deref(), Some("seg_test_481"));
+    // `c` copies the raw message as Segment sent it.
+    let snapshot = server.dashboard(&app.query(), &[], NOW);
+    app.apply(snapshot);
+    app.handle_key(key(KeyCode::Char('c')));
+    let copied: serde_json::Value =
+        serde_json::from_str(app.clipboard.as_deref().expect("copied")).unwrap();
+    assert_eq!(copied["messageId"], "seg_test_481");
+    assert_eq!(
+        copied["properties"]["revenue"], "$129.95",
+        "as sent, not as mapped"
+    );
+    app.clipboard = None;
     // Filter typing does not leak into pane switching.
     app.handle_key(key(KeyCode::Char('1')));
     app.handle_key(key(KeyCode::Char('/')));
@@ -759,4 +777,88 @@ async fn a_fleet_dashboard_shows_what_the_embedded_one_shows() {
     assert!(!text.contains(" node "), "{text}");
     embedded.stop().await;
     fleet.stop().await;
+}
+
+/// Where `needle` is drawn: (column, row) of its first character.
+fn position_of(terminal: &Terminal<TestBackend>, needle: &str) -> Option<(u16, u16)> {
+    let buffer = terminal.backend().buffer();
+    let width = buffer.area.width as usize;
+    (0..buffer.area.height).find_map(|y| {
+        let line: String = (0..width)
+            .map(|x| buffer[(x as u16, y)].symbol().to_string())
+            .collect();
+        let col = line.find(needle)?;
+        Some((line[..col].chars().count() as u16, y))
+    })
+}
+
+fn mouse(kind: MouseEventKind, (column, row): (u16, u16)) -> MouseEvent {
+    MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    }
+}
+
+/// The mouse acts on what was drawn under the pointer: a tab, a row (a second click opens it),
+/// the wheel moving the selection, or scrolling an open detail.
+#[tokio::test]
+async fn a_click_selects_what_is_under_the_pointer_and_the_wheel_scrolls() {
+    let (server, _sandbox) = scenario().await;
+    let mut app = app_on(&server, Pane::Stream, "");
+    let click = MouseEventKind::Down(MouseButton::Left);
+    // A tab.
+    let terminal = render(&app);
+    let tab = position_of(&terminal, "5 Destinations").unwrap();
+    assert!(app.handle_mouse(mouse(click, (tab.0 + 3, tab.1))));
+    assert_eq!(app.pane, Pane::Destinations);
+    let terminal = render(&app);
+    let tab = position_of(&terminal, "1 Live stream").unwrap();
+    app.handle_mouse(mouse(click, tab));
+    assert_eq!(app.pane, Pane::Stream);
+    // A row: it is selected, and the list pauses on it.
+    let terminal = render(&app);
+    let at = position_of(&terminal, "seg_test_481").unwrap();
+    app.handle_mouse(mouse(click, at));
+    let selected = &app.snapshot.stream[app.selection()];
+    assert_eq!(selected.message_id.as_deref(), Some("seg_test_481"));
+    assert!(!app.follow[0], "a clicked row is held while rows arrive");
+    // A second click on it opens its trace.
+    render(&app);
+    assert!(app.handle_mouse(mouse(click, at)));
+    assert_eq!(app.pane, Pane::Diff);
+    assert_eq!(app.query().trace_of.as_deref(), Some("seg_test_481"));
+    // Below the last row nothing happens.
+    let mut app = app_on(&server, Pane::Stream, "");
+    let terminal = render(&app);
+    let rows = app.rows() as u16;
+    let header = position_of(&terminal, "messageId").unwrap();
+    assert!(!app.handle_mouse(mouse(click, (header.0, header.1 + rows + 2))));
+    assert_eq!(app.selection(), 0);
+    // The wheel moves the selection three rows at a time.
+    app.handle_mouse(mouse(MouseEventKind::ScrollDown, (header.0, header.1 + 1)));
+    assert_eq!(app.selection(), 3.min(app.rows() - 1));
+    app.handle_mouse(mouse(MouseEventKind::ScrollUp, (header.0, header.1 + 1)));
+    assert_eq!(app.selection(), 0);
+
+    // In an open detail the wheel scrolls the detail, never the list behind it.
+    let mut app = app_on(&server, Pane::Deliveries, "");
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    app.handle_key(key(KeyCode::Enter));
+    let snapshot = server.dashboard(&app.query(), &["meta".into()], NOW);
+    app.apply(snapshot);
+    assert!(app.detail && app.snapshot.request.is_some());
+    let mut small = Terminal::new(TestBackend::new(100, 20)).unwrap();
+    small.draw(|f| panes::draw(f, &app)).unwrap();
+    let (w, h) = (100, 20);
+    let middle = (w / 2, h / 2);
+    let before = app.selection();
+    app.handle_mouse(mouse(MouseEventKind::ScrollDown, middle));
+    assert_eq!(app.viewport.scroll, 3, "the detail scrolled");
+    assert_eq!(app.selection(), before, "the list behind did not move");
+    // A click outside the detail closes it.
+    app.handle_mouse(mouse(click, (0, h - 2)));
+    assert!(!app.detail);
+    server.stop().await;
 }

@@ -17,6 +17,9 @@ use crate::store::{
 };
 use crate::testsend::{self, SendResult, Stage, Step, TestPlan};
 
+mod mouse;
+pub use mouse::{Hits, ListHits};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
     Stream,
@@ -87,10 +90,11 @@ pub enum Action {
     ReplayDead,
     PauseResume,
     AllowReplay,
+    Copy,
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 32] = [
+pub const KEYMAP: [(&str, &str, Action); 33] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -133,6 +137,11 @@ pub const KEYMAP: [(&str, &str, Action); 32] = [
         "← / →",
         "previous / next payload tab (diff pane)",
         Action::NextTab,
+    ),
+    (
+        "c",
+        "copy: raw message JSON (diff, collisions), a detail's body",
+        Action::Copy,
     ),
     ("t", "next theme", Action::Theme),
     ("s", "test send: send the next call", Action::SendNext),
@@ -194,6 +203,7 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('D') => Action::ReplayDead,
         KeyCode::Char('p') => Action::PauseResume,
         KeyCode::Char('A') => Action::AllowReplay,
+        KeyCode::Char('c') => Action::Copy,
         _ => return None,
     })
 }
@@ -535,6 +545,10 @@ pub struct App {
     /// The detail viewport (an attempt's request and response, a refused request) is open.
     pub detail: bool,
     pub viewport: Viewport,
+    /// Where the last frame drew tabs, list rows and the detail (for the mouse).
+    pub hits: std::cell::RefCell<Hits>,
+    /// Whether the dashboard captures the mouse (off: the terminal selects text as usual).
+    pub mouse: bool,
     /// Text for the clipboard; the event loop sends it to the terminal (OSC 52).
     pub clipboard: Option<String>,
     pub diff_tab: usize,
@@ -583,6 +597,8 @@ impl App {
                 wrap: true,
                 ..Viewport::default()
             },
+            hits: Default::default(),
+            mouse: true,
             clipboard: None,
             diff_tab: 0,
             trace_of: None,
@@ -1072,6 +1088,7 @@ impl App {
                 self.follow_newest();
                 return true;
             }
+            Action::Copy => self.copy_raw(),
             Action::Oldest => {
                 let i = self.index();
                 self.pause();
@@ -1176,6 +1193,37 @@ impl App {
             _ => return None,
         }
         Some(false)
+    }
+
+    /// `c`: the raw message as Segment sent it, pretty-printed, to the clipboard.
+    fn copy_raw(&mut self) {
+        let raw = match self.pane {
+            Pane::Diff => self
+                .snapshot
+                .trace
+                .as_ref()
+                .and_then(|t| t.arrivals.first())
+                .and_then(|a| serde_json::from_slice::<Value>(&a.raw).ok()),
+            Pane::Collisions => self
+                .snapshot
+                .collision_raws
+                .as_ref()
+                .map(|(_, collapsed)| collapsed.clone())
+                .filter(|v| !v.is_null()),
+            _ => None,
+        };
+        match raw.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
+            Some(text) => {
+                self.status = Some(format!(
+                    "copied the raw message ({} bytes) to the clipboard",
+                    text.len()
+                ));
+                self.clipboard = Some(text);
+            }
+            None => {
+                self.status = Some("c copies a raw message on the diff and collisions panes".into())
+            }
+        }
     }
 
     /// Enter: follow the selected row to where its story is told.

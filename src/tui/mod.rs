@@ -13,7 +13,9 @@ use std::io;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind,
+};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
@@ -204,7 +206,7 @@ impl TestSender {
 
 fn restore_terminal() {
     let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), LeaveAlternateScreen);
+    let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen);
 }
 
 /// Run the dashboard over `store` until the user quits.
@@ -218,6 +220,12 @@ pub fn run(
     if let Err(e) = execute!(io::stdout(), EnterAlternateScreen) {
         restore_terminal();
         return Err(TuiError::Terminal(e));
+    }
+    if app.mouse {
+        if let Err(e) = execute!(io::stdout(), EnableMouseCapture) {
+            restore_terminal();
+            return Err(TuiError::Terminal(e));
+        }
     }
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -278,6 +286,13 @@ fn event_loop(
                 match event::read().map_err(TuiError::Terminal)? {
                     Event::Key(key) if key.kind == KeyEventKind::Press => {
                         if app.handle_key(key) {
+                            loader.request(app.query());
+                            last_refresh = Instant::now();
+                        }
+                        dirty = true;
+                    }
+                    Event::Mouse(mouse) => {
+                        if app.handle_mouse(mouse) {
                             loader.request(app.query());
                             last_refresh = Instant::now();
                         }

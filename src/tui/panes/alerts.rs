@@ -4,7 +4,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -95,8 +95,7 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
-    let mut state = TableState::default().with_selected(Some(app.selection()));
-    frame.render_stateful_widget(t, chunks[0], &mut state);
+    render_list(frame, t, chunks[0], app);
     let detail = match app.snapshot.alerts.get(app.selection()) {
         Some(a) => {
             let mut lines = vec![Line::from(vec![

@@ -1,7 +1,7 @@
 //! Pane 2: delivery attempts, each with its request and the platform's response.
 
 use ratatui::layout::Rect;
-use ratatui::widgets::{Cell, Clear, Paragraph, TableState, Wrap};
+use ratatui::widgets::{Cell, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -57,8 +57,7 @@ pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
-    let mut state = TableState::default().with_selected(Some(app.selection()));
-    frame.render_stateful_widget(t, area, &mut state);
+    render_list(frame, t, area, app);
     if app.detail {
         match &app.snapshot.request {
             Some(r) => super::detail::draw_viewport(

@@ -3,7 +3,7 @@
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Wrap};
 use ratatui::Frame;
 use serde_json::Value;
 
@@ -42,8 +42,7 @@ pub(super) fn collisions(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
-    let mut state = TableState::default().with_selected(Some(app.selection()));
-    frame.render_stateful_widget(t, chunks[0], &mut state);
+    render_list(frame, t, chunks[0], app);
     let selected = app.snapshot.collisions.get(app.selection());
     let why = selected
         .map(|c| {

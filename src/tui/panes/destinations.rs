@@ -2,7 +2,7 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, TableState, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -81,8 +81,7 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
-    let mut state = TableState::default().with_selected(Some(app.selection()));
-    frame.render_stateful_widget(t, chunks[0], &mut state);
+    render_list(frame, t, chunks[0], app);
     let detail: Vec<Line> = match app.snapshot.destinations.get(app.selection()) {
         Some(d) => {
             let c = &d.coverage;

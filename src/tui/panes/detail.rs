@@ -138,6 +138,7 @@ pub(super) fn draw_viewport(
         area.height.saturating_sub(2),
     );
     frame.render_widget(Clear, rect);
+    app.hits.borrow_mut().detail = Some(rect);
     let width = rect.width.saturating_sub(2).max(1) as usize;
     let height = rect.height.saturating_sub(2) as usize;
     let mut lines: Vec<(Style, String)> = Vec::with_capacity(text.lines.len());

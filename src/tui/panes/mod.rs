@@ -17,7 +17,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs};
 use ratatui::Frame;
 
-use super::app::{App, Pane};
+use super::app::{App, Hits, Pane};
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::FleetNode;
 use widgets::*;
@@ -56,6 +56,7 @@ fn fleet_summary<'a>(theme: &Theme, nodes: &[FleetNode], now_ms: i64) -> Span<'a
 
 /// The whole screen: header, tabs, the pane, the footer; help and filter on top.
 pub fn draw(frame: &mut Frame, app: &App) {
+    *app.hits.borrow_mut() = Hits::default();
     let theme = app.theme();
     let area = frame.area();
     let firing: Vec<&StoredAlert> = app
@@ -112,6 +113,24 @@ pub fn draw(frame: &mut Frame, app: &App) {
             }
         })
         .collect();
+    // Where each tab lands: Tabs pads every title with a space each side, one divider between.
+    let mut x = chunks[1].x;
+    let tabs = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| {
+            let from = x;
+            x = x.saturating_add(title.width() as u16 + 2);
+            let tab = (from, x, i);
+            x = x.saturating_add(1);
+            tab
+        })
+        .collect();
+    {
+        let mut hits = app.hits.borrow_mut();
+        hits.tabs = tabs;
+        hits.tab_row = Some(chunks[1].y);
+    }
     frame.render_widget(
         Tabs::new(titles)
             .select(selected)

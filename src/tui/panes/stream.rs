@@ -1,7 +1,7 @@
 //! Pane 1: the live stream of messages and refused requests.
 
 use ratatui::layout::Rect;
-use ratatui::widgets::{Cell, TableState};
+use ratatui::widgets::Cell;
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -48,8 +48,7 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
-    let mut state = TableState::default().with_selected(Some(app.selection()));
-    frame.render_stateful_widget(t, area, &mut state);
+    render_list(frame, t, area, app);
     if app.detail {
         if let Some(r) = &app.snapshot.rejection {
             super::detail::draw_viewport(

@@ -2,13 +2,13 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 use serde_json::Value;
 
 pub(super) use crate::inspect::format_ms;
 pub(super) use crate::store::views::node_label;
-use crate::tui::app::{App, Pane, KEYMAP};
+use crate::tui::app::{App, ListHits, Pane, KEYMAP};
 pub(super) use crate::tui::theme::Theme;
 
 pub(super) fn clock(ms: i64) -> String {
@@ -244,4 +244,22 @@ pub(super) fn fitted_table<'a>(
         })
         .collect();
     table(theme, &header, rows, widths, title)
+}
+
+/// Draw a list pane's table with the selection visible, and note where its rows landed so a
+/// click selects the row under the pointer.
+pub(super) fn render_list(frame: &mut Frame, table: Table, area: Rect, app: &App) {
+    let mut state = TableState::default().with_selected(Some(app.selection()));
+    frame.render_stateful_widget(table, area, &mut state);
+    // Inside the border, below the header row.
+    let rows = Rect {
+        x: area.x + 1,
+        y: area.y + 2,
+        width: area.width.saturating_sub(2),
+        height: area.height.saturating_sub(3),
+    };
+    app.hits.borrow_mut().list = Some(ListHits {
+        rows,
+        offset: state.offset(),
+    });
 }
