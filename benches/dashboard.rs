@@ -104,22 +104,22 @@ fn main() {
         (
             "stream: page at the middle",
             Query {
-                stream_top: Some(deep),
+                page_top: Some(deep),
                 ..Query::default()
             },
         ),
         (
             "stream: oldest page (End)",
             Query {
-                stream_seek: Some(Seek::Oldest),
+                page_seek: Some(Seek::Oldest),
                 ..Query::default()
             },
         ),
         (
             "stream: 250 rows up from the middle",
             Query {
-                stream_top: Some(deep),
-                stream_seek: Some(Seek::Newer(deep, 250)),
+                page_top: Some(deep),
+                page_seek: Some(Seek::Newer(deep, 250)),
                 ..Query::default()
             },
         ),

@@ -228,6 +228,63 @@ fn paging_reaches_the_oldest_of_100k_stored_messages() {
     assert!(screen(&app).contains("● following  1 of 100,000"));
 }
 
+#[test]
+fn the_attempts_pane_pages_through_every_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    bulk::fill(&db, 4_000, false);
+    let attempts = bulk::deliver_all(&db) as i64;
+    assert!(attempts > 2 * 500, "more than two pages: {attempts}");
+    let total = format!("of {}", thousands(attempts));
+    let mut reader = tracklayer::store::StoreReader::open(&db).unwrap();
+    let mut app = new_app();
+    press(&mut app, &mut reader, KeyCode::Char('2'));
+    let row = |app: &App| app.snapshot.attempts[app.selection()].attempt_row;
+    let newest = row(&app);
+    assert!(
+        screen(&app).contains(&format!("1 {total}")),
+        "{}",
+        screen(&app)
+    );
+    // Down past the first loaded page of 500, one key at a time by pages of ten.
+    for _ in 0..60 {
+        press(&mut app, &mut reader, KeyCode::PageDown);
+    }
+    assert_eq!(row(&app), newest - 600);
+    assert!(
+        screen(&app).contains(&format!("601 {total}")),
+        "{}",
+        screen(&app)
+    );
+    for _ in 0..60 {
+        press(&mut app, &mut reader, KeyCode::PageUp);
+    }
+    assert_eq!(row(&app), newest);
+    // End: the very first attempt; Home: the newest again, following.
+    press(&mut app, &mut reader, KeyCode::End);
+    assert_eq!(row(&app), newest - attempts + 1);
+    assert!(
+        screen(&app).contains(&format!("{} {total}", thousands(attempts))),
+        "{}",
+        screen(&app)
+    );
+    press(&mut app, &mut reader, KeyCode::Home);
+    assert_eq!(row(&app), newest);
+    assert!(screen(&app).contains(&format!("● following  1 {total}")));
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Meta on the sandbox, failing the first request with a 500.
 async fn failing_meta() -> (tracklayer::sandbox::Sandbox, TestServer) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

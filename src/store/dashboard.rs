@@ -34,11 +34,17 @@ pub trait DashboardReader: Send {
     fn rejection(&mut self, id: i64) -> Result<Option<RejectionDetail>, StoreError>;
     /// A message (messageId, event_id, request id, order_id) or profile, across all history.
     fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError>;
-    fn recent_attempts(
+    /// A page of delivery attempts with `id <= top`, newest first.
+    fn attempts_page(
         &mut self,
         limit: usize,
         filter: &str,
+        top: i64,
     ) -> Result<Vec<AttemptRow>, StoreError>;
+    /// The top of the attempts page `n` rows newer than `from`.
+    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError>;
+    /// The id range of delivery attempts.
+    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError>;
     fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError>;
     fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError>;
@@ -106,12 +112,19 @@ impl DashboardReader for StoreReader {
     fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError> {
         StoreReader::search(self, text)
     }
-    fn recent_attempts(
+    fn attempts_page(
         &mut self,
         limit: usize,
         filter: &str,
+        top: i64,
     ) -> Result<Vec<AttemptRow>, StoreError> {
-        StoreReader::recent_attempts(self, limit, filter)
+        StoreReader::attempts_page(self, limit, filter, top)
+    }
+    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        StoreReader::attempts_newer(self, filter, from, n)
+    }
+    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        StoreReader::attempts_extent(self)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         StoreReader::http_request(self, row)
@@ -210,12 +223,19 @@ impl DashboardReader for PgReader {
     fn search(&mut self, text: &str) -> Result<Option<SearchHit>, StoreError> {
         Ok(PgReader::search(self, text)?)
     }
-    fn recent_attempts(
+    fn attempts_page(
         &mut self,
         limit: usize,
         filter: &str,
+        top: i64,
     ) -> Result<Vec<AttemptRow>, StoreError> {
-        Ok(PgReader::recent_attempts(self, limit, filter)?)
+        Ok(PgReader::attempts_page(self, limit, filter, top)?)
+    }
+    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        Ok(PgReader::attempts_newer(self, filter, from, n)?)
+    }
+    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(PgReader::attempts_extent(self)?)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         Ok(PgReader::http_request(self, row)?)

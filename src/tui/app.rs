@@ -225,10 +225,10 @@ pub struct Query {
     pub test_call: Option<(String, SendResult)>,
     /// How the destinations take the test (for the consent and payload stages).
     pub test_plan: TestPlan,
-    /// The stream page's top (`None`: follow the newest).
-    pub stream_top: Option<StreamCursor>,
-    /// Move the stream page before loading it.
-    pub stream_seek: Option<Seek>,
+    /// The page's top on a paged pane (stream, attempts; `None`: follow the newest).
+    pub page_top: Option<StreamCursor>,
+    /// Move the page before loading it.
+    pub page_seek: Option<Seek>,
     /// Search the whole history for this (answered in [`Snapshot::search`]).
     pub search: Option<String>,
     /// An operator action to perform once (by its sequence number), and who asks.
@@ -237,7 +237,7 @@ pub struct Query {
     pub generation: u64,
 }
 
-/// A move of the stream page the loader resolves against the store.
+/// A move of a paged pane's page (stream, attempts) the loader resolves against the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seek {
     /// `n` rows newer than the page starting here.
@@ -258,10 +258,10 @@ pub struct Snapshot {
     /// Open alerts first, then the newest resolved (the banner and the alerts pane).
     pub alerts: Vec<StoredAlert>,
     pub stream: Vec<StreamRow>,
-    /// The id ranges of the stream (position and total).
-    pub stream_extent: StreamExtent,
-    /// Where the loaded stream page starts (resolved: never `NEWEST`).
-    pub stream_top: Option<StreamCursor>,
+    /// The id ranges of the paged pane loaded (position and total).
+    pub extent: StreamExtent,
+    /// Where the loaded page starts (resolved: never `NEWEST`).
+    pub page_top: Option<StreamCursor>,
     pub attempts: Vec<AttemptRow>,
     pub request: Option<StoredHttpRequest>,
     pub rejection: Option<RejectionDetail>,
@@ -335,12 +335,12 @@ pub fn load(
         match query.pane.map(|i| Pane::ALL[i.min(Pane::ALL.len() - 1)]) {
             Some(Pane::Stream) | None => {
                 let extent = reader.stream_extent()?;
-                let top = match query.stream_seek {
+                let top = match query.page_seek {
                     Some(Seek::Newer(from, n)) => reader.stream_newer(&query.filter, from, n)?,
                     Some(Seek::Oldest) => {
                         reader.stream_newer(&query.filter, extent.below_oldest(), ROWS)?
                     }
-                    None => query.stream_top.unwrap_or(StreamCursor::NEWEST),
+                    None => query.page_top.unwrap_or(StreamCursor::NEWEST),
                 };
                 // Concrete ids, so a paused page does not take in rows that arrive later.
                 let top = StreamCursor {
@@ -351,11 +351,29 @@ pub fn load(
                 if let Some(id) = query.rejection {
                     snap.rejection = reader.rejection(id)?;
                 }
-                snap.stream_extent = extent;
-                snap.stream_top = Some(top);
+                snap.extent = extent;
+                snap.page_top = Some(top);
             }
             Some(Pane::Deliveries) => {
-                snap.attempts = reader.recent_attempts(ROWS, &query.filter)?;
+                let extent = StreamExtent {
+                    messages: reader.attempts_extent()?,
+                    refusals: None,
+                };
+                let f = &query.filter;
+                let top = match query.page_seek {
+                    Some(Seek::Newer(from, n)) => reader.attempts_newer(f, from.message, n)?,
+                    Some(Seek::Oldest) => {
+                        reader.attempts_newer(f, extent.below_oldest().message, ROWS)?
+                    }
+                    None => query.page_top.unwrap_or(StreamCursor::NEWEST).message,
+                };
+                let top = StreamCursor {
+                    message: top.min(extent.messages.map_or(0, |(_, hi)| hi)),
+                    refusal: 0,
+                };
+                snap.attempts = reader.attempts_page(ROWS, f, top.message)?;
+                snap.extent = extent;
+                snap.page_top = Some(top);
                 if let Some(row) = query.request_row {
                     snap.request = reader.http_request(row)?;
                 }
@@ -532,11 +550,11 @@ pub struct App {
     pending_offset: isize,
     /// Per pane: rows that arrived above the paused view.
     pub new_rows: [i64; Pane::ALL.len()],
-    /// Where the stream page starts (`None`: newest, following).
-    pub stream_top: Option<StreamCursor>,
-    /// How many rows the stream held when it was paused (what arrived since is "new").
-    stream_total_at_pause: i64,
-    stream_seek: Option<Seek>,
+    /// Per paged pane (stream, attempts): where its page starts (`None`: newest, following).
+    pub page_top: [Option<StreamCursor>; Pane::ALL.len()],
+    /// Per paged pane: how many rows it held when it was paused (what arrived since is "new").
+    total_at_pause: [i64; Pane::ALL.len()],
+    page_seek: [Option<Seek>; Pane::ALL.len()],
     /// Select the last row once the page being loaded arrives (End).
     select_last: bool,
     /// Bumped whenever a key changes what to load; older snapshots are stale.
@@ -586,9 +604,9 @@ impl App {
             anchor: Default::default(),
             pending_offset: 0,
             new_rows: [0; Pane::ALL.len()],
-            stream_top: None,
-            stream_total_at_pause: 0,
-            stream_seek: None,
+            page_top: [None; Pane::ALL.len()],
+            total_at_pause: [0; Pane::ALL.len()],
+            page_seek: [None; Pane::ALL.len()],
             select_last: false,
             generation: 0,
             help: false,
@@ -677,8 +695,8 @@ impl App {
                 })
                 .flatten(),
             test_plan: self.test.plan.clone(),
-            stream_top: self.stream_top,
-            stream_seek: self.stream_seek,
+            page_top: self.page_top[self.index()],
+            page_seek: self.page_seek[self.index()],
             search: self.search.clone(),
             action: self
                 .pending_action
@@ -707,22 +725,33 @@ impl App {
         (0..self.rows()).find(|&i| self.key_at(i).as_deref() == Some(key))
     }
 
-    /// "1,204 of 767,310": where the selection is in the whole history (the stream) or in the
-    /// rows loaded (the other panes).
+    /// Whether the current pane pages through the whole store (the others hold their rows).
+    pub fn paged(&self) -> bool {
+        matches!(self.pane, Pane::Stream | Pane::Deliveries)
+    }
+
+    /// The cursor of a page starting at row `i` of a paged pane.
+    fn cursor_at(&self, i: usize) -> Option<StreamCursor> {
+        match self.pane {
+            Pane::Stream => self.snapshot.stream.get(i).map(|r| r.cursor),
+            Pane::Deliveries => self.snapshot.attempts.get(i).map(|a| StreamCursor {
+                message: a.attempt_row,
+                refusal: 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// "1,204 of 767,310": where the selection is in the whole history (paged panes) or in
+    /// the rows loaded (the others, and a filtered page).
     pub fn position(&self) -> Option<(i64, i64)> {
         let selected = self.selection();
-        match self.pane {
-            Pane::Stream => {
-                let row = self.snapshot.stream.get(selected)?;
-                let extent = &self.snapshot.stream_extent;
-                if self.filter().is_empty() {
-                    Some((extent.position(row.cursor), extent.total()))
-                } else {
-                    Some((selected as i64 + 1, self.rows() as i64))
-                }
-            }
-            _ => (self.rows() > 0).then(|| (selected as i64 + 1, self.rows() as i64)),
+        if self.paged() && self.filter().is_empty() {
+            let cursor = self.cursor_at(selected)?;
+            let extent = &self.snapshot.extent;
+            return Some((extent.position(cursor), extent.total()));
         }
+        (self.rows() > 0).then(|| (selected as i64 + 1, self.rows() as i64))
     }
 
     /// Apply new data. The selection stays on its row (found again by key) however many rows
@@ -753,10 +782,10 @@ impl App {
         let i = self.index();
         let offset = std::mem::take(&mut self.pending_offset);
         let old_top = self.key_at(0);
-        if self.pane == Pane::Stream && snapshot.stream_top.is_some() && !self.follow[i] {
+        if self.paged() && snapshot.page_top.is_some() && !self.follow[i] {
             // The page the loader resolved (a seek, or NEWEST made concrete) is the page now.
-            self.stream_seek = None;
-            self.stream_top = snapshot.stream_top;
+            self.page_seek[i] = None;
+            self.page_top[i] = snapshot.page_top;
         }
         self.snapshot = snapshot;
         let rows = self.rows();
@@ -774,8 +803,8 @@ impl App {
         self.anchor[i] = self.key_at(self.selected[i]);
         self.new_rows[i] = if self.follow[i] {
             0
-        } else if self.pane == Pane::Stream {
-            (self.snapshot.stream_extent.total() - self.stream_total_at_pause).max(0)
+        } else if self.paged() {
+            (self.snapshot.extent.total() - self.total_at_pause[i]).max(0)
         } else {
             // Rows above the previous top are new since the last refresh.
             let arrived = old_top.and_then(|k| self.position_of(&k)).unwrap_or(0) as i64;
@@ -868,9 +897,9 @@ impl App {
         if self.follow[i] {
             self.follow[i] = false;
             self.new_rows[i] = 0;
-            if self.pane == Pane::Stream {
-                self.stream_top = self.snapshot.stream_top;
-                self.stream_total_at_pause = self.snapshot.stream_extent.total();
+            if self.paged() {
+                self.page_top[i] = self.snapshot.page_top;
+                self.total_at_pause[i] = self.snapshot.extent.total();
             }
         }
     }
@@ -881,8 +910,8 @@ impl App {
         self.follow[i] = true;
         self.new_rows[i] = 0;
         self.selected[i] = 0;
-        self.stream_top = None;
-        self.stream_seek = None;
+        self.page_top[i] = None;
+        self.page_seek[i] = None;
         self.anchor[i] = self.key_at(0);
     }
 
@@ -896,23 +925,22 @@ impl App {
         }
         self.pause();
         let target = self.selected[i] as isize + delta;
-        if self.pane == Pane::Stream {
+        if self.paged() {
             let page_is_full = rows >= ROWS;
             let at_newest = self
                 .snapshot
-                .stream_top
-                .is_some_and(|t| self.snapshot.stream_extent.newer_than(t) == 0);
+                .page_top
+                .is_some_and(|t| self.snapshot.extent.newer_than(t) == 0);
             if target >= rows as isize && page_is_full {
                 // Older rows: the page moves down by half, the selection rides on its row.
-                self.stream_top = Some(self.snapshot.stream[rows / 2].cursor);
+                self.page_top[i] = self.cursor_at(rows / 2);
                 self.pending_offset = target - self.selected[i] as isize;
                 self.anchor[i] = self.key_at(self.selected[i]);
                 return true;
             }
             if target < 0 && !at_newest {
-                let top = self.snapshot.stream.first().map(|r| r.cursor);
-                if let Some(top) = top {
-                    self.stream_seek = Some(Seek::Newer(top, ROWS / 2));
+                if let Some(top) = self.cursor_at(0) {
+                    self.page_seek[i] = Some(Seek::Newer(top, ROWS / 2));
                     self.pending_offset = target - self.selected[i] as isize;
                     self.anchor[i] = self.key_at(self.selected[i]);
                     return true;
@@ -1092,8 +1120,8 @@ impl App {
             Action::Oldest => {
                 let i = self.index();
                 self.pause();
-                if self.pane == Pane::Stream {
-                    self.stream_seek = Some(Seek::Oldest);
+                if self.paged() {
+                    self.page_seek[i] = Some(Seek::Oldest);
                     self.select_last = true;
                     return true;
                 }

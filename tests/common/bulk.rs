@@ -90,3 +90,49 @@ pub fn fill(path: &Path, count: usize, log: bool) {
         thread.join();
     });
 }
+
+/// Deliver every pending warehouse delivery of the store at `path` as a worker would, one
+/// attempt each (claimed, then completed as delivered): a long attempts history.
+#[allow(dead_code)]
+pub fn deliver_all(path: &Path) -> usize {
+    use tracklayer::store::model::delivery::{AttemptOutcome, Completion, ItemResult, RequestRef};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (writer, thread) =
+            StoreWriter::spawn(path, Default::default(), Vec::new(), Default::default()).unwrap();
+        let mut delivered = 0;
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            let claim = writer.claim("warehouse", now, 1000, 60_000).await.unwrap();
+            if claim.items.is_empty() {
+                break;
+            }
+            delivered += claim.items.len();
+            let items = claim
+                .items
+                .iter()
+                .map(|d| ItemResult {
+                    delivery_id: d.id,
+                    attempt: d.attempt,
+                    outcome: AttemptOutcome::Delivered,
+                    reason: None,
+                    next_attempt_ms: None,
+                    solo: false,
+                    free_retry: false,
+                })
+                .collect();
+            writer
+                .complete(vec![Completion {
+                    destination: "warehouse".into(),
+                    request: RequestRef::None,
+                    items,
+                    at_ms: now,
+                }])
+                .await
+                .unwrap();
+        }
+        drop(writer);
+        thread.join();
+        delivered
+    })
+}

@@ -59,6 +59,15 @@ fn refusal_row(r: &postgres::Row) -> StreamRow {
     }
 }
 
+const ATTEMPT_JOINS: &str = "delivery_attempts a
+    JOIN deliveries d ON d.id = a.delivery_id
+    LEFT JOIN delivery_requests r ON r.id = a.request_row
+    LEFT JOIN messages m ON m.id = d.message_row";
+/// $2 the ILIKE pattern (`%%` for none), $3 the lowest id a filtered scan looks at.
+const ATTEMPT_FILTER: &str = "($2 = '%%' OR (a.id > $3 AND (d.destination ILIKE $2
+    OR a.outcome ILIKE $2 OR d.destination_event ILIKE $2 OR d.event_id ILIKE $2
+    OR m.message_id ILIKE $2 OR r.status_code::TEXT ILIKE $2 OR a.node_id ILIKE $2)))";
+
 fn pattern(filter: &str) -> String {
     let escaped = filter
         .trim()
@@ -259,24 +268,30 @@ impl PgReader {
 
     /// The newest delivery attempts, newest first, with the node that made each.
     pub fn recent_attempts(&mut self, limit: usize, filter: &str) -> PgResult<Vec<AttemptRow>> {
+        self.attempts_page(limit, filter, i64::MAX)
+    }
+
+    /// A page of delivery attempts with `id <= top`, newest first (keyset paging).
+    pub fn attempts_page(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> PgResult<Vec<AttemptRow>> {
         let like = pattern(filter);
-        let floor = self.max_id("delivery_attempts")? - FILTER_WINDOW;
+        let floor = top.min(self.max_id("delivery_attempts")?) - FILTER_WINDOW;
         Ok(self
             .client
             .query(
-                "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
-                        m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason,
-                        a.next_attempt_ms, a.request_row, d.status, a.node_id, d.id
-                 FROM delivery_attempts a
-                 JOIN deliveries d ON d.id = a.delivery_id
-                 LEFT JOIN delivery_requests r ON r.id = a.request_row
-                 LEFT JOIN messages m ON m.id = d.message_row
-                 WHERE a.id > $3 AND ($2 = '%%' OR d.destination ILIKE $2 OR a.outcome ILIKE $2
-                     OR d.destination_event ILIKE $2 OR d.event_id ILIKE $2
-                     OR m.message_id ILIKE $2 OR r.status_code::TEXT ILIKE $2
-                     OR a.node_id ILIKE $2)
-                 ORDER BY a.id DESC LIMIT $1",
-                &[&(limit as i64), &like, &floor],
+                &format!(
+                    "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
+                            m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms,
+                            a.reason, a.next_attempt_ms, a.request_row, d.status, a.node_id, d.id
+                     FROM {ATTEMPT_JOINS}
+                     WHERE a.id <= $4 AND {ATTEMPT_FILTER}
+                     ORDER BY a.id DESC LIMIT $1"
+                ),
+                &[&(limit as i64), &like, &floor, &top],
             )?
             .iter()
             .map(|r| AttemptRow {
@@ -298,6 +313,39 @@ impl PgReader {
                 delivery_id: r.get(15),
             })
             .collect())
+    }
+
+    /// The top of the attempts page `n` rows newer than `from` (`i64::MAX` when fewer are).
+    pub fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> PgResult<i64> {
+        let like = pattern(filter);
+        let ids: Vec<i64> = self
+            .client
+            .query(
+                &format!(
+                    "SELECT a.id FROM {ATTEMPT_JOINS}
+                     WHERE a.id > $4 AND {ATTEMPT_FILTER}
+                     ORDER BY a.id ASC LIMIT $1"
+                ),
+                &[&(n as i64), &like, &(from - FILTER_WINDOW), &from],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(if ids.len() < n {
+            i64::MAX
+        } else {
+            ids.last().copied().unwrap_or(i64::MAX)
+        })
+    }
+
+    /// The id range of delivery attempts.
+    pub fn attempts_extent(&mut self) -> PgResult<Option<(i64, i64)>> {
+        let row = self.client.query_one(
+            "SELECT (SELECT MIN(id) FROM delivery_attempts), (SELECT MAX(id) FROM delivery_attempts)",
+            &[],
+        )?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        Ok(lo.zip(hi))
     }
 
     /// Unmapped event names, most frequent first, with the suggestion for each.

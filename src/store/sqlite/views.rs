@@ -21,6 +21,15 @@ const REFUSAL_COLUMNS: &str =
 const REFUSAL_FILTER: &str = "(?2 = '%%' OR reason LIKE ?2 OR reason_code LIKE ?2
     OR 'rejected' LIKE ?2 OR environment_header LIKE ?2)";
 
+const ATTEMPT_JOINS: &str = "delivery_attempts a
+    JOIN deliveries d ON d.id = a.delivery_id
+    LEFT JOIN delivery_requests r ON r.id = a.request_row
+    LEFT JOIN messages m ON m.id = d.message_row";
+/// ?2 the LIKE pattern (`%%` for none), ?3 the lowest id a filtered scan looks at.
+const ATTEMPT_FILTER: &str = "(?2 = '%%' OR (a.id > ?3 AND (d.destination LIKE ?2
+    OR a.outcome LIKE ?2 OR d.destination_event LIKE ?2 OR d.event_id LIKE ?2
+    OR m.message_id LIKE ?2 OR CAST(r.status_code AS TEXT) LIKE ?2)))";
+
 fn message_row(r: &rusqlite::Row) -> rusqlite::Result<StreamRow> {
     Ok(StreamRow {
         source: StreamSource::Message(r.get(0)?),
@@ -224,22 +233,28 @@ impl StoreReader {
         limit: usize,
         filter: &str,
     ) -> Result<Vec<AttemptRow>, StoreError> {
+        self.attempts_page(limit, filter, i64::MAX)
+    }
+
+    /// A page of delivery attempts with `id <= top`, newest first (keyset paging on the
+    /// primary key, so a page deep in history costs what the first does).
+    pub fn attempts_page(
+        &self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
         let like = format!("%{}%", filter.trim());
-        let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
-        let mut stmt = self.conn().prepare_cached(
+        let floor = top.min(self.max_rowid("delivery_attempts")?) - FILTER_WINDOW;
+        let mut stmt = self.conn().prepare_cached(&format!(
             "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id, m.message_id,
                     a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason, a.next_attempt_ms,
                     a.request_row, d.status, d.id
-             FROM delivery_attempts a
-             JOIN deliveries d ON d.id = a.delivery_id
-             LEFT JOIN delivery_requests r ON r.id = a.request_row
-             LEFT JOIN messages m ON m.id = d.message_row
-             WHERE a.id > ?3 AND (?2 = '%%' OR d.destination LIKE ?2 OR a.outcome LIKE ?2
-                 OR d.destination_event LIKE ?2 OR d.event_id LIKE ?2 OR m.message_id LIKE ?2
-                 OR CAST(r.status_code AS TEXT) LIKE ?2)
-             ORDER BY a.id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64, like, floor], |r| {
+             FROM {ATTEMPT_JOINS}
+             WHERE a.id <= ?4 AND {ATTEMPT_FILTER}
+             ORDER BY a.id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map(params![limit as i64, like, floor, top], |r| {
             Ok(AttemptRow {
                 attempt_row: r.get(0)?,
                 at_ms: r.get(1)?,
@@ -260,6 +275,37 @@ impl StoreReader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The top of the attempts page `n` rows newer than `from` (`i64::MAX`, the newest page,
+    /// when fewer are newer).
+    pub fn attempts_newer(&self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        let like = format!("%{}%", filter.trim());
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT a.id FROM {ATTEMPT_JOINS}
+             WHERE a.id > ?4 AND {ATTEMPT_FILTER}
+             ORDER BY a.id ASC LIMIT ?1"
+        ))?;
+        let ids = stmt
+            .query_map(params![n as i64, like, from - FILTER_WINDOW, from], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if ids.len() < n {
+            i64::MAX
+        } else {
+            ids.last().copied().unwrap_or(i64::MAX)
+        })
+    }
+
+    /// The id range of delivery attempts (position and total).
+    pub fn attempts_extent(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let (lo, hi): (Option<i64>, Option<i64>) = self.conn().query_row(
+            "SELECT (SELECT MIN(id) FROM delivery_attempts), (SELECT MAX(id) FROM delivery_attempts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(lo.zip(hi))
     }
 
     /// Unmapped event names, most frequent first, with the suggestion for each.
