@@ -722,6 +722,11 @@ async fn a_fleet_dashboard_shows_what_the_embedded_one_shows() {
         (Pane::Stream, "bad_sig", None),
         (Pane::Deliveries, "", None),
         (Pane::Deliveries, "meta", None),
+        (Pane::Deliveries, "dest:meta status:retry", None),
+        (Pane::Deliveries, "http:500", None),
+        (Pane::Stream, "status:rejected", None),
+        (Pane::Stream, "status:mapped env:production", None),
+        (Pane::Stream, "id:seg_test_482", None),
         (Pane::Diff, "", Some("seg_test_481")),
         (Pane::Unmapped, "", None),
         (Pane::Destinations, "", None),
@@ -799,6 +804,50 @@ fn mouse(kind: MouseEventKind, (column, row): (u16, u16)) -> MouseEvent {
         row,
         modifiers: KeyModifiers::NONE,
     }
+}
+
+/// `field:value` terms narrow a list to rows whose column of that kind is exactly the value;
+/// free text still matches any column; a term a list lacks (a destination on a refused
+/// request) leaves those rows out.
+#[tokio::test]
+async fn field_filters_narrow_lists_by_column() {
+    let (server, _sandbox) = scenario().await;
+    let app = app_on(&server, Pane::Deliveries, "dest:meta status:retry");
+    let rows = &app.snapshot.attempts;
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|a| a.destination == "meta" && a.outcome == "retry"),
+        "{rows:#?}"
+    );
+    let all = app_on(&server, Pane::Deliveries, "");
+    assert!(all.snapshot.attempts.len() > rows.len());
+    // `status:` on the stream: the word the pane shows (an accepted message's outcome).
+    let stream = app_on(&server, Pane::Stream, "status:rejected");
+    assert!(!stream.snapshot.stream.is_empty());
+    assert!(stream
+        .snapshot
+        .stream
+        .iter()
+        .all(|r| r.status == "rejected"));
+    let mapped = app_on(&server, Pane::Stream, "STATUS:mapped");
+    assert!(!mapped.snapshot.stream.is_empty());
+    assert!(mapped
+        .snapshot
+        .stream
+        .iter()
+        .all(|r| r.outcome.as_deref() == Some("mapped")));
+    // Exact, not a substring: `status:map` matches nothing.
+    let partial = app_on(&server, Pane::Stream, "status:map");
+    assert!(partial.snapshot.stream.is_empty());
+    assert!(render(&partial)
+        .backend()
+        .to_string()
+        .contains("no matches for `status:map`"));
+    // A messageId with `_` is matched as typed, not as a wildcard.
+    let one = app_on(&server, Pane::Stream, "id:seg_test_482");
+    assert_eq!(one.snapshot.stream.len(), 1);
+    server.stop().await;
 }
 
 /// The mouse acts on what was drawn under the pointer: a tab, a row (a second click opens it),

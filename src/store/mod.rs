@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod dashboard;
 mod error;
+pub(crate) mod filter_sql;
 pub mod handoff;
 pub mod model;
 pub mod postgres;

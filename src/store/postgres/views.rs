@@ -3,8 +3,11 @@
 //! (newest rows by id within a window, or a LIMIT), so a fleet's history stays instant to read.
 
 use super::reader::{collision_from_row, packed, PgReader, COLLISION_SELECT};
+use crate::store::filter_sql::{filter_sql, Dialect, FilterSource};
+use crate::store::model::filter::ListFilter;
 use crate::store::model::trace::{StoredCollision, StoredProfile};
 use crate::store::model::views::*;
+use postgres::types::ToSql;
 
 type PgResult<T> = Result<T, postgres::Error>;
 
@@ -13,14 +16,8 @@ const FILTER_WINDOW: i64 = 100_000;
 
 const MESSAGE_COLUMNS: &str =
     "id, received_at_ms, environment, status, outcome, type, event, message_id, reason, node_id";
-/// $2 the ILIKE pattern (`%%` for none), $3 the lowest id a filtered scan looks at.
-const MESSAGE_FILTER: &str = "($2 = '%%' OR (id > $3 AND (event ILIKE $2 OR message_id ILIKE $2
-    OR status ILIKE $2 OR outcome ILIKE $2 OR type ILIKE $2 OR environment ILIKE $2
-    OR node_id ILIKE $2)))";
 const REFUSAL_COLUMNS: &str =
     "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
-const REFUSAL_FILTER: &str = "($2 = '%%' OR reason ILIKE $2 OR reason_code ILIKE $2
-    OR 'rejected' ILIKE $2 OR environment_header ILIKE $2)";
 
 fn message_row(r: &postgres::Row) -> StreamRow {
     StreamRow {
@@ -63,10 +60,6 @@ const ATTEMPT_JOINS: &str = "delivery_attempts a
     JOIN deliveries d ON d.id = a.delivery_id
     LEFT JOIN delivery_requests r ON r.id = a.request_row
     LEFT JOIN messages m ON m.id = d.message_row";
-/// $2 the ILIKE pattern (`%%` for none), $3 the lowest id a filtered scan looks at.
-const ATTEMPT_FILTER: &str = "($2 = '%%' OR (a.id > $3 AND (d.destination ILIKE $2
-    OR a.outcome ILIKE $2 OR d.destination_event ILIKE $2 OR d.event_id ILIKE $2
-    OR m.message_id ILIKE $2 OR r.status_code::TEXT ILIKE $2 OR a.node_id ILIKE $2)))";
 
 fn pattern(filter: &str) -> String {
     let escaped = filter
@@ -92,43 +85,67 @@ impl PgReader {
         Ok((self.max_id("messages")?, self.max_id("events")?))
     }
 
+    /// Rows of `sql`, whose `{filter}` becomes `filter`'s condition on `source`; `fixed` are
+    /// bound first ($1…), the filter's values after them.
+    fn filtered<T>(
+        &mut self,
+        sql: &str,
+        fixed: &[&(dyn ToSql + Sync)],
+        source: FilterSource,
+        filter: &ListFilter,
+        scan_floor: Option<&str>,
+        row: fn(&postgres::Row) -> T,
+    ) -> PgResult<Vec<T>> {
+        let condition = filter_sql(
+            Dialect::Postgres,
+            source,
+            filter,
+            fixed.len() + 1,
+            scan_floor,
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = fixed.to_vec();
+        params.extend(condition.values.iter().map(|v| v as &(dyn ToSql + Sync)));
+        Ok(self
+            .client
+            .query(&sql.replace("{filter}", &condition.clause), &params)?
+            .iter()
+            .map(row)
+            .collect())
+    }
+
     /// A page of messages and refused requests, newest first, starting at `top`, with the node
-    /// that received each. `filter` matches event, messageId, status, outcome, type,
-    /// environment or node within the `FILTER_WINDOW` ids below the page's top.
+    /// that received each. `filter` (free text and `field:value` terms) looks at the
+    /// `FILTER_WINDOW` ids below the page's top.
     pub fn stream(
         &mut self,
         limit: usize,
         filter: &str,
         top: StreamCursor,
     ) -> PgResult<Vec<StreamRow>> {
-        let like = pattern(filter);
+        let filter = ListFilter::parse(filter);
         let floor = top.message.min(self.max_id("messages")?) - FILTER_WINDOW;
-        let messages = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages
-                     WHERE id <= $4 AND {MESSAGE_FILTER}
-                     ORDER BY id DESC LIMIT $1"
-                ),
-                &[&(limit as i64), &like, &floor, &top.message],
-            )?
-            .iter()
-            .map(message_row)
-            .collect();
-        let refusals = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {REFUSAL_COLUMNS} FROM rejections
-                     WHERE id <= $3 AND {REFUSAL_FILTER}
-                     ORDER BY id DESC LIMIT $1"
-                ),
-                &[&(limit as i64), &like, &top.refusal],
-            )?
-            .iter()
-            .map(refusal_row)
-            .collect();
+        let messages = self.filtered(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id <= $3 AND {{filter}}
+                 ORDER BY id DESC LIMIT $1"
+            ),
+            &[&(limit as i64), &floor, &top.message],
+            FilterSource::Messages,
+            &filter,
+            Some("id > $2"),
+            message_row,
+        )?;
+        let refusals = self.filtered(
+            &format!(
+                "SELECT {REFUSAL_COLUMNS} FROM rejections WHERE id <= $2 AND {{filter}}
+                 ORDER BY id DESC LIMIT $1"
+            ),
+            &[&(limit as i64), &top.refusal],
+            FilterSource::Refusals,
+            &filter,
+            None,
+            refusal_row,
+        )?;
         Ok(merge_older(messages, refusals, top, limit))
     }
 
@@ -139,34 +156,30 @@ impl PgReader {
         from: StreamCursor,
         n: usize,
     ) -> PgResult<StreamCursor> {
-        let like = pattern(filter);
+        let filter = ListFilter::parse(filter);
         let floor = from.message - FILTER_WINDOW;
-        let messages: Vec<StreamRow> = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages
-                     WHERE id > $4 AND {MESSAGE_FILTER}
-                     ORDER BY id ASC LIMIT $1"
-                ),
-                &[&(n as i64), &like, &floor, &from.message],
-            )?
-            .iter()
-            .map(message_row)
-            .collect();
-        let refusals: Vec<StreamRow> = self
-            .client
-            .query(
-                &format!(
-                    "SELECT {REFUSAL_COLUMNS} FROM rejections
-                     WHERE id > $3 AND {REFUSAL_FILTER}
-                     ORDER BY id ASC LIMIT $1"
-                ),
-                &[&(n as i64), &like, &from.refusal],
-            )?
-            .iter()
-            .map(refusal_row)
-            .collect();
+        let messages = self.filtered(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $3 AND {{filter}}
+                 ORDER BY id ASC LIMIT $1"
+            ),
+            &[&(n as i64), &floor, &from.message],
+            FilterSource::Messages,
+            &filter,
+            Some("id > $2"),
+            message_row,
+        )?;
+        let refusals = self.filtered(
+            &format!(
+                "SELECT {REFUSAL_COLUMNS} FROM rejections WHERE id > $2 AND {{filter}}
+                 ORDER BY id ASC LIMIT $1"
+            ),
+            &[&(n as i64), &from.refusal],
+            FilterSource::Refusals,
+            &filter,
+            None,
+            refusal_row,
+        )?;
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
@@ -278,23 +291,21 @@ impl PgReader {
         filter: &str,
         top: i64,
     ) -> PgResult<Vec<AttemptRow>> {
-        let like = pattern(filter);
         let floor = top.min(self.max_id("delivery_attempts")?) - FILTER_WINDOW;
-        Ok(self
-            .client
-            .query(
-                &format!(
-                    "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
-                            m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms,
-                            a.reason, a.next_attempt_ms, a.request_row, d.status, a.node_id, d.id
-                     FROM {ATTEMPT_JOINS}
-                     WHERE a.id <= $4 AND {ATTEMPT_FILTER}
-                     ORDER BY a.id DESC LIMIT $1"
-                ),
-                &[&(limit as i64), &like, &floor, &top],
-            )?
-            .iter()
-            .map(|r| AttemptRow {
+        self.filtered(
+            &format!(
+                "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
+                        m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms,
+                        a.reason, a.next_attempt_ms, a.request_row, d.status, a.node_id, d.id
+                 FROM {ATTEMPT_JOINS}
+                 WHERE a.id <= $3 AND {{filter}}
+                 ORDER BY a.id DESC LIMIT $1"
+            ),
+            &[&(limit as i64), &floor, &top],
+            FilterSource::Attempts,
+            &ListFilter::parse(filter),
+            Some("a.id > $2"),
+            |r| AttemptRow {
                 attempt_row: r.get(0),
                 at_ms: r.get(1),
                 destination: r.get(2),
@@ -311,26 +322,23 @@ impl PgReader {
                 delivery_status: r.get(13),
                 node: Some(r.get(14)),
                 delivery_id: r.get(15),
-            })
-            .collect())
+            },
+        )
     }
 
     /// The top of the attempts page `n` rows newer than `from` (`i64::MAX` when fewer are).
     pub fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> PgResult<i64> {
-        let like = pattern(filter);
-        let ids: Vec<i64> = self
-            .client
-            .query(
-                &format!(
-                    "SELECT a.id FROM {ATTEMPT_JOINS}
-                     WHERE a.id > $4 AND {ATTEMPT_FILTER}
-                     ORDER BY a.id ASC LIMIT $1"
-                ),
-                &[&(n as i64), &like, &(from - FILTER_WINDOW), &from],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ids: Vec<i64> = self.filtered(
+            &format!(
+                "SELECT a.id FROM {ATTEMPT_JOINS} WHERE a.id > $3 AND {{filter}}
+                 ORDER BY a.id ASC LIMIT $1"
+            ),
+            &[&(n as i64), &(from - FILTER_WINDOW), &from],
+            FilterSource::Attempts,
+            &ListFilter::parse(filter),
+            Some("a.id > $2"),
+            |r| r.get(0),
+        )?;
         Ok(if ids.len() < n {
             i64::MAX
         } else {

@@ -1,6 +1,8 @@
 //! Read models for the dashboard. Every query is bounded (newest-first by rowid with a LIMIT, or
 //! a window of recent rows), so a database with millions of events stays instant.
 
+use crate::store::filter_sql::{filter_sql, Dialect, FilterSource};
+use crate::store::model::filter::ListFilter;
 use crate::store::model::views::*;
 use rusqlite::{params, OptionalExtension};
 
@@ -13,22 +15,13 @@ const FILTER_WINDOW: i64 = 100_000;
 
 const MESSAGE_COLUMNS: &str =
     "id, received_at_ms, environment, status, outcome, type, event, message_id, reason";
-/// ?2 the LIKE pattern (`%%` for none), ?3 the lowest id a filtered scan looks at.
-const MESSAGE_FILTER: &str = "(?2 = '%%' OR (id > ?3 AND (event LIKE ?2 OR message_id LIKE ?2
-    OR status LIKE ?2 OR outcome LIKE ?2 OR type LIKE ?2 OR environment LIKE ?2)))";
 const REFUSAL_COLUMNS: &str =
     "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
-const REFUSAL_FILTER: &str = "(?2 = '%%' OR reason LIKE ?2 OR reason_code LIKE ?2
-    OR 'rejected' LIKE ?2 OR environment_header LIKE ?2)";
 
 const ATTEMPT_JOINS: &str = "delivery_attempts a
     JOIN deliveries d ON d.id = a.delivery_id
     LEFT JOIN delivery_requests r ON r.id = a.request_row
     LEFT JOIN messages m ON m.id = d.message_row";
-/// ?2 the LIKE pattern (`%%` for none), ?3 the lowest id a filtered scan looks at.
-const ATTEMPT_FILTER: &str = "(?2 = '%%' OR (a.id > ?3 AND (d.destination LIKE ?2
-    OR a.outcome LIKE ?2 OR d.destination_event LIKE ?2 OR d.event_id LIKE ?2
-    OR m.message_id LIKE ?2 OR CAST(r.status_code AS TEXT) LIKE ?2)))";
 
 fn message_row(r: &rusqlite::Row) -> rusqlite::Result<StreamRow> {
     Ok(StreamRow {
@@ -72,33 +65,59 @@ impl StoreReader {
         Ok(self.conn().query_row(&sql, [], |r| r.get(0))?)
     }
 
+    /// Rows of `sql`, whose `{filter}` becomes `filter`'s condition on `source`; `fixed` are
+    /// bound first (?1…), the filter's values after them.
+    fn filtered<T>(
+        &self,
+        sql: &str,
+        fixed: &[&dyn rusqlite::ToSql],
+        source: FilterSource,
+        filter: &ListFilter,
+        scan_floor: Option<&str>,
+        row: fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let condition = filter_sql(Dialect::Sqlite, source, filter, fixed.len() + 1, scan_floor);
+        let mut stmt = self
+            .conn()
+            .prepare_cached(&sql.replace("{filter}", &condition.clause))?;
+        let mut params: Vec<&dyn rusqlite::ToSql> = fixed.to_vec();
+        params.extend(condition.values.iter().map(|v| v as &dyn rusqlite::ToSql));
+        let rows = stmt.query_map(&*params, row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// A page of messages and refused requests, newest first, starting at `top`; `filter`
-    /// matches event, messageId, status, outcome, type or environment within the
-    /// `FILTER_WINDOW` rows below the page's top.
+    /// (free text and `field:value` terms) looks at the `FILTER_WINDOW` rows below the top.
     pub fn stream(
         &self,
         limit: usize,
         filter: &str,
         top: StreamCursor,
     ) -> Result<Vec<StreamRow>, StoreError> {
-        let like = format!("%{}%", filter.trim());
+        let filter = ListFilter::parse(filter);
         let floor = top.message.min(self.max_rowid("messages")?) - FILTER_WINDOW;
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE id <= ?4 AND {MESSAGE_FILTER}
-             ORDER BY id DESC LIMIT ?1"
-        ))?;
-        let messages = stmt
-            .query_map(params![limit as i64, like, floor, top.message], message_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {REFUSAL_COLUMNS} FROM rejections
-             WHERE id <= ?3 AND {REFUSAL_FILTER}
-             ORDER BY id DESC LIMIT ?1"
-        ))?;
-        let refusals = stmt
-            .query_map(params![limit as i64, like, top.refusal], refusal_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = self.filtered(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id <= ?3 AND {{filter}}
+                 ORDER BY id DESC LIMIT ?1"
+            ),
+            &[&(limit as i64), &floor, &top.message],
+            FilterSource::Messages,
+            &filter,
+            Some("id > ?2"),
+            message_row,
+        )?;
+        let refusals = self.filtered(
+            &format!(
+                "SELECT {REFUSAL_COLUMNS} FROM rejections WHERE id <= ?2 AND {{filter}}
+                 ORDER BY id DESC LIMIT ?1"
+            ),
+            &[&(limit as i64), &top.refusal],
+            FilterSource::Refusals,
+            &filter,
+            None,
+            refusal_row,
+        )?;
         Ok(merge_older(messages, refusals, top, limit))
     }
 
@@ -109,24 +128,30 @@ impl StoreReader {
         from: StreamCursor,
         n: usize,
     ) -> Result<StreamCursor, StoreError> {
-        let like = format!("%{}%", filter.trim());
+        let filter = ListFilter::parse(filter);
         let floor = from.message - FILTER_WINDOW;
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE id > ?4 AND {MESSAGE_FILTER}
-             ORDER BY id ASC LIMIT ?1"
-        ))?;
-        let messages = stmt
-            .query_map(params![n as i64, like, floor, from.message], message_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {REFUSAL_COLUMNS} FROM rejections
-             WHERE id > ?3 AND {REFUSAL_FILTER}
-             ORDER BY id ASC LIMIT ?1"
-        ))?;
-        let refusals = stmt
-            .query_map(params![n as i64, like, from.refusal], refusal_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = self.filtered(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > ?3 AND {{filter}}
+                 ORDER BY id ASC LIMIT ?1"
+            ),
+            &[&(n as i64), &floor, &from.message],
+            FilterSource::Messages,
+            &filter,
+            Some("id > ?2"),
+            message_row,
+        )?;
+        let refusals = self.filtered(
+            &format!(
+                "SELECT {REFUSAL_COLUMNS} FROM rejections WHERE id > ?2 AND {{filter}}
+                 ORDER BY id ASC LIMIT ?1"
+            ),
+            &[&(n as i64), &from.refusal],
+            FilterSource::Refusals,
+            &filter,
+            None,
+            refusal_row,
+        )?;
         Ok(step_newer(&messages, &refusals, from, n))
     }
 
@@ -244,53 +269,57 @@ impl StoreReader {
         filter: &str,
         top: i64,
     ) -> Result<Vec<AttemptRow>, StoreError> {
-        let like = format!("%{}%", filter.trim());
         let floor = top.min(self.max_rowid("delivery_attempts")?) - FILTER_WINDOW;
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id, m.message_id,
-                    a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason, a.next_attempt_ms,
-                    a.request_row, d.status, d.id
-             FROM {ATTEMPT_JOINS}
-             WHERE a.id <= ?4 AND {ATTEMPT_FILTER}
-             ORDER BY a.id DESC LIMIT ?1"
-        ))?;
-        let rows = stmt.query_map(params![limit as i64, like, floor, top], |r| {
-            Ok(AttemptRow {
-                attempt_row: r.get(0)?,
-                at_ms: r.get(1)?,
-                destination: r.get(2)?,
-                destination_event: r.get(3)?,
-                event_id: r.get(4)?,
-                message_id: r.get(5)?,
-                attempt: r.get(6)?,
-                outcome: r.get(7)?,
-                status_code: r.get(8)?,
-                latency_ms: r.get(9)?,
-                reason: r.get(10)?,
-                next_attempt_ms: r.get(11)?,
-                request_row: r.get(12)?,
-                delivery_status: r.get(13)?,
-                delivery_id: r.get(14)?,
-                node: None,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.filtered(
+            &format!(
+                "SELECT a.id, a.at_ms, d.destination, d.destination_event, d.event_id,
+                        m.message_id, a.attempt, a.outcome, r.status_code, r.latency_ms, a.reason,
+                        a.next_attempt_ms, a.request_row, d.status, d.id
+                 FROM {ATTEMPT_JOINS}
+                 WHERE a.id <= ?3 AND {{filter}}
+                 ORDER BY a.id DESC LIMIT ?1"
+            ),
+            &[&(limit as i64), &floor, &top],
+            FilterSource::Attempts,
+            &ListFilter::parse(filter),
+            Some("a.id > ?2"),
+            |r| {
+                Ok(AttemptRow {
+                    attempt_row: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    destination: r.get(2)?,
+                    destination_event: r.get(3)?,
+                    event_id: r.get(4)?,
+                    message_id: r.get(5)?,
+                    attempt: r.get(6)?,
+                    outcome: r.get(7)?,
+                    status_code: r.get(8)?,
+                    latency_ms: r.get(9)?,
+                    reason: r.get(10)?,
+                    next_attempt_ms: r.get(11)?,
+                    request_row: r.get(12)?,
+                    delivery_status: r.get(13)?,
+                    delivery_id: r.get(14)?,
+                    node: None,
+                })
+            },
+        )
     }
 
     /// The top of the attempts page `n` rows newer than `from` (`i64::MAX`, the newest page,
     /// when fewer are newer).
     pub fn attempts_newer(&self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        let like = format!("%{}%", filter.trim());
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT a.id FROM {ATTEMPT_JOINS}
-             WHERE a.id > ?4 AND {ATTEMPT_FILTER}
-             ORDER BY a.id ASC LIMIT ?1"
-        ))?;
-        let ids = stmt
-            .query_map(params![n as i64, like, from - FILTER_WINDOW, from], |r| {
-                r.get::<_, i64>(0)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = self.filtered(
+            &format!(
+                "SELECT a.id FROM {ATTEMPT_JOINS} WHERE a.id > ?3 AND {{filter}}
+                 ORDER BY a.id ASC LIMIT ?1"
+            ),
+            &[&(n as i64), &(from - FILTER_WINDOW), &from],
+            FilterSource::Attempts,
+            &ListFilter::parse(filter),
+            Some("a.id > ?2"),
+            |r| r.get::<_, i64>(0),
+        )?;
         Ok(if ids.len() < n {
             i64::MAX
         } else {

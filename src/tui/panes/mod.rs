@@ -177,7 +177,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
         (Some(text), _, _) => Line::from(vec![
             Span::styled(" filter: ", theme.title()),
             Span::raw(format!("{text}▏")),
-            muted(theme, "  narrows as you type · enter keep · esc clear"),
+            muted(
+                theme,
+                "  narrows as you type · fields: dest: status: event: env: type: http: id: · enter keep · esc clear",
+            ),
         ]),
         (None, Some(error), _) => {
             Line::from(Span::styled(format!(" {error}"), theme.style(theme.failed)))
