@@ -626,7 +626,7 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
     let question = screen(&app);
     assert!(
         question.contains("put every dead delivery of meta back in the queue")
-            && question.contains("y: do it"),
+            && question.contains("y: all of them"),
         "{question}"
     );
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('n'));
@@ -635,13 +635,45 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
         Some("cancelled: nothing was changed")
     );
     assert_eq!(queue_of(&server, "meta").dead, 2);
-    // The platform is fixed; replay the dead letters.
+    // Filtered: only what died after a moment replays (none died in the future).
+    let location = server.store_location();
+    let future = chrono::Utc::now().timestamp_millis() + 60_000;
+    let none = std::thread::scope(|s| {
+        s.spawn(|| {
+            location.operate(
+                &tracklayer::store::model::actions::OperatorAction::ReplayDead {
+                    destination: "meta".into(),
+                    since_ms: Some(future),
+                },
+                "test",
+            )
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    assert_eq!(none, 0);
+    assert_eq!(queue_of(&server, "meta").dead, 2);
+    // The platform is fixed; replay the dead letters of the last hour (h narrows, y does it).
     sandbox.state.set_sticky(meta, None);
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('D'));
+    assert!(
+        screen(&app).contains("y: all of them · h: only those that died in the last hour"),
+        "{}",
+        screen(&app)
+    );
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('h'));
+    assert!(
+        screen(&app).contains("put the deliveries of meta that died since"),
+        "{}",
+        screen(&app)
+    );
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
-    assert_eq!(
-        app.status.as_deref(),
-        Some("done: 2 dead deliveries of meta re-queued (recorded as oncall@test-host)")
+    let done = app.status.clone().unwrap_or_default();
+    assert!(
+        done.starts_with("done: 2 dead deliveries of meta (died since ")
+            && done.ends_with(" UTC) re-queued (recorded as oncall@test-host)"),
+        "{done}"
     );
     wait_until("both delivered", || {
         queue_of(&server, "meta").delivered == 2
@@ -709,10 +741,11 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
     assert_eq!(
         summary,
         [
+            ("replay_dead".into(), "meta".into(), 0, "test".to_string()),
             ("replay_dead".into(), "meta".into(), 2, who.clone()),
             ("pause".into(), "meta".into(), 1, who.clone()),
             ("resume".into(), "meta".into(), 1, who.clone()),
-            ("retry_now".into(), summary[3].1.clone(), 1, who.clone()),
+            ("retry_now".into(), summary[4].1.clone(), 1, who.clone()),
             ("allow_replay".into(), "production".into(), 1, who.clone()),
         ]
     );
@@ -725,7 +758,7 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
         app.status.as_deref(),
         Some("refused: attached to a fleet's database (read-only)")
     );
-    assert_eq!(recorded_actions(&server).len(), 5);
+    assert_eq!(recorded_actions(&server).len(), 6);
     server.stop().await;
 }
 

@@ -61,6 +61,9 @@ impl Pane {
     }
 }
 
+/// How far back `h` narrows a replay of dead letters.
+pub const REPLAY_RECENT_MS: i64 = 3_600_000;
+
 /// What a key does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -827,6 +830,7 @@ impl App {
                     .get(selected)
                     .map(|d| OperatorAction::ReplayDead {
                         destination: d.destination.clone(),
+                        since_ms: None,
                     })
             }
             (Action::PauseResume, Pane::Destinations) => s.destinations.get(selected).map(|d| {
@@ -1031,6 +1035,25 @@ impl App {
             return false;
         }
         if let Some(action) = self.confirm.take() {
+            if let (
+                KeyCode::Char('h'),
+                OperatorAction::ReplayDead {
+                    destination,
+                    since_ms: None,
+                },
+            ) = (key.code, &action)
+            {
+                // Narrowed to the last hour's dead letters (what an outage just caused); asked again.
+                let now = match self.snapshot.loaded_at_ms {
+                    0 => chrono::Utc::now().timestamp_millis(),
+                    ms => ms,
+                };
+                self.confirm = Some(OperatorAction::ReplayDead {
+                    destination: destination.clone(),
+                    since_ms: Some(now - REPLAY_RECENT_MS),
+                });
+                return false;
+            }
             if key.code == KeyCode::Char('y') {
                 self.action_seq += 1;
                 self.status = Some(format!("{}…", action.name()));

@@ -12,9 +12,11 @@ pub enum OperatorAction {
     RetryNow {
         delivery_id: i64,
     },
-    /// Put a destination's dead letters back in the queue.
+    /// Put a destination's dead letters back in the queue: all, or those that died at or
+    /// after `since_ms` (after an outage, the ones it caused).
     ReplayDead {
         destination: String,
+        since_ms: Option<i64>,
     },
     /// Stop claiming a destination's deliveries until resumed.
     Pause {
@@ -44,7 +46,7 @@ impl OperatorAction {
     pub fn target(&self) -> String {
         match self {
             OperatorAction::RetryNow { delivery_id } => delivery_id.to_string(),
-            OperatorAction::ReplayDead { destination }
+            OperatorAction::ReplayDead { destination, .. }
             | OperatorAction::Pause { destination }
             | OperatorAction::Resume { destination } => destination.clone(),
             OperatorAction::AllowReplay { environment, .. } => environment.clone(),
@@ -57,8 +59,18 @@ impl OperatorAction {
             OperatorAction::RetryNow { delivery_id } => {
                 format!("retry delivery {delivery_id} now?")
             }
-            OperatorAction::ReplayDead { destination } => format!(
+            OperatorAction::ReplayDead {
+                destination,
+                since_ms: None,
+            } => format!(
                 "put every dead delivery of {destination} back in the queue (they keep their event_id)?"
+            ),
+            OperatorAction::ReplayDead {
+                destination,
+                since_ms: Some(since),
+            } => format!(
+                "put the deliveries of {destination} that died since {} back in the queue (they keep their event_id)?",
+                clock(*since)
             ),
             OperatorAction::Pause { destination } => {
                 format!("pause {destination}: nothing is sent until you resume it?")
@@ -82,9 +94,15 @@ impl OperatorAction {
             OperatorAction::RetryNow { delivery_id } => {
                 format!("delivery {delivery_id} is sent at the next claim")
             }
-            OperatorAction::ReplayDead { destination } => format!(
-                "{affected} dead deliver{} of {destination} re-queued",
-                if affected == 1 { "y" } else { "ies" }
+            OperatorAction::ReplayDead {
+                destination,
+                since_ms,
+            } => format!(
+                "{affected} dead deliver{} of {destination}{} re-queued",
+                if affected == 1 { "y" } else { "ies" },
+                since_ms
+                    .map(|s| format!(" (died since {})", clock(s)))
+                    .unwrap_or_default()
             ),
             OperatorAction::Pause { destination } => {
                 format!("{destination} paused until resumed")
@@ -96,6 +114,13 @@ impl OperatorAction {
             } => format!("replay window open for {environment} for {minutes} minutes"),
         }
     }
+}
+
+/// `HH:MM` UTC, as the dashboard's clock shows it.
+fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// An action as recorded.

@@ -26,11 +26,14 @@ pub(super) fn perform(
              WHERE id = $1 AND status IN ('pending', 'dead')",
             &[delivery_id, &now_ms],
         )? as i64,
-        OperatorAction::ReplayDead { destination } => tx.execute(
+        OperatorAction::ReplayDead {
+            destination,
+            since_ms,
+        } => tx.execute(
             "UPDATE deliveries SET status = 'pending', failures = 0, solo = FALSE,
                  next_attempt_ms = $2, lease_until_ms = NULL, leased_by = NULL, updated_at_ms = $2
-             WHERE destination = $1 AND status = 'dead'",
-            &[destination, &now_ms],
+             WHERE destination = $1 AND status = 'dead' AND updated_at_ms >= $3",
+            &[destination, &now_ms, &since_ms.unwrap_or(0)],
         )? as i64,
         OperatorAction::Pause { destination } => {
             let reason = format!("paused by {who}");

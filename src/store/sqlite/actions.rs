@@ -20,9 +20,11 @@ pub fn perform(
              WHERE id = ?1 AND status IN ('pending', 'dead')",
             params![delivery_id, now_ms],
         )? as i64,
-        OperatorAction::ReplayDead { destination } => {
-            super::delivery::requeue(&tx, destination, "dead", 0, now_ms)? as i64
-        }
+        OperatorAction::ReplayDead {
+            destination,
+            since_ms,
+        } => super::delivery::requeue(&tx, destination, "dead", since_ms.unwrap_or(0), now_ms)?
+            as i64,
         OperatorAction::Pause { destination } => {
             super::delivery::set_destination_state(
                 &tx,

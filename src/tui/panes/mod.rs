@@ -18,6 +18,7 @@ use ratatui::widgets::{Paragraph, Tabs};
 use ratatui::Frame;
 
 use super::app::{App, Hits, Pane};
+use crate::store::model::actions::OperatorAction;
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::FleetNode;
 use widgets::*;
@@ -159,7 +160,15 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 ),
                 theme.style(theme.retrying).add_modifier(ratatui::style::Modifier::BOLD),
             ),
-            muted(theme, " y: do it · any other key: cancel"),
+            muted(
+                theme,
+                match &app.confirm {
+                    Some(OperatorAction::ReplayDead { since_ms: None, .. }) => {
+                        " y: all of them · h: only those that died in the last hour · any other key: cancel"
+                    }
+                    _ => " y: do it · any other key: cancel",
+                },
+            ),
         ]),
         _ if app.editing_search.is_some() => Line::from(vec![
             Span::styled(" search all history: ", theme.title()),
