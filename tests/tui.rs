@@ -300,14 +300,14 @@ async fn every_pane_renders_the_pipeline_state() {
         "destinations",
         render(&app_on(&server, Pane::Destinations, "")).backend()
     );
-    insta::assert_snapshot!(
-        "collisions",
-        stable(
-            render(&app_on(&server, Pane::Collisions, ""))
-                .backend()
-                .to_string()
-        )
-    );
+    let collisions = render(&app_on(&server, Pane::Collisions, ""));
+    insta::assert_snapshot!("collisions", stable(collisions.backend().to_string()));
+    // The lines where the two arrivals differ are marked, in the "changed" colour on both
+    // sides: the winner is not drawn as an error.
+    let winner_line = colour_of(&collisions, "seg_test_481\",", "≠");
+    assert_eq!(winner_line, Some(theme.diff_changed));
+    assert_ne!(winner_line, Some(theme.failed));
+    assert_ne!(winner_line, Some(theme.diff_removed));
     insta::assert_snapshot!(
         "profiles",
         stable(

@@ -1,7 +1,7 @@
 //! Pane 6: dedup collisions, winner against loser.
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Wrap};
 use ratatui::Frame;
@@ -71,33 +71,34 @@ pub(super) fn collisions(frame: &mut Frame, area: Rect, app: &App) {
         .collision_raws
         .clone()
         .unwrap_or((Value::Null, Value::Null));
-    // Lines that differ between the two messages are marked, so the difference jumps out.
+    // Lines that differ between the two messages are marked `≠` and drawn in the "changed"
+    // colour on both sides: neither arrival is an error, and the winner is never red.
     let (left, right) = (pretty(&winner), pretty(&later));
     let left_lines: Vec<&str> = left.lines().collect();
     let right_lines: Vec<&str> = right.lines().collect();
-    let mark = |lines: &[&str], other: &[&str], color| -> Vec<Line<'static>> {
+    let changed = theme.style(theme.diff_changed).add_modifier(Modifier::BOLD);
+    let mark = |lines: &[&str], other: &[&str]| -> Vec<Line<'static>> {
         lines
             .iter()
             .map(|l| {
                 if other.contains(l) {
-                    Line::from(l.to_string())
+                    Line::from(format!("  {l}"))
                 } else {
-                    Line::from(Span::styled(
-                        l.to_string(),
-                        Style::default().fg(color).add_modifier(Modifier::BOLD),
-                    ))
+                    Line::from(Span::styled(format!("≠ {l}"), changed))
                 }
             })
             .collect()
     };
     frame.render_widget(
-        Paragraph::new(mark(&left_lines, &right_lines, theme.diff_removed))
-            .block(block(theme, " first arrival (won) ")),
+        Paragraph::new(mark(&left_lines, &right_lines))
+            .block(block(theme, " first arrival (won: its event_id was kept) ")),
         halves[0],
     );
     frame.render_widget(
-        Paragraph::new(mark(&right_lines, &left_lines, theme.diff_added))
-            .block(block(theme, " later arrival (collapsed onto it) ")),
+        Paragraph::new(mark(&right_lines, &left_lines)).block(block(
+            theme,
+            " later arrival (collapsed onto it; ≠ differs) ",
+        )),
         halves[1],
     );
 }
