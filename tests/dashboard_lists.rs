@@ -273,6 +273,53 @@ fn the_attempts_pane_pages_through_every_attempt() {
     assert!(screen(&app).contains(&format!("● following  1 {total}")));
 }
 
+#[test]
+fn the_collisions_pane_pages_through_every_collision() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    // Three messages share each order: the later arrivals of an order collide.
+    bulk::fill(&db, 6_000, false);
+    let mut reader = tracklayer::store::StoreReader::open(&db).unwrap();
+    let mut app = new_app();
+    press(&mut app, &mut reader, KeyCode::Char('6'));
+    let row = |app: &App| app.snapshot.collisions[app.selection()].id;
+    let newest = row(&app);
+    let count = tracklayer::store::DashboardReader::id_range(
+        &mut reader,
+        tracklayer::store::views::PagedTable::Collisions,
+    )
+    .unwrap()
+    .map_or(0, |(lo, hi)| hi - lo + 1);
+    assert!(count > 500, "more than a page: {count}");
+    let total = format!("of {}", thousands(count));
+    assert!(
+        screen(&app).contains(&format!("1 {total}")),
+        "{}",
+        screen(&app)
+    );
+    for _ in 0..55 {
+        press(&mut app, &mut reader, KeyCode::PageDown);
+    }
+    assert_eq!(row(&app), newest - 550);
+    assert!(
+        screen(&app).contains(&format!("551 {total}")),
+        "{}",
+        screen(&app)
+    );
+    press(&mut app, &mut reader, KeyCode::End);
+    assert_eq!(row(&app), newest - count + 1);
+    // A filter by kind narrows the page in the store.
+    press(&mut app, &mut reader, KeyCode::Home);
+    app.filters[5] = "status:duplicate_order".into();
+    refresh(&mut app, &mut reader);
+    assert!(!app.snapshot.collisions.is_empty());
+    assert!(app
+        .snapshot
+        .collisions
+        .iter()
+        .all(|c| c.kind == "duplicate_order"));
+}
+
 fn thousands(n: i64) -> String {
     let digits = n.to_string();
     let mut out = String::new();

@@ -43,8 +43,17 @@ pub trait DashboardReader: Send {
     ) -> Result<Vec<AttemptRow>, StoreError>;
     /// The top of the attempts page `n` rows newer than `from`.
     fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError>;
-    /// The id range of delivery attempts.
-    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError>;
+    /// The id range of a paged list's table.
+    fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError>;
+    /// A page of dedup collisions with `id <= top`, newest first.
+    fn collisions_page(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> Result<Vec<StoredCollision>, StoreError>;
+    /// The top of the collisions page `n` rows newer than `from`.
+    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError>;
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError>;
     fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError>;
     fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError>;
@@ -62,7 +71,6 @@ pub trait DashboardReader: Send {
     fn destination_names(&mut self) -> Result<Vec<String>, StoreError>;
     /// The fleet's nodes (none on the single-node SQLite store).
     fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError>;
-    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError>;
     /// Open alerts first, then the newest resolved ones.
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
     /// A destination's queue now.
@@ -123,8 +131,19 @@ impl DashboardReader for StoreReader {
     fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
         StoreReader::attempts_newer(self, filter, from, n)
     }
-    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
-        StoreReader::attempts_extent(self)
+    fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError> {
+        StoreReader::id_range(self, table)
+    }
+    fn collisions_page(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> Result<Vec<StoredCollision>, StoreError> {
+        StoreReader::collisions_page(self, limit, filter, top)
+    }
+    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        StoreReader::collisions_newer(self, filter, from, n)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         StoreReader::http_request(self, row)
@@ -160,9 +179,6 @@ impl DashboardReader for StoreReader {
     }
     fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError> {
         Ok(Vec::new())
-    }
-    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
-        StoreReader::recent_collisions(self, limit)
     }
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
         StoreReader::alerts(self, limit)
@@ -234,8 +250,19 @@ impl DashboardReader for PgReader {
     fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
         Ok(PgReader::attempts_newer(self, filter, from, n)?)
     }
-    fn attempts_extent(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(PgReader::attempts_extent(self)?)
+    fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(PgReader::id_range(self, table)?)
+    }
+    fn collisions_page(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> Result<Vec<StoredCollision>, StoreError> {
+        Ok(PgReader::collisions_page(self, limit, filter, top)?)
+    }
+    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        Ok(PgReader::collisions_newer(self, filter, from, n)?)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         Ok(PgReader::http_request(self, row)?)
@@ -265,9 +292,6 @@ impl DashboardReader for PgReader {
     }
     fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError> {
         Ok(PgReader::nodes(self)?)
-    }
-    fn recent_collisions(&mut self, limit: usize) -> Result<Vec<StoredCollision>, StoreError> {
-        Ok(PgReader::recent_collisions(self, limit)?)
     }
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
         Ok(PgReader::alerts(self, limit)?)

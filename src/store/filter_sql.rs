@@ -15,6 +15,7 @@ pub(crate) enum FilterSource {
     Messages,
     Refusals,
     Attempts,
+    Collisions,
 }
 
 /// The condition and the text values bound to its placeholders, in order.
@@ -66,6 +67,12 @@ fn columns(
         (FilterSource::Attempts, Some(Env)) => vec!["m.environment"],
         (FilterSource::Attempts, Some(Http)) => vec!["CAST(r.status_code AS TEXT)"],
         (FilterSource::Attempts, Some(Id)) => vec!["d.event_id", "m.message_id"],
+        (FilterSource::Collisions, None) => {
+            vec!["c.kind", "c.event_id", "m.message_id", "w.message_id"]
+        }
+        // A collision's "status" is its kind (segment_retry, duplicate_order, …).
+        (FilterSource::Collisions, Some(Status)) => vec!["c.kind"],
+        (FilterSource::Collisions, Some(Id)) => vec!["c.event_id", "m.message_id", "w.message_id"],
         _ => Vec::new(),
     };
     // Only a fleet records which node did what.

@@ -9,7 +9,7 @@ use super::theme::Theme;
 use crate::store::model::actions::OperatorAction;
 use crate::store::model::alerts::StoredAlert;
 use crate::store::views::{
-    AttemptRow, DestinationStats, FleetNode, ProfileEvent, RejectionDetail, SearchHit,
+    AttemptRow, DestinationStats, FleetNode, PagedTable, ProfileEvent, RejectionDetail, SearchHit,
     StreamCursor, StreamExtent, StreamRow, StreamSource, UnmappedGroup,
 };
 use crate::store::{
@@ -359,7 +359,7 @@ pub fn load(
             }
             Some(Pane::Deliveries) => {
                 let extent = StreamExtent {
-                    messages: reader.attempts_extent()?,
+                    messages: reader.id_range(PagedTable::Attempts)?,
                     refusals: None,
                 };
                 let f = &query.filter;
@@ -400,18 +400,25 @@ pub fn load(
                 snap.destinations = reader.destination_stats(&names, now_ms)?;
             }
             Some(Pane::Collisions) => {
-                snap.collisions = reader.recent_collisions(ROWS)?;
-                if !query.filter.is_empty() {
-                    let f = query.filter.as_str();
-                    snap.collisions.retain(|c| {
-                        c.kind.contains(f)
-                            || c.event_id.contains(f)
-                            || c.message_id.as_deref().is_some_and(|m| m.contains(f))
-                            || c.winner_message_id
-                                .as_deref()
-                                .is_some_and(|m| m.contains(f))
-                    });
-                }
+                let extent = StreamExtent {
+                    messages: reader.id_range(PagedTable::Collisions)?,
+                    refusals: None,
+                };
+                let f = &query.filter;
+                let top = match query.page_seek {
+                    Some(Seek::Newer(from, n)) => reader.collisions_newer(f, from.message, n)?,
+                    Some(Seek::Oldest) => {
+                        reader.collisions_newer(f, extent.below_oldest().message, ROWS)?
+                    }
+                    None => query.page_top.unwrap_or(StreamCursor::NEWEST).message,
+                };
+                let top = StreamCursor {
+                    message: top.min(extent.messages.map_or(0, |(_, hi)| hi)),
+                    refusal: 0,
+                };
+                snap.collisions = reader.collisions_page(ROWS, f, top.message)?;
+                snap.extent = extent;
+                snap.page_top = Some(top);
                 let selected = query
                     .collision
                     .and_then(|id| snap.collisions.iter().find(|c| c.id == id))
@@ -730,7 +737,10 @@ impl App {
 
     /// Whether the current pane pages through the whole store (the others hold their rows).
     pub fn paged(&self) -> bool {
-        matches!(self.pane, Pane::Stream | Pane::Deliveries)
+        matches!(
+            self.pane,
+            Pane::Stream | Pane::Deliveries | Pane::Collisions
+        )
     }
 
     /// The cursor of a page starting at row `i` of a paged pane.
@@ -739,6 +749,10 @@ impl App {
             Pane::Stream => self.snapshot.stream.get(i).map(|r| r.cursor),
             Pane::Deliveries => self.snapshot.attempts.get(i).map(|a| StreamCursor {
                 message: a.attempt_row,
+                refusal: 0,
+            }),
+            Pane::Collisions => self.snapshot.collisions.get(i).map(|c| StreamCursor {
+                message: c.id,
                 refusal: 0,
             }),
             _ => None,

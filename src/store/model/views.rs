@@ -129,6 +129,31 @@ impl StreamExtent {
     }
 }
 
+/// The lists paged by one id besides the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagedTable {
+    Attempts,
+    Collisions,
+}
+
+impl PagedTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            PagedTable::Attempts => "delivery_attempts",
+            PagedTable::Collisions => "collisions",
+        }
+    }
+}
+
+/// The top of the page `n` rows newer: the last of the `ids` found above the current top,
+/// or the newest page (`i64::MAX`) when fewer than `n` are newer.
+pub fn newer_top(ids: &[i64], n: usize) -> i64 {
+    match ids.last() {
+        Some(last) if ids.len() >= n => *last,
+        _ => i64::MAX,
+    }
+}
+
 fn id_of(row: &StreamRow) -> (bool, i64) {
     match row.source {
         StreamSource::Message(id) => (true, id),

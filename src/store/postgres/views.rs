@@ -339,21 +339,54 @@ impl PgReader {
             Some("a.id > $2"),
             |r| r.get(0),
         )?;
-        Ok(if ids.len() < n {
-            i64::MAX
-        } else {
-            ids.last().copied().unwrap_or(i64::MAX)
-        })
+        Ok(newer_top(&ids, n))
     }
 
-    /// The id range of delivery attempts.
-    pub fn attempts_extent(&mut self) -> PgResult<Option<(i64, i64)>> {
+    /// The id range of a paged list's table (position and total).
+    pub fn id_range(&mut self, table: PagedTable) -> PgResult<Option<(i64, i64)>> {
+        let table = table.name();
         let row = self.client.query_one(
-            "SELECT (SELECT MIN(id) FROM delivery_attempts), (SELECT MAX(id) FROM delivery_attempts)",
+            &format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table})"),
             &[],
         )?;
         let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
         Ok(lo.zip(hi))
+    }
+
+    /// A page of dedup collisions with `id <= top`, newest first (`status:` is the kind).
+    pub fn collisions_page(
+        &mut self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> PgResult<Vec<StoredCollision>> {
+        let floor = top.min(self.max_id("collisions")?) - FILTER_WINDOW;
+        self.filtered(
+            &format!(
+                "{COLLISION_SELECT} WHERE c.id <= $3 AND {{filter}} ORDER BY c.id DESC LIMIT $1"
+            ),
+            &[&(limit as i64), &floor, &top],
+            FilterSource::Collisions,
+            &ListFilter::parse(filter),
+            Some("c.id > $2"),
+            collision_from_row,
+        )
+    }
+
+    /// The top of the collisions page `n` rows newer than `from`.
+    pub fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> PgResult<i64> {
+        let ids: Vec<i64> = self.filtered(
+            "SELECT c.id FROM collisions c
+             LEFT JOIN messages w ON w.id = c.winner_message_row
+             LEFT JOIN messages m ON m.id = c.message_row
+             WHERE c.id > $3 AND {filter} ORDER BY c.id ASC LIMIT $1",
+            &[&(n as i64), &(from - FILTER_WINDOW), &from],
+            FilterSource::Collisions,
+            &ListFilter::parse(filter),
+            Some("c.id > $2"),
+            |r| r.get(0),
+        )?;
+        Ok(newer_top(&ids, n))
     }
 
     /// Unmapped event names, most frequent first, with the suggestion for each.

@@ -199,11 +199,11 @@ impl StoreReader {
     }
 }
 
-const COLLISION_COLUMNS: &str =
+pub(super) const COLLISION_COLUMNS: &str =
     "c.id, c.event_id, c.kind, c.winner_event_row, c.winner_message_row,
     w.message_id, c.message_row, m.message_id, c.detected_at_ms, c.canonical";
 
-fn collision_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCollision> {
+pub(super) fn collision_from_row(row: &Row<'_>) -> rusqlite::Result<StoredCollision> {
     let canonical: Unpacked = row.get(9)?;
     Ok(StoredCollision {
         id: row.get(0)?,

@@ -6,8 +6,9 @@ use crate::store::model::filter::ListFilter;
 use crate::store::model::views::*;
 use rusqlite::{params, OptionalExtension};
 
-use super::reader::StoreReader;
+use super::reader::{collision_from_row, StoreReader, COLLISION_COLUMNS};
 use crate::store::error::StoreError;
+use crate::store::model::trace::StoredCollision;
 use crate::store::model::trace::StoredProfile;
 
 /// How far back a filtered scan looks (rows), so a filter never walks the whole table.
@@ -17,6 +18,10 @@ const MESSAGE_COLUMNS: &str =
     "id, received_at_ms, environment, status, outcome, type, event, message_id, reason";
 const REFUSAL_COLUMNS: &str =
     "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
+
+const COLLISION_JOINS: &str = "collisions c
+    LEFT JOIN messages w ON w.id = c.winner_message_row
+    LEFT JOIN messages m ON m.id = c.message_row";
 
 const ATTEMPT_JOINS: &str = "delivery_attempts a
     JOIN deliveries d ON d.id = a.delivery_id
@@ -320,17 +325,52 @@ impl StoreReader {
             Some("a.id > ?2"),
             |r| r.get::<_, i64>(0),
         )?;
-        Ok(if ids.len() < n {
-            i64::MAX
-        } else {
-            ids.last().copied().unwrap_or(i64::MAX)
-        })
+        Ok(newer_top(&ids, n))
     }
 
-    /// The id range of delivery attempts (position and total).
-    pub fn attempts_extent(&self) -> Result<Option<(i64, i64)>, StoreError> {
+    /// A page of dedup collisions with `id <= top`, newest first; `filter` matches kind,
+    /// event_id and either messageId (`status:` is the kind).
+    pub fn collisions_page(
+        &self,
+        limit: usize,
+        filter: &str,
+        top: i64,
+    ) -> Result<Vec<StoredCollision>, StoreError> {
+        let floor = top.min(self.max_rowid("collisions")?) - FILTER_WINDOW;
+        self.filtered(
+            &format!(
+                "SELECT {COLLISION_COLUMNS} FROM {COLLISION_JOINS}
+                 WHERE c.id <= ?3 AND {{filter}} ORDER BY c.id DESC LIMIT ?1"
+            ),
+            &[&(limit as i64), &floor, &top],
+            FilterSource::Collisions,
+            &ListFilter::parse(filter),
+            Some("c.id > ?2"),
+            collision_from_row,
+        )
+    }
+
+    /// The top of the collisions page `n` rows newer than `from` (`i64::MAX` when fewer are).
+    pub fn collisions_newer(&self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+        let ids = self.filtered(
+            &format!(
+                "SELECT c.id FROM {COLLISION_JOINS} WHERE c.id > ?3 AND {{filter}}
+                 ORDER BY c.id ASC LIMIT ?1"
+            ),
+            &[&(n as i64), &(from - FILTER_WINDOW), &from],
+            FilterSource::Collisions,
+            &ListFilter::parse(filter),
+            Some("c.id > ?2"),
+            |r| r.get::<_, i64>(0),
+        )?;
+        Ok(newer_top(&ids, n))
+    }
+
+    /// The id range of a paged list's table (position and total).
+    pub fn id_range(&self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError> {
+        let table = table.name();
         let (lo, hi): (Option<i64>, Option<i64>) = self.conn().query_row(
-            "SELECT (SELECT MIN(id) FROM delivery_attempts), (SELECT MAX(id) FROM delivery_attempts)",
+            &format!("SELECT (SELECT MIN(id) FROM {table}), (SELECT MAX(id) FROM {table})"),
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
