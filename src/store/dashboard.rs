@@ -41,8 +41,14 @@ pub trait DashboardReader: Send {
         filter: &str,
         top: i64,
     ) -> Result<Vec<AttemptRow>, StoreError>;
-    /// The top of the attempts page `n` rows newer than `from`.
-    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError>;
+    /// The top of the page of `table` that is `n` rows newer than `from`.
+    fn page_newer(
+        &mut self,
+        table: PagedTable,
+        filter: &str,
+        from: i64,
+        n: usize,
+    ) -> Result<i64, StoreError>;
     /// The id range of a paged list's table.
     fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError>;
     /// A page of dedup collisions with `id <= top`, newest first.
@@ -52,8 +58,6 @@ pub trait DashboardReader: Send {
         filter: &str,
         top: i64,
     ) -> Result<Vec<StoredCollision>, StoreError>;
-    /// The top of the collisions page `n` rows newer than `from`.
-    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError>;
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError>;
     fn latest_event_message_id(&mut self) -> Result<Option<String>, StoreError>;
     fn trace(&mut self, id: &str) -> Result<Option<MessageTrace>, StoreError>;
@@ -128,8 +132,14 @@ impl DashboardReader for StoreReader {
     ) -> Result<Vec<AttemptRow>, StoreError> {
         StoreReader::attempts_page(self, limit, filter, top)
     }
-    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        StoreReader::attempts_newer(self, filter, from, n)
+    fn page_newer(
+        &mut self,
+        table: PagedTable,
+        filter: &str,
+        from: i64,
+        n: usize,
+    ) -> Result<i64, StoreError> {
+        StoreReader::page_newer(self, table, filter, from, n)
     }
     fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError> {
         StoreReader::id_range(self, table)
@@ -141,9 +151,6 @@ impl DashboardReader for StoreReader {
         top: i64,
     ) -> Result<Vec<StoredCollision>, StoreError> {
         StoreReader::collisions_page(self, limit, filter, top)
-    }
-    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        StoreReader::collisions_newer(self, filter, from, n)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         StoreReader::http_request(self, row)
@@ -247,8 +254,14 @@ impl DashboardReader for PgReader {
     ) -> Result<Vec<AttemptRow>, StoreError> {
         Ok(PgReader::attempts_page(self, limit, filter, top)?)
     }
-    fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        Ok(PgReader::attempts_newer(self, filter, from, n)?)
+    fn page_newer(
+        &mut self,
+        table: PagedTable,
+        filter: &str,
+        from: i64,
+        n: usize,
+    ) -> Result<i64, StoreError> {
+        Ok(PgReader::page_newer(self, table, filter, from, n)?)
     }
     fn id_range(&mut self, table: PagedTable) -> Result<Option<(i64, i64)>, StoreError> {
         Ok(PgReader::id_range(self, table)?)
@@ -260,9 +273,6 @@ impl DashboardReader for PgReader {
         top: i64,
     ) -> Result<Vec<StoredCollision>, StoreError> {
         Ok(PgReader::collisions_page(self, limit, filter, top)?)
-    }
-    fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        Ok(PgReader::collisions_newer(self, filter, from, n)?)
     }
     fn http_request(&mut self, row: i64) -> Result<Option<StoredHttpRequest>, StoreError> {
         Ok(PgReader::http_request(self, row)?)

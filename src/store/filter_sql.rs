@@ -2,6 +2,25 @@
 //! term matches in each list, with the dialect's placeholders and case-insensitive match.
 
 use super::model::filter::{FilterField, ListFilter};
+use super::model::views::PagedTable;
+
+/// The delivery attempts with what the attempts list shows and filters on.
+pub(crate) const ATTEMPT_JOINS: &str = "delivery_attempts a
+    JOIN deliveries d ON d.id = a.delivery_id
+    LEFT JOIN delivery_requests r ON r.id = a.request_row
+    LEFT JOIN messages m ON m.id = d.message_row";
+/// The collisions with both arrivals' messageIds.
+pub(crate) const COLLISION_JOINS: &str = "collisions c
+    LEFT JOIN messages w ON w.id = c.winner_message_row
+    LEFT JOIN messages m ON m.id = c.message_row";
+
+/// A paged table as its page queries read it: the FROM clause, its id column, its filter.
+pub(crate) fn paged_from(table: PagedTable) -> (&'static str, &'static str, FilterSource) {
+    match table {
+        PagedTable::Attempts => (ATTEMPT_JOINS, "a.id", FilterSource::Attempts),
+        PagedTable::Collisions => (COLLISION_JOINS, "c.id", FilterSource::Collisions),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {

@@ -311,6 +311,30 @@ pub fn act(
     ))
 }
 
+/// Where the page of a list paged by one id starts, after the query's seek, as concrete ids
+/// (so a paused page does not take in rows that arrive later), with the table's id range.
+fn resolve_page(
+    reader: &mut dyn DashboardReader,
+    table: PagedTable,
+    query: &Query,
+) -> Result<(StreamExtent, StreamCursor), StoreError> {
+    let extent = StreamExtent {
+        messages: reader.id_range(table)?,
+        refusals: None,
+    };
+    let f = &query.filter;
+    let top = match query.page_seek {
+        Some(Seek::Newer(from, n)) => reader.page_newer(table, f, from.message, n)?,
+        Some(Seek::Oldest) => reader.page_newer(table, f, extent.below_oldest().message, ROWS)?,
+        None => query.page_top.unwrap_or(StreamCursor::NEWEST).message,
+    };
+    let top = StreamCursor {
+        message: top.min(extent.messages.map_or(0, |(_, hi)| hi)),
+        refusal: 0,
+    };
+    Ok((extent, top))
+}
+
 /// Load what `query` asks for. Runs on the loader thread.
 pub fn load(
     reader: &mut dyn DashboardReader,
@@ -358,23 +382,8 @@ pub fn load(
                 snap.page_top = Some(top);
             }
             Some(Pane::Deliveries) => {
-                let extent = StreamExtent {
-                    messages: reader.id_range(PagedTable::Attempts)?,
-                    refusals: None,
-                };
-                let f = &query.filter;
-                let top = match query.page_seek {
-                    Some(Seek::Newer(from, n)) => reader.attempts_newer(f, from.message, n)?,
-                    Some(Seek::Oldest) => {
-                        reader.attempts_newer(f, extent.below_oldest().message, ROWS)?
-                    }
-                    None => query.page_top.unwrap_or(StreamCursor::NEWEST).message,
-                };
-                let top = StreamCursor {
-                    message: top.min(extent.messages.map_or(0, |(_, hi)| hi)),
-                    refusal: 0,
-                };
-                snap.attempts = reader.attempts_page(ROWS, f, top.message)?;
+                let (extent, top) = resolve_page(reader, PagedTable::Attempts, query)?;
+                snap.attempts = reader.attempts_page(ROWS, &query.filter, top.message)?;
                 snap.extent = extent;
                 snap.page_top = Some(top);
                 if let Some(row) = query.request_row {
@@ -400,23 +409,8 @@ pub fn load(
                 snap.destinations = reader.destination_stats(&names, now_ms)?;
             }
             Some(Pane::Collisions) => {
-                let extent = StreamExtent {
-                    messages: reader.id_range(PagedTable::Collisions)?,
-                    refusals: None,
-                };
-                let f = &query.filter;
-                let top = match query.page_seek {
-                    Some(Seek::Newer(from, n)) => reader.collisions_newer(f, from.message, n)?,
-                    Some(Seek::Oldest) => {
-                        reader.collisions_newer(f, extent.below_oldest().message, ROWS)?
-                    }
-                    None => query.page_top.unwrap_or(StreamCursor::NEWEST).message,
-                };
-                let top = StreamCursor {
-                    message: top.min(extent.messages.map_or(0, |(_, hi)| hi)),
-                    refusal: 0,
-                };
-                snap.collisions = reader.collisions_page(ROWS, f, top.message)?;
+                let (extent, top) = resolve_page(reader, PagedTable::Collisions, query)?;
+                snap.collisions = reader.collisions_page(ROWS, &query.filter, top.message)?;
                 snap.extent = extent;
                 snap.page_top = Some(top);
                 let selected = query

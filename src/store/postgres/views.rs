@@ -3,7 +3,7 @@
 //! (newest rows by id within a window, or a LIMIT), so a fleet's history stays instant to read.
 
 use super::reader::{collision_from_row, packed, PgReader, COLLISION_SELECT};
-use crate::store::filter_sql::{filter_sql, Dialect, FilterSource};
+use crate::store::filter_sql::{filter_sql, paged_from, Dialect, FilterSource, ATTEMPT_JOINS};
 use crate::store::model::filter::ListFilter;
 use crate::store::model::trace::{StoredCollision, StoredProfile};
 use crate::store::model::views::*;
@@ -55,11 +55,6 @@ fn refusal_row(r: &postgres::Row) -> StreamRow {
         cursor: StreamCursor::NEWEST,
     }
 }
-
-const ATTEMPT_JOINS: &str = "delivery_attempts a
-    JOIN deliveries d ON d.id = a.delivery_id
-    LEFT JOIN delivery_requests r ON r.id = a.request_row
-    LEFT JOIN messages m ON m.id = d.message_row";
 
 fn pattern(filter: &str) -> String {
     let escaped = filter
@@ -326,17 +321,24 @@ impl PgReader {
         )
     }
 
-    /// The top of the attempts page `n` rows newer than `from` (`i64::MAX` when fewer are).
-    pub fn attempts_newer(&mut self, filter: &str, from: i64, n: usize) -> PgResult<i64> {
+    /// The top of the page of `table` that is `n` rows newer than `from` (`i64::MAX` when
+    /// fewer are).
+    pub fn page_newer(
+        &mut self,
+        table: PagedTable,
+        filter: &str,
+        from: i64,
+        n: usize,
+    ) -> PgResult<i64> {
+        let (joins, id, source) = paged_from(table);
         let ids: Vec<i64> = self.filtered(
             &format!(
-                "SELECT a.id FROM {ATTEMPT_JOINS} WHERE a.id > $3 AND {{filter}}
-                 ORDER BY a.id ASC LIMIT $1"
+                "SELECT {id} FROM {joins} WHERE {id} > $3 AND {{filter}} ORDER BY {id} ASC LIMIT $1"
             ),
             &[&(n as i64), &(from - FILTER_WINDOW), &from],
-            FilterSource::Attempts,
+            source,
             &ListFilter::parse(filter),
-            Some("a.id > $2"),
+            Some(&format!("{id} > $2")),
             |r| r.get(0),
         )?;
         Ok(newer_top(&ids, n))
@@ -371,22 +373,6 @@ impl PgReader {
             Some("c.id > $2"),
             collision_from_row,
         )
-    }
-
-    /// The top of the collisions page `n` rows newer than `from`.
-    pub fn collisions_newer(&mut self, filter: &str, from: i64, n: usize) -> PgResult<i64> {
-        let ids: Vec<i64> = self.filtered(
-            "SELECT c.id FROM collisions c
-             LEFT JOIN messages w ON w.id = c.winner_message_row
-             LEFT JOIN messages m ON m.id = c.message_row
-             WHERE c.id > $3 AND {filter} ORDER BY c.id ASC LIMIT $1",
-            &[&(n as i64), &(from - FILTER_WINDOW), &from],
-            FilterSource::Collisions,
-            &ListFilter::parse(filter),
-            Some("c.id > $2"),
-            |r| r.get(0),
-        )?;
-        Ok(newer_top(&ids, n))
     }
 
     /// Unmapped event names, most frequent first, with the suggestion for each.

@@ -1,7 +1,9 @@
 //! Read models for the dashboard. Every query is bounded (newest-first by rowid with a LIMIT, or
 //! a window of recent rows), so a database with millions of events stays instant.
 
-use crate::store::filter_sql::{filter_sql, Dialect, FilterSource};
+use crate::store::filter_sql::{
+    filter_sql, paged_from, Dialect, FilterSource, ATTEMPT_JOINS, COLLISION_JOINS,
+};
 use crate::store::model::filter::ListFilter;
 use crate::store::model::views::*;
 use rusqlite::{params, OptionalExtension};
@@ -18,15 +20,6 @@ const MESSAGE_COLUMNS: &str =
     "id, received_at_ms, environment, status, outcome, type, event, message_id, reason";
 const REFUSAL_COLUMNS: &str =
     "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
-
-const COLLISION_JOINS: &str = "collisions c
-    LEFT JOIN messages w ON w.id = c.winner_message_row
-    LEFT JOIN messages m ON m.id = c.message_row";
-
-const ATTEMPT_JOINS: &str = "delivery_attempts a
-    JOIN deliveries d ON d.id = a.delivery_id
-    LEFT JOIN delivery_requests r ON r.id = a.request_row
-    LEFT JOIN messages m ON m.id = d.message_row";
 
 fn message_row(r: &rusqlite::Row) -> rusqlite::Result<StreamRow> {
     Ok(StreamRow {
@@ -311,18 +304,24 @@ impl StoreReader {
         )
     }
 
-    /// The top of the attempts page `n` rows newer than `from` (`i64::MAX`, the newest page,
-    /// when fewer are newer).
-    pub fn attempts_newer(&self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
+    /// The top of the page of `table` that is `n` rows newer than `from` (`i64::MAX`, the
+    /// newest page, when fewer are newer).
+    pub fn page_newer(
+        &self,
+        table: PagedTable,
+        filter: &str,
+        from: i64,
+        n: usize,
+    ) -> Result<i64, StoreError> {
+        let (joins, id, source) = paged_from(table);
         let ids = self.filtered(
             &format!(
-                "SELECT a.id FROM {ATTEMPT_JOINS} WHERE a.id > ?3 AND {{filter}}
-                 ORDER BY a.id ASC LIMIT ?1"
+                "SELECT {id} FROM {joins} WHERE {id} > ?3 AND {{filter}} ORDER BY {id} ASC LIMIT ?1"
             ),
             &[&(n as i64), &(from - FILTER_WINDOW), &from],
-            FilterSource::Attempts,
+            source,
             &ListFilter::parse(filter),
-            Some("a.id > ?2"),
+            Some(&format!("{id} > ?2")),
             |r| r.get::<_, i64>(0),
         )?;
         Ok(newer_top(&ids, n))
@@ -348,22 +347,6 @@ impl StoreReader {
             Some("c.id > ?2"),
             collision_from_row,
         )
-    }
-
-    /// The top of the collisions page `n` rows newer than `from` (`i64::MAX` when fewer are).
-    pub fn collisions_newer(&self, filter: &str, from: i64, n: usize) -> Result<i64, StoreError> {
-        let ids = self.filtered(
-            &format!(
-                "SELECT c.id FROM {COLLISION_JOINS} WHERE c.id > ?3 AND {{filter}}
-                 ORDER BY c.id ASC LIMIT ?1"
-            ),
-            &[&(n as i64), &(from - FILTER_WINDOW), &from],
-            FilterSource::Collisions,
-            &ListFilter::parse(filter),
-            Some("c.id > ?2"),
-            |r| r.get::<_, i64>(0),
-        )?;
-        Ok(newer_top(&ids, n))
     }
 
     /// The id range of a paged list's table (position and total).
