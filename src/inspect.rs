@@ -46,7 +46,8 @@ pub fn status(trace: &MessageTrace) -> &'static str {
         Some("mapped") | Some("replayed") => "mapped",
         Some("unmapped") => "unmapped",
         Some("identify") => "identify",
-        Some("collision") => "duplicate",
+        // The dashboard's word for an event_id seen before; "duplicate" is a repeated messageId.
+        Some("collision") => "collision",
         _ => "accepted",
     }
 }
@@ -150,9 +151,19 @@ fn indent(text: &str, by: &str) -> String {
 
 /// A terminal rendering: one numbered line per stage, then the diff and the raw message.
 pub fn to_text(trace: &MessageTrace) -> String {
+    to_text_styled(trace, &|_, text| text.to_string())
+}
+
+/// [`to_text`] with the words of the shared vocabulary (statuses, outcomes, verdicts) passed
+/// through `style(word, text)`, e.g. to colour them on a terminal. Styling comes after
+/// message text is made terminal-safe, so a message can never inject its own escapes.
+pub fn to_text_styled(trace: &MessageTrace, style: &dyn Fn(&str, &str) -> String) -> String {
     let mut out = Vec::new();
+    // (line, word): the first occurrence of `word` on that line is styled at the end.
+    let mut styled: Vec<(usize, String)> = Vec::new();
     let first = &trace.arrivals[0];
     let status = status(trace);
+    styled.push((out.len(), status.to_string()));
     out.push(format!(
         "messageId {}  {} {}  {}",
         first.message_id.as_deref().unwrap_or("(none)"),
@@ -162,7 +173,7 @@ pub fn to_text(trace: &MessageTrace) -> String {
             .as_deref()
             .map(|e| format!("{e:?}"))
             .unwrap_or_default(),
-        status.to_uppercase()
+        status
     ));
     out.push(format!(
         " 1 received     {}  env={}  request {}  position {}  ({} arrival{})",
@@ -174,15 +185,17 @@ pub fn to_text(trace: &MessageTrace) -> String {
         if trace.arrivals.len() == 1 { "" } else { "s" }
     ));
     if first.status == "invalid" {
+        styled.push((out.len(), "invalid".into()));
         out.push(format!(
-            " 2 parsed       INVALID: {}",
+            " 2 parsed       invalid: {}",
             first.reason.as_deref().unwrap_or("")
         ));
     } else {
         out.push(" 2 parsed       valid Segment call".into());
     }
     if let Some(u) = &trace.unmapped {
-        out.push(format!(" 3 mapped       UNMAPPED: {}", u.reason));
+        styled.push((out.len(), "unmapped".into()));
+        out.push(format!(" 3 mapped       unmapped: {}", u.reason));
     }
     if let Some(event) = trace.events.first() {
         let c = &event.canonical;
@@ -267,13 +280,15 @@ pub fn to_text(trace: &MessageTrace) -> String {
                 c.event_id
             )
         };
-        out.push(format!(" 6 dedup        {}: {role}", c.kind.to_uppercase()));
+        styled.push((out.len(), "collision".into()));
+        out.push(format!(" 6 dedup        collision {}: {role}", c.kind));
     }
     if let Some(e) = trace.events.first() {
         if e.routes.is_empty() {
             out.push(" 7 routes       no destinations configured".into());
         }
         for r in &e.routes {
+            styled.push((out.len(), r.verdict.clone()));
             out.push(format!(
                 " 7 route        {:<12} {:<18} as {:<20} {}",
                 r.destination, r.verdict, r.destination_event, r.reason
@@ -281,10 +296,11 @@ pub fn to_text(trace: &MessageTrace) -> String {
         }
     }
     for d in &trace.deliveries {
+        styled.push((out.len(), d.status.clone()));
         out.push(format!(
             " 8 delivery     {:<12} {:<10} attempt {}  {}{}",
             d.destination,
-            d.status.to_uppercase(),
+            d.status,
             d.attempts,
             d.last_status_code
                 .map(|c| format!("HTTP {c}  "))
@@ -319,10 +335,11 @@ pub fn to_text(trace: &MessageTrace) -> String {
     let pretty = serde_json::to_string_pretty(&raw_json(first)).unwrap_or_default();
     out.push(terminal_safe_lines(&indent(&pretty, "   ")));
     for (i, arrival) in trace.arrivals.iter().enumerate().skip(1) {
+        styled.push((out.len(), arrival.status.clone()));
         out.push(format!(
             " arrival #{}: {} {} request {}{}",
             i + 1,
-            arrival.status.to_uppercase(),
+            arrival.status,
             format_ms(arrival.received_at_ms),
             arrival.request_id,
             arrival
@@ -331,6 +348,23 @@ pub fn to_text(trace: &MessageTrace) -> String {
                 .map(|r| format!(" — {}", terminal_safe(r)))
                 .unwrap_or_default()
         ));
+    }
+    for (line, word) in styled {
+        // The header's status comes last, after the message's own id and event name.
+        let found = if line == 0 {
+            out[line].rfind(word.as_str())
+        } else {
+            out[line].find(word.as_str())
+        };
+        if let Some(at) = found {
+            let end = at + word.len();
+            out[line] = format!(
+                "{}{}{}",
+                &out[line][..at],
+                style(&word, &word),
+                &out[line][end..]
+            );
+        }
     }
     out.join("\n")
 }

@@ -34,18 +34,15 @@ fn serve_embedded(dir: &Path) -> (Child, String, Vec<String>) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut banner = Vec::new();
     let mut addr = None;
-    // The banner ends with the secret line(s); read until it is complete.
+    // The embedded default's banner ends with where its credentials are.
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("TrackLayer listening on http://") {
             addr = Some(rest.trim_end_matches("/segment/events").to_string());
         }
-        let done = line.contains("secret") && (line.contains("kept in") || line.contains("tls_"));
+        let done = line.starts_with("  credentials");
         banner.push(line);
-        if done && !banner.last().unwrap().contains("tls_") {
-            break;
-        }
-        if banner.iter().any(|l| l.contains("shown once")) {
+        if done {
             break;
         }
     }
@@ -117,18 +114,26 @@ fn embedded_default_send_and_inspect() {
     let (mut server, addr, banner) = serve_embedded(dir.path());
     let banner = banner.join("\n");
     assert!(banner.contains("environments development"), "{banner}");
-    assert!(banner.contains("shown once"), "{banner}");
-    let secret_line = banner.lines().find(|l| l.contains("tls_")).unwrap();
+    // stderr is a pipe (a log), not a person: the secret goes to a file, never into the log.
+    assert!(!banner.contains("tls_"), "{banner}");
+    assert!(
+        banner.contains("credentials  tracklayer.secret"),
+        "{banner}"
+    );
     assert!(dir.path().join("tracklayer.db").exists());
+    let credentials = std::fs::read_to_string(dir.path().join("tracklayer.secret")).unwrap();
     server.kill().unwrap();
     server.wait().unwrap();
 
-    // Second start: the same secret, not shown again.
+    // Second start: the same secret, the file untouched.
     let (mut server, addr2, banner) = serve_embedded(dir.path());
     let banner = banner.join("\n");
     assert!(!banner.contains("tls_"), "{banner}");
-    assert!(banner.contains("kept in tracklayer.db"), "{banner}");
-    assert!(!secret_line.is_empty() && !addr.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tracklayer.secret")).unwrap(),
+        credentials
+    );
+    assert!(!addr.is_empty());
 
     let message = r#"{"type":"track","event":"Order Completed","messageId":"cli-msg-1","userId":"cust_34982","properties":{"order_id":"ORD-1","revenue":"$39.95"}}"#;
     std::fs::write(dir.path().join("order.json"), message).unwrap();
@@ -149,7 +154,10 @@ fn embedded_default_send_and_inspect() {
         );
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{scheme}: {stdout} {stderr}");
-        assert!(stdout.starts_with("HTTP 200 OK"), "{stdout}");
+        // The status is for people (stderr); stdout is the reply alone, for `| jq`.
+        assert!(stderr.contains("HTTP 200 OK"), "{stderr}");
+        let reply: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is JSON");
+        assert_eq!(reply["success"], true, "{stdout}");
     }
     // The second send was a duplicate of the first.
     let out = tracklayer(dir.path(), &["inspect", "cli-msg-1", "--json"]);
@@ -178,7 +186,7 @@ fn embedded_default_send_and_inspect() {
 
     let out = tracklayer(dir.path(), &["inspect", "cli-msg-1"]);
     let (stdout, _) = text(&out);
-    assert!(stdout.contains("MAPPED"), "{stdout}");
+    assert!(stdout.contains("  mapped"), "{stdout}");
     assert!(
         stdout.contains("Order Completed → purchase (mapping v1)"),
         "{stdout}"
@@ -187,7 +195,7 @@ fn embedded_default_send_and_inspect() {
         stdout.contains("revenue → value (parsed \"$39.95\")"),
         "{stdout}"
     );
-    assert!(stdout.contains("arrival #2: DUPLICATE"), "{stdout}");
+    assert!(stdout.contains("arrival #2: duplicate"), "{stdout}");
     assert!(stdout.contains("\"revenue\": \"$39.95\""), "{stdout}");
 
     let out = tracklayer(dir.path(), &["inspect", "no-such-id"]);

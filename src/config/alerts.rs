@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::validate::Problems;
-use super::{resolve_secret, Secret};
+use super::{resolve_secret, EnvVars, Secret, SecretOwner};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +83,7 @@ impl Default for AlertsConfig {
 
 pub(super) fn alerts(
     raw: RawAlerts,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    env_vars: &EnvVars<'_>,
     problems: &mut Problems,
 ) -> AlertsConfig {
     let d = AlertsConfig::default();
@@ -160,14 +160,14 @@ pub(super) fn alerts(
     let slack_webhook_url = raw
         .slack_webhook_url
         .as_deref()
-        .and_then(|v| url_secret("alerts.slack_webhook_url", v, lookup_env, problems));
+        .and_then(|v| url_secret("alerts.slack_webhook_url", v, env_vars, problems));
     let webhook_url = raw
         .webhook_url
         .as_deref()
-        .and_then(|v| url_secret("alerts.webhook_url", v, lookup_env, problems))
+        .and_then(|v| url_secret("alerts.webhook_url", v, env_vars, problems))
         .map(|s| s.expose().to_string());
     let webhook_secret = raw.webhook_secret.as_deref().and_then(|v| {
-        resolve_secret("alerts.webhook_secret", v, lookup_env)
+        resolve_secret("alerts.webhook_secret", v, SecretOwner::Alerts, env_vars)
             .map_err(|e| problems.push_error(e))
             .ok()
     });
@@ -201,14 +201,15 @@ pub(super) fn alerts(
 fn url_secret(
     key: &str,
     value: &str,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    env_vars: &EnvVars<'_>,
     problems: &mut Problems,
 ) -> Option<Secret> {
     let resolved = match value.strip_prefix("env:") {
-        Some(var) => match lookup_env(var) {
-            Some(v) => v,
-            None => {
-                problems.push(key, format!("environment variable {var} is not set"));
+        Some(var) => match env_vars.get(var, SecretOwner::Alerts) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Some(Secret::unresolved(var)),
+            Err(reason) => {
+                problems.push(key, reason);
                 return None;
             }
         },

@@ -63,6 +63,19 @@ pub enum ConfigError {
     Many(Vec<ConfigError>),
 }
 
+impl ConfigError {
+    /// Every problem as (key, reason); the key is `None` when the file as a whole is at fault
+    /// (unreadable, not TOML).
+    pub fn problems(&self) -> Vec<(Option<&str>, String)> {
+        match self {
+            ConfigError::Read { source, .. } => vec![(None, format!("cannot read it: {source}"))],
+            ConfigError::Parse { message, .. } => vec![(None, message.clone())],
+            ConfigError::Invalid { key, reason } => vec![(Some(key.as_str()), reason.clone())],
+            ConfigError::Many(all) => all.iter().flat_map(ConfigError::problems).collect(),
+        }
+    }
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -72,20 +85,111 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 /// A secret that never shows up in logs, `Debug` output or error messages.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// The `env:VAR` a command left unread because it does not use this secret (see [`Needs`]).
+    unresolved: Option<String>,
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret {
+            value: value.into(),
+            unresolved: None,
+        }
     }
+
+    /// A secret the running command does not use: its variable was not read. It exposes as
+    /// empty, so using it by mistake fails authentication instead of leaking anything.
+    pub fn unresolved(var: &str) -> Self {
+        Secret {
+            value: String::new(),
+            unresolved: Some(var.to_string()),
+        }
+    }
+
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    pub fn is_resolved(&self) -> bool {
+        self.unresolved.is_none()
+    }
+}
+
+/// Which `env:VAR` secrets a command reads. The others stay unresolved, and an unset variable
+/// there is no error: `send --env production` must not need staging's secret or Meta's token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Needs {
+    /// `serve`, the dashboard and `check`: every secret, every problem.
+    #[default]
+    Everything,
+    /// One environment's credentials (if any) and, with `storage`, the database URL.
+    Only {
+        environment: Option<String>,
+        storage: bool,
+    },
+}
+
+/// What a secret belongs to, to decide whether a command needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretOwner<'a> {
+    Environment(&'a str),
+    Storage,
+    Destination,
+    Alerts,
+}
+
+impl Needs {
+    pub fn wants(&self, owner: SecretOwner<'_>) -> bool {
+        match self {
+            Needs::Everything => true,
+            Needs::Only {
+                environment,
+                storage,
+            } => match owner {
+                SecretOwner::Environment(name) => environment.as_deref() == Some(name),
+                SecretOwner::Storage => *storage,
+                SecretOwner::Destination | SecretOwner::Alerts => false,
+            },
+        }
+    }
+}
+
+/// `env:VAR` lookups for one command: where variables come from (the process environment, or a
+/// test's map) and which secrets the command needs.
+pub struct EnvVars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    needs: &'a Needs,
+}
+
+impl<'a> EnvVars<'a> {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>, needs: &'a Needs) -> Self {
+        EnvVars { lookup, needs }
+    }
+
+    /// The variable's value; `Ok(None)` when it is unset and the command does not need it
+    /// (the secret stays unresolved); an error naming the variable when it is needed.
+    pub fn get(&self, var: &str, owner: SecretOwner<'_>) -> Result<Option<String>, String> {
+        if var.is_empty() {
+            return Err("`env:` must be followed by a variable name".into());
+        }
+        match (self.lookup)(var) {
+            Some(value) => Ok(Some(value)),
+            None if self.needs.wants(owner) => {
+                Err(format!("environment variable {var} is not set"))
+            }
+            None => Ok(None),
+        }
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
+        match &self.unresolved {
+            Some(var) => write!(f, "Secret(<env:{var} not read>)"),
+            None => f.write_str("Secret(<redacted>)"),
+        }
     }
 }
 
@@ -368,11 +472,11 @@ impl Config {
 
     /// Parse config text and check everything but destination settings, which
     /// `destinations::Setup::parse` resolves and checks next, adding to the same problems so
-    /// `check` shows them all at once. `lookup_env` resolves `env:VAR` references.
+    /// `check` shows them all at once. `env_vars` resolves `env:VAR` references.
     pub fn parse_unresolved(
         text: &str,
         path: &Path,
-        lookup_env: &dyn Fn(&str) -> Option<String>,
+        env_vars: &EnvVars<'_>,
     ) -> Result<(Config, Problems), ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -381,7 +485,7 @@ impl Config {
         // Relative storage paths are relative to the config file, so `--config /etc/x.toml`
         // does not depend on the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
-        Ok(validate::validate(raw, base, Some(path), lookup_env))
+        Ok(validate::validate(raw, base, Some(path), env_vars))
     }
 
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
@@ -426,11 +530,16 @@ fn plain_words(message: &str) -> String {
 fn resolve_url_secret(
     key: &str,
     value: &str,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    env_vars: &EnvVars<'_>,
 ) -> Result<Secret, ConfigError> {
     let resolved = match value.strip_prefix("env:") {
-        Some(var) => lookup_env(var)
-            .ok_or_else(|| invalid(key, format!("environment variable {var} is not set")))?,
+        Some(var) => match env_vars
+            .get(var, SecretOwner::Storage)
+            .map_err(|reason| invalid(key, reason))?
+        {
+            Some(value) => value,
+            None => return Ok(Secret::unresolved(var)),
+        },
         None => value.to_string(),
     };
     let scheme_ok = url::Url::parse(&resolved)
@@ -443,22 +552,23 @@ fn resolve_url_secret(
             "must be a PostgreSQL URL: postgres://user:password@host:5432/database",
         ));
     }
-    Ok(Secret(resolved))
+    Ok(Secret::new(resolved))
 }
 
 fn resolve_secret(
     key: &str,
     value: &str,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    owner: SecretOwner<'_>,
+    env_vars: &EnvVars<'_>,
 ) -> Result<Secret, ConfigError> {
     let resolved = match value.strip_prefix("env:") {
-        Some(var) => {
-            if var.is_empty() {
-                return Err(invalid(key, "`env:` must be followed by a variable name"));
-            }
-            lookup_env(var)
-                .ok_or_else(|| invalid(key, format!("environment variable {var} is not set")))?
-        }
+        Some(var) => match env_vars
+            .get(var, owner)
+            .map_err(|reason| invalid(key, reason))?
+        {
+            Some(value) => value,
+            None => return Ok(Secret::unresolved(var)),
+        },
         None => value.to_string(),
     };
     if resolved.trim().is_empty() {
@@ -473,7 +583,7 @@ fn resolve_secret(
             ),
         ));
     }
-    Ok(Secret(resolved))
+    Ok(Secret::new(resolved))
 }
 
 /// The embedded default: loopback only, SQLite in the working folder, one `development`
@@ -484,7 +594,7 @@ pub fn embedded_default(
     write_key: Option<Secret>,
 ) -> Config {
     Config {
-        server: ServerConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 8787))),
+        server: ServerConfig::with_defaults(EMBEDDED_LISTEN),
         storage: StorageConfig {
             path: storage_path,
             url: None,
@@ -513,6 +623,11 @@ pub fn embedded_default(
 }
 
 pub const EMBEDDED_ACCOUNT: &str = "acct_local";
+/// Loopback only: the embedded default's secret is printed, not configured.
+pub const EMBEDDED_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8787,
+));
 pub const EMBEDDED_ENVIRONMENT: &str = "development";
 
 /// What `tracklayer init` writes: every key documented, secrets read from the environment.

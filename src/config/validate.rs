@@ -94,14 +94,14 @@ pub(super) fn validate(
     raw: RawConfig,
     base: &Path,
     config_path: Option<&Path>,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    env_vars: &EnvVars<'_>,
 ) -> (Config, Problems) {
     let mut problems = Problems::default();
     let server = server(&raw.server, &mut problems);
     let mut storage = storage(&raw.storage, base, &mut problems);
     storage.url = raw.storage.url.as_deref().and_then(|url| {
         problems.take(
-            resolve_url_secret("storage.url", url, lookup_env).map(Some),
+            resolve_url_secret("storage.url", url, env_vars).map(Some),
             None,
         )
     });
@@ -125,8 +125,8 @@ pub(super) fn validate(
             None
         }
     });
-    let environments = environments(raw.environments, lookup_env, &mut problems);
-    let alerts = super::alerts::alerts(raw.alerts, lookup_env, &mut problems);
+    let environments = environments(raw.environments, env_vars, &mut problems);
+    let alerts = super::alerts::alerts(raw.alerts, env_vars, &mut problems);
     let mapping = mapping(raw.mapping.as_ref(), base, config_path, &mut problems);
 
     // Kind-specific settings are resolved (and checked) by `destinations::Setup`.
@@ -300,7 +300,7 @@ fn storage(raw: &RawStorage, base: &Path, problems: &mut Problems) -> StorageCon
 
 fn environments(
     raw: Vec<RawEnvironment>,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
+    env_vars: &EnvVars<'_>,
     problems: &mut Problems,
 ) -> Vec<EnvironmentConfig> {
     if raw.is_empty() {
@@ -327,9 +327,13 @@ fn environments(
         let mut resolve = |field: &str, value: &str| {
             let field_key = format!("{key}.{field}");
             let secret = problems.take(
-                resolve_secret(&field_key, value, lookup_env).map(Some),
+                resolve_secret(&field_key, value, SecretOwner::Environment(&name), env_vars)
+                    .map(Some),
                 None,
             )?;
+            if !secret.is_resolved() {
+                return Some(secret);
+            }
             if let Some((first, _)) = credentials.iter().find(|(_, v)| v == secret.expose()) {
                 problems.push(
                     &field_key,

@@ -19,7 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{DestinationConfig, DestinationKind, Secret};
+#[cfg(test)]
+use crate::config::Needs;
+use crate::config::{DestinationConfig, DestinationKind, EnvVars, Secret, SecretOwner};
 use crate::pipeline::CanonicalEvent;
 
 /// A destination ready to deliver: its kind-specific settings resolved and validated.
@@ -162,19 +164,19 @@ pub struct SettingsError {
 pub struct SettingsReader<'a> {
     prefix: String,
     values: &'a BTreeMap<String, toml::Value>,
-    lookup_env: &'a dyn Fn(&str) -> Option<String>,
+    env_vars: &'a EnvVars<'a>,
 }
 
 impl<'a> SettingsReader<'a> {
     pub fn new(
         prefix: String,
         values: &'a BTreeMap<String, toml::Value>,
-        lookup_env: &'a dyn Fn(&str) -> Option<String>,
+        env_vars: &'a EnvVars<'a>,
     ) -> Self {
         SettingsReader {
             prefix,
             values,
-            lookup_env,
+            env_vars,
         }
     }
 
@@ -208,9 +210,11 @@ impl<'a> SettingsReader<'a> {
             return Ok(None);
         };
         match raw.strip_prefix("env:") {
-            Some(var) => (self.lookup_env)(var)
-                .map(|v| Some(Secret::new(v)))
-                .ok_or_else(|| self.error(key, format!("environment variable {var} is not set"))),
+            Some(var) => match self.env_vars.get(var, SecretOwner::Destination) {
+                Ok(Some(value)) => Ok(Some(Secret::new(value))),
+                Ok(None) => Ok(Some(Secret::unresolved(var))),
+                Err(reason) => Err(self.error(key, reason)),
+            },
             None => Ok(Some(Secret::new(raw))),
         }
     }
@@ -288,13 +292,10 @@ impl Destination {
         index: usize,
         config: &DestinationConfig,
         base_dir: &std::path::Path,
-        lookup_env: &dyn Fn(&str) -> Option<String>,
+        env_vars: &EnvVars<'_>,
     ) -> Result<Destination, SettingsError> {
-        let reader = SettingsReader::new(
-            format!("destinations[{index}]"),
-            &config.settings,
-            lookup_env,
-        );
+        let reader =
+            SettingsReader::new(format!("destinations[{index}]"), &config.settings, env_vars);
         let (settings, default_base, default_batch, max_age) = match config.kind {
             DestinationKind::MetaCapi => (
                 Settings::Meta(meta::MetaSettings::read(&reader)?),
@@ -780,7 +781,13 @@ pub(crate) mod fixture {
             retry_schedule: vec![1, 2],
             settings: table.into_iter().collect(),
         };
-        Destination::from_config(0, &config, std::path::Path::new("."), &|_| None).unwrap()
+        Destination::from_config(
+            0,
+            &config,
+            std::path::Path::new("."),
+            &EnvVars::new(&|_| None, &Needs::Everything),
+        )
+        .unwrap()
     }
 }
 
@@ -800,9 +807,15 @@ mod warehouse_settings {
             retry_schedule: vec![1],
             settings: table.into_iter().collect(),
         };
-        Destination::from_config(3, &config, std::path::Path::new("/srv/tl"), &|var| {
+        let lookup = |var: &str| {
             (var == "DW_URL").then(|| "postgres://tl:s3cret-pw@db.internal:6432/analytics".into())
-        })
+        };
+        Destination::from_config(
+            3,
+            &config,
+            std::path::Path::new("/srv/tl"),
+            &EnvVars::new(&lookup, &Needs::Everything),
+        )
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{with_hint, Config, ConfigError, DestinationConfig, DestinationKind};
+use crate::config::{
+    with_hint, Config, ConfigError, DestinationConfig, DestinationKind, EnvVars, Needs,
+};
 use crate::pipeline::RouteTarget;
 
 use super::Destination;
@@ -21,8 +23,14 @@ pub struct Setup {
 impl Setup {
     /// Load and check a config file, resolving `env:VAR` secrets from the process environment.
     pub fn load(path: &Path) -> Result<Setup, ConfigError> {
+        Self::load_for(path, &Needs::Everything)
+    }
+
+    /// Load a config for a command that uses only some of its secrets: the others are not
+    /// read, and an unset variable among them is no error.
+    pub fn load_for(path: &Path, needs: &Needs) -> Result<Setup, ConfigError> {
         let text = Config::read(path)?;
-        Self::parse(&text, path, &|name| std::env::var(name).ok())
+        Self::parse_for(&text, path, &|name| std::env::var(name).ok(), needs)
     }
 
     /// Parse config text and resolve its destinations; `lookup_env` resolves `env:VAR`
@@ -32,10 +40,21 @@ impl Setup {
         path: &Path,
         lookup_env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Setup, ConfigError> {
-        let (config, mut problems) = Config::parse_unresolved(text, path, lookup_env)?;
+        Self::parse_for(text, path, lookup_env, &Needs::Everything)
+    }
+
+    /// [`Setup::parse`] resolving only the secrets `needs` names.
+    pub fn parse_for(
+        text: &str,
+        path: &Path,
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+        needs: &Needs,
+    ) -> Result<Setup, ConfigError> {
+        let env_vars = EnvVars::new(lookup_env, needs);
+        let (config, mut problems) = Config::parse_unresolved(text, path, &env_vars)?;
         let mut destinations = Vec::with_capacity(config.destinations.len());
         for written in &config.destinations {
-            match Destination::from_config(written.index, written, &config.base_dir, lookup_env) {
+            match Destination::from_config(written.index, written, &config.base_dir, &env_vars) {
                 Ok(resolved) => {
                     for canonical in resolved.supported_events().unwrap_or_default() {
                         if !config.mapping.table.is_canonical(&canonical) {
@@ -172,6 +191,66 @@ retry_schedule = [5, 30, 300, 1800, 7200, 14400]
 pixel_id = "123"
 access_token = "EAAB_TEST"
 "#;
+
+    /// Two environments and a Meta token, each from a variable; only production's is set.
+    fn staging_and_token_from_env() -> String {
+        MINIMUM
+            .replace(
+                "[mapping]",
+                "[[environments]]\nname = \"staging\"\nsecret = \"env:TRACKLAYER_SECRET_STAGING\"\n\n[mapping]",
+            )
+            .replace("\"EAAB_TEST\"", "\"env:META_TOKEN\"")
+    }
+
+    #[test]
+    fn a_command_reads_only_the_secrets_it_uses() {
+        let text = staging_and_token_from_env();
+        let vars = env_with(&[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")]);
+        let path = Path::new("/etc/tracklayer/tracklayer.toml");
+        let sending = Needs::Only {
+            environment: Some("production".into()),
+            storage: false,
+        };
+        let setup =
+            Setup::parse_for(&text, path, &vars, &sending).expect("send needs production only");
+        let config = &setup.config;
+        assert_eq!(
+            config.environments[0].secret.expose(),
+            "0123456789abcdef0123"
+        );
+        assert!(!config.environments[1].secret.is_resolved());
+        // The destination is still there (the test send reads its test mode), token unread.
+        assert_eq!(setup.destinations.len(), 1);
+
+        // The environment a command names is still required.
+        let staging = Needs::Only {
+            environment: Some("staging".into()),
+            storage: false,
+        };
+        let err = Setup::parse_for(&text, path, &vars, &staging)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "environments[1].secret: environment variable TRACKLAYER_SECRET_STAGING is not set"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("META_TOKEN"), "{err}");
+
+        // serve and check read everything and name every unset variable.
+        let err = Setup::parse(&text, path, &vars).unwrap_err().to_string();
+        assert!(
+            err.contains("TRACKLAYER_SECRET_STAGING is not set"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "destinations[0].access_token: environment variable META_TOKEN is not set"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn accepts_the_design_minimum() {

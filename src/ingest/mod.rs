@@ -1,4 +1,4 @@
-//! The HTTP side: `POST /segment/events` (Segment's webhook destinations), the Segment HTTP
+//! The HTTP side: `POST /segment/events` (PUT and PATCH too) (Segment's webhook destinations), the Segment HTTP
 //! Tracking API paths (`/v1/*`, for SDKs posting directly), `GET /healthz` (liveness),
 //! `GET /readyz` (readiness) and `GET /metrics` (Prometheus).
 
@@ -74,7 +74,13 @@ impl IngestState {
 
 pub fn router(state: Arc<IngestState>) -> Router {
     Router::new()
-        .route("/segment/events", post(handler::segment_events))
+        // Segment's Webhooks (Actions) destination offers POST, PUT and PATCH.
+        .route(
+            "/segment/events",
+            post(handler::segment_events)
+                .put(handler::segment_events)
+                .patch(handler::segment_events),
+        )
         .route("/v1/{call}", post(handler::tracking_api))
         .route("/healthz", get(handler::healthz))
         .route("/readyz", get(handler::readyz))
