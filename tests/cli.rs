@@ -198,6 +198,33 @@ fn embedded_default_send_and_inspect() {
     assert!(stdout.contains("arrival #2: duplicate"), "{stdout}");
     assert!(stdout.contains("\"revenue\": \"$39.95\""), "{stdout}");
 
+    // The same order under a new messageId: the word is the dashboard's, "collision", with
+    // its kind; "duplicate" stays the word for a repeated messageId.
+    std::fs::write(
+        dir.path().join("again.json"),
+        message.replace("cli-msg-1", "cli-msg-2"),
+    )
+    .unwrap();
+    let out = tracklayer(
+        dir.path(),
+        &["send", "--env", "development", "--url", &url, "again.json"],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = tracklayer(dir.path(), &["inspect", "cli-msg-2", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["status"], "collision", "{json}");
+    assert_eq!(json["dedup"]["collision_kind"], "duplicate_order", "{json}");
+    let out = tracklayer(dir.path(), &["inspect", "cli-msg-2"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.lines().next().unwrap().ends_with("  collision"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" 6 dedup        collision duplicate_order: collapsed onto"),
+        "{stdout}"
+    );
+
     let out = tracklayer(dir.path(), &["inspect", "no-such-id"]);
     assert_eq!(out.status.code(), Some(1));
 

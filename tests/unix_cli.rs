@@ -168,6 +168,10 @@ fn tracklayer_config_reaches_every_command_and_unused_secrets_are_not_read() {
         "{banner}"
     );
     assert!(banner.contains("fleet-a.db"), "{banner}");
+    assert!(
+        !banner.contains('\x1b'),
+        "no colour into a pipe: {banner:?}"
+    );
     let url = format!("http://{addr}/segment/events");
 
     // send: only production's secret is read; sandbox's unset variable does not matter.

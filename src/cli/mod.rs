@@ -93,10 +93,10 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
         /// Theme: default, light, high-contrast, or one in ./themes (an unknown name is an error).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "headless")]
         theme: Option<String>,
         /// Leave the mouse to the terminal (see `tui --no-mouse`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "headless")]
         no_mouse: bool,
         /// With --headless: the summary as one JSON object.
         #[arg(long, requires = "headless")]
@@ -342,13 +342,7 @@ fn run(cli: Cli, terminal: bool) -> Result<ExitCode> {
             theme,
             listen,
             no_mouse,
-        } => {
-            if !terminal {
-                // Before anything is created: a dashboard that cannot draw leaves nothing behind.
-                bail!("the dashboard needs a terminal; run `tracklayer serve` for the pipeline headless");
-            }
-            run::tui(config, attach, theme, listen, !no_mouse)
-        }
+        } => run::tui(config, attach, theme, listen, !no_mouse),
         Command::Serve { listen } => run::serve(config, listen),
         Command::Demo {
             headless,

@@ -56,6 +56,10 @@ pub fn tui(
 ) -> Result<ExitCode> {
     let (themes, problems) = crate::tui::theme::load_all(Some(Path::new("themes")));
     crate::tui::theme::select(&themes, theme.as_deref()).map_err(anyhow::Error::msg)?;
+    if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        // Before anything is created: a dashboard that cannot draw leaves nothing behind.
+        bail!("the dashboard needs a terminal; run `tracklayer serve` for the pipeline headless");
+    }
     if let Some(named) = attach {
         let named = match named.strip_prefix("env:") {
             Some(var) => std::env::var(var)
