@@ -541,7 +541,7 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
             "dedup",
             Verdict::Fail,
             vec![format!(
-                "{}: collapsed onto {} (first sent as messageId {})",
+                "collision {}: collapsed onto {} (first sent as messageId {})",
                 c.kind,
                 c.event_id,
                 c.winner_message_id.as_deref().unwrap_or("?")
@@ -651,7 +651,7 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
             "dead" => {
                 verdict = Verdict::Fail;
                 replies.push(format!(
-                    "{}: DEAD {status}: {}",
+                    "{}: dead {status}: {}",
                     d.destination,
                     d.last_error.clone().unwrap_or_default()
                 ));

@@ -277,7 +277,7 @@ async fn the_same_order_twice_stops_at_dedup() {
     );
     let dedup = stage(&stages, "dedup");
     assert_eq!(dedup.verdict, Verdict::Fail);
-    assert!(dedup.detail[0].starts_with("duplicate_order: collapsed onto ev_purchase_"));
+    assert!(dedup.detail[0].starts_with("collision duplicate_order: collapsed onto ev_purchase_"));
     assert!(dedup.fix.as_deref().unwrap().starts_with("duplicate purchases: use Segment messageId plus order_id as the dedup foundation. order_id TEST-rundup"));
     server.stop().await;
 }
