@@ -148,14 +148,14 @@ pub fn tui(
         let _ = stopped.await;
     }));
     let mut source = format!("http://{addr}/segment/events");
+    // The secret stays off the screen (dashboards get shared); the file holds it.
     if let Source::Embedded {
         created: true,
         secret_file,
     } = &loaded.source
     {
         source.push_str(&format!(
-            "  secret {} (shown once; also in {})",
-            loaded.config().environments[0].secret.expose(),
+            "  new workspace: credentials in {}",
             secret_file.display()
         ));
     }
