@@ -461,6 +461,14 @@ fn inspect_into_a_closed_pipe_ends_quietly_and_files_get_no_escape_codes() {
 
 const SIGPIPE: i32 = 13;
 
+fn assert_nothing_created(dir: &Path) {
+    let created: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(created.is_empty(), "nothing created, found {created:?}");
+}
+
 #[test]
 fn completions_and_man_page_come_from_the_command_definitions() {
     let dir = tempfile::tempdir().unwrap();
@@ -596,11 +604,7 @@ async fn a_bare_start_without_a_terminal_leaves_a_usable_workspace() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        std::fs::read_dir(empty.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(empty.path());
     // And `check` without a config checks the embedded default, creating nothing either.
     let out = run(empty.path(), &["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -609,9 +613,5 @@ async fn a_bare_start_without_a_terminal_leaves_a_usable_workspace() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(
-        std::fs::read_dir(empty.path()).unwrap().count(),
-        0,
-        "nothing created"
-    );
+    assert_nothing_created(empty.path());
 }

@@ -293,12 +293,13 @@ fn init_logging(file: Option<PathBuf>, format: LogFormat) {
             Ok(filter) => (filter, None),
             Err(e) => (EnvFilter::new("info"), Some(e.to_string())),
         };
+    // Owner-only, like the database: log lines name peers, environments and message ids.
     let opened = file.and_then(|path| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path).ok()
     });
     let ansi = opened.is_none() && output::stderr_coloured();
     let writer = move || -> Box<dyn std::io::Write> {

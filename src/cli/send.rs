@@ -66,17 +66,39 @@ pub fn signed_headers(
 
 /// The configured environment `name`, or an error listing the ones that exist.
 fn environment_named<'a>(config: &'a Config, name: &str) -> Result<&'a config::EnvironmentConfig> {
-    config.environment(name).ok_or_else(|| {
-        let names: Vec<&str> = config
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        anyhow!(
-            "unknown environment `{name}`; configured: {}",
-            names.join(", ")
+    workspace::one_of(
+        "environment",
+        name,
+        config.environments.iter().map(|e| e.name.as_str()),
+    )?;
+    config
+        .environment(name)
+        .ok_or_else(|| anyhow!("unknown environment `{name}`"))
+}
+
+impl Target {
+    /// `--url`, else the config's own endpoint.
+    fn url(&self, config: &Config) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen))
+    }
+
+    /// The headers that sign `body` for this target's environment.
+    fn sign(
+        &self,
+        config: &Config,
+        secret: &Secret,
+        body: &[u8],
+    ) -> Result<Vec<(&'static str, String)>> {
+        signed_headers(
+            &config.workspace.account,
+            &self.env,
+            secret,
+            body,
+            self.scheme == Scheme::Segment,
         )
-    })
+    }
 }
 
 /// What `send` needs of a config: the one environment it signs for (and the store to trace).
@@ -138,16 +160,8 @@ pub fn send(config: Option<&Path>, target: Target, file: &str, json: bool) -> Re
     };
     // As Segment's libraries do: every message carries the time it was sent.
     let body = crate::segment::stamp_sent_at(&body, chrono::Utc::now().timestamp_millis());
-    let url = target
-        .url
-        .unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
-    let headers = signed_headers(
-        &config.workspace.account,
-        &target.env,
-        &environment.secret,
-        &body,
-        target.scheme == Scheme::Segment,
-    )?;
+    let headers = target.sign(config, &environment.secret, &body)?;
+    let url = target.url(config);
     let (status, reply) =
         runtime()?.block_on(post_signed(&send_client()?, &url, &headers, body))?;
     let reason = reqwest::StatusCode::from_u16(status)
@@ -249,9 +263,7 @@ pub fn send_trace(
         Some(path) => read_steps(path, &run_id, options.keep_ids, &plan.skip)?,
         None => testsend::scenario(&options.user, &run_id, &options.scenario, &plan.skip),
     };
-    let url = target
-        .url
-        .unwrap_or_else(|| format!("http://{}/segment/events", config.server.listen));
+    let url = target.url(config);
     let pause = options.pause && !options.json && std::io::stdin().is_terminal();
     let db = config.storage.path.clone();
     let store_url = config.storage.url.as_ref().map(|u| u.expose().to_string());
@@ -276,13 +288,7 @@ pub fn send_trace(
                 step.label
             ))?;
         }
-        let headers = signed_headers(
-            &config.workspace.account,
-            &target.env,
-            &environment.secret,
-            &body,
-            target.scheme == Scheme::Segment,
-        )?;
+        let headers = target.sign(config, &environment.secret, &body)?;
         let (status, reply) = runtime.block_on(post_signed(&client, &url, &headers, body))?;
         let sent = testsend::SendResult { status, reply };
         // Poll the database until every stage has its final verdict (deliveries answered).

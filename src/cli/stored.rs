@@ -116,17 +116,11 @@ pub fn allow_replay(
 ) -> Result<ExitCode> {
     let loaded = workspace::load(config, &STORE_ONLY, false)?;
     let config = loaded.config();
-    if config.environment(env).is_none() {
-        let names: Vec<&str> = config
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        bail!(
-            "unknown environment `{env}`; configured: {}",
-            names.join(", ")
-        );
-    }
+    workspace::one_of(
+        "environment",
+        env,
+        config.environments.iter().map(|e| e.name.as_str()),
+    )?;
     if !(1..=7 * 24 * 60).contains(&minutes) {
         bail!("--minutes must be between 1 and 10080 (7 days)");
     }
@@ -165,21 +159,11 @@ pub fn replay(
 ) -> Result<ExitCode> {
     let loaded = workspace::load(config, &STORE_ONLY, false)?;
     let config = loaded.config();
-    if !config.destinations.iter().any(|d| d.name == destination) {
-        let names: Vec<&str> = config
-            .destinations
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect();
-        bail!(
-            "unknown destination `{destination}`; configured: {}",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
-    }
+    workspace::one_of(
+        "destination",
+        destination,
+        config.destinations.iter().map(|d| d.name.as_str()),
+    )?;
     if !["dead", "pending"].contains(&status) {
         bail!("--status must be dead or pending");
     }

@@ -144,6 +144,22 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut options.open(path)?, contents)
 }
 
+/// `name` if it is one of `known`, else an error listing what is configured.
+pub fn one_of<'a>(what: &str, name: &str, mut known: impl Iterator<Item = &'a str>) -> Result<()> {
+    let known: Vec<&str> = known.by_ref().collect();
+    if known.contains(&name) {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "unknown {what} `{name}`; configured: {}",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
 /// The store a config names, for people: the SQLite file, or the PostgreSQL server and
 /// database without credentials.
 pub fn store_name(config: &Config) -> String {
