@@ -333,17 +333,23 @@ impl Destination {
                                 "set either path (an SQLite file) or url (PostgreSQL), not both",
                             ));
                         }
-                        let parsed = url::Url::parse(url.expose()).map_err(|_| {
-                            reader.error(
-                                "url",
-                                "is not a URL; use postgres://user:password@host:5432/database",
-                            )
-                        })?;
-                        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-                            return Err(reader.error(
-                                "url",
-                                format!("must be a postgres:// URL, found {}://", parsed.scheme()),
-                            ));
+                        // Unread by this command (see config::Needs): nothing to check.
+                        if url.is_resolved() {
+                            let parsed = url::Url::parse(url.expose()).map_err(|_| {
+                                reader.error(
+                                    "url",
+                                    "is not a URL; use postgres://user:password@host:5432/database",
+                                )
+                            })?;
+                            if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+                                return Err(reader.error(
+                                    "url",
+                                    format!(
+                                        "must be a postgres:// URL, found {}://",
+                                        parsed.scheme()
+                                    ),
+                                ));
+                            }
                         }
                         let schema = reader
                             .optional_str("schema")?

@@ -200,6 +200,24 @@ access_token = "EAAB_TEST"
                 "[[environments]]\nname = \"staging\"\nsecret = \"env:TRACKLAYER_SECRET_STAGING\"\n\n[mapping]",
             )
             .replace("\"EAAB_TEST\"", "\"env:META_TOKEN\"")
+            + r#"
+[[destinations]]
+name = "orders"
+kind = "webhook"
+environments = ["production"]
+consent = []
+retry_schedule = [5]
+url = "https://orders.internal.example/hooks"
+secret = "env:ORDERS_WEBHOOK_SECRET"
+
+[[destinations]]
+name = "dw"
+kind = "warehouse"
+environments = ["production"]
+consent = []
+retry_schedule = [5]
+url = "env:DW_URL"
+"#
     }
 
     #[test]
@@ -219,8 +237,9 @@ access_token = "EAAB_TEST"
             "0123456789abcdef0123"
         );
         assert!(!config.environments[1].secret.is_resolved());
-        // The destination is still there (the test send reads its test mode), token unread.
-        assert_eq!(setup.destinations.len(), 1);
+        // The destinations are still there (the test send reads their test modes), their
+        // credentials unread and unchecked.
+        assert_eq!(setup.destinations.len(), 3);
 
         // The environment a command names is still required.
         let staging = Needs::Only {
