@@ -46,6 +46,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!(
             "../../../migrations/0011_operator_actions.sql"
         )),
+        M::up(include_str!("../../../migrations/0012_unmapped_names.sql")),
     ])
 });
 

@@ -53,18 +53,50 @@ pub fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error
         }
         // The oldest CHUNK rows by rowid, of which those past the cutoff are deleted: ids grow
         // with time, so this never scans the table.
-        let (key, table_name) = match table {
-            "unmapped" => ("message_row", table),
-            _ => ("id", table),
+        let key = if table == "unmapped" {
+            "message_row"
+        } else {
+            "id"
         };
         let sql = format!(
-            "DELETE FROM {table_name} WHERE {key} IN
-                 (SELECT {key} FROM (SELECT {key}, {time} AS t FROM {table_name} ORDER BY {key} LIMIT ?2)
+            "DELETE FROM {table} WHERE {key} IN
+                 (SELECT {key} FROM (SELECT {key}, {time} AS t FROM {table} ORDER BY {key} LIMIT ?2)
                   WHERE t < ?1) {extra}"
         );
+        if table == "unmapped" {
+            let names: Vec<String> = conn
+                .prepare(&format!("{sql} RETURNING segment_event"))?
+                .query_map(params![cutoff_ms, CHUNK], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            deleted += names.len();
+            recount_unmapped_names(conn, &names.into_iter().collect())?;
+            continue;
+        }
         deleted += conn.execute(&sql, params![cutoff_ms, CHUNK])?;
     }
     Ok(deleted)
+}
+
+/// The pane's row for each name some of whose unmapped messages were deleted, from what is
+/// left (`unmapped_by_name` makes each a short range read); no message left, no row.
+fn recount_unmapped_names(
+    conn: &Connection,
+    names: &std::collections::BTreeSet<String>,
+) -> Result<(), rusqlite::Error> {
+    for name in names {
+        conn.prepare_cached("DELETE FROM unmapped_names WHERE segment_event = ?1")?
+            .execute([name])?;
+        conn.prepare_cached(
+            "INSERT INTO unmapped_names
+                 (segment_event, n, first_ms, last_ms, environments, suggestion, reason, last_row)
+             SELECT segment_event, COUNT(*), MIN(received_at_ms), MAX(received_at_ms),
+                    GROUP_CONCAT(DISTINCT environment), MAX(suggestion), MAX(reason),
+                    MAX(message_row)
+             FROM unmapped WHERE segment_event = ?1 GROUP BY segment_event",
+        )?
+        .execute([name])?;
+    }
+    Ok(())
 }
 
 /// Where body clearing got to: requests up to this id have had their bodies cleared.
@@ -162,6 +194,82 @@ mod tests {
         assert_eq!(deleted, 2 + 2 + 2 + 1);
         // Nothing left to prune: a pass deletes nothing.
         assert_eq!(prune(&conn, 5_000).unwrap(), 0);
+    }
+
+    /// `unmapped_names` as the pane reads it, and the same computed from `unmapped` itself:
+    /// (name, count, first, last, environments sorted, suggestion, reason, last row).
+    type NameRow = (String, i64, i64, i64, String, Option<String>, String, i64);
+
+    fn names(conn: &Connection, sql: &str) -> Vec<NameRow> {
+        let mut rows: Vec<NameRow> = conn
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |r| {
+                let envs: String = r.get(4)?;
+                let mut envs: Vec<&str> = envs.split(',').collect();
+                envs.sort_unstable();
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    envs.join(","),
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn unmapped_names_count_what_unmapped_holds_through_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_for_writing(&dir.path().join("t.db")).unwrap();
+        let rows = [
+            (1, "production", "Sign up", None, 1_000),
+            (2, "staging", "Sign up", Some("Signed Up"), 2_000),
+            (3, "production", "Sign up", None, 9_000),
+            (4, "production", "lead", Some("Lead Submitted"), 1_500),
+            (5, "staging", "Sign up", None, 9_500),
+        ];
+        for (row, env, name, suggestion, at) in rows {
+            conn.execute(
+                "INSERT INTO unmapped (message_row, environment, segment_event, mapping_version,
+                     suggestion, reason, received_at_ms) VALUES (?1, ?2, ?3, 1, ?4, 'not in the table', ?5)",
+                params![row, env, name, suggestion, at],
+            )
+            .unwrap();
+            super::super::pipeline::count_unmapped_name(
+                &conn,
+                name,
+                env,
+                suggestion,
+                "not in the table",
+                at,
+                row,
+            )
+            .unwrap();
+        }
+        let kept = "SELECT segment_event, n, first_ms, last_ms, environments, suggestion, reason,
+                        last_row FROM unmapped_names";
+        let grouped = "SELECT segment_event, COUNT(*), MIN(received_at_ms), MAX(received_at_ms),
+                           GROUP_CONCAT(DISTINCT environment), MAX(suggestion), MAX(reason),
+                           MAX(message_row) FROM unmapped GROUP BY segment_event";
+        assert_eq!(names(&conn, kept), names(&conn, grouped));
+        assert_eq!(names(&conn, kept)[0].1, 4, "Sign up four times");
+        assert_eq!(names(&conn, kept)[0].4, "production,staging");
+
+        prune(&conn, 5_000).unwrap();
+        assert_eq!(names(&conn, kept), names(&conn, grouped));
+        let after = names(&conn, kept);
+        assert_eq!(after.len(), 1, "`lead` has no message left: {after:?}");
+        assert_eq!((after[0].1, after[0].2), (2, 9_000));
+        assert_eq!(after[0].5, None, "the suggestion went with its message");
     }
 
     #[test]

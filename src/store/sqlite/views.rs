@@ -367,16 +367,12 @@ impl StoreReader {
         filter: &str,
     ) -> Result<Vec<UnmappedGroup>, StoreError> {
         let like = format!("%{}%", filter.trim());
+        // Kept up to date by the writer (migration 0012): a few hundred names, not every row.
         let mut stmt = self.conn().prepare_cached(
-            "SELECT g.segment_event, g.n, g.first_ms, g.last_ms, g.envs, g.suggestion, g.reason, m.message_id
-             FROM (SELECT u.segment_event, COUNT(*) AS n, MIN(u.received_at_ms) AS first_ms,
-                          MAX(u.received_at_ms) AS last_ms, GROUP_CONCAT(DISTINCT u.environment) AS envs,
-                          MAX(u.suggestion) AS suggestion, MAX(u.reason) AS reason,
-                          MAX(u.message_row) AS last_row
-                   FROM unmapped u
-                   WHERE ?2 = '%%' OR u.segment_event LIKE ?2 OR u.suggestion LIKE ?2
-                   GROUP BY u.segment_event) g
-             LEFT JOIN messages m ON m.id = g.last_row
+            "SELECT g.segment_event, g.n, g.first_ms, g.last_ms, g.environments, g.suggestion,
+                    g.reason, m.message_id
+             FROM unmapped_names g LEFT JOIN messages m ON m.id = g.last_row
+             WHERE ?2 = '%%' OR g.segment_event LIKE ?2 OR g.suggestion LIKE ?2
              ORDER BY g.n DESC, g.last_ms DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64, like], |r| {
@@ -385,7 +381,7 @@ impl StoreReader {
                 count: r.get(1)?,
                 first_seen_ms: r.get(2)?,
                 last_seen_ms: r.get(3)?,
-                environments: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                environments: sorted_list(&r.get::<_, String>(4)?),
                 suggestion: r.get(5)?,
                 reason: r.get(6)?,
                 example_message_id: r.get(7)?,
@@ -636,4 +632,12 @@ impl StoreReader {
             )?,
         })
     }
+}
+
+/// A comma-separated list in order, as PostgreSQL's `string_agg(DISTINCT …)` gives it (the
+/// writer appends environments as they are first seen).
+fn sorted_list(list: &str) -> String {
+    let mut items: Vec<&str> = list.split(',').filter(|s| !s.is_empty()).collect();
+    items.sort_unstable();
+    items.join(",")
 }
