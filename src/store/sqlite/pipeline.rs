@@ -486,7 +486,7 @@ pub fn apply(
                 count_unmapped_name(
                     conn,
                     segment_event,
-                    &ctx.environment,
+                    ctx.environment,
                     suggestion.as_ref().map(|s| s.segment.as_str()),
                     reason,
                     ctx.received_at_ms,
