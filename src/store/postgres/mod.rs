@@ -18,7 +18,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 4] = [
+pub const MIGRATIONS: [(i32, &str, &str); 5] = [
     (
         1,
         "0001_schema",
@@ -38,6 +38,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 4] = [
         4,
         "0004_operator_actions",
         include_str!("../../../migrations/postgres/0004_operator_actions.sql"),
+    ),
+    (
+        5,
+        "0005_events_by_profile",
+        include_str!("../../../migrations/postgres/0005_events_by_profile.sql"),
     ),
 ];
 

@@ -47,6 +47,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../../migrations/0011_operator_actions.sql"
         )),
         M::up(include_str!("../../../migrations/0012_unmapped_names.sql")),
+        M::up(include_str!(
+            "../../../migrations/0013_events_by_profile.sql"
+        )),
     ])
 });
 
