@@ -211,8 +211,10 @@ pub fn init(path: &Path, force: bool) -> Result<ExitCode> {
 /// `completions SHELL`: the completion script, on stdout.
 pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let mut command = <super::Cli as clap::CommandFactory>::command();
-    let mut out = std::io::stdout().lock();
-    clap_complete::generate(shell, &mut command, "tracklayer", &mut out);
+    // Into memory first: the generator panics on a write error, such as a closed pipe.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "tracklayer", &mut script);
+    output::raw(&script)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -228,8 +230,9 @@ pub fn man(dir: Option<&Path>) -> Result<ExitCode> {
             output::status(format!("manual pages written to {}", dir.display()));
         }
         None => {
-            let mut out = std::io::stdout().lock();
-            clap_mangen::Man::new(command).render(&mut out)?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            output::raw(&page)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -229,25 +229,11 @@ enum Command {
     },
 }
 
-impl Command {
-    /// Commands that run servers (and own their sockets' errors); the rest may write into a
-    /// pipe that closes early.
-    fn runs_servers(&self) -> bool {
-        matches!(
-            self,
-            Command::Tui { .. } | Command::Serve { .. } | Command::Demo { .. }
-        )
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     output::choose_colour(cli.color);
     let bare = cli.command.is_none();
     let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-    if !cli.command.as_ref().is_some_and(Command::runs_servers) && !bare {
-        output::quiet_on_closed_pipe();
-    }
     // The dashboard owns the terminal: its logs go to a file instead of stderr. Without a
     // terminal there is no dashboard, and no log file is created for it.
     let to_file = terminal
@@ -274,7 +260,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The reader went away (`| head`): nothing to report, as with any Unix tool.
+/// The reader went away (`| head`): nothing to report, as with any Unix tool; the status is
+/// the shell's for a closed pipe (128 + SIGPIPE). SIGPIPE itself stays ignored (Rust's
+/// default), so a socket closed under a command (a database going away) is an error it
+/// reports, never a silent death; every write to stdout goes through `output`, which returns
+/// the error instead of panicking as `println!` would.
 fn closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause

@@ -32,17 +32,6 @@ pub fn stderr_coloured() -> bool {
     anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
 
-/// A command whose output may go into `head` or a closed pipe: die of SIGPIPE as `cat` does
-/// (quietly, status 141 in the shell) instead of Rust's "failed printing to stdout" panic.
-/// Only for commands that run no server: those keep their sockets' EPIPE as an error.
-pub fn quiet_on_closed_pipe() {
-    #[cfg(unix)]
-    // SAFETY: resetting a signal disposition to its default, before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 pub const GOOD: Style = AnsiColor::Green.on_default();
 pub const BAD: Style = AnsiColor::Red.on_default().bold();
 pub const WARN: Style = AnsiColor::Yellow.on_default();
@@ -56,6 +45,13 @@ pub fn paint(style: Style, text: &str) -> String {
 pub fn result(text: impl std::fmt::Display) -> std::io::Result<()> {
     let mut out = anstream::stdout().lock();
     writeln!(out, "{text}")?;
+    out.flush()
+}
+
+/// Bytes generated elsewhere (completion scripts, manual pages) onto stdout as they are.
+pub fn raw(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
     out.flush()
 }
 
