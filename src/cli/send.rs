@@ -66,14 +66,13 @@ pub fn signed_headers(
 
 /// The configured environment `name`, or an error listing the ones that exist.
 fn environment_named<'a>(config: &'a Config, name: &str) -> Result<&'a config::EnvironmentConfig> {
-    workspace::one_of(
-        "environment",
-        name,
-        config.environments.iter().map(|e| e.name.as_str()),
-    )?;
-    config
-        .environment(name)
-        .ok_or_else(|| anyhow!("unknown environment `{name}`"))
+    config.environment(name).ok_or_else(|| {
+        workspace::unknown(
+            "environment",
+            name,
+            config.environments.iter().map(|e| e.name.as_str()),
+        )
+    })
 }
 
 impl Target {

@@ -116,11 +116,13 @@ pub fn allow_replay(
 ) -> Result<ExitCode> {
     let loaded = workspace::load(config, &STORE_ONLY, false)?;
     let config = loaded.config();
-    workspace::one_of(
-        "environment",
-        env,
-        config.environments.iter().map(|e| e.name.as_str()),
-    )?;
+    if config.environment(env).is_none() {
+        return Err(workspace::unknown(
+            "environment",
+            env,
+            config.environments.iter().map(|e| e.name.as_str()),
+        ));
+    }
     if !(1..=7 * 24 * 60).contains(&minutes) {
         bail!("--minutes must be between 1 and 10080 (7 days)");
     }
@@ -159,11 +161,13 @@ pub fn replay(
 ) -> Result<ExitCode> {
     let loaded = workspace::load(config, &STORE_ONLY, false)?;
     let config = loaded.config();
-    workspace::one_of(
-        "destination",
-        destination,
-        config.destinations.iter().map(|d| d.name.as_str()),
-    )?;
+    if !config.destinations.iter().any(|d| d.name == destination) {
+        return Err(workspace::unknown(
+            "destination",
+            destination,
+            config.destinations.iter().map(|d| d.name.as_str()),
+        ));
+    }
     if !["dead", "pending"].contains(&status) {
         bail!("--status must be dead or pending");
     }

@@ -39,7 +39,7 @@ pub enum Source {
     Embedded {
         /// This start created the workspace (its secret has never been shown).
         created: bool,
-        /// Where the credentials are written for people; `None` if it could not be.
+        /// Where the credentials are written for people and scripts.
         secret_file: PathBuf,
     },
 }
@@ -144,20 +144,17 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut options.open(path)?, contents)
 }
 
-/// `name` if it is one of `known`, else an error listing what is configured.
-pub fn one_of<'a>(what: &str, name: &str, mut known: impl Iterator<Item = &'a str>) -> Result<()> {
-    let known: Vec<&str> = known.by_ref().collect();
-    if known.contains(&name) {
-        return Ok(());
-    }
-    Err(anyhow!(
+/// "unknown environment `x`; configured: a, b" — for a name the config does not have.
+pub fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a str>) -> anyhow::Error {
+    let known: Vec<&str> = known.collect();
+    anyhow!(
         "unknown {what} `{name}`; configured: {}",
         if known.is_empty() {
             "none".to_string()
         } else {
             known.join(", ")
         }
-    ))
+    )
 }
 
 /// The store a config names, for people: the SQLite file, or the PostgreSQL server and
