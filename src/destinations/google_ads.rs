@@ -431,6 +431,7 @@ mod tests {
                 status: 200,
                 retry_after: None,
                 body: body.into(),
+                cut: false,
             },
         );
         assert_eq!(
@@ -447,7 +448,7 @@ mod tests {
         assert!(
             matches!(row_outcome("TOO_RECENT_EVENT", "x"), Outcome::Retry { after: Some(d), .. } if d == TOO_RECENT_DELAY)
         );
-        let unauth = HttpResponse { status: 401, retry_after: None, body: r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#.into() };
+        let unauth = HttpResponse { status: 401, retry_after: None, body: r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#.into(), cut: false };
         assert!(matches!(
             &classify(1, &unauth)[0],
             Outcome::Permanent { .. }
@@ -456,6 +457,7 @@ mod tests {
             status: 429,
             retry_after: None,
             body: "{}".into(),
+            cut: false,
         };
         assert!(
             matches!(classify(1, &quota)[0], Outcome::Retry { after: Some(d), .. } if d >= Duration::from_secs(30))

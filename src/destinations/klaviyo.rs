@@ -406,6 +406,7 @@ mod tests {
             status,
             retry_after: None,
             body: body.into(),
+            cut: false,
         };
         assert!(matches!(
             classify(1, &r(202, ""))[0],
@@ -420,6 +421,7 @@ mod tests {
             status: 429,
             retry_after: Some(std::time::Duration::from_secs(2)),
             body: "{}".into(),
+            cut: false,
         };
         assert!(
             matches!(classify(1, &throttled)[0], Outcome::Retry { after: Some(d), .. } if d.as_secs() == 2)

@@ -352,6 +352,7 @@ mod tests {
             status,
             retry_after: None,
             body: body.into(),
+            cut: false,
         };
         assert_eq!(
             classify(

@@ -269,6 +269,7 @@ mod tests {
             status: 200,
             retry_after: None,
             body: body.into(),
+            cut: false,
         };
         assert_eq!(
             classify(1, &r(r#"{"code":0,"message":"OK"}"#))[0],
@@ -295,7 +296,8 @@ mod tests {
                 &HttpResponse {
                     status: 502,
                     retry_after: None,
-                    body: "<html>".into()
+                    body: "<html>".into(),
+                    cut: false,
                 }
             )[0],
             Outcome::Retry { .. }

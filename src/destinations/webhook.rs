@@ -266,6 +266,7 @@ mod tests {
             status,
             retry_after: None,
             body: String::new(),
+            cut: false,
         };
         assert!(matches!(classify(1, &r(204))[0], Outcome::Delivered { .. }));
         assert!(matches!(classify(1, &r(302))[0], Outcome::Permanent { .. }));

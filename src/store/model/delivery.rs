@@ -56,6 +56,48 @@ pub struct ItemResult {
     pub free_retry: bool,
 }
 
+impl ItemResult {
+    fn of(delivery_id: i64, attempt: i64, outcome: AttemptOutcome, reason: Option<String>) -> Self {
+        ItemResult {
+            delivery_id,
+            attempt,
+            outcome,
+            reason,
+            next_attempt_ms: None,
+            solo: false,
+            free_retry: false,
+        }
+    }
+
+    /// The platform took it (`note`: what it said, when worth keeping).
+    pub fn delivered(item: &LeasedDelivery, note: Option<String>) -> Self {
+        Self::of(item.id, item.attempt, AttemptOutcome::Delivered, note)
+    }
+
+    /// It will never succeed as sent: dead now, with why.
+    pub fn dead(delivery_id: i64, attempt: i64, reason: String) -> Self {
+        Self::of(delivery_id, attempt, AttemptOutcome::Dead, Some(reason))
+    }
+
+    /// Try again at `at_ms`, counting a failure toward the retry schedule.
+    pub fn retry(item: &LeasedDelivery, reason: String, at_ms: i64) -> Self {
+        ItemResult {
+            next_attempt_ms: Some(at_ms),
+            ..Self::of(item.id, item.attempt, AttemptOutcome::Retry, Some(reason))
+        }
+    }
+
+    /// Send it again at `at_ms` without counting a failure (it did not fit a request, or a
+    /// request was refused for another item); `solo` sends it alone next time.
+    pub fn again(item: &LeasedDelivery, reason: String, at_ms: i64, solo: bool) -> Self {
+        ItemResult {
+            solo,
+            free_retry: true,
+            ..Self::retry(item, reason, at_ms)
+        }
+    }
+}
+
 /// What a worker reports after a request (or after refusing items without sending).
 #[derive(Debug, Clone)]
 pub struct Completion {
