@@ -55,6 +55,7 @@ fn main() {
         consent: consent.into_iter().map(String::from).collect(),
         supported_events: None,
         takes_profiles: false,
+        unsupported: Vec::new(),
     })
     .collect();
     // A warm identity graph: the profile each identifier would find, kept in memory.

@@ -428,12 +428,14 @@ pub enum DestinationKind {
     Tiktok,
     Warehouse,
     Webhook,
+    Ga4,
 }
 
 impl DestinationKind {
-    pub const ALL: [(&'static str, DestinationKind); 6] = [
+    pub const ALL: [(&'static str, DestinationKind); 7] = [
         ("meta_capi", DestinationKind::MetaCapi),
         ("google_ads", DestinationKind::GoogleAds),
+        ("ga4", DestinationKind::Ga4),
         ("klaviyo", DestinationKind::Klaviyo),
         ("tiktok", DestinationKind::Tiktok),
         ("warehouse", DestinationKind::Warehouse),

@@ -137,7 +137,9 @@ fn verdicts(
                 now,
                 true,
             ),
-            Outcome::Permanent { reason } => ItemResult::dead(item.id, item.attempt, reason),
+            Outcome::Permanent { reason } | Outcome::Misconfigured { reason } => {
+                ItemResult::dead(item.id, item.attempt, reason)
+            }
         })
         .collect()
 }

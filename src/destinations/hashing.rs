@@ -204,6 +204,10 @@ pub mod google {
     pub fn phone(value: &str, country: Option<&str>) -> Option<String> {
         hash_normalised(phone_e164(value, country))
     }
+    /// givenName / familyName: trimmed, lowercase (Google's address matching).
+    pub fn name(value: &str) -> Option<String> {
+        hash_normalised(Some(value.trim().to_lowercase()))
+    }
 }
 
 pub mod tiktok {

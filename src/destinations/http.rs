@@ -115,6 +115,11 @@ pub enum Outcome {
     Permanent {
         reason: String,
     },
+    /// Nothing this destination sends can succeed as it is set up (credentials, an account's
+    /// access): dead now, without resending each item alone to find a bad one.
+    Misconfigured {
+        reason: String,
+    },
 }
 
 impl Outcome {

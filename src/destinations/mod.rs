@@ -2,7 +2,8 @@
 //! a pure response classifier (HTTP response → delivered / retry / permanent, per item). The one
 //! sender that does IO lives in `crate::delivery`.
 
-pub mod google_ads;
+pub mod ga4;
+pub mod google;
 pub mod hashing;
 mod http;
 pub mod klaviyo;
@@ -53,7 +54,8 @@ pub struct Destination {
 #[derive(Debug, Clone)]
 pub enum Settings {
     Meta(meta::MetaSettings),
-    GoogleAds(google_ads::GoogleSettings),
+    GoogleAds(google::GoogleSettings),
+    Ga4(ga4::Ga4Settings),
     Klaviyo(klaviyo::KlaviyoSettings),
     Tiktok(tiktok::TiktokSettings),
     Warehouse(WarehouseTarget),
@@ -101,6 +103,7 @@ impl Destination {
             Settings::Meta(s) => Some(s.test_event_code.is_some()),
             Settings::Tiktok(s) => Some(s.test_event_code.is_some()),
             Settings::GoogleAds(s) => Some(s.validate_only),
+            Settings::Ga4(s) => Some(s.validate_only),
             _ => None,
         }
     }
@@ -111,8 +114,14 @@ impl Destination {
             |secrets: &[&Secret]| secrets.iter().map(|s| s.expose().to_string()).collect();
         match &self.settings {
             Settings::Meta(s) => exposed(&[&s.access_token]),
-            Settings::GoogleAds(s) => exposed(&[&s.developer_token, &s.access_token]),
+            Settings::GoogleAds(s) => match &s.api {
+                google::GoogleApi::AdsApi(legacy) => {
+                    exposed(&[&legacy.developer_token, &s.access_token])
+                }
+                google::GoogleApi::DataManager => exposed(&[&s.access_token]),
+            },
             Settings::Klaviyo(s) => exposed(&[&s.api_key]),
+            Settings::Ga4(s) => exposed(&[&s.api_secret]),
             Settings::Tiktok(s) => exposed(&[&s.access_token]),
             Settings::Webhook(s) => exposed(&[&s.secret]),
             // The URL, and its password alone, as either could appear in a connection error.
@@ -146,8 +155,58 @@ impl Destination {
     /// the events that have a conversion action).
     pub fn supported_events(&self) -> Option<Vec<String>> {
         match &self.settings {
-            Settings::GoogleAds(s) => Some(s.conversion_actions.keys().cloned().collect()),
+            Settings::GoogleAds(s) => Some(s.supported_events()),
             _ => None,
+        }
+    }
+
+    /// Raw message paths the transform must capture for this destination.
+    pub fn captured_paths(&self) -> Vec<String> {
+        match &self.settings {
+            Settings::Ga4(s) => s.captured_paths(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Which API and path requests take, in words, when the kind has more than one (`check`).
+    pub fn describe_path(&self) -> Option<String> {
+        match &self.settings {
+            Settings::GoogleAds(s) => Some(s.describe()),
+            Settings::Ga4(s) => Some(format!(
+                "GA4 Measurement Protocol ({} for {})",
+                if s.validate_only {
+                    "/debug/mp/collect, validation only"
+                } else {
+                    "/mp/collect"
+                },
+                s.measurement_id
+            )),
+            _ => None,
+        }
+    }
+
+    /// The canonical names a Google destination has conversion actions for (`check` makes sure
+    /// each is in the mapping table).
+    pub fn conversion_action_names(&self) -> Vec<String> {
+        match &self.settings {
+            Settings::GoogleAds(s) => s.conversion_actions.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Canonical names the platform cannot take, with why (routing records the reason).
+    pub fn unsupported_events(&self) -> Vec<(String, String)> {
+        let no_refunds = |platform: &str| {
+            vec![(
+                "refund".to_string(),
+                format!("{platform} takes no refunds: a Refund event would count as one more conversion, not subtract one (the refund reaches the platforms that can adjust: Google, GA4, Klaviyo, the warehouse and webhooks)"),
+            )]
+        };
+        match &self.settings {
+            Settings::Meta(_) => no_refunds("Meta"),
+            Settings::Tiktok(_) => no_refunds("TikTok"),
+            Settings::GoogleAds(s) => s.unsupported_events(),
+            _ => Vec::new(),
         }
     }
 }
@@ -184,7 +243,8 @@ pub struct ProfileSnapshot {
 pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
     match &dest.settings {
         Settings::Meta(s) => meta::build(dest, s, items),
-        Settings::GoogleAds(s) => google_ads::build(dest, s, items),
+        Settings::GoogleAds(s) => google::build(dest, s, items),
+        Settings::Ga4(s) => ga4::build(dest, s, items),
         Settings::Klaviyo(s) => klaviyo::build(dest, s, items),
         Settings::Tiktok(s) => tiktok::build(dest, s, items),
         Settings::Webhook(s) => webhook::build(s, dest.batch_size, items, now_unix),
@@ -206,7 +266,8 @@ pub fn build(dest: &Destination, items: &[Subject], now_unix: i64) -> Built {
 pub fn classify(dest: &Destination, count: usize, response: &HttpResponse) -> Vec<Outcome> {
     match &dest.settings {
         Settings::Meta(_) => meta::classify(count, response),
-        Settings::GoogleAds(_) => google_ads::classify(count, response),
+        Settings::GoogleAds(s) => google::classify(s, count, response),
+        Settings::Ga4(s) => ga4::classify(s, count, response),
         Settings::Klaviyo(_) => klaviyo::classify(count, response),
         Settings::Tiktok(_) => tiktok::classify(count, response),
         Settings::Webhook(_) | Settings::Warehouse(_) => webhook::classify(count, response),
@@ -308,11 +369,14 @@ pub(crate) mod fixture {
                 referrer: Some("https://shop.example.com/checkout".into()),
                 locale: Some("en-US".into()),
                 click_ids,
+                captured: BTreeMap::new(),
             },
             provenance: BTreeMap::new(),
             missing_required: Vec::new(),
             problems: Vec::new(),
             skip_destinations: Vec::new(),
+            consent: None,
+            refunds: None,
         }
     }
 

@@ -177,11 +177,22 @@ impl Destination {
                 1000,
                 Some(Duration::from_secs(7 * 24 * 3600)),
             ),
-            DestinationKind::GoogleAds => (
-                Settings::GoogleAds(google_ads::GoogleSettings::read(&reader)?),
-                "https://googleads.googleapis.com",
-                2000,
-                Some(Duration::from_secs(90 * 24 * 3600)),
+            DestinationKind::GoogleAds => {
+                let google = google::GoogleSettings::read(&reader)?;
+                let base = google.default_base();
+                (
+                    Settings::GoogleAds(google),
+                    base,
+                    2000,
+                    // Click conversions are taken up to 90 days after the click.
+                    Some(Duration::from_secs(90 * 24 * 3600)),
+                )
+            }
+            DestinationKind::Ga4 => (
+                Settings::Ga4(ga4::Ga4Settings::read(&reader)?),
+                ga4::DEFAULT_BASE,
+                ga4::MAX_EVENTS,
+                Some(Duration::from_secs(ga4::MAX_AGE_SECS)),
             ),
             DestinationKind::Klaviyo => (
                 Settings::Klaviyo(klaviyo::KlaviyoSettings::read(&reader)?),
@@ -275,6 +286,7 @@ impl Destination {
         let limit = match config.kind {
             DestinationKind::MetaCapi => 1000,
             DestinationKind::GoogleAds => 2000,
+            DestinationKind::Ga4 => ga4::MAX_EVENTS,
             _ => 1000,
         };
         if batch_size == 0 {

@@ -56,7 +56,7 @@ impl Setup {
         for written in &config.destinations {
             match Destination::from_config(written.index, written, &config.base_dir, &env_vars) {
                 Ok(resolved) => {
-                    for canonical in resolved.supported_events().unwrap_or_default() {
+                    for canonical in resolved.conversion_action_names() {
                         if !config.mapping.table.is_canonical(&canonical) {
                             problems.push(
                                 format!(
@@ -75,6 +75,14 @@ impl Setup {
                 Err(e) => problems.push(e.key, e.reason),
             }
         }
+        let mut config = config;
+        let mut capture: Vec<String> = destinations
+            .iter()
+            .flat_map(Destination::captured_paths)
+            .collect();
+        capture.sort();
+        capture.dedup();
+        config.mapping.table.capture = capture;
         problems.into_result(Setup {
             config,
             destinations,
@@ -129,6 +137,9 @@ pub fn route_target(config: &DestinationConfig, resolved: Option<&Destination>) 
         consent: config.consent.clone(),
         supported_events: resolved.and_then(Destination::supported_events),
         takes_profiles: config.kind == DestinationKind::Klaviyo,
+        unsupported: resolved
+            .map(Destination::unsupported_events)
+            .unwrap_or_default(),
     }
 }
 
@@ -452,7 +463,7 @@ url = "env:DW_URL"
             &[("TRACKLAYER_SECRET_PRODUCTION", "0123456789abcdef0123")];
         let text = MINIMUM.replace(
             "kind = \"meta_capi\"",
-            "kind = \"google_ads\"\ncustomer_id = \"1234567890\"\ndeveloper_token = \"dev\"\nconversion_actions = { purchse = \"1\" }",
+            "kind = \"google_ads\"\ncustomer_id = \"1234567890\"\nconversion_actions = { purchse = \"1\" }",
         ).replace("pixel_id = \"123\"\naccess_token = \"EAAB_TEST\"", "access_token = \"ya29\"");
         let err = parse(&text, vars).unwrap_err().to_string();
         assert!(

@@ -70,6 +70,9 @@ pub struct CanonicalContext {
     /// gclid, gbraid, wbraid, fbc, fbp, ttclid, ttp.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub click_ids: BTreeMap<String, String>,
+    /// Values destinations asked for by raw path (`properties.ga_client_id`), keyed by path.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub captured: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +107,44 @@ pub struct CanonicalEvent {
     /// Destinations a controlled test send asked to skip (they have no test mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip_destinations: Vec<String>,
+    /// The consent categories the message carried (`context.consent.categoryPreferences`, a
+    /// category not `true` counts as false); None when it carried none. Platforms that take
+    /// consent signals (Google's adUserData / adPersonalization, GA4) read it per category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<BTreeMap<String, bool>>,
+    /// For a refund: the order it refunds, as TrackLayer recorded it. Filled in by the stateful
+    /// stage; platforms that adjust a conversion (Google) need the original value and time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<RefundedOrder>,
+}
+
+/// The purchase a refund refers to (same environment and order_id), as first recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundedOrder {
+    pub event_id: String,
+    pub order_id: String,
+    /// The purchase's value and currency, when it had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    pub event_time: String,
+    pub event_time_ms: i64,
+    /// Destinations the purchase was routed to (`ready`): an adjustment is sent only where
+    /// the conversion went, because an unmatched adjustment would create a new conversion.
+    pub routed_to: Vec<String>,
+}
+
+impl RefundedOrder {
+    /// The order's value after a refund of `refunded` (None: the whole order): never below 0.
+    pub fn remaining_value(&self, refunded: Option<f64>) -> f64 {
+        match (self.value, refunded) {
+            (Some(original), Some(amount)) => {
+                ((original - amount) * 100.0).round().max(0.0) / 100.0
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 impl CanonicalEvent {

@@ -28,6 +28,15 @@ pub fn event_consent(body: &Map<String, Value>) -> Option<&Map<String, Value>> {
     consent.get("categoryPreferences")?.as_object()
 }
 
+/// The categories of a `categoryPreferences` object: `true` is granted, anything else (false, a
+/// string, null) is not, as Segment reads them.
+pub fn categories(prefs: &Map<String, Value>) -> std::collections::BTreeMap<String, bool> {
+    prefs
+        .iter()
+        .map(|(category, value)| (category.clone(), value == &Value::Bool(true)))
+        .collect()
+}
+
 pub fn evaluate(
     required: &[String],
     event: Option<&Map<String, Value>>,

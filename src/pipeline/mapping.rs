@@ -51,6 +51,11 @@ pub struct MappingTable {
     pub rows: Vec<MappingRow>,
     /// ISO 4217 currency for events that send none (Segment assumes USD).
     pub default_currency: String,
+    /// Raw message paths destinations read beyond the canonical fields (GA4's `client_id_path`),
+    /// captured into the canonical event by the transform. Set from the destinations, not
+    /// written in `[mapping]`, so a reloaded table keeps the running one's (SharedMapping).
+    #[serde(skip)]
+    pub capture: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +135,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "ViewContent"),
                 ("tiktok", "ViewContent"),
                 ("klaviyo", "Viewed Product"),
+                ("ga4", "view_item"),
             ],
             &[],
             MessageId,
@@ -141,6 +147,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "AddToCart"),
                 ("tiktok", "AddToCart"),
                 ("klaviyo", "Added to Cart"),
+                ("ga4", "add_to_cart"),
             ],
             &[],
             MessageId,
@@ -152,6 +159,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "InitiateCheckout"),
                 ("tiktok", "InitiateCheckout"),
                 ("klaviyo", "Started Checkout"),
+                ("ga4", "begin_checkout"),
             ],
             &[],
             MessageId,
@@ -163,6 +171,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "Purchase"),
                 ("tiktok", "Purchase"),
                 ("klaviyo", "Placed Order"),
+                ("ga4", "purchase"),
             ],
             &["order_id", "value", "currency"],
             OrderId,
@@ -174,6 +183,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "Lead"),
                 ("tiktok", "Lead"),
                 ("klaviyo", "Submitted Lead"),
+                ("ga4", "generate_lead"),
             ],
             &[],
             MessageId,
@@ -185,6 +195,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "CompleteRegistration"),
                 ("tiktok", "CompleteRegistration"),
                 ("klaviyo", "Signed Up"),
+                ("ga4", "sign_up"),
             ],
             &[],
             MessageId,
@@ -196,6 +207,7 @@ pub fn default_rows() -> Vec<MappingRow> {
                 ("meta_capi", "Search"),
                 ("tiktok", "Search"),
                 ("klaviyo", "Searched Site"),
+                ("ga4", "search"),
             ],
             &[],
             MessageId,
@@ -203,11 +215,8 @@ pub fn default_rows() -> Vec<MappingRow> {
         row(
             "Order Refunded",
             "refund",
-            &[
-                ("meta_capi", "Refund"),
-                ("tiktok", "Refund"),
-                ("klaviyo", "Refunded Order"),
-            ],
+            // Meta and TikTok take no refunds (routing says so); Google restates the purchase.
+            &[("klaviyo", "Refunded Order"), ("ga4", "refund")],
             &["order_id"],
             OrderId,
         ),
@@ -220,6 +229,7 @@ impl Default for MappingTable {
             version: 1,
             rows: default_rows(),
             default_currency: "USD".into(),
+            capture: Vec::new(),
         }
     }
 }
@@ -276,6 +286,7 @@ impl MappingTable {
                 version,
                 rows,
                 default_currency,
+                capture: Vec::new(),
             },
             source,
         ))

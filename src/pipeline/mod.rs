@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use canonical::{CanonicalEvent, Provenance};
+pub use canonical::{CanonicalEvent, Provenance, RefundedOrder};
 pub use mapping::{MappingRow, MappingTable, Suggestion};
 
 use crate::segment::{MessageType, ValidMessage};
@@ -118,6 +118,8 @@ pub fn draft(
         missing_required: t.missing_required,
         problems: t.problems,
         skip_destinations: test_skips(&message.body),
+        consent: consent::event_consent(&message.body).map(consent::categories),
+        refunds: None,
     };
     Draft::Mapped(Box::new(event), Box::new(row.clone()))
 }
@@ -154,6 +156,9 @@ pub struct RouteTarget {
     pub supported_events: Option<Vec<String>>,
     /// Whether identify calls go there as profile updates (Klaviyo profile-import).
     pub takes_profiles: bool,
+    /// Canonical names the platform cannot take, with why (Meta counts a "Refund" as a new
+    /// conversion; it has no way to subtract one).
+    pub unsupported: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +176,8 @@ pub enum RouteVerdict {
     NotConfigured,
     /// Left out of a controlled test send (the destination has no test mode).
     SkippedTest,
+    /// The platform has no way to take this event (refunds on Meta and TikTok).
+    Unsupported,
 }
 
 impl RouteVerdict {
@@ -182,6 +189,7 @@ impl RouteVerdict {
             RouteVerdict::MissingRequired => "missing_required",
             RouteVerdict::NotConfigured => "not_configured",
             RouteVerdict::SkippedTest => "skipped_test",
+            RouteVerdict::Unsupported => "unsupported",
         }
     }
 }
@@ -235,6 +243,15 @@ pub fn route(
                             target.environments.join(", "),
                             event.environment
                         ),
+                    )
+                } else if let Some((_, why)) = target
+                    .unsupported
+                    .iter()
+                    .find(|(name, _)| name == &event.name)
+                {
+                    (
+                        RouteVerdict::Unsupported,
+                        format!("not sent to {}: {why}", target.name),
                     )
                 } else if let Some(names) = target
                     .supported_events
@@ -310,7 +327,12 @@ impl SharedMapping {
         }
     }
 
-    pub fn replace(&self, table: MappingTable) {
+    /// Swap in a reloaded table. What destinations capture comes from the destinations, which
+    /// a mapping reload does not change, so the running table's list carries over.
+    pub fn replace(&self, mut table: MappingTable) {
+        if table.capture.is_empty() {
+            table.capture = self.current().capture.clone();
+        }
         match self.0.write() {
             Ok(mut guard) => *guard = Arc::new(table),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(table),

@@ -437,6 +437,21 @@ fn message_context(
     out
 }
 
+/// The text at a dotted path of the raw message (`properties.ga_client_id`,
+/// `integrations.Google Analytics 4.client_id`): a string, or a number written as text.
+pub fn raw_path(body: &Map<String, Value>, path: &str) -> Option<String> {
+    let mut parts = path.split('.');
+    let mut value = body.get(parts.next()?)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Apply a mapping row's transforms to a track message.
 pub fn transform(
     message: &ValidMessage,
@@ -641,6 +656,15 @@ pub fn transform(
 
     b.out.user = message_user(message, &mut b.out.provenance);
     b.out.context = message_context(body, event_time_ms, &mut b.out.provenance);
+    for path in &table.capture {
+        if let Some(value) = raw_path(body, path) {
+            b.out.context.captured.insert(path.clone(), value);
+            b.out.provenance.insert(
+                format!("context.captured.{path}"),
+                Provenance::new(path.clone(), "copied (a destination reads it)"),
+            );
+        }
+    }
     b.out.missing_required = row
         .required
         .iter()

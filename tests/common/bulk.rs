@@ -37,6 +37,7 @@ pub fn fill(path: &Path, count: usize, log: bool) {
             consent: vec![],
             supported_events: None,
             takes_profiles: false,
+            unsupported: Vec::new(),
         }];
         let (writer, thread) =
             StoreWriter::spawn(path, Default::default(), targets, Default::default()).unwrap();

@@ -1,87 +1,51 @@
-//! Google Ads `customers/{id}:uploadClickConversions` (reference/destination-apis.md §2,
-//! fixture §8.3): camelCase JSON, partialFailure always on, per-row results.
+//! The legacy path: Google Ads API `customers/{id}:uploadClickConversions`
+//! (reference/destination-apis.md §2, fixture §8.3): camelCase JSON, partialFailure always on,
+//! per-row results. Closed to new adopters since 2026-06-15 (CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
-use super::hashing::google as h;
-use super::{
+use super::GoogleSettings;
+use crate::config::Secret;
+use crate::destinations::hashing::google as h;
+use crate::destinations::{
     classify_status, Built, Destination, HttpRequest, HttpResponse, Outcome, SettingsError,
     SettingsReader, Subject,
 };
-use crate::config::Secret;
 
 pub const DEFAULT_API_VERSION: &str = "v21";
 /// "Retry after 6 hours have passed" for TOO_RECENT_EVENT / TOO_RECENT_CONVERSION_ACTION.
 pub const TOO_RECENT_DELAY: Duration = Duration::from_secs(6 * 3600);
 
+/// What only the legacy path needs.
 #[derive(Debug, Clone)]
-pub struct GoogleSettings {
-    pub customer_id: String,
-    /// Canonical name → conversion action id.
-    pub conversion_actions: BTreeMap<String, String>,
+pub struct AdsApiSettings {
     pub developer_token: Secret,
-    pub access_token: Secret,
-    pub login_customer_id: Option<String>,
     pub api_version: String,
-    pub validate_only: bool,
-    /// UTC offset for conversionDateTime (the account's time zone), e.g. "+00:00".
+    /// UTC offset for conversionDateTime (the account's time zone), in minutes.
     pub utc_offset_minutes: i32,
 }
 
-fn digits(value: &str) -> String {
-    value.chars().filter(char::is_ascii_digit).collect()
-}
-
-impl GoogleSettings {
-    pub fn read(r: &SettingsReader<'_>) -> Result<GoogleSettings, SettingsError> {
-        r.deny_unknown(&[
-            "customer_id",
-            "conversion_actions",
-            "developer_token",
-            "access_token",
-            "login_customer_id",
-            "api_version",
-            "validate_only",
-            "utc_offset",
-        ])?;
-        let customer_id = digits(&r.required_str("customer_id")?);
-        if customer_id.len() != 10 {
-            return Err(r.error(
-                "customer_id",
-                "must be the 10-digit customer id (dashes are fine)",
-            ));
-        }
-        let conversion_actions = r.string_map("conversion_actions")?;
-        if conversion_actions.is_empty() {
-            return Err(r.error("conversion_actions", "map at least one canonical event to a conversion action id, e.g. { purchase = \"555000111\" }"));
-        }
-        for (name, id) in &conversion_actions {
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(r.error(
-                    &format!("conversion_actions.{name}"),
-                    format!("`{id}` must be a numeric conversion action id"),
-                ));
-            }
-        }
+impl AdsApiSettings {
+    pub fn read(r: &SettingsReader<'_>) -> Result<AdsApiSettings, SettingsError> {
         let offset = r
             .optional_str("utc_offset")?
             .unwrap_or_else(|| "+00:00".into());
         let utc_offset_minutes = parse_offset(&offset)
             .ok_or_else(|| r.error("utc_offset", format!("`{offset}` must look like +01:00")))?;
-        Ok(GoogleSettings {
-            customer_id,
-            conversion_actions,
-            developer_token: r.required_secret("developer_token")?,
-            access_token: r.required_secret("access_token")?,
-            login_customer_id: r.optional_str("login_customer_id")?.map(|s| digits(&s)),
+        let developer_token = r.optional_secret("developer_token")?.ok_or_else(|| {
+            r.error(
+                "developer_token",
+                "is required with api = \"google_ads_api\" (the legacy uploadClickConversions needs an allowlisted developer token); without one, leave `api` out to use the Data Manager API",
+            )
+        })?;
+        Ok(AdsApiSettings {
+            developer_token,
             api_version: r
                 .optional_str("api_version")?
                 .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
-            validate_only: r.optional_bool("validate_only")?.unwrap_or(false),
             utc_offset_minutes,
         })
     }
@@ -111,7 +75,11 @@ pub fn conversion_date_time(event_time_ms: i64, offset_minutes: i32) -> String {
         .to_string()
 }
 
-fn conversion(settings: &GoogleSettings, item: &Subject) -> Result<Value, String> {
+fn conversion(
+    settings: &GoogleSettings,
+    legacy: &AdsApiSettings,
+    item: &Subject,
+) -> Result<Value, String> {
     let Subject::Event {
         event,
         consent_source,
@@ -147,7 +115,7 @@ fn conversion(settings: &GoogleSettings, item: &Subject) -> Result<Value, String
         "conversionDateTime".into(),
         json!(conversion_date_time(
             event.event_time_ms,
-            settings.utc_offset_minutes
+            legacy.utc_offset_minutes
         )),
     );
     if let Some(v) = event.properties.get("value") {
@@ -186,12 +154,17 @@ fn conversion(settings: &GoogleSettings, item: &Subject) -> Result<Value, String
     Ok(Value::Object(row))
 }
 
-pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -> Built {
+pub fn build(
+    dest: &Destination,
+    settings: &GoogleSettings,
+    legacy: &AdsApiSettings,
+    items: &[Subject],
+) -> Built {
     let mut built = Built::default();
     let mut rows = Vec::new();
     let mut seen_orders: Vec<String> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match conversion(settings, item) {
+        match conversion(settings, legacy, item) {
             Ok(row) => {
                 // DUPLICATE_ORDER_ID in one request is our bug to avoid: send it next time.
                 if let Some(order) = row.get("orderId").and_then(Value::as_str) {
@@ -222,7 +195,7 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
         ),
         (
             "developer-token".to_string(),
-            settings.developer_token.expose().to_string(),
+            legacy.developer_token.expose().to_string(),
         ),
     ];
     if let Some(login) = &settings.login_customer_id {
@@ -232,7 +205,7 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
     built.request = Some(HttpRequest::json(
         format!(
             "{}/{}/customers/{}:uploadClickConversions",
-            dest.base_url, settings.api_version, settings.customer_id
+            dest.base_url, legacy.api_version, settings.customer_id
         ),
         headers,
         &body,
@@ -281,7 +254,23 @@ fn row_index(error: &Value) -> Option<usize> {
         .map(|i| i as usize)
 }
 
+/// Google's answer to a developer token that is not allowlisted for click conversion uploads.
+pub const NOT_ALLOWLISTED: &str = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE";
+
+/// What to do about it: nothing a retry changes.
+pub const NOT_ALLOWLISTED_FIX: &str = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE: since 2026-06-15 the Google Ads API takes click conversions only from developer tokens that imported them before; switch this destination to the Data Manager API: remove `api` (and developer_token, api_version, utc_offset) and use an OAuth token with the https://www.googleapis.com/auth/datamanager scope, then `tracklayer replay --destination` the dead deliveries";
+
 pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
+    // Refused for the token, wherever Google puts it (an RPC error or every row's error): the
+    // same answer for every event, so dead once, without retries or resending each alone.
+    if response.body.contains(NOT_ALLOWLISTED) {
+        return vec![
+            Outcome::Misconfigured {
+                reason: NOT_ALLOWLISTED_FIX.into()
+            };
+            count
+        ];
+    }
     let parsed: Option<Value> = serde_json::from_str(&response.body).ok();
     if !(200..300).contains(&response.status) {
         // RPC-level error: the whole request failed.
@@ -341,20 +330,20 @@ pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture;
     use super::*;
     use crate::config::DestinationKind;
+    use crate::destinations::fixture;
 
     fn dest(validate_only: bool) -> Destination {
         fixture::destination(
             DestinationKind::GoogleAds,
-            &format!("customer_id = \"123-456-7890\"\nconversion_actions = {{ purchase = \"555000111\" }}\ndeveloper_token = \"DEVTOKEN_TEST\"\naccess_token = \"ya29.TEST\"\nlogin_customer_id = \"9876543210\"\nvalidate_only = {validate_only}"),
+            &format!("api = \"google_ads_api\"\ncustomer_id = \"123-456-7890\"\nconversion_actions = {{ purchase = \"555000111\" }}\ndeveloper_token = \"DEVTOKEN_TEST\"\naccess_token = \"ya29.TEST\"\nlogin_customer_id = \"9876543210\"\nvalidate_only = {validate_only}"),
         )
     }
 
     #[test]
     fn reference_fixture_purchase() {
-        let built = super::super::build(
+        let built = crate::destinations::build(
             &dest(false),
             &[fixture::subject(fixture::purchase(), "purchase")],
             0,
@@ -375,11 +364,11 @@ mod tests {
             .contains(&("Authorization".into(), "Bearer REDACTED".into())));
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         let expected: Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/destinations/google_ads_purchase.json"
+            "../../../tests/fixtures/destinations/google_ads_purchase.json"
         ))
         .unwrap();
         assert_eq!(body, expected);
-        let test_mode = super::super::build(
+        let test_mode = crate::destinations::build(
             &dest(true),
             &[fixture::subject(fixture::purchase(), "purchase")],
             0,
@@ -394,7 +383,7 @@ mod tests {
             fixture::subject(fixture::purchase(), "purchase"),
             fixture::subject(fixture::purchase(), "purchase"),
         ];
-        let built = super::super::build(&dest(false), &items, 0);
+        let built = crate::destinations::build(&dest(false), &items, 0);
         assert_eq!(built.included, [0]);
         assert_eq!(built.deferred, [1]);
         assert!(built.rejected.is_empty());
@@ -416,15 +405,31 @@ mod tests {
         event.context.click_ids.clear();
         event.user.email = None;
         event.user.phone = None;
-        let built = super::super::build(&dest(false), &[fixture::subject(event, "purchase")], 0);
+        let built =
+            crate::destinations::build(&dest(false), &[fixture::subject(event, "purchase")], 0);
         assert!(built.request.is_none());
         assert!(built.rejected[0].1.starts_with("no gclid"));
     }
 
     #[test]
+    fn a_token_not_allowlisted_is_dead_once_with_the_switch_to_make() {
+        // As the Ads API answers a token that never imported click conversions before.
+        let body = r#"{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure","errors":[{"errorCode":{"notAllowlistedError":"CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"},"message":"Customer is not allowlisted for accessing this feature."}]}]}}"#;
+        let out = classify(3, &HttpResponse::new(403, body));
+        assert_eq!(out.len(), 3);
+        for outcome in out {
+            let Outcome::Misconfigured { reason } = outcome else {
+                panic!("not allowlisted must be dead without bisection: {outcome:?}")
+            };
+            assert!(reason.contains("Data Manager API"), "{reason}");
+            assert!(reason.contains("datamanager"), "{reason}");
+        }
+    }
+
+    #[test]
     fn partial_failure_rows() {
         let body =
-            include_str!("../../tests/fixtures/destinations/google_ads_partial_failure.json");
+            include_str!("../../../tests/fixtures/destinations/google_ads_partial_failure.json");
         let out = classify(
             2,
             &HttpResponse {
