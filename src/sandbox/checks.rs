@@ -324,9 +324,9 @@ fn e164(value: &str) -> bool {
         && !value[1..].starts_with('0')
 }
 
-type KlaviyoError = (String, String);
+pub type KlaviyoError = (String, String);
 
-fn check_profile_attributes(attributes: &Value, pointer: &str) -> Result<(), KlaviyoError> {
+pub fn check_profile_attributes(attributes: &Value, pointer: &str) -> Result<(), KlaviyoError> {
     let Some(a) = attributes.as_object() else {
         return Err(("profile attributes are required".into(), pointer.into()));
     };
@@ -362,6 +362,55 @@ fn check_profile_attributes(attributes: &Value, pointer: &str) -> Result<(), Kla
     Ok(())
 }
 
+/// An event's own attributes (properties, metric, time), wherever the event sits.
+pub fn check_event_attributes(attributes: &Value, pointer: &str) -> Result<(), KlaviyoError> {
+    if !attributes.get("properties").is_some_and(Value::is_object) {
+        return Err((
+            "properties must be an object".into(),
+            format!("{pointer}/properties"),
+        ));
+    }
+    let metric = attributes.pointer("/metric/data");
+    let name_ok = metric
+        .and_then(|m| m.pointer("/attributes/name"))
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty() && n.chars().count() < 128);
+    if metric.and_then(|m| m.get("type")).and_then(Value::as_str) != Some("metric") || !name_ok {
+        return Err(("metric.data must be {type: metric, attributes: {name}} with a name under 128 characters".into(), format!("{pointer}/metric")));
+    }
+    if let Some(time) = attributes.get("time") {
+        let t = time
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let ok = t.is_some_and(|t| {
+            let year = chrono::Datelike::year(&t);
+            year >= 2000 && t.timestamp() <= chrono::Utc::now().timestamp() + 365 * 86_400
+        });
+        if !ok {
+            return Err((
+                "time must be ISO 8601, after 2000 and at most a year ahead".into(),
+                format!("{pointer}/time"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Emulate Klaviyo's dedup: the same unique_id for a profile and metric is recorded once.
+pub fn remember_unique(attributes: &Value, profile: Option<&Value>, seen: &mut HashSet<String>) {
+    if let Some(unique) = attributes.get("unique_id").and_then(Value::as_str) {
+        let key = format!(
+            "{}|{}|{unique}",
+            profile.map(|p| p.to_string()).unwrap_or_default(),
+            attributes
+                .pointer("/metric/data")
+                .map(|m| m.to_string())
+                .unwrap_or_default()
+        );
+        seen.insert(key);
+    }
+}
+
 pub fn klaviyo_event(body: &Value, seen: &mut HashSet<String>) -> Result<(), KlaviyoError> {
     let data = body
         .get("data")
@@ -373,20 +422,7 @@ pub fn klaviyo_event(body: &Value, seen: &mut HashSet<String>) -> Result<(), Kla
         "attributes are required".to_string(),
         "/data/attributes".to_string(),
     ))?;
-    if !attributes.get("properties").is_some_and(Value::is_object) {
-        return Err((
-            "properties must be an object".into(),
-            "/data/attributes/properties".into(),
-        ));
-    }
-    let metric = attributes.pointer("/metric/data");
-    let name_ok = metric
-        .and_then(|m| m.pointer("/attributes/name"))
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty() && n.chars().count() < 128);
-    if metric.and_then(|m| m.get("type")).and_then(Value::as_str) != Some("metric") || !name_ok {
-        return Err(("metric.data must be {type: metric, attributes: {name}} with a name under 128 characters".into(), "/data/attributes/metric".into()));
-    }
+    check_event_attributes(attributes, "/data/attributes")?;
     let profile = attributes.pointer("/profile/data");
     if profile.and_then(|p| p.get("type")).and_then(Value::as_str) != Some("profile") {
         return Err((
@@ -400,30 +436,7 @@ pub fn klaviyo_event(body: &Value, seen: &mut HashSet<String>) -> Result<(), Kla
             .unwrap_or(&Value::Null),
         "/data/attributes/profile/data/attributes",
     )?;
-    if let Some(time) = attributes.get("time") {
-        let t = time
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        let ok = t.is_some_and(|t| {
-            let year = chrono::Datelike::year(&t);
-            year >= 2000 && t.timestamp() <= chrono::Utc::now().timestamp() + 365 * 86_400
-        });
-        if !ok {
-            return Err((
-                "time must be ISO 8601, after 2000 and at most a year ahead".into(),
-                "/data/attributes/time".into(),
-            ));
-        }
-    }
-    if let Some(unique) = attributes.get("unique_id").and_then(Value::as_str) {
-        // Emulate Klaviyo's dedup: the same unique_id for a profile and metric is recorded once.
-        let key = format!(
-            "{}|{}|{unique}",
-            profile.map(|p| p.to_string()).unwrap_or_default(),
-            metric.map(|m| m.to_string()).unwrap_or_default()
-        );
-        seen.insert(key);
-    }
+    remember_unique(attributes, profile, seen);
     Ok(())
 }
 

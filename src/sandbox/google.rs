@@ -13,9 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::{
-    checks, json_response, lock, parse_body, take_fault, Fault, Platform, SandboxState,
-};
+use super::{checks, json_response, lock, parse_body, take_fault, Fault, Platform, SandboxState};
 use crate::destinations::hashing::is_sha256_hex;
 
 /// What the sandbox holds of each conversion it recorded: its value, and each adjustment.
@@ -144,10 +142,10 @@ fn bad_request(violations: Vec<(String, String)>) -> Value {
         .map(|(field, description)| json!({"field": field, "description": description}))
         .collect();
     json!({"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT",
-        "details": [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "INVALID_ARGUMENT", "domain": "datamanager.googleapis.com"},
-            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": fields}
-        ]}})
+    "details": [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "INVALID_ARGUMENT", "domain": "datamanager.googleapis.com"},
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": fields}
+    ]}})
 }
 
 const EVENT_KEYS: [&str; 14] = [
@@ -201,7 +199,10 @@ pub fn ingest_events(
         .cloned()
         .unwrap_or_default();
     if destinations.is_empty() {
-        bad("destinations".into(), "At least one destination is required.");
+        bad(
+            "destinations".into(),
+            "At least one destination is required.",
+        );
     }
     let mut references: HashMap<String, String> = HashMap::new();
     for (i, d) in destinations.iter().enumerate() {
@@ -280,7 +281,10 @@ pub fn ingest_events(
             );
         }
         if refs.iter().any(|r| !references.contains_key(*r)) {
-            bad(f("destination_references"), "Names no destination of the request.");
+            bad(
+                f("destination_references"),
+                "Names no destination of the request.",
+            );
         }
         let time = e
             .get("eventTimestamp")
@@ -298,9 +302,8 @@ pub fn ingest_events(
             Some(_) => {}
         }
         if let Some(t) = e.get("lastUpdatedTimestamp") {
-            if !t
-                .as_str()
-                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+            if t.as_str()
+                .is_none_or(|t| chrono::DateTime::parse_from_rfc3339(t).is_err())
             {
                 bad(f("last_updated_timestamp"), "Must be RFC 3339.");
             }
@@ -351,7 +354,10 @@ pub fn ingest_events(
         for (j, id) in identifiers.iter().enumerate() {
             let path = f(&format!("user_data.user_identifiers[{j}]"));
             let Some(obj) = id.as_object().filter(|o| o.len() == 1) else {
-                bad(path, "Exactly one of email_address, phone_number or address.");
+                bad(
+                    path,
+                    "Exactly one of email_address, phone_number or address.",
+                );
                 continue;
             };
             let hashed = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(is_sha256_hex);
@@ -363,7 +369,9 @@ pub fn ingest_events(
                         && hashed(a.get("familyName"))
                         && a.get("regionCode")
                             .and_then(Value::as_str)
-                            .is_some_and(|r| r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()))
+                            .is_some_and(|r| {
+                                r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase())
+                            })
                         && a.get("postalCode")
                             .and_then(Value::as_str)
                             .is_some_and(|p| !p.is_empty())

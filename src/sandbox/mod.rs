@@ -1,9 +1,13 @@
-//! Local stand-ins for Meta CAPI, Google Ads, Klaviyo, TikTok and webhook receivers. Each
-//! validates requests with the checks of reference/destination-apis.md (§1.10, §2.6, §3.4,
-//! §4.6) and answers as the real API does, with switchable faults (429 + Retry-After, 500,
-//! timeouts, bad token, partial failure, TikTok codes). The tests and the demo use them.
+//! Local stand-ins for Meta CAPI, Google Ads (the Data Manager API and the legacy Ads API),
+//! GA4, Klaviyo, TikTok and webhook receivers. Each validates requests with the checks of
+//! reference/destination-apis.md (§1.10, §2.6, §3.4, §4.6) and platforms-2026.md, and answers
+//! as the real API does, with switchable faults (429 + Retry-After, 500, timeouts, bad token,
+//! partial failure, a token not allowlisted, TikTok codes). The tests and the demo use them.
 
 mod checks;
+mod ga4;
+pub mod google;
+mod klaviyo;
 pub mod traffic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,6 +29,7 @@ use serde_json::{json, Value};
 pub enum Platform {
     Meta,
     Google,
+    Ga4,
     Klaviyo,
     Tiktok,
     Webhook,
@@ -47,6 +52,9 @@ pub enum Fault {
     PartialFailure { code: String },
     /// TikTok: HTTP 200 with this `code`.
     TiktokCode { code: i64 },
+    /// Google Ads API: the developer token is not allowlisted for click conversion uploads
+    /// (what a new adopter gets since 2026-06-15).
+    NotAllowlisted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +85,7 @@ pub struct SandboxState {
     /// Per platform: requests answered 2xx, and the events they carried.
     accepted: Mutex<HashMap<Platform, (u64, u64)>>,
     google_orders: Mutex<HashSet<String>>,
+    google_conversions: Mutex<google::Conversions>,
     klaviyo_unique: Mutex<HashSet<String>>,
     webhook_keys: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -122,6 +131,11 @@ impl SandboxState {
             .unwrap_or_default()
     }
 
+    /// Conversions the Data Manager stand-in recorded, with their restatements.
+    pub fn google_conversions(&self) -> google::Conversions {
+        lock(&self.google_conversions).clone()
+    }
+
     /// The last requests to `platform` (up to the most recent few thousand).
     pub fn received(&self, platform: Platform) -> Vec<Received> {
         lock(&self.received)
@@ -152,9 +166,25 @@ impl SandboxState {
                     .map_or(1, Vec::len),
                 Platform::Google => body
                     .get("conversions")
+                    .or_else(|| body.get("events"))
                     .and_then(Value::as_array)
                     .map_or(1, Vec::len),
-                Platform::Klaviyo | Platform::Webhook => 1,
+                Platform::Ga4 => body
+                    .get("events")
+                    .and_then(Value::as_array)
+                    .map_or(1, Vec::len),
+                Platform::Klaviyo => body
+                    .pointer("/data/attributes/events-bulk-create/data")
+                    .and_then(Value::as_array)
+                    .map_or(1, |profiles| {
+                        profiles
+                            .iter()
+                            .filter_map(|p| p.pointer("/attributes/events/data"))
+                            .filter_map(Value::as_array)
+                            .map(Vec::len)
+                            .sum()
+                    }),
+                Platform::Webhook => 1,
             } as u64;
             let mut accepted = lock(&self.accepted);
             let entry = accepted.entry(platform).or_default();
@@ -209,9 +239,13 @@ impl Drop for Sandbox {
 pub fn router(state: Arc<SandboxState>) -> Router {
     Router::new()
         .route("/{version}/{pixel}/events", post(meta))
-        .route("/{version}/customers/{call}", post(google))
-        .route("/api/events", post(klaviyo_event))
-        .route("/api/profile-import", post(klaviyo_profile))
+        .route("/{version}/customers/{call}", post(google::ads_api))
+        .route("/v1/events:ingest", post(google::ingest))
+        .route("/mp/collect", post(ga4::live))
+        .route("/debug/mp/collect", post(ga4::debug))
+        .route("/api/events", post(klaviyo::event))
+        .route("/api/profile-import", post(klaviyo::profile))
+        .route("/api/event-bulk-create-jobs", post(klaviyo::bulk))
         .route("/open_api/v1.3/event/track/", post(tiktok))
         .route("/webhooks/{name}", post(webhook))
         .route("/slack/{name}", post(slack))
@@ -344,142 +378,6 @@ async fn meta(
     };
     state.record(Platform::Meta, &path, &headers, parsed, status, refusal);
     json_response(status, reply)
-}
-
-async fn google(
-    State(state): State<Arc<SandboxState>>,
-    Path((version, call)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = format!("/{version}/customers/{call}");
-    let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = match take_fault(&state, Platform::Google, &path, &headers, &parsed).await {
-        Ok(fault) => fault,
-        Err(answered) => return answered,
-    };
-    let authorized = headers.get("developer-token").is_some()
-        && headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer "));
-    let (status, reply, refusal) = if fault == Some(Fault::BadToken) || !authorized {
-        (
-            401,
-            json!({"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.", "status": "UNAUTHENTICATED"}}),
-            Some("unauthenticated".to_string()),
-        )
-    } else {
-        let mut orders = lock(&state.google_orders);
-        let fail_first = match &fault {
-            Some(Fault::PartialFailure { code }) => Some(code.as_str()),
-            _ => None,
-        };
-        match checks::google(&call, &parsed, &mut orders, fail_first) {
-            Ok(reply) => (200, reply, None),
-            Err(message) => (
-                400,
-                json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}),
-                Some(message),
-            ),
-        }
-    };
-    state.record(Platform::Google, &path, &headers, parsed, status, refusal);
-    json_response(status, reply)
-}
-
-fn klaviyo_error(status: u16, code: &str, detail: &str, pointer: Option<&str>) -> Value {
-    json!({"errors": [{"id": "sandbox", "status": status, "code": code, "title": "Invalid input.", "detail": detail,
-        "source": pointer.map(|p| json!({"pointer": p})).unwrap_or(json!({})), "meta": {}}]})
-}
-
-async fn klaviyo(
-    state: Arc<SandboxState>,
-    path: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    profile: bool,
-) -> Response {
-    let parsed = parse_body(&body).unwrap_or(Value::Null);
-    let fault = match take_fault(&state, Platform::Klaviyo, path, &headers, &parsed).await {
-        Ok(fault) => fault,
-        Err(answered) => return answered,
-    };
-    let key_ok = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Klaviyo-API-Key ") && v.len() > 16);
-    let revision_ok = headers
-        .get("revision")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(checks::klaviyo_revision);
-    let result = if fault == Some(Fault::BadToken) || !key_ok {
-        Err((
-            401,
-            klaviyo_error(
-                401,
-                "not_authenticated",
-                "Missing or invalid private key.",
-                None,
-            ),
-        ))
-    } else if !revision_ok {
-        Err((
-            400,
-            klaviyo_error(
-                400,
-                "invalid",
-                "A revision header (YYYY-MM-DD) is required.",
-                None,
-            ),
-        ))
-    } else if profile {
-        checks::klaviyo_profile(&parsed)
-            .map(|_| 200)
-            .map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
-    } else {
-        let mut seen = lock(&state.klaviyo_unique);
-        checks::klaviyo_event(&parsed, &mut seen)
-            .map(|_| 202)
-            .map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
-    };
-    match result {
-        Ok(status) => {
-            state.record(Platform::Klaviyo, path, &headers, parsed, status, None);
-            if status == 202 {
-                StatusCode::ACCEPTED.into_response()
-            } else {
-                json_response(
-                    status,
-                    json!({"data": {"type": "profile", "id": "sandbox"}}),
-                )
-            }
-        }
-        Err((status, body)) => {
-            let detail = body
-                .pointer("/errors/0/detail")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            state.record(Platform::Klaviyo, path, &headers, parsed, status, detail);
-            json_response(status, body)
-        }
-    }
-}
-
-async fn klaviyo_event(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    klaviyo(state, "/api/events", headers, body, false).await
-}
-
-async fn klaviyo_profile(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    klaviyo(state, "/api/profile-import", headers, body, true).await
 }
 
 async fn tiktok(

@@ -1,0 +1,220 @@
+//! Klaviyo: the events API (one event a request), profile-import, and the bulk create-events
+//! job (`/api/event-bulk-create-jobs`, up to 1,000 events, accepted for later processing).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::{checks, json_response, lock, parse_body, take_fault, Fault, Platform, SandboxState};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Event,
+    Profile,
+    Bulk,
+}
+
+fn klaviyo_error(status: u16, code: &str, detail: &str, pointer: Option<&str>) -> Value {
+    json!({"errors": [{"id": "sandbox", "status": status, "code": code, "title": "Invalid input.", "detail": detail,
+        "source": pointer.map(|p| json!({"pointer": p})).unwrap_or(json!({})), "meta": {}}]})
+}
+
+async fn klaviyo(
+    state: Arc<SandboxState>,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: Kind,
+) -> Response {
+    let parsed = parse_body(&body).unwrap_or(Value::Null);
+    let fault = match take_fault(&state, Platform::Klaviyo, path, &headers, &parsed).await {
+        Ok(fault) => fault,
+        Err(answered) => return answered,
+    };
+    let key_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Klaviyo-API-Key ") && v.len() > 16);
+    let revision_ok = headers
+        .get("revision")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(checks::klaviyo_revision);
+    let result = if fault == Some(Fault::BadToken) || !key_ok {
+        Err((
+            401,
+            klaviyo_error(
+                401,
+                "not_authenticated",
+                "Missing or invalid private key.",
+                None,
+            ),
+        ))
+    } else if !revision_ok {
+        Err((
+            400,
+            klaviyo_error(
+                400,
+                "invalid",
+                "A revision header (YYYY-MM-DD) is required.",
+                None,
+            ),
+        ))
+    } else {
+        let mut seen = lock(&state.klaviyo_unique);
+        let verdict = match kind {
+            Kind::Profile => checks::klaviyo_profile(&parsed).map(|_| 200),
+            Kind::Event => checks::klaviyo_event(&parsed, &mut seen).map(|_| 202),
+            Kind::Bulk => bulk_job(&parsed, body.len(), &mut seen).map(|_| 202),
+        };
+        verdict.map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
+    };
+    match result {
+        Ok(status) => {
+            state.record(Platform::Klaviyo, path, &headers, parsed, status, None);
+            if status == 202 {
+                StatusCode::ACCEPTED.into_response()
+            } else {
+                json_response(
+                    status,
+                    json!({"data": {"type": "profile", "id": "sandbox"}}),
+                )
+            }
+        }
+        Err((status, body)) => {
+            let detail = body
+                .pointer("/errors/0/detail")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            state.record(Platform::Klaviyo, path, &headers, parsed, status, detail);
+            json_response(status, body)
+        }
+    }
+}
+
+pub async fn event(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(state, "/api/events", headers, body, Kind::Event).await
+}
+
+pub async fn profile(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(state, "/api/profile-import", headers, body, Kind::Profile).await
+}
+
+/// The most events one bulk job carries, and its largest payload.
+const BULK_EVENTS: usize = 1000;
+const BULK_BYTES: usize = 5 * 1024 * 1024;
+
+/// A bulk create-events job as Klaviyo validates it; the events it carries on success.
+pub fn bulk_job(
+    body: &Value,
+    raw_len: usize,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<usize, checks::KlaviyoError> {
+    if raw_len > BULK_BYTES {
+        return Err(("the payload is over 5 MB".into(), "/data".into()));
+    }
+    let data = body
+        .get("data")
+        .ok_or(("data is required".to_string(), "/data".to_string()))?;
+    if data.get("type").and_then(Value::as_str) != Some("event-bulk-create-job") {
+        return Err((
+            "data.type must be \"event-bulk-create-job\"".into(),
+            "/data/type".into(),
+        ));
+    }
+    let profiles = data
+        .pointer("/attributes/events-bulk-create/data")
+        .and_then(Value::as_array)
+        .ok_or((
+            "attributes.events-bulk-create.data must be an array".to_string(),
+            "/data/attributes/events-bulk-create/data".to_string(),
+        ))?;
+    let mut total = 0;
+    for (i, entry) in profiles.iter().enumerate() {
+        let at = format!("/data/attributes/events-bulk-create/data/{i}");
+        if entry.get("type").and_then(Value::as_str) != Some("event-bulk-create") {
+            return Err((
+                "each entry's type must be \"event-bulk-create\"".into(),
+                format!("{at}/type"),
+            ));
+        }
+        let profile = entry.pointer("/attributes/profile/data");
+        if profile.and_then(|p| p.get("type")).and_then(Value::as_str) != Some("profile") {
+            return Err((
+                "profile.data.type must be \"profile\"".into(),
+                format!("{at}/attributes/profile/data/type"),
+            ));
+        }
+        checks::check_profile_attributes(
+            profile
+                .and_then(|p| p.get("attributes"))
+                .unwrap_or(&Value::Null),
+            &format!("{at}/attributes/profile/data/attributes"),
+        )?;
+        let events = entry
+            .pointer("/attributes/events/data")
+            .and_then(Value::as_array)
+            .filter(|e| !e.is_empty())
+            .ok_or((
+                "events.data must be a non-empty array".to_string(),
+                format!("{at}/attributes/events/data"),
+            ))?;
+        for (j, event) in events.iter().enumerate() {
+            let pointer = format!("{at}/attributes/events/data/{j}");
+            if event.get("type").and_then(Value::as_str) != Some("event") {
+                return Err(("type must be \"event\"".into(), format!("{pointer}/type")));
+            }
+            let attributes = event.get("attributes").unwrap_or(&Value::Null);
+            checks::check_event_attributes(attributes, &format!("{pointer}/attributes"))?;
+        }
+        total += events.len();
+    }
+    if total == 0 || total > BULK_EVENTS {
+        return Err((
+            format!("a job carries 1 to {BULK_EVENTS} events, not {total}"),
+            "/data/attributes/events-bulk-create/data".into(),
+        ));
+    }
+    for entry in profiles {
+        let profile = entry.pointer("/attributes/profile/data");
+        for event in entry
+            .pointer("/attributes/events/data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            checks::remember_unique(
+                event.get("attributes").unwrap_or(&Value::Null),
+                profile,
+                seen,
+            );
+        }
+    }
+    Ok(total)
+}
+
+pub async fn bulk(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(
+        state,
+        "/api/event-bulk-create-jobs",
+        headers,
+        body,
+        Kind::Bulk,
+    )
+    .await
+}
