@@ -42,7 +42,6 @@ kind = "google_ads"
 endpoint = "{url}"
 customer_id = "1234567890"
 conversion_actions = {{ purchase = "555000111" }}
-developer_token = "DEV"
 access_token = "ya29.BENCH"
 
 [[destinations]]

@@ -25,7 +25,6 @@ name = "google"
 kind = "google_ads"
 customer_id = "1234567890"
 conversion_actions = { purchase = "555000111" }
-developer_token = "DEV"
 access_token = "ya29"
 [[destinations]]
 name = "klaviyo"

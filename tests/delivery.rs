@@ -43,7 +43,6 @@ endpoint = "{url}"
 retry_schedule = {schedule}
 customer_id = "1234567890"
 conversion_actions = {{ purchase = "555000111" }}
-developer_token = "DEV"
 access_token = "ya29.TEST"
 validate_only = false
 
@@ -298,6 +297,14 @@ async fn permanent_errors_dead_letter_at_once(store: Store) {
     server.stop().await;
 }
 
+/// The same destinations with Google on the legacy Ads API path (an allowlisted token).
+fn destinations_with_legacy_google(sandbox: &Sandbox, schedule: &str) -> String {
+    destinations(sandbox, schedule).replace(
+        "customer_id = \"1234567890\"",
+        "api = \"google_ads_api\"\ndeveloper_token = \"DEV\"\ncustomer_id = \"1234567890\"",
+    )
+}
+
 async fn google_partial_failure_retries_only_the_failed_row(store: Store) {
     let sandbox = sandbox().await;
     sandbox.state.push_fault(
@@ -306,7 +313,8 @@ async fn google_partial_failure_retries_only_the_failed_row(store: Store) {
             code: "TRANSIENT_ERROR".into(),
         },
     );
-    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
+    let server =
+        TestServer::start_for(store, &destinations_with_legacy_google(&sandbox, "[1, 1]")).await;
     // Both orders in one Segment batch: one commit, one Google request.
     post(
         &server,

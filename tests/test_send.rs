@@ -29,7 +29,6 @@ endpoint = "{url}"
 retry_schedule = [1]
 customer_id = "1234567890"
 conversion_actions = {{ purchase = "555000111" }}
-developer_token = "DEV"
 access_token = "ya29.TEST"
 validate_only = true
 

@@ -109,7 +109,11 @@ impl Worker {
         buffer: &mut VecDeque<LeasedDelivery>,
         probing: bool,
     ) -> Vec<LeasedDelivery> {
-        let limit = if probing { 1 } else { self.dest.batch_size };
+        let limit = if probing {
+            1
+        } else {
+            self.dest.items_per_request(buffer.len())
+        };
         let mut items = Vec::with_capacity(limit.min(buffer.len()));
         if buffer.front().is_some_and(|item| item.solo) {
             items.extend(buffer.pop_front());

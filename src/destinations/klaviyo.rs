@@ -1,5 +1,8 @@
 //! Klaviyo: Events API (`POST /api/events`, JSON:API) for events and profile-import
-//! (`POST /api/profile-import`) for identify calls (reference/destination-apis.md §3, §8.5).
+//! (`POST /api/profile-import`) for identify calls (reference/destination-apis.md §3, §8.5);
+//! when the queue is deep, bulk create-events jobs (`POST /api/event-bulk-create-jobs`, up to
+//! 1,000 events, reference/platforms-2026.md §5): the event API's 350 requests a second cap a
+//! destination at a few thousand events a second, a job carries a thousand.
 //! Identifiers go in clear text: Klaviyo matches on raw email and phone.
 
 use chrono::{TimeZone, Utc};
@@ -13,16 +16,28 @@ use super::{
 use crate::config::Secret;
 
 pub const DEFAULT_REVISION: &str = "2026-07-15";
+/// The most events one bulk job takes.
+pub const BULK_MAX_EVENTS: usize = 1000;
+/// Deliveries waiting before events go as bulk jobs: below it, one request an event keeps
+/// latency low (a job is processed later, asynchronously).
+pub const DEFAULT_BULK_THRESHOLD: usize = 50;
 
 #[derive(Debug, Clone)]
 pub struct KlaviyoSettings {
     pub api_key: Secret,
     pub revision: String,
+    /// Waiting deliveries from which events go as bulk jobs; 0 never.
+    pub bulk_threshold: usize,
 }
 
 impl KlaviyoSettings {
+    /// Whether `waiting` deliveries are a queue deep enough for bulk jobs.
+    pub fn bulk_for(&self, waiting: usize) -> bool {
+        self.bulk_threshold > 0 && waiting >= self.bulk_threshold
+    }
+
     pub fn read(r: &SettingsReader<'_>) -> Result<KlaviyoSettings, SettingsError> {
-        r.deny_unknown(&["api_key", "revision"])?;
+        r.deny_unknown(&["api_key", "revision", "bulk_threshold"])?;
         let revision = r
             .optional_str("revision")?
             .unwrap_or_else(|| DEFAULT_REVISION.into());
@@ -34,9 +49,19 @@ impl KlaviyoSettings {
                 format!("`{revision}` must be a date such as {DEFAULT_REVISION}"),
             ));
         }
+        let bulk_threshold = match r.optional_str("bulk_threshold")?.as_deref() {
+            None => DEFAULT_BULK_THRESHOLD,
+            Some(text) => text.parse().map_err(|_| {
+                r.error(
+                    "bulk_threshold",
+                    format!("`{text}` must be a number of waiting deliveries (0: never use bulk jobs)"),
+                )
+            })?,
+        };
         Ok(KlaviyoSettings {
             api_key: r.required_secret("api_key")?,
             revision,
+            bulk_threshold,
         })
     }
 }
@@ -111,7 +136,8 @@ fn event_properties(
     out
 }
 
-fn event_body(item: &Subject) -> Result<Value, String> {
+/// An event's profile (what Klaviyo finds or creates it by) and its own attributes.
+fn event_parts(item: &Subject) -> Result<(Map<String, Value>, Map<String, Value>), String> {
     let Subject::Event {
         event,
         destination_event,
@@ -171,6 +197,11 @@ fn event_body(item: &Subject) -> Result<Value, String> {
         "metric".into(),
         json!({"data": {"type": "metric", "attributes": {"name": destination_event}}}),
     );
+    Ok((profile, attributes))
+}
+
+fn event_body(item: &Subject) -> Result<Value, String> {
+    let (profile, mut attributes) = event_parts(item)?;
     attributes.insert(
         "profile".into(),
         json!({"data": {"type": "profile", "attributes": profile}}),
@@ -284,10 +315,68 @@ fn profile_body(snapshot: &super::ProfileSnapshot) -> Result<Value, String> {
     Ok(json!({"data": {"type": "profile", "attributes": attributes}}))
 }
 
+/// A bulk create-events job, one entry per event (its profile, then the event), so an error's
+/// pointer (`…/events-bulk-create/data/{n}/…`) names the event. Profiles and events past
+/// `limit` wait for a later request.
+fn bulk_job(
+    items: &[Subject],
+    limit: usize,
+) -> (Option<Value>, Vec<usize>, Vec<(usize, String)>, Vec<usize>) {
+    let (mut data, mut included, mut rejected, mut deferred) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        if !matches!(item, Subject::Event { .. }) || data.len() >= limit {
+            // Profiles go through profile-import, one a request.
+            deferred.push(i);
+            continue;
+        }
+        match event_parts(item) {
+            Ok((profile, attributes)) => {
+                data.push(json!({"type": "event-bulk-create", "attributes": {
+                    "profile": {"data": {"type": "profile", "attributes": profile}},
+                    "events": {"data": [{"type": "event", "attributes": attributes}]},
+                }}));
+                included.push(i);
+            }
+            Err(reason) => rejected.push((i, reason)),
+        }
+    }
+    if data.is_empty() {
+        return (None, included, rejected, deferred);
+    }
+    let body = json!({"data": {"type": "event-bulk-create-job", "attributes": {
+        "events-bulk-create": {"data": data}
+    }}});
+    (Some(body), included, rejected, deferred)
+}
+
+/// The bulk entry an error pointer names.
+fn bulk_entry(pointer: &str) -> Option<usize> {
+    let marker = "events-bulk-create/data/";
+    let rest = &pointer[pointer.find(marker)? + marker.len()..];
+    rest.split('/').next()?.parse().ok()
+}
+
 pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) -> Built {
     let Some(item) = items.first() else {
         return Built::default();
     };
+    // More than one item means the worker found a deep queue (Destination::items_per_request).
+    if items.len() > 1 && matches!(item, Subject::Event { .. }) {
+        let (body, included, rejected, deferred) = bulk_job(items, dest.batch_size);
+        return Built {
+            request: body.map(|body| {
+                HttpRequest::json(
+                    format!("{}/api/event-bulk-create-jobs", dest.base_url),
+                    headers(settings),
+                    &body,
+                )
+            }),
+            included,
+            rejected,
+            deferred,
+        };
+    }
     let (path, body) = match item {
         Subject::Event { .. } => ("/api/events", event_body(item)),
         Subject::Profile(snapshot) => ("/api/profile-import", profile_body(snapshot)),
@@ -307,8 +396,44 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
 }
 
 /// 202 (events) / 200 / 201 (profiles) succeed; 429 and 5xx retry after Retry-After; other 4xx
-/// carry the field in `errors[].source.pointer`.
+/// carry the field in `errors[].source.pointer`. A request of several items is a bulk job: a
+/// pointer into one entry refuses that event, and the others are sent again.
 pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
+    if count > 1 && (200..300).contains(&response.status) {
+        return vec![
+            Outcome::Delivered {
+                note: Some(format!(
+                    "HTTP {}: accepted in a bulk job of {count} (Klaviyo processes it asynchronously)",
+                    response.status
+                )),
+            };
+            count
+        ];
+    }
+    if count > 1 && response.status == 400 {
+        let errors: Vec<(usize, String)> = serde_json::from_str::<Value>(&response.body)
+            .ok()
+            .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let pointer = e.pointer("/source/pointer").and_then(Value::as_str)?;
+                let detail = e.get("detail").and_then(Value::as_str).unwrap_or("");
+                Some((bulk_entry(pointer)?, format!("{detail} at {pointer}")))
+            })
+            .filter(|(entry, _)| *entry < count)
+            .collect();
+        if !errors.is_empty() {
+            return (0..count)
+                .map(|i| match errors.iter().find(|(entry, _)| *entry == i) {
+                    Some((_, why)) => Outcome::permanent(format!("Klaviyo HTTP 400: {why}")),
+                    None => Outcome::Resend {
+                        reason: "the bulk job was refused for another event; sent again without it".into(),
+                    },
+                })
+                .collect();
+        }
+    }
     let outcome = match response.status {
         200..=299 => Outcome::Delivered {
             note: Some(format!("HTTP {}", response.status)),
@@ -350,6 +475,65 @@ mod tests {
             DestinationKind::Klaviyo,
             "api_key = \"pk_TEST\"\nrevision = \"2026-07-15\"",
         )
+    }
+
+    #[test]
+    fn a_deep_queue_goes_as_bulk_jobs_and_a_refused_event_is_named() {
+        let d = dest();
+        assert_eq!(d.items_per_request(3), 1, "a short queue: one event a request");
+        assert_eq!(d.items_per_request(DEFAULT_BULK_THRESHOLD), 1000);
+        let mut second = fixture::purchase();
+        second.user.email = Some("other@example.com".into());
+        second.dedup_key = "ORD-2".into();
+        let profile = Subject::Profile(super::super::ProfileSnapshot {
+            profile_id: 1,
+            message_id: "m".into(),
+            user_id: Some("u".into()),
+            anonymous_id: None,
+            traits: Map::new(),
+            problems: Vec::new(),
+        });
+        let items = [
+            fixture::subject(fixture::purchase(), "Placed Order"),
+            profile,
+            fixture::subject(second, "Placed Order"),
+        ];
+        let built = super::super::build(&d, &items, 0);
+        assert_eq!(built.included, [0, 2]);
+        assert_eq!(built.deferred, [1], "profiles go through profile-import");
+        let request = built.request.unwrap();
+        assert_eq!(request.url, "https://a.klaviyo.com/api/event-bulk-create-jobs");
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let entries = body
+            .pointer("/data/attributes/events-bulk-create/data")
+            .and_then(Value::as_array)
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        // The same event as the single-event API would carry, under its own profile.
+        let single: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/destinations/klaviyo_purchase.json"
+        ))
+        .unwrap();
+        let mut expected_event = single["data"]["attributes"].clone();
+        let expected_profile = expected_event["profile"]["data"].clone();
+        expected_event.as_object_mut().unwrap().remove("profile");
+        assert_eq!(entries[0]["attributes"]["profile"]["data"], expected_profile);
+        assert_eq!(
+            entries[0]["attributes"]["events"]["data"][0]["attributes"],
+            expected_event
+        );
+        assert_eq!(
+            entries[1]["attributes"]["profile"]["data"]["attributes"]["email"],
+            "other@example.com"
+        );
+
+        let refused = r#"{"errors":[{"status":400,"code":"invalid","detail":"Invalid phone number format","source":{"pointer":"/data/attributes/events-bulk-create/data/1/attributes/profile/data/attributes/phone_number"}}]}"#;
+        let out = classify(3, &HttpResponse::new(400, refused));
+        assert!(matches!(&out[1], Outcome::Permanent { reason } if reason.contains("Invalid phone number")));
+        assert!(matches!(&out[0], Outcome::Resend { .. }));
+        assert!(matches!(&out[2], Outcome::Resend { .. }));
+        let accepted = classify(2, &HttpResponse::new(202, ""));
+        assert!(matches!(&accepted[0], Outcome::Delivered { note: Some(n) } if n.contains("bulk job")));
     }
 
     #[test]

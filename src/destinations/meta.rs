@@ -235,14 +235,33 @@ pub fn build(dest: &Destination, settings: &MetaSettings, items: &[Subject]) -> 
     built
 }
 
+/// A 2xx is only as good as its `events_received`: fewer than were sent means Meta dropped
+/// some without saying which, so the batch goes again (Meta dedups on event_id + event_name,
+/// so the ones it kept are not counted twice).
+fn received_outcome(sent: usize, received: Option<u64>, cut: bool) -> Outcome {
+    match received {
+        Some(n) if n as usize == sent => Outcome::Delivered {
+            note: Some(format!("events_received {n}")),
+        },
+        Some(n) => Outcome::retry(format!(
+            "Meta answered 2xx but received {n} of {sent} events; sending the batch again (Meta dedups on event_id)"
+        )),
+        None if cut => Outcome::Delivered {
+            note: Some("2xx; the answer was cut at max_response_bytes, so events_received was not read".into()),
+        },
+        None => Outcome::Delivered {
+            note: Some("2xx without events_received".into()),
+        },
+    }
+}
+
 /// Meta answers 2xx with `events_received`, or a Graph error; classify on its code/subcode.
 pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
     if (200..300).contains(&response.status) {
         let received = serde_json::from_str::<Value>(&response.body)
             .ok()
             .and_then(|v| v.get("events_received").and_then(Value::as_u64));
-        let note = received.map(|n| format!("events_received {n}"));
-        return vec![Outcome::Delivered { note }; count];
+        return vec![received_outcome(count, received, response.cut); count];
     }
     let parsed: Option<Value> = serde_json::from_str(&response.body).ok();
     let Some(error) = parsed.as_ref().and_then(|v| v.get("error")) else {
@@ -269,9 +288,9 @@ pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
             reason,
             after: response.retry_after,
         },
-        190 | 102 => Outcome::permanent(format!(
-            "{reason} (the access token is invalid or expired; renew it)"
-        )),
+        190 | 102 => Outcome::Misconfigured {
+            reason: format!("{reason} (the access token is invalid or expired; renew it)"),
+        },
         _ if response.status >= 500 => Outcome::Retry {
             reason: format!("{reason}: {}", excerpt(&response.body)),
             after: response.retry_after,
@@ -366,6 +385,11 @@ mod tests {
                 note: Some("events_received 2".into())
             }
         );
+        // Fewer received than sent: the batch goes again, and Meta's dedup keeps it single.
+        assert!(matches!(
+            &classify(3, &r(200, r#"{"events_received":2}"#))[0],
+            Outcome::Retry { reason, .. } if reason.contains("received 2 of 3")
+        ));
         let too_old = r(
             400,
             r#"{"error":{"message":"Invalid parameter","type":"OAuthException","code":100,"error_subcode":2804003,"is_transient":false,"error_user_title":"Event Timestamp Too Old"}}"#,
@@ -379,7 +403,7 @@ mod tests {
             r#"{"error":{"message":"The access token could not be decrypted","type":"OAuthException","code":190}}"#,
         );
         assert!(
-            matches!(&classify(1, &token)[0], Outcome::Permanent { reason } if reason.contains("renew"))
+            matches!(&classify(1, &token)[0], Outcome::Misconfigured { reason } if reason.contains("renew"))
         );
         let throttled = r(
             400,

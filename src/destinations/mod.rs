@@ -160,6 +160,16 @@ impl Destination {
         }
     }
 
+    /// How many of `waiting` deliveries the next request takes: the batch size, except where a
+    /// platform's batch API is only worth it with a queue behind it (Klaviyo sends one event a
+    /// request until `bulk_threshold` wait, then bulk jobs).
+    pub fn items_per_request(&self, waiting: usize) -> usize {
+        match &self.settings {
+            Settings::Klaviyo(s) if !s.bulk_for(waiting) => 1,
+            _ => self.batch_size,
+        }
+    }
+
     /// Raw message paths the transform must capture for this destination.
     pub fn captured_paths(&self) -> Vec<String> {
         match &self.settings {

@@ -197,7 +197,7 @@ impl Destination {
             DestinationKind::Klaviyo => (
                 Settings::Klaviyo(klaviyo::KlaviyoSettings::read(&reader)?),
                 "https://a.klaviyo.com",
-                1,
+                klaviyo::BULK_MAX_EVENTS,
                 None,
             ),
             DestinationKind::Tiktok => (
@@ -275,8 +275,10 @@ impl Destination {
             ),
         };
         let batch_size = match config.kind {
-            // One event per request is what Klaviyo's event API takes.
-            DestinationKind::Klaviyo => 1,
+            // A bulk job's most; one event a request until the queue is deep (klaviyo.rs).
+            DestinationKind::Klaviyo => reader
+                .optional_usize("batch_size")?
+                .unwrap_or(klaviyo::BULK_MAX_EVENTS),
             // One per request unless the receiver takes `tracklayer.batch` bodies.
             DestinationKind::Webhook => reader.optional_usize("batch_size")?.unwrap_or(1),
             _ => reader

@@ -555,9 +555,44 @@ fn apply(
                 identity::enrich(&mut event.user, p, &mut event.provenance);
             }
             pl::phone::settle_event_phone(&mut event, ctx.default_country);
+            if let Some(purchase_id) = pl::refund::purchase_event_id(&event) {
+                event.refunds = load_purchase(tx, &purchase_id)?
+                    .map(|(purchase, routed)| pl::refund::refunded_order(&purchase, routed));
+            }
             map_event(tx, ctx, message_row, event, row, input, profile.as_ref())?
         }
     })
+}
+
+/// The event that holds `event_id`, with the destinations it was routed to.
+fn load_purchase(
+    tx: &mut Db<'_, '_>,
+    event_id: &str,
+) -> PgResult<Option<(CanonicalEvent, Vec<String>)>> {
+    let Some(found) = tx.query_opt(
+        "SELECT e.id, e.canonical FROM event_ids i JOIN events e ON e.id = i.event_row
+         WHERE i.event_id = $1",
+        &[&event_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (row, canonical): (i64, Vec<u8>) = (found.get(0), found.get(1));
+    let Some(event) = crate::store::codec::unpack(&canonical)
+        .ok()
+        .and_then(|plain| serde_json::from_slice::<CanonicalEvent>(&plain).ok())
+    else {
+        return Ok(None);
+    };
+    let routed = tx
+        .query(
+            "SELECT destination FROM routes WHERE event_row = $1 AND verdict = 'ready'",
+            &[&row],
+        )?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok(Some((event, routed)))
 }
 
 /// Dedup by event_id (claimed in `event_ids`), then the event, its routes and deliveries.

@@ -287,6 +287,28 @@ fn resolve_and_store(
     ))
 }
 
+/// The first event stored under `event_id`, with the destinations it was routed to.
+fn load_purchase(
+    conn: &Connection,
+    event_id: &str,
+) -> Result<Option<(CanonicalEvent, Vec<String>)>, rusqlite::Error> {
+    let found: Option<(i64, crate::store::codec::Unpacked)> = conn
+        .prepare_cached("SELECT id, canonical FROM events WHERE event_id = ?1 ORDER BY id LIMIT 1")?
+        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((row, canonical)) = found else {
+        return Ok(None);
+    };
+    let Ok(event) = serde_json::from_str::<CanonicalEvent>(&canonical.0) else {
+        return Ok(None);
+    };
+    let routed = conn
+        .prepare_cached("SELECT destination FROM routes WHERE event_row = ?1 AND verdict = 'ready'")?
+        .query_map([row], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((event, routed)))
+}
+
 /// The profile a message belongs to, without changing anything (for duplicates).
 fn current_profile(
     conn: &Connection,
@@ -504,6 +526,10 @@ pub fn apply(
                 identity::enrich(&mut event.user, p, &mut event.provenance);
             }
             crate::pipeline::phone::settle_event_phone(&mut event, ctx.default_country);
+            if let Some(purchase_id) = pl::refund::purchase_event_id(&event) {
+                event.refunds = load_purchase(conn, &purchase_id)?
+                    .map(|(purchase, routed)| pl::refund::refunded_order(&purchase, routed));
+            }
             let fingerprint = event.payload_fingerprint();
             let prior: Option<(i64, i64, String, Vec<u8>)> = conn
                 .prepare_cached(
