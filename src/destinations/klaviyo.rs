@@ -54,7 +54,9 @@ impl KlaviyoSettings {
             Some(text) => text.parse().map_err(|_| {
                 r.error(
                     "bulk_threshold",
-                    format!("`{text}` must be a number of waiting deliveries (0: never use bulk jobs)"),
+                    format!(
+                        "`{text}` must be a number of waiting deliveries (0: never use bulk jobs)"
+                    ),
                 )
             })?,
         };
@@ -428,7 +430,8 @@ pub fn classify(count: usize, response: &HttpResponse) -> Vec<Outcome> {
                 .map(|i| match errors.iter().find(|(entry, _)| *entry == i) {
                     Some((_, why)) => Outcome::permanent(format!("Klaviyo HTTP 400: {why}")),
                     None => Outcome::Resend {
-                        reason: "the bulk job was refused for another event; sent again without it".into(),
+                        reason: "the bulk job was refused for another event; sent again without it"
+                            .into(),
                     },
                 })
                 .collect();
@@ -480,7 +483,11 @@ mod tests {
     #[test]
     fn a_deep_queue_goes_as_bulk_jobs_and_a_refused_event_is_named() {
         let d = dest();
-        assert_eq!(d.items_per_request(3), 1, "a short queue: one event a request");
+        assert_eq!(
+            d.items_per_request(3),
+            1,
+            "a short queue: one event a request"
+        );
         assert_eq!(d.items_per_request(DEFAULT_BULK_THRESHOLD), 1000);
         let mut second = fixture::purchase();
         second.user.email = Some("other@example.com".into());
@@ -502,7 +509,10 @@ mod tests {
         assert_eq!(built.included, [0, 2]);
         assert_eq!(built.deferred, [1], "profiles go through profile-import");
         let request = built.request.unwrap();
-        assert_eq!(request.url, "https://a.klaviyo.com/api/event-bulk-create-jobs");
+        assert_eq!(
+            request.url,
+            "https://a.klaviyo.com/api/event-bulk-create-jobs"
+        );
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         let entries = body
             .pointer("/data/attributes/events-bulk-create/data")
@@ -517,7 +527,10 @@ mod tests {
         let mut expected_event = single["data"]["attributes"].clone();
         let expected_profile = expected_event["profile"]["data"].clone();
         expected_event.as_object_mut().unwrap().remove("profile");
-        assert_eq!(entries[0]["attributes"]["profile"]["data"], expected_profile);
+        assert_eq!(
+            entries[0]["attributes"]["profile"]["data"],
+            expected_profile
+        );
         assert_eq!(
             entries[0]["attributes"]["events"]["data"][0]["attributes"],
             expected_event
@@ -529,11 +542,15 @@ mod tests {
 
         let refused = r#"{"errors":[{"status":400,"code":"invalid","detail":"Invalid phone number format","source":{"pointer":"/data/attributes/events-bulk-create/data/1/attributes/profile/data/attributes/phone_number"}}]}"#;
         let out = classify(3, &HttpResponse::new(400, refused));
-        assert!(matches!(&out[1], Outcome::Permanent { reason } if reason.contains("Invalid phone number")));
+        assert!(
+            matches!(&out[1], Outcome::Permanent { reason } if reason.contains("Invalid phone number"))
+        );
         assert!(matches!(&out[0], Outcome::Resend { .. }));
         assert!(matches!(&out[2], Outcome::Resend { .. }));
         let accepted = classify(2, &HttpResponse::new(202, ""));
-        assert!(matches!(&accepted[0], Outcome::Delivered { note: Some(n) } if n.contains("bulk job")));
+        assert!(
+            matches!(&accepted[0], Outcome::Delivered { note: Some(n) } if n.contains("bulk job"))
+        );
     }
 
     #[test]

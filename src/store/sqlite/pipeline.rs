@@ -303,7 +303,9 @@ fn load_purchase(
         return Ok(None);
     };
     let routed = conn
-        .prepare_cached("SELECT destination FROM routes WHERE event_row = ?1 AND verdict = 'ready'")?
+        .prepare_cached(
+            "SELECT destination FROM routes WHERE event_row = ?1 AND verdict = 'ready'",
+        )?
         .query_map([row], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some((event, routed)))

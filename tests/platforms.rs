@@ -1,0 +1,833 @@
+//! The platforms as they are at the end of 2026, over loopback HTTP against stand-ins that
+//! validate as the platforms document: Google through the Data Manager API (and the legacy
+//! upload a new token is refused), GA4, refunds per platform, Klaviyo bulk jobs, and answers
+//! read within bounds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::Digest;
+use tracklayer::sandbox::{Fault, Platform, Sandbox};
+use tracklayer::store::StoredDelivery;
+
+async fn sandbox() -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Sandbox::start(listener).await.unwrap()
+}
+
+fn google(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "google"
+kind = "google_ads"
+endpoint = "{url}"
+retry_schedule = [1, 1]
+customer_id = "123-456-7890"
+login_customer_id = "9876543210"
+conversion_actions = {{ purchase = "555000111", lead = "555000222" }}
+access_token = "ya29.DATAMANAGER"
+{extra}
+"#
+    )
+}
+
+fn ga4(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "ga4"
+kind = "ga4"
+endpoint = "{url}"
+retry_schedule = [1, 1]
+measurement_id = "G-TEST12345"
+api_secret = "ga4-api-secret-value"
+{extra}
+"#
+    )
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn track(message_id: &str, event: &str, user: &str, properties: Value) -> Value {
+    json!({"type": "track", "event": event, "messageId": message_id, "userId": user,
+        "anonymousId": format!("anon-{user}"), "timestamp": now(),
+        "context": {"ip": "203.0.113.42", "userAgent": "Mozilla/5.0 (X11)",
+            "traits": {"email": format!("{user}@Example.com"), "phone": "+1 (415) 555-0123"},
+            "consent": {"categoryPreferences": {"Advertising": true, "Marketing": true}},
+            "page": {"url": format!("https://shop.example.com/thanks?gclid=Cj0KCQiA{user}xyz")}},
+        "properties": properties})
+}
+
+fn purchase(message_id: &str, order: &str, user: &str, revenue: f64) -> Value {
+    track(
+        message_id,
+        "Order Completed",
+        user,
+        json!({"order_id": order, "revenue": revenue, "currency": "EUR",
+            "products": [{"product_id": "SKU-1", "name": "Sock", "price": revenue, "quantity": 1}]}),
+    )
+}
+
+async fn post(server: &TestServer, body: &Value) {
+    let (status, reply) = server
+        .post("production", PRODUCTION_SECRET, &body.to_string())
+        .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+async fn wait_for(
+    server: &TestServer,
+    message_id: &str,
+    done: impl Fn(&[StoredDelivery]) -> bool,
+) -> Vec<StoredDelivery> {
+    let start = Instant::now();
+    loop {
+        let deliveries = server
+            .trace(message_id)
+            .await
+            .map(|t| t.deliveries)
+            .unwrap_or_default();
+        if done(&deliveries) {
+            return deliveries;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gave up waiting; deliveries of {message_id}: {deliveries:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn settled(count: usize) -> impl Fn(&[StoredDelivery]) -> bool {
+    move |d: &[StoredDelivery]| {
+        d.len() == count
+            && d.iter()
+                .all(|d| d.status == "delivered" || d.status == "dead")
+    }
+}
+
+fn of<'a>(deliveries: &'a [StoredDelivery], destination: &str) -> &'a StoredDelivery {
+    deliveries
+        .iter()
+        .find(|d| d.destination == destination)
+        .unwrap_or_else(|| panic!("no delivery to {destination}: {deliveries:#?}"))
+}
+
+fn sha256(text: &str) -> String {
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_manager_request_field_by_field() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&google(&sandbox.url(), "")).await;
+    let mut order = purchase("dm-1", "ORD-DM1", "janedoe", 129.5);
+    order["context"]["consent"]["categoryPreferences"] = json!({"Advertising": true});
+    order["context"]["traits"]["email"] = json!(" Jane.Doe+shop@GMail.com ");
+    post(&server, &order).await;
+    let deliveries = wait_for(&server, "dm-1", settled(1)).await;
+    let google = of(&deliveries, "google");
+    assert_eq!(google.status, "delivered", "{google:#?}");
+    let received = sandbox.state.received(Platform::Google);
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.path, "/v1/events:ingest");
+    assert_eq!(request.refusal, None, "{request:#?}");
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header("authorization").as_deref(),
+        Some("Bearer ya29.DATAMANAGER")
+    );
+    assert_eq!(header("developer-token"), None, "no developer token");
+    let body = &request.body;
+    assert_eq!(
+        body["destinations"],
+        json!([{"operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
+            "loginAccount": {"accountType": "GOOGLE_ADS", "accountId": "9876543210"},
+            "productDestinationId": "555000111"}])
+    );
+    assert_eq!(body["encoding"], "HEX");
+    assert_eq!(body["validateOnly"], false);
+    let event = &body["events"][0];
+    assert_eq!(event["transactionId"], "ORD-DM1");
+    assert_eq!(event["conversionValue"], json!(129.5));
+    assert_eq!(event["currency"], "EUR");
+    assert_eq!(event["eventSource"], "WEB");
+    assert_eq!(
+        event["adIdentifiers"],
+        json!({"gclid": "Cj0KCQiAjanedoexyz"})
+    );
+    let time = chrono::DateTime::parse_from_rfc3339(event["eventTimestamp"].as_str().unwrap())
+        .expect("eventTimestamp is RFC 3339");
+    assert!((chrono::Utc::now().timestamp() - time.timestamp()).abs() < 60);
+    // Google's normalisation (gmail: dots and +suffix dropped), SHA-256 in lowercase hex.
+    assert_eq!(
+        event["userData"]["userIdentifiers"],
+        json!([{"emailAddress": sha256("janedoe@gmail.com")}, {"phoneNumber": sha256("+14155550123")}])
+    );
+    // Personalization was not granted: the event's own categories, not a guess.
+    assert_eq!(
+        event["consent"],
+        json!({"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_GRANTED"})
+    );
+    assert_eq!(
+        event["eventDeviceInfo"],
+        json!({"userAgent": "Mozilla/5.0 (X11)", "ipAddress": "203.0.113.42"})
+    );
+    // What TrackLayer keeps of it has the token redacted.
+    let kept = google.history[0].request.clone().unwrap();
+    let headers = kept.headers.unwrap().to_string();
+    assert!(
+        headers.contains("Bearer REDACTED") && !headers.contains("ya29"),
+        "{headers}"
+    );
+    assert!(
+        google.history[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("requestId sandbox-")),
+        "{:?}",
+        google.history[0]
+    );
+    server.stop().await;
+}
+
+/// One event Google refuses, among many in one fast-failing request: it is named and dead, the
+/// others go again at once without counting a failure, and reach Google.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_event_in_a_batch_is_isolated_and_the_rest_delivered() {
+    // First the request itself: 2,000 events built as the worker builds them, one with a gclid
+    // that cannot be decoded, sent over loopback to the stand-in.
+    let sandbox = sandbox().await;
+    let setup = tracklayer::destinations::Setup::parse(
+        &config_text_with(
+            std::path::Path::new("/tmp/unused.db"),
+            "",
+            &google(&sandbox.url(), ""),
+        ),
+        std::path::Path::new("/tmp/tracklayer.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let dest = &setup.destinations[0];
+    let table = tracklayer::pipeline::MappingTable::default();
+    let subjects: Vec<tracklayer::destinations::Subject> = (0..2000)
+        .map(|i| {
+            let mut message = purchase(&format!("b-{i}"), &format!("ORD-B{i}"), "u", 10.0);
+            if i == 1234 {
+                message["properties"]["gclid"] = json!("not a gclid!");
+            }
+            let valid = tracklayer::segment::validate_message(
+                message.to_string().as_bytes(),
+                None,
+                &Default::default(),
+            )
+            .unwrap();
+            let tracklayer::pipeline::Draft::Mapped(event, row) = tracklayer::pipeline::draft(
+                &valid,
+                "production",
+                &table,
+                chrono::Utc::now().timestamp_millis(),
+            ) else {
+                panic!("mapped")
+            };
+            tracklayer::destinations::Subject::Event {
+                event: std::sync::Arc::new(*event),
+                destination_event: row.destination_name("google", "google_ads").to_string(),
+                consent_source: "event".into(),
+            }
+        })
+        .collect();
+    let built = tracklayer::destinations::build(dest, &subjects, 0);
+    assert_eq!(built.included.len(), 2000, "one request carries 2,000");
+    let client = tracklayer::delivery::http_client();
+    let (answer, _) =
+        tracklayer::delivery::sender::send(&client, dest, built.request.as_ref().unwrap(), 2000, 0)
+            .await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let outcomes = tracklayer::destinations::classify(dest, 2000, &answer);
+    use tracklayer::destinations::Outcome;
+    assert!(
+        matches!(&outcomes[1234], Outcome::Permanent { reason } if reason.contains("events[1234].ad_identifiers.gclid")),
+        "{:?}",
+        outcomes[1234]
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Resend { .. }))
+            .count(),
+        1999
+    );
+    let rest: Vec<_> = subjects
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1234)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let again = tracklayer::destinations::build(dest, &rest, 0);
+    let (answer, _) =
+        tracklayer::delivery::sender::send(&client, dest, again.request.as_ref().unwrap(), 1999, 0)
+            .await;
+    assert_eq!(answer.unwrap().status, 200);
+    assert_eq!(sandbox.state.google_conversions().len(), 1999);
+
+    // Then through TrackLayer: a Segment batch of 40 with one bad click id.
+    let sandbox = self::sandbox().await;
+    let server = TestServer::start_with_toml(&google(&sandbox.url(), "")).await;
+    let batch: Vec<Value> = (0..40)
+        .map(|i| {
+            let mut m = purchase(&format!("e-{i}"), &format!("ORD-E{i}"), "w", 5.0);
+            if i == 17 {
+                m["properties"]["gclid"] = json!("%%%");
+            }
+            m
+        })
+        .collect();
+    post(&server, &Value::Array(batch)).await;
+    for i in 0..40 {
+        let deliveries = wait_for(&server, &format!("e-{i}"), settled(1)).await;
+        let google = of(&deliveries, "google");
+        if i == 17 {
+            assert_eq!(google.status, "dead", "{google:#?}");
+            assert!(
+                google
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("ad_identifiers.gclid"),
+                "{google:#?}"
+            );
+        } else {
+            assert_eq!(google.status, "delivered", "{google:#?}");
+        }
+    }
+    assert!(sandbox
+        .state
+        .received(Platform::Google)
+        .iter()
+        .any(|r| r.status == 400));
+    assert_eq!(sandbox.state.google_conversions().len(), 39);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_not_allowlisted_is_dead_once_with_the_switch_to_make() {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .set_sticky(Platform::Google, Some(Fault::NotAllowlisted));
+    let legacy = google(
+        &sandbox.url(),
+        "api = \"google_ads_api\"\ndeveloper_token = \"DEV_NEW_ADOPTER\"",
+    );
+    let server = TestServer::start_with_toml(&legacy).await;
+    let batch: Vec<Value> = (0..3)
+        .map(|i| purchase(&format!("na-{i}"), &format!("ORD-NA{i}"), "n", 1.0))
+        .collect();
+    post(&server, &Value::Array(batch)).await;
+    for i in 0..3 {
+        let deliveries = wait_for(&server, &format!("na-{i}"), settled(1)).await;
+        let google = of(&deliveries, "google");
+        assert_eq!((google.status.as_str(), google.attempts), ("dead", 1));
+        let why = google.last_error.as_deref().unwrap();
+        assert!(
+            why.contains("CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE")
+                && why.contains("Data Manager API")
+                && why.contains("datamanager"),
+            "{why}"
+        );
+    }
+    // Dead once: no retries and no resending each alone.
+    let requests = sandbox.state.received(Platform::Google);
+    assert!(requests.len() <= 3, "{} requests", requests.len());
+    assert!(requests
+        .iter()
+        .all(|r| r.path.ends_with(":uploadClickConversions")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ga4_gets_its_recommended_events_and_parameters() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&ga4(&sandbox.url(), "")).await;
+    let calls = [
+        (
+            "Product Viewed",
+            "view_item",
+            json!({"product_id": "SKU-1", "name": "Sock", "price": 9.5}),
+        ),
+        (
+            "Product Added",
+            "add_to_cart",
+            json!({"product_id": "SKU-1", "name": "Sock", "price": 9.5, "quantity": 2}),
+        ),
+        (
+            "Checkout Started",
+            "begin_checkout",
+            json!({"order_id": "ORD-G4", "value": 19.0, "currency": "EUR"}),
+        ),
+        (
+            "Order Completed",
+            "purchase",
+            json!({"order_id": "ORD-G4", "revenue": 19.0, "currency": "EUR", "products": [{"product_id": "SKU-1", "name": "Sock", "price": 9.5, "quantity": 2}]}),
+        ),
+        (
+            "Lead Submitted",
+            "generate_lead",
+            json!({"value": 50, "currency": "EUR"}),
+        ),
+        ("Signed Up", "sign_up", json!({})),
+        (
+            "Products Searched",
+            "search",
+            json!({"query": "wool socks"}),
+        ),
+        (
+            "Order Refunded",
+            "refund",
+            json!({"order_id": "ORD-G4", "revenue": 19.0, "currency": "EUR"}),
+        ),
+    ];
+    for (i, (event, _, properties)) in calls.iter().enumerate() {
+        post(
+            &server,
+            &track(&format!("g4-{i}"), event, "ga", properties.clone()),
+        )
+        .await;
+        wait_for(&server, &format!("g4-{i}"), settled(1)).await;
+    }
+    let received = sandbox.state.received(Platform::Ga4);
+    assert_eq!(received.len(), calls.len());
+    for (request, (_, name, _)) in received.iter().zip(&calls) {
+        assert_eq!(request.path, "/mp/collect");
+        assert_eq!(
+            request.refusal, None,
+            "GA4 would have dropped it: {request:#?}"
+        );
+        assert_eq!(request.body["client_id"], "anon-ga");
+        assert_eq!(request.body["user_id"], "ga");
+        let event = &request.body["events"][0];
+        assert_eq!(event["name"], *name);
+        assert!(event["params"]["session_id"].is_string());
+        assert_eq!(event["params"]["engagement_time_msec"], 1);
+        assert!(event["timestamp_micros"].as_i64().unwrap() > 1_700_000_000_000_000);
+        assert_eq!(
+            request.body["consent"],
+            json!({"ad_user_data": "GRANTED", "ad_personalization": "GRANTED"})
+        );
+    }
+    let purchase = &received[3].body["events"][0]["params"];
+    assert_eq!(purchase["transaction_id"], "ORD-G4");
+    assert_eq!(purchase["value"], json!(19.0));
+    assert_eq!(purchase["currency"], "EUR");
+    assert_eq!(
+        purchase["items"],
+        json!([{"item_id": "SKU-1", "item_name": "Sock", "price": 9.5, "quantity": 2}])
+    );
+    assert_eq!(
+        received[6].body["events"][0]["params"]["search_term"],
+        "wool socks"
+    );
+    assert_eq!(
+        received[7].body["events"][0]["params"]["transaction_id"],
+        "ORD-G4"
+    );
+    // The secret goes in the query, and never into what TrackLayer keeps.
+    let trace = server.trace("g4-3").await.unwrap();
+    let url = trace.deliveries[0].history[0]
+        .request
+        .clone()
+        .unwrap()
+        .url
+        .unwrap();
+    assert!(
+        url.contains("api_secret=REDACTED") && !url.contains("ga4-api-secret-value"),
+        "{url}"
+    );
+
+    // No client id (a server-side call with a userId only): dead with GA4's reason, not sent.
+    let mut known_only = track("g4-x", "Signed Up", "ga", json!({}));
+    known_only.as_object_mut().unwrap().remove("anonymousId");
+    post(&server, &known_only).await;
+    let deliveries = wait_for(&server, "g4-x", settled(1)).await;
+    let ga4 = of(&deliveries, "ga4");
+    assert_eq!(ga4.status, "dead");
+    assert!(
+        ga4.last_error.as_deref().unwrap().contains("no client_id"),
+        "{ga4:#?}"
+    );
+    assert_eq!(sandbox.state.received(Platform::Ga4).len(), calls.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ga4_past_its_72_hour_window_is_dead_with_that_reason() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&ga4(&sandbox.url(), "")).await;
+    let mut old = track("g4-old", "Signed Up", "old", json!({}));
+    old["timestamp"] = json!((chrono::Utc::now() - chrono::Duration::hours(80))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    post(&server, &old).await;
+    let deliveries = wait_for(&server, "g4-old", settled(1)).await;
+    let ga4 = of(&deliveries, "ga4");
+    assert_eq!((ga4.status.as_str(), ga4.attempts), ("dead", 1));
+    assert!(
+        ga4.last_error
+            .as_deref()
+            .unwrap()
+            .contains("ga4 accepts events up to 3 days old"),
+        "{ga4:#?}"
+    );
+    assert!(sandbox.state.received(Platform::Ga4).is_empty());
+    server.stop().await;
+}
+
+/// A refund goes where the platform can adjust, and nowhere it would add a conversion.
+async fn a_refund_per_platform(store: Store) {
+    let sandbox = sandbox().await;
+    sandbox.state.webhook_key(
+        "orders",
+        tracklayer::destinations::webhook::decode_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+            .unwrap(),
+    );
+    let url = sandbox.url();
+    let config = format!(
+        r#"{google}{ga4}
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+retry_schedule = [1]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+
+[[destinations]]
+name = "tiktok"
+kind = "tiktok"
+endpoint = "{url}"
+retry_schedule = [1]
+pixel_code = "CABCDEF1234567890XYZ"
+access_token = "TT_TEST"
+
+[[destinations]]
+name = "klaviyo"
+kind = "klaviyo"
+endpoint = "{url}"
+retry_schedule = [1]
+api_key = "pk_TEST_0123456789"
+
+[[destinations]]
+name = "orders"
+kind = "webhook"
+retry_schedule = [1]
+url = "{url}/webhooks/orders"
+secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+[[destinations]]
+name = "warehouse"
+kind = "warehouse"
+retry_schedule = [1]
+path = "warehouse.db"
+"#,
+        google = google(&url, ""),
+        ga4 = ga4(&url, ""),
+    );
+    let server = TestServer::start_for(store, &config).await;
+    post(&server, &purchase("rf-buy", "ORD-RF", "rita", 100.0)).await;
+    wait_for(&server, "rf-buy", settled(7)).await;
+    let refund = track(
+        "rf-back",
+        "Order Refunded",
+        "rita",
+        json!({"order_id": "ORD-RF", "revenue": 30.0, "currency": "EUR"}),
+    );
+    post(&server, &refund).await;
+    // Meta and TikTok get no delivery at all: the route says why.
+    let deliveries = wait_for(&server, "rf-back", settled(5)).await;
+    for d in &deliveries {
+        assert_eq!(d.status, "delivered", "{d:#?}");
+    }
+    let trace = server.trace("rf-back").await.unwrap();
+    let routes = &trace.events[0].routes;
+    for platform in ["meta", "tiktok"] {
+        let route = routes.iter().find(|r| r.destination == platform).unwrap();
+        assert_eq!(route.verdict, "unsupported", "{route:?}");
+        assert!(route.reason.contains("takes no refunds"), "{route:?}");
+    }
+    // Google: the purchase's conversion restated to what is left, matched on its order.
+    let conversions = sandbox.state.google_conversions();
+    let order = &conversions[&("555000111".to_string(), "ORD-RF".to_string())];
+    assert_eq!(order.value, Some(100.0));
+    assert_eq!(order.restatements, vec![70.0]);
+    let restated = sandbox
+        .state
+        .received(Platform::Google)
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(restated.body["events"][0]["transactionId"], "ORD-RF");
+    assert!(restated.body["events"][0]["lastUpdatedTimestamp"].is_string());
+    // GA4: its refund event; Klaviyo: its own metric; the webhook and warehouse: the canonical.
+    let ga4 = sandbox.state.received(Platform::Ga4);
+    let ga4_refund = &ga4.last().unwrap().body["events"][0];
+    assert_eq!(ga4_refund["name"], "refund");
+    assert_eq!(ga4_refund["params"]["transaction_id"], "ORD-RF");
+    let klaviyo = sandbox.state.received(Platform::Klaviyo);
+    assert_eq!(
+        klaviyo.last().unwrap().body["data"]["attributes"]["metric"]["data"]["attributes"]["name"],
+        "Refunded Order"
+    );
+    let webhook = sandbox.state.received(Platform::Webhook);
+    let envelope = &webhook.last().unwrap().body;
+    assert_eq!(envelope["type"], "tracklayer.event");
+    assert_eq!(envelope["event"]["name"], "refund");
+    assert_eq!(envelope["event"]["refunds"]["order_id"], "ORD-RF");
+    let rows =
+        tracklayer::store::warehouse::read_rows(&server.db.parent().unwrap().join("warehouse.db"))
+            .unwrap();
+    assert_eq!(rows.iter().filter(|r| r.1 == "refund").count(), 1);
+    // Nothing reached Meta or TikTok after the purchase.
+    assert_eq!(sandbox.state.received(Platform::Meta).len(), 1);
+    assert_eq!(sandbox.state.received(Platform::Tiktok).len(), 1);
+
+    // A refund for an order never recorded: Google would count it as a new conversion.
+    post(
+        &server,
+        &track(
+            "rf-ghost",
+            "Order Refunded",
+            "rita",
+            json!({"order_id": "ORD-NEVER", "revenue": 5.0, "currency": "EUR"}),
+        ),
+    )
+    .await;
+    let deliveries = wait_for(&server, "rf-ghost", settled(5)).await;
+    let google = of(&deliveries, "google");
+    assert_eq!(google.status, "dead");
+    assert!(
+        google
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no purchase with order_id ORD-NEVER"),
+        "{google:#?}"
+    );
+    server.stop().await;
+}
+
+on_both_stores!(a_refund_per_platform);
+
+/// A receiver whose every answer is `status` with `headers` and a streamed body of `body_bytes`.
+async fn receiver(
+    answers: Vec<(u16, Vec<(&'static str, String)>, usize)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
+    use axum::body::Body;
+    use axum::response::Response;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(answers));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let answers = answers.clone();
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(Instant::now());
+                let (status, headers, size) = {
+                    let mut a = answers.lock().unwrap();
+                    if a.len() > 1 {
+                        a.remove(0)
+                    } else {
+                        a[0].clone()
+                    }
+                };
+                // Streamed in 64 KiB chunks: the receiver never holds the whole answer either.
+                let mut response = Response::builder().status(status);
+                for (k, v) in headers {
+                    response = response.header(k, v);
+                }
+                response.body(Body::new(Chunks::of(size))).unwrap()
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// A body of `left` bytes of `x`, made 64 KiB at a time as it is read.
+struct Chunks {
+    chunk: bytes::Bytes,
+    left: usize,
+}
+
+impl Chunks {
+    fn of(size: usize) -> Chunks {
+        Chunks {
+            chunk: bytes::Bytes::from(vec![b'x'; 64 * 1024]),
+            left: size,
+        }
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        let data = self.chunk.slice(..n);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+fn webhook(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "hook"
+kind = "webhook"
+retry_schedule = [1, 1, 1]
+url = "{url}"
+secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+{extra}
+"#
+    )
+}
+
+fn peak_resident_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_answer_is_read_within_bounds() {
+    let (url, seen) = receiver(vec![(200, vec![], 200 * 1024 * 1024)]).await;
+    let server = TestServer::start_with_toml(&webhook(&url, "")).await;
+    let before = peak_resident_kb();
+    post(&server, &purchase("big-1", "ORD-BIG", "b", 1.0)).await;
+    let deliveries = wait_for(&server, "big-1", settled(1)).await;
+    let after = peak_resident_kb();
+    let hook = of(&deliveries, "hook");
+    assert_eq!((hook.status.as_str(), hook.attempts), ("delivered", 1));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let kept = hook.history[0]
+        .request
+        .clone()
+        .unwrap()
+        .response_body
+        .unwrap();
+    assert!(
+        kept.contains("answer cut: only its first 1048576 bytes were read"),
+        "{}",
+        &kept[kept.len().saturating_sub(200)..]
+    );
+    // Reading the whole answer would have cost 200 MB or more; the bound costs about 1 MiB.
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "peak resident memory grew by {} KB",
+        after - before
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_is_honoured() {
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(4));
+    let (url, seen) = receiver(vec![
+        (503, vec![("retry-after", later)], 10),
+        (200, vec![], 2),
+    ])
+    .await;
+    let server = TestServer::start_with_toml(&webhook(&url, "")).await;
+    post(&server, &purchase("ra-1", "ORD-RA", "r", 1.0)).await;
+    let deliveries = wait_for(&server, "ra-1", settled(1)).await;
+    let hook = of(&deliveries, "hook");
+    assert_eq!((hook.status.as_str(), hook.attempts), ("delivered", 2));
+    let seen = seen.lock().unwrap().clone();
+    let waited = seen[1] - seen[0];
+    // The date was 4 s ahead (whole seconds): honoured, not read as 60 s or as nothing.
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(10),
+        "waited {waited:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_klaviyo_queue_goes_as_bulk_jobs() {
+    let sandbox = sandbox().await;
+    let url = sandbox.url();
+    let config = format!(
+        r#"
+[[destinations]]
+name = "klaviyo"
+kind = "klaviyo"
+endpoint = "{url}"
+retry_schedule = [1]
+api_key = "pk_TEST_0123456789"
+"#
+    );
+    let server = TestServer::start_with_toml(&config).await;
+    let batch: Vec<Value> = (0..300)
+        .map(|i| {
+            purchase(
+                &format!("k-{i}"),
+                &format!("ORD-K{i}"),
+                &format!("k{i}"),
+                3.0,
+            )
+        })
+        .collect();
+    post(&server, &Value::Array(batch)).await;
+    for i in 0..300 {
+        let deliveries = wait_for(&server, &format!("k-{i}"), settled(1)).await;
+        assert_eq!(of(&deliveries, "klaviyo").status, "delivered");
+    }
+    let received = sandbox.state.received(Platform::Klaviyo);
+    assert!(received.iter().all(|r| r.refusal.is_none()));
+    let bulk: usize = received
+        .iter()
+        .filter(|r| r.path == "/api/event-bulk-create-jobs")
+        .map(|r| {
+            r.body["data"]["attributes"]["events-bulk-create"]["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(
+        bulk >= 200,
+        "most of a 300-deep queue goes in bulk jobs, not one request each ({bulk} did)"
+    );
+    assert_eq!(sandbox.state.accepted(Platform::Klaviyo).1, 300);
+    server.stop().await;
+}
