@@ -631,9 +631,13 @@ path = "warehouse.db"
 
 on_both_stores!(a_refund_per_platform);
 
-/// A receiver whose every answer is `status` with `headers` and a streamed body of `body_bytes`.
+/// One answer of a receiver: status, headers, and how many bytes of body.
+type Answer = (u16, Vec<(&'static str, String)>, usize);
+
+/// A receiver answering each request with the next of `answers` (the last one repeats), its
+/// body streamed.
 async fn receiver(
-    answers: Vec<(u16, Vec<(&'static str, String)>, usize)>,
+    answers: Vec<Answer>,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
     use axum::body::Body;
     use axum::response::Response;
@@ -687,6 +691,8 @@ impl Chunks {
     }
 }
 
+type Frame = Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>;
+
 impl hyper::body::Body for Chunks {
     type Data = bytes::Bytes;
     type Error = std::io::Error;
@@ -694,7 +700,7 @@ impl hyper::body::Body for Chunks {
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+    ) -> std::task::Poll<Frame> {
         if self.left == 0 {
             return std::task::Poll::Ready(None);
         }

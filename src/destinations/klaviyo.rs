@@ -139,7 +139,9 @@ fn event_properties(
 }
 
 /// An event's profile (what Klaviyo finds or creates it by) and its own attributes.
-fn event_parts(item: &Subject) -> Result<(Map<String, Value>, Map<String, Value>), String> {
+type EventParts = (Map<String, Value>, Map<String, Value>);
+
+fn event_parts(item: &Subject) -> Result<EventParts, String> {
     let Subject::Event {
         event,
         destination_event,
@@ -320,16 +322,13 @@ fn profile_body(snapshot: &super::ProfileSnapshot) -> Result<Value, String> {
 /// A bulk create-events job, one entry per event (its profile, then the event), so an error's
 /// pointer (`…/events-bulk-create/data/{n}/…`) names the event. Profiles and events past
 /// `limit` wait for a later request.
-fn bulk_job(
-    items: &[Subject],
-    limit: usize,
-) -> (Option<Value>, Vec<usize>, Vec<(usize, String)>, Vec<usize>) {
-    let (mut data, mut included, mut rejected, mut deferred) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+fn bulk_job(items: &[Subject], limit: usize) -> (Option<Value>, Built) {
+    let mut data = Vec::new();
+    let mut built = Built::default();
     for (i, item) in items.iter().enumerate() {
         if !matches!(item, Subject::Event { .. }) || data.len() >= limit {
             // Profiles go through profile-import, one a request.
-            deferred.push(i);
+            built.deferred.push(i);
             continue;
         }
         match event_parts(item) {
@@ -338,18 +337,18 @@ fn bulk_job(
                     "profile": {"data": {"type": "profile", "attributes": profile}},
                     "events": {"data": [{"type": "event", "attributes": attributes}]},
                 }}));
-                included.push(i);
+                built.included.push(i);
             }
-            Err(reason) => rejected.push((i, reason)),
+            Err(reason) => built.rejected.push((i, reason)),
         }
     }
     if data.is_empty() {
-        return (None, included, rejected, deferred);
+        return (None, built);
     }
     let body = json!({"data": {"type": "event-bulk-create-job", "attributes": {
         "events-bulk-create": {"data": data}
     }}});
-    (Some(body), included, rejected, deferred)
+    (Some(body), built)
 }
 
 /// The bulk entry an error pointer names.
@@ -365,7 +364,7 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
     };
     // More than one item means the worker found a deep queue (Destination::items_per_request).
     if items.len() > 1 && matches!(item, Subject::Event { .. }) {
-        let (body, included, rejected, deferred) = bulk_job(items, dest.batch_size);
+        let (body, built) = bulk_job(items, dest.batch_size);
         return Built {
             request: body.map(|body| {
                 HttpRequest::json(
@@ -374,9 +373,7 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
                     &body,
                 )
             }),
-            included,
-            rejected,
-            deferred,
+            ..built
         };
     }
     let (path, body) = match item {
