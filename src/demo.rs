@@ -68,10 +68,19 @@ environments = ["production"]
 consent = ["Advertising"]
 retry_schedule = [1, 2, 4]
 customer_id = "1234567890"
-conversion_actions = {{ purchase = "555000111" }}
-developer_token = "DEV_DEMO"
+conversion_actions = {{ purchase = "555000111", lead = "555000222" }}
 access_token = "ya29.DEMO"
 validate_only = true
+
+[[destinations]]
+name = "ga4"
+kind = "ga4"
+endpoint = "{sandbox}"
+environments = ["production"]
+consent = ["Analytics"]
+retry_schedule = [1, 2, 4]
+measurement_id = "G-DEMO12345"
+api_secret = "ga4_demo_secret"
 
 [[destinations]]
 name = "klaviyo"

@@ -573,9 +573,10 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
     // 7. consent per destination
     let routes = event.map(|e| e.routes.clone()).unwrap_or_default();
     if event.is_some() {
+        // Left out on purpose (no test mode; the platform takes no such event) is no warning.
         let blocked = routes
             .iter()
-            .any(|r| r.verdict != "ready" && r.verdict != "skipped_test");
+            .any(|r| !["ready", "skipped_test", "unsupported"].contains(&r.verdict.as_str()));
         let detail = routes
             .iter()
             .map(|r| format!("{}: {} — {}", r.destination, r.verdict, r.reason))

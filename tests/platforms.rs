@@ -837,3 +837,77 @@ api_key = "pk_TEST_0123456789"
     assert_eq!(sandbox.state.accepted(Platform::Klaviyo).1, 300);
     server.stop().await;
 }
+
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tracklayer.toml");
+    std::fs::write(
+        &path,
+        config_text_with(&dir.path().join("t.db"), "", config),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_names_each_google_and_ga4_mistake_with_its_fix_and_says_which_path_is_used() {
+    let url = "http://127.0.0.1:9";
+    let (ok, text) = check(&format!(
+        "{}{}",
+        google(url, ""),
+        ga4(url, "validate_only = true")
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("google: Google Ads through the Data Manager API (POST /v1/events:ingest, operatingAccount 1234567890, 2 conversion action(s))"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "ga4: GA4 Measurement Protocol (/debug/mp/collect, validation only for G-TEST12345)"
+        ),
+        "{text}"
+    );
+    let (ok, text) = check(&google(
+        url,
+        "api = \"google_ads_api\"\ndeveloper_token = \"DEV\"",
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("google: Google Ads API uploadClickConversions"),
+        "{text}"
+    );
+
+    let (ok, text) = check(&format!(
+        "{}{}{}",
+        google(url, "api = \"google_ads_api\"").replace("name = \"google\"", "name = \"legacy\""),
+        google(url, "api = \"adwords\""),
+        ga4(url, "").replace("api_secret = \"ga4-api-secret-value\"\n", ""),
+    ));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("destinations[0].developer_token: is required with api = \"google_ads_api\"")
+            && text.contains("leave `api` out to use the Data Manager API"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[1].api: `adwords` is not a Google API TrackLayer speaks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destinations[2].api_secret: is required")
+            && text.contains("Measurement Protocol API secrets"),
+        "{text}"
+    );
+}

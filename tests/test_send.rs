@@ -30,7 +30,14 @@ retry_schedule = [1]
 customer_id = "1234567890"
 conversion_actions = {{ purchase = "555000111" }}
 access_token = "ya29.TEST"
-validate_only = true
+
+[[destinations]]
+name = "ga4"
+kind = "ga4"
+endpoint = "{url}"
+retry_schedule = [1]
+measurement_id = "G-TEST12345"
+api_secret = "ga4-secret-value"
 
 [[destinations]]
 name = "tiktok"
@@ -209,10 +216,60 @@ async fn the_scripted_test_send_passes_stage_by_stage() {
     assert!(meta
         .iter()
         .all(|r| r.body["test_event_code"] == "TEST12345"));
+    // Google and GA4 validate a test send whatever their settings: nothing is recorded there.
     let google = sandbox.state.received(Platform::Google);
     assert_eq!(google.len(), 1);
+    assert_eq!(google[0].path, "/v1/events:ingest");
     assert_eq!(google[0].body["validateOnly"], true);
+    assert!(sandbox.state.google_conversions().is_empty());
+    let ga4 = sandbox.state.received(Platform::Ga4);
+    assert!(!ga4.is_empty());
+    assert!(
+        ga4.iter().all(|r| r.path == "/debug/mp/collect"),
+        "{ga4:#?}"
+    );
+    assert!(
+        reply
+            .iter()
+            .any(|r| r.starts_with("ga4: delivered HTTP 200")),
+        "{reply:?}"
+    );
     assert!(sandbox.state.received(Platform::Klaviyo).is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ga4_validation_messages_show_in_the_test_send() {
+    let (server, sandbox, modes) = setup().await;
+    let steps = testsend::scenario(&TestUser::default(), "runga4", &[], &modes.skip);
+    let mut order = steps[3].message.clone();
+    // A product with neither id nor name: GA4's debug endpoint says the item is unusable.
+    order["properties"]["products"] = serde_json::json!([{"price": 12.5, "quantity": 1}]);
+    let stages = walk(&server, PRODUCTION_SECRET, &order, &modes).await;
+    let reply = stage(&stages, "reply");
+    assert_eq!(reply.verdict, Verdict::Fail, "{reply:#?}");
+    let ga4 = reply
+        .detail
+        .iter()
+        .find(|r| r.starts_with("ga4: dead"))
+        .unwrap_or_else(|| panic!("{reply:#?}"));
+    assert!(
+        ga4.contains("GA4 validation: events[0].params.items[0]: An item needs item_id or item_name. (ITEM_AT_LEAST_ONE_OF)"),
+        "{ga4}"
+    );
+    assert!(
+        reply
+            .fix
+            .as_deref()
+            .unwrap_or("")
+            .contains("GA4 validation"),
+        "{reply:#?}"
+    );
+    assert!(sandbox
+        .state
+        .received(Platform::Ga4)
+        .iter()
+        .all(|r| r.path == "/debug/mp/collect"));
     server.stop().await;
 }
 

@@ -23,6 +23,9 @@ struct Report {
     problems: Vec<Problem>,
     environments: Vec<String>,
     destinations: Vec<String>,
+    /// How each destination with more than one way in sends ("google: Google Ads through the
+    /// Data Manager API …").
+    paths: Vec<String>,
     database: Option<String>,
     /// PostgreSQL: the schema version the server holds, and the one this build applies.
     schema: Option<Schema>,
@@ -86,6 +89,9 @@ pub fn check(config: Option<&Path>, json: bool) -> Result<ExitCode> {
             }
             line.push(')');
             output::result(line)?;
+            for path in &report.paths {
+                output::result(format!("  {path}"))?;
+            }
         } else {
             output::status(paint(
                 BAD,
@@ -127,6 +133,11 @@ fn check_file(path: &Path) -> Report {
     };
     let config = &setup.config;
     summary(config, &mut report);
+    report.paths = setup
+        .destinations
+        .iter()
+        .filter_map(|d| d.describe_path().map(|path| format!("{}: {path}", d.name)))
+        .collect();
     report.ok = true;
     if let Some(url) = &config.storage.url {
         match store::postgres::probe(url.expose()) {

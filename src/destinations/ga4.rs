@@ -263,6 +263,9 @@ pub fn build(dest: &Destination, settings: &Ga4Settings, items: &[Subject]) -> B
     let mut built = Built::default();
     let mut events: Vec<Value> = Vec::new();
     let mut request_owner: Option<(String, Option<String>)> = None;
+    // A controlled test's events go to the debug endpoint, live ones to the live one: never
+    // both in one request.
+    let mut test_request: Option<bool> = None;
     let mut first: Option<&CanonicalEvent> = None;
     let mut size = 0usize;
     for (i, item) in items.iter().enumerate() {
@@ -273,7 +276,11 @@ pub fn build(dest: &Destination, settings: &Ga4Settings, items: &[Subject]) -> B
                 continue;
             }
         };
-        if request_owner.as_ref().is_some_and(|o| o != &who) || events.len() >= MAX_EVENTS {
+        let is_test = matches!(item, Subject::Event { event, .. } if event.test_send);
+        if request_owner.as_ref().is_some_and(|o| o != &who)
+            || test_request.is_some_and(|t| t != is_test)
+            || events.len() >= MAX_EVENTS
+        {
             built.deferred.push(i);
             continue;
         }
@@ -290,6 +297,7 @@ pub fn build(dest: &Destination, settings: &Ga4Settings, items: &[Subject]) -> B
                     first.get_or_insert(event);
                 }
                 request_owner.get_or_insert(who);
+                test_request.get_or_insert(is_test);
                 events.push(event);
                 built.included.push(i);
             }
@@ -309,7 +317,7 @@ pub fn build(dest: &Destination, settings: &Ga4Settings, items: &[Subject]) -> B
         body.insert("consent".into(), c);
     }
     body.insert("events".into(), Value::Array(events));
-    let path = if settings.validate_only {
+    let path = if settings.validate_only || test_request == Some(true) {
         "/debug/mp/collect"
     } else {
         "/mp/collect"
@@ -338,22 +346,27 @@ pub fn classify(settings: &Ga4Settings, count: usize, response: &HttpResponse) -
     if !(200..300).contains(&response.status) {
         return vec![classify_status(response, "GA4"); count];
     }
-    if !settings.validate_only {
-        return vec![
-            Outcome::Delivered {
-                note: Some("accepted (GA4 answers 2xx to any hit; the test mode validates)".into())
-            };
-            count
-        ];
-    }
-    let messages: Vec<Value> = serde_json::from_str::<Value>(&response.body)
+    // Only the debug endpoint answers with validationMessages (the live one: 204, no body).
+    let debug = serde_json::from_str::<Value>(&response.body)
         .ok()
         .and_then(|v| {
             v.get("validationMessages")
                 .and_then(Value::as_array)
                 .cloned()
-        })
-        .unwrap_or_default();
+        });
+    let Some(messages) = debug else {
+        let note = if settings.validate_only {
+            "2xx without validationMessages: is `endpoint` GA4's?"
+        } else {
+            "accepted (GA4 answers 2xx to any hit; a test send validates through /debug/mp/collect)"
+        };
+        return vec![
+            Outcome::Delivered {
+                note: Some(note.into())
+            };
+            count
+        ];
+    };
     let mut named: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut general = Vec::new();
     for m in &messages {

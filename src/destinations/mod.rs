@@ -96,14 +96,19 @@ impl WarehouseTarget {
 }
 
 impl Destination {
-    /// Whether requests go out in the platform's test mode (Meta/TikTok test_event_code,
-    /// Google validateOnly); None when the platform has no test mode.
+    /// Whether a controlled test reaches this destination in the platform's test mode
+    /// (Meta/TikTok test_event_code, Google validateOnly, GA4's debug endpoint); None when the
+    /// platform has no test mode. The Data Manager API and GA4 validate test events whatever the
+    /// destination's own setting, so a test never records a conversion there.
     pub fn test_mode(&self) -> Option<bool> {
         match &self.settings {
             Settings::Meta(s) => Some(s.test_event_code.is_some()),
             Settings::Tiktok(s) => Some(s.test_event_code.is_some()),
-            Settings::GoogleAds(s) => Some(s.validate_only),
-            Settings::Ga4(s) => Some(s.validate_only),
+            Settings::GoogleAds(s) => Some(match s.api {
+                google::GoogleApi::DataManager => true,
+                google::GoogleApi::AdsApi(_) => s.validate_only,
+            }),
+            Settings::Ga4(_) => Some(true),
             _ => None,
         }
     }
@@ -385,6 +390,7 @@ pub(crate) mod fixture {
             missing_required: Vec::new(),
             problems: Vec::new(),
             skip_destinations: Vec::new(),
+            test_send: false,
             consent: None,
             refunds: None,
         }

@@ -112,6 +112,11 @@ pub struct CanonicalEvent {
     /// consent signals (Google's adUserData / adPersonalization, GA4) read it per category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<BTreeMap<String, bool>>,
+    /// Sent by a controlled test (`context.tracklayer.test`): platforms with a validation
+    /// endpoint (GA4's debug endpoint, Google's validateOnly) check it there instead of
+    /// recording it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_send: bool,
     /// For a refund: the order it refunds, as TrackLayer recorded it. Filled in by the stateful
     /// stage; platforms that adjust a conversion (Google) need the original value and time.
     #[serde(default, skip_serializing_if = "Option::is_none")]

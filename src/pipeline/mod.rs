@@ -119,21 +119,31 @@ pub fn draft(
         missing_required: t.missing_required,
         problems: t.problems,
         skip_destinations: test_skips(&message.body),
+        test_send: is_test_send(&message.body),
         consent: consent::event_consent(&message.body).map(consent::categories),
         refunds: None,
     };
     Draft::Mapped(Box::new(event), Box::new(row.clone()))
 }
 
+/// Whether a message comes from a controlled test send (`context.tracklayer.test = true`).
+pub fn is_test_send(body: &Map<String, Value>) -> bool {
+    body.get("context")
+        .and_then(|c| c.get("tracklayer"))
+        .and_then(|tl| tl.get("test"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
 /// Destinations a controlled test send (`context.tracklayer: {test: true, skip: [...]}`) asks
 /// to leave out, because they have no test mode and would receive a live event.
 pub fn test_skips(body: &Map<String, Value>) -> Vec<String> {
+    if !is_test_send(body) {
+        return Vec::new();
+    }
     let Some(tl) = body.get("context").and_then(|c| c.get("tracklayer")) else {
         return Vec::new();
     };
-    if tl.get("test").and_then(Value::as_bool) != Some(true) {
-        return Vec::new();
-    }
     tl.get("skip")
         .and_then(Value::as_array)
         .map(|a| {

@@ -121,8 +121,14 @@ pub async fn ingest(
     };
     match verdict {
         Ok(()) => {
+            // Validated only: nothing was ingested, so there is no request to ask about.
+            let reply = if parsed.get("validateOnly") == Some(&Value::Bool(true)) {
+                json!({})
+            } else {
+                json!({"requestId": format!("sandbox-{}", now)})
+            };
             state.record(Platform::Google, path, &headers, parsed, 200, None);
-            json_response(200, json!({"requestId": format!("sandbox-{}", now)}))
+            json_response(200, reply)
         }
         Err(violations) => {
             let refusal = violations

@@ -181,8 +181,11 @@ fn ingest_event(
 pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -> Built {
     let mut built = Built::default();
     let mut events: Vec<(String, Value)> = Vec::new();
+    // A controlled test's events are validated only (never recorded): not mixed with live ones.
+    let mut test_request: Option<bool> = None;
     for (i, item) in items.iter().enumerate() {
-        if events.len() >= MAX_EVENTS {
+        let is_test = matches!(item, Subject::Event { event, .. } if event.test_send);
+        if events.len() >= MAX_EVENTS || test_request.is_some_and(|t| t != is_test) {
             built.deferred.push(i);
             continue;
         }
@@ -199,6 +202,7 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
                     continue;
                 }
                 events.push((action, row));
+                test_request.get_or_insert(is_test);
                 built.included.push(i);
             }
             Err(reason) => built.rejected.push((i, reason)),
@@ -249,7 +253,7 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
     let mut body = json!({
         "destinations": destinations,
         "events": events,
-        "validateOnly": settings.validate_only,
+        "validateOnly": settings.validate_only || test_request == Some(true),
     });
     if has_user_data {
         body["encoding"] = json!("HEX");
@@ -299,13 +303,14 @@ pub fn classify(settings: &GoogleSettings, count: usize, response: &HttpResponse
             .as_ref()
             .and_then(|v| v.get("requestId"))
             .and_then(Value::as_str);
-        let note = match (settings.validate_only, request_id) {
-            (true, _) => {
+        // A request that was only validated (the test mode, or a controlled test's events)
+        // ingested nothing, so it has no requestId to ask about.
+        let note = match request_id {
+            Some(id) => format!("requestId {id}"),
+            None => {
                 "validated only (validateOnly): Google checked the request and recorded nothing"
                     .to_string()
             }
-            (false, Some(id)) => format!("requestId {id}"),
-            (false, None) => "accepted (no requestId in the answer)".to_string(),
         };
         return vec![Outcome::Delivered { note: Some(note) }; count];
     }
