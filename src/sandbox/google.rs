@@ -175,7 +175,7 @@ const CONSENT: [&str; 2] = ["CONSENT_GRANTED", "CONSENT_DENIED"];
 
 /// A gclid is URL-safe base64: anything else cannot be decoded by Google.
 fn decodable_click_id(value: &str) -> bool {
-    value.len() >= 10
+    !value.is_empty()
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
