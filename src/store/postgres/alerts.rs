@@ -18,7 +18,7 @@ pub(super) fn record(tx: &mut Db<'_, '_>, change: &AlertChange) -> PgResult<Aler
             )?
             .is_empty();
         let inserted = tx.execute(
-            "INSERT INTO alerts (rule, subject, state, started_at_ms, evidence, notified, node_id, notice)
+            "INSERT INTO alerts (rule, subject, state, started_at_ms, evidence, notified, node_id)
              VALUES ($1, $2, 'firing', $3, $4, $5, $6)
              ON CONFLICT (rule, subject) WHERE state = 'firing' DO NOTHING",
             &[
