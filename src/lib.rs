@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod sandbox;
 pub mod segment;
+pub mod stage;
 pub mod store;
 pub mod testsend;
 pub mod tui;

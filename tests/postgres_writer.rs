@@ -399,7 +399,7 @@ fn retention_replay_windows_and_requeue_work_against_the_fleet_database() {
         assert!(
             matches!(
                 again[0].pipeline,
-                Some(tracklayer::store::pipeline::PipelineOutcome::Replayed { .. })
+                Some(tracklayer::stage::PipelineOutcome::Replayed { .. })
             ),
             "{again:?}"
         );

@@ -22,7 +22,7 @@ use crate::pipeline::{self, consent, identity, MappingTable};
 use crate::segment::{
     split_body, validate_message, BodyError, MessageLimits, MessageType, SplitBody,
 };
-use crate::store::pipeline::{PipelineInput, PipelineOutcome};
+use crate::stage::{PipelineInput, PipelineOutcome};
 use crate::store::{
     IngestBatch, MessageOutcome, MessageRecord, ReplayGuard, RequestReceipt, WriteError,
 };

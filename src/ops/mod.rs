@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::pipeline::RouteVerdict;
+use crate::stage::PipelineOutcome;
 use crate::store::model::delivery::{AttemptOutcome, ItemResult};
-use crate::store::pipeline::PipelineOutcome;
 use crate::store::{MessageOutcome, StoredOutcome};
 
 pub use metrics::Metrics;

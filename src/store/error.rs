@@ -12,6 +12,9 @@ pub enum StoreError {
     PostgresSchema(#[from] PostgresError),
     #[error("{0}")]
     Unsupported(&'static str),
+    /// Other nodes kept taking the keys a group counted on.
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot start a storage thread: {source}")]
     Thread { source: std::io::Error },
     #[error("cannot create the folder for {path}: {source}")]

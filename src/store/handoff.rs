@@ -237,3 +237,74 @@ pub struct LeasedDelivery {
     pub solo: bool,
     pub subject: Subject,
 }
+
+/// How a new delivery starts: in flight to this node's worker (leased), or pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub status: &'static str,
+    pub lease_until_ms: Option<i64>,
+    pub attempts: i64,
+}
+
+impl Start {
+    pub fn of(reservation: Option<&Reservation>, now_ms: i64) -> Start {
+        match reservation {
+            Some(r) => Start {
+                status: "in_flight",
+                lease_until_ms: Some(now_ms + r.lease_ms),
+                attempts: 1,
+            },
+            None => Start {
+                status: "pending",
+                lease_until_ms: None,
+                attempts: 0,
+            },
+        }
+    }
+}
+
+impl HandOffPlan {
+    /// Room for each new delivery whose worker takes hand-offs now and whose destination the
+    /// fleet has not paused; the others are created pending (and their workers told).
+    pub fn reserve_for(
+        &mut self,
+        deliveries: &[crate::stage::rows::DeliveryInsert],
+        paused: &[String],
+    ) -> Vec<Option<Reservation>> {
+        deliveries
+            .iter()
+            .map(|d| {
+                if paused.contains(&d.destination) {
+                    None
+                } else {
+                    self.reserve(&d.destination)
+                }
+            })
+            .collect()
+    }
+
+    /// After the deliveries are inserted: the reserved ones go to their workers after the
+    /// commit.
+    pub fn hand_over_inserted(
+        &mut self,
+        deliveries: &[crate::stage::rows::DeliveryInsert],
+        reservations: Vec<Option<Reservation>>,
+    ) {
+        for (delivery, reservation) in deliveries.iter().zip(reservations) {
+            if let Some(reservation) = reservation {
+                self.hand_over(
+                    reservation,
+                    LeasedDelivery {
+                        id: delivery.id,
+                        event_id: delivery.event_id.clone(),
+                        attempt: 1,
+                        failures: 0,
+                        event_time_ms: delivery.event_time_ms,
+                        solo: false,
+                        subject: delivery.subject.clone(),
+                    },
+                );
+            }
+        }
+    }
+}

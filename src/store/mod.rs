@@ -6,6 +6,7 @@
 //! queue goes into the same transaction, so one commit acknowledges many requests. Readers open
 //! their own connections.
 
+pub(crate) mod apply;
 pub mod codec;
 pub mod dashboard;
 mod error;
@@ -13,11 +14,14 @@ pub(crate) mod filter_sql;
 pub mod handoff;
 pub mod model;
 pub mod postgres;
-pub(crate) mod records;
 pub mod sqlite;
 pub mod warehouse;
 pub(crate) mod writer;
 
+pub use crate::stage::{
+    IngestBatch, MessageOutcome, MessageRecord, PipelineInput, PipelineOutcome, RejectedRequest,
+    RejectionBatch, RejectionCount, ReplayGuard, RequestReceipt, StoredOutcome,
+};
 pub use dashboard::{DashboardReader, StoreLocation};
 pub use error::{now_ms, StoreError};
 pub use handoff::LeasedDelivery;
@@ -27,11 +31,7 @@ pub use model::trace::{
     StoredRejection, StoredRequest, StoredRoute, StoredUnmapped,
 };
 pub use model::views::QueueCounts;
-pub use model::{delivery, pipeline, trace, views};
-pub use records::{
-    IngestBatch, MessageOutcome, MessageRecord, RejectedRequest, RejectionBatch, RejectionCount,
-    ReplayGuard, RequestReceipt, StoredOutcome,
-};
+pub use model::{delivery, trace, views};
 pub use sqlite::reader::StoreReader;
 pub use sqlite::{
     local_secret, local_write_key, open_for_writing, open_replay_window, read_local_secret,

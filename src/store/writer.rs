@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipeline::RouteTarget;
+use crate::stage::{IngestBatch, RejectionBatch, StoredOutcome};
 use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
 use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
-use crate::store::records::{IngestBatch, RejectionBatch, StoredOutcome};
 
 /// Upper bound on ingest requests per transaction, so one commit never holds the lock for long.
 const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;

@@ -10,6 +10,7 @@ mod delivery;
 mod ingest;
 pub mod reader;
 mod retention;
+mod stage;
 mod views;
 pub mod warehouse;
 pub mod writer;

@@ -5,18 +5,22 @@
 //! 5xx.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::Client;
 
 use super::db::{Db, Prepared};
-use super::{delivery, ingest, retention};
+use super::{delivery, ingest, retention, stage};
 use crate::pipeline::RouteTarget;
+use crate::stage::{Decision, Ids, Keys, RejectionBatch, Snapshot};
+use crate::store::apply::{apply_items, StoreTx, Written};
 use crate::store::error::{now_ms, StoreError};
-use crate::store::handoff::HandOffs;
+use crate::store::handoff::{HandOffPlan, HandOffs};
+use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
+use crate::store::model::delivery::{Claim, Completion, RequestRecord};
 use crate::store::writer::{
-    GroupWriter, IngestJob, Item, Job, JobOutput, StoreWriter, WriterOptions, WriterState,
+    ClaimRequest, GroupWriter, Item, JobOutput, StoreWriter, WriterOptions, WriterState,
     WriterThread,
 };
 
@@ -100,14 +104,19 @@ impl GroupWriter for PostgresGroups {
                 self.prepared.clear();
                 tracing::warn!("reconnected to PostgreSQL");
             }
-            let tx = Db::new(self.client.transaction()?, &mut self.prepared);
-            let result = apply_in(tx, items, state, &self.node_id);
+            let db = Db::new(self.client.transaction()?, &mut self.prepared);
+            let mut tx = PgTx {
+                db,
+                node_id: &self.node_id,
+            };
+            let result = apply_items(&mut tx, items, state)
+                .and_then(|done| tx.db.commit().map(|()| done).map_err(StoreError::from));
             match result {
                 Ok((outputs, ingest_time, delivery_time)) => {
                     state.committed(ingest_time, delivery_time);
                     return Ok(outputs);
                 }
-                Err(e) if lost_a_race(&e) && attempt < RETRIES => {
+                Err(StoreError::Postgres(e)) if lost_a_race(&e) && attempt < RETRIES => {
                     // Rolled back (the transaction was dropped); nothing of it is handed over.
                     state.handoff.borrow_mut().discard();
                     attempt += 1;
@@ -117,136 +126,122 @@ impl GroupWriter for PostgresGroups {
                         (attempt as u64) * 2 + u64::from(jitter[0] % 8),
                     ));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
 }
 
-/// One transaction over `items`, committed. Returns the outputs and the time spent on ingest
-/// and on delivery work.
-fn apply_in(
-    mut tx: Db<'_, '_>,
-    items: &[Item<'_>],
-    state: &WriterState,
-    node_id: &str,
-) -> Result<(Vec<JobOutput>, Duration, Duration), postgres::Error> {
-    let now = now_ms();
-    let mut outputs = Vec::with_capacity(items.len());
-    let (mut ingest_time, mut delivery_time) = (Duration::ZERO, Duration::ZERO);
-    for item in items {
-        let started = Instant::now();
-        match item {
-            Item::Ingest(IngestJob(batch, _)) => {
-                let output = match ingest::reused_signature(&mut tx, batch)? {
-                    Some(reason) => JobOutput::Refused(reason),
-                    None => JobOutput::Stored(ingest::insert_batch(
-                        &mut tx,
-                        batch,
-                        &state.targets,
-                        state.default_country.as_deref(),
-                        &mut state.handoff.borrow_mut(),
-                        node_id,
-                    )?),
-                };
-                ingest_time += started.elapsed();
-                outputs.push(output);
-            }
-            Item::Work(job) => {
-                outputs.push(apply_work(&mut tx, job, now, state, node_id)?);
-                delivery_time += started.elapsed();
-            }
-        }
-    }
-    tx.commit()?;
-    Ok((outputs, ingest_time, delivery_time))
+/// The writer's transaction on PostgreSQL.
+struct PgTx<'t, 'c, 'n> {
+    db: Db<'t, 'c>,
+    node_id: &'n str,
 }
 
-fn apply_work(
-    tx: &mut Db<'_, '_>,
-    job: &Job,
-    now: i64,
-    state: &WriterState,
-    node_id: &str,
-) -> Result<JobOutput, postgres::Error> {
-    Ok(match job {
-        Job::Rejections(batch) => {
-            ingest::insert_rejections(tx, batch)?;
-            JobOutput::Done
-        }
-        Job::Claim(r, _) => JobOutput::Claimed(delivery::claim(
-            tx,
-            node_id,
+impl StoreTx for PgTx<'_, '_, '_> {
+    fn load(&mut self, keys: &Keys) -> Result<Snapshot, StoreError> {
+        Ok(stage::load(&mut self.db, keys)?)
+    }
+    fn ids(&mut self, counted: [usize; 4]) -> Result<Ids, StoreError> {
+        Ok(stage::reserve_ids(&mut self.db, counted)?)
+    }
+    fn needs_count(&self) -> bool {
+        true
+    }
+    fn write(
+        &mut self,
+        decision: &Decision<'_>,
+        snapshot: &Snapshot,
+        handoff: &mut HandOffPlan,
+    ) -> Result<Written, StoreError> {
+        Ok(stage::write(
+            &mut self.db,
+            decision,
+            snapshot,
+            handoff,
+            self.node_id,
+        )?)
+    }
+    fn rejections(&mut self, batch: &RejectionBatch) -> Result<(), StoreError> {
+        Ok(ingest::insert_rejections(&mut self.db, batch)?)
+    }
+    fn claim(&mut self, r: &ClaimRequest) -> Result<Claim, StoreError> {
+        Ok(delivery::claim(
+            &mut self.db,
+            self.node_id,
             &r.destination,
             r.now_ms,
             r.limit,
             r.lease_ms,
-        )?),
-        Job::Complete(completions, _) => {
-            for c in completions {
-                delivery::complete(tx, node_id, c)?;
-            }
-            JobOutput::Done
-        }
-        Job::RecordRequest(destination, request, _) => {
-            JobOutput::Row(delivery::record_request(tx, node_id, destination, request)?)
-        }
-        Job::Release {
-            ids,
-            next_attempt_ms,
-        } => {
-            delivery::release(tx, node_id, ids, *next_attempt_ms, now)?;
-            JobOutput::Done
-        }
-        Job::DestinationState {
+        )?)
+    }
+    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
+        Ok(delivery::complete(&mut self.db, self.node_id, completion)?)
+    }
+    fn record_request(
+        &mut self,
+        destination: &str,
+        request: &RequestRecord,
+    ) -> Result<i64, StoreError> {
+        Ok(delivery::record_request(
+            &mut self.db,
+            self.node_id,
+            destination,
+            request,
+        )?)
+    }
+    fn release(
+        &mut self,
+        ids: &[i64],
+        next_attempt_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delivery::release(&mut self.db, self.node_id, ids, next_attempt_ms, now_ms)?;
+        Ok(())
+    }
+    fn prune(
+        &mut self,
+        cutoff_ms: i64,
+        bodies_cutoff_ms: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        Ok(retention::prune(&mut self.db, cutoff_ms, bodies_cutoff_ms)?)
+    }
+    fn destination_state(
+        &mut self,
+        destination: &str,
+        paused_until_ms: Option<i64>,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(delivery::set_destination_state(
+            &mut self.db,
             destination,
             paused_until_ms,
             reason,
             at_ms,
-        } => {
-            delivery::set_destination_state(
-                tx,
-                destination,
-                *paused_until_ms,
-                reason.as_deref(),
-                *at_ms,
-            )?;
-            JobOutput::Done
-        }
-        Job::Probe(_) => {
-            tx.execute(
-                "INSERT INTO local_settings (key, value) VALUES ('readiness_probe', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[&now.to_string()],
-            )?;
-            JobOutput::Done
-        }
-        Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(tx, change)?),
-        Job::AlertNotice(notice) => {
-            super::alerts::record_notice(tx, notice)?;
-            JobOutput::Done
-        }
-        Job::SweepLeases => {
-            // The sweep runs every few seconds on every node: it doubles as the node's
-            // heartbeat, so the dashboard can tell a silent node from a quiet one.
-            tx.execute(
-                "UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1",
-                &[&node_id, &now],
-            )?;
-            let released = delivery::release_expired_leases(tx, now)?;
-            if released > 0 {
-                state.handoff.borrow().flag_all();
-                tracing::info!(
-                    deliveries = released,
-                    "expired delivery leases put back in line"
-                );
-            }
-            JobOutput::Done
-        }
-        Job::Prune {
-            cutoff_ms,
-            bodies_cutoff_ms,
-            ..
-        } => JobOutput::Pruned(retention::prune(tx, *cutoff_ms, *bodies_cutoff_ms)?),
-    })
+        )?)
+    }
+    fn probe(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO local_settings (key, value) VALUES ('readiness_probe', $1)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&now_ms.to_string()],
+        )?;
+        Ok(())
+    }
+    fn alert(&mut self, change: &AlertChange) -> Result<AlertWrite, StoreError> {
+        Ok(super::alerts::record(&mut self.db, change)?)
+    }
+    fn alert_notice(&mut self, notice: &AlertNotice) -> Result<(), StoreError> {
+        Ok(super::alerts::record_notice(&mut self.db, notice)?)
+    }
+    fn sweep_leases(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        // The sweep runs every few seconds on every node: it doubles as the node's heartbeat,
+        // so the dashboard can tell a silent node from a quiet one.
+        self.db.execute(
+            "UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1",
+            &[&self.node_id, &now_ms],
+        )?;
+        Ok(delivery::release_expired_leases(&mut self.db, now_ms)? as usize)
+    }
 }

@@ -1,144 +1,10 @@
 //! SQL of the delivery queue: creating deliveries with their event, leasing due rows,
 //! recording requests and attempts, re-queueing dead ones.
 
-use std::sync::Arc;
-
 use crate::store::model::delivery::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::codec::unpacked;
-use crate::store::handoff::{HandOffPlan, LeasedDelivery};
-
-use crate::destinations::{ProfileSnapshot, Subject};
-use crate::pipeline::{CanonicalEvent, RouteDecision, RouteVerdict};
-
-/// A new delivery row: pending (to be claimed), or already in flight when its worker has room
-/// and it is handed over after the commit (see `store::handoff`).
-fn insert_delivery(
-    conn: &Connection,
-    plan: &mut HandOffPlan,
-    row: NewDelivery<'_>,
-    subject: impl FnOnce() -> Subject,
-) -> Result<(), rusqlite::Error> {
-    let reservation = plan.reserve(row.destination);
-    let (status, lease_until_ms, attempts) = match &reservation {
-        Some(r) => ("in_flight", Some(row.now_ms + r.lease_ms), 1),
-        None => ("pending", None, 0),
-    };
-    conn.prepare_cached(
-        "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind, destination_event,
-             consent_source, subject, status, attempts, lease_until_ms, next_attempt_ms, event_time_ms,
-             created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?12)",
-    )?
-    .execute(params![
-        row.event_row,
-        row.event_id,
-        row.message_row,
-        row.destination,
-        row.kind,
-        row.destination_event,
-        row.consent_source,
-        row.snapshot,
-        status,
-        attempts,
-        lease_until_ms,
-        row.now_ms,
-        row.event_time_ms,
-    ])?;
-    if let Some(reservation) = reservation {
-        plan.hand_over(
-            reservation,
-            LeasedDelivery {
-                id: conn.last_insert_rowid(),
-                event_id: row.event_id.to_string(),
-                attempt: 1,
-                failures: 0,
-                event_time_ms: row.event_time_ms,
-                solo: false,
-                subject: subject(),
-            },
-        );
-    }
-    Ok(())
-}
-
-struct NewDelivery<'a> {
-    event_row: Option<i64>,
-    event_id: &'a str,
-    message_row: i64,
-    destination: &'a str,
-    kind: &'a str,
-    destination_event: &'a str,
-    consent_source: &'a str,
-    snapshot: Option<&'a str>,
-    event_time_ms: i64,
-    now_ms: i64,
-}
-
-/// Create the deliveries of a new canonical event: one per destination that is ready.
-pub fn create_for_event(
-    conn: &Connection,
-    plan: &mut HandOffPlan,
-    event_row: i64,
-    message_row: i64,
-    event: &Arc<CanonicalEvent>,
-    decisions: &[RouteDecision],
-    now_ms: i64,
-) -> Result<(), rusqlite::Error> {
-    for d in decisions
-        .iter()
-        .filter(|d| d.verdict == RouteVerdict::Ready)
-    {
-        let row = NewDelivery {
-            event_row: Some(event_row),
-            event_id: &event.event_id,
-            message_row,
-            destination: &d.destination,
-            kind: &d.kind,
-            destination_event: &d.destination_event,
-            consent_source: &d.consent.source,
-            snapshot: None,
-            event_time_ms: event.event_time_ms,
-            now_ms,
-        };
-        insert_delivery(conn, plan, row, || Subject::Event {
-            event: event.clone(),
-            destination_event: d.destination_event.clone(),
-            consent_source: d.consent.source.clone(),
-        })?;
-    }
-    Ok(())
-}
-
-/// Create a profile delivery (identify → Klaviyo profile-import).
-#[allow(clippy::too_many_arguments)]
-pub fn create_for_profile(
-    conn: &Connection,
-    plan: &mut HandOffPlan,
-    message_row: i64,
-    destination: &str,
-    kind: &str,
-    consent_source: &str,
-    snapshot: &ProfileSnapshot,
-    now_ms: i64,
-) -> Result<(), rusqlite::Error> {
-    let text = serde_json::to_string(snapshot).unwrap_or_else(|_| "{}".into());
-    let event_id = format!("profile_{}_{}", snapshot.profile_id, snapshot.message_id);
-    let row = NewDelivery {
-        event_row: None,
-        event_id: &event_id,
-        message_row,
-        destination,
-        kind,
-        destination_event: "profile",
-        consent_source,
-        snapshot: Some(&text),
-        event_time_ms: now_ms,
-        now_ms,
-    };
-    insert_delivery(conn, plan, row, || Subject::Profile(snapshot.clone()))
-}
 
 /// The claim's read: due rows of one destination, straight off `deliveries_ready` (no sort, no
 /// OR across states), so its cost is the rows it returns, whatever the backlog.
@@ -391,7 +257,10 @@ pub fn requeue(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::destinations::Subject;
     use crate::pipeline::consent::ConsentVerdict;
+    use crate::pipeline::{CanonicalEvent, RouteDecision, RouteVerdict};
+    use std::sync::Arc;
 
     fn event() -> CanonicalEvent {
         serde_json::from_value(serde_json::json!({
@@ -418,10 +287,38 @@ mod tests {
     }
 
     /// No worker takes hand-offs here: every delivery is created pending.
-    fn plan() -> HandOffPlan {
-        HandOffPlan::new(std::sync::Arc::new(
-            crate::store::handoff::HandOffs::default(),
-        ))
+    fn plan() {}
+
+    /// A pending delivery per ready route, as the stage's write makes them.
+    fn create_for_event(
+        conn: &Connection,
+        _plan: &mut (),
+        event_row: i64,
+        message_row: i64,
+        event: &Arc<CanonicalEvent>,
+        decisions: &[RouteDecision],
+        now_ms: i64,
+    ) -> Result<(), rusqlite::Error> {
+        for d in decisions {
+            conn.execute(
+                "INSERT INTO deliveries (event_row, event_id, message_row, destination, kind,
+                     destination_event, consent_source, status, attempts, next_attempt_ms,
+                     event_time_ms, created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?8, ?8)",
+                params![
+                    event_row,
+                    event.event_id,
+                    message_row,
+                    d.destination,
+                    d.kind,
+                    d.destination_event,
+                    d.consent.source,
+                    now_ms,
+                    event.event_time_ms
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     fn ready(destination: &str) -> RouteDecision {

@@ -8,6 +8,7 @@ pub(super) mod ingest;
 pub mod pipeline;
 pub mod reader;
 pub mod retention;
+mod stage;
 pub mod views;
 mod wal;
 pub mod warehouse;

@@ -6,21 +6,24 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::delivery;
-use super::ingest::{insert_batch, insert_rejections, reused_signature};
+use super::ingest::insert_rejections;
 use super::open_for_writing;
-use super::pipeline::IdentityCache;
+use super::stage::{self, IdentityCache};
 use super::wal::{spawn_checkpointer, WalFold, WAL_LIMIT_BYTES};
 use crate::pipeline::RouteTarget;
+use crate::stage::{Decision, Ids, Keys, RejectionBatch, Snapshot};
+use crate::store::apply::{apply_items, StoreTx, Written};
 use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
+use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
+use crate::store::model::delivery::{Claim, Completion, RequestRecord};
 use crate::store::writer::{
-    GroupWriter, IngestJob, Item, Job, JobOutput, JobResult, StoreWriter, WriterOptions,
-    WriterState, WriterThread,
+    ClaimRequest, GroupWriter, Item, JobOutput, StoreWriter, WriterOptions, WriterState,
+    WriterThread,
 };
 
 /// The writer's SQLite connection and what it keeps between groups.
@@ -72,39 +75,15 @@ impl GroupWriter for SqliteGroups {
         items: &[Item<'_>],
         state: &WriterState,
     ) -> Result<Vec<JobOutput>, StoreError> {
-        let conn = &self.conn;
-        let tx = conn.unchecked_transaction()?;
-        let now_ms = crate::store::error::now_ms();
-        let mut results = Vec::with_capacity(items.len());
-        let (mut ingest_time, mut delivery_time) = (Duration::ZERO, Duration::ZERO);
-        for item in items {
-            let started = Instant::now();
-            results.push(match item {
-                Item::Ingest(IngestJob(batch, _)) => {
-                    let output = match reused_signature(&tx, batch)? {
-                        Some(reason) => JobOutput::Refused(reason),
-                        None => JobOutput::Stored(insert_batch(
-                            &tx,
-                            batch,
-                            &state.targets,
-                            state.default_country.as_deref(),
-                            &self.cache,
-                            &state.handoff,
-                        )?),
-                    };
-                    ingest_time += started.elapsed();
-                    output
-                }
-                Item::Work(job) => {
-                    let output = apply_work(&tx, job, now_ms, &state.handoff.borrow())?;
-                    delivery_time += started.elapsed();
-                    output
-                }
-            });
-        }
+        let tx = self.conn.unchecked_transaction()?;
+        let mut store = SqliteTx {
+            conn: &tx,
+            cache: &self.cache,
+        };
+        let (outputs, ingest_time, delivery_time) = apply_items(&mut store, items, state)?;
         tx.commit()?;
         state.committed(ingest_time, delivery_time);
-        Ok(results)
+        Ok(outputs)
     }
 
     fn rolled_back(&mut self) {
@@ -132,94 +111,115 @@ impl GroupWriter for SqliteGroups {
     }
 }
 
-fn apply_work(conn: &Connection, job: &Job, now_ms: i64, handoff: &HandOffPlan) -> JobResult {
-    Ok(match job {
-        Job::Rejections(batch) => {
-            insert_rejections(conn, batch)?;
-            JobOutput::Done
-        }
-        Job::Claim(r, _) => JobOutput::Claimed(delivery::claim(
-            conn,
+/// The writer's transaction on SQLite.
+struct SqliteTx<'a> {
+    conn: &'a Connection,
+    cache: &'a RefCell<IdentityCache>,
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn load(&mut self, keys: &Keys) -> Result<Snapshot, StoreError> {
+        Ok(stage::load(self.conn, keys, self.cache)?)
+    }
+    fn ids(&mut self, _counted: [usize; 4]) -> Result<Ids, StoreError> {
+        Ok(Ids::From(stage::next_ids(self.conn)?))
+    }
+    fn needs_count(&self) -> bool {
+        false
+    }
+    fn write(
+        &mut self,
+        decision: &Decision<'_>,
+        snapshot: &Snapshot,
+        handoff: &mut HandOffPlan,
+    ) -> Result<Written, StoreError> {
+        // The only writer: nobody can take a key between the load and the write.
+        stage::write(self.conn, decision, self.cache, handoff, &snapshot.paused)?;
+        Ok(Written::Done)
+    }
+    fn rejections(&mut self, batch: &RejectionBatch) -> Result<(), StoreError> {
+        Ok(insert_rejections(self.conn, batch)?)
+    }
+    fn claim(&mut self, r: &ClaimRequest) -> Result<Claim, StoreError> {
+        Ok(delivery::claim(
+            self.conn,
             &r.destination,
             r.now_ms,
             r.limit,
             r.lease_ms,
-        )?),
-        Job::Complete(completions, _) => {
-            for c in completions {
-                delivery::complete(conn, c)?;
-            }
-            JobOutput::Done
+        )?)
+    }
+    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
+        Ok(delivery::complete(self.conn, completion)?)
+    }
+    fn record_request(
+        &mut self,
+        destination: &str,
+        request: &RequestRecord,
+    ) -> Result<i64, StoreError> {
+        Ok(delivery::record_request(self.conn, destination, request)?)
+    }
+    fn release(
+        &mut self,
+        ids: &[i64],
+        next_attempt_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delivery::release(self.conn, ids, next_attempt_ms, now_ms)?;
+        Ok(())
+    }
+    fn prune(
+        &mut self,
+        cutoff_ms: i64,
+        bodies_cutoff_ms: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        let mut changed = super::retention::prune(self.conn, cutoff_ms)?;
+        if let Some(cutoff) = bodies_cutoff_ms {
+            changed += super::retention::clear_request_bodies(self.conn, cutoff)?;
         }
-        Job::RecordRequest(destination, request, _) => {
-            JobOutput::Row(delivery::record_request(conn, destination, request)?)
-        }
-        Job::Release {
-            ids,
-            next_attempt_ms,
-        } => {
-            delivery::release(conn, ids, *next_attempt_ms, now_ms)?;
-            JobOutput::Done
-        }
-        Job::Prune {
-            cutoff_ms,
-            bodies_cutoff_ms,
-            ..
-        } => {
-            let mut changed = super::retention::prune(conn, *cutoff_ms)?;
-            if let Some(cutoff) = bodies_cutoff_ms {
-                changed += super::retention::clear_request_bodies(conn, *cutoff)?;
-            }
-            JobOutput::Pruned(changed)
-        }
-        Job::DestinationState {
+        Ok(changed)
+    }
+    fn destination_state(
+        &mut self,
+        destination: &str,
+        paused_until_ms: Option<i64>,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(delivery::set_destination_state(
+            self.conn,
             destination,
             paused_until_ms,
             reason,
             at_ms,
-        } => {
-            delivery::set_destination_state(
-                conn,
-                destination,
-                *paused_until_ms,
-                reason.as_deref(),
-                *at_ms,
-            )?;
-            JobOutput::Done
-        }
-        Job::Probe(_) => {
-            conn.prepare_cached(
+        )?)
+    }
+    fn probe(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
                 "INSERT INTO local_settings (key, value) VALUES ('readiness_probe', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )?
             .execute([now_ms.to_string()])?;
-            JobOutput::Done
-        }
-        Job::Alert(change, _) => JobOutput::Alert(super::alerts::record(conn, change)?),
-        Job::AlertNotice(notice) => {
-            super::alerts::record_notice(conn, notice)?;
-            JobOutput::Done
-        }
-        Job::SweepLeases => {
-            let released = delivery::release_expired_leases(conn, now_ms)?;
-            if released > 0 {
-                handoff.flag_all();
-                tracing::info!(
-                    deliveries = released,
-                    "expired delivery leases put back in line"
-                );
-            }
-            JobOutput::Done
-        }
-    })
+        Ok(())
+    }
+    fn alert(&mut self, change: &AlertChange) -> Result<AlertWrite, StoreError> {
+        Ok(super::alerts::record(self.conn, change)?)
+    }
+    fn alert_notice(&mut self, notice: &AlertNotice) -> Result<(), StoreError> {
+        Ok(super::alerts::record_notice(self.conn, notice)?)
+    }
+    fn sweep_leases(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        Ok(delivery::release_expired_leases(self.conn, now_ms)?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::MappingTable;
-    use crate::store::records::IngestBatch;
-    use crate::store::RequestReceipt;
+    use crate::stage::{IngestBatch, RequestReceipt};
+    use std::time::Duration;
 
     fn batch(request: usize, size: usize, table: &MappingTable) -> IngestBatch {
         let now = chrono::Utc::now().timestamp_millis();
