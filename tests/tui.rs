@@ -632,10 +632,12 @@ fn comparable(server: &TestServer, pane: Pane, filter: &str, trace_of: Option<&s
             r.environment, r.status, r.outcome, r.message_type, r.event, r.message_id, r.reason
         ));
     }
-    // Destinations deliver concurrently: their attempts interleave by timing, so compare each
-    // destination's own sequence.
+    // Destinations deliver concurrently and a worker may batch two events or send them one
+    // after the other, by timing: compare each event's own sequence of attempts.
     let mut attempts = s.attempts.clone();
-    attempts.sort_by(|a, b| a.destination.cmp(&b.destination));
+    attempts.sort_by(|a, b| {
+        (&a.destination, &a.message_id, a.attempt).cmp(&(&b.destination, &b.message_id, b.attempt))
+    });
     for a in &attempts {
         out.push(format!(
             "{} {} {} {:?} #{} {} {:?} {:?} {} sent={}",
