@@ -4,7 +4,10 @@
 //!
 //! With BENCH_POSTGRES_URL (a server's admin URL, e.g. from `tests/postgres/cluster.sh start`)
 //! the same load then goes to one PostgreSQL node, and split over two nodes on one database,
-//! each on a fresh database, next to the SQLite figure of the same run.
+//! each on a fresh database, next to the SQLite figure of the same run. For each it reports the
+//! statements the server ran per message (pg_stat_statements, which the test cluster preloads:
+//! each is one round trip) and the CPU per message of the server's processes and of this process
+//! (the node or nodes, and the load generator).
 
 mod common;
 
@@ -127,6 +130,8 @@ async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, durat
         for _ in 0..nodes {
             running.push(Node::start(pg_node_config(dir.path(), &url, "")).await);
         }
+        let statements_before = statement_count(&url);
+        let cpu_before = (server_cpu_ms(), own_cpu_ms());
         let loads: Vec<_> = running
             .iter()
             .zip(["pg-node-0", "pg-node-1", "pg-node-2", "pg-node-3"])
@@ -140,8 +145,20 @@ async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, durat
             reports.push(load.await.unwrap());
         }
         let report = merged(reports);
+        let messages = report.ok.max(1) as f64;
+        let statements = match (statements_before, statement_count(&url)) {
+            (Some(before), Some(after)) => {
+                format!(
+                    "{:.2} statements/message",
+                    (after - before) as f64 / messages
+                )
+            }
+            _ => "statements: n/a (preload pg_stat_statements)".into(),
+        };
+        let server_us = (server_cpu_ms() - cpu_before.0) as f64 * 1000.0 / messages;
+        let own_us = (own_cpu_ms() - cpu_before.1) as f64 * 1000.0 / messages;
         println!(
-            "{}   = {:.2}× SQLite",
+            "{}   = {:.2}× SQLite   {statements}, CPU/message: server {server_us:.0} µs, node(s) + load generator {own_us:.0} µs",
             report.line(&format!("PostgreSQL, {nodes} node(s)")),
             report.rate() / sqlite_rate.max(1.0)
         );
@@ -149,4 +166,50 @@ async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, durat
             node.stop().await;
         }
     }
+}
+
+/// Statements the server has run in `url`'s database (pg_stat_statements), if it tracks them.
+fn statement_count(url: &str) -> Option<i64> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).ok()?;
+        c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .ok()?;
+        c.query_one(
+            "SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .ok()
+        .map(|r| r.get(0))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// CPU milliseconds (user + system) of the processes named `postgres` on this machine.
+fn server_cpu_ms() -> i64 {
+    let tick_ms = 1000 / 100; // USER_HZ
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .filter_map(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<i64>().ok()? + fields.get(12)?.parse::<i64>().ok()?)
+        })
+        .sum::<i64>()
+        * tick_ms
+}
+
+/// CPU milliseconds (user + system) of this process.
+fn own_cpu_ms() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let ms = |t: libc::timeval| t.tv_sec * 1000 + t.tv_usec / 1000;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }

@@ -127,6 +127,9 @@ pub struct Snapshot {
     pub replay_windows: Vec<ReplayWindow>,
     /// Destinations the fleet has paused now: their new deliveries are not handed over.
     pub paused: Vec<String>,
+    /// Each loaded profile's version, where a store keeps one (a fleet writes a profile only if
+    /// it is still the version it loaded).
+    pub versions: HashMap<i64, i64>,
 }
 
 impl Snapshot {

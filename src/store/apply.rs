@@ -12,15 +12,12 @@ use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
 use crate::store::writer::{ClaimRequest, IngestJob, Item, Job, JobOutput, WriterState};
 
-/// How many times a fleet node decides a group again after another node took one of its keys
-/// between its load and its write.
-const DECIDE_AGAIN: usize = 8;
-
 /// What became of writing a decision.
 pub(crate) enum Written {
     Done,
-    /// Another node took a key this decision counted on (a messageId, an event_id, an
-    /// identifier); nothing of the decision is left written. Load and decide again.
+    /// Another node took or changed something this decision counted on (a messageId, an
+    /// event_id, an identifier, a profile) between the load and the write: the transaction is
+    /// dropped, and the writer loads and decides the group again.
     Conflict(String),
 }
 
@@ -113,38 +110,25 @@ fn stage_group(
         targets: &state.targets,
         default_country: state.default_country.as_deref(),
     };
-    let mut conflicts = Vec::new();
-    for _ in 0..=DECIDE_AGAIN {
-        let snapshot = tx.load(&keys)?;
-        let ids = if tx.needs_count() {
-            let counted = stage::decide(&batches, &snapshot, &ctx, &stage::COUNTING);
-            tx.ids(counted.ids_used)?
-        } else {
-            tx.ids([0; 4])?
-        };
-        let decision = stage::decide(&batches, &snapshot, &ctx, &ids);
-        match tx.write(&decision, &snapshot, &mut state.handoff.borrow_mut())? {
-            Written::Done => {
-                return Ok(decision
-                    .jobs
-                    .into_iter()
-                    .map(|job| match job {
-                        JobDecision::Stored(outcomes) => JobOutput::Stored(outcomes),
-                        JobDecision::Refused(reason) => JobOutput::Refused(reason),
-                    })
-                    .collect())
-            }
-            Written::Conflict(what) => {
-                tracing::debug!(%what, "another node took a key meanwhile; deciding the group again");
-                conflicts.push(what);
-            }
-        }
+    let snapshot = tx.load(&keys)?;
+    let ids = if tx.needs_count() {
+        let counted = stage::decide(&batches, &snapshot, &ctx, &stage::COUNTING);
+        tx.ids(counted.ids_used)?
+    } else {
+        tx.ids([0; 4])?
+    };
+    let decision = stage::decide(&batches, &snapshot, &ctx, &ids);
+    match tx.write(&decision, &snapshot, &mut state.handoff.borrow_mut())? {
+        Written::Done => Ok(decision
+            .jobs
+            .into_iter()
+            .map(|job| match job {
+                JobDecision::Stored(outcomes) => JobOutput::Stored(outcomes),
+                JobDecision::Refused(reason) => JobOutput::Refused(reason),
+            })
+            .collect()),
+        Written::Conflict(what) => Err(StoreError::Conflict(what)),
     }
-    Err(StoreError::Conflict(format!(
-        "another node kept taking this group's keys ({} tries): {}",
-        conflicts.len(),
-        conflicts.last().cloned().unwrap_or_default()
-    )))
 }
 
 /// One bookkeeping job.

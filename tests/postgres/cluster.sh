@@ -36,7 +36,7 @@ case "${1:-start}" in
       echo "$port" >"$dir/port"
       # Tests create a database each; fsync off is fine for a throwaway cluster.
       as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     fi
     echo "export TRACKLAYER_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$port/postgres"

@@ -74,10 +74,6 @@ impl<'t, 'c> Db<'t, 'c> {
         self.tx.query_opt(&statement, params)
     }
 
-    pub fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        self.tx.batch_execute(sql)
-    }
-
     pub fn commit(self) -> Result<(), postgres::Error> {
         self.tx.commit()
     }

@@ -19,7 +19,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 5] = [
+pub const MIGRATIONS: [(i32, &str, &str); 6] = [
     (
         1,
         "0001_schema",
@@ -44,6 +44,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 5] = [
         5,
         "0005_events_by_profile",
         include_str!("../../../migrations/postgres/0005_events_by_profile.sql"),
+    ),
+    (
+        6,
+        "0006_profile_version",
+        include_str!("../../../migrations/postgres/0006_profile_version.sql"),
     ),
 ];
 

@@ -79,14 +79,20 @@ pub fn spawn(
     StoreWriter::start(backend, options, targets, handoffs)
 }
 
-/// A failure another node caused, which running the transaction again resolves.
-fn lost_a_race(e: &postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
-            || *c == SqlState::T_R_DEADLOCK_DETECTED
-            || *c == SqlState::UNIQUE_VIOLATION
-    )
+/// A failure another node caused, which running the transaction again resolves: a key it took
+/// or a profile it changed between this node's load and write, or the database's own word for
+/// a race.
+fn lost_a_race(e: &StoreError) -> bool {
+    match e {
+        StoreError::Conflict(_) => true,
+        StoreError::Postgres(e) => matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION
+        ),
+        _ => false,
+    }
 }
 
 impl GroupWriter for PostgresGroups {
@@ -116,7 +122,10 @@ impl GroupWriter for PostgresGroups {
                     state.committed(ingest_time, delivery_time);
                     return Ok(outputs);
                 }
-                Err(StoreError::Postgres(e)) if lost_a_race(&e) && attempt < RETRIES => {
+                Err(e) if lost_a_race(&e) && attempt < RETRIES => {
+                    if let StoreError::Conflict(what) = &e {
+                        tracing::debug!(%what, "deciding the group again");
+                    }
                     // Rolled back (the transaction was dropped); nothing of it is handed over.
                     state.handoff.borrow_mut().discard();
                     attempt += 1;
