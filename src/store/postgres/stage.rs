@@ -33,33 +33,38 @@ pub(super) fn load(tx: &mut Db<'_, '_>, keys: &Keys) -> PgResult<Snapshot> {
     Ok(snapshot)
 }
 
-fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut v: Vec<&str> = items.collect();
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
 /// Everything looked up by key, in one statement: prior messages, prior events, refunded
 /// purchases, replay windows and paused destinations. Arrays are matched with `= ANY`, which a
 /// prepared statement's generic plan still answers from the indexes.
 fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgResult<()> {
-    let environments = distinct(keys.message_ids.iter().map(|(e, _)| e.as_str()));
-    let message_ids = distinct(keys.message_ids.iter().map(|(_, m)| m.as_str()));
+    let environments: Vec<&str> = keys.message_ids.iter().map(|(e, _)| e.as_str()).collect();
+    let message_ids: Vec<&str> = keys.message_ids.iter().map(|(_, m)| m.as_str()).collect();
+    // Each key is looked up on its own (LATERAL): a nested loop of index lookups, whatever
+    // the statistics said when the statement's generic plan was made.
     let rows = tx.query(
-        "SELECT 'message', i.environment, i.message_id, m.id, m.raw_sha256, i.first_seen_ms,
-                m.request_id, r.body_sha256, NULL::bigint, NULL::text[]
-         FROM message_ids i JOIN messages m ON m.id = i.message_row
-         JOIN requests r ON r.request_id = m.request_id
-         WHERE i.environment = ANY($1) AND i.message_id = ANY($2)
+        "SELECT 'message', k.environment, k.message_id, m.id, m.raw_sha256, i.first_seen_ms,
+                m.request_id, m.body_sha256, NULL::bigint, NULL::text[]
+         FROM unnest($1::text[], $2::text[]) AS k(environment, message_id)
+         JOIN LATERAL (SELECT message_row, first_seen_ms FROM message_ids
+                       WHERE environment = k.environment AND message_id = k.message_id) i ON true
+         JOIN LATERAL (SELECT m.id, m.raw_sha256, m.request_id,
+                              (SELECT body_sha256 FROM requests WHERE request_id = m.request_id)
+                                  AS body_sha256
+                       FROM messages m WHERE m.id = i.message_row) m ON true
          UNION ALL
-         SELECT 'event', i.event_id, e.message_id, e.id, e.fingerprint, i.created_at_ms, NULL,
+         SELECT 'event', k.event_id, e.message_id, e.id, e.fingerprint, i.created_at_ms, NULL,
                 NULL, e.message_row, NULL
-         FROM event_ids i JOIN events e ON e.id = i.event_row WHERE i.event_id = ANY($3)
+         FROM unnest($3::text[]) AS k(event_id)
+         JOIN LATERAL (SELECT event_row, created_at_ms FROM event_ids
+                       WHERE event_id = k.event_id) i ON true
+         JOIN LATERAL (SELECT id, message_id, fingerprint, message_row FROM events
+                       WHERE id = i.event_row) e ON true
          UNION ALL
-         SELECT 'purchase', i.event_id, NULL, e.id, e.canonical, NULL, NULL, NULL, NULL,
+         SELECT 'purchase', k.event_id, NULL, e.id, e.canonical, NULL, NULL, NULL, NULL,
                 ARRAY(SELECT destination FROM routes WHERE event_row = e.id AND verdict = 'ready')
-         FROM event_ids i JOIN events e ON e.id = i.event_row WHERE i.event_id = ANY($4)
+         FROM unnest($4::text[]) AS k(event_id)
+         JOIN LATERAL (SELECT event_row FROM event_ids WHERE event_id = k.event_id) i ON true
+         JOIN LATERAL (SELECT id, canonical FROM events WHERE id = i.event_row) e ON true
          UNION ALL
          SELECT 'window', environment, NULL, starts_ms, NULL, ends_ms, NULL, NULL, NULL, NULL
          FROM replay_windows WHERE environment = ANY($5) AND ends_ms > $6
@@ -80,20 +85,16 @@ fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgRe
     for r in rows {
         match r.get::<_, &str>(0) {
             "message" => {
-                let key: (String, String) = (r.get(1), r.get(2));
-                // `= ANY` on each column can match a pair that was not asked for.
-                if keys.message_ids.binary_search(&key).is_ok() {
-                    snapshot.messages.insert(
-                        key,
-                        PriorMessage {
-                            row: r.get(3),
-                            raw_sha256: r.get(4),
-                            first_seen_ms: r.get(5),
-                            request_id: r.get(6),
-                            request_sha256: r.get(7),
-                        },
-                    );
-                }
+                snapshot.messages.insert(
+                    (r.get(1), r.get(2)),
+                    PriorMessage {
+                        row: r.get(3),
+                        raw_sha256: r.get(4),
+                        first_seen_ms: r.get(5),
+                        request_id: r.get(6),
+                        request_sha256: r.get(7),
+                    },
+                );
             }
             "event" => {
                 snapshot.events.insert(
@@ -136,23 +137,24 @@ fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgRe
 /// The profiles owning any of the group's identifiers, whole, with their versions: one
 /// statement.
 fn load_profiles(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgResult<()> {
-    let kinds = distinct(keys.identifiers.iter().map(|(k, _)| k.as_str()));
-    let values = distinct(keys.identifiers.iter().map(|(_, v)| v.as_str()));
+    let kinds: Vec<&str> = keys.identifiers.iter().map(|(k, _)| k.as_str()).collect();
+    let values: Vec<&str> = keys.identifiers.iter().map(|(_, v)| v.as_str()).collect();
     for r in tx.query(
         "SELECT p.id, p.user_id, p.traits, p.trait_sources, p.consent, p.consent_source,
-                p.first_seen_ms, p.last_seen_ms, p.version,
-                ARRAY(SELECT kind FROM identities WHERE profile_id = p.id
-                      ORDER BY first_seen_ms, kind, value),
-                ARRAY(SELECT value FROM identities WHERE profile_id = p.id
-                      ORDER BY first_seen_ms, kind, value)
-         FROM profiles p
-         WHERE p.id IN (SELECT profile_id FROM identities
-                        WHERE kind = ANY($1) AND value = ANY($2))",
+                p.first_seen_ms, p.last_seen_ms, p.version, ids.kinds, ids.vals
+         FROM (SELECT DISTINCT o.profile_id
+               FROM unnest($1::text[], $2::text[]) AS k(kind, value)
+               JOIN LATERAL (SELECT profile_id FROM identities
+                             WHERE kind = k.kind AND value = k.value) o ON true) owners
+         JOIN LATERAL (SELECT * FROM profiles WHERE id = owners.profile_id) p ON true
+         JOIN LATERAL (SELECT array_agg(kind ORDER BY first_seen_ms, kind, value) AS kinds,
+                              array_agg(value ORDER BY first_seen_ms, kind, value) AS vals
+                       FROM identities WHERE profile_id = p.id) ids ON true",
         &[&kinds, &values],
     )? {
         let id: i64 = r.get(0);
-        let kinds: Vec<String> = r.get(9);
-        let values: Vec<String> = r.get(10);
+        let kinds: Vec<String> = r.get::<_, Option<Vec<String>>>(9).unwrap_or_default();
+        let values: Vec<String> = r.get::<_, Option<Vec<String>>>(10).unwrap_or_default();
         let identifiers: Vec<(IdKind, String)> = kinds
             .iter()
             .zip(values)
