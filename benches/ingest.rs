@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    closed_loop, create_pg_database, env_or, merged, node_config, pg_node_config, Node, Report,
+    closed_loop, create_pg_database, env_or, merged, node_config, pg_node_config_with, Node, Report,
 };
 
 /// A bare axum "200 OK" handler on loopback.
@@ -120,15 +120,23 @@ async fn run_loads(
 /// The same load on PostgreSQL: one node, then two nodes sharing one database.
 async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, duration: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let order: Vec<usize> = std::env::var("BENCH_PG_NODES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2]);
-    for nodes in order {
-        let url = create_pg_database(admin, &format!("tl_bench_{nodes}_{}", std::process::id()));
+    // BENCH_PG_RUNS: nodes×writers per node, e.g. "1x1,1x2,2x1,2x2".
+    let runs: Vec<(usize, usize)> = std::env::var("BENCH_PG_RUNS")
+        .unwrap_or_else(|_| "1x1,1x2,2x1,2x2".into())
+        .split(',')
+        .filter_map(|run| {
+            let (n, w) = run.split_once('x')?;
+            Some((n.trim().parse().ok()?, w.trim().parse().ok()?))
+        })
+        .collect();
+    for (nodes, writers) in runs {
+        let url = create_pg_database(
+            admin,
+            &format!("tl_bench_{nodes}x{writers}_{}", std::process::id()),
+        );
         let mut running = Vec::new();
         for _ in 0..nodes {
-            running.push(Node::start(pg_node_config(dir.path(), &url, "")).await);
+            running.push(Node::start(pg_node_config_with(dir.path(), &url, "", writers)).await);
         }
         let statements_before = statement_count(&url);
         let cpu_before = (server_cpu_ms(), own_cpu_ms());
@@ -159,7 +167,7 @@ async fn postgres_loads(admin: &str, sqlite_rate: f64, connections: usize, durat
         let own_us = (own_cpu_ms() - cpu_before.1) as f64 * 1000.0 / messages;
         println!(
             "{}   = {:.2}× SQLite   {statements}, CPU/message: server {server_us:.0} µs, node(s) + load generator {own_us:.0} µs",
-            report.line(&format!("PostgreSQL, {nodes} node(s)")),
+            report.line(&format!("PostgreSQL, {nodes} node(s) × {writers} writer(s)")),
             report.rate() / sqlite_rate.max(1.0)
         );
         for node in running {

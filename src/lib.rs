@@ -54,6 +54,7 @@ pub async fn run(
         delivery_share: config.storage.delivery_share,
         default_country: config.workspace.default_country.clone(),
         commit_seconds: Some(ops.metrics.commit_seconds.clone()),
+        writers: config.storage.writers,
     };
     let (writer, writer_thread, node, location) = match &config.storage.url {
         // One node of a fleet sharing a PostgreSQL database.

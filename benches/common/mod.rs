@@ -293,9 +293,10 @@ pub fn node_config(dir: &Path, destinations: &str) -> Setup {
 }
 
 /// A node of a fleet on the PostgreSQL database at `url`, with `destinations` TOML appended.
-pub fn pg_node_config(dir: &Path, url: &str, destinations: &str) -> Setup {
+/// A PostgreSQL node with `writers` connections committing groups (`storage.writers`).
+pub fn pg_node_config_with(dir: &Path, url: &str, destinations: &str, writers: usize) -> Setup {
     let text = format!(
-        "[server]\nqueue_capacity = 8192\n[storage]\nurl = \"{url}\"\nretention_days = 0\n[workspace]\naccount = \"{ACCOUNT}\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n{destinations}"
+        "[server]\nqueue_capacity = 8192\n[storage]\nurl = \"{url}\"\nretention_days = 0\nwriters = {writers}\n[workspace]\naccount = \"{ACCOUNT}\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\n{destinations}"
     );
     Setup::parse(&text, &dir.join("bench.toml"), &|_| None).unwrap()
 }

@@ -236,6 +236,7 @@ struct RawStorage {
     retention_days: Option<u64>,
     request_body_retention_days: Option<u64>,
     delivery_share: Option<f64>,
+    writers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,6 +385,8 @@ pub struct StorageConfig {
     /// The share of the database writer's time that delivery bookkeeping (draining a backlog)
     /// may take while Segment traffic is arriving.
     pub delivery_share: f64,
+    /// PostgreSQL: connections that commit groups at once on this node (SQLite has one writer).
+    pub writers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -460,7 +463,11 @@ impl DestinationKind {
 /// Short enough for the reference test vectors ("tl_test_secret"), long enough to stop "test".
 pub const MIN_SECRET_CHARS: usize = 12;
 
-/// Default retry schedule (DESIGN §7): seconds before attempt 2, 3, …
+/// PostgreSQL writers per node: while one connection waits for the server, the next group is
+/// applied on the other.
+pub const DEFAULT_POSTGRES_WRITERS: usize = 2;
+
+/// Default retry schedule: seconds before attempt 2, 3, …
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 6] = [5, 30, 300, 1800, 7200, 14400];
 
 impl Config {
@@ -604,6 +611,7 @@ pub fn embedded_default(
             retention_days: DEFAULT_RETENTION_DAYS,
             request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,
             delivery_share: DEFAULT_DELIVERY_SHARE,
+            writers: 1,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),

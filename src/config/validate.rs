@@ -105,6 +105,22 @@ pub(super) fn validate(
             None,
         )
     });
+    storage.writers = match (raw.storage.writers, raw.storage.url.is_some()) {
+        (None, true) => crate::config::DEFAULT_POSTGRES_WRITERS,
+        (None, false) => 1,
+        (Some(n), true) if (1..=8).contains(&n) => n,
+        (Some(_), true) => {
+            problems.push("storage.writers", "must be between 1 and 8");
+            1
+        }
+        (Some(_), false) => {
+            problems.push(
+                "storage.writers",
+                "applies to PostgreSQL (storage.url): an SQLite file has one writer",
+            );
+            1
+        }
+    };
 
     let account = raw.workspace.account.trim().to_string();
     if account.is_empty() {
@@ -295,6 +311,7 @@ fn storage(raw: &RawStorage, base: &Path, problems: &mut Problems) -> StorageCon
             .request_body_retention_days
             .unwrap_or(DEFAULT_REQUEST_BODY_RETENTION_DAYS),
         delivery_share: delivery_share.clamp(0.05, 0.9),
+        writers: 1,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct WriterOptions {
     pub default_country: Option<String>,
     /// Observes how long each group commit took (seconds), for `/metrics`.
     pub commit_seconds: Option<prometheus::Histogram>,
+    /// Writers taking groups at once (PostgreSQL: `storage.writers`; SQLite has one).
+    pub writers: usize,
 }
 
 impl Default for WriterOptions {
@@ -48,6 +50,7 @@ impl Default for WriterOptions {
             delivery_share: DEFAULT_DELIVERY_SHARE,
             default_country: None,
             commit_seconds: None,
+            writers: 1,
         }
     }
 }
@@ -154,13 +157,15 @@ pub struct StoreWriter {
     work: mpsc::Sender<Job>,
 }
 
-/// Joins the writer thread: it finishes every queued job once all handles are dropped.
-pub struct WriterThread(JoinHandle<()>);
+/// Joins the writer threads: they finish every queued job once all handles are dropped.
+pub struct WriterThread(Vec<JoinHandle<()>>);
 
 impl WriterThread {
     pub fn join(self) {
-        if self.0.join().is_err() {
-            tracing::error!("the database writer thread panicked");
+        for handle in self.0 {
+            if handle.join().is_err() {
+                tracing::error!("the database writer thread panicked");
+            }
         }
     }
 }
@@ -168,40 +173,64 @@ impl WriterThread {
 impl StoreWriter {
     /// Start the writer thread over a store's `backend`, which applies each group of jobs.
     pub(crate) fn start<B: GroupWriter>(
-        mut backend: B,
+        backend: B,
+        options: WriterOptions,
+        targets: Vec<RouteTarget>,
+        handoffs: Arc<HandOffs>,
+    ) -> Result<(StoreWriter, WriterThread), StoreError> {
+        Self::start_many(vec![backend], options, targets, handoffs)
+    }
+
+    /// Start a writer thread per backend, all taking groups from the same queues: a store that
+    /// takes concurrent writers (PostgreSQL) commits one group while the next is applied on
+    /// another connection. Each group is still one transaction; the store resolves races
+    /// between its writers as between the nodes of a fleet.
+    pub(crate) fn start_many<B: GroupWriter>(
+        backends: Vec<B>,
         options: WriterOptions,
         targets: Vec<RouteTarget>,
         handoffs: Arc<HandOffs>,
     ) -> Result<(StoreWriter, WriterThread), StoreError> {
         let (ingest_tx, ingest_rx) = mpsc::channel(options.queue_capacity);
         let (work_tx, work_rx) = mpsc::channel(WORK_QUEUE_CAPACITY);
-        let handle = std::thread::Builder::new()
-            .name("tracklayer-writer".into())
-            .spawn(move || {
-                let queues = Queues {
-                    ingest: ingest_rx,
-                    work: work_rx,
-                    ingest_open: true,
-                    work_open: true,
-                    next_sweep: Instant::now(),
-                };
-                let state = WriterState {
-                    targets,
-                    default_country: options.default_country,
-                    handoff: RefCell::new(HandOffPlan::new(handoffs)),
-                    share: RefCell::new(TimeShare::new(options.delivery_share)),
-                    commit_seconds: options.commit_seconds,
-                };
-                run(&mut backend, queues, &state);
-                backend.finish();
-            })
-            .map_err(|source| StoreError::Thread { source })?;
+        let queues = Arc::new(std::sync::Mutex::new(Queues {
+            ingest: ingest_rx,
+            work: work_rx,
+            ingest_open: true,
+            work_open: true,
+            next_sweep: Instant::now(),
+        }));
+        let mut handles = Vec::with_capacity(backends.len());
+        for (n, mut backend) in backends.into_iter().enumerate() {
+            let queues = queues.clone();
+            let (targets, handoffs, options) = (targets.clone(), handoffs.clone(), options.clone());
+            let name = if n == 0 {
+                "tracklayer-writer".to_string()
+            } else {
+                format!("tracklayer-writer-{n}")
+            };
+            let handle = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let state = WriterState {
+                        targets,
+                        default_country: options.default_country,
+                        handoff: RefCell::new(HandOffPlan::new(handoffs)),
+                        share: RefCell::new(TimeShare::new(options.delivery_share)),
+                        commit_seconds: options.commit_seconds,
+                    };
+                    run(&mut backend, &queues, &state);
+                    backend.finish();
+                })
+                .map_err(|source| StoreError::Thread { source })?;
+            handles.push(handle);
+        }
         Ok((
             StoreWriter {
                 ingest: ingest_tx,
                 work: work_tx,
             },
-            WriterThread(handle),
+            WriterThread(handles),
         ))
     }
 
@@ -569,7 +598,7 @@ pub(crate) trait GroupWriter: Send + 'static {
     fn finish(&mut self) {}
 }
 
-fn run<B: GroupWriter>(backend: &mut B, mut queues: Queues, state: &WriterState) {
+fn run<B: GroupWriter>(backend: &mut B, queues: &std::sync::Mutex<Queues>, state: &WriterState) {
     // The writer's own small runtime only waits on the two queues and the sweep timer; every
     // database call stays synchronous on this thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -583,7 +612,13 @@ fn run<B: GroupWriter>(backend: &mut B, mut queues: Queues, state: &WriterState)
         }
     };
     loop {
-        let next = queues.next_group(&runtime, &state.share.borrow());
+        // One writer gathers a group at a time; the others apply theirs meanwhile.
+        let next = match queues.lock() {
+            Ok(mut queues) => queues.next_group(&runtime, &state.share.borrow()),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .next_group(&runtime, &state.share.borrow()),
+        };
         let Some(mut group) = next else { break };
         let started = Instant::now();
         commit_group(backend, &mut group, state);

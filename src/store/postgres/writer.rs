@@ -53,30 +53,37 @@ pub fn spawn(
 ) -> Result<(StoreWriter, WriterThread), StoreError> {
     // The sync client runs its own runtime: connect on a plain thread, never on the caller's
     // (which may be an async task).
-    let url = url.to_string();
-    let connect_to = url.clone();
+    let writers = options.writers.max(1);
+    let connect_to = url.to_string();
     let registered = node_id.clone();
-    let client = std::thread::spawn(move || -> Result<Client, StoreError> {
-        let mut client = writer_connection(&connect_to)?;
-        super::migrate(&mut client)?;
+    let clients = std::thread::spawn(move || -> Result<Vec<Client>, StoreError> {
+        let mut first = writer_connection(&connect_to)?;
+        super::migrate(&mut first)?;
         let host = registered.split(':').next().unwrap_or_default().to_string();
-        client.execute(
+        first.execute(
             "INSERT INTO nodes (node_id, hostname, started_at_ms, last_seen_ms, version)
              VALUES ($1, $2, $3, $3, $4)
              ON CONFLICT (node_id) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms",
             &[&registered, &host, &now_ms(), &env!("CARGO_PKG_VERSION")],
         )?;
-        Ok(client)
+        let mut clients = vec![first];
+        for _ in 1..writers {
+            clients.push(writer_connection(&connect_to)?);
+        }
+        Ok(clients)
     })
     .join()
     .map_err(|_| StoreError::Unsupported("the PostgreSQL connection thread panicked"))??;
-    let backend = PostgresGroups {
-        url,
-        client,
-        prepared: Prepared::default(),
-        node_id,
-    };
-    StoreWriter::start(backend, options, targets, handoffs)
+    let backends = clients
+        .into_iter()
+        .map(|client| PostgresGroups {
+            url: url.to_string(),
+            client,
+            prepared: Prepared::default(),
+            node_id: node_id.clone(),
+        })
+        .collect();
+    StoreWriter::start_many(backends, options, targets, handoffs)
 }
 
 /// The writer's connection. It looks rows up by key only, so a sequential scan is never its
