@@ -15,6 +15,7 @@ pub mod segment;
 pub mod stage;
 pub mod store;
 pub mod testsend;
+pub mod throttle;
 pub mod tui;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ pub async fn run(
         default_country: config.workspace.default_country.clone(),
         commit_seconds: Some(ops.metrics.commit_seconds.clone()),
         writers: config.storage.writers,
+        node_timeout_ms: config.storage.node_timeout_secs as i64 * 1000,
     };
     let (writer, writer_thread, node, location) = match &config.storage.url {
         // One node of a fleet sharing a PostgreSQL database.
@@ -122,8 +124,8 @@ pub async fn run(
     let served = ingest::serve(listener, state, limits, shutdown).await;
     // It holds a writer handle: stopped before the writer is left to drain.
     ops_task.stop().await;
-    // In-flight deliveries are abandoned; their leases expire and they are sent again (with
-    // the same event_id) at the next start.
+    // What the workers claimed and did not send goes back in line; requests out are answered
+    // and recorded (the writer still runs).
     workers.stop().await;
     if let Some(retention) = retention {
         retention.abort();

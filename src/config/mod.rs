@@ -237,6 +237,7 @@ struct RawStorage {
     request_body_retention_days: Option<u64>,
     delivery_share: Option<f64>,
     writers: Option<usize>,
+    node_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,6 +388,9 @@ pub struct StorageConfig {
     pub delivery_share: f64,
     /// PostgreSQL: connections that commit groups at once on this node (SQLite has one writer).
     pub writers: usize,
+    /// PostgreSQL: a node silent this long (no heartbeat; each beats every 2 s) is taken for
+    /// dead, and the others release the deliveries it held.
+    pub node_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +466,9 @@ impl DestinationKind {
 
 /// Short enough for the reference test vectors ("tl_test_secret"), long enough to stop "test".
 pub const MIN_SECRET_CHARS: usize = 12;
+
+/// Seconds without a heartbeat after which a fleet node's leases are released by the others.
+pub const DEFAULT_NODE_TIMEOUT_SECS: u64 = 15;
 
 /// PostgreSQL writers per node: while one connection waits for the server, the next group is
 /// applied on the other.
@@ -612,6 +619,7 @@ pub fn embedded_default(
             request_body_retention_days: DEFAULT_REQUEST_BODY_RETENTION_DAYS,
             delivery_share: DEFAULT_DELIVERY_SHARE,
             writers: 1,
+            node_timeout_secs: DEFAULT_NODE_TIMEOUT_SECS,
         },
         workspace: WorkspaceConfig {
             account: EMBEDDED_ACCOUNT.to_string(),

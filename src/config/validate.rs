@@ -312,6 +312,18 @@ fn storage(raw: &RawStorage, base: &Path, problems: &mut Problems) -> StorageCon
             .unwrap_or(DEFAULT_REQUEST_BODY_RETENTION_DAYS),
         delivery_share: delivery_share.clamp(0.05, 0.9),
         writers: 1,
+        node_timeout_secs: match raw.node_timeout_secs {
+            // Heartbeats come every 2 s: less than a few of them lost is not silence.
+            Some(n) if n < 6 => {
+                problems.push(
+                    "storage.node_timeout_secs",
+                    "must be at least 6 (nodes beat every 2 s; a busy node may miss one or two)",
+                );
+                crate::config::DEFAULT_NODE_TIMEOUT_SECS
+            }
+            Some(n) => n,
+            None => crate::config::DEFAULT_NODE_TIMEOUT_SECS,
+        },
     }
 }
 

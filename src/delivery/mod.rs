@@ -12,7 +12,7 @@ mod worker;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::destinations::Destination;
@@ -24,6 +24,8 @@ pub use sender::{http_client, parse_retry_after, request_timeout};
 use worker::{pause_base, Worker};
 /// The longest a worker sleeps before looking at the queue again on its own.
 const IDLE_POLL: Duration = Duration::from_millis(1000);
+/// How long a worker waits before asking a failing store again (a claim, outcomes).
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// How soon a pause recorded in the store (from the dashboard, or the fleet's) takes effect.
 const STORED_PAUSE_CHECK: Duration = Duration::from_millis(1000);
 /// The most deliveries one claim takes (a 1,000-event request, twice, for two at once), and the
@@ -48,7 +50,14 @@ fn random_u64() -> u64 {
 pub struct DeliveryWorkers {
     runtime: Option<tokio::runtime::Runtime>,
     workers: JoinSet<()>,
+    /// Their outcome recorders: they finish once every worker and request is done.
+    recorders: JoinSet<()>,
+    stop: watch::Sender<bool>,
 }
+
+/// How long stopping waits for workers to give back what they hold and for the requests out to
+/// be answered (the longest request timeout is 15 s).
+const STOP_GRACE: Duration = Duration::from_secs(20);
 
 impl DeliveryWorkers {
     /// Start a worker per destination.
@@ -66,10 +75,12 @@ impl DeliveryWorkers {
             .build()?;
         let client = http_client();
         let mut workers = JoinSet::new();
+        let mut recorders = JoinSet::new();
+        let (stop, stopping) = watch::channel(false);
         for dest in destinations {
             let (outcomes, outcomes_rx) = mpsc::channel(OUTCOME_QUEUE);
-            workers.spawn_on(
-                record_outcomes(writer.clone(), outcomes_rx),
+            recorders.spawn_on(
+                record_outcomes(writer.clone(), outcomes_rx, ops.clone()),
                 runtime.handle(),
             );
             let worker = Worker {
@@ -82,19 +93,31 @@ impl DeliveryWorkers {
             };
             // New deliveries come straight from the commit, up to a claim's worth at a time.
             let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
-            workers.spawn_on(worker.run(handoff), runtime.handle());
+            workers.spawn_on(worker.run(handoff, stopping.clone()), runtime.handle());
         }
         Ok(DeliveryWorkers {
             runtime: Some(runtime),
             workers,
+            recorders,
+            stop,
         })
     }
 
-    /// Stop every worker. Deliveries in flight keep their leases: they go out again, with the
-    /// same event_id, once those run out.
+    /// Stop every worker: what each claimed and has not sent goes back in line at once, the
+    /// requests already out are answered (or time out) and recorded. The writer must still run.
     pub async fn stop(mut self) {
-        self.workers.abort_all();
-        while self.workers.join_next().await.is_some() {}
+        let _ = self.stop.send(true);
+        let graceful = async {
+            while self.workers.join_next().await.is_some() {}
+            while self.recorders.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(STOP_GRACE, graceful).await.is_err() {
+            tracing::warn!(
+                "delivery workers did not finish in time; what they hold waits for its lease"
+            );
+            self.workers.abort_all();
+            self.recorders.abort_all();
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -133,7 +156,11 @@ const OUTCOME_QUEUE: usize = 256;
 /// again as soon as its answer is in, not after the commit that records it. (If the process dies
 /// first, the leases run out and the same event_ids are sent again.) The outcomes of one large
 /// request go in pieces, so no single writer job is long enough to hold up ingest.
-async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Completion>) {
+async fn record_outcomes(
+    writer: StoreWriter,
+    mut outcomes: mpsc::Receiver<Completion>,
+    ops: Arc<crate::ops::Ops>,
+) {
     while let Some(first) = outcomes.recv().await {
         let mut batch = vec![first];
         let mut items = batch[0].items.len();
@@ -160,8 +187,27 @@ async fn record_outcomes(writer: StoreWriter, mut outcomes: mpsc::Receiver<Compl
         if small.is_empty() {
             continue;
         }
-        if let Err(e) = writer.complete(small).await {
-            tracing::error!(%destination, error = %e, "could not record delivery outcomes; their leases will expire and they are sent again");
+        // A store that fails (the database went away) is asked again until it takes them, so an
+        // answer is not lost and sent again; meanwhile this destination's sending waits on the
+        // full queue, and readiness says why.
+        loop {
+            match writer.complete(small.clone()).await {
+                Ok(()) => {
+                    ops.delivery_store_ok(&destination);
+                    break;
+                }
+                Err(crate::store::WriteError::Stopped) => {
+                    tracing::error!(%destination, "outcomes are no longer recorded (the writer stopped); their leases expire and they are sent again");
+                    break;
+                }
+                Err(e) => {
+                    ops.delivery_store_failed(&destination, now_ms(), &e.to_string());
+                    if let Some(left_out) = crate::throttle::allow("delivery outcomes failed") {
+                        tracing::error!(%destination, error = %e, left_out, "cannot record delivery outcomes; trying again every second");
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
         }
     }
 }

@@ -6,12 +6,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::policy::{Breaker, BreakerChange};
 use super::{
     now_ms, request_timeout, ClaimInFlight, IDLE_POLL, MAX_CLAIM, MAX_CLAIM_PER_JOB, MIN_CLAIM,
-    STORED_PAUSE_CHECK,
+    STORED_PAUSE_CHECK, STORE_RETRY,
 };
 use crate::destinations::{Destination, Settings};
 use crate::store::delivery::{Completion, ItemResult, RequestRecord, RequestRef};
@@ -19,6 +19,7 @@ use crate::store::handoff::HandOffReceiver;
 use crate::store::warehouse::WarehouseSink;
 use crate::store::LeasedDelivery;
 use crate::store::StoreWriter;
+use crate::store::WriteError;
 
 pub(super) fn pause_base(dest: &Destination) -> Duration {
     // Short schedules (tests, the demo) pause briefly too.
@@ -77,16 +78,30 @@ impl Worker {
     }
 
     /// Take a finished claim into the buffer (unreadable rows are recorded as dead). Returns when
-    /// the next pending delivery falls due, if known, and whether the claim came back full;
-    /// Err when the writer has stopped.
+    /// the next pending delivery falls due, if known, whether more is waiting, and a pause
+    /// recorded in the store; Err only when the writer has stopped (shutting down). A claim the
+    /// store failed (the database went away) is reported for readiness and tried again after a
+    /// moment: the worker outlives its database.
     async fn absorb(
         &self,
         claim: ClaimInFlight,
         buffer: &mut VecDeque<LeasedDelivery>,
     ) -> Result<(Option<i64>, bool, Option<i64>), ()> {
-        let Ok(Ok((claim, asked))) = claim.await else {
-            return Err(()); // the writer stopped: shutting down
+        let (claim, asked) = match claim.await {
+            Ok(Ok(claimed)) => claimed,
+            Ok(Err(WriteError::Stopped)) | Err(_) => return Err(()),
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                self.ops
+                    .delivery_store_failed(&self.dest.name, now_ms(), &reason);
+                if let Some(left_out) = crate::throttle::allow("delivery claim failed") {
+                    tracing::error!(destination = %self.dest.name, error = %reason, left_out, "cannot claim deliveries; trying again every second");
+                }
+                tokio::time::sleep(STORE_RETRY).await;
+                return Ok((None, true, None));
+            }
         };
+        self.ops.delivery_store_ok(&self.dest.name);
         let full = claim.items.len() >= asked;
         let mut unreadable = Vec::new();
         for claimed in claim.items {
@@ -125,7 +140,15 @@ impl Worker {
         items
     }
 
-    pub(super) async fn run(self, mut handoff: HandOffReceiver) {
+    /// Sleep `for_`, or less if the node starts stopping.
+    async fn nap(for_: Duration, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(for_) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    pub(super) async fn run(self, mut handoff: HandOffReceiver, mut stop: watch::Receiver<bool>) {
         let concurrency = self.dest.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut buffer: VecDeque<LeasedDelivery> = VecDeque::new();
@@ -142,6 +165,9 @@ impl Worker {
         // Opened on first use, off the async threads (connecting can block).
         let sink: Arc<Mutex<Option<Box<dyn WarehouseSink>>>> = Arc::new(Mutex::new(None));
         loop {
+            if *stop.borrow() {
+                break;
+            }
             let now = now_ms();
             let (paused, probing) = {
                 let b = self.breaker();
@@ -162,7 +188,10 @@ impl Worker {
                     let ids = buffer.drain(..).map(|item| item.id).collect();
                     self.writer.release(ids, now).await;
                 }
-                tokio::time::sleep(STORED_PAUSE_CHECK).await;
+                Self::nap(STORED_PAUSE_CHECK, &mut stop).await;
+                if *stop.borrow() {
+                    break;
+                }
                 // Look again: resumed, or still paused.
                 last_claim_ms = now_ms();
                 let Ok(found) = self.absorb(self.claim_ahead(1), &mut buffer).await else {
@@ -188,14 +217,17 @@ impl Worker {
                     let ids = buffer.drain(..).map(|item| item.id).collect();
                     self.writer.release(ids, until).await;
                 }
-                tokio::time::sleep(Duration::from_millis((until - now).clamp(10, 60_000) as u64))
-                    .await;
+                Self::nap(
+                    Duration::from_millis((until - now).clamp(10, 60_000) as u64),
+                    &mut stop,
+                )
+                .await;
                 next_due = Some(until);
                 continue;
             }
             if probing && !idle {
                 // A request is out; the probe waits for its verdict.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                Self::nap(Duration::from_millis(50), &mut stop).await;
                 continue;
             }
             if claim.as_ref().is_some_and(|c| c.is_finished()) {
@@ -234,11 +266,16 @@ impl Worker {
                     handed = handoff.recv_handed() => buffer.extend(handed),
                     _ = signal.wait() => more_waiting = true,
                     _ = tokio::time::sleep(wait) => more_waiting = true,
+                    _ = stop.changed() => {}
                 }
                 continue;
             }
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = stop.changed() => continue,
             };
             let items = self.next_items(&mut buffer, probing);
             let worker = self.clone();
@@ -254,6 +291,26 @@ impl Worker {
                     drop(permit);
                 });
             }
+        }
+        // Stopping: nothing new is taken; what this node claimed and has not sent goes back in
+        // line at once, for another node (or the next start) instead of waiting out its lease;
+        // requests already out finish, and their answers are recorded.
+        handoff.set_accepting(false);
+        buffer.extend(handoff.take_handed());
+        if let Some(in_flight) = claim.take() {
+            let _ = self.absorb(in_flight, &mut buffer).await;
+        }
+        if !buffer.is_empty() {
+            let ids: Vec<i64> = buffer.drain(..).map(|item| item.id).collect();
+            tracing::info!(destination = %self.dest.name, deliveries = ids.len(), "stopping: claimed deliveries given back unsent");
+            self.writer.release(ids, now_ms()).await;
+        }
+        let answers = request_timeout(&self.dest) + Duration::from_secs(2);
+        if tokio::time::timeout(answers, slots.acquire_many(concurrency as u32))
+            .await
+            .is_err()
+        {
+            tracing::warn!(destination = %self.dest.name, "stopping: requests still out after their timeout; their leases expire instead");
         }
     }
 

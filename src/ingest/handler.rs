@@ -229,8 +229,9 @@ pub async fn healthz() -> Response {
 /// How long the readiness write may take before the store counts as not accepting writes.
 const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Readiness: the writer runs, the store commits a write, and the node is not stopping. The
-/// body names each check, so a failed probe says which one failed.
+/// Readiness: the writer runs, the store commits a write, every delivery worker can claim and
+/// record, and the node is not stopping. The body names each check, so a failed probe says
+/// which one failed.
 pub async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     let stopping = state.ops.is_shutting_down();
     let writer = state.writer.is_running();
@@ -246,7 +247,8 @@ pub async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     } else {
         Err("not tried: the writer has stopped".into())
     };
-    let ready = !stopping && writer && store.is_ok();
+    let deliveries = state.ops.delivery_store_problems();
+    let ready = !stopping && writer && store.is_ok() && deliveries.is_empty();
     let check = |ok: bool, detail: Option<String>| match (ok, detail) {
         (true, _) => serde_json::json!({ "ok": true }),
         (false, detail) => serde_json::json!({ "ok": false, "error": detail }),
@@ -257,6 +259,13 @@ pub async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
             "writer": check(writer, (!writer).then(|| "the database writer has stopped".to_string())),
             "store_write": check(store.is_ok(), store.err()),
             "not_shutting_down": check(!stopping, stopping.then(|| "the node is stopping (SIGTERM)".to_string())),
+            "deliveries": check(deliveries.is_empty(), (!deliveries.is_empty()).then(|| {
+                deliveries
+                    .iter()
+                    .map(|(d, since, why)| format!("{d}: cannot claim or record deliveries since {}: {why}", crate::segment::format_ms(*since)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })),
         }
     });
     let status = if ready {

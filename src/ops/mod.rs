@@ -26,6 +26,9 @@ pub struct Ops {
     /// Configured environments: a 401 naming anything else counts as `unknown` (bounded).
     environments: Vec<String>,
     shutting_down: AtomicBool,
+    /// Destinations whose worker cannot claim or record deliveries now (the store fails it):
+    /// since when, and why. Readiness fails while any is here.
+    delivery_store: Mutex<std::collections::BTreeMap<String, (i64, String)>>,
 }
 
 impl Ops {
@@ -35,6 +38,7 @@ impl Ops {
             signals: Mutex::new(signals::Signals::default()),
             environments,
             shutting_down: AtomicBool::new(false),
+            delivery_store: Mutex::new(Default::default()),
         })
     }
 
@@ -164,6 +168,39 @@ impl Ops {
             }
             signals.request(destination, at_ms, ok, reason);
         }
+    }
+
+    /// A destination's worker could not claim or record deliveries: the store failed it.
+    pub fn delivery_store_failed(&self, destination: &str, at_ms: i64, reason: &str) {
+        let mut failing = self
+            .delivery_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failing
+            .entry(destination.to_string())
+            .and_modify(|(_, why)| *why = reason.to_string())
+            .or_insert_with(|| (at_ms, reason.to_string()));
+    }
+
+    /// The store took a destination's claim or outcomes again.
+    pub fn delivery_store_ok(&self, destination: &str) {
+        let mut failing = self
+            .delivery_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failing.remove(destination).is_some() {
+            tracing::info!(%destination, "deliveries are claimed and recorded again");
+        }
+    }
+
+    /// Destinations whose deliveries the store fails now: (destination, since, why).
+    pub fn delivery_store_problems(&self) -> Vec<(String, i64, String)> {
+        self.delivery_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(d, (since, why))| (d.clone(), *since, why.clone()))
+            .collect()
     }
 
     /// The node stops: `/readyz` says so from now on.

@@ -41,6 +41,8 @@ pub struct WriterOptions {
     pub commit_seconds: Option<prometheus::Histogram>,
     /// Writers taking groups at once (PostgreSQL: `storage.writers`; SQLite has one).
     pub writers: usize,
+    /// A fleet node silent this long is taken for dead: the others release its leases.
+    pub node_timeout_ms: i64,
 }
 
 impl Default for WriterOptions {
@@ -51,6 +53,7 @@ impl Default for WriterOptions {
             default_country: None,
             commit_seconds: None,
             writers: 1,
+            node_timeout_ms: crate::config::DEFAULT_NODE_TIMEOUT_SECS as i64 * 1000,
         }
     }
 }
@@ -662,7 +665,9 @@ fn commit_group<B: GroupWriter>(backend: &mut B, group: &mut Group, state: &Writ
         Err(e) => {
             state.rolled_back();
             backend.rolled_back();
-            tracing::warn!(error = %e, jobs = group.len(), "group commit failed; retrying jobs one by one");
+            if let Some(left_out) = crate::throttle::allow("group commit failed") {
+                tracing::warn!(error = %e, jobs = group.len(), left_out, "group commit failed; retrying jobs one by one");
+            }
             items
                 .iter()
                 .map(|item| {

@@ -83,3 +83,133 @@ fn with_database(url: &str, database: &str) -> String {
     parsed.set_path(&format!("/{database}"));
     parsed.to_string()
 }
+
+/// A PostgreSQL server of a test's own, on a free port, that the test may stop and start again
+/// (the shared test server must not restart under other tests). From the distribution's
+/// packages, as `tests/postgres/cluster.sh` runs them; as root it belongs to `postgres`.
+pub struct PrivateServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+}
+
+impl PrivateServer {
+    /// None only when PostgreSQL tests are skipped (`TRACKLAYER_SKIP_POSTGRES=1`).
+    pub fn start() -> Option<PrivateServer> {
+        server_url()?;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed: apt-get install -y postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no PostgreSQL server binaries under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let root = is_root();
+        if root {
+            std::process::Command::new("chmod")
+                .args(["755"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            std::process::Command::new("chown")
+                .args(["postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PrivateServer { port, dir, bin };
+        let data = server.dir.path().join("data");
+        let out = server
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.start_again();
+        Some(server)
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let path = self.bin.join(program);
+        if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            std::process::Command::new(path)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stop the server (fast: connections are cut, as in a crash or a restart).
+    pub fn stop(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start it (again) on the same port and data.
+    pub fn start_again(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// Whether this process runs as root (then the server runs as `postgres`).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

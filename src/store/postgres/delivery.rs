@@ -123,6 +123,25 @@ pub(super) fn release_expired_leases(tx: &mut Db<'_, '_>, now_ms: i64) -> PgResu
     )
 }
 
+/// Put back in line what nodes silent since before `silent_before_ms` held (killed, or cut off
+/// from the database): their leases would otherwise hold it for a minute or more. A node that
+/// was only slow and answers later finds its deliveries sent by another node; the platforms
+/// dedup on the same event_id.
+pub(super) fn release_silent_nodes(
+    tx: &mut Db<'_, '_>,
+    node_id: &str,
+    now_ms: i64,
+    silent_before_ms: i64,
+) -> PgResult<u64> {
+    tx.execute(
+        "UPDATE deliveries SET status = 'pending', lease_until_ms = NULL, leased_by = NULL,
+             next_attempt_ms = $1, updated_at_ms = $1
+         WHERE status = 'in_flight' AND leased_by <> $2
+           AND leased_by IN (SELECT node_id FROM nodes WHERE last_seen_ms < $3)",
+        &[&now_ms, &node_id, &silent_before_ms],
+    )
+}
+
 /// Record one HTTP request as sent, by this node; returns its row.
 pub(super) fn record_request(
     tx: &mut Db<'_, '_>,

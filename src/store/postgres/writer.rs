@@ -32,6 +32,7 @@ pub(crate) struct PostgresGroups {
     client: Client,
     prepared: Prepared,
     node_id: String,
+    node_timeout_ms: i64,
 }
 
 /// This process's name in the fleet: host, process id and start time.
@@ -54,6 +55,7 @@ pub fn spawn(
     // The sync client runs its own runtime: connect on a plain thread, never on the caller's
     // (which may be an async task).
     let writers = options.writers.max(1);
+    let node_timeout_ms = options.node_timeout_ms;
     let connect_to = url.to_string();
     let registered = node_id.clone();
     let clients = std::thread::spawn(move || -> Result<Vec<Client>, StoreError> {
@@ -81,6 +83,7 @@ pub fn spawn(
             client,
             prepared: Prepared::default(),
             node_id: node_id.clone(),
+            node_timeout_ms,
         })
         .collect();
     StoreWriter::start_many(backends, options, targets, handoffs)
@@ -133,6 +136,7 @@ impl GroupWriter for PostgresGroups {
             let mut tx = PgTx {
                 db,
                 node_id: &self.node_id,
+                node_timeout_ms: self.node_timeout_ms,
             };
             let result = apply_items(&mut tx, items, state)
                 .and_then(|done| tx.db.commit().map(|()| done).map_err(StoreError::from));
@@ -164,6 +168,7 @@ impl GroupWriter for PostgresGroups {
 struct PgTx<'t, 'c, 'n> {
     db: Db<'t, 'c>,
     node_id: &'n str,
+    node_timeout_ms: i64,
 }
 
 impl StoreTx for PgTx<'_, '_, '_> {
@@ -270,6 +275,20 @@ impl StoreTx for PgTx<'_, '_, '_> {
             "UPDATE nodes SET last_seen_ms = $2 WHERE node_id = $1",
             &[&self.node_id, &now_ms],
         )?;
-        Ok(delivery::release_expired_leases(&mut self.db, now_ms)? as usize)
+        let expired = delivery::release_expired_leases(&mut self.db, now_ms)?;
+        let orphaned = delivery::release_silent_nodes(
+            &mut self.db,
+            self.node_id,
+            now_ms,
+            now_ms - self.node_timeout_ms,
+        )?;
+        if orphaned > 0 {
+            tracing::warn!(
+                deliveries = orphaned,
+                silent_for_s = self.node_timeout_ms / 1000,
+                "a node went silent: the deliveries it held are back in line"
+            );
+        }
+        Ok((expired + orphaned) as usize)
     }
 }

@@ -1,0 +1,429 @@
+//! A fleet on real PostgreSQL, through its faults: the database restarts under a running node,
+//! a node is stopped (SIGTERM) or killed (SIGKILL) holding deliveries, two nodes see the same
+//! outage and page once.
+
+mod common;
+
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::postgres::{PrivateServer, TestDatabase};
+use common::*;
+use serde_json::Value;
+use tracklayer::sandbox::{Fault, Platform, Sandbox};
+
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn purchase(message_id: &str) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}","userId":"u-{message_id}","timestamp":"{now}","properties":{{"order_id":"O-{message_id}","revenue":10,"currency":"EUR"}}}}"#
+    )
+}
+
+async fn sandbox() -> Sandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    sandbox.state.webhook_key(
+        "fleet",
+        tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
+    );
+    sandbox
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+async fn readyz(addr: &str) -> (u16, Value) {
+    json_of(
+        client()
+            .get(format!("http://{addr}/readyz"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// The database goes away under a running node and comes back: requests are refused with 503
+/// meanwhile (nothing acknowledged), readiness says why, and afterwards the node delivers again
+/// — what waited through the outage and what arrives after — without being restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_the_database_restarts_and_readiness_says_so() {
+    let Some(pg) = PrivateServer::start() else {
+        return;
+    };
+    let sandbox = sandbox().await;
+    let hook = format!(
+        "[[destinations]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{}/webhooks/fleet\"\nsecret = \"{WEBHOOK_SECRET}\"\nretry_schedule = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n",
+        sandbox.url()
+    );
+    let server = TestServer::start_on_postgres(&pg.url(), &hook).await;
+    let addr = server.addr.to_string();
+    let delivered = |id: &str| {
+        let db = pg.url();
+        let id = id.to_string();
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&db, ::postgres::NoTls).ok()?;
+            c.query_opt(
+                "SELECT d.status FROM deliveries d JOIN messages m ON m.id = d.message_row
+                 WHERE m.message_id = $1",
+                &[&id],
+            )
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, String>(0))
+        })
+        .join()
+        .unwrap()
+    };
+    // A delivery that keeps failing until after the outage: it waits through it.
+    sandbox
+        .state
+        .set_sticky(Platform::Webhook, Some(Fault::Status { status: 503 }));
+    let (status, reply) = server
+        .post("production", PRODUCTION_SECRET, &purchase("before"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(readyz(&addr).await.0, 200);
+
+    pg.stop();
+    let (status, _) = server
+        .post("production", PRODUCTION_SECRET, &purchase("during"))
+        .await;
+    assert_eq!(
+        status, 503,
+        "nothing is acknowledged while the database is away"
+    );
+    let (status, body) = readyz(&addr).await;
+    assert_eq!(status, 503, "{body:#}");
+    assert_eq!(body["checks"]["store_write"]["ok"], false, "{body:#}");
+    // The worker's claims fail too, and readiness names the destination.
+    wait_until(
+        "the deliveries check to fail",
+        Duration::from_secs(15),
+        || {
+            let body = futures_block(readyz(&addr)).1;
+            body["checks"]["deliveries"]["ok"] == false
+                && body["checks"]["deliveries"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("hooks: cannot claim or record deliveries"))
+        },
+    )
+    .await;
+
+    pg.start_again();
+    sandbox.state.set_sticky(Platform::Webhook, None);
+    let back = wait_until("readiness to return", Duration::from_secs(30), || {
+        futures_block(readyz(&addr)).0 == 200
+    })
+    .await;
+    let (status, reply) = server
+        .post("production", PRODUCTION_SECRET, &purchase("after"))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    for id in ["before", "after"] {
+        wait_until(
+            &format!("{id} to be delivered without restarting the node"),
+            Duration::from_secs(30),
+            || delivered(id).as_deref() == Some("delivered"),
+        )
+        .await;
+    }
+    assert_eq!(
+        delivered("during"),
+        None,
+        "never acknowledged, never stored"
+    );
+    eprintln!("ready again {back:?} after the database came back");
+    server.stop().await;
+}
+
+/// Run a small future to completion from a sync closure (the waits above poll in closures).
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// A webhook receiver whose first request is held for `hold`; the others are answered at once.
+/// Returns its URL and the event ids it answered, in order.
+async fn holding_receiver(hold: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let answered = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (answered, first) = (answered.clone(), first.clone());
+            async move {
+                if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(hold).await;
+                }
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Some(id) = v.pointer("/event/event_id").and_then(Value::as_str) {
+                    answered.lock().unwrap().push(id.to_string());
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+fn node_config(dir: &std::path::Path, name: &str, db: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[storage]
+url = "{db}"
+retention_days = 0
+
+[workspace]
+account = "{ACCOUNT}"
+
+[[environments]]
+name = "production"
+secret = "{PRODUCTION_SECRET}"
+
+{extra}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One request out at a time, one event per request: a node holds many claimed deliveries
+/// behind the one its receiver is slow to answer.
+fn slow_hook(url: &str) -> String {
+    format!(
+        "[[destinations]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{WEBHOOK_SECRET}\"\nretry_schedule = [1, 1, 1]\nconcurrency = 1\n"
+    )
+}
+
+fn status_counts(db: &str) -> (i64, i64) {
+    let db = db.to_string();
+    std::thread::spawn(move || {
+        let mut c = ::postgres::Client::connect(&db, ::postgres::NoTls).unwrap();
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FROM deliveries",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    })
+    .join()
+    .unwrap()
+}
+
+async fn post_batch(addr: &str, prefix: &str, n: usize) {
+    let batch = format!(
+        "[{}]",
+        (0..n)
+            .map(|i| purchase(&format!("{prefix}-{i}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (status, reply) = json_of(
+        signed(
+            &client(),
+            &format!("http://{addr}/segment/events"),
+            "production",
+            PRODUCTION_SECRET,
+            &batch,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill with a child's pid and a signal number.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// SIGTERM to a node whose receiver is slow: what it claimed and had not sent goes back in
+/// line at once and the other node sends it; the request it had out is answered and recorded
+/// before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_back_what_a_node_claimed_and_another_delivers_it() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (url, seen) = holding_receiver(Duration::from_secs(6)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_addr) = start_serve(&node_config(dir.path(), "a", &db.url, &slow_hook(&url)));
+    let (mut b, _) = start_serve(&node_config(dir.path(), "b", &db.url, &slow_hook(&url)));
+    post_batch(&a_addr, "t", 30).await;
+    wait_until(
+        "the first request to reach the receiver",
+        Duration::from_secs(10),
+        || status_counts(&db.url).1 == 30 && seen.lock().unwrap().is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = Instant::now();
+    signal(&a, libc::SIGTERM);
+    let took = wait_until("every delivery", Duration::from_secs(15), || {
+        status_counts(&db.url).0 == 30
+    })
+    .await;
+    let exit = a.wait().unwrap();
+    assert!(exit.success(), "node a stopped with {exit}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "a stopped node waits only for the request it had out"
+    );
+    // Node b sent what node a gave back.
+    let by_node: Vec<(String, i64)> = {
+        let db = db.url.clone();
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&db, ::postgres::NoTls).unwrap();
+            c.query(
+                "SELECT node_id, sum(item_count)::bigint FROM delivery_requests
+                 WHERE status_code = 204 GROUP BY node_id ORDER BY node_id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(by_node.len(), 2, "{by_node:?}");
+    eprintln!("all delivered {took:?} after SIGTERM: {by_node:?}");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// SIGKILL to a node holding claimed deliveries: it beats no more, and after the silence
+/// timeout (15 s) the other node releases and sends what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_deliveries_go_out_within_30_s() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (url, _seen) = holding_receiver(Duration::from_secs(120)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_addr) = start_serve(&node_config(dir.path(), "a", &db.url, &slow_hook(&url)));
+    let (mut b, _) = start_serve(&node_config(dir.path(), "b", &db.url, &slow_hook(&url)));
+    post_batch(&a_addr, "k", 20).await;
+    wait_until(
+        "node a to hold the deliveries",
+        Duration::from_secs(10),
+        || status_counts(&db.url).1 == 20,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&a, libc::SIGKILL);
+    let _ = a.wait();
+    let took = wait_until("every delivery", Duration::from_secs(30), || {
+        status_counts(&db.url).0 == 20
+    })
+    .await;
+    eprintln!("all delivered {took:?} after SIGKILL");
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+/// Two nodes see Meta fail: the alert is stored once and sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_on_a_two_node_fleet_is_stored_once_and_sent_once() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .set_sticky(Platform::Meta, Some(Fault::Status { status: 500 }));
+    let extra = format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+retry_schedule = [{retries}]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+
+[alerts]
+interval_secs = 1
+slack_webhook_url = "{url}/slack/ops"
+platform_down_failures = 2
+queue_backlog_secs = 100000
+error_rate_min_requests = 100000
+dead_letters = 100000
+"#,
+        url = sandbox.url(),
+        retries = vec!["1"; 60].join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_addr) = start_serve(&node_config(dir.path(), "a", &db.url, &extra));
+    let (mut b, b_addr) = start_serve(&node_config(dir.path(), "b", &db.url, &extra));
+    post_batch(&a_addr, "aa", 3).await;
+    post_batch(&b_addr, "bb", 3).await;
+    let firing = |sandbox: &Sandbox| {
+        sandbox
+            .state
+            .received(Platform::Webhook)
+            .iter()
+            .filter(|r| r.path == "/slack/ops")
+            .filter(|r| {
+                r.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("*platform_down* firing for"))
+            })
+            .count()
+    };
+    wait_until("platform_down to fire", Duration::from_secs(40), || {
+        firing(&sandbox) > 0
+    })
+    .await;
+    // Both nodes keep seeing the failure for a while: still one page, one row.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(firing(&sandbox), 1);
+    let rows: i64 = {
+        let db = db.url.clone();
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&db, ::postgres::NoTls).unwrap();
+            c.query_one(
+                "SELECT count(*) FROM alerts WHERE rule = 'platform_down' AND subject = 'meta'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(rows, 1);
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
