@@ -58,32 +58,18 @@ pub async fn run(
         writers: config.storage.writers,
         node_timeout_ms: config.storage.node_timeout_secs as i64 * 1000,
     };
-    let (writer, writer_thread, node, location) = match &config.storage.url {
-        // One node of a fleet sharing a PostgreSQL database.
-        Some(url) => {
-            let node = store::postgres::writer::node_id();
-            tracing::info!(node = %node, "storage: PostgreSQL (fleet)");
-            let (writer, thread) = store::postgres::writer::spawn(
-                url.expose(),
-                node.clone(),
-                options,
-                targets,
-                handoffs.clone(),
-            )?;
-            let location = store::StoreLocation::Postgres(url.expose().to_string());
-            (writer, thread, Some(node), location)
-        }
-        None => {
-            let (writer, thread) = store::StoreWriter::spawn(
-                &config.storage.path,
-                options,
-                targets,
-                handoffs.clone(),
-            )?;
-            let location = store::StoreLocation::Sqlite(config.storage.path.clone());
-            (writer, thread, None, location)
-        }
-    };
+    let location = store::StoreLocation::of(&config.storage);
+    if location.is_fleet() {
+        tracing::info!("storage: PostgreSQL (fleet)");
+    }
+    let store::RunningWriter {
+        writer,
+        thread: writer_thread,
+        node,
+    } = location.spawn_writer(options, targets, handoffs.clone())?;
+    if let Some(node) = &node {
+        tracing::info!(node = %node, "this node's name in the fleet");
+    }
     let mapping = pipeline::SharedMapping::new(config.mapping.table.clone());
     let reload = tokio::spawn(watch_mapping(config.mapping.clone(), mapping.clone()));
     let workers = delivery::DeliveryWorkers::start(&setup.destinations, &writer, &handoffs, &ops)?;

@@ -102,7 +102,7 @@ async fn run_case(path: &std::path::Path, store: Store) -> Result<(), String> {
         Some(db) => TestServer::start_on_postgres(&db.url, extra).await,
         None => TestServer::start_with_toml(extra).await,
     };
-    let result = run_steps(&server, &case, database.as_ref()).await;
+    let result = run_steps(&server, &case).await;
     server.stop().await;
     if let Some(db) = database {
         tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
@@ -110,11 +110,7 @@ async fn run_case(path: &std::path::Path, store: Store) -> Result<(), String> {
     result
 }
 
-async fn run_steps(
-    server: &TestServer,
-    case: &Value,
-    database: Option<&TestDatabase>,
-) -> Result<(), String> {
+async fn run_steps(server: &TestServer, case: &Value) -> Result<(), String> {
     for (i, step) in case["steps"]
         .as_array()
         .ok_or("no steps")?
@@ -122,27 +118,7 @@ async fn run_steps(
         .enumerate()
     {
         if let Some(env) = step["allow_replay"].as_str() {
-            let now = chrono::Utc::now().timestamp_millis();
-            match database {
-                Some(db) => tracklayer::store::postgres::open_replay_window(
-                    &db.url,
-                    env,
-                    now - 1000,
-                    now + 60_000,
-                    "test",
-                )
-                .map(|_| ())
-                .map_err(|e| e.to_string())?,
-                None => tracklayer::store::open_replay_window(
-                    &server.db,
-                    env,
-                    now - 1000,
-                    now + 60_000,
-                    "test",
-                )
-                .map(|_| ())
-                .map_err(|e| e.to_string())?,
-            }
+            server.allow_replay(env).await;
             continue;
         }
         let env = step["env"].as_str().unwrap_or("production");

@@ -122,10 +122,7 @@ pub fn tui(
     let test_plan =
         crate::testsend::TestPlan::new(setup.test_modes(), setup.profile_destinations(), false);
     let config = &setup.config;
-    let store = match &config.storage.url {
-        Some(url) => StoreLocation::Postgres(url.expose().to_string()),
-        None => StoreLocation::Sqlite(config.storage.path.clone()),
-    };
+    let store = StoreLocation::of(&config.storage);
     let names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
     let test_env = config.environments[0].clone();
     let account = config.workspace.account.clone();

@@ -264,8 +264,7 @@ pub fn send_trace(
     };
     let url = target.url(config);
     let pause = options.pause && !options.json && std::io::stdin().is_terminal();
-    let db = config.storage.path.clone();
-    let store_url = config.storage.url.as_ref().map(|u| u.expose().to_string());
+    let location = store::StoreLocation::of(&config.storage);
     let mut reader: Option<Box<dyn store::TraceReader>> = None;
     let runtime = runtime()?;
     let client = send_client()?;
@@ -294,7 +293,7 @@ pub fn send_trace(
         let started = std::time::Instant::now();
         let stages = loop {
             if reader.is_none() {
-                reader = store::open_trace_reader(&db, store_url.as_deref()).ok();
+                reader = location.trace_reader().ok();
             }
             let trace = match (&mut reader, status < 300) {
                 (Some(r), true) => r.trace(&message_id).ok().flatten(),

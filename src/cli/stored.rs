@@ -36,9 +36,7 @@ fn tone(word: &str) -> Option<anstyle::Style> {
 
 pub fn inspect(config: Option<&Path>, id: &str, json: bool) -> Result<ExitCode> {
     let loaded = workspace::load(config, &STORE_ONLY, false)?;
-    let storage = &loaded.config().storage;
-    let mut reader =
-        store::open_trace_reader(&storage.path, storage.url.as_ref().map(|u| u.expose()))?;
+    let mut reader = store::StoreLocation::of(&loaded.config().storage).trace_reader()?;
     if let Some(trace) = reader.trace(id)? {
         if json {
             output::json(&crate::inspect::to_json_exact(&trace))?;
@@ -128,14 +126,7 @@ pub fn allow_replay(
     }
     let start = chrono::Utc::now().timestamp_millis();
     let end = start + minutes * 60_000;
-    match &config.storage.url {
-        Some(url) => {
-            store::postgres::open_replay_window(url.expose(), env, start, end, note)?;
-        }
-        None => {
-            store::open_replay_window(&config.storage.path, env, start, end, note)?;
-        }
-    }
+    store::StoreLocation::of(&config.storage).open_replay_window(env, start, end, note)?;
     if json {
         output::json(&serde_json::json!({
             "environment": env,
@@ -179,12 +170,7 @@ pub fn replay(
             .timestamp_millis(),
         None => 0,
     };
-    let count = match &config.storage.url {
-        Some(url) => {
-            store::postgres::requeue(url.expose(), destination, status, since_ms)? as usize
-        }
-        None => store::requeue(&config.storage.path, destination, status, since_ms)?,
-    };
+    let count = store::StoreLocation::of(&config.storage).requeue(destination, status, since_ms)?;
     if json {
         output::json(&serde_json::json!({
             "destination": destination,

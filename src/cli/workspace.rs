@@ -160,9 +160,10 @@ pub fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a str>)
 /// The store a config names, for people: the SQLite file, or the PostgreSQL server and
 /// database without credentials.
 pub fn store_name(config: &Config) -> String {
-    match &config.storage.url {
-        Some(url) => format!("{} (fleet)", store::postgres::describe(url.expose())),
-        None => config.storage.path.display().to_string(),
+    let location = store::StoreLocation::of(&config.storage);
+    match location.is_fleet() {
+        true => format!("{} (fleet)", location.describe()),
+        false => location.describe(),
     }
 }
 

@@ -18,11 +18,8 @@ use super::body::{check_content_type, content_encoding, decode_body, read_body};
 use super::refusal::{header_str, Refusal, RequestMeta};
 use super::IngestState;
 use crate::config::EnvironmentConfig;
-use crate::pipeline::{self, consent, identity, MappingTable};
-use crate::segment::{
-    split_body, validate_message, BodyError, MessageLimits, MessageType, SplitBody,
-};
-use crate::stage::{PipelineInput, PipelineOutcome};
+use crate::segment::{split_body, BodyError, MessageType, SplitBody};
+use crate::stage::{message_record, MessageContext, PipelineOutcome};
 use crate::store::{
     IngestBatch, MessageOutcome, MessageRecord, ReplayGuard, RequestReceipt, WriteError,
 };
@@ -473,66 +470,6 @@ pub async fn tracking_api(
 fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
     let seq = state.request_seq.fetch_add(1, Ordering::Relaxed);
     format!("req_{received_at_ms:011x}{seq:08x}")
-}
-
-/// What every message of a request shares.
-pub struct MessageContext<'a> {
-    /// The call type given by the URL (`/v1/track`), which SDKs may leave out of the body.
-    pub implied_type: Option<MessageType>,
-    pub environment: &'a str,
-    pub mapping: &'a MappingTable,
-    pub received_at_ms: i64,
-    pub limits: &'a MessageLimits,
-}
-
-/// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
-pub fn message_record(position: usize, raw: Bytes, ctx: &MessageContext<'_>) -> MessageRecord {
-    let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
-    match validate_message(&raw, ctx.implied_type, ctx.limits) {
-        Ok(valid) => {
-            let pipeline = PipelineInput {
-                draft: pipeline::draft(&valid, ctx.environment, ctx.mapping, ctx.received_at_ms),
-                observation: identity::observe(&valid, ctx.received_at_ms),
-                event_consent: consent::event_consent(&valid.body).cloned(),
-                skip_destinations: pipeline::test_skips(&valid.body),
-            };
-            MessageRecord {
-                position,
-                message_id: Some(valid.message_id),
-                message_type: Some(valid.message_type.as_str().to_string()),
-                event: valid.event,
-                user_id: valid.user_id,
-                anonymous_id: valid.anonymous_id,
-                raw,
-                raw_bytes: None,
-                raw_sha256,
-                invalid_reason: None,
-                pipeline: Some(pipeline),
-            }
-        }
-        Err(invalid) => {
-            // An oversized invalid message keeps its first bytes and its size, not all of it.
-            let (raw, raw_bytes) = if raw.len() > ctx.limits.max_message_bytes {
-                let size = raw.len();
-                (raw.slice(..ctx.limits.max_message_bytes), Some(size))
-            } else {
-                (raw, None)
-            };
-            MessageRecord {
-                position,
-                message_id: invalid.message_id,
-                message_type: invalid.message_type,
-                event: invalid.event,
-                user_id: None,
-                anonymous_id: None,
-                raw,
-                raw_bytes,
-                raw_sha256,
-                invalid_reason: Some(invalid.reason),
-                pipeline: None,
-            }
-        }
-    }
 }
 
 /// An authenticated request, ready to be stored.

@@ -20,7 +20,8 @@ use crate::pipeline::SharedMapping;
 use crate::segment::MessageLimits;
 use crate::store::StoreWriter;
 
-pub use handler::{message_record, IngestReply, MessageContext};
+pub use crate::stage::{message_record, MessageContext};
+pub use handler::IngestReply;
 pub use refusal::RefusalLog;
 pub use server::ServerLimits;
 

@@ -574,3 +574,7 @@ pub fn outcome_rows(decision: &Decision<'_>) -> Vec<i64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

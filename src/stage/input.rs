@@ -4,11 +4,75 @@
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::destinations::ProfileSnapshot;
 use crate::pipeline::dedup::CollisionKind;
 use crate::pipeline::identity::{IdKind, Identifier, Observation, Profile};
-use crate::pipeline::{consent, phone, Draft, RouteTarget, RouteVerdict};
+use crate::pipeline::{
+    self, consent, identity, phone, Draft, MappingTable, RouteTarget, RouteVerdict,
+};
+use crate::segment::{validate_message, MessageLimits, MessageType};
+
+/// What every message of a request shares.
+pub struct MessageContext<'a> {
+    /// The call type given by the URL (`/v1/track`), which SDKs may leave out of the body.
+    pub implied_type: Option<MessageType>,
+    pub environment: &'a str,
+    pub mapping: &'a MappingTable,
+    pub received_at_ms: i64,
+    pub limits: &'a MessageLimits,
+}
+
+/// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
+pub fn message_record(position: usize, raw: Bytes, ctx: &MessageContext<'_>) -> MessageRecord {
+    let raw_sha256: [u8; 32] = Sha256::digest(&raw).into();
+    match validate_message(&raw, ctx.implied_type, ctx.limits) {
+        Ok(valid) => {
+            let pipeline = PipelineInput {
+                draft: pipeline::draft(&valid, ctx.environment, ctx.mapping, ctx.received_at_ms),
+                observation: identity::observe(&valid, ctx.received_at_ms),
+                event_consent: consent::event_consent(&valid.body).cloned(),
+                skip_destinations: pipeline::test_skips(&valid.body),
+            };
+            MessageRecord {
+                position,
+                message_id: Some(valid.message_id),
+                message_type: Some(valid.message_type.as_str().to_string()),
+                event: valid.event,
+                user_id: valid.user_id,
+                anonymous_id: valid.anonymous_id,
+                raw,
+                raw_bytes: None,
+                raw_sha256,
+                invalid_reason: None,
+                pipeline: Some(pipeline),
+            }
+        }
+        Err(invalid) => {
+            // An oversized invalid message keeps its first bytes and its size, not all of it.
+            let (raw, raw_bytes) = if raw.len() > ctx.limits.max_message_bytes {
+                let size = raw.len();
+                (raw.slice(..ctx.limits.max_message_bytes), Some(size))
+            } else {
+                (raw, None)
+            };
+            MessageRecord {
+                position,
+                message_id: invalid.message_id,
+                message_type: invalid.message_type,
+                event: invalid.event,
+                user_id: None,
+                anonymous_id: None,
+                raw,
+                raw_bytes,
+                raw_sha256,
+                invalid_reason: Some(invalid.reason),
+                pipeline: None,
+            }
+        }
+    }
+}
 
 /// Metadata of one authenticated request.
 #[derive(Debug, Clone)]

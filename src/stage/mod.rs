@@ -18,8 +18,9 @@ pub mod snapshot;
 
 pub use decide::{decide, Context, Ids, Table, COUNTING};
 pub use input::{
-    IngestBatch, MessageOutcome, MessageRecord, PipelineInput, PipelineOutcome, RejectedRequest,
-    RejectionBatch, RejectionCount, ReplayGuard, RequestReceipt, StoredOutcome,
+    message_record, IngestBatch, MessageContext, MessageOutcome, MessageRecord, PipelineInput,
+    PipelineOutcome, RejectedRequest, RejectionBatch, RejectionCount, ReplayGuard, RequestReceipt,
+    StoredOutcome,
 };
 pub use rows::{Decision, JobDecision};
 pub use snapshot::{Keys, Snapshot};

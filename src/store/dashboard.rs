@@ -1,8 +1,6 @@
 //! What the dashboard reads, from either store. The loader thread owns one of these; the panes
 //! never learn whether they show one SQLite file or a fleet's PostgreSQL.
 
-use std::path::Path;
-
 use super::model::alerts::StoredAlert;
 use super::model::trace::{
     DestinationPause, MessageTrace, StoredCollision, StoredHttpRequest, StoredProfile,
@@ -330,52 +328,5 @@ impl DashboardReader for PgReader {
         limit: usize,
     ) -> Result<Vec<ProfileEvent>, StoreError> {
         Ok(PgReader::events_of_profile(self, profile_id, limit)?)
-    }
-}
-
-/// Where the dashboard reads: an SQLite file or a fleet's PostgreSQL.
-#[derive(Debug, Clone)]
-pub enum StoreLocation {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
-}
-
-impl StoreLocation {
-    /// A PostgreSQL URL or a path to an SQLite file.
-    pub fn parse(named: &str) -> StoreLocation {
-        if named.starts_with("postgres://") || named.starts_with("postgresql://") {
-            StoreLocation::Postgres(named.to_string())
-        } else {
-            StoreLocation::Sqlite(Path::new(named).to_path_buf())
-        }
-    }
-
-    /// For people: the file, or the server and database without credentials.
-    pub fn describe(&self) -> String {
-        match self {
-            StoreLocation::Sqlite(path) => path.display().to_string(),
-            StoreLocation::Postgres(url) => super::postgres::describe(url),
-        }
-    }
-
-    /// Perform an operator action (and record who did it). Synchronous, like [`Self::open`].
-    pub fn operate(
-        &self,
-        action: &super::model::actions::OperatorAction,
-        who: &str,
-    ) -> Result<i64, StoreError> {
-        match self {
-            StoreLocation::Sqlite(path) => super::sqlite::operate(path, action, who),
-            StoreLocation::Postgres(url) => Ok(super::postgres::operate(url, action, who)?),
-        }
-    }
-
-    /// Open a reader. Synchronous: call it from a plain thread (the PostgreSQL client must
-    /// not run on an async task's thread).
-    pub fn open(&self) -> Result<Box<dyn DashboardReader>, StoreError> {
-        Ok(match self {
-            StoreLocation::Sqlite(path) => Box::new(StoreReader::open(path)?),
-            StoreLocation::Postgres(url) => Box::new(PgReader::open(url)?),
-        })
     }
 }

@@ -12,6 +12,9 @@ pub enum StoreError {
     PostgresSchema(#[from] PostgresError),
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A command that reads what a node stored, pointed where nothing is stored.
+    #[error("{0}")]
+    Missing(String),
     /// Other nodes kept taking the keys a group counted on.
     #[error("{0}")]
     Conflict(String),

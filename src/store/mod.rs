@@ -12,6 +12,7 @@ pub mod dashboard;
 mod error;
 pub(crate) mod filter_sql;
 pub mod handoff;
+mod location;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -22,9 +23,10 @@ pub use crate::stage::{
     IngestBatch, MessageOutcome, MessageRecord, PipelineInput, PipelineOutcome, RejectedRequest,
     RejectionBatch, RejectionCount, ReplayGuard, RequestReceipt, StoredOutcome,
 };
-pub use dashboard::{DashboardReader, StoreLocation};
+pub use dashboard::DashboardReader;
 pub use error::{now_ms, StoreError};
 pub use handoff::LeasedDelivery;
+pub use location::{RunningWriter, StoreLocation};
 pub use model::trace::{
     DestinationPause, MessageTrace, RejectionTally, StoredAttempt, StoredCollision, StoredDelivery,
     StoredEvent, StoredHttpRequest, StoredIdentityChange, StoredMessage, StoredProfile,
@@ -33,10 +35,7 @@ pub use model::trace::{
 pub use model::views::QueueCounts;
 pub use model::{delivery, trace, views};
 pub use sqlite::reader::StoreReader;
-pub use sqlite::{
-    local_secret, local_write_key, open_for_writing, open_replay_window, read_local_secret,
-    requeue, retention,
-};
+pub use sqlite::{local_secret, local_write_key, open_for_writing, read_local_secret, retention};
 pub use writer::{StoreWriter, WriteError, WriterOptions, WriterThread, DEFAULT_DELIVERY_SHARE};
 
 impl StoreWriter {
@@ -106,16 +105,4 @@ impl TraceReader for postgres::reader::PgReader {
             destination,
         )?)
     }
-}
-
-/// The trace reader of the store a config names: the SQLite file, or the fleet's database.
-/// For synchronous commands (the PostgreSQL client must not run on an async task's thread).
-pub fn open_trace_reader(
-    path: &std::path::Path,
-    url: Option<&str>,
-) -> Result<Box<dyn TraceReader>, StoreError> {
-    Ok(match url {
-        Some(url) => Box::new(postgres::reader::PgReader::open(url)?),
-        None => Box::new(StoreReader::open(path)?),
-    })
 }

@@ -170,32 +170,19 @@ impl TestServer {
     }
 
     /// Where this server stores: its SQLite file, and the PostgreSQL URL when it has one.
-    fn store_place(&self) -> (PathBuf, Option<String>) {
-        let url = self.setup.config.storage.url.as_ref();
-        (self.db.clone(), url.map(|u| u.expose().to_string()))
+    fn location(&self) -> tracklayer::store::StoreLocation {
+        tracklayer::store::StoreLocation::of(&self.setup.config.storage)
     }
 
     /// Open a replay window for `environment` (`tracklayer allow-replay`) in whichever store.
     pub async fn allow_replay(&self, environment: &str) {
-        let ((db, url), environment) = (self.store_place(), environment.to_string());
+        let (location, environment) = (self.location(), environment.to_string());
         let now = chrono::Utc::now().timestamp_millis();
         let (starts, ends) = (now - 1000, now + 60_000);
         tokio::task::spawn_blocking(move || {
-            let opened = match url {
-                Some(url) => tracklayer::store::postgres::open_replay_window(
-                    &url,
-                    &environment,
-                    starts,
-                    ends,
-                    "test",
-                )
-                .map_err(|e| e.to_string()),
-                None => {
-                    tracklayer::store::open_replay_window(&db, &environment, starts, ends, "test")
-                        .map_err(|e| e.to_string())
-                }
-            };
-            opened.unwrap();
+            location
+                .open_replay_window(&environment, starts, ends, "test")
+                .unwrap();
         })
         .await
         .unwrap()
@@ -211,18 +198,11 @@ impl TestServer {
 
     /// Put a destination's deliveries in `status` back in line (`tracklayer replay`).
     pub async fn requeue(&self, destination: &str, status: &str) -> usize {
-        let ((db, url), destination, status) = (
-            self.store_place(),
-            destination.to_string(),
-            status.to_string(),
-        );
-        tokio::task::spawn_blocking(move || match url {
-            Some(url) => tracklayer::store::postgres::requeue(&url, &destination, &status, 0)
-                .unwrap() as usize,
-            None => tracklayer::store::requeue(&db, &destination, &status, 0).unwrap(),
-        })
-        .await
-        .unwrap()
+        let (location, destination, status) =
+            (self.location(), destination.to_string(), status.to_string());
+        tokio::task::spawn_blocking(move || location.requeue(&destination, &status, 0).unwrap())
+            .await
+            .unwrap()
     }
 
     /// Whether a destination paused itself (from whichever store).

@@ -98,6 +98,37 @@ impl ItemResult {
     }
 }
 
+/// What an outcome makes of its delivery row: the one rule every store writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange<'a> {
+    /// `delivered`, `pending` (sent again at `next_attempt_ms`) or `dead`.
+    pub status: &'static str,
+    /// Added to the row's failures: the retry schedule counts these, not attempts (a batch
+    /// split to find a bad item, or an item that did not fit, is no failure of its own).
+    pub failures_added: i32,
+    /// Kept on the row for diagnostics; a delivery that went through clears the last error.
+    pub error: Option<&'a str>,
+}
+
+impl ItemResult {
+    pub fn status_change(&self) -> StatusChange<'_> {
+        let (status, failures_added) = match self.outcome {
+            AttemptOutcome::Delivered => ("delivered", 0),
+            AttemptOutcome::Retry => ("pending", i32::from(!self.free_retry)),
+            AttemptOutcome::Dead => ("dead", 1),
+        };
+        let error = match self.outcome {
+            AttemptOutcome::Delivered => None,
+            _ => self.reason.as_deref(),
+        };
+        StatusChange {
+            status,
+            failures_added,
+            error,
+        }
+    }
+}
+
 /// What a worker reports after a request (or after refusing items without sending).
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -208,4 +239,51 @@ pub struct Claim {
     /// A pause recorded in the store (an operator's, or the fleet's breaker): nothing is
     /// claimed, and the worker stops taking hand-offs until it ends.
     pub paused_until_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(outcome: AttemptOutcome, reason: Option<&str>, free_retry: bool) -> ItemResult {
+        ItemResult {
+            free_retry,
+            ..ItemResult::of(7, 3, outcome, reason.map(str::to_string))
+        }
+    }
+
+    #[test]
+    fn each_outcome_changes_its_row_once_the_same_way() {
+        let delivered = outcome(AttemptOutcome::Delivered, Some("events_received 1"), false);
+        assert_eq!(
+            delivered.status_change(),
+            StatusChange {
+                status: "delivered",
+                failures_added: 0,
+                error: None
+            }
+        );
+        let retry = outcome(AttemptOutcome::Retry, Some("HTTP 503"), false);
+        assert_eq!(
+            retry.status_change(),
+            StatusChange {
+                status: "pending",
+                failures_added: 1,
+                error: Some("HTTP 503")
+            }
+        );
+        // Bisection and items that did not fit are sent again without counting a failure.
+        let again = outcome(AttemptOutcome::Retry, Some("batch refused"), true);
+        assert_eq!(again.status_change().failures_added, 0);
+        assert_eq!(again.status_change().status, "pending");
+        let dead = ItemResult::dead(7, 3, "HTTP 400 invalid".into());
+        assert_eq!(
+            dead.status_change(),
+            StatusChange {
+                status: "dead",
+                failures_added: 1,
+                error: Some("HTTP 400 invalid")
+            }
+        );
+    }
 }

@@ -6,7 +6,7 @@ use super::db::Db;
 
 use crate::store::codec::{unpack, Packed};
 use crate::store::model::delivery::{
-    AttemptOutcome, Claim, ClaimedDelivery, Completion, RequestRecord, RequestRef, StoredSubject,
+    Claim, ClaimedDelivery, Completion, RequestRecord, RequestRef, StoredSubject,
 };
 
 type PgResult<T> = Result<T, postgres::Error>;
@@ -185,62 +185,64 @@ pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> Pg
         ),
         RequestRef::Recorded { row, status_code } => (Some(*row), *status_code),
     };
-    let mut delivered = 0i64;
-    for item in &c.items {
-        let (status, failed) = match item.outcome {
-            AttemptOutcome::Delivered => ("delivered", 0i32),
-            AttemptOutcome::Retry => ("pending", i32::from(!item.free_retry)),
-            AttemptOutcome::Dead => ("dead", 1),
-        };
-        let error = match item.outcome {
-            AttemptOutcome::Delivered => None,
-            _ => item.reason.clone(),
-        };
-        let updated = tx.execute(
-            "UPDATE deliveries SET status = $2, next_attempt_ms = COALESCE($3, next_attempt_ms),
-                 failures = failures + $4, solo = $5, lease_until_ms = NULL, leased_by = NULL,
-                 updated_at_ms = $6, last_status_code = COALESCE($7, last_status_code),
-                 last_error = $8
-             WHERE id = $1 AND status = 'in_flight' AND leased_by = $9",
-            &[
-                &item.delivery_id,
-                &status,
-                &item.next_attempt_ms,
-                &failed,
-                &item.solo,
-                &c.at_ms,
-                &status_code.map(i32::from),
-                &error,
-                &node_id,
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO delivery_attempts (delivery_id, request_row, node_id, attempt, at_ms,
+    if c.items.is_empty() {
+        return Ok(());
+    }
+    let changes: Vec<_> = c.items.iter().map(|i| i.status_change()).collect();
+    let ids: Vec<i64> = c.items.iter().map(|i| i.delivery_id).collect();
+    let statuses: Vec<&str> = changes.iter().map(|ch| ch.status).collect();
+    let next_attempts: Vec<Option<i64>> = c.items.iter().map(|i| i.next_attempt_ms).collect();
+    let failures: Vec<i32> = changes.iter().map(|ch| ch.failures_added).collect();
+    let solos: Vec<bool> = c.items.iter().map(|i| i.solo).collect();
+    let errors: Vec<Option<&str>> = changes.iter().map(|ch| ch.error).collect();
+    let attempts: Vec<i32> = c.items.iter().map(|i| i.attempt as i32).collect();
+    let outcomes: Vec<&str> = c.items.iter().map(|i| i.outcome.as_str()).collect();
+    let reasons: Vec<Option<&str>> = c.items.iter().map(|i| i.reason.as_deref()).collect();
+    // One statement for the whole completion: every attempt recorded, each row changed while
+    // this node still holds its lease, and the delivered ones counted in the totals.
+    tx.execute(
+        "WITH outcome AS (
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::int[], $5::bool[],
+                                  $6::text[], $7::int[], $8::text[], $9::text[])
+                 AS o(id, status, next_attempt_ms, failures, solo, error, attempt, outcome, reason)
+         ),
+         changed AS (
+             UPDATE deliveries d SET status = o.status,
+                 next_attempt_ms = COALESCE(o.next_attempt_ms, d.next_attempt_ms),
+                 failures = d.failures + o.failures, solo = o.solo, lease_until_ms = NULL,
+                 leased_by = NULL, updated_at_ms = $10,
+                 last_status_code = COALESCE($11, d.last_status_code), last_error = o.error
+             FROM outcome o
+             WHERE d.id = o.id AND d.status = 'in_flight' AND d.leased_by = $12
+             RETURNING o.status
+         ),
+         attempts AS (
+             INSERT INTO delivery_attempts (delivery_id, request_row, node_id, attempt, at_ms,
                  outcome, reason, next_attempt_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &item.delivery_id,
-                &request_row,
-                &node_id,
-                &(item.attempt as i32),
-                &c.at_ms,
-                &item.outcome.as_str(),
-                &item.reason,
-                &item.next_attempt_ms,
-            ],
-        )?;
-        if updated > 0 && item.outcome == AttemptOutcome::Delivered {
-            delivered += 1;
-        }
-    }
-    if delivered > 0 {
-        tx.execute(
-            "INSERT INTO destination_totals (destination, delivered) VALUES ($1, $2)
-             ON CONFLICT (destination) DO UPDATE
-                 SET delivered = destination_totals.delivered + EXCLUDED.delivered",
-            &[&c.destination, &delivered],
-        )?;
-    }
+             SELECT o.id, $13, $12, o.attempt, $10, o.outcome, o.reason, o.next_attempt_ms
+             FROM outcome o
+         )
+         INSERT INTO destination_totals (destination, delivered)
+         SELECT $14, count(*) FROM changed WHERE status = 'delivered' HAVING count(*) > 0
+         ON CONFLICT (destination) DO UPDATE
+             SET delivered = destination_totals.delivered + EXCLUDED.delivered",
+        &[
+            &ids,
+            &statuses,
+            &next_attempts,
+            &failures,
+            &solos,
+            &errors,
+            &attempts,
+            &outcomes,
+            &reasons,
+            &c.at_ms,
+            &status_code.map(i32::from),
+            &node_id,
+            &request_row,
+            &c.destination,
+        ],
+    )?;
     Ok(())
 }
 

@@ -187,27 +187,19 @@ pub fn complete(conn: &Connection, c: &Completion) -> Result<(), rusqlite::Error
             item.reason,
             item.next_attempt_ms
         ])?;
-        let (status, failed) = match item.outcome {
-            AttemptOutcome::Delivered => {
-                delivered += 1;
-                ("delivered", 0)
-            }
-            AttemptOutcome::Retry => ("pending", i64::from(!item.free_retry)),
-            AttemptOutcome::Dead => ("dead", 1),
-        };
-        let error = match item.outcome {
-            AttemptOutcome::Delivered => None,
-            _ => item.reason.clone(),
-        };
+        let change = item.status_change();
+        if item.outcome == AttemptOutcome::Delivered {
+            delivered += 1;
+        }
         update.execute(params![
             item.delivery_id,
-            status,
+            change.status,
             item.next_attempt_ms,
-            failed,
+            change.failures_added,
             item.solo,
             c.at_ms,
             status_code,
-            error
+            change.error
         ])?;
     }
     if delivered > 0 {

@@ -231,10 +231,10 @@ mod tests {
                     request % 50,
                     "x".repeat(600)
                 );
-                crate::ingest::message_record(
+                crate::stage::message_record(
                     position,
                     bytes::Bytes::from(raw),
-                    &crate::ingest::MessageContext {
+                    &crate::stage::MessageContext {
                         implied_type: None,
                         environment: "production",
                         mapping: table,
