@@ -8,8 +8,10 @@ pub mod demo;
 pub mod destinations;
 pub mod ingest;
 pub mod inspect;
+pub mod operator;
 pub mod ops;
 pub mod pipeline;
+pub mod privacy;
 pub mod sandbox;
 pub mod segment;
 pub mod stage;
@@ -57,6 +59,8 @@ pub async fn run(
         commit_seconds: Some(ops.metrics.commit_seconds.clone()),
         writers: config.storage.writers,
         node_timeout_ms: config.storage.node_timeout_secs as i64 * 1000,
+        // Read from the store by its writer.
+        suppression_key: Vec::new(),
     };
     let location = store::StoreLocation::of(&config.storage);
     if location.is_fleet() {

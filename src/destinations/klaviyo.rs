@@ -68,7 +68,8 @@ impl KlaviyoSettings {
     }
 }
 
-fn headers(settings: &KlaviyoSettings) -> Vec<(String, String)> {
+/// Klaviyo's headers: the private key, the API revision, JSON:API content.
+pub fn request_headers(settings: &KlaviyoSettings) -> Vec<(String, String)> {
     vec![
         (
             "Authorization".into(),
@@ -369,7 +370,7 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
             request: body.map(|body| {
                 HttpRequest::json(
                     format!("{}/api/event-bulk-create-jobs", dest.base_url),
-                    headers(settings),
+                    request_headers(settings),
                     &body,
                 )
             }),
@@ -383,7 +384,11 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
     // One item per request; anything else waits for the next.
     match body {
         Ok(body) => Built::first_of(
-            HttpRequest::json(format!("{}{path}", dest.base_url), headers(settings), &body),
+            HttpRequest::json(
+                format!("{}{path}", dest.base_url),
+                request_headers(settings),
+                &body,
+            ),
             items.len(),
         ),
         Err(reason) => Built {

@@ -8,6 +8,7 @@ pub mod hashing;
 mod http;
 pub mod klaviyo;
 pub mod meta;
+pub mod privacy;
 pub mod settings;
 pub mod setup;
 pub mod tiktok;

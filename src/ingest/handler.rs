@@ -40,6 +40,9 @@ pub struct IngestReply {
     pub unmapped: usize,
     /// Events that collapsed onto an existing event_id (see `problems`).
     pub collisions: usize,
+    /// Messages naming a forgotten person: not stored, sent nowhere (see `problems`).
+    #[serde(default)]
+    pub suppressed: usize,
     /// Only the messages that need attention, so a 1000-event batch stays small; at most 100
     /// (`problems_not_listed` counts the rest).
     pub problems: Vec<MessageProblem>,
@@ -575,6 +578,7 @@ async fn store_and_reply(
         mapped: 0,
         unmapped: 0,
         collisions: 0,
+        suppressed: 0,
         problems: Vec::new(),
         problems_not_listed: 0,
         events: Vec::new(),
@@ -611,6 +615,13 @@ async fn store_and_reply(
             MessageOutcome::Invalid { .. } => {
                 reply.invalid += 1;
                 problem("invalid", invalid_reason.unwrap_or_default());
+            }
+            MessageOutcome::Suppressed => {
+                reply.suppressed += 1;
+                problem(
+                    "suppressed",
+                    "names a person who asked to be forgotten: not stored, sent nowhere".into(),
+                );
             }
         }
         match &outcome.pipeline {

@@ -84,6 +84,7 @@ impl Ops {
                 MessageOutcome::Accepted { .. } => "accepted",
                 MessageOutcome::Duplicate { .. } => "duplicate",
                 MessageOutcome::Invalid { .. } => "invalid",
+                MessageOutcome::Suppressed => "suppressed",
             });
             let Some(pipeline) = &stored.pipeline else {
                 continue;

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod identity;
 pub mod mapping;
 pub mod phone;
+pub mod privacy;
 pub mod refund;
 pub mod transform;
 

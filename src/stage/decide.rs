@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::input::{
-    lookup_keys, profile_consent, profile_deliveries, profile_of, IngestBatch, MessageOutcome,
-    PipelineInput, PipelineOutcome, StoredOutcome, Verdict,
+    lookup_keys, message_identifiers, profile_consent, profile_deliveries, profile_of, IngestBatch,
+    MessageOutcome, MessageRecord, PipelineInput, PipelineOutcome, StoredOutcome, Verdict,
 };
 use super::rows::*;
 use super::snapshot::{PriorEvent, PriorMessage, Purchase, Snapshot};
@@ -24,6 +24,8 @@ use crate::pipeline::{self as pl, dedup, Draft, RouteTarget, RouteVerdict};
 pub struct Context<'a> {
     pub targets: &'a [RouteTarget],
     pub default_country: Option<&'a str>,
+    /// The key of the suppression list's hashes.
+    pub suppression_key: &'a [u8],
 }
 
 /// The kinds of row whose ids the decisions assign.
@@ -99,6 +101,16 @@ pub fn decide<'a>(
         out.requests.push(batch);
         let mut outcomes = Vec::with_capacity(batch.messages.len());
         for message in &batch.messages {
+            if let Some(forget_row) = suppressed_by(snapshot, ctx, message) {
+                // A forgotten person's message: answered, counted against the forget that
+                // suppressed it, and nothing of it stored.
+                *out.suppressed.entry(forget_row).or_default() += 1;
+                outcomes.push(StoredOutcome {
+                    message: MessageOutcome::Suppressed,
+                    pipeline: None,
+                });
+                continue;
+            }
             let row = ids.take(Table::Messages, &mut out.ids_used);
             let env = &batch.receipt.environment;
             let verdict = match Verdict::message_id(message) {
@@ -166,6 +178,17 @@ pub fn decide<'a>(
     out.profiles = w.written.into_values().collect();
     out.identities = w.identities.into_values().collect();
     out
+}
+
+/// The forget request whose suppression a message falls under, if any.
+fn suppressed_by(snapshot: &Snapshot, ctx: &Context<'_>, message: &MessageRecord) -> Option<i64> {
+    if snapshot.suppressed.is_empty() {
+        return None;
+    }
+    message_identifiers(message).iter().find_map(|id| {
+        let hash = crate::pipeline::privacy::suppression_hash(ctx.suppression_key, id);
+        snapshot.suppressed.get(&hash).copied()
+    })
 }
 
 /// Why a batch signed only over element 0 is refused: its signed message is older than the
@@ -567,10 +590,11 @@ pub fn outcome_rows(decision: &Decision<'_>) -> Vec<i64> {
             JobDecision::Refused(_) => None,
         })
         .flatten()
-        .map(|o| match o.message {
+        .filter_map(|o| match o.message {
             MessageOutcome::Accepted { row_id }
             | MessageOutcome::Duplicate { row_id, .. }
-            | MessageOutcome::Invalid { row_id } => row_id,
+            | MessageOutcome::Invalid { row_id } => Some(row_id),
+            MessageOutcome::Suppressed => None,
         })
         .collect()
 }

@@ -154,6 +154,8 @@ pub enum MessageOutcome {
     Invalid {
         row_id: i64,
     },
+    /// The message names a forgotten person: nothing of it is stored or sent.
+    Suppressed,
 }
 
 /// A request refused before its body was trusted. Never holds the body or a secret.
@@ -405,4 +407,18 @@ pub fn profile_deliveries<'a>(
             })
         })
         .collect()
+}
+
+/// The identifiers a message names, for the suppression list: what its pipeline observed, or
+/// for an invalid message the ids it still carries.
+pub fn message_identifiers(message: &MessageRecord) -> Vec<Identifier> {
+    crate::pipeline::privacy::message_identifiers(
+        message
+            .pipeline
+            .as_ref()
+            .map(|p| lookup_keys(&p.observation))
+            .as_deref(),
+        message.user_id.as_deref(),
+        message.anonymous_id.as_deref(),
+    )
 }

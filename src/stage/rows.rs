@@ -2,6 +2,7 @@
 //! state), ready for a store to write set-based. Ids of messages, events, profiles and
 //! deliveries are decided here (from ids the store reserved); other rows take theirs on insert.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::input::{IngestBatch, MessageRecord, StoredOutcome};
@@ -182,6 +183,8 @@ pub struct Decision<'a> {
     pub collisions: Vec<CollisionInsert>,
     /// Ids taken of each kind: messages, events, profiles, deliveries.
     pub ids_used: [usize; 4],
+    /// Messages refused by the suppression list, per forget request row.
+    pub suppressed: BTreeMap<i64, usize>,
 }
 
 impl Decision<'_> {

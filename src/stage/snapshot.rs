@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::input::{lookup_keys, IngestBatch};
+use super::input::{lookup_keys, message_identifiers, IngestBatch};
 use crate::pipeline::identity::{Identifier, Profile};
-use crate::pipeline::{refund, CanonicalEvent, Draft};
+use crate::pipeline::{privacy, refund, CanonicalEvent, Draft};
 
 /// Everything a group's messages could touch.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -26,17 +26,26 @@ pub struct Keys {
     pub now_ms: i64,
     /// Destinations the group may create deliveries for (their fleet pause is read).
     pub destinations: Vec<String>,
+    /// The keyed hashes of every identifier the group's messages name (the suppression list
+    /// is read for them).
+    pub suppression: Vec<Vec<u8>>,
 }
 
 impl Keys {
     /// The keys of a group of requests, each kind deduplicated.
-    pub fn of(batches: &[&IngestBatch], destinations: &[String], now_ms: i64) -> Keys {
+    pub fn of(
+        batches: &[&IngestBatch],
+        destinations: &[String],
+        suppression_key: &[u8],
+        now_ms: i64,
+    ) -> Keys {
         let mut message_ids = BTreeSet::new();
         let mut identifiers = BTreeSet::new();
         let mut event_ids = BTreeSet::new();
         let mut purchases = BTreeSet::new();
         let mut environments = BTreeSet::new();
         let mut since_ms = i64::MAX;
+        let mut suppression = BTreeSet::new();
         for batch in batches {
             let environment = &batch.receipt.environment;
             environments.insert(environment.clone());
@@ -51,6 +60,9 @@ impl Keys {
             for message in &batch.messages {
                 if let Some(id) = &message.message_id {
                     message_ids.insert((environment.clone(), id.clone()));
+                }
+                for id in message_identifiers(message) {
+                    suppression.insert(privacy::suppression_hash(suppression_key, &id));
                 }
                 let Some(input) = &message.pipeline else {
                     continue;
@@ -75,6 +87,7 @@ impl Keys {
             },
             now_ms,
             destinations: destinations.to_vec(),
+            suppression: suppression.into_iter().collect(),
         }
     }
 }
@@ -130,6 +143,8 @@ pub struct Snapshot {
     /// Each loaded profile's version, where a store keeps one (a fleet writes a profile only if
     /// it is still the version it loaded).
     pub versions: HashMap<i64, i64>,
+    /// Suppressed hashes among the keys', with the forget request that suppressed each.
+    pub suppressed: HashMap<Vec<u8>, i64>,
 }
 
 impl Snapshot {

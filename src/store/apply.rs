@@ -105,10 +105,16 @@ fn stage_group(
 ) -> Result<Vec<JobOutput>, StoreError> {
     let batches: Vec<&stage::IngestBatch> = jobs.iter().map(|IngestJob(b, _)| &**b).collect();
     let destinations: Vec<String> = state.targets.iter().map(|t| t.name.clone()).collect();
-    let keys = Keys::of(&batches, &destinations, crate::store::error::now_ms());
+    let keys = Keys::of(
+        &batches,
+        &destinations,
+        &state.suppression_key,
+        crate::store::error::now_ms(),
+    );
     let ctx = stage::Context {
         targets: &state.targets,
         default_country: state.default_country.as_deref(),
+        suppression_key: &state.suppression_key,
     };
     let snapshot = tx.load(&keys)?;
     let ids = if tx.needs_count() {

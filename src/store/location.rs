@@ -128,6 +128,19 @@ impl StoreLocation {
         }
     }
 
+    /// A connection for forgetting people. Synchronous, on the calling thread from start to
+    /// end (a plain thread: the PostgreSQL client must not run on an async task's thread).
+    pub fn privacy(&self) -> Result<Box<dyn super::privacy::PrivacyStore>, StoreError> {
+        Ok(match self.existing()? {
+            StoreLocation::Sqlite(path) => {
+                Box::new(super::sqlite::privacy::SqlitePrivacy::open(path)?)
+            }
+            StoreLocation::Postgres(url) => {
+                Box::new(super::postgres::privacy::PgPrivacy::open(url)?)
+            }
+        })
+    }
+
     /// Put a destination's deliveries in `status` updated since `since_ms` back in the queue.
     pub fn requeue(
         &self,

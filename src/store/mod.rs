@@ -15,6 +15,7 @@ pub mod handoff;
 mod location;
 pub mod model;
 pub mod postgres;
+pub mod privacy;
 pub mod sqlite;
 pub mod warehouse;
 pub(crate) mod writer;

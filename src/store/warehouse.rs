@@ -11,7 +11,7 @@ use crate::destinations::WarehouseTarget;
 
 pub use crate::store::sqlite::warehouse::{read_rows, SqliteWarehouse};
 
-pub use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
+pub use crate::store::model::warehouse::{WarehouseForget, WarehouseSink, SCHEMA_VERSION};
 
 /// Open the sink a warehouse destination names (creating its table if missing).
 pub fn open(target: &WarehouseTarget) -> Result<Box<dyn WarehouseSink>, String> {

@@ -43,6 +43,8 @@ pub struct WriterOptions {
     pub writers: usize,
     /// A fleet node silent this long is taken for dead: the others release its leases.
     pub node_timeout_ms: i64,
+    /// Set by the store when its writer starts (the key lives in the database).
+    pub suppression_key: Vec<u8>,
 }
 
 impl Default for WriterOptions {
@@ -54,6 +56,7 @@ impl Default for WriterOptions {
             commit_seconds: None,
             writers: 1,
             node_timeout_ms: crate::config::DEFAULT_NODE_TIMEOUT_SECS as i64 * 1000,
+            suppression_key: Vec::new(),
         }
     }
 }
@@ -218,6 +221,7 @@ impl StoreWriter {
                     let state = WriterState {
                         targets,
                         default_country: options.default_country,
+                        suppression_key: options.suppression_key,
                         handoff: RefCell::new(HandOffPlan::new(handoffs)),
                         share: RefCell::new(TimeShare::new(options.delivery_share)),
                         commit_seconds: options.commit_seconds,
@@ -564,6 +568,8 @@ impl Queues {
 pub(crate) struct WriterState {
     pub targets: Vec<RouteTarget>,
     pub default_country: Option<String>,
+    /// The key of the suppression list's hashes (the store's own, read at start).
+    pub suppression_key: Vec<u8>,
     pub handoff: RefCell<HandOffPlan>,
     share: RefCell<TimeShare>,
     commit_seconds: Option<prometheus::Histogram>,

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod delivery;
 pub mod filter;
 pub mod pipeline;
+pub mod privacy;
 pub mod trace;
 pub mod views;
 pub mod warehouse;

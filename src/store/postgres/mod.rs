@@ -8,6 +8,7 @@ mod alerts;
 mod db;
 mod delivery;
 mod ingest;
+pub mod privacy;
 pub mod reader;
 mod retention;
 mod stage;
@@ -19,7 +20,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 6] = [
+pub const MIGRATIONS: [(i32, &str, &str); 7] = [
     (
         1,
         "0001_schema",
@@ -49,6 +50,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 6] = [
         6,
         "0006_profile_version",
         include_str!("../../../migrations/postgres/0006_profile_version.sql"),
+    ),
+    (
+        7,
+        "0007_privacy",
+        include_str!("../../../migrations/postgres/0007_privacy.sql"),
     ),
 ];
 

@@ -6,7 +6,7 @@ use postgres::{Client, NoTls};
 use serde_json::Value;
 
 use crate::pipeline::CanonicalEvent;
-use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
+use crate::store::model::warehouse::{WarehouseForget, WarehouseSink, SCHEMA_VERSION};
 
 fn schema_sql(schema: &str) -> String {
     format!(
@@ -132,5 +132,20 @@ impl WarehouseSink for PostgresWarehouse {
         }
         tx.commit().map_err(|e| e.to_string())?;
         Ok(new)
+    }
+
+    fn forget(&mut self, person: &WarehouseForget) -> Result<usize, String> {
+        let schema = self.schema.clone();
+        let client = self.client()?;
+        let deleted = client
+            .execute(
+                &format!(
+                    "DELETE FROM {schema}.tracklayer_events
+                     WHERE event_id = ANY($1) OR user_id = ANY($2) OR anonymous_id = ANY($3)"
+                ),
+                &[&person.event_ids, &person.user_ids, &person.anonymous_ids],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(deleted as usize)
     }
 }

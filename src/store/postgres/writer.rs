@@ -58,24 +58,26 @@ pub fn spawn(
     let node_timeout_ms = options.node_timeout_ms;
     let connect_to = url.to_string();
     let registered = node_id.clone();
-    let clients = std::thread::spawn(move || -> Result<Vec<Client>, StoreError> {
-        let mut first = writer_connection(&connect_to)?;
-        super::migrate(&mut first)?;
-        let host = registered.split(':').next().unwrap_or_default().to_string();
-        first.execute(
-            "INSERT INTO nodes (node_id, hostname, started_at_ms, last_seen_ms, version)
+    let (clients, suppression_key) =
+        std::thread::spawn(move || -> Result<(Vec<Client>, Vec<u8>), StoreError> {
+            let mut first = writer_connection(&connect_to)?;
+            super::migrate(&mut first)?;
+            let host = registered.split(':').next().unwrap_or_default().to_string();
+            first.execute(
+                "INSERT INTO nodes (node_id, hostname, started_at_ms, last_seen_ms, version)
              VALUES ($1, $2, $3, $3, $4)
              ON CONFLICT (node_id) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms",
-            &[&registered, &host, &now_ms(), &env!("CARGO_PKG_VERSION")],
-        )?;
-        let mut clients = vec![first];
-        for _ in 1..writers {
-            clients.push(writer_connection(&connect_to)?);
-        }
-        Ok(clients)
-    })
-    .join()
-    .map_err(|_| StoreError::Unsupported("the PostgreSQL connection thread panicked"))??;
+                &[&registered, &host, &now_ms(), &env!("CARGO_PKG_VERSION")],
+            )?;
+            let key = super::privacy::suppression_key(&mut first)?;
+            let mut clients = vec![first];
+            for _ in 1..writers {
+                clients.push(writer_connection(&connect_to)?);
+            }
+            Ok((clients, key))
+        })
+        .join()
+        .map_err(|_| StoreError::Unsupported("the PostgreSQL connection thread panicked"))??;
     let backends = clients
         .into_iter()
         .map(|client| PostgresGroups {
@@ -86,6 +88,10 @@ pub fn spawn(
             node_timeout_ms,
         })
         .collect();
+    let options = WriterOptions {
+        suppression_key,
+        ..options
+    };
     StoreWriter::start_many(backends, options, targets, handoffs)
 }
 

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod delivery;
 pub(super) mod ingest;
 pub mod pipeline;
+pub mod privacy;
 pub mod reader;
 pub mod retention;
 mod stage;
@@ -51,6 +52,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!(
             "../../../migrations/0013_events_by_profile.sql"
         )),
+        M::up(include_str!("../../../migrations/0014_privacy.sql")),
     ])
 });
 
@@ -105,6 +107,9 @@ fn configure_writer(conn: &Connection) -> Result<(), rusqlite::Error> {
     // loss too, not only a process crash. Group commit pays for it.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Deleted rows are overwritten with zeros as their space is freed: a forgotten person's
+    // bytes must not stay readable in free pages (retention's deletes pay the same small cost).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // The writer cycles through ~20 statements per message; the default cache of 16 would
     // evict and re-parse some of them on every message.

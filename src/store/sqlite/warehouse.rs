@@ -6,7 +6,7 @@ use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use crate::pipeline::CanonicalEvent;
-use crate::store::model::warehouse::{WarehouseSink, SCHEMA_VERSION};
+use crate::store::model::warehouse::{WarehouseForget, WarehouseSink, SCHEMA_VERSION};
 
 /// The table's schema (version `SCHEMA_VERSION`), created if missing. One row per event_id;
 /// re-sending is a no-op.
@@ -48,6 +48,9 @@ impl SqliteWarehouse {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        // A forgotten person's rows are zeroed on disk as they are deleted.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(|e| e.to_string())?;
         conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
         conn.execute(
@@ -101,6 +104,29 @@ impl WarehouseSink for SqliteWarehouse {
         }
         tx.commit().map_err(|e| e.to_string())?;
         Ok(new)
+    }
+
+    fn forget(&mut self, person: &WarehouseForget) -> Result<usize, String> {
+        let list = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        let deleted = self
+            .conn
+            .execute(
+                "DELETE FROM tracklayer_events
+                 WHERE event_id IN (SELECT value FROM json_each(?1))
+                    OR user_id IN (SELECT value FROM json_each(?2))
+                    OR anonymous_id IN (SELECT value FROM json_each(?3))",
+                params![
+                    list(&person.event_ids),
+                    list(&person.user_ids),
+                    list(&person.anonymous_ids)
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        // The WAL still holds the pages as they were: fold it in and cut it to nothing.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| e.to_string())?;
+        Ok(deleted)
     }
 }
 

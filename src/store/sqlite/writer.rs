@@ -34,6 +34,27 @@ pub(crate) struct SqliteGroups {
     cache: RefCell<IdentityCache>,
     stop: Arc<AtomicBool>,
     checkpointer: Option<JoinHandle<()>>,
+    /// The suppression list (keyed hash → the forget that added it), read again whenever
+    /// another connection committed: a forget runs on its own connection, never this one.
+    suppressions: std::collections::HashMap<Vec<u8>, i64>,
+    /// `PRAGMA data_version` when the list and the cache were last known true.
+    data_version: Option<i64>,
+}
+
+impl SqliteGroups {
+    /// Another connection committed (a forget, an operator): what this writer keeps in memory
+    /// may be stale, so the cache starts over and the suppression list is read again.
+    fn notice_other_writers(&mut self) -> Result<(), rusqlite::Error> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.data_version != Some(version) {
+            self.cache.borrow_mut().clear();
+            self.suppressions = super::privacy::suppressions(&self.conn)?;
+            self.data_version = Some(version);
+        }
+        Ok(())
+    }
 }
 
 /// Open the database at `path` (running migrations) and start the writer over it.
@@ -55,6 +76,8 @@ fn spawn_with_wal_limit(
 ) -> Result<(StoreWriter, WriterThread), StoreError> {
     let conn = open_for_writing(path)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let mut options = options;
+    options.suppression_key = super::privacy::suppression_key(&conn)?;
     let wal = WalFold::new(&conn, path, wal_limit_bytes)?;
     let stop = Arc::new(AtomicBool::new(false));
     let checkpointer = spawn_checkpointer(path, stop.clone())?;
@@ -64,6 +87,8 @@ fn spawn_with_wal_limit(
         cache: RefCell::new(IdentityCache::default()),
         stop,
         checkpointer: Some(checkpointer),
+        suppressions: Default::default(),
+        data_version: None,
     };
     StoreWriter::start(backend, options, targets, handoffs)
 }
@@ -75,10 +100,12 @@ impl GroupWriter for SqliteGroups {
         items: &[Item<'_>],
         state: &WriterState,
     ) -> Result<Vec<JobOutput>, StoreError> {
+        self.notice_other_writers()?;
         let tx = self.conn.unchecked_transaction()?;
         let mut store = SqliteTx {
             conn: &tx,
             cache: &self.cache,
+            suppressions: &self.suppressions,
         };
         let (outputs, ingest_time, delivery_time) = apply_items(&mut store, items, state)?;
         tx.commit()?;
@@ -115,11 +142,20 @@ impl GroupWriter for SqliteGroups {
 struct SqliteTx<'a> {
     conn: &'a Connection,
     cache: &'a RefCell<IdentityCache>,
+    suppressions: &'a std::collections::HashMap<Vec<u8>, i64>,
 }
 
 impl StoreTx for SqliteTx<'_> {
     fn load(&mut self, keys: &Keys) -> Result<Snapshot, StoreError> {
-        Ok(stage::load(self.conn, keys, self.cache)?)
+        let mut snapshot = stage::load(self.conn, keys, self.cache)?;
+        if !self.suppressions.is_empty() {
+            snapshot.suppressed = keys
+                .suppression
+                .iter()
+                .filter_map(|h| self.suppressions.get(h).map(|row| (h.clone(), *row)))
+                .collect();
+        }
+        Ok(snapshot)
     }
     fn ids(&mut self, _counted: [usize; 4]) -> Result<Ids, StoreError> {
         Ok(Ids::From(stage::next_ids(self.conn)?))
@@ -135,6 +171,13 @@ impl StoreTx for SqliteTx<'_> {
     ) -> Result<Written, StoreError> {
         // The only writer: nobody can take a key between the load and the write.
         stage::write(self.conn, decision, self.cache, handoff, &snapshot.paused)?;
+        if !decision.suppressed.is_empty() {
+            super::privacy::count_suppressed(
+                self.conn,
+                &decision.suppressed,
+                crate::store::now_ms(),
+            )?;
+        }
         Ok(Written::Done)
     }
     fn rejections(&mut self, batch: &RejectionBatch) -> Result<(), StoreError> {

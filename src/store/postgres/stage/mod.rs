@@ -72,7 +72,11 @@ fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgRe
          FROM replay_windows WHERE environment = ANY($5) AND ends_ms > $6
          UNION ALL
          SELECT 'paused', destination, NULL, NULL, NULL, paused_until_ms, NULL, NULL, NULL, NULL
-         FROM destination_state WHERE destination = ANY($7) AND paused_until_ms > $8",
+         FROM destination_state WHERE destination = ANY($7) AND paused_until_ms > $8
+         UNION ALL
+         SELECT 'suppressed', NULL, NULL, s.request_row, s.hash, NULL, NULL, NULL, NULL, NULL
+         FROM unnest($9::bytea[]) AS k(hash)
+         JOIN LATERAL (SELECT hash, request_row FROM suppressions WHERE hash = k.hash) s ON true",
         &[
             &environments,
             &message_ids,
@@ -82,6 +86,7 @@ fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgRe
             &keys.since_ms.min(keys.now_ms),
             &keys.destinations,
             &keys.now_ms,
+            &keys.suppression,
         ],
     )?;
     for r in rows {
@@ -124,6 +129,9 @@ fn load_keyed(tx: &mut Db<'_, '_>, keys: &Keys, snapshot: &mut Snapshot) -> PgRe
                         },
                     );
                 }
+            }
+            "suppressed" => {
+                snapshot.suppressed.insert(r.get(4), r.get(3));
             }
             "window" => snapshot.replay_windows.push(ReplayWindow {
                 environment: r.get(1),

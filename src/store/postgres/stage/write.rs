@@ -160,6 +160,13 @@ pub(in crate::store::postgres) fn write(
         .map(|(d, r)| Start::of(r.as_ref(), d.created_at_ms))
         .collect();
     write_rows(tx, d, &starts, node_id)?;
+    if !d.suppressed.is_empty() {
+        crate::store::postgres::privacy::count_suppressed(
+            tx,
+            &d.suppressed,
+            crate::store::now_ms(),
+        )?;
+    }
     handoff.hand_over_inserted(&d.deliveries, reservations);
     Ok(Written::Done)
 }
