@@ -80,7 +80,7 @@ pub async fn run(
     let ops_task = ops::spawn(
         ops.clone(),
         config.alerts.clone(),
-        location,
+        location.clone(),
         writer.clone(),
         setup.destinations.iter().map(|d| d.name.clone()).collect(),
         node,
@@ -94,11 +94,20 @@ pub async fn run(
                 storage.request_body_retention_days,
             ))
         });
-    let state = Arc::new(ingest::IngestState::new(
-        config,
-        writer,
-        mapping,
-        ops.clone(),
+    let mut state = ingest::IngestState::new(config, writer, mapping, ops.clone());
+    state.privacy = Some(ingest::PrivacyContext {
+        location: location.clone(),
+        destinations: setup.destinations.clone(),
+        default_country: config.workspace.default_country.clone(),
+    });
+    let state = Arc::new(state);
+    // Deletions queued by forget requests (on any node) go out from here, retried until the
+    // platform has answered for good.
+    let (stop_forwards, forwards_stopped) = tokio::sync::watch::channel(false);
+    let forwarder = tokio::spawn(privacy::forward::run(
+        location.clone(),
+        setup.destinations.clone(),
+        forwards_stopped,
     ));
     let limits = ingest::ServerLimits {
         header_timeout: config.server.header_timeout,
@@ -114,6 +123,8 @@ pub async fn run(
     let served = ingest::serve(listener, state, limits, shutdown).await;
     // It holds a writer handle: stopped before the writer is left to drain.
     ops_task.stop().await;
+    let _ = stop_forwards.send(true);
+    let _ = forwarder.await;
     // What the workers claimed and did not send goes back in line; requests out are answered
     // and recorded (the writer still runs).
     workers.stop().await;

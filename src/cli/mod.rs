@@ -2,6 +2,7 @@
 //! to stdout (JSON with `--json`), status and progress to stderr (see `output`).
 
 mod check;
+mod forget;
 mod output;
 mod run;
 mod send;
@@ -181,6 +182,36 @@ enum Command {
         #[arg(long, default_value = "operator replay")]
         note: String,
         /// The window as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a person: delete everything stored of them (messages, events, profiles, identity
+    /// graph, deliveries, warehouse rows), suppress their later messages, forward the deletion
+    /// where a platform takes one. Give one or more identifiers of the same person.
+    Forget {
+        /// The environment the request comes from (recorded in the audit).
+        #[arg(long, value_name = "NAME", required_unless_present = "list")]
+        env: Option<String>,
+        /// The person's Segment userId.
+        #[arg(long, value_name = "ID")]
+        user_id: Option<String>,
+        /// The person's Segment anonymousId.
+        #[arg(long, value_name = "ID")]
+        anonymous_id: Option<String>,
+        /// The person's email address.
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+        /// The person's phone number.
+        #[arg(long, value_name = "PHONE")]
+        phone: Option<String>,
+        /// Lift the suppression of these identifiers (Segment's UNSUPPRESS); deleted data stays
+        /// deleted.
+        #[arg(long, conflicts_with = "list")]
+        undo: bool,
+        /// List the recorded forget requests (the audit) instead.
+        #[arg(long)]
+        list: bool,
+        /// The report (and the audit row) as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -417,6 +448,30 @@ fn run(cli: Cli, terminal: bool) -> Result<ExitCode> {
             note,
             json,
         } => stored::allow_replay(config, &env, minutes, &note, json),
+        Command::Forget {
+            env,
+            user_id,
+            anonymous_id,
+            email,
+            phone,
+            undo,
+            list,
+            json,
+        } => forget::forget(
+            config,
+            forget::ForgetArgs {
+                env,
+                request: crate::pipeline::privacy::ForgetRequest {
+                    user_id,
+                    anonymous_id,
+                    email,
+                    phone,
+                },
+                undo,
+                list,
+                json,
+            },
+        ),
         Command::Replay {
             destination,
             since,

@@ -94,11 +94,38 @@ pub fn inspect(config: Option<&Path>, id: &str, json: bool) -> Result<ExitCode> 
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // A forget request's audit row.
+    let location = store::StoreLocation::of(&loaded.config().storage);
+    let wanted = id.to_string();
+    let audit = std::thread::spawn(move || crate::privacy::record(&location, &wanted))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the store thread panicked"))??;
+    if let Some(record) = audit {
+        if json {
+            output::json(&record)?;
+        } else {
+            output::result(super::forget::audit_line(&record))?;
+            for f in &record.forwards {
+                output::result(format!(
+                    "  forwarded to {} ({}): {} after {} attempt(s){}",
+                    f.destination,
+                    f.kind,
+                    f.status,
+                    f.attempts,
+                    f.last_error
+                        .as_deref()
+                        .map(|e| format!(" — {}", crate::inspect::terminal_safe(e)))
+                        .unwrap_or_default()
+                ))?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if json {
         output::json(&serde_json::json!({ "message_id": id, "status": "not_found" }))?;
     } else {
         output::status(format!(
-            "nothing stored for `{}` (not a messageId, event_id or request id)",
+            "nothing stored for `{}` (not a messageId, event_id, request id or forget request id)",
             crate::inspect::terminal_safe(id)
         ));
     }

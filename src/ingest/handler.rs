@@ -86,7 +86,7 @@ fn body_refusal(e: BodyError) -> Refusal {
     }
 }
 
-fn find_environment<'a>(
+pub(super) fn find_environment<'a>(
     state: &'a IngestState,
     headers: &HeaderMap,
 ) -> Result<&'a EnvironmentConfig, AuthError> {
@@ -113,17 +113,17 @@ fn secrets_of(env: &EnvironmentConfig) -> Vec<&crate::config::Secret> {
 }
 
 /// What a verified signature covers.
-struct Verified {
-    scheme: &'static str,
+pub(super) struct Verified {
+    pub scheme: &'static str,
     /// The body split to find Segment's element 0, so it is not parsed twice.
     split: Option<SplitBody>,
     /// Segment's X-Signature: it carries no time of its own, and for a batch it covers only
     /// element 0; `Some(true)` when that is all it covers.
-    segment_element0_only: Option<bool>,
+    pub segment_element0_only: Option<bool>,
 }
 
 /// Verify the signature headers over the raw body.
-fn verify_signature(
+pub(super) fn verify_signature(
     state: &IngestState,
     env: &EnvironmentConfig,
     headers: &HeaderMap,
@@ -209,7 +209,7 @@ fn segment_guard(
 /// The JSON body as its sender serialised it: content type checked, read within the limits,
 /// decompressed (within the same limit) when it came gzipped or deflated. Signatures cover
 /// these bytes, as Segment and TrackLayer's own clients sign before compressing.
-async fn read_json_body(
+pub(super) async fn read_json_body(
     state: &IngestState,
     headers: &HeaderMap,
     meta: &RequestMeta,
@@ -470,7 +470,7 @@ pub async fn tracking_api(
     store_and_reply(&state, &meta, request, split).await
 }
 
-fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
+pub(super) fn next_request_id(state: &IngestState, received_at_ms: i64) -> String {
     let seq = state.request_seq.fetch_add(1, Ordering::Relaxed);
     format!("req_{received_at_ms:011x}{seq:08x}")
 }

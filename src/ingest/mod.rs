@@ -5,6 +5,7 @@
 pub mod auth;
 mod body;
 mod handler;
+mod privacy;
 mod refusal;
 mod server;
 
@@ -42,7 +43,17 @@ pub struct IngestState {
     pub refusals: RefusalLog,
     /// Metrics and alert signals.
     pub ops: Arc<crate::ops::Ops>,
+    /// What `POST /privacy/forget` needs: the store, the destinations (forwards, warehouse).
+    pub privacy: Option<PrivacyContext>,
     request_seq: AtomicU32,
+}
+
+/// Where a forget over HTTP runs.
+#[derive(Clone)]
+pub struct PrivacyContext {
+    pub location: crate::store::StoreLocation,
+    pub destinations: Vec<crate::destinations::Destination>,
+    pub default_country: Option<String>,
 }
 
 impl IngestState {
@@ -68,6 +79,7 @@ impl IngestState {
             mapping,
             refusals: RefusalLog::observed_by(ops.clone()),
             ops,
+            privacy: None,
             request_seq: AtomicU32::new(u32::from_le_bytes(seed)),
         }
     }
@@ -83,6 +95,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
                 .patch(handler::segment_events),
         )
         .route("/v1/{call}", post(handler::tracking_api))
+        .route("/privacy/forget", post(privacy::forget))
         .route("/healthz", get(handler::healthz))
         .route("/readyz", get(handler::readyz))
         .route("/metrics", get(handler::metrics))

@@ -218,7 +218,7 @@ mod tests {
             Err(ForgetError::DifferentPeople(_))
         ));
         assert_eq!(
-            whose(&[a.clone()], &owners),
+            whose(std::slice::from_ref(&a), &owners),
             Ok(Person::Known { profile_id: 1 })
         );
         let unknown = (IdKind::Email, "nobody@x.io".to_string());

@@ -45,6 +45,11 @@ pub async fn send_due(
         for result in &results {
             store.forward_done(result, now_ms())?;
         }
+        // A finished forward's payload (the person's email or phone) was just cleared: make
+        // the old bytes unreadable as a forget does.
+        if results.iter().any(|r| r.status != "pending") {
+            store.compact()?;
+        }
         Ok(())
     })
     .await?;

@@ -577,6 +577,9 @@ pub fn webhook_body(body: &Value) -> Result<usize, String> {
     if body.get("type").and_then(Value::as_str) == Some("tracklayer.alert") {
         return alert_body(body).map(|()| 1);
     }
+    if body.get("type").and_then(Value::as_str) == Some("tracklayer.forget") {
+        return forget_body(body).map(|()| 1);
+    }
     let item = |v: &Value, at: &str| -> Result<(), String> {
         match v.get("type").and_then(Value::as_str) {
             Some("tracklayer.event") if v.get("event").is_some_and(Value::is_object) => Ok(()),
@@ -602,6 +605,30 @@ pub fn webhook_body(body: &Value) -> Result<usize, String> {
         }
         _ => item(body, "body").map(|()| 1),
     }
+}
+
+/// A forget forwarded to internal systems: its request, and identifiers as SHA-256 hex only.
+pub fn forget_body(body: &Value) -> Result<(), String> {
+    for key in ["request_id", "environment", "requested_at"] {
+        if !body.get(key).is_some_and(Value::is_string) {
+            return Err(format!("tracklayer.forget: {key} must be a string"));
+        }
+    }
+    let ids = body
+        .get("identifiers")
+        .and_then(Value::as_array)
+        .filter(|ids| !ids.is_empty())
+        .ok_or("tracklayer.forget: identifiers must be a non-empty array")?;
+    for (i, id) in ids.iter().enumerate() {
+        let hash = id.get("sha256").and_then(Value::as_str).unwrap_or_default();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("identifiers[{i}].sha256 must be 64 hex digits"));
+        }
+        if !id.get("kind").is_some_and(Value::is_string) {
+            return Err(format!("identifiers[{i}].kind must be a string"));
+        }
+    }
+    Ok(())
 }
 
 /// A TrackLayer alert notification: the alert with its rule, subject, state and evidence.

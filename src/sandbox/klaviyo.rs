@@ -16,6 +16,7 @@ enum Kind {
     Event,
     Profile,
     Bulk,
+    Deletion,
 }
 
 fn klaviyo_error(status: u16, code: &str, detail: &str, pointer: Option<&str>) -> Value {
@@ -69,6 +70,7 @@ async fn klaviyo(
             Kind::Profile => checks::klaviyo_profile(&parsed).map(|_| 200),
             Kind::Event => checks::klaviyo_event(&parsed, &mut seen).map(|_| 202),
             Kind::Bulk => bulk_job(&parsed, body.len(), &mut seen).map(|_| 202),
+            Kind::Deletion => deletion_job(&parsed).map(|_| 202),
         };
         verdict.map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
     };
@@ -109,6 +111,69 @@ pub async fn profile(
     body: Bytes,
 ) -> Response {
     klaviyo(state, "/api/profile-import", headers, body, Kind::Profile).await
+}
+
+/// Request Profile Deletion (`POST /api/data-privacy-deletion-jobs`) as Klaviyo validates it:
+/// a `data-privacy-deletion-job` naming a profile by exactly one of email, phone_number or id.
+pub fn deletion_job(body: &Value) -> Result<(), checks::KlaviyoError> {
+    let data = body
+        .get("data")
+        .ok_or(("data is required".to_string(), "/data".to_string()))?;
+    if data.get("type").and_then(Value::as_str) != Some("data-privacy-deletion-job") {
+        return Err((
+            "data.type must be \"data-privacy-deletion-job\"".into(),
+            "/data/type".into(),
+        ));
+    }
+    let profile = data.pointer("/attributes/profile/data");
+    if profile.and_then(|p| p.get("type")).and_then(Value::as_str) != Some("profile") {
+        return Err((
+            "profile.data.type must be \"profile\"".into(),
+            "/data/attributes/profile/data/type".into(),
+        ));
+    }
+    let pointer = "/data/attributes/profile/data/attributes";
+    let attributes = profile
+        .and_then(|p| p.get("attributes"))
+        .and_then(Value::as_object)
+        .ok_or((
+            "attributes must be an object".to_string(),
+            pointer.to_string(),
+        ))?;
+    let named: Vec<&String> = attributes
+        .keys()
+        .filter(|k| ["email", "phone_number", "id"].contains(&k.as_str()))
+        .collect();
+    if named.len() != 1 || attributes.len() != 1 {
+        return Err((
+            "give exactly one of email, phone_number or id".into(),
+            pointer.to_string(),
+        ));
+    }
+    match (named[0].as_str(), attributes[named[0]].as_str()) {
+        ("email", Some(e)) if e.contains('@') => Ok(()),
+        ("phone_number", Some(p)) if p.starts_with('+') && p.len() > 7 => Ok(()),
+        ("id", Some(id)) if !id.is_empty() => Ok(()),
+        (key, _) => Err((
+            format!("{key} is not a valid value"),
+            format!("{pointer}/{key}"),
+        )),
+    }
+}
+
+pub async fn deletion(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(
+        state,
+        "/api/data-privacy-deletion-jobs",
+        headers,
+        body,
+        Kind::Deletion,
+    )
+    .await
 }
 
 /// The most events one bulk job carries, and its largest payload.

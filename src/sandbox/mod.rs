@@ -246,6 +246,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .route("/api/events", post(klaviyo::event))
         .route("/api/profile-import", post(klaviyo::profile))
         .route("/api/event-bulk-create-jobs", post(klaviyo::bulk))
+        .route("/api/data-privacy-deletion-jobs", post(klaviyo::deletion))
         .route("/open_api/v1.3/event/track/", post(tiktok))
         .route("/webhooks/{name}", post(webhook))
         .route("/slack/{name}", post(slack))

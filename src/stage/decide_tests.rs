@@ -14,6 +14,7 @@ use crate::stage::input::{message_record, MessageContext, RequestReceipt};
 use crate::stage::snapshot::ReplayWindow;
 
 const NOW: i64 = 1_780_000_000_000;
+const KEY: &[u8] = b"the store's suppression key";
 const HOUR: i64 = 3_600_000;
 
 fn target(name: &str, kind: &str, consent: &[&str]) -> RouteTarget {
@@ -106,6 +107,7 @@ impl Memory {
         let ctx = Context {
             targets,
             default_country: None,
+            suppression_key: KEY,
         };
         let decision = decide(batches, &self.snapshot, &ctx, &Ids::From(self.next));
         for (next, used) in self.next.iter_mut().zip(decision.ids_used) {
@@ -442,6 +444,7 @@ fn the_same_group_and_snapshot_always_make_the_same_rows() {
     let ctx = Context {
         targets: &ctx_targets,
         default_country: None,
+        suppression_key: KEY,
     };
     let snapshot = Snapshot::default();
     let a = decide(&[&group], &snapshot, &ctx, &Ids::From([10, 20, 30, 40]));
@@ -462,4 +465,37 @@ fn the_same_group_and_snapshot_always_make_the_same_rows() {
     assert_eq!(message_ids, vec![100, 101, 102]);
     assert!(c.deliveries.iter().all(|x| x.id >= 400));
     assert!(c.profiles.iter().all(|p| p.id() == 300));
+}
+
+#[test]
+fn a_forgotten_persons_message_is_answered_and_nothing_of_it_written() {
+    let mut memory = Memory::new();
+    let forgotten = (IdKind::Email, "ann@example.com".to_string());
+    memory.snapshot.suppressed.insert(
+        crate::pipeline::privacy::suppression_hash(KEY, &forgotten),
+        7,
+    );
+    let group = request(
+        1,
+        NOW,
+        &[
+            purchase("m1", "someone-else", "o-1", 5.0),
+            identify("m2", "u9", "a9", "ann@example.com"),
+            with_consent(purchase("m3", "a1", "o-2", 5.0), true),
+        ],
+    );
+    // The purchase after the identify names only its anonymousId: it is someone else's
+    // until the graph links them, and the identify that would link them is suppressed.
+    let d = memory.run(&[&group], &targets());
+    let outcomes = outcomes(&d);
+    assert_eq!(outcomes[1].message, MessageOutcome::Suppressed);
+    assert!(outcomes[1].pipeline.is_none());
+    assert_eq!(d.messages.len(), 2, "the suppressed message is not stored");
+    assert!(d.identities.iter().all(|i| i.value != "ann@example.com"));
+    assert_eq!(d.suppressed.get(&7), Some(&1));
+    // The keys a store is asked about carry the hash, never the value.
+    let keys = crate::stage::Keys::of(&[&group], &[], KEY, NOW);
+    assert!(keys
+        .suppression
+        .contains(&crate::pipeline::privacy::suppression_hash(KEY, &forgotten)));
 }

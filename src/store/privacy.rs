@@ -48,7 +48,8 @@ pub trait PrivacyStore: Send {
         forwards: &[NewForward],
         now_ms: i64,
     ) -> Result<Deleted, StoreError>;
-    /// Lift the suppression of these hashes; the undo request is recorded. Returns how many.
+    /// Lift the suppression of the people these hashes belong to (every identifier the same
+    /// forget suppressed); the undo request is recorded. Returns how many.
     fn lift(
         &mut self,
         request: &NewPrivacyRequest,

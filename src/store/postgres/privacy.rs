@@ -340,7 +340,12 @@ impl PrivacyStore for PgPrivacy {
         hashes: &[Vec<u8>],
     ) -> Result<usize, StoreError> {
         let mut tx = self.client.transaction()?;
-        let lifted = tx.execute("DELETE FROM suppressions WHERE hash = ANY($1)", &[&hashes])?;
+        // The whole person a forget suppressed, whichever of their identifiers is named.
+        let lifted = tx.execute(
+            "DELETE FROM suppressions WHERE request_row IN
+                 (SELECT request_row FROM suppressions WHERE hash = ANY($1))",
+            &[&hashes],
+        )?;
         let mut request = request.clone();
         if lifted == 0 {
             request.status = "not_suppressed";

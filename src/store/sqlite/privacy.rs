@@ -396,7 +396,11 @@ impl PrivacyStore for SqlitePrivacy {
         let tx = self.conn.transaction()?;
         let mut lifted = 0;
         {
-            let mut stmt = tx.prepare_cached("DELETE FROM suppressions WHERE hash = ?1")?;
+            // The whole person a forget suppressed, whichever of their identifiers is named.
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM suppressions WHERE request_row IN
+                     (SELECT request_row FROM suppressions WHERE hash = ?1)",
+            )?;
             for hash in hashes {
                 lifted += stmt.execute([hash])?;
             }
@@ -412,10 +416,20 @@ impl PrivacyStore for SqlitePrivacy {
 
     fn compact(&mut self) -> Result<(), StoreError> {
         // TRUNCATE waits (busy timeout) for readers to let go of old snapshots, copies every
-        // frame into the file and cuts the WAL to zero bytes.
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        // frame into the file and cuts the WAL to zero bytes. A reader that kept an old
+        // snapshot past the wait makes it report busy: try again until the WAL is gone.
+        for _ in 0..50 {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(StoreError::Unsupported(
+            "the WAL could not be truncated: a reader kept an old snapshot open",
+        ))
     }
 
     fn requests(&mut self, limit: usize) -> Result<Vec<PrivacyRecord>, StoreError> {

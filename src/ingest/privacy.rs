@@ -1,0 +1,149 @@
+//! `POST /privacy/forget`: the forget command over HTTP, authenticated as `/segment/events` is
+//! (account, environment, timestamp and signature with the environment's secret; never a write
+//! key). A bad request is refused with the field and why, and nothing is deleted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::handler::{find_environment, next_request_id, read_json_body, verify_signature};
+use super::refusal::{Refusal, RequestMeta};
+use super::IngestState;
+use crate::pipeline::privacy::ForgetRequest;
+use crate::privacy::{self, Order, PrivacyError};
+
+/// The body: one or more identifiers of the same person, and `undo` to lift a suppression.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    anonymous_id: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    undo: bool,
+}
+
+pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let remote = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = RequestMeta::of(&parts.headers, parts.uri.path(), remote);
+    let env = match find_environment(&state, &parts.headers) {
+        Ok(env) => env,
+        Err(e) => return meta.refuse(&state.refusals, e.into(), None),
+    };
+    let body = match read_json_body(&state, &parts.headers, &meta, body).await {
+        Ok(body) => body,
+        Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
+    };
+    match verify_signature(&state, env, &parts.headers, &body) {
+        Ok(verified) if verified.segment_element0_only != Some(true) => {}
+        Ok(_) => {
+            let refusal = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unsigned_body",
+                "the signature must cover the whole body",
+            );
+            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
+        }
+        Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
+    }
+    let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_forget_request", why);
+    let parsed: Body = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let refusal = bad(format!(
+                "the body must be {{\"user_id\"|\"anonymous_id\"|\"email\"|\"phone\": \"…\", \"undo\": false}}: {e}"
+            ));
+            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
+        }
+    };
+    let Some(context) = state.privacy.clone() else {
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "privacy_unavailable",
+            "this node was started without a store for forget requests",
+        );
+        return meta.refuse(&state.refusals, refusal, None);
+    };
+    let request_id = next_request_id(&state, meta.received_at_ms);
+    let peer = remote.map_or_else(|| "unknown peer".to_string(), |r| r.ip().to_string());
+    let order = Order {
+        request: ForgetRequest {
+            user_id: parsed.user_id,
+            anonymous_id: parsed.anonymous_id,
+            email: parsed.email,
+            phone: parsed.phone,
+        },
+        environment: env.name.clone(),
+        who: format!("http:{request_id} from {peer}"),
+        request_id: format!("fg_{request_id}"),
+        undo: parsed.undo,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let context = context.clone();
+        // The store's client is synchronous: the forget runs on a thread of its own.
+        std::thread::spawn(move || {
+            let _ = tx.send(privacy::run(
+                &context.location,
+                &order,
+                &context.destinations,
+                context.default_country.as_deref(),
+            ));
+        });
+    }
+    let report = match rx.await {
+        Ok(Ok(report)) => report,
+        Ok(Err(PrivacyError::Request(e))) => {
+            return meta.refuse(&state.refusals, bad(e.to_string()), Some(body.len() as u64))
+        }
+        Ok(Err(PrivacyError::Store(e))) => {
+            tracing::error!(error = %e, "forget: the store failed");
+            let mut refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store failed; nothing is lost, ask again: {e}"),
+            );
+            refusal.retry_after = Some(5);
+            return refusal.into_response();
+        }
+        Err(_) => {
+            return Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "forget_failed",
+                "the forget stopped unexpectedly; ask again (each step is safe to repeat)",
+            )
+            .into_response()
+        }
+    };
+    if !report.forwarded.is_empty() {
+        if let Err(e) = privacy::forward::send_due(&context.location, &context.destinations).await {
+            tracing::warn!(error = %e, "forget: forwards stay queued");
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let (location, id) = (context.location.clone(), report.request_id.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(privacy::record(&location, &id));
+        });
+    }
+    let audit = rx.await.ok().and_then(Result::ok).flatten();
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({"report": report, "audit": audit})),
+    )
+        .into_response()
+}
