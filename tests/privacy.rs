@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use tracklayer::sandbox::{Platform, Sandbox};
 use tracklayer::store::StoredDelivery;
+use tracklayer::tui::Pane;
 
 const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -123,6 +124,21 @@ async fn wait_for(server: &TestServer, message_id: &str, count: usize) -> Vec<St
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One frame of the dashboard on `pane`, read from the server's store, as text.
+fn dashboard_text(server: &TestServer, pane: Pane) -> String {
+    let (themes, _) = tracklayer::tui::theme::load_all(None);
+    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
+    app.pane = pane;
+    let snapshot = server.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
+    assert_eq!(snapshot.error, None);
+    app.apply(snapshot);
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 40)).unwrap();
+    terminal
+        .draw(|f| tracklayer::tui::panes::draw(f, &app))
+        .unwrap();
+    terminal.backend().to_string()
 }
 
 fn sha256(text: &str) -> String {
@@ -358,6 +374,19 @@ async fn forget_everything_of_one_person(store: Store) {
     );
     assert!(server.trace("ann-buy").await.is_none());
     assert!(server.trace("ann-who").await.is_none());
+    // The dashboard: the audit next to the alerts, and nothing of the person in any list.
+    let request_id = report["request_id"].as_str().unwrap();
+    let alerts = dashboard_text(&server, Pane::Alerts);
+    assert!(
+        alerts.contains("forget done") && alerts.contains(&request_id[..20]),
+        "{alerts}"
+    );
+    for pane in [Pane::Alerts, Pane::Stream, Pane::Profiles, Pane::Unmapped] {
+        let text = dashboard_text(&server, pane);
+        for needle in [ANN_USER, ANN_ANON, ANN_EMAIL, "ann-buy", "Wishlist"] {
+            assert!(!text.contains(needle), "{needle} on {pane:?}:\n{text}");
+        }
+    }
     // The other person is intact.
     assert_eq!(wait_for(&server, "bob-buy", 4).await.len(), 4);
     let bob = traces_left(&server, store, &[BOB_EMAIL]);
@@ -510,4 +539,118 @@ async fn two_nodes_given_the_same_forget_delete_once() {
     one.stop().await;
     two.stop().await;
     std::thread::spawn(move || drop(db)).join().unwrap();
+}
+
+/// `tracklayer forget` from a shell, against what a stopped node left in its SQLite file: the
+/// report on stdout, the audit in `--list` and `inspect`, a bad request refused with its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forget_command_forgets_lists_and_explains() {
+    let sandbox = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    let text = config_text_with(&db, "", &config(&sandbox.url()));
+    let config_path = dir.path().join("tracklayer.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let server = TestServer::start_text(&db, &text).await;
+    post(
+        &server,
+        &identify("ann-who", ANN_USER, ANN_ANON, ANN_EMAIL, ANN_PHONE),
+    )
+    .await;
+    post(
+        &server,
+        &purchase("ann-buy", ANN_ANON, ANN_EMAIL, "ORD-ANN-1"),
+    )
+    .await;
+    wait_for(&server, "ann-buy", 4).await;
+    server.stop().await;
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[
+        "forget",
+        "--env",
+        "production",
+        "--user-id",
+        ANN_USER,
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["report"]["status"], "done", "{answer:#}");
+    assert!(
+        answer["audit"]["who"].as_str().unwrap().starts_with("cli:"),
+        "{answer:#}"
+    );
+    assert!(!answer["audit"]["who"]
+        .as_str()
+        .unwrap()
+        .contains("unknown@"));
+    // The CLI forwarded at once: Klaviyo's stand-in has the jobs.
+    let jobs = sandbox
+        .state
+        .received(Platform::Klaviyo)
+        .into_iter()
+        .filter(|r| r.path == "/api/data-privacy-deletion-jobs" && r.status == 202)
+        .count();
+    assert_eq!(jobs, 2);
+    let left: Vec<String> = files_of(&db)
+        .iter()
+        .flat_map(|(path, bytes)| {
+            [ANN_USER, ANN_ANON, ANN_EMAIL, ANN_PHONE]
+                .iter()
+                .filter(|n| contains(bytes, n))
+                .map(move |n| format!("{n} in {path}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+
+    let request_id = answer["report"]["request_id"].as_str().unwrap().to_string();
+    let (code, listed, _) = run(&["forget", "--list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains(&request_id) && listed.contains("forget done"),
+        "{listed}"
+    );
+    let (code, inspected, _) = run(&["inspect", &request_id]);
+    assert_eq!(code, Some(0));
+    assert!(
+        inspected.contains("forwarded to klaviyo (klaviyo): delivered"),
+        "{inspected}"
+    );
+
+    let (code, _, stderr) = run(&["forget", "--env", "production", "--email", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("email: `nope` is not an email address"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["forget", "--env", "staging-x", "--email", ANN_EMAIL]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("unknown environment `staging-x`"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(&[
+        "forget",
+        "--env",
+        "production",
+        "--email",
+        "nobody@example.com",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("unknown_person"), "{stdout}");
 }

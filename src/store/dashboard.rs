@@ -2,6 +2,7 @@
 //! never learn whether they show one SQLite file or a fleet's PostgreSQL.
 
 use super::model::alerts::StoredAlert;
+use super::model::privacy::PrivacyRecord;
 use super::model::trace::{
     DestinationPause, MessageTrace, StoredCollision, StoredHttpRequest, StoredProfile,
 };
@@ -75,6 +76,8 @@ pub trait DashboardReader: Send {
     fn nodes(&mut self) -> Result<Vec<FleetNode>, StoreError>;
     /// Open alerts first, then the newest resolved ones.
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
+    /// The newest forget requests (the audit: no personal data).
+    fn privacy_requests(&mut self, limit: usize) -> Result<Vec<PrivacyRecord>, StoreError>;
     /// A destination's queue now.
     fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError>;
     /// Whether a destination is paused: until when and why.
@@ -187,6 +190,9 @@ impl DashboardReader for StoreReader {
     }
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
         StoreReader::alerts(self, limit)
+    }
+    fn privacy_requests(&mut self, limit: usize) -> Result<Vec<PrivacyRecord>, StoreError> {
+        StoreReader::privacy_requests(self, limit)
     }
     fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError> {
         StoreReader::queue_counts(self, destination)
@@ -303,6 +309,9 @@ impl DashboardReader for PgReader {
     }
     fn alerts(&mut self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
         Ok(PgReader::alerts(self, limit)?)
+    }
+    fn privacy_requests(&mut self, limit: usize) -> Result<Vec<PrivacyRecord>, StoreError> {
+        PgReader::privacy_requests(self, limit)
     }
     fn queue_counts(&mut self, destination: &str) -> Result<QueueCounts, StoreError> {
         Ok(PgReader::queue_counts(self, destination)?)

@@ -260,6 +260,8 @@ pub struct Snapshot {
     pub nodes: Vec<FleetNode>,
     /// Open alerts first, then the newest resolved (the banner and the alerts pane).
     pub alerts: Vec<StoredAlert>,
+    /// The newest forget requests (the alerts pane's audit list; loaded with that pane).
+    pub privacy: Vec<crate::store::model::privacy::PrivacyRecord>,
     pub stream: Vec<StreamRow>,
     /// The id ranges of the paged pane loaded (position and total).
     pub extent: StreamExtent,
@@ -353,6 +355,9 @@ pub fn load(
         snap.alerts = reader.alerts(ALERT_ROWS)?;
         if let Some(text) = &query.search {
             snap.search = Some((text.clone(), reader.search(text)?));
+        }
+        if query.pane == Some(Pane::ALL.len() - 1) {
+            snap.privacy = reader.privacy_requests(PRIVACY_ROWS)?;
         }
         if query.pane == Some(Pane::ALL.len() - 1) && !query.filter.is_empty() {
             let f = query.filter.as_str();
@@ -1346,3 +1351,6 @@ impl App {
 }
 
 pub use crate::operator::operator_name;
+
+/// Forget requests the alerts pane lists.
+const PRIVACY_ROWS: usize = 20;

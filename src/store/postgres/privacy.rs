@@ -451,7 +451,7 @@ fn insert_request(
         .get(0))
 }
 
-fn read_requests(
+pub(super) fn read_requests(
     client: &mut Client,
     request_id: Option<&str>,
     limit: i64,

@@ -1,7 +1,7 @@
 //! Retention on PostgreSQL, once per fleet: every node's retention pass asks for one advisory
 //! lock, and only the node holding it deletes (the others find nothing to do this time). Rows
-//! go a bounded chunk at a time, oldest first, as on SQLite; pending deliveries, profiles and
-//! identities are kept.
+//! go a bounded chunk at a time, oldest first, as on SQLite; pending deliveries are kept, and
+//! profiles with their identities until nobody has been seen for the whole retention period.
 
 use super::db::Db;
 
@@ -65,6 +65,20 @@ pub(super) fn prune(
     for sql in DELETES {
         changed += tx.execute(sql, &[&cutoff_ms, &CHUNK])? as usize;
     }
+    // People untouched for the retention period: no profile write and no event of theirs left
+    // (their events went above). Their identifiers and identity history go with them.
+    changed += tx.execute(
+        "WITH gone AS (
+             SELECT p.id FROM profiles p
+             WHERE p.last_seen_ms < $1
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.profile_id = p.id)
+             ORDER BY p.last_seen_ms LIMIT $2
+         ),
+         identities_ AS (DELETE FROM identities WHERE profile_id IN (SELECT id FROM gone) RETURNING 1),
+         changes_ AS (DELETE FROM identity_changes WHERE profile_id IN (SELECT id FROM gone) RETURNING 1)
+         DELETE FROM profiles WHERE id IN (SELECT id FROM gone)",
+        &[&cutoff_ms, &CHUNK],
+    )? as usize;
     if let Some(cutoff) = bodies_cutoff_ms {
         changed += tx.execute(
             "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,

@@ -560,6 +560,14 @@ impl PgReader {
             .collect())
     }
 
+    /// The newest forget requests, as audited.
+    pub fn privacy_requests(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::model::privacy::PrivacyRecord>, crate::store::StoreError> {
+        super::privacy::read_requests(&mut self.client, None, limit as i64)
+    }
+
     /// Open alerts first, then the newest resolved ones.
     pub fn alerts(
         &mut self,

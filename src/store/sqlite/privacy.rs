@@ -227,6 +227,12 @@ impl PrivacyStore for SqlitePrivacy {
             )?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
+        let unmapped_names: std::collections::BTreeSet<String> = tx
+            .prepare(
+                "SELECT DISTINCT segment_event FROM unmapped WHERE message_row IN (SELECT id FROM forget_rows)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         let mut deleted = Deleted::default();
         // The outgoing requests that carried the person's deliveries, with how many of theirs.
         tx.execute(
@@ -285,6 +291,8 @@ impl PrivacyStore for SqlitePrivacy {
         for (table, sql) in steps {
             deleted.add(table, tx.execute(sql, [])? as i64);
         }
+        // The Unmapped pane's per-name counts, from what is left.
+        super::retention::recount_unmapped_names(&tx, &unmapped_names)?;
         // Collisions whose winner was the person's event.
         {
             let mut stmt = tx.prepare_cached("DELETE FROM collisions WHERE event_id = ?1")?;
@@ -528,7 +536,7 @@ fn insert_request(conn: &Connection, request: &NewPrivacyRequest) -> Result<i64,
     Ok(conn.last_insert_rowid())
 }
 
-fn read_requests(
+pub(super) fn read_requests(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
@@ -603,4 +611,15 @@ pub fn suppressions(
     conn.prepare_cached("SELECT hash, request_row FROM suppressions")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
+}
+
+/// The newest forget requests (the dashboard's audit list).
+pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<PrivacyRecord>, rusqlite::Error> {
+    read_requests(
+        conn,
+        "SELECT id, request_id, action, who, environment, received_at_ms, finished_at_ms,
+                identifiers, status, deleted, suppressed_messages, last_suppressed_ms
+         FROM privacy_requests ORDER BY id DESC LIMIT ?1",
+        params![limit as i64],
+    )
 }

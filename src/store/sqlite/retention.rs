@@ -74,12 +74,45 @@ pub fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error
         }
         deleted += conn.execute(&sql, params![cutoff_ms, CHUNK])?;
     }
+    Ok(deleted + prune_people(conn, cutoff_ms)?)
+}
+
+/// People untouched for the retention period: no profile write since the cutoff and no event of
+/// theirs left (older events went above). Their identifiers and identity history go with them.
+/// Returns how many rows went; the writer's profile cache must forget them when any did.
+pub fn prune_people(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS retention_people (id INTEGER PRIMARY KEY);
+         DELETE FROM retention_people;",
+    )?;
+    let people = conn.execute(
+        "INSERT INTO retention_people (id)
+         SELECT p.id FROM profiles p
+         WHERE p.last_seen_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.profile_id = p.id)
+         ORDER BY p.last_seen_ms LIMIT ?2",
+        params![cutoff_ms, CHUNK],
+    )?;
+    if people == 0 {
+        return Ok(0);
+    }
+    let mut deleted = 0;
+    for table_and_key in [
+        "identities WHERE profile_id",
+        "identity_changes WHERE profile_id",
+        "profiles WHERE id",
+    ] {
+        deleted += conn.execute(
+            &format!("DELETE FROM {table_and_key} IN (SELECT id FROM retention_people)"),
+            [],
+        )?;
+    }
     Ok(deleted)
 }
 
 /// The pane's row for each name some of whose unmapped messages were deleted, from what is
 /// left (`unmapped_by_name` makes each a short range read); no message left, no row.
-fn recount_unmapped_names(
+pub(super) fn recount_unmapped_names(
     conn: &Connection,
     names: &std::collections::BTreeSet<String>,
 ) -> Result<(), rusqlite::Error> {
@@ -194,6 +227,57 @@ mod tests {
         assert_eq!(deleted, 2 + 2 + 2 + 1);
         // Nothing left to prune: a pass deletes nothing.
         assert_eq!(prune(&conn, 5_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn people_untouched_for_the_retention_period_go_with_their_identifiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_for_writing(&dir.path().join("t.db")).unwrap();
+        // 1: idle since long ago; 2: idle profile but a recent event; 3: seen recently.
+        for (id, last_seen) in [(1, 1_000), (2, 1_000), (3, 9_000)] {
+            conn.execute(
+                "INSERT INTO profiles (id, first_seen_ms, last_seen_ms) VALUES (?1, 0, ?2)",
+                params![id, last_seen],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO identities (kind, value, profile_id, first_seen_ms, last_seen_ms)
+                 VALUES ('email', ?1, ?2, 0, 0)",
+                params![format!("p{id}@example.com"), id],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO identity_changes (at_ms, message_row, kind, profile_id, detail)
+                 VALUES (0, 0, 'created', ?1, 'email')",
+                [id],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO events (id, event_id, message_row, message_id, environment, name, segment_event,
+                 mapping_version, event_time_ms, profile_id, fingerprint, canonical, created_at_ms)
+             VALUES (1, 'e', 1, 'm', 'production', 'purchase', 'Order Completed', 1, 0, 2, x'00', '{}', 8000)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(prune_people(&conn, 5_000).unwrap(), 3);
+        let ids: Vec<i64> = conn
+            .prepare("SELECT id FROM profiles ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, vec![2, 3]);
+        let emails: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM identities WHERE value = 'p1@example.com'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(emails, 0);
+        assert_eq!(prune_people(&conn, 5_000).unwrap(), 0);
     }
 
     /// `unmapped_names` as the pane reads it, and the same computed from `unmapped` itself:

@@ -590,6 +590,14 @@ impl StoreReader {
         Ok((size(path), size(&format!("{path}-wal"))))
     }
 
+    /// The newest forget requests, as audited.
+    pub fn privacy_requests(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::model::privacy::PrivacyRecord>, StoreError> {
+        Ok(super::privacy::recent(self.conn(), limit)?)
+    }
+
     /// Open alerts first, then the newest resolved ones.
     pub fn alerts(
         &self,

@@ -217,6 +217,8 @@ impl StoreTx for SqliteTx<'_> {
         bodies_cutoff_ms: Option<i64>,
     ) -> Result<usize, StoreError> {
         let mut changed = super::retention::prune(self.conn, cutoff_ms)?;
+        // Retention may have deleted people this writer remembers.
+        self.cache.borrow_mut().clear();
         if let Some(cutoff) = bodies_cutoff_ms {
             changed += super::retention::clear_request_bodies(self.conn, cutoff)?;
         }

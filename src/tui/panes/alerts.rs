@@ -46,9 +46,15 @@ pub(super) fn alert_banner<'a>(theme: &Theme, firing: &[&StoredAlert]) -> Line<'
 
 pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
+    // The forget requests' audit below the evidence, when there is any.
+    let audit_rows = app.snapshot.privacy.len().min(6) as u16;
     let chunks = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Percentage(55), Constraint::Min(4)])
+        .constraints([
+            Constraint::Percentage(50),
+            Constraint::Min(4),
+            Constraint::Length(if audit_rows > 0 { audit_rows + 2 } else { 0 }),
+        ])
         .split(area);
     let columns = [
         col("state", 9, 0),
@@ -126,6 +132,61 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
             .block(block(theme, " evidence ")),
         chunks[1],
     );
+    if audit_rows > 0 {
+        frame.render_widget(
+            Paragraph::new(privacy_lines(theme, app)).block(block(
+                theme,
+                " forget requests (tracklayer inspect <fg_…>) ",
+            )),
+            chunks[2],
+        );
+    }
+}
+
+/// One line per forget request: when, who, what became of it, what was deleted and forwarded.
+/// The audit holds no personal data, so neither do these lines.
+fn privacy_lines<'a>(theme: &Theme, app: &App) -> Vec<Line<'a>> {
+    app.snapshot
+        .privacy
+        .iter()
+        .take(6)
+        .map(|r| {
+            let deleted: i64 = r
+                .deleted
+                .as_object()
+                .map(|o| o.values().filter_map(|v| v.as_i64()).sum())
+                .unwrap_or(0);
+            let forwards: Vec<String> = r
+                .forwards
+                .iter()
+                .map(|f| format!("{} {}", f.destination, f.status))
+                .collect();
+            let colour = match r.status.as_str() {
+                "done" | "lifted" => theme.ok,
+                "deleting" => theme.retrying,
+                _ => theme.muted,
+            };
+            Line::from(vec![
+                Span::raw(format!("{} ", clock(r.received_at_ms))),
+                Span::styled(format!("{} {} ", r.action, r.status), theme.style(colour)),
+                Span::raw(format!("{}  ", safe(&r.request_id))),
+                muted(
+                    theme,
+                    format!(
+                        "{} rows · {} suppressed since · {} · by {}",
+                        deleted,
+                        r.suppressed_messages,
+                        if forwards.is_empty() {
+                            "nothing forwarded".to_string()
+                        } else {
+                            forwards.join(", ")
+                        },
+                        safe(&r.who)
+                    ),
+                ),
+            ])
+        })
+        .collect()
 }
 
 /// What became of an alert's notifications, in a word: did a person hear of it?
