@@ -27,7 +27,21 @@ pub fn message(i: usize) -> String {
 
 /// Store `count` messages in the database at `path` (created if missing). `log` prints
 /// progress every 100,000.
+#[allow(dead_code)]
 pub fn fill(path: &Path, count: usize, log: bool) {
+    fill_with(path, "bulk", 0..count, message, log)
+}
+
+/// Store the messages `make(i)` for each `i` of `range`, in requests named after `label`.
+pub fn fill_with(
+    path: &Path,
+    label: &str,
+    range: std::ops::Range<usize>,
+    make: impl Fn(usize) -> String,
+    log: bool,
+) {
+    let first = range.start;
+    let count = range.len();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let targets = vec![RouteTarget {
@@ -50,7 +64,7 @@ pub fn fill(path: &Path, count: usize, log: bool) {
                 .map(|(pos, i)| {
                     tracklayer::ingest::message_record(
                         pos,
-                        Bytes::from(message(i)),
+                        Bytes::from(make(first + i)),
                         &tracklayer::ingest::MessageContext {
                             implied_type: None,
                             environment: "production",
@@ -63,7 +77,7 @@ pub fn fill(path: &Path, count: usize, log: bool) {
                 .collect();
             let batch = IngestBatch {
                 receipt: RequestReceipt {
-                    request_id: format!("req_bulk_{chunk}"),
+                    request_id: format!("req_{label}_{first}_{chunk}"),
                     received_at_ms: now,
                     environment: "production".into(),
                     path: "/segment/events".into(),
