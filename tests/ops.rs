@@ -150,7 +150,7 @@ fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("promtool is needed (apt-get install -y prometheus; .ci/run installs it): {e}")
+            panic!("promtool is needed: `eval \"$(tests/prepare.sh)\"` installs it (apt-get install -y prometheus): {e}")
         });
     child
         .stdin

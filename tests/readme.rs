@@ -56,7 +56,7 @@ fn the_readme_examples_run_as_written() {
             .is_ok_and(|s| s.success());
         assert!(
             found,
-            "the README's examples use {tool}: install it (.ci/run does)"
+            "the README's examples use {tool}: `eval \"$(tests/prepare.sh)\"` installs it (as root with apt)"
         );
     }
     // The examples talk to 127.0.0.1:8787, the embedded default's address, as a reader's do.

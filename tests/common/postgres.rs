@@ -1,5 +1,5 @@
 //! A fresh PostgreSQL database per test, on the server named by `TRACKLAYER_TEST_POSTGRES_URL`
-//! (`eval "$(tests/postgres/cluster.sh start)"` starts one; `.ci/run` does). Without it the
+//! (`eval "$(tests/prepare.sh)"` starts one; `.ci/run` does). Without it the
 //! PostgreSQL tests fail and say how to start one; `TRACKLAYER_SKIP_POSTGRES=1` skips them for
 //! a local run, loudly.
 
@@ -22,7 +22,7 @@ pub fn server_url() -> Option<String> {
     }
     panic!(
         "{URL_VARIABLE} is not set: the PostgreSQL tests need a real server.\n\
-         Start a throwaway one with `eval \"$(tests/postgres/cluster.sh start)\"` \
+         Start a throwaway one with `eval \"$(tests/prepare.sh)\"` \
          (apt-get install -y postgresql first), or set TRACKLAYER_SKIP_POSTGRES=1 to skip them locally."
     );
 }
