@@ -632,3 +632,34 @@ async fn a_bare_start_without_a_terminal_leaves_a_usable_workspace() {
     );
     assert_nothing_created(empty.path());
 }
+
+/// Commands over what a node stored, run where nothing is stored, say so and create nothing
+/// (they used to create an empty database and answer "0 re-queued", exit 0).
+#[test]
+fn commands_over_stored_data_refuse_a_folder_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_elsewhere(dir.path());
+    let db = dir.path().join("var").join("fleet-a.db");
+    for args in [
+        vec!["replay", "--destination", "hook"],
+        vec!["allow-replay", "--env", "production"],
+        vec!["inspect", "some-message-id"],
+    ] {
+        let mut full = vec!["--config", config.to_str().unwrap()];
+        full.extend(args.iter().copied());
+        let output = run(dir.path(), &full);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("no database at {}", db.display())),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty());
+        assert!(!db.exists(), "{args:?} created {}", db.display());
+    }
+    // The embedded default in an empty folder: the same.
+    let empty = tempfile::tempdir().unwrap();
+    let output = run(empty.path(), &["replay", "--destination", "webhook"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_nothing_created(empty.path());
+}
