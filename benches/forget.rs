@@ -149,7 +149,10 @@ fn main() {
     let during = rate(started, ended);
     let longest_wait = {
         let acks = acks.lock().unwrap();
-        let inside: Vec<&Instant> = acks.iter().filter(|t| **t >= started && **t <= ended).collect();
+        let inside: Vec<&Instant> = acks
+            .iter()
+            .filter(|t| **t >= started && **t <= ended)
+            .collect();
         inside
             .windows(2)
             .map(|w| *w[1] - *w[0])

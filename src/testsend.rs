@@ -586,6 +586,23 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
         } else {
             detail
         };
+        // A conversion that no destination takes has not been tested end to end, whatever
+        // the stages before it said: the walk stops here and says why.
+        let reaches = routes.iter().any(|r| r.verdict == "ready");
+        let left_out_on_purpose = !routes.is_empty()
+            && routes
+                .iter()
+                .all(|r| ["skipped_test", "unsupported"].contains(&r.verdict.as_str()));
+        if !reaches && !left_out_on_purpose {
+            let mut s = stage("consent", Verdict::Fail, detail);
+            s.fix = Some(if routes.is_empty() {
+                "no destination is configured for this environment: nothing was delivered".into()
+            } else {
+                "no destination may receive this event, so nothing was delivered: send the consent categories the destinations need (context.consent.categoryPreferences), or check each destination's consent and environments".into()
+            });
+            out.push(s);
+            return out;
+        }
         out.push(stage(
             "consent",
             if blocked {

@@ -453,3 +453,57 @@ fn a_file_re_sent_gets_fresh_message_ids_unless_kept() {
     let kept = testsend::file_step(message, "run3", 1, true, &[]);
     assert_eq!(kept.message["messageId"], "m-1");
 }
+
+/// A purchase that consent lets reach no destination was not tested end to end: the walk
+/// stops at consent and says so, instead of "passed: widen the allowlist".
+#[tokio::test]
+async fn a_call_no_destination_may_receive_stops_at_consent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    let server = TestServer::start_with_toml(&format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+consent = ["Advertising"]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+test_event_code = "TEST12345"
+"#,
+        url = sandbox.url()
+    ))
+    .await;
+    let plan = TestPlan::new(
+        server.setup.test_modes(),
+        server.setup.profile_destinations(),
+        false,
+    );
+    let mut steps = testsend::scenario(
+        &TestUser::default(),
+        "runconsent",
+        &["order_completed".into()],
+        &[],
+    );
+    let message = &mut steps[0].message;
+    message["context"]["consent"] =
+        serde_json::json!({"categoryPreferences": {"Advertising": false}});
+    let stages = walk(&server, PRODUCTION_SECRET, message, &plan).await;
+    let consent = stage(&stages, "consent");
+    assert_eq!(consent.verdict, Verdict::Fail, "{stages:#?}");
+    assert!(
+        consent.detail[0].starts_with("meta: blocked_consent"),
+        "{consent:?}"
+    );
+    assert!(consent
+        .fix
+        .as_deref()
+        .unwrap()
+        .starts_with("no destination may receive this event, so nothing was delivered"));
+    assert!(testsend::failed(&stages));
+    assert!(
+        stages.iter().all(|s| s.name != "payload"),
+        "the walk stops at consent"
+    );
+    server.stop().await;
+}

@@ -648,7 +648,12 @@ fn commands_over_stored_data_refuse_a_folder_without_a_database() {
         let mut full = vec!["--config", config.to_str().unwrap()];
         full.extend(args.iter().copied());
         let output = run(dir.path(), &full);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
         assert!(
             stderr(&output).contains(&format!("no database at {}", db.display())),
             "{args:?}: {}",
