@@ -836,6 +836,12 @@ impl App {
             (Action::RetryNow, Pane::Deliveries) => {
                 s.attempts.get(selected).map(|a| OperatorAction::RetryNow {
                     delivery_id: a.delivery_id,
+                    what: crate::store::model::actions::DeliveryName {
+                        destination: a.destination.clone(),
+                        destination_event: a.destination_event.clone(),
+                        event_id: a.event_id.clone(),
+                        message_id: a.message_id.clone(),
+                    },
                 })
             }
             (Action::ReplayDead, Pane::Destinations) => {

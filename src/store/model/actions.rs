@@ -11,6 +11,8 @@ pub enum OperatorAction {
     /// Send one delivery at the next claim (pending or dead).
     RetryNow {
         delivery_id: i64,
+        /// What people know it by: the event's name there, the destination, the ids.
+        what: DeliveryName,
     },
     /// Put a destination's dead letters back in the queue: all, or those that died at or
     /// after `since_ms` (after an outage, the ones it caused).
@@ -32,6 +34,31 @@ pub enum OperatorAction {
     },
 }
 
+/// A delivery as a person names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryName {
+    pub destination: String,
+    pub destination_event: String,
+    pub event_id: String,
+    pub message_id: Option<String>,
+}
+
+impl std::fmt::Display for DeliveryName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to {} (event_id {}{})",
+            self.destination_event,
+            self.destination,
+            self.event_id,
+            self.message_id
+                .as_deref()
+                .map(|m| format!(", messageId {m}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 impl OperatorAction {
     pub fn name(&self) -> &'static str {
         match self {
@@ -45,7 +72,7 @@ impl OperatorAction {
 
     pub fn target(&self) -> String {
         match self {
-            OperatorAction::RetryNow { delivery_id } => delivery_id.to_string(),
+            OperatorAction::RetryNow { what, .. } => what.to_string(),
             OperatorAction::ReplayDead { destination, .. }
             | OperatorAction::Pause { destination }
             | OperatorAction::Resume { destination } => destination.clone(),
@@ -56,8 +83,8 @@ impl OperatorAction {
     /// The question the dashboard asks before doing it.
     pub fn question(&self) -> String {
         match self {
-            OperatorAction::RetryNow { delivery_id } => {
-                format!("retry delivery {delivery_id} now?")
+            OperatorAction::RetryNow { what, .. } => {
+                format!("send {what} again now?")
             }
             OperatorAction::ReplayDead {
                 destination,
@@ -88,11 +115,11 @@ impl OperatorAction {
     /// What it did, for the record and the status line.
     pub fn done(&self, affected: i64) -> String {
         match self {
-            OperatorAction::RetryNow { delivery_id } if affected == 0 => format!(
-                "delivery {delivery_id} was not waiting (already delivered or in flight): nothing to retry"
+            OperatorAction::RetryNow { what, .. } if affected == 0 => format!(
+                "{what} was not waiting (already delivered or in flight): nothing to retry"
             ),
-            OperatorAction::RetryNow { delivery_id } => {
-                format!("delivery {delivery_id} is sent at the next claim")
+            OperatorAction::RetryNow { what, .. } => {
+                format!("{what} is sent at the next claim")
             }
             OperatorAction::ReplayDead {
                 destination,

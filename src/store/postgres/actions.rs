@@ -20,7 +20,7 @@ pub(super) fn perform(
          ON CONFLICT (destination) DO UPDATE SET paused_until_ms = excluded.paused_until_ms,
              reason = excluded.reason, updated_at_ms = excluded.updated_at_ms";
     let affected = match action {
-        OperatorAction::RetryNow { delivery_id } => tx.execute(
+        OperatorAction::RetryNow { delivery_id, .. } => tx.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = $2, lease_until_ms = NULL,
                  leased_by = NULL, updated_at_ms = $2
              WHERE id = $1 AND status IN ('pending', 'dead')",

@@ -14,7 +14,7 @@ pub fn perform(
 ) -> Result<i64, rusqlite::Error> {
     let tx = conn.transaction()?;
     let affected = match action {
-        OperatorAction::RetryNow { delivery_id } => tx.execute(
+        OperatorAction::RetryNow { delivery_id, .. } => tx.execute(
             "UPDATE deliveries SET status = 'pending', next_attempt_ms = ?2, lease_until_ms = NULL,
                  updated_at_ms = ?2
              WHERE id = ?1 AND status IN ('pending', 'dead')",
