@@ -109,7 +109,11 @@ fn main() {
             let table = MappingTable::default();
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                writer.ingest(batch(n, &table)).await.unwrap();
+                if let Err(e) = writer.ingest(batch(n, &table)).await {
+                    eprintln!("ingest refused during the forget: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 acks.lock().unwrap().push(Instant::now());
                 n += 1;
             }
@@ -127,7 +131,18 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let baseline_from = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
-    let baseline = rate(baseline_from, Instant::now());
+    let baseline_to = Instant::now();
+    let baseline = rate(baseline_from, baseline_to);
+    let longest_gap = |from: Instant, to: Instant| {
+        let acks = acks.lock().unwrap();
+        let inside: Vec<&Instant> = acks.iter().filter(|t| **t >= from && **t <= to).collect();
+        inside
+            .windows(2)
+            .map(|w| *w[1] - *w[0])
+            .max()
+            .unwrap_or(to - from)
+    };
+    let baseline_gap = longest_gap(baseline_from, baseline_to);
 
     let order = Order {
         request: ForgetRequest {
@@ -164,15 +179,17 @@ fn main() {
     drop(writer);
     thread.join();
     println!(
-        "forget: {:.2} s, {} rows deleted ({} messages), status {}",
+        "forget: {:.2} s (longest transaction {} ms), {} rows deleted ({} messages), status {}",
         (ended - started).as_secs_f64(),
+        report.longest_step_ms,
         report.deleted.total(),
         report.deleted.0.get("messages").copied().unwrap_or(0),
         report.status
     );
     println!(
-        "ingest beside it: {baseline:.0} msg/s before, {during:.0} msg/s during ({:.2}x); longest wait between two commits during the forget {:.0} ms",
+        "ingest beside it: {baseline:.0} msg/s before, {during:.0} msg/s during ({:.2}x); longest wait between two commits {:.0} ms before, {:.0} ms during the forget",
         during / baseline.max(1.0),
+        baseline_gap.as_secs_f64() * 1000.0,
         longest_wait.as_secs_f64() * 1000.0
     );
     println!("peak memory {:.0} MB", rss_mb());

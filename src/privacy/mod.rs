@@ -24,7 +24,9 @@ use crate::store::{now_ms, StoreError, StoreLocation};
 
 /// Messages per range: a range is one transaction, short enough that a group of ingest waits
 /// at most one of them.
-pub const RANGE_ROWS: i64 = 5_000;
+pub const RANGE_ROWS: i64 = 2_000;
+/// The pause after each range: the node's writer looks for the lock every millisecond.
+const RANGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
@@ -62,6 +64,9 @@ pub struct Report {
     pub forwarded: Vec<String>,
     pub not_forwarded: Vec<NotForwarded>,
     pub message: String,
+    /// How long it took, and its longest single transaction (what ingest may have waited).
+    pub elapsed_ms: u64,
+    pub longest_step_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,7 +133,12 @@ pub fn run(
         forwarded: Vec::new(),
         not_forwarded: Vec::new(),
         message: String::new(),
+        elapsed_ms: 0,
+        longest_step_ms: 0,
     };
+    let started = std::time::Instant::now();
+    let mut longest = std::time::Duration::ZERO;
+    let mut timed = |step: std::time::Instant| longest = longest.max(step.elapsed());
     let audit = |status: &'static str, hashes: &[(Identifier, Vec<u8>)]| NewPrivacyRequest {
         request_id: order.request_id.clone(),
         action: "forget",
@@ -176,10 +186,12 @@ pub fn run(
         .collect();
     // Suppressed first: from this commit on, no node stores a new message of theirs, so the
     // walk below cannot miss one that arrives while it runs.
+    let step = std::time::Instant::now();
     let row = store.begin(&audit("deleting", &all_hashes), &suppress)?;
+    timed(step);
     let person = PersonKeys {
-        profile_ids: keys.profile_ids.clone(),
         identifiers: all.clone(),
+        ..keys
     };
     let mut event_ids = Vec::new();
     // Newest first: a duplicate always comes after what it duplicates (a foreign key on a
@@ -187,7 +199,11 @@ pub fn run(
     let mut upper = store.last_message_row()? + 1;
     while upper > 0 {
         let lower = (upper - RANGE_ROWS).max(0);
+        let step = std::time::Instant::now();
         let chunk = store.forget_messages(&person, lower, upper)?;
+        timed(step);
+        // A moment between ranges, so a writer waiting for the lock takes it first.
+        std::thread::sleep(RANGE_PAUSE);
         report.deleted.merge(&chunk.deleted);
         event_ids.extend(chunk.event_ids);
         upper = lower;
@@ -203,9 +219,15 @@ pub fn run(
     );
     let mut counted = report.deleted.clone();
     counted.add("warehouse", report.warehouse_rows);
+    let step = std::time::Instant::now();
     let profiles = store.forget_profiles(row, &person, &counted, &forwards, now_ms())?;
+    timed(step);
     report.deleted.merge(&profiles);
+    let step = std::time::Instant::now();
     store.compact()?;
+    timed(step);
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.longest_step_ms = longest.as_millis() as u64;
     report.forwarded = forwards
         .iter()
         .map(|f| format!("{} ({})", f.destination, f.kind))
@@ -251,6 +273,8 @@ fn undo(
         warehouse_rows: 0,
         forwarded: Vec::new(),
         not_forwarded: Vec::new(),
+        elapsed_ms: 0,
+        longest_step_ms: 0,
         message: if lifted > 0 {
             format!("{lifted} identifier(s) no longer suppressed: later messages are stored and delivered again (what was deleted stays deleted)")
         } else {

@@ -115,9 +115,9 @@ impl OperatorAction {
     /// What it did, for the record and the status line.
     pub fn done(&self, affected: i64) -> String {
         match self {
-            OperatorAction::RetryNow { what, .. } if affected == 0 => format!(
-                "{what} was not waiting (already delivered or in flight): nothing to retry"
-            ),
+            OperatorAction::RetryNow { what, .. } if affected == 0 => {
+                format!("{what} was not waiting (already delivered or in flight): nothing to retry")
+            }
             OperatorAction::RetryNow { what, .. } => {
                 format!("{what} is sent at the next claim")
             }

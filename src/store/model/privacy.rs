@@ -14,9 +14,19 @@ use crate::pipeline::identity::{IdKind, Identifier};
 pub struct PersonKeys {
     pub profile_ids: Vec<i64>,
     pub identifiers: Vec<Identifier>,
+    /// The message rows of their profiles' events and identity changes, ascending (read once,
+    /// so each range of the walk does not look them up again).
+    pub message_rows: Vec<i64>,
 }
 
 impl PersonKeys {
+    /// Their known message rows in `from..to`.
+    pub fn rows_in(&self, from: i64, to: i64) -> &[i64] {
+        let start = self.message_rows.partition_point(|r| *r < from);
+        let end = self.message_rows.partition_point(|r| *r < to);
+        &self.message_rows[start..end]
+    }
+
     pub fn values(&self, kind: IdKind) -> Vec<String> {
         self.identifiers
             .iter()

@@ -114,9 +114,21 @@ impl PrivacyStore for PgPrivacy {
             .collect();
         identifiers.sort();
         identifiers.dedup();
+        let message_rows: Vec<i64> = self
+            .client
+            .query(
+                "SELECT message_row FROM events WHERE profile_id = ANY($1)
+                 UNION SELECT message_row FROM identity_changes WHERE profile_id = ANY($1)
+                 ORDER BY 1",
+                &[&profile_ids],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(PersonKeys {
             profile_ids,
             identifiers,
+            message_rows,
         })
     }
 
@@ -177,17 +189,14 @@ impl PrivacyStore for PgPrivacy {
                    AND (user_id = ANY($3) OR anonymous_id = ANY($4)
                         OR EXISTS (SELECT 1 FROM unnest($5::text[]) n
                                    WHERE position(n IN lower(convert_from(raw, 'UTF8'))) > 0))
-                 UNION SELECT message_row FROM events
-                 WHERE profile_id = ANY($6) AND message_row >= $1 AND message_row < $2
-                 UNION SELECT message_row FROM identity_changes
-                 WHERE profile_id = ANY($6) AND message_row >= $1 AND message_row < $2",
+                 UNION SELECT unnest($6::bigint[])",
                 &[
                     &from,
                     &to,
                     &users,
                     &anonymous,
                     &needles,
-                    &person.profile_ids,
+                    &person.rows_in(from, to),
                 ],
             )?
             .iter()

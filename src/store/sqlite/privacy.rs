@@ -25,9 +25,11 @@ pub struct SqlitePrivacy {
 
 impl SqlitePrivacy {
     pub fn open(path: &Path) -> Result<SqlitePrivacy, StoreError> {
-        Ok(SqlitePrivacy {
-            conn: open_for_writing(path)?,
-        })
+        let conn = open_for_writing(path)?;
+        // A forget gives way to ingest (the node's writer takes the lock first): under
+        // sustained load its ranges may wait, and waiting is all they should do.
+        conn.busy_timeout(std::time::Duration::from_secs(120))?;
+        Ok(SqlitePrivacy { conn })
     }
 }
 
@@ -124,9 +126,20 @@ impl PrivacyStore for SqlitePrivacy {
         identifiers.extend(user_ids.into_iter().map(|u| (IdKind::UserId, u)));
         identifiers.sort();
         identifiers.dedup();
+        let message_rows: Vec<i64> = self
+            .conn
+            .prepare(
+                "SELECT message_row FROM events WHERE profile_id IN (SELECT value FROM json_each(?1))
+                 UNION SELECT message_row FROM identity_changes
+                 WHERE profile_id IN (SELECT value FROM json_each(?1))
+                 ORDER BY 1",
+            )?
+            .query_map([ids_json(&profile_ids)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(PersonKeys {
             profile_ids,
             identifiers,
+            message_rows,
         })
     }
 
@@ -151,7 +164,9 @@ impl PrivacyStore for SqlitePrivacy {
         request: &NewPrivacyRequest,
         suppress: &[Suppression],
     ) -> Result<i64, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row = insert_request(&tx, request)?;
         {
             let mut stmt = tx.prepare_cached(
@@ -180,7 +195,9 @@ impl PrivacyStore for SqlitePrivacy {
         from: i64,
         to: i64,
     ) -> Result<ChunkDeleted, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS forget_rows (id INTEGER PRIMARY KEY);
              CREATE TEMP TABLE IF NOT EXISTS forget_requests (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
@@ -189,7 +206,6 @@ impl PrivacyStore for SqlitePrivacy {
         let users = json_list(&person.values(IdKind::UserId));
         let anonymous = json_list(&person.values(IdKind::AnonymousId));
         let needles = json_list(&person.raw_needles());
-        let profiles = ids_json(&person.profile_ids);
         // Whose messages: by the ids they carry, by an email or phone spelled out anywhere in
         // them (an invalid message, a property), by the events and identity changes of the
         // person's profiles.
@@ -203,18 +219,13 @@ impl PrivacyStore for SqlitePrivacy {
                                WHERE instr(lower(CAST(raw AS TEXT)), n.value) > 0))",
             params![from, to, users, anonymous, needles],
         )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO forget_rows (id)
-             SELECT message_row FROM events
-             WHERE profile_id IN (SELECT value FROM json_each(?3)) AND message_row >= ?1 AND message_row < ?2",
-            params![from, to, profiles],
-        )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO forget_rows (id)
-             SELECT message_row FROM identity_changes
-             WHERE profile_id IN (SELECT value FROM json_each(?3)) AND message_row >= ?1 AND message_row < ?2",
-            params![from, to, profiles],
-        )?;
+        {
+            let mut known =
+                tx.prepare_cached("INSERT OR IGNORE INTO forget_rows (id) VALUES (?1)")?;
+            for row in person.rows_in(from, to) {
+                known.execute([row])?;
+            }
+        }
         let event_ids: Vec<String> = tx
             .prepare(
                 "SELECT DISTINCT event_id FROM events WHERE message_row IN (SELECT id FROM forget_rows)",
@@ -328,7 +339,9 @@ impl PrivacyStore for SqlitePrivacy {
         forwards: &[NewForward],
         now_ms: i64,
     ) -> Result<Deleted, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let profiles = ids_json(&person.profile_ids);
         let mut mine = Deleted::default();
         mine.add(
@@ -401,7 +414,9 @@ impl PrivacyStore for SqlitePrivacy {
         request: &NewPrivacyRequest,
         hashes: &[Vec<u8>],
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut lifted = 0;
         {
             // The whole person a forget suppressed, whichever of their identifiers is named.
@@ -426,6 +441,10 @@ impl PrivacyStore for SqlitePrivacy {
         // TRUNCATE waits (busy timeout) for readers to let go of old snapshots, copies every
         // frame into the file and cuts the WAL to zero bytes. A reader that kept an old
         // snapshot past the wait makes it report busy: try again until the WAL is gone.
+        // First copy what can be copied without holding writers back (PASSIVE), so the
+        // TRUNCATE below, which does hold them, has only the last frames left to copy.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         for _ in 0..50 {
             let busy: i64 = self
                 .conn
@@ -468,7 +487,9 @@ impl PrivacyStore for SqlitePrivacy {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<DueForward>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let due: Vec<DueForward> = tx
             .prepare(
                 "SELECT id, destination, kind, payload, attempts + 1 FROM privacy_forwards
