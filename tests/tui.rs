@@ -913,3 +913,33 @@ async fn a_click_selects_what_is_under_the_pointer_and_the_wheel_scrolls() {
     assert!(!app.detail);
     server.stop().await;
 }
+
+/// The dashboard's test send after a pause longer than the server keeps an idle connection: the
+/// next step still reaches it (a pooled connection the server had closed used to be reused,
+/// and the step failed with "cannot reach").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_send_step_after_an_idle_pause_still_reaches_the_server() {
+    let server = TestServer::start_with("header_timeout_secs = 1").await;
+    let sender = tracklayer::tui::TestSender::spawn(tracklayer::tui::TestSendTarget {
+        url: server.url("/segment/events"),
+        account: ACCOUNT.into(),
+        environment: "production".into(),
+        secret: tracklayer::config::Secret::new(PRODUCTION_SECRET),
+    });
+    let steps = tracklayer::testsend::scenario(
+        &Default::default(),
+        "idle",
+        &["identify".into(), "order_completed".into()],
+        &[],
+    );
+    for (i, step) in steps.iter().enumerate() {
+        sender.send(i, step.message.clone());
+        let (index, answer) =
+            tokio::task::block_in_place(|| sender.answer(std::time::Duration::from_secs(10)))
+                .expect("an answer");
+        assert_eq!((index, answer.status), (i, 200), "{:?}", answer.reply);
+        // Longer than the server's keep-alive (header_timeout_secs = 1).
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    }
+    server.stop().await;
+}

@@ -145,22 +145,51 @@ pub struct TestSendTarget {
 }
 
 /// Posts test-send calls off the UI thread; answers arrive on `results`.
-struct TestSender {
+pub struct TestSender {
     requests: mpsc::Sender<(usize, serde_json::Value)>,
     results: mpsc::Receiver<(usize, crate::testsend::SendResult)>,
 }
 
+/// Below the shortest keep-alive a TrackLayer server allows (`server.header_timeout`, which also
+/// closes idle connections; at least 1 s).
+const IDLE_BELOW_SERVER_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(900);
+
 impl TestSender {
-    fn spawn(target: TestSendTarget) -> TestSender {
+    /// Post `message` as call `index` of the run.
+    pub fn send(&self, index: usize, message: serde_json::Value) {
+        let _ = self.requests.send((index, message));
+    }
+
+    /// The next answer, if one came within `wait`.
+    pub fn answer(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<(usize, crate::testsend::SendResult)> {
+        self.results.recv_timeout(wait).ok()
+    }
+
+    pub fn spawn(target: TestSendTarget) -> TestSender {
         let (req_tx, req_rx) = mpsc::channel::<(usize, serde_json::Value)>();
         let (res_tx, res_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tracklayer-test-send".into())
             .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                // A runtime that keeps running between sends: on a current-thread runtime only
+                // driven while a request is in flight, the pooled connection never saw the
+                // server close it when idle, and the next step after a pause longer than the
+                // server's keep-alive failed with "cannot reach" (seen after ~16 s).
+                let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
-                let client = reqwest::Client::new();
+                // And never offer a connection idle for longer than the server keeps one.
+                let client = reqwest::Client::builder()
+                    .pool_idle_timeout(IDLE_BELOW_SERVER_KEEP_ALIVE)
+                    .build()
+                    .unwrap_or_default();
                 while let Ok((index, message)) = req_rx.recv() {
                     let body = serde_json::to_vec(&message).unwrap_or_default();
                     let timestamp = chrono::Utc::now().timestamp().to_string();
