@@ -94,10 +94,13 @@ pub enum Action {
     PauseResume,
     AllowReplay,
     Copy,
+    /// Scroll what is shown beside the list (the collision side-by-side; pane 3).
+    ContentDown,
+    ContentUp,
 }
 
 /// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 33] = [
+pub const KEYMAP: [(&str, &str, Action); 34] = [
     ("1", "live stream", Action::Pane(0)),
     ("2", "delivery attempts", Action::Pane(1)),
     ("3", "raw vs canonical diff", Action::Pane(2)),
@@ -145,6 +148,11 @@ pub const KEYMAP: [(&str, &str, Action); 33] = [
         "c",
         "copy: raw message JSON (diff, collisions), a detail's body",
         Action::Copy,
+    ),
+    (
+        "J / K",
+        "scroll the collision side-by-side (and pane 3) down / up",
+        Action::ContentDown,
     ),
     ("t", "next theme", Action::Theme),
     ("s", "test send: send the next call", Action::SendNext),
@@ -207,6 +215,8 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
         KeyCode::Char('p') => Action::PauseResume,
         KeyCode::Char('A') => Action::AllowReplay,
         KeyCode::Char('c') => Action::Copy,
+        KeyCode::Char('J') => Action::ContentDown,
+        KeyCode::Char('K') => Action::ContentUp,
         _ => return None,
     })
 }
@@ -572,6 +582,11 @@ pub struct App {
     /// The detail viewport (an attempt's request and response, a refused request) is open.
     pub detail: bool,
     pub viewport: Viewport,
+    /// The scroll of what a pane shows beside its list: pane 3's raw and canonical halves, the
+    /// collision side-by-side.
+    pub content: Viewport,
+    /// The pane `enter` came from to pane 3: `esc` goes back there, to the same row.
+    pub came_from: Option<Pane>,
     /// Where the last frame drew tabs, list rows and the detail (for the mouse).
     pub hits: std::cell::RefCell<Hits>,
     /// Whether the dashboard captures the mouse (off: the terminal selects text as usual).
@@ -620,6 +635,8 @@ impl App {
             generation: 0,
             help: false,
             detail: false,
+            content: Viewport::default(),
+            came_from: None,
             viewport: Viewport {
                 wrap: true,
                 ..Viewport::default()
@@ -819,6 +836,10 @@ impl App {
         self.anchor[i] = self.key_at(self.selected[i]);
         self.new_rows[i] = if self.follow[i] {
             0
+        } else if self.paged() && !self.filter().is_empty() {
+            // What arrived since the pause is counted over every row, not the filter's: a
+            // count that cannot be true is not shown ("paused", g goes to the newest).
+            0
         } else if self.paged() {
             (self.snapshot.extent.total() - self.total_at_pause[i]).max(0)
         } else {
@@ -914,6 +935,19 @@ impl App {
         }
     }
 
+    /// A new filter is a new question: its answer starts at the newest matching row. A page
+    /// paused before held only rows older than the pause (`1 of 1` where 99 matched), and the
+    /// rows counted as new since were the unfiltered ones (`1,682 new` beside `3 of 500`).
+    fn filter_changed(&mut self) {
+        let i = self.index();
+        self.follow[i] = true;
+        self.new_rows[i] = 0;
+        self.selected[i] = 0;
+        self.page_top[i] = None;
+        self.page_seek[i] = None;
+        self.anchor[i] = None;
+    }
+
     /// Pause the current pane where it is: the stream page stops taking new rows.
     fn pause(&mut self) {
         let i = self.index();
@@ -1000,6 +1034,7 @@ impl App {
                         self.status = Some(format!("test user {}", self.test.user.label()));
                     } else {
                         self.filters[i] = text;
+                        self.filter_changed();
                     }
                     return true;
                 }
@@ -1007,6 +1042,7 @@ impl App {
                     self.editing_filter = None;
                     if self.pane != Pane::TestSend {
                         self.filters[i].clear();
+                        self.filter_changed();
                         return true;
                     }
                 }
@@ -1020,7 +1056,7 @@ impl App {
                     if self.pane != Pane::TestSend {
                         // The filter narrows as it is typed.
                         self.filters[i] = text.trim().to_string();
-                        self.selected[i] = 0;
+                        self.filter_changed();
                         return true;
                     }
                 }
@@ -1090,12 +1126,16 @@ impl App {
         let Some(action) = action_for(&key) else {
             return false;
         };
+        if self.scroll_content(action) {
+            return false;
+        }
         match action {
             Action::Quit => self.quit = true,
             Action::Help => self.help = true,
             Action::Pane(n) => {
                 self.pane = Pane::ALL[n.min(Pane::ALL.len() - 1)];
                 self.detail = false;
+                self.came_from = None;
                 return true;
             }
             Action::NextPane | Action::PreviousPane => {
@@ -1152,6 +1192,7 @@ impl App {
                     _ => -10,
                 };
                 let reload = self.move_selection(delta);
+                self.content.scroll = 0;
                 return reload || matches!(self.pane, Pane::Collisions | Pane::Deliveries);
             }
             Action::Newest => {
@@ -1175,11 +1216,14 @@ impl App {
             Action::Close => {
                 if self.detail {
                     self.detail = false;
+                } else if let (Pane::Diff, Some(from)) = (self.pane, self.came_from.take()) {
+                    // Back where enter was pressed, on the same row (that pane was paused).
+                    self.pane = from;
                 } else {
                     let i = self.index();
-                    self.filters[i].clear();
-                    if self.pane == Pane::Diff {
-                        self.trace_of = None;
+                    if !self.filters[i].is_empty() {
+                        self.filters[i].clear();
+                        self.filter_changed();
                     }
                 }
                 return true;
@@ -1202,6 +1246,9 @@ impl App {
                     self.status = Some(format!("{}: following the newest", self.pane.title()));
                 }
                 return true;
+            }
+            Action::ContentDown | Action::ContentUp => {
+                self.status = Some("J / K scroll the collision side-by-side (6) and pane 3".into())
             }
             Action::NextTab => self.diff_tab += 1,
             Action::PreviousTab => self.diff_tab = self.diff_tab.saturating_sub(1),
@@ -1347,12 +1394,61 @@ impl App {
                 .map(str::to_string),
         };
         if let Some(id) = message_id {
+            if self.pane != Pane::Diff {
+                // Paused, so esc finds the row where it was.
+                self.pause();
+                self.came_from = Some(self.pane);
+            }
             self.trace_of = Some(id);
             self.pane = Pane::Diff;
             self.diff_tab = 0;
+            self.content.scroll = 0;
             return true;
         }
         false
+    }
+
+    /// Keys that scroll what a pane shows beside its list: every movement key on pane 3
+    /// (it has no list), page keys on the collisions pane (j/k choose the collision there).
+    fn scroll_content(&mut self, action: Action) -> bool {
+        if self.detail {
+            return false;
+        }
+        let scrolls = match self.pane {
+            Pane::Diff => matches!(
+                action,
+                Action::Down
+                    | Action::Up
+                    | Action::PageDown
+                    | Action::PageUp
+                    | Action::Newest
+                    | Action::Oldest
+                    | Action::ContentDown
+                    | Action::ContentUp
+            ),
+            Pane::Collisions => matches!(action, Action::ContentDown | Action::ContentUp),
+            _ => false,
+        };
+        if !scrolls {
+            return false;
+        }
+        let layout = self.content.layout.get();
+        let last = layout.lines.saturating_sub(layout.height);
+        let page = layout.height.saturating_sub(1).max(1);
+        let v = &mut self.content;
+        v.scroll = match action {
+            Action::Down => v.scroll + 1,
+            Action::Up => v.scroll.saturating_sub(1),
+            // Half a box at a time: the side-by-side is read in steps, not lines.
+            Action::ContentDown => v.scroll + (page / 2).max(1),
+            Action::ContentUp => v.scroll.saturating_sub((page / 2).max(1)),
+            Action::PageDown => v.scroll + page,
+            Action::PageUp => v.scroll.saturating_sub(page),
+            Action::Newest => 0,
+            _ => last,
+        }
+        .min(last);
+        true
     }
 }
 

@@ -15,7 +15,9 @@ type PgResult<T> = Result<T, postgres::Error>;
 const FILTER_WINDOW: i64 = 100_000;
 
 const MESSAGE_COLUMNS: &str =
-    "id, received_at_ms, environment, status, outcome, type, event, message_id, reason, node_id";
+    "id, received_at_ms, environment, status, outcome, type, event, message_id,
+     COALESCE(reason, (SELECT 'collision ' || c.kind || ': collapsed onto ' || c.event_id
+                       FROM collisions c WHERE c.message_row = messages.id LIMIT 1)), node_id";
 const REFUSAL_COLUMNS: &str =
     "id, received_at_ms, COALESCE(environment_header, '?'), reason_code, reason, path";
 

@@ -14,7 +14,10 @@ pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
         col("time", 12, 2),
         col("destination", 11, 0),
         col("event", 16, 3),
-        col("event_id", 0, 0),
+        col("event_id", 0, 0).up_to(
+            app.snapshot.attempts.iter().map(|a| a.event_id.as_str()),
+            super::stream::ID_WIDTH,
+        ),
         col("try", 4, 4),
         col("outcome", 9, 0),
         col("http", 5, 1),
@@ -38,7 +41,10 @@ pub(super) fn deliveries(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(clock(a.at_ms)),
                 Cell::from(a.destination.clone()),
                 Cell::from(a.destination_event.clone()),
-                Cell::from(safe(&a.event_id)),
+                Cell::from(middle_cut(
+                    &safe(&a.event_id),
+                    super::stream::ID_WIDTH as usize,
+                )),
                 Cell::from(format!("#{}", a.attempt)),
                 Cell::from(word(theme, &a.outcome)),
                 Cell::from(

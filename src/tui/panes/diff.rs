@@ -25,6 +25,16 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
     let first = &trace.arrivals[0];
     let raw: Value = serde_json::from_slice(&first.raw).unwrap_or(Value::Null);
     let event = trace.events.first();
+    // A track call that collapsed onto an earlier event: its own canonical event is kept with
+    // the collision (it was never sent), and that is what this pane shows for it.
+    let own_rows: Vec<i64> = trace.arrivals.iter().map(|a| a.row_id).collect();
+    let collapsed = trace
+        .collisions
+        .iter()
+        .find(|c| own_rows.contains(&c.message_row));
+    let collapsed_event: Option<crate::pipeline::CanonicalEvent> = collapsed
+        .filter(|_| event.is_none())
+        .and_then(|c| serde_json::from_value(c.canonical.clone()).ok());
     let chunks = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
@@ -50,6 +60,18 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
             safe(&e.event_id),
             safe(&e.canonical.event_id_basis)
         )));
+    } else if let (Some(c), Some(e)) = (collapsed, &collapsed_event) {
+        summary.push(Span::styled(
+            format!(
+                "  {} → {}: collapsed onto event_id {} ({}), first sent as messageId {}",
+                safe(&e.segment_event),
+                e.name,
+                safe(&c.event_id),
+                c.kind,
+                safe(c.winner_message_id.as_deref().unwrap_or("?"))
+            ),
+            theme.style(theme.blocked),
+        ));
     } else if let Some(u) = &trace.unmapped {
         summary.push(Span::styled(
             format!("  {}", safe(&u.reason)),
@@ -90,14 +112,10 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
         .lines()
         .map(|l| Line::from(l.to_string()))
         .collect();
-    frame.render_widget(
-        Paragraph::new(raw_text).block(block(theme, " raw (as received) ")),
-        halves[0],
-    );
-
+    let shown = event.map(|e| &e.canonical).or(collapsed_event.as_ref());
     let right: Vec<Line> = if tab == 0 {
-        match event {
-            Some(e) => diff::diff(&raw, &e.canonical)
+        match shown {
+            Some(canonical) => diff::diff(&raw, canonical)
                 .into_iter()
                 .map(|line| {
                     let (mark, color) = match line.kind {
@@ -131,6 +149,15 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
                             muted(theme, format!("  as {}: {}", r.destination_event, r.reason)),
                         ])
                     })
+                }))
+                .chain(collapsed.filter(|_| event.is_none()).map(|c| {
+                    Line::from(Span::styled(
+                        format!(
+                            "→ sent nowhere: the event_id's deliveries are the first arrival's (messageId {}); 6 shows the two side by side",
+                            safe(c.winner_message_id.as_deref().unwrap_or("?"))
+                        ),
+                        theme.style(theme.blocked),
+                    ))
                 }))
                 .collect(),
             None => vec![Line::from(match &trace.unmapped {
@@ -170,6 +197,16 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
         lines.extend(body.lines().map(|l| Line::from(l.to_string())));
         lines
     };
+    // Both halves scroll together (j/k, PgDn/PgUp, g/G): the raw message and what became of it.
+    let lines = raw_text.len().max(right.len());
+    let scroll = content_scroll(app, lines, halves[0]);
+    let note = scroll_note(app, lines, halves[0]);
+    frame.render_widget(
+        Paragraph::new(raw_text)
+            .scroll((scroll, 0))
+            .block(block(theme, format!(" raw (as received){note}"))),
+        halves[0],
+    );
     let title = if tab == 0 {
         " canonical (field ← source (transform)) ".to_string()
     } else {
@@ -178,5 +215,10 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
             trace.deliveries[tab - 1].destination
         )
     };
-    frame.render_widget(Paragraph::new(right).block(block(theme, title)), halves[1]);
+    frame.render_widget(
+        Paragraph::new(right)
+            .scroll((scroll, 0))
+            .block(block(theme, title)),
+        halves[1],
+    );
 }

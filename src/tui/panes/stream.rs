@@ -7,16 +7,23 @@ use ratatui::Frame;
 use super::widgets::*;
 use crate::tui::app::App;
 
+/// The most an id column takes; longer ids are cut in the middle.
+pub(super) const ID_WIDTH: u16 = 36;
+
 pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let fleet = app.snapshot.stream.iter().any(|r| r.node.is_some());
+    let stream = &app.snapshot.stream;
     let mut columns = vec![
         col("time", 12, 2),
         col("env", 11, 3),
-        col("status", 10, 0),
+        col("status", 13, 0),
         col("type", 8, 4),
-        col("event", 0, 1),
-        col("messageId", 0, 0),
+        col("event", 0, 1).up_to(stream.iter().filter_map(|r| r.event.as_deref()), 32),
+        col("messageId", 0, 0).up_to(
+            stream.iter().filter_map(|r| r.message_id.as_deref()),
+            ID_WIDTH,
+        ),
         col("reason", 0, 2),
     ];
     if fleet {
@@ -27,18 +34,20 @@ pub(super) fn stream(frame: &mut Frame, area: Rect, app: &App) {
         .stream
         .iter()
         .map(|r| {
-            let state = r
-                .outcome
-                .clone()
-                .filter(|_| r.status == "accepted")
-                .unwrap_or_else(|| r.status.clone());
+            // What `status:` matches: the stored status, or the pipeline's outcome where it says
+            // more (a Segment retry is a duplicate and a collision: both words show).
+            let state = match (r.status.as_str(), r.outcome.as_deref()) {
+                ("accepted", Some(outcome)) => outcome.to_string(),
+                ("duplicate", Some("collision")) => "dup·collision".to_string(),
+                (status, _) => status.to_string(),
+            };
             let mut cells = vec![
                 Cell::from(clock(r.received_at_ms)),
                 Cell::from(r.environment.clone()),
                 Cell::from(word(theme, &state)),
                 Cell::from(opt(&r.message_type)),
                 Cell::from(opt(&r.event)),
-                Cell::from(opt(&r.message_id)),
+                Cell::from(middle_cut(&opt(&r.message_id), ID_WIDTH as usize)),
                 Cell::from(muted(theme, safe(r.reason.as_deref().unwrap_or_default()))),
             ];
             if fleet {

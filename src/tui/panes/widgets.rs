@@ -76,8 +76,15 @@ pub(super) fn pane_title(app: &App, extra: &str) -> String {
         (true, false, 0) => "  ‖ paused (f: follow)".into(),
         (true, false, n) => format!("  ‖ paused · {} new (g: newest)", thousands(n)),
     };
+    // A filtered page holds at most ROWS matches: more may be older ("500+").
+    let more = !app.filter().is_empty() && app.rows() >= crate::tui::app::ROWS;
     let position = match (lists, app.position()) {
-        (true, Some((at, total))) => format!("  {} of {}", thousands(at), thousands(total)),
+        (true, Some((at, total))) => format!(
+            "  {} of {}{}",
+            thousands(at),
+            thousands(total),
+            if more { "+" } else { "" }
+        ),
         _ => String::new(),
     };
     format!(" {}{extra}{mode}{position}{filter} ", app.pane.title())
@@ -164,6 +171,9 @@ pub(super) struct Col {
     pub header: &'static str,
     pub width: u16,
     pub priority: u8,
+    /// A share-of-the-rest column that needs no more than this (its longest value): the rest
+    /// goes to the columns that can use it (a reason), not to padding after short ids.
+    pub cap: u16,
 }
 
 pub(super) const fn col(header: &'static str, width: u16, priority: u8) -> Col {
@@ -171,7 +181,33 @@ pub(super) const fn col(header: &'static str, width: u16, priority: u8) -> Col {
         header,
         width,
         priority,
+        cap: 0,
     }
+}
+
+impl Col {
+    /// A share-of-the-rest column no wider than its longest value (and than `most`).
+    /// `values` as shown: terminal-safe, so escapes count at their shown width.
+    pub fn up_to<'t>(mut self, values: impl Iterator<Item = &'t str>, most: u16) -> Col {
+        let longest = values.map(|v| safe(v).chars().count()).max().unwrap_or(0) as u16;
+        self.cap = longest.max(self.header.len() as u16).clamp(FILL_MIN, most);
+        self
+    }
+}
+
+/// `text` in at most `width` characters, cut in the middle: ids that differ only at the end
+/// ("seg_test_481", "seg_test_482") stay told apart.
+pub(super) fn middle_cut(text: &str, width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width || width < 5 {
+        return text.to_string();
+    }
+    let tail = (width - 1) / 2;
+    let head = width - 1 - tail;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 const FILL_MIN: u16 = 12;
@@ -204,6 +240,65 @@ pub(super) fn fit(columns: &[Col], width: u16) -> Vec<bool> {
     shown
 }
 
+/// Each column's width: fixed ones as given; what is left shared evenly among the others,
+/// except that a capped one never takes more than its cap and leaves the rest to the others.
+fn share_widths(columns: &[&Col], area_width: u16) -> Vec<u16> {
+    let fixed: u16 = columns.iter().map(|c| c.width).sum();
+    let gaps = columns.len().saturating_sub(1) as u16;
+    let mut left = area_width.saturating_sub(2 + gaps + fixed);
+    let mut widths: Vec<Option<u16>> = columns
+        .iter()
+        .map(|c| (c.width > 0).then_some(c.width))
+        .collect();
+    // Ids (capped columns) whole first, when that leaves the free-text columns their minimum:
+    // an id cut short identifies nothing, a reason cut short still says most of it.
+    let capped: u16 = columns
+        .iter()
+        .filter(|c| c.width == 0 && c.cap > 0)
+        .map(|c| c.cap)
+        .sum();
+    let free = columns
+        .iter()
+        .filter(|c| c.width == 0 && c.cap == 0)
+        .count() as u16;
+    if capped + free * FILL_MIN <= left {
+        for (i, c) in columns.iter().enumerate() {
+            if c.width == 0 && c.cap > 0 {
+                widths[i] = Some(c.cap);
+            }
+        }
+        left -= capped;
+    }
+    loop {
+        let open: Vec<usize> = (0..columns.len())
+            .filter(|&i| widths[i].is_none())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        let share = left / open.len() as u16;
+        // Capped columns that need less than a share take what they need, and the shares
+        // are counted again without them.
+        let settled: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| columns[i].cap > 0 && columns[i].cap <= share)
+            .collect();
+        if settled.is_empty() {
+            let extra = left - share * open.len() as u16;
+            for (n, i) in open.iter().enumerate() {
+                widths[*i] = Some(share + u16::from((n as u16) < extra));
+            }
+            break;
+        }
+        for i in settled {
+            widths[i] = Some(columns[i].cap);
+            left -= columns[i].cap;
+        }
+    }
+    widths.into_iter().map(|w| w.unwrap_or(0)).collect()
+}
+
 /// A table of the columns that fit `area_width`; `rows` hold a cell for every column.
 pub(super) fn fitted_table<'a>(
     theme: &Theme,
@@ -219,17 +314,15 @@ pub(super) fn fitted_table<'a>(
         .filter(|(_, s)| **s)
         .map(|(c, _)| c.header)
         .collect();
-    let widths: Vec<Constraint> = columns
+    let visible: Vec<&Col> = columns
         .iter()
         .zip(&shown)
         .filter(|(_, s)| **s)
-        .map(|(c, _)| {
-            if c.width == 0 {
-                Constraint::Fill(1)
-            } else {
-                Constraint::Length(c.width)
-            }
-        })
+        .map(|(c, _)| c)
+        .collect();
+    let widths: Vec<Constraint> = share_widths(&visible, area_width)
+        .into_iter()
+        .map(Constraint::Length)
         .collect();
     let rows: Vec<Row> = rows
         .into_iter()
@@ -262,4 +355,26 @@ pub(super) fn render_list(frame: &mut Frame, table: Table, area: Rect, app: &App
         rows,
         offset: state.offset(),
     });
+}
+
+/// The scroll of a pane's content (pane 3's halves, the collision side-by-side) for `lines`
+/// lines in `area` (its border included): recorded for the keys, clamped to the end.
+pub(super) fn content_scroll(app: &App, lines: usize, area: Rect) -> u16 {
+    let height = area.height.saturating_sub(2) as usize;
+    app.content.layout.set(crate::tui::app::DetailLayout {
+        lines,
+        height,
+        response_at: None,
+    });
+    app.content.scroll.min(lines.saturating_sub(height)) as u16
+}
+
+/// " lines 12–40 of 96" when the content is taller than its box, else nothing.
+pub(super) fn scroll_note(app: &App, lines: usize, area: Rect) -> String {
+    let height = area.height.saturating_sub(2) as usize;
+    if lines <= height {
+        return String::new();
+    }
+    let top = app.content.scroll.min(lines - height);
+    format!(" lines {}–{} of {lines} ", top + 1, top + height)
 }
