@@ -943,3 +943,149 @@ async fn a_test_send_step_after_an_idle_pause_still_reaches_the_server() {
     }
     server.stop().await;
 }
+
+/// Press a key and, when it asks for data, load it as the loader would.
+fn press(server: &TestServer, app: &mut App, code: KeyCode) {
+    if app.handle_key(KeyEvent::new(code, KeyModifiers::NONE)) {
+        let mut snapshot =
+            server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], NOW);
+        assert_eq!(snapshot.error, None);
+        pin(&mut snapshot);
+        app.apply(snapshot);
+    }
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| panes::draw(f, app)).unwrap();
+    stable(terminal.backend().to_string())
+}
+
+/// The newcomer's paths (issue 26, items 2–4) at 80×24 and 160×45: a message opened from the
+/// stream scrolls to its end in pane 3 and esc goes back to the same row; a collision opens as
+/// a collision; the collision side-by-side scrolls.
+#[tokio::test]
+async fn pane_3_scrolls_and_esc_returns_to_the_row_enter_came_from() {
+    let (server, _sandbox) = scenario().await;
+    for (width, height) in [(80, 24), (160, 45)] {
+        let mut app = app_on(&server, Pane::Stream, "");
+        let row = app
+            .snapshot
+            .stream
+            .iter()
+            .position(|r| r.message_id.as_deref() == Some("seg_test_481"))
+            .unwrap();
+        for _ in 0..row {
+            press(&server, &mut app, KeyCode::Char('j'));
+        }
+        press(&server, &mut app, KeyCode::Enter);
+        assert_eq!(app.pane, Pane::Diff);
+        let top = screen(&app, width, height);
+        if height == 24 {
+            assert!(top.contains("raw 1–"), "{top}");
+            assert!(
+                !top.contains("\"currency\": \"EUR\""),
+                "the end is below at first:\n{top}"
+            );
+        } else {
+            assert!(
+                top.contains("\"currency\": \"EUR\""),
+                "160×45 shows it whole:\n{top}"
+            );
+        }
+        // To the end: the raw properties come into view; j/k move a line.
+        press(&server, &mut app, KeyCode::End);
+        let end = screen(&app, width, height);
+        assert!(end.contains("\"currency\": \"EUR\""), "{end}");
+        press(&server, &mut app, KeyCode::Char('k'));
+        press(&server, &mut app, KeyCode::PageDown);
+        assert_eq!(
+            screen(&app, width, height),
+            end,
+            "PgDn at the end stays there"
+        );
+        // esc: back to the stream, on the same message.
+        press(&server, &mut app, KeyCode::Esc);
+        assert_eq!(app.pane, Pane::Stream);
+        assert_eq!(
+            app.snapshot.stream[app.selection()].message_id.as_deref(),
+            Some("seg_test_481"),
+            "{}",
+            screen(&app, width, height)
+        );
+
+        // A collision opens as what it is.
+        let mut app = app_on(&server, Pane::Collisions, "");
+        let side = screen(&app, width, height);
+        if height == 24 {
+            assert!(side.contains("first arrival (kept) 1–"), "{side}");
+            press(&server, &mut app, KeyCode::Char('J'));
+            assert_ne!(
+                screen(&app, width, height),
+                side,
+                "J scrolls the side-by-side"
+            );
+            // The end of both messages (their properties) is reachable.
+            for _ in 0..6 {
+                press(&server, &mut app, KeyCode::Char('J'));
+            }
+            let scrolled = screen(&app, width, height);
+            assert!(
+                scrolled.contains("\"product_id\": \"SKU-481\"") && scrolled.contains("/26 "),
+                "{scrolled}"
+            );
+        }
+        press(&server, &mut app, KeyCode::Enter);
+        assert_eq!(app.pane, Pane::Diff);
+        let text = screen(&app, width, height);
+        assert!(
+            text.contains("collapsed onto") && text.contains("(duplicate_order)"),
+            "{text}"
+        );
+        assert!(!text.contains("identity only"), "{text}");
+        press(&server, &mut app, KeyCode::Esc);
+        assert_eq!(app.pane, Pane::Collisions);
+    }
+    server.stop().await;
+}
+
+/// Counts and empty texts that tell the truth (items 6 and 7).
+#[tokio::test]
+async fn filtered_and_empty_views_say_what_is_true() {
+    let (server, _sandbox) = scenario().await;
+    // A filter matching no collision while collisions exist.
+    let app = app_on(&server, Pane::Collisions, "nothing-like-this");
+    let text = screen(&app, 160, 45);
+    assert!(
+        text.contains("No collision matches `nothing-like-this`"),
+        "{text}"
+    );
+    assert!(!text.contains("every event_id arrived once"), "{text}");
+    assert!(!text.contains("null"), "{text}");
+    // A paused stream given a new filter starts over at its newest match, with no count of
+    // unfiltered rows beside it.
+    let mut app = app_on(&server, Pane::Stream, "");
+    press(&server, &mut app, KeyCode::Char('f'));
+    press(&server, &mut app, KeyCode::Char('/'));
+    for c in "status:collision".chars() {
+        press(&server, &mut app, KeyCode::Char(c));
+    }
+    press(&server, &mut app, KeyCode::Enter);
+    let text = screen(&app, 160, 45);
+    assert!(
+        text.contains("● following  1 of 1  filter: status:collision"),
+        "{text}"
+    );
+    assert!(!text.contains(" new "), "{text}");
+    // What status:collision lists reads as a collision, with why.
+    let row = text
+        .lines()
+        .find(|l| l.contains("seg_test_483"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("collision"), "{row}");
+    assert!(
+        row.contains("collision duplicate_order: collapsed onto ev_purchase_"),
+        "{row}"
+    );
+    server.stop().await;
+}

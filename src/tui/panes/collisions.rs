@@ -128,19 +128,13 @@ pub(super) fn collisions(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Paragraph::new(mark(&left_lines, &right_lines))
             .scroll((scroll, 0))
-            .block(block(
-                theme,
-                format!(" first arrival (won: its event_id was kept){note}"),
-            )),
+            .block(block(theme, format!(" first arrival (kept){note}"))),
         halves[0],
     );
     frame.render_widget(
         Paragraph::new(mark(&right_lines, &left_lines))
             .scroll((scroll, 0))
-            .block(block(
-                theme,
-                " later arrival (collapsed onto it; ≠ differs) ",
-            )),
+            .block(block(theme, " later arrival (collapsed; ≠ differs) ")),
         halves[1],
     );
 }

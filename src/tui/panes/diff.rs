@@ -35,14 +35,6 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
     let collapsed_event: Option<crate::pipeline::CanonicalEvent> = collapsed
         .filter(|_| event.is_none())
         .and_then(|c| serde_json::from_value(c.canonical.clone()).ok());
-    let chunks = Layout::default()
-        .direction(Direction::Vertical)
-        .constraints([
-            Constraint::Length(3),
-            Constraint::Length(1),
-            Constraint::Min(3),
-        ])
-        .split(area);
     let status = crate::inspect::status(trace);
     let mut summary = vec![
         Span::raw(format!(
@@ -78,8 +70,21 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
             theme.style(theme.unmapped),
         ));
     }
+    // As many lines as the summary needs (up to three): at 80 columns what the message
+    // became must not be cut off.
+    let summary = Line::from(summary);
+    let inner = area.width.saturating_sub(2).max(1) as usize;
+    let lines = summary.width().div_ceil(inner).clamp(1, 3) as u16;
+    let chunks = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(lines + 2),
+            Constraint::Length(1),
+            Constraint::Min(3),
+        ])
+        .split(area);
     frame.render_widget(
-        Paragraph::new(Line::from(summary))
+        Paragraph::new(summary)
             .wrap(Wrap { trim: true })
             .block(block(theme, pane_title(app, ""))),
         chunks[0],
@@ -204,7 +209,7 @@ pub(super) fn diff_pane(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(
         Paragraph::new(raw_text)
             .scroll((scroll, 0))
-            .block(block(theme, format!(" raw (as received){note}"))),
+            .block(block(theme, format!(" raw {}", note.trim_start()))),
         halves[0],
     );
     let title = if tab == 0 {

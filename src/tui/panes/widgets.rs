@@ -369,12 +369,12 @@ pub(super) fn content_scroll(app: &App, lines: usize, area: Rect) -> u16 {
     app.content.scroll.min(lines.saturating_sub(height)) as u16
 }
 
-/// " lines 12–40 of 96" when the content is taller than its box, else nothing.
+/// " 12–40/96" (the lines shown, of all) when the content is taller than its box, else nothing.
 pub(super) fn scroll_note(app: &App, lines: usize, area: Rect) -> String {
     let height = area.height.saturating_sub(2) as usize;
     if lines <= height {
         return String::new();
     }
     let top = app.content.scroll.min(lines - height);
-    format!(" lines {}–{} of {lines} ", top + 1, top + height)
+    format!(" {}–{}/{lines} ", top + 1, top + height)
 }
