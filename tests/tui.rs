@@ -1089,3 +1089,78 @@ async fn filtered_and_empty_views_say_what_is_true() {
     );
     server.stop().await;
 }
+
+/// Each pane's footer names that pane's keys from the key table; at 80×24 the help scrolls to
+/// its end (detail keys and the filter syntax included) and a question's choices are whole.
+#[tokio::test]
+async fn the_footer_names_the_focused_panes_keys_and_nothing_is_cut_at_80_by_24() {
+    let (server, _sandbox) = scenario().await;
+    for (pane, own) in [
+        (Pane::Stream, "A allow replay"),
+        (Pane::Deliveries, "R retry now"),
+        (Pane::Diff, "j scroll"),
+        (Pane::Destinations, "D replay dead"),
+        (Pane::Collisions, "J scroll"),
+        (Pane::TestSend, "s send"),
+    ] {
+        let app = app_on(&server, pane, "");
+        let text = screen(&app, 160, 45);
+        let footer = text.lines().last().unwrap();
+        assert!(footer.contains(own), "{pane:?}: {footer}");
+        assert!(footer.contains("? help · q quit"), "{pane:?}: {footer}");
+        let narrow = screen(&app, 80, 24);
+        assert!(narrow.contains("? help · q quit"), "{pane:?}:\n{narrow}");
+    }
+    // An open detail's footer: its own keys.
+    let mut app = app_on(&server, Pane::Deliveries, "");
+    press(&server, &mut app, KeyCode::Enter);
+    let footer = screen(&app, 160, 45);
+    let footer = footer.lines().last().unwrap();
+    for key in ["r response", "w wrap", "y curl", "esc close"] {
+        assert!(footer.contains(key), "{footer}");
+    }
+
+    // The help at 80×24: longer than the screen, scrolled to its end.
+    let mut app = app_on(&server, Pane::Stream, "");
+    press(&server, &mut app, KeyCode::Char('?'));
+    let first = screen(&app, 80, 24);
+    assert!(first.contains("Keys 1–"), "{first}");
+    let mut seen = first.clone();
+    for _ in 0..10 {
+        press(&server, &mut app, KeyCode::PageDown);
+        seen.push_str(&screen(&app, 80, 24));
+    }
+    for must in [
+        "in a detail",
+        "jump to the response",
+        "copy the request as a curl",
+        "filter syntax",
+        "dest:meta",
+        "status:dead",
+    ] {
+        assert!(
+            seen.contains(must),
+            "the help never shows `{must}`:\n{seen}"
+        );
+    }
+    press(&server, &mut app, KeyCode::Char('x'));
+    assert!(!app.help, "any other key closes the help");
+
+    // A question's choices whole at 80 columns.
+    let mut app = app_on(&server, Pane::Destinations, "");
+    app.actions = Ok(());
+    press(&server, &mut app, KeyCode::Char('D'));
+    // Wrapped lines joined again, as a reader reads them.
+    let text = screen(&app, 80, 24)
+        .replace('"', "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for must in [
+        "h: only those that died in the last hour",
+        "any other key: cancel",
+    ] {
+        assert!(text.contains(must), "{text}");
+    }
+    server.stop().await;
+}

@@ -1,7 +1,7 @@
 //! Dashboard state and input handling. Pure: keys in, state changes and data requests out; the
 //! data arrives as [`Snapshot`]s from the loader thread.
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use serde_json::Value;
 
 use super::theme::Theme;
@@ -17,7 +17,12 @@ use crate::store::{
 };
 use crate::testsend::{self, SendResult, Stage, Step, TestPlan};
 
+mod keys;
 mod mouse;
+pub use keys::{
+    action_for, detail_action_for, footer_keys, Action, DetailAction, Key, DETAIL_KEYS,
+    FILTER_HELP, KEYS,
+};
 pub use mouse::{Hits, ListHits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,163 +68,6 @@ impl Pane {
 
 /// How far back `h` narrows a replay of dead letters.
 pub const REPLAY_RECENT_MS: i64 = 3_600_000;
-
-/// What a key does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Quit,
-    Help,
-    Pane(usize),
-    NextPane,
-    PreviousPane,
-    Down,
-    Up,
-    PageDown,
-    PageUp,
-    Open,
-    Close,
-    Filter,
-    Search,
-    Follow,
-    Newest,
-    Oldest,
-    NextTab,
-    PreviousTab,
-    Theme,
-    SendNext,
-    NextStage,
-    NewRun,
-    RetryNow,
-    ReplayDead,
-    PauseResume,
-    AllowReplay,
-    Copy,
-    /// Scroll what is shown beside the list (the collision side-by-side; pane 3).
-    ContentDown,
-    ContentUp,
-}
-
-/// The key map; the help overlay is generated from it.
-pub const KEYMAP: [(&str, &str, Action); 34] = [
-    ("1", "live stream", Action::Pane(0)),
-    ("2", "delivery attempts", Action::Pane(1)),
-    ("3", "raw vs canonical diff", Action::Pane(2)),
-    ("4", "unmapped events", Action::Pane(3)),
-    ("5", "destination diagnostics", Action::Pane(4)),
-    ("6", "dedup collisions", Action::Pane(5)),
-    ("7", "profiles", Action::Pane(6)),
-    ("8", "controlled test send", Action::Pane(7)),
-    ("9", "alerts: firing and history", Action::Pane(8)),
-    ("tab", "next pane", Action::NextPane),
-    ("shift-tab", "previous pane", Action::PreviousPane),
-    ("j / ↓", "select next row", Action::Down),
-    ("k / ↑", "select previous row", Action::Up),
-    ("pgdn", "ten rows down", Action::PageDown),
-    ("pgup", "ten rows up", Action::PageUp),
-    ("g / home", "newest row, and follow", Action::Newest),
-    ("G / end", "oldest row (the whole history)", Action::Oldest),
-    (
-        "enter",
-        "open: trace the message / show request and response",
-        Action::Open,
-    ),
-    ("esc", "close the detail, clear the filter", Action::Close),
-    (
-        "/",
-        "filter this pane (event, destination, status, id); on Profiles: look up",
-        Action::Filter,
-    ),
-    (
-        ":",
-        "search all history: messageId, event_id, request id, order_id, userId, anonymousId, email, phone",
-        Action::Search,
-    ),
-    (
-        "f",
-        "follow new rows / pause this pane (selection stays on its row)",
-        Action::Follow,
-    ),
-    (
-        "← / →",
-        "previous / next payload tab (diff pane)",
-        Action::NextTab,
-    ),
-    (
-        "c",
-        "copy: raw message JSON (diff, collisions), a detail's body",
-        Action::Copy,
-    ),
-    (
-        "J / K",
-        "scroll the collision side-by-side (and pane 3) down / up",
-        Action::ContentDown,
-    ),
-    ("t", "next theme", Action::Theme),
-    ("s", "test send: send the next call", Action::SendNext),
-    (
-        "space",
-        "test send: reveal the next stage",
-        Action::NextStage,
-    ),
-    ("r", "test send: start a new run", Action::NewRun),
-    (
-        "R",
-        "attempts: retry the selected delivery now (asks first)",
-        Action::RetryNow,
-    ),
-    (
-        "D",
-        "destinations: replay the selected destination's dead letters (asks first)",
-        Action::ReplayDead,
-    ),
-    (
-        "p",
-        "destinations: pause / resume the selected destination (asks first)",
-        Action::PauseResume,
-    ),
-    (
-        "A",
-        "stream: allow a 60-minute replay window for the selected row's environment",
-        Action::AllowReplay,
-    ),
-    ("? / q", "help / quit", Action::Help),
-];
-
-pub fn action_for(key: &KeyEvent) -> Option<Action> {
-    Some(match key.code {
-        KeyCode::Char('q') => Action::Quit,
-        KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => Action::Quit,
-        KeyCode::Char('?') => Action::Help,
-        KeyCode::Char(c @ '1'..='9') => Action::Pane(c as usize - '1' as usize),
-        KeyCode::Tab => Action::NextPane,
-        KeyCode::BackTab => Action::PreviousPane,
-        KeyCode::Char('j') | KeyCode::Down => Action::Down,
-        KeyCode::Char('k') | KeyCode::Up => Action::Up,
-        KeyCode::PageDown => Action::PageDown,
-        KeyCode::PageUp => Action::PageUp,
-        KeyCode::Enter => Action::Open,
-        KeyCode::Esc => Action::Close,
-        KeyCode::Char('/') => Action::Filter,
-        KeyCode::Char(':') => Action::Search,
-        KeyCode::Char('f') => Action::Follow,
-        KeyCode::Char('g') | KeyCode::Home => Action::Newest,
-        KeyCode::Char('G') | KeyCode::End => Action::Oldest,
-        KeyCode::Right | KeyCode::Char('l') => Action::NextTab,
-        KeyCode::Left | KeyCode::Char('h') => Action::PreviousTab,
-        KeyCode::Char('t') => Action::Theme,
-        KeyCode::Char('s') => Action::SendNext,
-        KeyCode::Char(' ') | KeyCode::Char('n') => Action::NextStage,
-        KeyCode::Char('r') => Action::NewRun,
-        KeyCode::Char('R') => Action::RetryNow,
-        KeyCode::Char('D') => Action::ReplayDead,
-        KeyCode::Char('p') => Action::PauseResume,
-        KeyCode::Char('A') => Action::AllowReplay,
-        KeyCode::Char('c') => Action::Copy,
-        KeyCode::Char('J') => Action::ContentDown,
-        KeyCode::Char('K') => Action::ContentUp,
-        _ => return None,
-    })
-}
 
 /// What the loader is asked to fetch.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -579,6 +427,10 @@ pub struct App {
     /// Bumped whenever a key changes what to load; older snapshots are stale.
     generation: u64,
     pub help: bool,
+    /// How far the help overlay is scrolled (it is longer than a small terminal).
+    pub help_scroll: usize,
+    /// The last scroll position the help had room for (set by drawing).
+    pub help_last: std::cell::Cell<usize>,
     /// The detail viewport (an attempt's request and response, a refused request) is open.
     pub detail: bool,
     pub viewport: Viewport,
@@ -634,6 +486,8 @@ impl App {
             select_last: false,
             generation: 0,
             help: false,
+            help_scroll: 0,
+            help_last: std::cell::Cell::new(0),
             detail: false,
             content: Viewport::default(),
             came_from: None,
@@ -1086,7 +940,23 @@ impl App {
             return false;
         }
         if self.help {
-            self.help = false;
+            // The page keys scroll a help taller than the terminal; any other key closes it.
+            match key.code {
+                KeyCode::Char('j') | KeyCode::Down => {
+                    self.help_scroll = (self.help_scroll + 1).min(self.help_last.get())
+                }
+                KeyCode::Char('k') | KeyCode::Up => {
+                    self.help_scroll = self.help_scroll.saturating_sub(1)
+                }
+                KeyCode::PageDown | KeyCode::Char(' ') => {
+                    self.help_scroll = (self.help_scroll + 10).min(self.help_last.get())
+                }
+                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                _ => {
+                    self.help = false;
+                    self.help_scroll = 0;
+                }
+            }
             return false;
         }
         if let Some(action) = self.confirm.take() {
@@ -1268,19 +1138,22 @@ impl App {
         let page = layout.height.saturating_sub(1).max(1);
         let v = &mut self.viewport;
         v.scroll = v.scroll.min(last);
-        match key.code {
-            KeyCode::Char('j') | KeyCode::Down => v.scroll = (v.scroll + 1).min(last),
-            KeyCode::Char('k') | KeyCode::Up => v.scroll = v.scroll.saturating_sub(1),
-            KeyCode::PageDown | KeyCode::Char(' ') => v.scroll = (v.scroll + page).min(last),
-            KeyCode::PageUp => v.scroll = v.scroll.saturating_sub(page),
-            KeyCode::Char('g') | KeyCode::Home => v.scroll = 0,
-            KeyCode::Char('G') | KeyCode::End => v.scroll = last,
-            KeyCode::Char('r') => v.scroll = layout.response_at.unwrap_or(last).min(last),
-            KeyCode::Char('w') => {
+        let Some(action) = detail_action_for(key) else {
+            return None;
+        };
+        match action {
+            DetailAction::Down => v.scroll = (v.scroll + 1).min(last),
+            DetailAction::Up => v.scroll = v.scroll.saturating_sub(1),
+            DetailAction::PageDown => v.scroll = (v.scroll + page).min(last),
+            DetailAction::PageUp => v.scroll = v.scroll.saturating_sub(page),
+            DetailAction::Top => v.scroll = 0,
+            DetailAction::Bottom => v.scroll = last,
+            DetailAction::Response => v.scroll = layout.response_at.unwrap_or(last).min(last),
+            DetailAction::Wrap => {
                 v.wrap = !v.wrap;
                 v.scroll = 0;
             }
-            KeyCode::Char('y') => match (&self.snapshot.request, self.pane) {
+            DetailAction::Curl => match (&self.snapshot.request, self.pane) {
                 (Some(r), Pane::Deliveries) => {
                     self.clipboard = Some(crate::tui::clipboard::curl_command(r));
                     self.status =
@@ -1288,7 +1161,7 @@ impl App {
                 }
                 _ => self.status = Some("nothing to copy as curl here".into()),
             },
-            KeyCode::Char('c') => {
+            DetailAction::Copy => {
                 let body = match self.pane {
                     Pane::Deliveries => self.snapshot.request.as_ref().and_then(|r| r.body.clone()),
                     Pane::Stream => self
@@ -1303,11 +1176,10 @@ impl App {
                     self.clipboard = Some(body);
                 }
             }
-            KeyCode::Esc | KeyCode::Enter => {
+            DetailAction::Close => {
                 self.detail = false;
                 return Some(true);
             }
-            _ => return None,
         }
         Some(false)
     }

@@ -66,19 +66,34 @@ pub fn draw(frame: &mut Frame, app: &App) {
         .iter()
         .filter(|a| a.state == "firing")
         .collect();
+    // What must be read to act (a question's choices, the alert) wraps rather than being cut
+    // off at the edge of a narrow terminal.
+    let lines_for = |line: &Line, most: u16| -> u16 {
+        (line.width() as u16)
+            .div_ceil(area.width.max(1))
+            .clamp(1, most)
+    };
+    let footer = footer_line(app, theme);
+    let footer_height = if app.confirm.is_some() || app.status.is_some() {
+        lines_for(&footer, 3)
+    } else {
+        lines_for(&footer, 2)
+    };
+    let banner = (!firing.is_empty()).then(|| alerts::alert_banner(theme, &firing));
+    let banner_height = banner.as_ref().map_or(0, |b| lines_for(b, 2));
     let chunks = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Length(1),
-            Constraint::Length(u16::from(!firing.is_empty())),
+            Constraint::Length(banner_height),
             Constraint::Length(1),
             Constraint::Min(3),
-            Constraint::Length(1),
+            Constraint::Length(footer_height),
         ])
         .split(area);
-    if !firing.is_empty() {
+    if let Some(banner) = banner {
         frame.render_widget(
-            Paragraph::new(alerts::alert_banner(theme, &firing)),
+            Paragraph::new(banner).wrap(ratatui::widgets::Wrap { trim: true }),
             chunks[1],
         );
     }
@@ -151,7 +166,19 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Pane::TestSend => test_send::test_send(frame, body, app),
         Pane::Alerts => alerts::alerts(frame, body, app),
     }
-    let footer = match (&app.editing_filter, &app.snapshot.error, &app.status) {
+    frame.render_widget(
+        Paragraph::new(footer).wrap(ratatui::widgets::Wrap { trim: false }),
+        chunks[3],
+    );
+    if app.help {
+        help(frame, area, app);
+    }
+}
+
+/// The bottom line: a question being asked (with its choices), the prompt being typed, an
+/// error, or the focused view's keys from the key table (with the last status before them).
+fn footer_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
+    match (&app.editing_filter, &app.snapshot.error, &app.status) {
         _ if app.confirm.is_some() => Line::from(vec![
             Span::styled(
                 format!(
@@ -194,17 +221,33 @@ pub fn draw(frame: &mut Frame, app: &App) {
         (None, Some(error), _) => {
             Line::from(Span::styled(format!(" {error}"), theme.style(theme.failed)))
         }
-        (None, None, Some(status)) => Line::from(vec![
-            muted(theme, format!(" {status}  ")),
-            muted(theme, "? help · q quit"),
-        ]),
-        _ => Line::from(muted(
-            theme,
-            " ? help · / filter · : search · enter open · f follow/pause · 1-9 panes · q quit",
-        )),
-    };
-    frame.render_widget(Paragraph::new(footer), chunks[3]);
-    if app.help {
-        help(frame, area, theme);
+        (None, None, Some(status)) => {
+            let mut spans = vec![muted(theme, format!(" {status}  "))];
+            spans.extend(keys_line(theme, app));
+            Line::from(spans)
+        }
+        _ => {
+            let mut spans = vec![Span::raw(" ")];
+            spans.extend(keys_line(theme, app));
+            Line::from(spans)
+        }
     }
+}
+
+/// "j/k move · enter open · … · ? help · q quit" for the focused view.
+fn keys_line<'a>(theme: &Theme, app: &App) -> Vec<Span<'a>> {
+    let mut keys = super::app::footer_keys(app.pane, app.detail);
+    // Help and quit first: on a narrow terminal the pane's own keys wrap, these never go.
+    keys.sort_by_key(|(_, what)| !matches!(*what, "help" | "quit"));
+    let mut spans = Vec::new();
+    for (i, (key, what)) in keys.into_iter().enumerate() {
+        if i > 0 {
+            spans.push(muted(theme, " · "));
+        }
+        // The first of a binding's keys ("j" of "j / ↓").
+        let key = key.split(" / ").next().unwrap_or(key);
+        spans.push(Span::styled(key.to_string(), theme.title()));
+        spans.push(muted(theme, format!(" {what}")));
+    }
+    spans
 }

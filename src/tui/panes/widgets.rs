@@ -1,14 +1,14 @@
 //! What every pane draws with: blocks, tables, words in the theme's colours, terminal-safe text.
 
-use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 use serde_json::Value;
 
 pub(super) use crate::inspect::format_ms;
 pub(super) use crate::store::views::node_label;
-use crate::tui::app::{App, ListHits, Pane, KEYMAP};
+use crate::tui::app::{App, ListHits, Pane, DETAIL_KEYS, FILTER_HELP, KEYS};
 pub(super) use crate::tui::theme::Theme;
 
 pub(super) fn clock(ms: i64) -> String {
@@ -118,40 +118,62 @@ pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-pub(super) fn help(frame: &mut Frame, area: Rect, theme: &Theme) {
-    let lines: Vec<Line> = KEYMAP
-        .iter()
-        .map(|(key, what, _)| {
-            Line::from(vec![
-                Span::styled(format!(" {key:<10}"), theme.title()),
-                Span::raw(what.to_string()),
-            ])
-        })
-        .collect();
-    // On a short terminal the keys go in two columns so none is cut off.
-    let two_columns = lines.len() as u16 + 2 > area.height;
-    let rows = if two_columns {
-        lines.len().div_ceil(2)
-    } else {
-        lines.len()
+pub(super) fn help(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let scroll = app.help_scroll;
+    // Generated from the tables that bind the keys: the pane keys, an open detail's keys, and
+    // the filter syntax.
+    let entry = |keys: &str, what: &str| {
+        Line::from(vec![
+            Span::styled(format!(" {keys:<13}"), theme.title()),
+            Span::raw(what.to_string()),
+        ])
     };
-    let width = if two_columns { area.width } else { 96 };
-    let rect = centered(area, width, rows as u16 + 2);
-    frame.render_widget(Clear, rect);
-    let outer = block(theme, " Keys (any key closes) ");
-    let inner = outer.inner(rect);
-    frame.render_widget(outer, rect);
-    if two_columns {
-        let halves = Layout::default()
-            .direction(Direction::Horizontal)
-            .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
-            .split(inner);
-        let (left, right) = lines.split_at(rows);
-        frame.render_widget(Paragraph::new(left.to_vec()), halves[0]);
-        frame.render_widget(Paragraph::new(right.to_vec()), halves[1]);
+    let mut lines: Vec<Line> = KEYS
+        .iter()
+        .filter(|k| k.keys != "j / ↓" || k.short == "move")
+        .map(|k| entry(k.keys, k.what))
+        .collect();
+    lines.push(Line::from(Span::styled(
+        " in a detail (enter on 2, a refusal on 1)",
+        theme.title(),
+    )));
+    lines.extend(DETAIL_KEYS.iter().map(|k| entry(k.keys, k.what)));
+    lines.push(Line::from(Span::styled(
+        " filter syntax (/)",
+        theme.title(),
+    )));
+    lines.extend(FILTER_HELP.iter().map(|(syntax, what)| entry(syntax, what)));
+    // One column, long lines wrapped, scrolled with j/k and the page keys when the terminal
+    // is shorter than the list (at 80×24 nothing is cut off; it is below).
+    let width = area.width.min(112);
+    let inner_width = width.saturating_sub(2).max(1) as usize;
+    let total: usize = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner_width).max(1))
+        .sum();
+    let height = (total as u16 + 2).min(area.height);
+    let rect = centered(area, width, height);
+    let visible = height.saturating_sub(2) as usize;
+    app.help_last.set(total.saturating_sub(visible));
+    let scroll = scroll.min(total.saturating_sub(visible));
+    let title = if total > visible {
+        format!(
+            " Keys {}–{}/{total} · j/k pgdn/pgup scroll · any other key closes ",
+            scroll + 1,
+            scroll + visible
+        )
     } else {
-        frame.render_widget(Paragraph::new(lines), inner);
-    }
+        " Keys (any key closes) ".to_string()
+    };
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll as u16, 0))
+            .block(block(theme, title)),
+        rect,
+    );
 }
 
 /// The node a row came from, as a cell (fleet only).
