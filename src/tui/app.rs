@@ -1138,9 +1138,7 @@ impl App {
         let page = layout.height.saturating_sub(1).max(1);
         let v = &mut self.viewport;
         v.scroll = v.scroll.min(last);
-        let Some(action) = detail_action_for(key) else {
-            return None;
-        };
+        let action = detail_action_for(key)?;
         match action {
             DetailAction::Down => v.scroll = (v.scroll + 1).min(last),
             DetailAction::Up => v.scroll = v.scroll.saturating_sub(1),
