@@ -1164,3 +1164,45 @@ async fn the_footer_names_the_focused_panes_keys_and_nothing_is_cut_at_80_by_24(
     }
     server.stop().await;
 }
+
+/// The destinations pane charts the selected destination's last hour: delivered, retried and
+/// dead per minute, beside the success rate (Meta failed once with a 500, then delivered).
+#[tokio::test]
+async fn the_destinations_pane_charts_the_last_hour() {
+    let (server, _sandbox) = scenario().await;
+    let (themes, _) = theme::load_all(None);
+    let mut app = App::new(themes, None, "test".into());
+    app.pane = Pane::Destinations;
+    let now = chrono::Utc::now().timestamp_millis();
+    let snapshot = server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], now);
+    let meta = snapshot
+        .destinations
+        .iter()
+        .find(|d| d.destination == "meta")
+        .unwrap();
+    let (delivered, retried, dead) = meta.per_minute.total();
+    assert_eq!(
+        (delivered, retried, dead),
+        (1, 1, 0),
+        "{:?}",
+        meta.per_minute
+    );
+    assert_eq!(
+        meta.per_minute.delivered[59], 1,
+        "this minute is the last bucket"
+    );
+    app.apply(snapshot);
+    for (width, height) in [(160, 45), (80, 24)] {
+        let text = screen(&app, width, height);
+        assert!(
+            text.contains("meta · last hour per minute · ok 5m 50%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("delivered 1") && text.contains("retried 1") && text.contains("dead 0"),
+            "{text}"
+        );
+        assert!(text.contains('█'), "a bar for this minute:\n{text}");
+    }
+    server.stop().await;
+}

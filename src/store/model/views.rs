@@ -301,6 +301,65 @@ pub struct DestinationStats {
     /// Recent failure reasons, grouped, most frequent first.
     pub error_kinds: Vec<(String, i64)>,
     pub coverage: Coverage,
+    /// Attempts of the last hour per minute, oldest first: delivered, retried, dead.
+    pub per_minute: MinuteCounts,
+}
+
+/// Attempt outcomes per minute over the last hour (index 59 is the current minute).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MinuteCounts {
+    pub delivered: Vec<u64>,
+    pub retried: Vec<u64>,
+    pub dead: Vec<u64>,
+}
+
+impl Default for MinuteCounts {
+    fn default() -> Self {
+        MinuteCounts {
+            delivered: vec![0; MINUTES],
+            retried: vec![0; MINUTES],
+            dead: vec![0; MINUTES],
+        }
+    }
+}
+
+/// Minutes the chart covers.
+pub const MINUTES: usize = 60;
+
+impl MinuteCounts {
+    /// The first instant the chart covers, for the minute `now_ms` is in (the last bucket).
+    pub fn start_ms(now_ms: i64) -> i64 {
+        (now_ms - now_ms.rem_euclid(60_000)) - (MINUTES as i64 - 1) * 60_000
+    }
+
+    /// Counts from (minute index since [`Self::start_ms`], outcome, attempts) rows.
+    pub fn from_rows(rows: impl IntoIterator<Item = (i64, String, i64)>) -> MinuteCounts {
+        let mut counts = MinuteCounts::default();
+        for (minute, outcome, n) in rows {
+            let Ok(i) = usize::try_from(minute) else {
+                continue;
+            };
+            if i >= MINUTES {
+                continue;
+            }
+            let bucket = match outcome.as_str() {
+                "delivered" => &mut counts.delivered,
+                "retry" => &mut counts.retried,
+                "dead" => &mut counts.dead,
+                _ => continue,
+            };
+            bucket[i] += n.max(0) as u64;
+        }
+        counts
+    }
+
+    pub fn total(&self) -> (u64, u64, u64) {
+        (
+            self.delivered.iter().sum(),
+            self.retried.iter().sum(),
+            self.dead.iter().sum(),
+        )
+    }
 }
 
 impl DestinationStats {
@@ -674,5 +733,28 @@ mod tests {
             since_ms: 0,
         });
         assert_eq!(d.health(), "paused");
+    }
+}
+
+#[cfg(test)]
+mod minute_tests {
+    use super::*;
+
+    #[test]
+    fn attempts_land_in_their_minute_and_others_are_left_out() {
+        let now = 1_780_000_000_000 + 30_000;
+        let start = MinuteCounts::start_ms(now);
+        assert_eq!((now - start) / 60_000, 59, "now is in the last minute");
+        let m = MinuteCounts::from_rows([
+            (59, "delivered".to_string(), 3),
+            (0, "retry".to_string(), 2),
+            (58, "dead".to_string(), 1),
+            (60, "delivered".to_string(), 9),
+            (-1, "delivered".to_string(), 9),
+            (10, "in_flight".to_string(), 9),
+        ]);
+        assert_eq!(m.total(), (3, 2, 1));
+        assert_eq!(m.delivered[59], 3);
+        assert_eq!(m.retried[0], 2);
     }
 }

@@ -506,6 +506,19 @@ impl PgReader {
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
             summarise_failures(&mut s, &failures);
+            let start = MinuteCounts::start_ms(now_ms);
+            s.per_minute = MinuteCounts::from_rows(
+                self.client
+                    .query(
+                        "SELECT (a.at_ms - $3) / 60000, a.outcome, COUNT(*)
+                         FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                         WHERE d.destination = $1 AND a.id > $2 AND a.at_ms >= $3
+                         GROUP BY 1, 2",
+                        &[name, &attempts_floor, &start],
+                    )?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2))),
+            );
             let mut coverage = Coverage::default();
             for r in self.client.query(
                 "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row

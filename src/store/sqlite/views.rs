@@ -444,6 +444,20 @@ impl StoreReader {
                 .query_map(params![name, floor], |r| Ok((r.get(0)?, r.get(1)?, None)))?
                 .collect::<Result<_, _>>()?;
             summarise_failures(&mut s, &recent);
+            let start = MinuteCounts::start_ms(now_ms);
+            let per_minute: Vec<(i64, String, i64)> = self
+                .conn()
+                .prepare_cached(
+                    "SELECT (a.at_ms - ?3) / 60000, a.outcome, COUNT(*)
+                     FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                     WHERE +d.destination = ?1 AND a.id > ?2 AND a.at_ms >= ?3
+                     GROUP BY 1, 2",
+                )?
+                .query_map(params![name, floor, start], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            s.per_minute = MinuteCounts::from_rows(per_minute);
             s.coverage = self.coverage(name)?;
             out.push(s);
         }

@@ -2,7 +2,7 @@
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Wrap};
+use ratatui::widgets::{Cell, Paragraph, Sparkline, Wrap};
 use ratatui::Frame;
 
 use super::widgets::*;
@@ -18,10 +18,34 @@ pub(super) fn pct(part: i64, whole: i64) -> String {
 
 pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
+    // The selected destination's last hour beside its diagnostics on a wide terminal, below
+    // them on a narrow one.
+    let wide = area.width >= 120;
     let chunks = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Min(4), Constraint::Length(9)])
+        .constraints(if wide {
+            vec![
+                Constraint::Min(4),
+                Constraint::Length(9),
+                Constraint::Length(0),
+            ]
+        } else {
+            vec![
+                Constraint::Min(4),
+                Constraint::Length(6),
+                Constraint::Length(8),
+            ]
+        })
         .split(area);
+    let (diagnostics_area, chart_area) = if wide {
+        let halves = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Min(40), Constraint::Length(66)])
+            .split(chunks[1]);
+        (halves[0], halves[1])
+    } else {
+        (chunks[1], chunks[2])
+    };
     let window = |w: &crate::store::views::WindowStats| {
         format!(
             "{} {}/{}",
@@ -144,6 +168,71 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(detail)
             .wrap(Wrap { trim: true })
             .block(block(theme, " diagnostics ")),
-        chunks[1],
+        diagnostics_area,
     );
+    if let Some(d) = app.snapshot.destinations.get(app.selection()) {
+        last_hour(frame, chart_area, app, d);
+    }
+}
+
+/// Delivered, retried and dead attempts per minute over the last hour (the newest minute on
+/// the right), with the success rates, as Segment's Event Delivery shows them over time.
+fn last_hour(frame: &mut Frame, area: Rect, app: &App, d: &crate::store::views::DestinationStats) {
+    let theme = app.theme();
+    let rate = |w: &crate::store::views::WindowStats| {
+        w.success_rate()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "—".into())
+    };
+    let outer = block(
+        theme,
+        format!(
+            " {} · last hour per minute · ok 5m {} · 1h {} ",
+            d.destination,
+            rate(&d.last_5m),
+            rate(&d.last_1h)
+        ),
+    );
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    if inner.height < 3 || inner.width < 20 {
+        return;
+    }
+    let m = &d.per_minute;
+    let (delivered, retried, dead) = m.total();
+    let series: [(&str, &[u64], u64, ratatui::style::Color); 3] = [
+        ("delivered", &m.delivered, delivered, theme.ok),
+        ("retried", &m.retried, retried, theme.retrying),
+        ("dead", &m.dead, dead, theme.failed),
+    ];
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Ratio(1, 3); 3])
+        .split(inner);
+    for (row, (label, data, total, colour)) in rows.iter().zip(series) {
+        let parts = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Length(15), Constraint::Min(1)])
+            .split(*row);
+        let peak = data.iter().copied().max().unwrap_or(0);
+        frame.render_widget(
+            Paragraph::new(vec![
+                Line::from(Span::styled(
+                    format!("{label} {total}"),
+                    theme.style(colour),
+                )),
+                Line::from(muted(theme, format!("peak {peak}/min"))),
+            ]),
+            parts[0],
+        );
+        // The newest minutes when the chart is narrower than the hour.
+        let shown = &data[data.len().saturating_sub(parts[1].width as usize)..];
+        frame.render_widget(
+            Sparkline::default()
+                .data(shown)
+                .max(peak.max(1))
+                .style(theme.style(colour)),
+            parts[1],
+        );
+    }
 }
