@@ -297,6 +297,48 @@ async fn permanent_errors_dead_letter_at_once(store: Store) {
     server.stop().await;
 }
 
+/// A token Meta rejects (error 190) fails every event of the batch the same way: each goes dead
+/// at its first attempt with the same reason, none is retried or split off alone.
+async fn a_bad_token_kills_a_whole_batch_the_same_way(store: Store) {
+    let sandbox = sandbox().await;
+    sandbox
+        .state
+        .set_sticky(Platform::Meta, Some(Fault::BadToken));
+    let server = TestServer::start_for(store, &destinations(&sandbox, "[1, 1]")).await;
+    let batch = format!(
+        "[{}]",
+        (0..6)
+            .map(|i| purchase(&format!("m-190-{i}"), &format!("ORD-190-{i}"), 10.0))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    post(&server, &batch).await;
+    for i in 0..6 {
+        let deliveries = wait_for(
+            &server,
+            &format!("m-190-{i}"),
+            Duration::from_secs(15),
+            settled,
+        )
+        .await;
+        let meta = of(&deliveries, "meta");
+        assert_eq!(
+            (meta.status.as_str(), meta.attempts),
+            ("dead", 1),
+            "{meta:?}"
+        );
+        assert!(
+            meta.last_error
+                .as_deref()
+                .unwrap()
+                .contains("Meta error 190"),
+            "{meta:?}"
+        );
+        assert!(meta.history.iter().all(|a| a.outcome == "dead"), "{meta:?}");
+    }
+    server.stop().await;
+}
+
 /// The same destinations with Google on the legacy Ads API path (an allowlisted token).
 fn destinations_with_legacy_google(sandbox: &Sandbox, schedule: &str) -> String {
     destinations(sandbox, schedule).replace(
@@ -653,6 +695,7 @@ on_both_stores!(
     server_errors_retry_with_the_same_event_id,
     retry_after_is_honoured,
     permanent_errors_dead_letter_at_once,
+    a_bad_token_kills_a_whole_batch_the_same_way,
     google_partial_failure_retries_only_the_failed_row,
     tiktok_codes_in_a_200,
     one_destination_down_does_not_slow_another,
