@@ -7,6 +7,7 @@ pub mod google;
 pub mod hashing;
 mod http;
 pub mod klaviyo;
+pub mod match_quality;
 pub mod meta;
 pub mod privacy;
 pub mod settings;
