@@ -108,6 +108,7 @@ pub fn to_json(trace: &MessageTrace) -> Value {
             "last_status_code": d.last_status_code,
             "last_error": d.last_error,
             "next_attempt_at": (d.status == "pending").then(|| format_ms(d.next_attempt_ms)),
+            "match_quality": delivery_quality(trace, d),
             "request_body": d.history.iter().rev().find_map(|a| a.request.as_ref()).and_then(|r| r.body.as_deref()).map(|b| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_string()))),
             "history": d.history,
         })).collect::<Vec<_>>(),
@@ -123,6 +124,16 @@ pub fn to_json(trace: &MessageTrace) -> Value {
             "raw": raw_json(m),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The match quality of a delivery: what its canonical event gave the platform to match on.
+/// `None` for a profile delivery or a destination that matches no person.
+pub fn delivery_quality(
+    trace: &MessageTrace,
+    d: &crate::store::StoredDelivery,
+) -> Option<crate::destinations::match_quality::MatchQuality> {
+    let event = trace.events.iter().find(|e| e.event_id == d.event_id)?;
+    crate::destinations::match_quality::score(&d.kind, &event.canonical)
 }
 
 fn show(value: &Option<Value>) -> String {
@@ -307,6 +318,22 @@ pub fn to_text_styled(trace: &MessageTrace, style: &dyn Fn(&str, &str) -> String
                 .unwrap_or_default(),
             d.last_error.as_deref().unwrap_or("")
         ));
+        if let Some(q) = delivery_quality(trace, d) {
+            out.push(format!(
+                "      match quality {:.1}/10 · sent {} · missing {}",
+                q.score,
+                if q.identifiers.is_empty() {
+                    "nothing to match on".to_string()
+                } else {
+                    q.identifiers.join(", ")
+                },
+                if q.missing.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    q.missing.join(", ")
+                }
+            ));
+        }
         for a in &d.history {
             out.push(format!(
                 "      #{} {} {}{}",

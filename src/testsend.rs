@@ -636,8 +636,21 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
                 "queued: the payload is built at the first attempt".into()
             }
         };
+        let quality = crate::inspect::delivery_quality(trace, d)
+            .map(|q| {
+                format!(
+                    " · match quality {:.1}/10{}",
+                    q.score,
+                    if q.missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (missing {})", q.missing.join(", "))
+                    }
+                )
+            })
+            .unwrap_or_default();
         payload.push(format!(
-            "{} as {} [{}]: {shown}",
+            "{} as {} [{}]{quality}: {shown}",
             d.destination,
             d.destination_event,
             plan.mode(&d.destination)

@@ -318,7 +318,11 @@ fn embedded_default_send_and_inspect() {
     };
     let out = trace_file(&[]);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout} {stderr}");
+    // Mapped now; it stops at consent only because the embedded default has no destination.
+    assert!(
+        stdout.contains("✘ consent        no destinations configured"),
+        "{stdout} {stderr}"
+    );
     assert!(stdout.contains("messageId cli-typo-1~"), "{stdout}");
     assert!(
         stdout.contains("✔ mapped         Order Completed → purchase"),

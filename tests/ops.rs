@@ -473,3 +473,109 @@ async fn a_burst_of_401s_pages_naming_the_environment() {
     }
     server.stop().await;
 }
+
+fn purchase_with_traits(message_id: &str, order: &str) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}","userId":"user_{order}","timestamp":"{now}",
+        "context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0","traits":{{"email":"buyer.{order}@example.com","phone":"+14155550123"}}}},
+        "properties":{{"order_id":"{order}","revenue":10,"currency":"EUR"}}}}"#
+    )
+}
+
+/// Match quality: each delivery's score in inspect and /metrics (a histogram per destination,
+/// valid for promtool), and an alert when a destination's events lose identifiers against its
+/// own recent past (a frontend release that dropped the email and phone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_quality_is_scored_measured_and_pages_when_it_drops() {
+    let sandbox = sandbox().await;
+    let alerts = "match_quality_drop = 2\nmatch_quality_window_secs = 3\nmatch_quality_min_events = 3\ndead_letters = 100000\nerror_rate_min_requests = 100000";
+    let server = TestServer::start_with_toml(&config(&sandbox, alerts)).await;
+    let post = |body: String| {
+        let server = &server;
+        async move {
+            let (status, reply) = server.post("production", PRODUCTION_SECRET, &body).await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    };
+    for i in 0..4 {
+        post(purchase_with_traits(
+            &format!("mq-good-{i}"),
+            &format!("MQ-G{i}"),
+        ))
+        .await;
+    }
+    let delivered = |id: &str| {
+        let trace = server.reader().trace(id).unwrap();
+        trace.is_some_and(|t| {
+            t.deliveries
+                .iter()
+                .any(|d| d.destination == "meta" && d.status == "delivered")
+        })
+    };
+    wait_for("the good purchases delivered", 20, || {
+        (0..4).all(|i| delivered(&format!("mq-good-{i}")))
+    })
+    .await;
+    // inspect --json: the score, what was sent, what was missing.
+    let trace = server.reader().trace("mq-good-0").unwrap().unwrap();
+    let json = tracklayer::inspect::to_json(&trace);
+    let meta = json["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "meta")
+        .unwrap();
+    let quality = &meta["match_quality"];
+    assert_eq!(
+        quality["identifiers"],
+        serde_json::json!(["email", "phone", "external_id", "ip+user_agent"])
+    );
+    assert_eq!(quality["missing"][0], "fbc");
+    let good = quality["score"].as_f64().unwrap();
+    assert!(good > 7.0, "{quality}");
+    // Past the 3-second window, the same shop sends purchases without email or phone.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for i in 0..4 {
+        post(purchase(&format!("mq-bad-{i}"), &format!("MQ-B{i}"))).await;
+    }
+    wait_for("match_quality_drop to fire", 30, || {
+        let (_, hooks) = notifications(&sandbox);
+        !of_rule(&hooks, "match_quality_drop", "firing").is_empty()
+    })
+    .await;
+    let (slack, hooks) = notifications(&sandbox);
+    let fired = of_rule(&hooks, "match_quality_drop", "firing")[0].clone();
+    assert_eq!(fired["subject"], "meta");
+    assert!(
+        fired["evidence"]["day"].as_f64().unwrap() > 7.0,
+        "{fired:#}"
+    );
+    assert!(
+        fired["evidence"]["recent"].as_f64().unwrap() < 3.0,
+        "{fired:#}"
+    );
+    assert!(
+        slack.iter().any(|t| t.contains("match quality")),
+        "{slack:?}"
+    );
+    // /metrics: a histogram per destination, accepted by promtool.
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    promtool_check(&text);
+    let counted = samples(&text)
+        .into_iter()
+        .find(|(k, _)| {
+            k.starts_with("tracklayer_match_quality_count") && k.contains("destination=\"meta\"")
+        })
+        .map(|(_, v)| v)
+        .unwrap_or(0.0);
+    assert_eq!(counted, 8.0, "{text}");
+    server.stop().await;
+}

@@ -25,6 +25,9 @@ pub(super) struct RawAlerts {
     unmapped_window_secs: Option<u64>,
     dead_letters: Option<u32>,
     dead_letters_window_secs: Option<u64>,
+    match_quality_drop: Option<f64>,
+    match_quality_window_secs: Option<u64>,
+    match_quality_min_events: Option<u32>,
 }
 
 /// Where notifications go and when each rule fires.
@@ -56,6 +59,12 @@ pub struct AlertsConfig {
     /// `dead_letters`: this many deliveries of one destination dead-lettered within the window.
     pub dead_letters: u32,
     pub dead_letters_window_secs: u64,
+    /// `match_quality_drop`: a destination's average match quality over the window fell this
+    /// many points (of 10) below its own average over the rest of the last day; 0 never.
+    pub match_quality_drop: f64,
+    pub match_quality_window_secs: u64,
+    /// Events needed in the window and in the day before it before the rule compares them.
+    pub match_quality_min_events: u32,
 }
 
 impl Default for AlertsConfig {
@@ -77,6 +86,9 @@ impl Default for AlertsConfig {
             unmapped_window_secs: 600,
             dead_letters: 1,
             dead_letters_window_secs: 600,
+            match_quality_drop: 2.0,
+            match_quality_window_secs: 900,
+            match_quality_min_events: 20,
         }
     }
 }
@@ -146,6 +158,27 @@ pub(super) fn alerts(
         raw.dead_letters_window_secs,
         d.dead_letters_window_secs,
     );
+    let match_quality_window_secs = positive(
+        "match_quality_window_secs",
+        raw.match_quality_window_secs,
+        d.match_quality_window_secs,
+    );
+    let match_quality_min_events = positive(
+        "match_quality_min_events",
+        raw.match_quality_min_events.map(u64::from),
+        d.match_quality_min_events.into(),
+    ) as u32;
+    let match_quality_drop = match raw.match_quality_drop {
+        Some(points) if !(0.0..=10.0).contains(&points) => {
+            problems.push(
+                "alerts.match_quality_drop",
+                "must be points of the 0-10 score between 0 (never) and 10, e.g. 2",
+            );
+            d.match_quality_drop
+        }
+        Some(points) => points,
+        None => d.match_quality_drop,
+    };
     let error_rate = match raw.error_rate {
         Some(r) if !(r > 0.0 && r <= 1.0) => {
             problems.push(
@@ -194,6 +227,9 @@ pub(super) fn alerts(
         unmapped_window_secs,
         dead_letters,
         dead_letters_window_secs,
+        match_quality_drop,
+        match_quality_window_secs,
+        match_quality_min_events,
     }
 }
 

@@ -102,11 +102,35 @@ impl Worker {
                 && !outcomes
                     .iter()
                     .all(|o| matches!(o, Outcome::Retry { .. } | Outcome::Resend { .. }));
-            results.extend(verdicts(self, &included, outcomes, now));
+            let decided = verdicts(self, &included, outcomes, now);
+            self.observe_match_quality(&included, &decided, now);
+            results.extend(decided);
             let change = self.breaker().record(request_ok, now);
             self.report_breaker(change, now).await;
         }
         self.record(record, results, decided_at).await;
+    }
+}
+
+impl Worker {
+    /// The match quality of each event the platform took (the metric and the alert's signal).
+    fn observe_match_quality(
+        &self,
+        included: &[&LeasedDelivery],
+        decided: &[ItemResult],
+        at_ms: i64,
+    ) {
+        let kind = self.dest.kind.as_str();
+        for (item, result) in included.iter().zip(decided) {
+            if result.outcome != crate::store::model::delivery::AttemptOutcome::Delivered {
+                continue;
+            }
+            if let Subject::Event { event, .. } = &item.subject {
+                if let Some(q) = crate::destinations::match_quality::score(kind, event) {
+                    self.ops.match_quality(&self.dest.name, at_ms, q.score);
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// destination
     pub attempt_seconds: HistogramVec,
+    /// destination: the match quality (0–10) of each delivered event
+    pub match_quality: HistogramVec,
     /// destination
     pub queue_depth: IntGaugeVec,
     /// destination
@@ -92,6 +94,15 @@ impl Metrics {
                 &["destination"],
             )
             .expect("valid metric definition"),
+            match_quality: HistogramVec::new(
+                HistogramOpts::new(
+                    "match_quality",
+                    "Match quality (0-10) of each delivered event, from the identifiers sent: an estimate, not the platform's own score",
+                )
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]),
+                &["destination"],
+            )
+            .expect("valid metric definition"),
             queue_depth: gauge(
                 "queue_depth",
                 "Deliveries waiting or in flight, per destination",
@@ -138,13 +149,14 @@ impl Metrics {
                 .expect("valid metric definition"),
         };
         m.up.set(chrono::Utc::now().timestamp() as f64);
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(m.requests.clone()),
             Box::new(m.messages.clone()),
             Box::new(m.collisions.clone()),
             Box::new(m.consent_blocked.clone()),
             Box::new(m.deliveries.clone()),
             Box::new(m.attempt_seconds.clone()),
+            Box::new(m.match_quality.clone()),
             Box::new(m.queue_depth.clone()),
             Box::new(m.oldest_pending_seconds.clone()),
             Box::new(m.breaker_open.clone()),

@@ -171,6 +171,16 @@ impl Ops {
         }
     }
 
+    /// The match quality of an event a destination took (0–10): the metric, and the signal the
+    /// `match_quality_drop` rule compares with the destination's own last day.
+    pub fn match_quality(&self, destination: &str, at_ms: i64, score: f64) {
+        self.metrics
+            .match_quality
+            .with_label_values(&[destination])
+            .observe(score);
+        self.signals().match_quality(destination, at_ms, score);
+    }
+
     /// A destination's worker could not claim or record deliveries: the store failed it.
     pub fn delivery_store_failed(&self, destination: &str, at_ms: i64, reason: &str) {
         let mut failing = self

@@ -15,16 +15,18 @@ pub enum Rule {
     AuthFailures,
     UnmappedSpike,
     DeadLetters,
+    MatchQualityDrop,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::PlatformDown,
         Rule::QueueBacklog,
         Rule::ErrorRate,
         Rule::AuthFailures,
         Rule::UnmappedSpike,
         Rule::DeadLetters,
+        Rule::MatchQualityDrop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Rule {
             Rule::AuthFailures => "auth_failures",
             Rule::UnmappedSpike => "unmapped_spike",
             Rule::DeadLetters => "dead_letters",
+            Rule::MatchQualityDrop => "match_quality_drop",
         }
     }
 
@@ -63,6 +66,46 @@ pub struct Condition {
 
 fn secs(ms: i64) -> i64 {
     (ms.max(0) + 999) / 1000
+}
+
+/// A destination whose events lately carry fewer identifiers than over the rest of its day (a
+/// frontend release that lost the email): its average match quality over the window against
+/// the day before it.
+fn quality_drop(
+    now_ms: i64,
+    config: &AlertsConfig,
+    name: &str,
+    d: &super::signals::DestinationSignals,
+) -> Option<Condition> {
+    if config.match_quality_drop <= 0.0 {
+        return None;
+    }
+    let window_ms = config.match_quality_window_secs as i64 * 1000;
+    let since = now_ms - window_ms;
+    let (recent, recent_n) = d.quality_between(since, now_ms + 1);
+    let (day, day_n) = d.quality_between(now_ms - super::signals::QUALITY_DAY_MS, since);
+    let min = u64::from(config.match_quality_min_events);
+    let (recent, day) = (recent?, day?);
+    if recent_n < min || day_n < min || day - recent < config.match_quality_drop {
+        return None;
+    }
+    Some(Condition {
+        rule: Rule::MatchQualityDrop,
+        subject: name.to_string(),
+        summary: format!(
+            "{name}: match quality {recent:.1}/10 over the last {} s against {day:.1} over the day before: events lost an identifier (a release that dropped the email?)",
+            config.match_quality_window_secs
+        ),
+        evidence: json!({
+            "destination": name,
+            "recent": (recent * 10.0).round() / 10.0,
+            "recent_events": recent_n,
+            "day": (day * 10.0).round() / 10.0,
+            "day_events": day_n,
+            "drop": config.match_quality_drop,
+            "window_secs": config.match_quality_window_secs,
+        }),
+    })
 }
 
 pub fn evaluate(
@@ -169,6 +212,9 @@ pub fn evaluate(
                         "last_reason": dead.last(),
                     }),
                 });
+            }
+            if let Some(condition) = quality_drop(now_ms, config, name, d) {
+                out.push(condition);
             }
         }
     }
@@ -335,5 +381,46 @@ mod tests {
         let mut kl = view("klaviyo");
         kl.queue.pending = 0;
         assert!(evaluate(later, &config(), &s, &[kl]).is_empty());
+    }
+
+    #[test]
+    fn a_destination_whose_events_lost_an_identifier_pages_once_its_window_shows_it() {
+        let hour = 3_600_000;
+        let now = 30 * hour;
+        let mut s = Signals::default();
+        // A day of purchases with email and phone (8/10), then the email went missing (4/10).
+        for i in 0..200 {
+            s.match_quality("meta", now - 20 * hour + i * 60_000, 8.0);
+        }
+        let recent = |s: &mut Signals, score: f64| {
+            for i in 0..30 {
+                s.match_quality("meta", now - 10 * 60_000 + i * 10_000, score);
+            }
+        };
+        let fired = |s: &Signals, drop: f64| {
+            let config = AlertsConfig {
+                match_quality_drop: drop,
+                ..config()
+            };
+            evaluate(now, &config, s, &[view("meta")])
+                .into_iter()
+                .filter(|c| c.rule == Rule::MatchQualityDrop)
+                .collect::<Vec<_>>()
+        };
+        let mut steady = s.clone();
+        recent(&mut steady, 7.5);
+        assert!(fired(&steady, 2.0).is_empty(), "half a point is no drop");
+        recent(&mut s, 4.0);
+        let drop = fired(&s, 2.0);
+        assert_eq!(drop.len(), 1);
+        assert_eq!(drop[0].subject, "meta");
+        assert_eq!(drop[0].evidence["day"], 8.0);
+        assert_eq!(drop[0].evidence["recent"], 4.0);
+        assert!(
+            drop[0].summary.contains("match quality 4.0/10"),
+            "{}",
+            drop[0].summary
+        );
+        assert!(fired(&s, 0.0).is_empty(), "0 turns the rule off");
     }
 }

@@ -46,7 +46,24 @@ pub struct DestinationSignals {
     pub consecutive_failures: u32,
     pub last_error: Option<(i64, String)>,
     pub dead: Window<String>,
+    /// Match quality per second (second → (sum, count)), kept a day: a rule compares the last
+    /// minutes with the rest of the day.
+    pub quality: BTreeMap<i64, (f64, u64)>,
 }
+
+impl DestinationSignals {
+    /// The average match quality and its sample count over `from_ms..to_ms`.
+    pub fn quality_between(&self, from_ms: i64, to_ms: i64) -> (Option<f64>, u64) {
+        let (sum, n) = self
+            .quality
+            .range(from_ms - from_ms.rem_euclid(1000)..to_ms)
+            .fold((0.0, 0), |(s, c), (_, (sum, n))| (s + sum, c + n));
+        ((n > 0).then(|| sum / n as f64), n)
+    }
+}
+
+/// How long match quality is kept: the rule's baseline is the destination's own last day.
+pub const QUALITY_DAY_MS: i64 = 24 * 3_600_000;
 
 #[derive(Debug, Default, Clone)]
 pub struct Signals {
@@ -87,6 +104,24 @@ impl Signals {
             .or_default()
             .dead
             .push(at_ms, reason);
+    }
+
+    pub fn match_quality(&mut self, destination: &str, at_ms: i64, score: f64) {
+        let d = self
+            .destinations
+            .entry(destination.to_string())
+            .or_default();
+        let second = at_ms - at_ms.rem_euclid(1000);
+        let slot = d.quality.entry(second).or_insert((0.0, 0));
+        slot.0 += score;
+        slot.1 += 1;
+        // A day at most.
+        if d.quality
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < second - QUALITY_DAY_MS)
+        {
+            d.quality = d.quality.split_off(&(second - QUALITY_DAY_MS));
+        }
     }
 
     pub fn unmapped(&mut self, name: &str, environment: &str, at_ms: i64) {

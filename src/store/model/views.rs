@@ -301,8 +301,63 @@ pub struct DestinationStats {
     /// Recent failure reasons, grouped, most frequent first.
     pub error_kinds: Vec<(String, i64)>,
     pub coverage: Coverage,
+    /// Match quality of its recent deliveries (events only), and what they lacked most.
+    pub match_quality: MatchSummary,
     /// Attempts of the last hour per minute, oldest first: delivered, retried, dead.
     pub per_minute: MinuteCounts,
+}
+
+/// A destination's match quality over its recent deliveries: averages over 5 minutes and an
+/// hour, and the identifier its events lacked most often.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MatchSummary {
+    sum_5m: f64,
+    pub events_5m: usize,
+    sum_1h: f64,
+    pub events_1h: usize,
+    missing: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl MatchSummary {
+    /// Count one delivery of a `kind` destination created at `created_at_ms`, of the event in
+    /// `canonical_json`. Kinds that match no person are not counted.
+    pub fn add(&mut self, kind: &str, created_at_ms: i64, canonical_json: &str, now_ms: i64) {
+        if created_at_ms < now_ms - 3_600_000 {
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<crate::pipeline::CanonicalEvent>(canonical_json)
+        else {
+            return;
+        };
+        let Some(q) = crate::destinations::match_quality::score(kind, &event) else {
+            return;
+        };
+        self.sum_1h += q.score;
+        self.events_1h += 1;
+        if created_at_ms >= now_ms - 5 * 60_000 {
+            self.sum_5m += q.score;
+            self.events_5m += 1;
+        }
+        if let Some(first) = q.missing.first() {
+            *self.missing.entry(first).or_default() += 1;
+        }
+    }
+
+    pub fn average_5m(&self) -> Option<f64> {
+        (self.events_5m > 0).then(|| self.sum_5m / self.events_5m as f64)
+    }
+
+    pub fn average_1h(&self) -> Option<f64> {
+        (self.events_1h > 0).then(|| self.sum_1h / self.events_1h as f64)
+    }
+
+    /// The identifier most often the heaviest one missing, and in how many of the hour's events.
+    pub fn most_missing(&self) -> Option<(&'static str, usize)> {
+        self.missing
+            .iter()
+            .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+            .map(|(name, n)| (*name, *n))
+    }
 }
 
 /// Attempt outcomes per minute over the last hour (index 59 is the current minute).

@@ -520,16 +520,20 @@ impl PgReader {
                     .map(|r| (r.get(0), r.get(1), r.get(2))),
             );
             let mut coverage = Coverage::default();
+            let mut quality = MatchSummary::default();
             for r in self.client.query(
-                "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row
+                "SELECT e.canonical, d.kind, d.created_at_ms FROM deliveries d
+                 JOIN events e ON e.id = d.event_row
                  WHERE d.destination = $1 AND d.id > $2 ORDER BY d.id DESC LIMIT 500",
                 &[name, &deliveries_floor],
             )? {
                 if let Some(json) = packed(r.get(0)) {
                     coverage.add(&json);
+                    quality.add(r.get(1), r.get(2), &json, now_ms);
                 }
             }
             s.coverage = coverage;
+            s.match_quality = quality;
             out.push(s);
         }
         Ok(out)

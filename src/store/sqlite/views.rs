@@ -458,7 +458,7 @@ impl StoreReader {
                 })?
                 .collect::<Result<_, _>>()?;
             s.per_minute = MinuteCounts::from_rows(per_minute);
-            s.coverage = self.coverage(name)?;
+            (s.coverage, s.match_quality) = self.coverage(name, now_ms)?;
             out.push(s);
         }
         Ok(out)
@@ -532,21 +532,32 @@ impl StoreReader {
     }
 
     /// Identifier coverage over the destination's last 500 events.
-    fn coverage(&self, destination: &str) -> Result<Coverage, StoreError> {
+    fn coverage(
+        &self,
+        destination: &str,
+        now_ms: i64,
+    ) -> Result<(Coverage, MatchSummary), StoreError> {
         let mut stmt = self.conn().prepare_cached(
             // Newest deliveries first by rowid (not by the destination index, which would sort
             // every delivery the destination ever had).
-            "SELECT e.canonical FROM deliveries d JOIN events e ON e.id = d.event_row
+            "SELECT e.canonical, d.kind, d.created_at_ms FROM deliveries d JOIN events e ON e.id = d.event_row
              WHERE +d.destination = ?1 AND d.id > ?2 ORDER BY d.id DESC LIMIT 500",
         )?;
         let floor = self.max_rowid("deliveries")? - FILTER_WINDOW;
         let mut c = Coverage::default();
+        let mut q = MatchSummary::default();
         for row in stmt.query_map(params![destination, floor], |r| {
-            r.get::<_, crate::store::codec::Unpacked>(0)
+            Ok((
+                r.get::<_, crate::store::codec::Unpacked>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })? {
-            c.add(&row?.0);
+            let (canonical, kind, created) = row?;
+            c.add(&canonical.0);
+            q.add(&kind, created, &canonical.0, now_ms);
         }
-        Ok(c)
+        Ok((c, q))
     }
 
     /// Find a profile by userId, anonymousId, email or phone.

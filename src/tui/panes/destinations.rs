@@ -70,8 +70,10 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
         col("queue", 6, 1),
         col("5m ok p50/p95", 16, 2),
         col("1h ok p50/p95", 16, 4),
+        col("match 5m/1h", 11, 3),
         col("last error", 0, 3),
     ];
+    let score = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |v| format!("{v:.1}"));
     let rows: Vec<Vec<Cell>> = app
         .snapshot
         .destinations
@@ -94,6 +96,11 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                 Cell::from(d.queue_depth().to_string()),
                 Cell::from(window(&d.last_5m)),
                 Cell::from(window(&d.last_1h)),
+                Cell::from(format!(
+                    "{}/{}",
+                    score(d.match_quality.average_5m()),
+                    score(d.match_quality.average_1h())
+                )),
                 Cell::from(muted(
                     theme,
                     d.last_error
@@ -121,6 +128,26 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                     pct(c.click_ids, c.events)
                 )),
             ])];
+            let q = &d.match_quality;
+            if q.events_1h > 0 {
+                let missing = q
+                    .most_missing()
+                    .map(|(name, n)| {
+                        format!(" · most often missing: {name} ({n} of {})", q.events_1h)
+                    })
+                    .unwrap_or_else(|| " · nothing missing".into());
+                lines.push(Line::from(vec![
+                    Span::styled("match quality ", theme.title()),
+                    Span::raw(format!(
+                        "{}/10 over 5 min ({} events) · {}/10 over 1 h ({} events){missing}",
+                        score(q.average_5m()),
+                        q.events_5m,
+                        score(q.average_1h()),
+                        q.events_1h
+                    )),
+                    muted(theme, "  (an estimate from what was sent)"),
+                ]));
+            }
             if let Some(p) = &d.paused {
                 lines.push(Line::from(vec![
                     word(theme, "paused"),
