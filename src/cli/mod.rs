@@ -3,6 +3,7 @@
 
 mod check;
 mod forget;
+mod mapping;
 mod output;
 mod run;
 mod send;
@@ -60,6 +61,38 @@ enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// What `tracklayer mapping` does.
+#[derive(Subcommand, Debug)]
+pub enum MappingAction {
+    /// Replay stored messages through the draft and the table in force: what each Segment
+    /// event name would become, and which destination payloads would change. Nothing is
+    /// written or sent.
+    Preview {
+        /// A file with a `[mapping]` table, written as in tracklayer.toml.
+        #[arg(long, value_name = "FILE")]
+        draft: PathBuf,
+        /// How far back to replay: 7d, 24h, 30m.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        since: String,
+        /// Only messages of this environment.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the draft in force: it replaces the mapping file the config names, and every running
+    /// node reloads it as the new version (recorded with who and when).
+    Activate {
+        /// The draft to put in force (its version must be higher than the one in force).
+        #[arg(long, value_name = "FILE")]
+        draft: PathBuf,
+        /// The result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +279,12 @@ enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// See a draft mapping table's effect on stored traffic (`preview`), then put it in force
+    /// (`activate`).
+    Mapping {
+        #[command(subcommand)]
+        action: MappingAction,
     },
     /// Print a shell completion script (e.g. `tracklayer completions bash > /etc/bash_completion.d/tracklayer`).
     Completions {
@@ -485,6 +524,15 @@ fn run(cli: Cli, terminal: bool) -> Result<ExitCode> {
                 .unwrap_or_else(|| PathBuf::from(workspace::DEFAULT_CONFIG));
             check::init(&path, force)
         }
+        Command::Mapping { action } => match action {
+            MappingAction::Preview {
+                draft,
+                since,
+                env,
+                json,
+            } => mapping::preview(config, &draft, &since, env.as_deref(), json),
+            MappingAction::Activate { draft, json } => mapping::activate(config, &draft, json),
+        },
         Command::Completions { shell } => check::completions(shell),
         Command::Man { dir } => check::man(dir.as_deref()),
     }

@@ -13,6 +13,7 @@
 
 pub mod decide;
 pub mod input;
+pub mod preview;
 pub mod rows;
 pub mod snapshot;
 

@@ -16,6 +16,7 @@ mod location;
 pub mod model;
 pub mod postgres;
 pub mod privacy;
+pub mod replay_read;
 pub mod sqlite;
 pub mod warehouse;
 pub(crate) mod writer;

@@ -32,6 +32,11 @@ pub enum OperatorAction {
         environment: String,
         minutes: i64,
     },
+    /// A draft mapping table put in force (the file the nodes reload).
+    ActivateMapping {
+        version: u32,
+        file: String,
+    },
 }
 
 /// A delivery as a person names it.
@@ -67,6 +72,7 @@ impl OperatorAction {
             OperatorAction::Pause { .. } => "pause",
             OperatorAction::Resume { .. } => "resume",
             OperatorAction::AllowReplay { .. } => "allow_replay",
+            OperatorAction::ActivateMapping { .. } => "activate_mapping",
         }
     }
 
@@ -77,6 +83,7 @@ impl OperatorAction {
             | OperatorAction::Pause { destination }
             | OperatorAction::Resume { destination } => destination.clone(),
             OperatorAction::AllowReplay { environment, .. } => environment.clone(),
+            OperatorAction::ActivateMapping { file, .. } => file.clone(),
         }
     }
 
@@ -109,6 +116,9 @@ impl OperatorAction {
             } => format!(
                 "let repeated event_ids of {environment} through for {minutes} minutes (a Segment Replay)?"
             ),
+            OperatorAction::ActivateMapping { version, file } => {
+                format!("put mapping version {version} in force ({file})?")
+            }
         }
     }
 
@@ -139,6 +149,9 @@ impl OperatorAction {
                 environment,
                 minutes,
             } => format!("replay window open for {environment} for {minutes} minutes"),
+            OperatorAction::ActivateMapping { version, file } => format!(
+                "mapping version {version} written to {file}: running nodes reload it as the table in force"
+            ),
         }
     }
 }

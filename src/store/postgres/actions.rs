@@ -57,6 +57,8 @@ pub(super) fn perform(
             )?;
             1
         }
+        // The file was written by the command; the store records who put it in force, when.
+        OperatorAction::ActivateMapping { .. } => 1,
     };
     tx.execute(
         "INSERT INTO operator_actions (at_ms, who, action, target, detail, affected)

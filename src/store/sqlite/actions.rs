@@ -58,6 +58,8 @@ pub fn perform(
             )?;
             1
         }
+        // The file was written by the command; the store records who put it in force, when.
+        OperatorAction::ActivateMapping { .. } => 1,
     };
     tx.execute(
         "INSERT INTO operator_actions (at_ms, who, action, target, detail, affected)

@@ -58,6 +58,11 @@ impl StoreReader {
         Ok(StoreReader { conn })
     }
 
+    /// The read-only connection, for a scan that streams its rows (the mapping preview).
+    pub(crate) fn conn_for_scan(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Every stored arrival of a messageId (the original, duplicates, invalid copies), oldest first.
     pub fn messages_by_message_id(
         &self,

@@ -1,0 +1,294 @@
+//! A draft mapping table seen against stored traffic before it ships (`tracklayer mapping
+//! preview`), then put in force (`tracklayer mapping activate`), from a shell against a running
+//! node's store.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tracklayer::destinations::Setup;
+use tracklayer::sandbox::{Platform, Sandbox};
+
+const MAPPING_V1: &str = r#"
+version = 1
+[[events]]
+segment = "Order Completed"
+canonical = "purchase"
+destinations = { meta_capi = "Purchase" }
+dedup_key = "order_id"
+
+[[events]]
+segment = "Product Viewed"
+canonical = "view_content"
+destinations = { meta_capi = "ViewContent" }
+"#;
+
+/// Maps a near-miss name, adds a new name and re-maps a mapped one.
+const DRAFT_V2: &str = r#"
+[mapping]
+version = 2
+[[mapping.events]]
+segment = "Order Completed"
+canonical = "purchase"
+destinations = { meta_capi = "Purchase" }
+dedup_key = "order_id"
+
+[[mapping.events]]
+segment = "order completed"
+canonical = "purchase"
+destinations = { meta_capi = "Purchase" }
+dedup_key = "order_id"
+
+[[mapping.events]]
+segment = "Wishlist Added"
+canonical = "wishlist"
+destinations = { meta_capi = "AddToWishlist" }
+
+[[mapping.events]]
+segment = "Product Viewed"
+canonical = "add_to_cart"
+destinations = { meta_capi = "AddToCart" }
+"#;
+
+fn track(id: &str, event: &str) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        r#"{{"type":"track","event":"{event}","messageId":"{id}","userId":"u-{id}","timestamp":"{now}",
+        "context":{{"ip":"203.0.113.42","userAgent":"Mozilla/5.0","traits":{{"email":"{id}@example.com"}}}},
+        "properties":{{"order_id":"O-{id}","revenue":12,"currency":"EUR","product_id":"SKU-1"}}}}"#
+    )
+}
+
+fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("TRACKLAYER_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn group<'a>(report: &'a Value, segment: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["segment_event"] == segment)
+        .unwrap_or_else(|| panic!("no group {segment}: {report:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_previewed_against_stored_traffic_and_then_put_in_force() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    std::fs::write(dir.path().join("mapping.toml"), MAPPING_V1).unwrap();
+    let config_path = dir.path().join("tracklayer.toml");
+    let destinations = format!(
+        r#"
+[mapping]
+file = "mapping.toml"
+
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{}"
+retry_schedule = [1]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+"#,
+        sandbox.url()
+    );
+    std::fs::write(&config_path, config_text_with(&db, "", &destinations)).unwrap();
+    let setup = Setup::load(&config_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/segment/events", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tracklayer::run(setup, listener, async {
+        let _ = stopped.await;
+    }));
+    let post = |body: String| {
+        let url = url.clone();
+        async move {
+            let (status, reply) = json_of(
+                signed(&client(), &url, "production", PRODUCTION_SECRET, &body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            reply
+        }
+    };
+    for (id, event) in [
+        ("oc-1", "Order Completed"),
+        ("oc-2", "Order Completed"),
+        ("oc-3", "Order Completed"),
+        ("nm-1", "order completed"),
+        ("nm-2", "order completed"),
+        ("wl-1", "Wishlist Added"),
+        ("pv-1", "Product Viewed"),
+        ("pv-2", "Product Viewed"),
+    ] {
+        post(track(id, event)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reader = tracklayer::store::StoreReader::open(&db).unwrap();
+    let totals_before = reader.totals().unwrap();
+    let meta_before = sandbox.state.received(Platform::Meta).len();
+
+    let draft = dir.path().join("draft.toml");
+    std::fs::write(&draft, DRAFT_V2).unwrap();
+    let (code, stdout, stderr) = run(
+        &config_path,
+        &[
+            "mapping",
+            "preview",
+            "--draft",
+            draft.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["replayed"], 8, "{report:#}");
+    assert_eq!(report["changed"], 5, "{report:#}");
+    let near_miss = group(&report, "order completed");
+    assert_eq!(
+        (
+            &near_miss["before"],
+            &near_miss["after"],
+            &near_miss["count"]
+        ),
+        (
+            &Value::from("unmapped"),
+            &Value::from("purchase"),
+            &Value::from(2)
+        )
+    );
+    assert_eq!(
+        near_miss["example_message_ids"],
+        serde_json::json!(["nm-1", "nm-2"])
+    );
+    let added = group(&report, "Wishlist Added");
+    assert_eq!(
+        (&added["before"], &added["after"], &added["count"]),
+        (
+            &Value::from("unmapped"),
+            &Value::from("wishlist"),
+            &Value::from(1)
+        )
+    );
+    let remapped = group(&report, "Product Viewed");
+    assert_eq!(
+        (&remapped["before"], &remapped["after"], &remapped["count"]),
+        (
+            &Value::from("view_content"),
+            &Value::from("add_to_cart"),
+            &Value::from(2)
+        )
+    );
+    let same = group(&report, "Order Completed");
+    assert_eq!(
+        (&same["before"], &same["after"], &same["count"]),
+        (
+            &Value::from("purchase"),
+            &Value::from("purchase"),
+            &Value::from(3)
+        )
+    );
+    let meta = &report["destinations"][0];
+    assert_eq!(meta["name"], "meta");
+    assert_eq!(meta["payloads_changed"], 5, "{meta:#}");
+    let diff = meta["examples"][0]["diff"].as_array().unwrap();
+    assert!(!diff.is_empty(), "{meta:#}");
+    // Nothing written, nothing sent.
+    assert_eq!(reader.totals().unwrap(), totals_before);
+    assert_eq!(sandbox.state.received(Platform::Meta).len(), meta_before);
+    // The text report names the changed groups.
+    let (code, text, _) = run(
+        &config_path,
+        &["mapping", "preview", "--draft", draft.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0));
+    assert!(text.contains("~ order completed"), "{text}");
+    assert!(text.contains("meta: 5 payload(s) would change"), "{text}");
+
+    // Bad input: a draft with a key that does not exist, a window with nothing in it.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "version = 3\n[[events]]\nsegment = \"X\"\ncanonical = \"y\"\ndestinaton = 1\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &config_path,
+        &["mapping", "preview", "--draft", broken.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("unknown field `destinaton`"), "{stderr}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, _, stderr) = run(
+        &config_path,
+        &[
+            "mapping",
+            "preview",
+            "--draft",
+            draft.to_str().unwrap(),
+            "--since",
+            "1s",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("no stored message in the last 1s"),
+        "{stderr}"
+    );
+
+    // Activate: the running node reloads it; who and when are recorded.
+    let (code, stdout, stderr) = run(
+        &config_path,
+        &["mapping", "activate", "--draft", draft.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("mapping version 2 written to"), "{stdout}");
+    let mut mapped = false;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply = post(track(&format!("nm-after-{i}"), "order completed")).await;
+        if reply["mapped"] == 1 {
+            mapped = true;
+            break;
+        }
+    }
+    assert!(mapped, "the node never reloaded the activated table");
+    let actions = tracklayer::store::sqlite::operator_actions(&db, 5).unwrap();
+    let activation = actions
+        .iter()
+        .find(|a| a.action == "activate_mapping")
+        .expect("recorded");
+    assert!(!activation.who.starts_with("unknown@"), "{activation:?}");
+    let (code, _, stderr) = run(
+        &config_path,
+        &["mapping", "activate", "--draft", draft.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("mapping.version: the draft is version 2 and version 2 is in force"),
+        "{stderr}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
