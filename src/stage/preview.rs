@@ -146,6 +146,10 @@ impl<'a> Preview<'a> {
         if group.example_message_ids.len() < EXAMPLES {
             group.example_message_ids.push(message_id.clone());
         }
+        if same_result(&before, &after) {
+            // Nothing a destination is sent can differ: no payload is built (most messages).
+            return;
+        }
         let consent = pipeline::consent::event_consent(&valid.body).cloned();
         let before_sent = self.payloads(&before, consent.as_ref());
         let after_sent = self.payloads(&after, consent.as_ref());
@@ -238,6 +242,22 @@ impl<'a> Preview<'a> {
             after_version: self.after.version,
             note: NOTE,
         }
+    }
+}
+
+/// Whether the two tables make the same of a message: the same canonical event (whatever their
+/// version numbers) under the same row, or unmapped under both.
+fn same_result(before: &Draft, after: &Draft) -> bool {
+    match (before, after) {
+        (Draft::Mapped(a, row_a), Draft::Mapped(b, row_b)) => {
+            row_a == row_b && {
+                let mut b = (**b).clone();
+                b.mapping_version = a.mapping_version;
+                **a == b
+            }
+        }
+        (Draft::Unmapped { .. }, Draft::Unmapped { .. }) => true,
+        _ => false,
     }
 }
 
