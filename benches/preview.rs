@@ -110,7 +110,10 @@ fn main() {
         peak_mb()
     );
     for g in report.groups.iter().filter(|g| g.before != g.after) {
-        println!("  {} {} → {}: {}", g.segment_event, g.before, g.after, g.count);
+        println!(
+            "  {} {} → {}: {}",
+            g.segment_event, g.before, g.after, g.count
+        );
     }
     for d in &report.destinations {
         println!("  {}: {} payloads would change", d.name, d.payloads_changed);

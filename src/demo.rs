@@ -187,6 +187,12 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
         crate::testsend::TestPlan::new(setup.test_modes(), setup.profile_destinations(), false);
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drafts = crate::preview::PreviewContext {
+        location: crate::store::StoreLocation::Sqlite(db.clone()),
+        mapping: setup.config.mapping.clone(),
+        targets: setup.route_targets(),
+        destinations: setup.destinations.clone(),
+    };
     let pipeline = runtime.spawn(crate::run(setup, listener, async {
         let _ = stopped.await;
     }));
@@ -268,7 +274,10 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
             crate::store::StoreLocation::Sqlite(db.clone()),
             crate::tui::Destinations::Configured(names),
             app,
-            Some(target),
+            Some(crate::tui::Embedded {
+                test: target,
+                drafts,
+            }),
         )?;
         traffic_task.abort();
     }

@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod operator;
 pub mod ops;
 pub mod pipeline;
+pub mod preview;
 pub mod privacy;
 pub mod sandbox;
 pub mod segment;

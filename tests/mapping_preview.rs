@@ -292,3 +292,101 @@ access_token = "EAAB_TEST"
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The same in the dashboard (pane 4): `m` opens a draft, its groups and a payload diff show
+/// under the unmapped names at 160×45 and 80×24, `a` asks before putting it in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_previews_a_draft_and_activates_it() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    std::fs::write(dir.path().join("mapping.toml"), MAPPING_V1).unwrap();
+    let config_path = dir.path().join("tracklayer.toml");
+    let destinations = format!(
+        "[mapping]\nfile = \"mapping.toml\"\n\n[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{}\"\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST\"\n",
+        sandbox.url()
+    );
+    std::fs::write(&config_path, config_text_with(&db, "", &destinations)).unwrap();
+    let setup = Setup::load(&config_path).unwrap();
+    let server = TestServer::start_text(&db, &std::fs::read_to_string(&config_path).unwrap()).await;
+    for (id, event) in [
+        ("oc-1", "Order Completed"),
+        ("nm-1", "order completed"),
+        ("pv-1", "Product Viewed"),
+    ] {
+        let (status, _) = server
+            .post("production", PRODUCTION_SECRET, &track(id, event))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let draft = dir.path().join("draft.toml");
+    std::fs::write(&draft, DRAFT_V2).unwrap();
+    let context = tracklayer::preview::PreviewContext {
+        location: tracklayer::store::StoreLocation::of(&setup.config.storage),
+        mapping: setup.config.mapping.clone(),
+        targets: setup.route_targets(),
+        destinations: setup.destinations.clone(),
+    };
+
+    let (themes, _) = tracklayer::tui::theme::load_all(None);
+    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
+    app.pane = tracklayer::tui::Pane::Unmapped;
+    app.drafts = true;
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    app.handle_key(key(KeyCode::Char('m')));
+    assert_eq!(app.editing_draft.as_deref(), Some("draft.toml"));
+    for _ in 0.."draft.toml".len() {
+        app.handle_key(key(KeyCode::Backspace));
+    }
+    for c in draft.to_str().unwrap().chars() {
+        app.handle_key(key(KeyCode::Char(c)));
+    }
+    app.handle_key(key(KeyCode::Enter));
+    let asked = app
+        .pending_preview
+        .take()
+        .expect("the event loop is asked to preview");
+    assert_eq!(asked, draft);
+    // What the drafts thread does, here on a plain thread.
+    let (ctx, path) = (context.clone(), asked.clone());
+    let report = std::thread::spawn(move || ctx.preview(&path, 0, "all", None))
+        .join()
+        .unwrap()
+        .unwrap();
+    app.preview.running = false;
+    app.preview.report = Some(report);
+    for (width, height) in [(160u16, 45u16), (80, 24)] {
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height)).unwrap();
+        terminal
+            .draw(|f| tracklayer::tui::panes::draw(f, &app))
+            .unwrap();
+        let text = terminal.backend().to_string();
+        assert!(text.contains("~ order completed"), "{text}");
+        assert!(text.contains("meta: 2 payload(s) would change"), "{text}");
+        assert!(text.contains("a activate"), "{text}");
+    }
+    app.handle_key(key(KeyCode::Char('J')));
+    assert_eq!(app.preview.selected, 1);
+    app.actions = Ok(());
+    app.handle_key(key(KeyCode::Char('a')));
+    let question = app.confirm.as_ref().expect("asked first").question();
+    assert!(
+        question.starts_with("put mapping version 2 in force"),
+        "{question}"
+    );
+    app.handle_key(key(KeyCode::Char('y')));
+    assert_eq!(app.pending_activation.take(), Some(draft.clone()));
+    let done = std::thread::spawn(move || context.activate(&asked, "tester@host"))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(done.contains("mapping version 2 written to"), "{done}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mapping.toml")).unwrap(),
+        DRAFT_V2
+    );
+    server.stop().await;
+}

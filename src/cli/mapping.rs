@@ -4,14 +4,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::output;
 use super::workspace;
 use crate::config::Needs;
-use crate::pipeline::MappingTable;
-use crate::stage::preview::{Preview, PreviewReport};
-use crate::store::model::actions::OperatorAction;
+use crate::stage::preview::PreviewReport;
 use crate::store::StoreLocation;
 
 /// `7d`, `24h`, `30m`, `90s`: how far back the preview looks.
@@ -37,18 +35,6 @@ pub fn parse_duration(text: &str) -> Result<i64> {
     Ok(n * unit_ms)
 }
 
-/// Read a draft: a `[mapping]` table as in tracklayer.toml (or its keys at the top level).
-/// An error names the key.
-pub fn read_draft(path: &Path, in_force: &MappingTable) -> Result<MappingTable> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the draft {}", path.display()))?;
-    let mut draft = MappingTable::from_file_text(&text)
-        .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.key, e.reason))?;
-    // The raw paths destinations asked to capture belong to the destinations, not the table.
-    draft.capture = in_force.capture.clone();
-    Ok(draft)
-}
-
 pub fn preview(
     config: Option<&Path>,
     draft_path: &Path,
@@ -69,29 +55,24 @@ pub fn preview(
             ));
         }
     }
-    let before = config.mapping.table.clone();
-    let after = read_draft(draft_path, &before)?;
-    let location = StoreLocation::of(&config.storage);
+    let context = crate::preview::PreviewContext {
+        location: StoreLocation::of(&config.storage),
+        mapping: config.mapping.clone(),
+        targets: setup.route_targets(),
+        destinations: setup.destinations.clone(),
+    };
     let since_ms = chrono::Utc::now().timestamp_millis() - window_ms;
-    let environment = env.map(str::to_string);
-    let targets = setup.route_targets();
-    let destinations = setup.destinations.clone();
+    let (draft, window, environment) = (
+        draft_path.to_path_buf(),
+        since.to_string(),
+        env.map(str::to_string),
+    );
     // The store's client is synchronous: the scan runs on a thread of its own.
-    let report: PreviewReport = std::thread::spawn(move || -> Result<PreviewReport> {
-        let mut preview = Preview::new(&before, &after, &targets, &destinations);
-        location.each_message(since_ms, environment.as_deref(), &mut |m| {
-            preview.add(m.raw, m.environment, m.received_at_ms)
-        })?;
-        Ok(preview.finish())
+    let report: PreviewReport = std::thread::spawn(move || {
+        context.preview(&draft, since_ms, &window, environment.as_deref())
     })
     .join()
     .map_err(|_| anyhow!("the preview thread panicked"))??;
-    if report.replayed == 0 {
-        bail!(
-            "no stored message in the last {since}{}: nothing to preview (widen --since)",
-            env.map(|e| format!(" for {e}")).unwrap_or_default()
-        );
-    }
     if json {
         output::json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -146,55 +127,23 @@ pub fn preview(
 /// node reloads as the new version. Recorded with who and when.
 pub fn activate(config: Option<&Path>, draft_path: &Path, json: bool) -> Result<ExitCode> {
     let loaded = workspace::load(config, &Needs::Everything, false)?;
-    let config = &loaded.setup.config;
-    let in_force = &config.mapping.table;
-    let draft = read_draft(draft_path, in_force)?;
-    let Some(target) = config
-        .mapping
-        .watch
-        .clone()
-        .filter(|_| config.mapping.separate_file)
-    else {
-        bail!(
-            "mapping: the rows live in the config file itself; put them in their own file (`[mapping] file = \"mapping.toml\"`) so a draft can replace it"
-        );
+    let setup = loaded.setup.clone();
+    let context = crate::preview::PreviewContext {
+        location: StoreLocation::of(&setup.config.storage),
+        mapping: setup.config.mapping.clone(),
+        targets: Vec::new(),
+        destinations: Vec::new(),
     };
-    if draft.version <= in_force.version {
-        bail!(
-            "mapping.version: the draft is version {} and version {} is in force; give the draft a higher version",
-            draft.version,
-            in_force.version
-        );
-    }
-    let text = std::fs::read_to_string(draft_path)
-        .with_context(|| format!("cannot read the draft {}", draft_path.display()))?;
-    // Written beside the file and renamed over it: a reloading node never reads half a table.
-    let temporary = target.with_extension("toml.activating");
-    std::fs::write(&temporary, &text)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, &target)
-        .with_context(|| format!("cannot replace {}", target.display()))?;
+    let previous = context.mapping.table.version;
+    let draft = draft_path.to_path_buf();
     let who = crate::operator::operator_name();
-    let action = OperatorAction::ActivateMapping {
-        version: draft.version,
-        file: target.display().to_string(),
-    };
-    let location = StoreLocation::of(&config.storage);
-    let record_action = action.clone();
-    let recorded = std::thread::spawn(move || location.operate(&record_action, &who))
+    let done = std::thread::spawn(move || context.activate(&draft, &who))
         .join()
-        .map_err(|_| anyhow!("the store thread panicked"))?;
-    if let Err(e) = recorded {
-        output::status(format!("activated, but not recorded in the store: {e}"));
-    }
+        .map_err(|_| anyhow!("the activation thread panicked"))??;
     if json {
-        output::json(&serde_json::json!({
-            "activated": draft.version,
-            "previous": in_force.version,
-            "file": target.display().to_string(),
-        }))?;
+        output::json(&serde_json::json!({"previous": previous, "done": done}))?;
     } else {
-        output::result(action.done(1))?;
+        output::result(done)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -141,6 +141,12 @@ pub fn tui(
         secret: test_env.secret.clone(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drafts = crate::preview::PreviewContext {
+        location: store.clone(),
+        mapping: setup.config.mapping.clone(),
+        targets: setup.route_targets(),
+        destinations: setup.destinations.clone(),
+    };
     let pipeline = runtime.spawn(crate::run(setup, listener, async {
         let _ = stopped.await;
     }));
@@ -165,7 +171,10 @@ pub fn tui(
         store,
         crate::tui::Destinations::Configured(names),
         app,
-        Some(test_target),
+        Some(crate::tui::Embedded {
+            test: test_target,
+            drafts,
+        }),
     );
     let _ = stop.send(());
     let _ = runtime.block_on(pipeline);

@@ -19,11 +19,13 @@ use crate::testsend::{self, SendResult, Stage, Step, TestPlan};
 
 mod keys;
 mod mouse;
+mod preview;
 pub use keys::{
     action_for, detail_action_for, footer_keys, Action, DetailAction, Key, DETAIL_KEYS,
     FILTER_HELP, KEYS,
 };
 pub use mouse::{Hits, ListHits};
+pub use preview::MappingPreview;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -395,6 +397,15 @@ pub struct App {
     pub editing_filter: Option<String>,
     /// The `:` search prompt being typed.
     pub editing_search: Option<String>,
+    /// The draft file's path being typed (pane 4, `m`).
+    pub editing_draft: Option<String>,
+    /// The mapping preview of pane 4.
+    pub preview: MappingPreview,
+    /// Whether drafts can be previewed and activated here (the embedded pipeline).
+    pub drafts: bool,
+    /// A draft the event loop should preview, and one it should put in force.
+    pub pending_preview: Option<std::path::PathBuf>,
+    pub pending_activation: Option<std::path::PathBuf>,
     /// A search sent to the loader, answered in a snapshot.
     search: Option<String>,
     /// Load again at once after applying a snapshot (a search moved to another pane).
@@ -469,6 +480,11 @@ impl App {
             pending_send: None,
             editing_filter: None,
             editing_search: None,
+            editing_draft: None,
+            preview: MappingPreview::default(),
+            drafts: false,
+            pending_preview: None,
+            pending_activation: None,
             search: None,
             reload_now: false,
             actions: Err("actions need the embedded pipeline or a local database".into()),
@@ -918,6 +934,9 @@ impl App {
             }
             return false;
         }
+        if self.draft_key(&key) {
+            return false;
+        }
         if let Some(text) = &mut self.editing_search {
             match key.code {
                 KeyCode::Enter => {
@@ -977,6 +996,9 @@ impl App {
                     destination: destination.clone(),
                     since_ms: Some(now - REPLAY_RECENT_MS),
                 });
+                return false;
+            }
+            if key.code == KeyCode::Char('y') && self.confirmed_activation(&action) {
                 return false;
             }
             if key.code == KeyCode::Char('y') {
@@ -1086,6 +1108,11 @@ impl App {
             Action::Close => {
                 if self.detail {
                     self.detail = false;
+                } else if self.pane == Pane::Unmapped && self.preview.open() {
+                    self.preview = MappingPreview {
+                        draft: std::mem::take(&mut self.preview.draft),
+                        ..MappingPreview::default()
+                    };
                 } else if let (Pane::Diff, Some(from)) = (self.pane, self.came_from.take()) {
                     // Back where enter was pressed, on the same row (that pane was paused).
                     self.pane = from;
@@ -1118,7 +1145,18 @@ impl App {
                 return true;
             }
             Action::ContentDown | Action::ContentUp => {
-                self.status = Some("J / K scroll the collision side-by-side (6) and pane 3".into())
+                if !self.preview_move(action == Action::ContentDown) {
+                    self.status = Some(
+                        "J / K scroll the collision side-by-side (6) and pane 3, and a draft's groups (4)"
+                            .into(),
+                    )
+                }
+            }
+            Action::PreviewDraft if self.pane == Pane::Unmapped => self.ask_for_draft(),
+            Action::ActivateDraft if self.pane == Pane::Unmapped => self.ask_to_activate(),
+            Action::PreviewDraft | Action::ActivateDraft => {
+                self.status =
+                    Some("m previews a draft mapping table on 4 (unmapped), a activates it".into())
             }
             Action::NextTab => self.diff_tab += 1,
             Action::PreviousTab => self.diff_tab = self.diff_tab.saturating_sub(1),

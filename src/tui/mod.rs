@@ -238,12 +238,68 @@ fn restore_terminal() {
     let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen);
 }
 
+/// What a dashboard with the pipeline inside it can do besides reading: send the controlled
+/// test, preview and activate mapping drafts.
+pub struct Embedded {
+    pub test: TestSendTarget,
+    pub drafts: crate::preview::PreviewContext,
+}
+
+/// What the drafts thread answers.
+enum DraftAnswer {
+    Report(Result<crate::stage::preview::PreviewReport, String>),
+    Activated(Result<String, String>),
+}
+
+/// Previews and activations off the UI thread (a preview reads every stored message of the
+/// window; the store's client is synchronous).
+struct Drafts {
+    requests: mpsc::Sender<(std::path::PathBuf, bool, String)>,
+    answers: mpsc::Receiver<DraftAnswer>,
+}
+
+/// How far back the dashboard's preview replays.
+const PREVIEW_WINDOW_MS: i64 = 7 * 86_400_000;
+
+impl Drafts {
+    fn spawn(context: crate::preview::PreviewContext) -> Drafts {
+        let (req_tx, req_rx) = mpsc::channel::<(std::path::PathBuf, bool, String)>();
+        let (ans_tx, ans_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tracklayer-drafts".into())
+            .spawn(move || {
+                while let Ok((path, activate, who)) = req_rx.recv() {
+                    let answer = if activate {
+                        DraftAnswer::Activated(
+                            context.activate(&path, &who).map_err(|e| e.to_string()),
+                        )
+                    } else {
+                        let since = chrono::Utc::now().timestamp_millis() - PREVIEW_WINDOW_MS;
+                        DraftAnswer::Report(
+                            context
+                                .preview(&path, since, "7d", None)
+                                .map_err(|e| e.to_string()),
+                        )
+                    };
+                    if ans_tx.send(answer).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the drafts thread");
+        Drafts {
+            requests: req_tx,
+            answers: ans_rx,
+        }
+    }
+}
+
 /// Run the dashboard over `store` until the user quits.
 pub fn run(
     store: StoreLocation,
     destinations: Destinations,
     mut app: App,
-    test_target: Option<TestSendTarget>,
+    embedded: Option<Embedded>,
 ) -> Result<(), TuiError> {
     enable_raw_mode().map_err(TuiError::Terminal)?;
     if let Err(e) = execute!(io::stdout(), EnterAlternateScreen) {
@@ -261,7 +317,8 @@ pub fn run(
         restore_terminal();
         previous_hook(info);
     }));
-    let result = event_loop(store, destinations, &mut app, test_target);
+    app.drafts = embedded.is_some();
+    let result = event_loop(store, destinations, &mut app, embedded);
     restore_terminal();
     let _ = std::panic::take_hook();
     result
@@ -271,12 +328,18 @@ fn event_loop(
     store: StoreLocation,
     destinations: Destinations,
     app: &mut App,
-    test_target: Option<TestSendTarget>,
+    embedded: Option<Embedded>,
 ) -> Result<(), TuiError> {
     let mut terminal =
         Terminal::new(CrosstermBackend::new(io::stdout())).map_err(TuiError::Terminal)?;
     let loader = Loader::spawn(store, destinations);
-    let sender = test_target.map(TestSender::spawn);
+    let (sender, drafts) = match embedded {
+        Some(e) => (
+            Some(TestSender::spawn(e.test)),
+            Some(Drafts::spawn(e.drafts)),
+        ),
+        None => (None, None),
+    };
     loader.request(app.query());
     let mut last_refresh = Instant::now();
     let mut dirty = true;
@@ -300,6 +363,36 @@ fn event_loop(
                     *slot = Some(result);
                 }
                 loader.request(app.query());
+                dirty = true;
+            }
+        }
+        if let Some(drafts) = &drafts {
+            if let Some(path) = app.pending_preview.take() {
+                let _ = drafts.requests.send((path, false, app.who.clone()));
+            }
+            if let Some(path) = app.pending_activation.take() {
+                let _ = drafts.requests.send((path, true, app.who.clone()));
+            }
+            while let Ok(answer) = drafts.answers.try_recv() {
+                match answer {
+                    DraftAnswer::Report(result) => {
+                        app.preview.running = false;
+                        app.preview.selected = 0;
+                        match result {
+                            Ok(report) => {
+                                app.status = None;
+                                app.preview.report = Some(report);
+                            }
+                            Err(e) => app.preview.error = Some(e),
+                        }
+                    }
+                    DraftAnswer::Activated(result) => {
+                        app.status = Some(match result {
+                            Ok(done) => format!("done: {done} (recorded as {})", app.who),
+                            Err(e) => format!("not activated: {e}"),
+                        });
+                    }
+                }
                 dirty = true;
             }
         }

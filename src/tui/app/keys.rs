@@ -38,6 +38,10 @@ pub enum Action {
     /// Scroll what is shown beside the list (the collision side-by-side; pane 3).
     ContentDown,
     ContentUp,
+    /// Pane 4: preview a draft mapping table against the stored traffic.
+    PreviewDraft,
+    /// Pane 4: put the previewed draft in force.
+    ActivateDraft,
 }
 
 /// Where a key means something (for the footer; the binding itself holds everywhere).
@@ -138,6 +142,8 @@ pub const KEYS: &[Key] = &[
     key(&[Right, Char('l')], "→ / l", "tabs", "next payload tab (pane 3)", Action::NextTab, Scope::On(&[Pane::Diff])),
     key(&[Char('J')], "J", "scroll", "scroll the collision side-by-side (and pane 3) down", Action::ContentDown, Scope::On(&[Pane::Collisions])),
     key(&[Char('K')], "K", "", "scroll the collision side-by-side (and pane 3) up", Action::ContentUp, Scope::Quiet),
+    key(&[Char('m')], "m", "preview draft", "unmapped: preview a draft mapping table against the stored traffic (J/K move through its groups)", Action::PreviewDraft, Scope::On(&[Pane::Unmapped])),
+    key(&[Char('a')], "a", "activate", "unmapped: put the previewed draft in force (asks first; running nodes reload it)", Action::ActivateDraft, Scope::On(&[Pane::Unmapped])),
     key(&[Char('c')], "c", "copy", "copy the raw message JSON (pane 3, collisions)", Action::Copy, Scope::On(&[Pane::Diff, Pane::Collisions])),
     key(&[Char('s')], "s", "send", "test send: send the next call", Action::SendNext, Scope::On(&[Pane::TestSend])),
     key(&[Char(' '), Char('n')], "space / n", "next stage", "test send: reveal the next stage", Action::NextStage, Scope::On(&[Pane::TestSend])),

@@ -197,6 +197,14 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
                 },
             ),
         ]),
+        _ if app.editing_draft.is_some() => Line::from(vec![
+            Span::styled(" draft mapping file to preview: ", theme.title()),
+            Span::raw(format!("{}▏", app.editing_draft.as_deref().unwrap_or(""))),
+            muted(
+                theme,
+                "  a [mapping] table as in tracklayer.toml · enter preview · esc cancel",
+            ),
+        ]),
         _ if app.editing_search.is_some() => Line::from(vec![
             Span::styled(" search all history: ", theme.title()),
             Span::raw(format!("{}▏", app.editing_search.as_deref().unwrap_or(""))),

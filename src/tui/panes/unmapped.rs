@@ -1,7 +1,7 @@
 //! Pane 4: names not in the mapping table, with near misses.
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
-use ratatui::text::Span;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Wrap};
 use ratatui::Frame;
 
@@ -10,6 +10,17 @@ use crate::tui::app::App;
 
 pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
+    // A draft being previewed takes the lower part of the pane.
+    let area = if app.preview.open() {
+        let halves = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Percentage(40), Constraint::Min(8)])
+            .split(area);
+        draft_preview(frame, halves[1], app);
+        halves[0]
+    } else {
+        area
+    };
     let chunks = Layout::default()
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(3), Constraint::Length(4)])
@@ -60,5 +71,104 @@ pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
             .wrap(Wrap { trim: true })
             .block(block(theme, " why ")),
         chunks[1],
+    );
+}
+
+/// What the draft would make of the stored traffic: its groups (changed first, `~`), the
+/// selected group's examples, and each destination's payload changes with one field diff.
+fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let p = &app.preview;
+    let (title, mut lines) = match (&p.report, &p.error) {
+        (_, Some(error)) => (
+            format!(" draft {} ", safe(&p.draft)),
+            vec![Line::from(Span::styled(
+                safe(error),
+                theme.style(theme.failed),
+            ))],
+        ),
+        (None, None) => (
+            format!(" draft {} ", safe(&p.draft)),
+            vec![Line::from(muted(
+                theme,
+                "replaying the stored messages through the draft…",
+            ))],
+        ),
+        (Some(r), None) => {
+            let title = format!(
+                " draft {} v{} against v{} · {} replayed · {} would change · a activate · J/K move · esc close ",
+                safe(&p.draft),
+                r.after_version,
+                r.before_version,
+                thousands(r.replayed as i64),
+                thousands(r.changed as i64)
+            );
+            let mut lines: Vec<Line> = r
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let changed = g.before != g.after;
+                    let text = format!(
+                        "{} {:<32} {:>14} → {:<14} {:>9}",
+                        if changed { "~" } else { " " },
+                        safe(&g.segment_event),
+                        g.before,
+                        g.after,
+                        thousands(g.count as i64)
+                    );
+                    let style = if i == p.selected {
+                        theme.highlight()
+                    } else if changed {
+                        theme.style(theme.diff_changed)
+                    } else {
+                        theme.style(theme.text)
+                    };
+                    Line::from(Span::styled(text, style))
+                })
+                .collect();
+            if let Some(g) = r.groups.get(p.selected) {
+                lines.push(Line::from(muted(
+                    theme,
+                    format!(
+                        "  e.g. {}",
+                        g.example_message_ids
+                            .iter()
+                            .map(|m| safe(m))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )));
+            }
+            for d in &r.destinations {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{}: ", d.name), theme.title()),
+                    Span::raw(format!("{} payload(s) would change", d.payloads_changed)),
+                ]));
+                for example in d.examples.iter().take(1) {
+                    lines.push(Line::from(muted(
+                        theme,
+                        format!("  e.g. {}", safe(&example.message_id)),
+                    )));
+                    for diff in &example.diff {
+                        lines.push(Line::from(Span::styled(
+                            format!("    {}", safe(diff)),
+                            theme.style(theme.diff_changed),
+                        )));
+                    }
+                }
+            }
+            lines.push(Line::from(muted(theme, r.note)));
+            (title, lines)
+        }
+    };
+    if lines.is_empty() {
+        lines.push(Line::from("nothing stored to replay"));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(theme, title)),
+        area,
     );
 }
