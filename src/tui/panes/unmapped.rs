@@ -79,6 +79,7 @@ pub(super) fn unmapped(frame: &mut Frame, area: Rect, app: &App) {
 fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let p = &app.preview;
+    let mut scroll = 0u16;
     let (title, mut lines) = match (&p.report, &p.error) {
         (_, Some(error)) => (
             format!(" draft {} ", safe(&p.draft)),
@@ -96,42 +97,51 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
         ),
         (Some(r), None) => {
             let title = format!(
-                " draft {} v{} against v{} · {} replayed · {} would change · a activate · J/K move · esc close ",
+                " draft {}: v{} → v{} · {} replayed · {} change · a activate · J/K move ",
                 safe(&p.draft),
-                r.after_version,
                 r.before_version,
+                r.after_version,
                 thousands(r.replayed as i64),
                 thousands(r.changed as i64)
             );
+            // What each destination would see first (one line each), then the groups (the
+            // selected one kept in view), then the selected group's examples and a diff.
             let mut lines: Vec<Line> = r
-                .groups
+                .destinations
                 .iter()
-                .enumerate()
-                .map(|(i, g)| {
-                    let changed = g.before != g.after;
-                    let text = format!(
-                        "{} {:<32} {:>14} → {:<14} {:>9}",
-                        if changed { "~" } else { " " },
-                        safe(&g.segment_event),
-                        g.before,
-                        g.after,
-                        thousands(g.count as i64)
-                    );
-                    let style = if i == p.selected {
-                        theme.highlight()
-                    } else if changed {
-                        theme.style(theme.diff_changed)
-                    } else {
-                        theme.style(theme.text)
-                    };
-                    Line::from(Span::styled(text, style))
+                .map(|d| {
+                    Line::from(vec![
+                        Span::styled(format!("{}: ", d.name), theme.title()),
+                        Span::raw(format!("{} payload(s) would change", d.payloads_changed)),
+                    ])
                 })
                 .collect();
+            let first_group = lines.len();
+            lines.extend(r.groups.iter().enumerate().map(|(i, g)| {
+                let changed = g.before != g.after;
+                let text = format!(
+                    "{} {:<32} {:>14} → {:<14} {:>9}",
+                    if changed { "~" } else { " " },
+                    safe(&g.segment_event),
+                    g.before,
+                    g.after,
+                    thousands(g.count as i64)
+                );
+                let style = if i == p.selected {
+                    theme.highlight()
+                } else if changed {
+                    theme.style(theme.diff_changed)
+                } else {
+                    theme.style(theme.text)
+                };
+                Line::from(Span::styled(text, style))
+            }));
             if let Some(g) = r.groups.get(p.selected) {
                 lines.push(Line::from(muted(
                     theme,
                     format!(
-                        "  e.g. {}",
+                        "  {} e.g. {}",
+                        safe(&g.segment_event),
                         g.example_message_ids
                             .iter()
                             .map(|m| safe(m))
@@ -141,14 +151,10 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
                 )));
             }
             for d in &r.destinations {
-                lines.push(Line::from(vec![
-                    Span::styled(format!("{}: ", d.name), theme.title()),
-                    Span::raw(format!("{} payload(s) would change", d.payloads_changed)),
-                ]));
                 for example in d.examples.iter().take(1) {
                     lines.push(Line::from(muted(
                         theme,
-                        format!("  e.g. {}", safe(&example.message_id)),
+                        format!("  {} payload e.g. {}", d.name, safe(&example.message_id)),
                     )));
                     for diff in &example.diff {
                         lines.push(Line::from(Span::styled(
@@ -158,6 +164,8 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
                     }
                 }
             }
+            scroll = (first_group + p.selected)
+                .saturating_sub(area.height.saturating_sub(4) as usize) as u16;
             lines.push(Line::from(muted(theme, r.note)));
             (title, lines)
         }
@@ -167,7 +175,7 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
     }
     frame.render_widget(
         Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
             .block(block(theme, title)),
         area,
     );
