@@ -390,3 +390,48 @@ async fn the_dashboard_previews_a_draft_and_activates_it() {
     );
     server.stop().await;
 }
+
+/// The preview reads a fleet's database too (a portal streams the rows), with the same answer.
+async fn the_preview_reads_either_store(store: Store) {
+    let server = TestServer::start_for(store, "").await;
+    for (id, event) in [
+        ("oc-1", "Order Completed"),
+        ("nm-1", "order completed"),
+        ("nm-2", "order completed"),
+    ] {
+        let (status, _) = server
+            .post("production", PRODUCTION_SECRET, &track(id, event))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let draft = dir.path().join("draft.toml");
+    std::fs::write(&draft, DRAFT_V2).unwrap();
+    let context = tracklayer::preview::PreviewContext {
+        location: tracklayer::store::StoreLocation::of(&server.setup.config.storage),
+        mapping: server.setup.config.mapping.clone(),
+        targets: server.setup.route_targets(),
+        destinations: server.setup.destinations.clone(),
+    };
+    let report = std::thread::spawn(move || context.preview(&draft, 0, "all", Some("production")))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.replayed, 3);
+    let near_miss = report
+        .groups
+        .iter()
+        .find(|g| g.segment_event == "order completed")
+        .unwrap();
+    assert_eq!(
+        (
+            near_miss.before.as_str(),
+            near_miss.after.as_str(),
+            near_miss.count
+        ),
+        ("unmapped", "purchase", 2)
+    );
+    server.stop().await;
+}
+
+on_both_stores!(the_preview_reads_either_store);
