@@ -654,3 +654,68 @@ async fn the_forget_command_forgets_lists_and_explains() {
     assert_eq!(code, Some(0));
     assert!(stdout.contains("unknown_person"), "{stdout}");
 }
+
+/// Klaviyo down when a forget is forwarded: the deletion job stays queued (its payload kept
+/// only until then), the node's forwarder sends it again on the destination's schedule, and
+/// once Klaviyo took it the payload is gone from the database and its WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_klaviyo_refuses_is_sent_again_and_then_forgotten() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_for(Store::Sqlite, &config(&sandbox.url())).await;
+    post(
+        &server,
+        &identify("ann-who", ANN_USER, ANN_ANON, ANN_EMAIL, ANN_PHONE),
+    )
+    .await;
+    wait_for(&server, "ann-who", 1).await;
+    // Klaviyo answers 503 for a while: the two deletion jobs (email, phone) are refused.
+    sandbox.state.set_sticky(
+        Platform::Klaviyo,
+        Some(tracklayer::sandbox::Fault::Status { status: 503 }),
+    );
+    let (status, reply) = forget(&server, &json!({"user_id": ANN_USER})).await;
+    assert_eq!(status, 200, "{reply}");
+    let klaviyo: Vec<&Value> = reply["audit"]["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["destination"] == "klaviyo")
+        .collect();
+    assert_eq!(klaviyo.len(), 2, "{reply:#}");
+    assert!(
+        klaviyo
+            .iter()
+            .all(|f| f["status"] == "pending" && f["status_code"] == 503),
+        "{reply:#}"
+    );
+    sandbox.state.set_sticky(Platform::Klaviyo, None);
+    let request_id = reply["report"]["request_id"].as_str().unwrap().to_string();
+    let location = tracklayer::store::StoreLocation::of(&server.setup.config.storage);
+    let start = std::time::Instant::now();
+    loop {
+        let (location, id) = (location.clone(), request_id.clone());
+        let record = std::thread::spawn(move || tracklayer::privacy::record(&location, &id))
+            .join()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let statuses: Vec<&str> = record
+            .forwards
+            .iter()
+            .filter(|f| f.destination == "klaviyo")
+            .map(|f| f.status.as_str())
+            .collect();
+        if statuses.iter().all(|s| *s == "delivered") {
+            assert!(record.forwards.iter().all(|f| f.attempts >= 1));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{record:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = traces_left(&server, Store::Sqlite, &[ANN_EMAIL, ANN_PHONE]);
+    assert!(
+        left.is_empty(),
+        "the forward's payload must go once sent: {left:#?}"
+    );
+    server.stop().await;
+}
