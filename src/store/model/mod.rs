@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod alerts;
 pub mod delivery;
+pub mod destinations;
 pub mod filter;
 pub mod pipeline;
 pub mod privacy;
