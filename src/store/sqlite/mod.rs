@@ -7,6 +7,7 @@ pub mod delivery;
 pub(super) mod ingest;
 pub mod pipeline;
 pub mod privacy;
+mod privacy_audit;
 pub mod reader;
 pub mod retention;
 mod stage;

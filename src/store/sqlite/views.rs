@@ -622,7 +622,7 @@ impl StoreReader {
         &self,
         limit: usize,
     ) -> Result<Vec<crate::store::model::privacy::PrivacyRecord>, StoreError> {
-        Ok(super::privacy::recent(self.conn(), limit)?)
+        Ok(super::privacy_audit::recent(self.conn(), limit)?)
     }
 
     /// Open alerts first, then the newest resolved ones.
