@@ -195,18 +195,25 @@ pub fn run(
     };
     let mut event_ids = Vec::new();
     // Newest first: a duplicate always comes after what it duplicates (a foreign key on a
-    // fleet's database), so it goes first.
-    let mut upper = store.last_message_row()? + 1;
-    while upper > 0 {
-        let lower = (upper - RANGE_ROWS).max(0);
-        let step = std::time::Instant::now();
-        let chunk = store.forget_messages(&person, lower, upper)?;
-        timed(step);
-        // A moment between ranges, so a writer waiting for the lock takes it first.
-        std::thread::sleep(RANGE_PAUSE);
-        report.deleted.merge(&chunk.deleted);
-        event_ids.extend(chunk.event_ids);
-        upper = lower;
+    // fleet's database), so it goes first. Then once more over what arrived meanwhile: on a
+    // fleet, a group another node had loaded before the suppression committed may commit a
+    // message of theirs after the walk began.
+    let mut walked_to = 0;
+    for _ in 0..2 {
+        let top = store.last_message_row()? + 1;
+        let mut upper = top;
+        while upper > walked_to {
+            let lower = (upper - RANGE_ROWS).max(walked_to);
+            let step = std::time::Instant::now();
+            let chunk = store.forget_messages(&person, lower, upper)?;
+            timed(step);
+            // A moment between ranges, so a writer waiting for the lock takes it first.
+            std::thread::sleep(RANGE_PAUSE);
+            report.deleted.merge(&chunk.deleted);
+            event_ids.extend(chunk.event_ids);
+            upper = lower;
+        }
+        walked_to = top;
     }
     report.warehouse_rows = forget_in_warehouses(destinations, &person, event_ids);
     let serving: Vec<&Destination> = destinations.iter().collect();

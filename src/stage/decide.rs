@@ -24,8 +24,8 @@ use crate::pipeline::{self as pl, dedup, Draft, RouteTarget, RouteVerdict};
 pub struct Context<'a> {
     pub targets: &'a [RouteTarget],
     pub default_country: Option<&'a str>,
-    /// The key of the suppression list's hashes.
-    pub suppression_key: &'a [u8],
+    /// The suppression list's keyed hash.
+    pub suppressor: &'a crate::pipeline::privacy::Suppressor,
 }
 
 /// The kinds of row whose ids the decisions assign.
@@ -186,7 +186,7 @@ fn suppressed_by(snapshot: &Snapshot, ctx: &Context<'_>, message: &MessageRecord
         return None;
     }
     message_identifiers(message).iter().find_map(|id| {
-        let hash = crate::pipeline::privacy::suppression_hash(ctx.suppression_key, id);
+        let hash = ctx.suppressor.hash(id);
         snapshot.suppressed.get(&hash).copied()
     })
 }

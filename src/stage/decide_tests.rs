@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::*;
 use crate::pipeline::dedup::CollisionKind;
 use crate::pipeline::identity::IdKind;
+use crate::pipeline::privacy::Suppressor;
 use crate::pipeline::{MappingTable, RouteTarget, RouteVerdict};
 use crate::stage::input::{message_record, MessageContext, RequestReceipt};
 use crate::stage::snapshot::ReplayWindow;
@@ -107,7 +108,7 @@ impl Memory {
         let ctx = Context {
             targets,
             default_country: None,
-            suppression_key: KEY,
+            suppressor: &Suppressor::new(KEY),
         };
         let decision = decide(batches, &self.snapshot, &ctx, &Ids::From(self.next));
         for (next, used) in self.next.iter_mut().zip(decision.ids_used) {
@@ -444,7 +445,7 @@ fn the_same_group_and_snapshot_always_make_the_same_rows() {
     let ctx = Context {
         targets: &ctx_targets,
         default_country: None,
-        suppression_key: KEY,
+        suppressor: &Suppressor::new(KEY),
     };
     let snapshot = Snapshot::default();
     let a = decide(&[&group], &snapshot, &ctx, &Ids::From([10, 20, 30, 40]));
@@ -494,7 +495,7 @@ fn a_forgotten_persons_message_is_answered_and_nothing_of_it_written() {
     assert!(d.identities.iter().all(|i| i.value != "ann@example.com"));
     assert_eq!(d.suppressed.get(&7), Some(&1));
     // The keys a store is asked about carry the hash, never the value.
-    let keys = crate::stage::Keys::of(&[&group], &[], KEY, NOW);
+    let keys = crate::stage::Keys::of(&[&group], &[], Some(&Suppressor::new(KEY)), NOW);
     assert!(keys
         .suppression
         .contains(&crate::pipeline::privacy::suppression_hash(KEY, &forgotten)));

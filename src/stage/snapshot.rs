@@ -36,7 +36,7 @@ impl Keys {
     pub fn of(
         batches: &[&IngestBatch],
         destinations: &[String],
-        suppression_key: &[u8],
+        suppressor: Option<&privacy::Suppressor>,
         now_ms: i64,
     ) -> Keys {
         let mut message_ids = BTreeSet::new();
@@ -61,8 +61,11 @@ impl Keys {
                 if let Some(id) = &message.message_id {
                     message_ids.insert((environment.clone(), id.clone()));
                 }
-                for id in message_identifiers(message) {
-                    suppression.insert(privacy::suppression_hash(suppression_key, &id));
+                // Only while someone is suppressed: hashing every identifier costs the writer.
+                if let Some(suppressor) = suppressor {
+                    for id in message_identifiers(message) {
+                        suppression.insert(suppressor.hash(&id));
+                    }
                 }
                 let Some(input) = &message.pipeline else {
                     continue;

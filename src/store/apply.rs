@@ -31,6 +31,11 @@ pub(crate) trait StoreTx {
     fn ids(&mut self, counted: [usize; 4]) -> Result<Ids, StoreError>;
     /// Whether `ids` wants a first counting pass.
     fn needs_count(&self) -> bool;
+    /// Whether anyone may be suppressed (else the group's identifiers are not hashed). A store
+    /// that cannot know cheaply says yes.
+    fn may_suppress(&self) -> bool {
+        true
+    }
     /// Write a decision's rows; its deliveries reserve room with `handoff`.
     fn write(
         &mut self,
@@ -108,13 +113,13 @@ fn stage_group(
     let keys = Keys::of(
         &batches,
         &destinations,
-        &state.suppression_key,
+        tx.may_suppress().then_some(&state.suppressor),
         crate::store::error::now_ms(),
     );
     let ctx = stage::Context {
         targets: &state.targets,
         default_country: state.default_country.as_deref(),
-        suppression_key: &state.suppression_key,
+        suppressor: &state.suppressor,
     };
     let snapshot = tx.load(&keys)?;
     let ids = if tx.needs_count() {

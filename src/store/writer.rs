@@ -221,7 +221,9 @@ impl StoreWriter {
                     let state = WriterState {
                         targets,
                         default_country: options.default_country,
-                        suppression_key: options.suppression_key,
+                        suppressor: crate::pipeline::privacy::Suppressor::new(
+                            &options.suppression_key,
+                        ),
                         handoff: RefCell::new(HandOffPlan::new(handoffs)),
                         share: RefCell::new(TimeShare::new(options.delivery_share)),
                         commit_seconds: options.commit_seconds,
@@ -568,8 +570,8 @@ impl Queues {
 pub(crate) struct WriterState {
     pub targets: Vec<RouteTarget>,
     pub default_country: Option<String>,
-    /// The key of the suppression list's hashes (the store's own, read at start).
-    pub suppression_key: Vec<u8>,
+    /// The suppression list's keyed hash (the store's own key, read at start).
+    pub suppressor: crate::pipeline::privacy::Suppressor,
     pub handoff: RefCell<HandOffPlan>,
     share: RefCell<TimeShare>,
     commit_seconds: Option<prometheus::Histogram>,

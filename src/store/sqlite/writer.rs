@@ -178,6 +178,10 @@ impl StoreTx for SqliteTx<'_> {
     fn needs_count(&self) -> bool {
         false
     }
+    fn may_suppress(&self) -> bool {
+        // The list as of this group (read again whenever another connection committed).
+        !self.suppressions.is_empty()
+    }
     fn write(
         &mut self,
         decision: &Decision<'_>,
