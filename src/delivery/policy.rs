@@ -93,6 +93,12 @@ impl Breaker {
             self.window.pop_front();
         }
         let failures = self.window.iter().filter(|ok| !**ok).count();
+        // Only a failure trips it: a platform that has just answered well is not paused for
+        // the failures before (measured: Meta back up, its last request 200, paused for
+        // "7 of the last 8 failed" with nothing left to probe, and reported down for good).
+        if ok {
+            return None;
+        }
         if self.window.len() >= self.min_samples
             && failures as f64 / self.window.len() as f64 >= self.failure_ratio
         {
@@ -162,5 +168,21 @@ mod tests {
         for i in 0..20 {
             assert_eq!(b.record(i % 2 == 0, 100_000 + i), None);
         }
+    }
+
+    #[test]
+    fn a_platform_that_answers_well_again_is_not_paused_for_its_past_failures() {
+        let mut b = Breaker::new(Duration::from_secs(1));
+        for i in 0..7 {
+            assert_eq!(b.record(false, i), None);
+        }
+        // 7 of 8 failed, but the last one came back well: no pause.
+        assert_eq!(b.record(true, 7), None);
+        assert!(!b.is_paused(8) && !b.probing(8));
+        // Another failure with the ratio still over the line does pause.
+        assert!(matches!(
+            b.record(false, 9),
+            Some(BreakerChange::Paused { .. })
+        ));
     }
 }

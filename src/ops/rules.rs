@@ -120,8 +120,9 @@ pub fn evaluate(
         let recent = signals.destinations.get(name);
         let failing = recent.map_or(0, |d| d.consecutive_failures);
         let last_error = recent.and_then(|d| d.last_error.clone());
-        if view.paused.is_some() || failing >= config.platform_down_failures {
-            let why = match &view.paused {
+        let paused = view.paused.as_ref().filter(|p| p.in_force(now_ms));
+        if paused.is_some() || failing >= config.platform_down_failures {
+            let why = match paused {
                 Some(p) => format!("paused: {}", p.reason),
                 None => format!("{failing} requests in a row failed"),
             };
@@ -135,8 +136,8 @@ pub fn evaluate(
                 summary: format!("{name} is down ({why}){last}"),
                 evidence: json!({
                     "destination": name,
-                    "paused_until_ms": view.paused.as_ref().map(|p| p.until_ms),
-                    "pause_reason": view.paused.as_ref().map(|p| p.reason.clone()),
+                    "paused_until_ms": paused.map(|p| p.until_ms),
+                    "pause_reason": paused.map(|p| p.reason.clone()),
                     "consecutive_failures": failing,
                     "last_error": last_error.as_ref().map(|(_, e)| e.clone()),
                     "last_error_at_ms": last_error.as_ref().map(|(at, _)| *at),
@@ -329,9 +330,14 @@ mod tests {
             reason: "8 of the last 8 requests failed".into(),
             since_ms: 1,
         });
-        let fired = evaluate(10, &config(), &Signals::default(), &[meta]);
+        let fired = evaluate(10, &config(), &Signals::default(), &[meta.clone()]);
         assert_eq!(fired[0].rule, Rule::PlatformDown);
         assert!(fired[0].summary.contains("paused: 8 of the last 8"));
+        // Once the pause is over and its last request succeeded, it is not down, even while
+        // the pause's row waits for a probe that nothing in the queue will make.
+        let mut s = Signals::default();
+        s.request("meta", 5, true, None);
+        assert!(evaluate(100, &config(), &s, &[meta]).is_empty());
     }
 
     #[test]

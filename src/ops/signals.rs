@@ -52,11 +52,13 @@ pub struct DestinationSignals {
 }
 
 impl DestinationSignals {
-    /// The average match quality and its sample count over `from_ms..to_ms`.
+    /// The average match quality and its sample count over the seconds that start in
+    /// `from_ms..to_ms`: a second belongs to one window only, so the recent window and the day
+    /// before it never share a sample (a second straddling the boundary counts as the past).
     pub fn quality_between(&self, from_ms: i64, to_ms: i64) -> (Option<f64>, u64) {
         let (sum, n) = self
             .quality
-            .range(from_ms - from_ms.rem_euclid(1000)..to_ms)
+            .range(from_ms..to_ms)
             .fold((0.0, 0), |(s, c), (_, (sum, n))| (s + sum, c + n));
         ((n > 0).then(|| sum / n as f64), n)
     }
@@ -148,5 +150,21 @@ impl Signals {
         }
         self.auth_failures.retain(|_, w| !w.is_empty());
         self.unmapped.retain(|_, w| !w.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_straddling_a_window_boundary_counts_in_one_window_only() {
+        let mut s = Signals::default();
+        s.match_quality("meta", 1_500, 8.0);
+        s.match_quality("meta", 2_100, 2.0);
+        let d = &s.destinations["meta"];
+        // The recent window starts at 1,600: the second 1,000–1,999 began before it.
+        assert_eq!(d.quality_between(1_600, 5_000), (Some(2.0), 1));
+        assert_eq!(d.quality_between(0, 1_600), (Some(8.0), 1));
     }
 }

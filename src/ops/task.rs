@@ -166,6 +166,7 @@ impl Evaluator {
 
     fn refresh_gauges(&self, view: &StoreView) {
         let m = &self.ops.metrics;
+        let now = now_ms();
         for d in &view.destinations {
             let labels = [d.name.as_str()];
             m.queue_depth
@@ -174,11 +175,11 @@ impl Evaluator {
             let age = d
                 .queue
                 .oldest_pending_ms
-                .map_or(0.0, |at| ((now_ms() - at).max(0) as f64) / 1000.0);
+                .map_or(0.0, |at| ((now - at).max(0) as f64) / 1000.0);
             m.oldest_pending_seconds.with_label_values(&labels).set(age);
-            m.breaker_open
-                .with_label_values(&labels)
-                .set(i64::from(d.paused.is_some()));
+            m.breaker_open.with_label_values(&labels).set(i64::from(
+                d.paused.as_ref().is_some_and(|p| p.in_force(now)),
+            ));
         }
         m.writer_queue_depth.set(self.writer.queue_depth() as i64);
         if let Some((db, wal)) = view.sizes {

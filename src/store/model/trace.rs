@@ -174,6 +174,14 @@ pub struct DestinationPause {
     pub since_ms: i64,
 }
 
+impl DestinationPause {
+    /// True until the pause ends. After it, the row stays until a probe answers (the breaker
+    /// is half-open), but the destination no longer holds back: it is not paused.
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.until_ms > now_ms
+    }
+}
+
 /// One HTTP request a delivery took part in.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredHttpRequest {
