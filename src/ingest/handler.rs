@@ -86,7 +86,7 @@ fn body_refusal(e: BodyError) -> Refusal {
     }
 }
 
-pub(super) fn find_environment<'a>(
+fn find_environment<'a>(
     state: &'a IngestState,
     headers: &HeaderMap,
 ) -> Result<&'a EnvironmentConfig, AuthError> {
@@ -123,7 +123,7 @@ pub(super) struct Verified {
 }
 
 /// Verify the signature headers over the raw body.
-pub(super) fn verify_signature(
+fn verify_signature(
     state: &IngestState,
     env: &EnvironmentConfig,
     headers: &HeaderMap,
@@ -209,7 +209,7 @@ fn segment_guard(
 /// The JSON body as its sender serialised it: content type checked, read within the limits,
 /// decompressed (within the same limit) when it came gzipped or deflated. Signatures cover
 /// these bytes, as Segment and TrackLayer's own clients sign before compressing.
-pub(super) async fn read_json_body(
+async fn read_json_body(
     state: &IngestState,
     headers: &HeaderMap,
     meta: &RequestMeta,
@@ -221,115 +221,58 @@ pub(super) async fn read_json_body(
     decode_body(encoding, wire, state.max_body_bytes)
 }
 
-/// Liveness: the process serves HTTP.
-pub async fn healthz() -> Response {
-    (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+/// A request to a signed endpoint (`/segment/events`, `/privacy/forget`) whose environment is
+/// known, whose body was read within bounds and whose signature holds.
+pub(super) struct Signed<'s> {
+    pub meta: RequestMeta,
+    pub remote: Option<SocketAddr>,
+    pub env: &'s EnvironmentConfig,
+    pub body: Bytes,
+    pub verified: Verified,
 }
 
-/// How long the readiness write may take before the store counts as not accepting writes.
-const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Readiness: the writer runs, the store commits a write, every delivery worker can claim and
-/// record, and the node is not stopping. The body names each check, so a failed probe says
-/// which one failed.
-pub async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
-    let stopping = state.ops.is_shutting_down();
-    let writer = state.writer.is_running();
-    let store = if writer {
-        match tokio::time::timeout(READY_PROBE_TIMEOUT, state.writer.probe()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no commit within {} s (the writer is stuck or the disk is slow)",
-                READY_PROBE_TIMEOUT.as_secs()
-            )),
-        }
-    } else {
-        Err("not tried: the writer has stopped".into())
-    };
-    let deliveries = state.ops.delivery_store_problems();
-    let ready = !stopping && writer && store.is_ok() && deliveries.is_empty();
-    let check = |ok: bool, detail: Option<String>| match (ok, detail) {
-        (true, _) => serde_json::json!({ "ok": true }),
-        (false, detail) => serde_json::json!({ "ok": false, "error": detail }),
-    };
-    let body = serde_json::json!({
-        "ready": ready,
-        "checks": {
-            "writer": check(writer, (!writer).then(|| "the database writer has stopped".to_string())),
-            "store_write": check(store.is_ok(), store.err()),
-            "not_shutting_down": check(!stopping, stopping.then(|| "the node is stopping (SIGTERM)".to_string())),
-            "deliveries": check(deliveries.is_empty(), (!deliveries.is_empty()).then(|| {
-                deliveries
-                    .iter()
-                    .map(|(d, since, why)| format!("{d}: cannot claim or record deliveries since {}: {why}", crate::segment::format_ms(*since)))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })),
-        }
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
-
-/// Prometheus's scrape.
-pub async fn metrics(State(state): State<Arc<IngestState>>) -> Response {
-    state
-        .ops
-        .metrics
-        .writer_queue_depth
-        .set(state.writer.queue_depth() as i64);
-    (
-        StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            crate::ops::Metrics::CONTENT_TYPE,
-        )],
-        state.ops.metrics.encode(),
-    )
-        .into_response()
-}
-
-/// Count every answered request by route, status and refusal code.
-pub async fn count_request(
-    State(state): State<Arc<IngestState>>,
+/// Authenticate a signed endpoint's request, or the refusal to answer with.
+pub(super) async fn signed_request(
+    state: &IngestState,
     request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let path = request.uri().path().to_string();
-    let response = next.run(request).await;
-    let reason = response
-        .extensions()
-        .get::<super::refusal::RefusalCode>()
-        .map_or("", |c| c.0);
-    state.ops.http(&path, response.status().as_u16(), reason);
-    response
-}
-
-/// `POST /segment/events`: Segment's webhook destinations.
-pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+) -> Result<Signed<'_>, Response> {
     let (parts, body) = request.into_parts();
     let remote = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let meta = RequestMeta::of(&parts.headers, parts.uri.path(), remote);
-
-    let env = match find_environment(&state, &parts.headers) {
+    let env = match find_environment(state, &parts.headers) {
         Ok(env) => env,
-        Err(e) => return meta.refuse(&state.refusals, e.into(), None),
+        Err(e) => return Err(meta.refuse(&state.refusals, e.into(), None)),
     };
-    let body = match read_json_body(&state, &parts.headers, &meta, body).await {
+    let body = match read_json_body(state, &parts.headers, &meta, body).await {
         Ok(body) => body,
-        Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
+        Err(refusal) => return Err(meta.refuse(&state.refusals, refusal, None)),
     };
-    let verified = match verify_signature(&state, env, &parts.headers, &body) {
-        Ok(verified) => verified,
-        Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
+    match verify_signature(state, env, &parts.headers, &body) {
+        Ok(verified) => Ok(Signed {
+            meta,
+            remote,
+            env,
+            body,
+            verified,
+        }),
+        Err(e) => Err(meta.refuse(&state.refusals, e.into(), Some(body.len() as u64))),
+    }
+}
+
+/// `POST /segment/events`: Segment's webhook destinations.
+pub async fn segment_events(State(state): State<Arc<IngestState>>, request: Request) -> Response {
+    let Signed {
+        meta,
+        env,
+        body,
+        verified,
+        ..
+    } = match signed_request(&state, request).await {
+        Ok(signed) => signed,
+        Err(refused) => return refused,
     };
     let split = match verified.split {
         Some(split) => split,

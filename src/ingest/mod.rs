@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 mod handler;
 mod privacy;
+mod probes;
 mod refusal;
 mod server;
 
@@ -96,12 +97,12 @@ pub fn router(state: Arc<IngestState>) -> Router {
         )
         .route("/v1/{call}", post(handler::tracking_api))
         .route("/privacy/forget", post(privacy::forget))
-        .route("/healthz", get(handler::healthz))
-        .route("/readyz", get(handler::readyz))
-        .route("/metrics", get(handler::metrics))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(probes::metrics))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            handler::count_request,
+            probes::count_request,
         ))
         .with_state(state)
 }

@@ -2,16 +2,15 @@
 //! (account, environment, timestamp and signature with the environment's secret; never a write
 //! key). A bad request is refused with the field and why, and nothing is deleted.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::handler::{find_environment, next_request_id, read_json_body, verify_signature};
-use super::refusal::{Refusal, RequestMeta};
+use super::handler::{next_request_id, signed_request, Signed};
+use super::refusal::Refusal;
 use super::IngestState;
 use crate::pipeline::privacy::ForgetRequest;
 use crate::privacy::{self, Order, PrivacyError};
@@ -33,31 +32,23 @@ struct Body {
 }
 
 pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let remote = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let meta = RequestMeta::of(&parts.headers, parts.uri.path(), remote);
-    let env = match find_environment(&state, &parts.headers) {
-        Ok(env) => env,
-        Err(e) => return meta.refuse(&state.refusals, e.into(), None),
+    let Signed {
+        meta,
+        remote,
+        env,
+        body,
+        verified,
+    } = match signed_request(&state, request).await {
+        Ok(signed) => signed,
+        Err(refused) => return refused,
     };
-    let body = match read_json_body(&state, &parts.headers, &meta, body).await {
-        Ok(body) => body,
-        Err(refusal) => return meta.refuse(&state.refusals, refusal, None),
-    };
-    match verify_signature(&state, env, &parts.headers, &body) {
-        Ok(verified) if verified.segment_element0_only != Some(true) => {}
-        Ok(_) => {
-            let refusal = Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unsigned_body",
-                "the signature must cover the whole body",
-            );
-            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
-        }
-        Err(e) => return meta.refuse(&state.refusals, e.into(), Some(body.len() as u64)),
+    if verified.segment_element0_only == Some(true) {
+        let refusal = Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unsigned_body",
+            "the signature must cover the whole body",
+        );
+        return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
     }
     let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_forget_request", why);
     let parsed: Body = match serde_json::from_slice(&body) {
