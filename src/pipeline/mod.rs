@@ -16,15 +16,16 @@ pub mod mapping;
 pub mod phone;
 pub mod privacy;
 pub mod refund;
+mod route;
 pub mod transform;
 
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use canonical::{CanonicalEvent, Provenance, RefundedOrder};
 pub use mapping::{MappingRow, MappingTable, Suggestion};
+pub use route::{route, RouteDecision, RouteTarget, RouteVerdict};
 
 use crate::segment::{MessageType, ValidMessage};
 
@@ -154,173 +155,6 @@ pub fn test_skips(body: &Map<String, Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// A destination as routing sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteTarget {
-    pub name: String,
-    pub kind: String,
-    pub environments: Vec<String>,
-    pub consent: Vec<String>,
-    /// Canonical names the destination can send, when restricted (Google Ads: the events with
-    /// a conversion action).
-    pub supported_events: Option<Vec<String>>,
-    /// Whether identify calls go there as profile updates (Klaviyo profile-import).
-    pub takes_profiles: bool,
-    /// Canonical names the platform cannot take, with why (Meta counts a "Refund" as a new
-    /// conversion; it has no way to subtract one).
-    pub unsupported: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteVerdict {
-    /// Deliver it.
-    Ready,
-    /// Consent does not allow this destination.
-    BlockedConsent,
-    /// The destination does not serve this environment (staging never reaches production).
-    OtherEnvironment,
-    /// A required property is missing.
-    MissingRequired,
-    /// The destination is not set up for this event (e.g. no Google conversion action).
-    NotConfigured,
-    /// Left out of a controlled test send (the destination has no test mode).
-    SkippedTest,
-    /// The platform has no way to take this event (refunds on Meta and TikTok).
-    Unsupported,
-}
-
-impl RouteVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteVerdict::Ready => "ready",
-            RouteVerdict::BlockedConsent => "blocked_consent",
-            RouteVerdict::OtherEnvironment => "other_environment",
-            RouteVerdict::MissingRequired => "missing_required",
-            RouteVerdict::NotConfigured => "not_configured",
-            RouteVerdict::SkippedTest => "skipped_test",
-            RouteVerdict::Unsupported => "unsupported",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteDecision {
-    pub destination: String,
-    pub kind: String,
-    /// The event's name at this destination (`Purchase`, `Placed Order`, …).
-    pub destination_event: String,
-    pub verdict: RouteVerdict,
-    pub reason: String,
-    pub consent: consent::ConsentVerdict,
-}
-
-/// Decide, for each destination, whether this event goes there and why (not).
-pub fn route(
-    event: &CanonicalEvent,
-    row: &MappingRow,
-    targets: &[RouteTarget],
-    event_consent: Option<&Map<String, Value>>,
-    profile_consent: Option<(&Map<String, Value>, &str)>,
-) -> Vec<RouteDecision> {
-    targets
-        .iter()
-        .map(|target| {
-            let mut required = target.consent.clone();
-            for category in &row.consent {
-                if !required.contains(category) {
-                    required.push(category.clone());
-                }
-            }
-            let consent = consent::evaluate(&required, event_consent, profile_consent);
-            let (verdict, reason) =
-                if event.skip_destinations.contains(&target.name) {
-                    (
-                        RouteVerdict::SkippedTest,
-                        format!(
-                            "skipped in the controlled test: {} has no test mode",
-                            target.name
-                        ),
-                    )
-                } else if !target.environments.is_empty()
-                    && !target.environments.contains(&event.environment)
-                {
-                    (
-                        RouteVerdict::OtherEnvironment,
-                        format!(
-                            "{} serves {} only; this event came from {}",
-                            target.name,
-                            target.environments.join(", "),
-                            event.environment
-                        ),
-                    )
-                } else if let Some((_, why)) = target
-                    .unsupported
-                    .iter()
-                    .find(|(name, _)| name == &event.name)
-                {
-                    (
-                        RouteVerdict::Unsupported,
-                        format!("not sent to {}: {why}", target.name),
-                    )
-                } else if let Some(names) = target
-                    .supported_events
-                    .as_ref()
-                    .filter(|names| !names.contains(&event.name))
-                {
-                    (
-                        RouteVerdict::NotConfigured,
-                        format!(
-                            "{} sends only {} (conversion_actions); `{}` is not among them",
-                            target.name,
-                            names.join(", "),
-                            event.name
-                        ),
-                    )
-                } else if !consent.allowed {
-                    (RouteVerdict::BlockedConsent, consent.reason.clone())
-                } else if !event.missing_required.is_empty() {
-                    (
-                        RouteVerdict::MissingRequired,
-                        format!(
-                        "missing required propert{} {} (mapping row `{}`); send {} from the source",
-                        if event.missing_required.len() == 1 { "y" } else { "ies" },
-                        event.missing_required.join(", "),
-                        row.segment,
-                        event
-                            .missing_required
-                            .iter()
-                            .map(|k| source_name_of(k))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    )
-                } else {
-                    (RouteVerdict::Ready, format!("ready: {}", consent.reason))
-                };
-            RouteDecision {
-                destination: target.name.clone(),
-                kind: target.kind.clone(),
-                destination_event: row.destination_name(&target.name, &target.kind).to_string(),
-                verdict,
-                reason,
-                consent,
-            }
-        })
-        .collect()
-}
-
-/// The Segment property that feeds a canonical one, for error messages.
-fn source_name_of(canonical: &str) -> &str {
-    match canonical {
-        "value" => "properties.revenue (or total / value)",
-        "order_id" => "properties.order_id",
-        "currency" => "properties.currency",
-        "items" => "properties.products",
-        other => other,
-    }
 }
 
 /// The mapping table in force, swapped atomically on hot reload.
