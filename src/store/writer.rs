@@ -6,6 +6,8 @@
 //! worth of it, however large a backlog the workers are draining. The store (`GroupWriter`)
 //! applies each group in one transaction.
 
+mod share;
+
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +21,7 @@ use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
 use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
+use share::TimeShare;
 
 /// Upper bound on ingest requests per transaction, so one commit never holds the lock for long.
 const MAX_INGEST_JOBS_PER_GROUP: usize = 1024;
@@ -402,68 +405,6 @@ struct Queues {
     next_sweep: Instant,
 }
 
-/// Recent writer time spent applying each kind of job, halved every second.
-struct TimeShare {
-    ingest: Duration,
-    delivery: Duration,
-    /// Time spent in groups (applying and committing) since `since`.
-    busy: Duration,
-    since: Instant,
-    delivery_share: f64,
-}
-
-/// Above this fraction of its time busy, the writer is saturated and delivery work is held to
-/// its share; below it, delivery may use the writer's idle time freely.
-const SATURATED: f64 = 0.85;
-
-impl TimeShare {
-    fn new(delivery_share: f64) -> TimeShare {
-        TimeShare {
-            ingest: Duration::ZERO,
-            delivery: Duration::ZERO,
-            busy: Duration::ZERO,
-            since: Instant::now(),
-            delivery_share,
-        }
-    }
-
-    fn add(&mut self, ingest: Duration, delivery: Duration) {
-        self.ingest += ingest;
-        self.delivery += delivery;
-    }
-
-    /// A group took `busy` (apply and commit). Every second the window halves, so what counts
-    /// is the last second or two.
-    fn group_done(&mut self, busy: Duration) {
-        self.busy += busy;
-        let window = self.since.elapsed();
-        if window >= Duration::from_secs(2) {
-            self.ingest /= 2;
-            self.delivery /= 2;
-            self.busy /= 2;
-            self.since += window / 2;
-        }
-    }
-
-    /// Whether ingest has kept the writer busy lately (its clients then come back at once:
-    /// Segment, like any HTTP client, waits for each answer before the next request).
-    fn ingest_recently(&self) -> bool {
-        self.ingest > Duration::from_millis(20)
-    }
-
-    fn saturated(&self) -> bool {
-        self.busy.as_secs_f64() >= SATURATED * self.since.elapsed().as_secs_f64()
-    }
-
-    /// Whether delivery work may run now: freely while the writer has time to spare, within
-    /// its share once ingest keeps it saturated.
-    fn delivery_may_run(&self) -> bool {
-        !self.saturated()
-            || self.delivery.as_secs_f64()
-                <= self.delivery_share * (self.ingest + self.delivery).as_secs_f64()
-    }
-}
-
 /// The next group of jobs to commit together.
 #[derive(Default)]
 struct Group {
@@ -479,7 +420,7 @@ impl Queues {
         runtime: &tokio::runtime::Runtime,
         share: &TimeShare,
     ) -> Option<IngestJob> {
-        if !self.ingest_open || !share.ingest_recently() || share.delivery_may_run() {
+        if !self.ingest_open || !share.ingest_recently() || share.delivery_may_run(Instant::now()) {
             return None;
         }
         let ingest = &mut self.ingest;
@@ -545,7 +486,7 @@ impl Queues {
         }
         let budget = if !share.ingest_recently() {
             DELIVERY_ROWS_ALONE
-        } else if !share.delivery_may_run() {
+        } else if !share.delivery_may_run(Instant::now()) {
             0
         } else {
             // Even when no ingest request is waiting at this instant: its clients are between
@@ -638,7 +579,7 @@ fn run<B: GroupWriter>(backend: &mut B, queues: &std::sync::Mutex<Queues>, state
         if let Some(histogram) = &state.commit_seconds {
             histogram.observe(took.as_secs_f64());
         }
-        state.share.borrow_mut().group_done(took);
+        state.share.borrow_mut().group_done(took, Instant::now());
     }
 }
 
