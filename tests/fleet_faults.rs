@@ -150,6 +150,60 @@ async fn deliveries_resume_after_the_database_restarts_and_readiness_says_so() {
     server.stop().await;
 }
 
+/// A forget's deletion job still queued when the database restarts: the node's forwarder, which
+/// keeps its connection between polls, opens a new one and sends the job once Klaviyo takes it —
+/// without a node restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_deletion_is_sent_after_the_database_restarts() {
+    let Some(pg) = PrivateServer::start() else {
+        return;
+    };
+    let sandbox = sandbox().await;
+    let klaviyo = format!(
+        "[[destinations]]\nname = \"klaviyo\"\nkind = \"klaviyo\"\nendpoint = \"{}\"\napi_key = \"pk_TEST_0123456789\"\nretry_schedule = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n",
+        sandbox.url()
+    );
+    let server = TestServer::start_on_postgres(&pg.url(), &klaviyo).await;
+    let identify = r#"{"type":"identify","messageId":"ann-who","userId":"user-ann-5120","traits":{"email":"ann.5120@example.com"}}"#;
+    let (status, reply) = server.post("production", PRODUCTION_SECRET, identify).await;
+    assert_eq!(status, 200, "{reply}");
+    let deletions = || {
+        sandbox
+            .state
+            .received(Platform::Klaviyo)
+            .into_iter()
+            .filter(|r| r.path.contains("data-privacy-deletion-jobs"))
+            .map(|r| r.status)
+            .collect::<Vec<u16>>()
+    };
+    // Klaviyo refuses the deletion at first: it stays queued.
+    sandbox
+        .state
+        .set_sticky(Platform::Klaviyo, Some(Fault::Status { status: 503 }));
+    let forget = signed(
+        &client(),
+        &server.url("/privacy/forget"),
+        "production",
+        PRODUCTION_SECRET,
+        r#"{"email":"ann.5120@example.com"}"#,
+    );
+    let (status, reply) = json_of(forget.send().await.unwrap()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(!deletions().is_empty(), "tried once at the forget");
+    // The database goes away for a few of the forwarder's polls, then comes back with Klaviyo.
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sandbox.state.set_sticky(Platform::Klaviyo, None);
+    pg.start_again();
+    wait_until(
+        "the deletion job to be sent after the restart",
+        Duration::from_secs(30),
+        || deletions().contains(&202),
+    )
+    .await;
+    server.stop().await;
+}
+
 /// Run a small future to completion from a sync closure (the waits above poll in closures).
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))

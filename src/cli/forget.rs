@@ -75,7 +75,10 @@ pub fn forget(config: Option<&Path>, args: ForgetArgs) -> Result<ExitCode> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        if let Err(e) = runtime.block_on(privacy::forward::send_due(&location, &destinations)) {
+        if let Err(e) = runtime.block_on(privacy::forward::send_due(
+            &privacy::forward::ForwardStore::new(location.clone()),
+            &destinations,
+        )) {
             output::status(format!("forwards stay queued: {e}"));
         }
     }

@@ -120,7 +120,9 @@ pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> 
         }
     };
     if !report.forwarded.is_empty() {
-        if let Err(e) = privacy::forward::send_due(&context.location, &context.destinations).await {
+        // Forgets are rare: a connection of their own, closed once the forwards are sent.
+        let store = privacy::forward::ForwardStore::new(context.location.clone());
+        if let Err(e) = privacy::forward::send_due(&store, &context.destinations).await {
             tracing::warn!(error = %e, "forget: forwards stay queued");
         }
     }

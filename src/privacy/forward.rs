@@ -2,6 +2,7 @@
 //! never send one twice at once), retried on the destination's schedule, the payload cleared
 //! once the platform has answered for good. No request body is recorded: it names the person.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::delivery::policy::next_delay;
@@ -9,6 +10,7 @@ use crate::delivery::sender::{http_client, send};
 use crate::destinations::privacy::{build, classify, ForwardVerdict};
 use crate::destinations::Destination;
 use crate::store::model::privacy::{DueForward, ForwardResult};
+use crate::store::privacy::PrivacyStore;
 use crate::store::{now_ms, StoreError, StoreLocation};
 
 /// How long a leased forward is this sender's before another may take it.
@@ -16,20 +18,75 @@ const LEASE_MS: i64 = 60_000;
 /// Klaviyo takes three deletion jobs a second in a burst: a few at a time keep well under.
 const AT_ONCE: usize = 3;
 
+/// The forwarder's store: one connection kept from one poll to the next (a fleet's server is
+/// not asked for a new session every two seconds by every node), opened again after a failure.
+#[derive(Clone)]
+pub struct ForwardStore {
+    location: StoreLocation,
+    open: Arc<Kept>,
+}
+
+/// The kept connection.
+struct Kept(Mutex<Option<Box<dyn PrivacyStore>>>);
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // The PostgreSQL client blocks while it closes, which must not happen on an async
+        // task's thread (where the last handle usually goes): it closes on a thread of its own.
+        let kept = self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(store) = kept {
+            std::thread::spawn(move || drop(store));
+        }
+    }
+}
+
+impl ForwardStore {
+    pub fn new(location: StoreLocation) -> ForwardStore {
+        ForwardStore {
+            location,
+            open: Arc::new(Kept(Mutex::new(None))),
+        }
+    }
+
+    /// Run `work` on the kept connection, on a thread of its own (the PostgreSQL client must
+    /// not run on an async task's). A failed call drops the connection: the next one reopens.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut dyn PrivacyStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut open = this.open.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = match open.as_mut() {
+                Some(store) => work(store.as_mut()),
+                None => this
+                    .location
+                    .privacy()
+                    .and_then(|store| work(open.insert(store).as_mut())),
+            };
+            if result.is_err() {
+                *open = None;
+            }
+            let _ = tx.send(result);
+        });
+        rx.await
+            .unwrap_or(Err(StoreError::Unsupported("the forward thread panicked")))
+    }
+}
+
 /// Lease what is due, send it, record each outcome. Returns how many were sent.
 pub async fn send_due(
-    location: &StoreLocation,
+    store: &ForwardStore,
     destinations: &[Destination],
 ) -> Result<usize, StoreError> {
-    let lease = {
-        let location = location.clone();
-        blocking(move || {
-            location
-                .privacy()?
-                .due_forwards(now_ms(), LEASE_MS, AT_ONCE)
-        })
-        .await?
-    };
+    let lease = store
+        .with(|store| store.due_forwards(now_ms(), LEASE_MS, AT_ONCE))
+        .await?;
     if lease.is_empty() {
         return Ok(0);
     }
@@ -38,21 +95,20 @@ pub async fn send_due(
     for due in &lease {
         results.push(attempt(&client, destinations, due).await);
     }
-    let location = location.clone();
     let sent = results.len();
-    blocking(move || {
-        let mut store = location.privacy()?;
-        for result in &results {
-            store.forward_done(result, now_ms())?;
-        }
-        // A finished forward's payload (the person's email or phone) was just cleared: make
-        // the old bytes unreadable as a forget does.
-        if results.iter().any(|r| r.status != "pending") {
-            store.compact()?;
-        }
-        Ok(())
-    })
-    .await?;
+    store
+        .with(move |store| {
+            for result in &results {
+                store.forward_done(result, now_ms())?;
+            }
+            // A finished forward's payload (the person's email or phone) was just cleared:
+            // make the old bytes unreadable as a forget does.
+            if results.iter().any(|r| r.status != "pending") {
+                store.compact()?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok(sent)
 }
 
@@ -126,18 +182,6 @@ fn uuid_like_random() -> [u8; 16] {
     bytes
 }
 
-/// Run store work on a plain thread (the PostgreSQL client must not run on an async task's).
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.await
-        .unwrap_or(Err(StoreError::Unsupported("the forward thread panicked")))
-}
-
 /// A node's forwarder: every few seconds, send what is due (whichever node queued it).
 pub async fn run(
     location: StoreLocation,
@@ -153,8 +197,9 @@ pub async fn run(
     if !takes_forwards {
         return;
     }
+    let store = ForwardStore::new(location);
     loop {
-        match send_due(&location, &destinations).await {
+        match send_due(&store, &destinations).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "privacy forwards: the store did not answer"),
