@@ -324,6 +324,102 @@ async fn one_bad_event_in_a_batch_is_isolated_and_the_rest_delivered() {
     server.stop().await;
 }
 
+/// A Google destination given a refresh token instead of an hour's access token.
+fn google_refreshing(url: &str, refresh_token: &str) -> String {
+    google(url, "").replace(
+        "access_token = \"ya29.DATAMANAGER\"",
+        &format!(
+            "refresh_token = \"{refresh_token}\"\nclient_id = \"123-abc.apps.googleusercontent.com\"\nclient_secret = \"GOCSPX-client-secret-value\"\ntoken_url = \"{url}/token\""
+        ),
+    )
+}
+
+/// Google's access tokens run out after an hour: with a refresh token TrackLayer exchanges it
+/// for a new one as the old one nears its end, and again when Google refuses one; the tokens
+/// and the grant are never stored. A revoked refresh token is dead at once with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_access_tokens_are_refreshed_as_they_run_out() {
+    let sandbox = sandbox().await;
+    // Tokens that live 62 s: a minute before their end (2 s after issue) they are replaced.
+    sandbox.state.google_token_lifetime(Duration::from_secs(62));
+    let server = TestServer::start_with_toml(&google_refreshing(
+        &sandbox.url(),
+        "1//0refresh-token-value",
+    ))
+    .await;
+    let bearers = || {
+        sandbox
+            .state
+            .received(Platform::Google)
+            .into_iter()
+            .filter(|r| r.path == "/v1/events:ingest")
+            .map(|r| {
+                let auth = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                (auth, r.status)
+            })
+            .collect::<Vec<_>>()
+    };
+    post(&server, &purchase("tok-1", "ORD-T1", "tok", 10.0)).await;
+    let first = wait_for(&server, "tok-1", settled(1)).await;
+    assert_eq!(of(&first, "google").status, "delivered");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    post(&server, &purchase("tok-2", "ORD-T2", "tok", 10.0)).await;
+    wait_for(&server, "tok-2", settled(1)).await;
+    assert_eq!(
+        bearers(),
+        [
+            ("Bearer ya29.sandbox.1".to_string(), 200),
+            ("Bearer ya29.sandbox.2".to_string(), 200)
+        ]
+    );
+    // Google refuses a token it issued (revoked early): the attempt is retried with a new one.
+    sandbox.state.push_fault(Platform::Google, Fault::BadToken);
+    post(&server, &purchase("tok-3", "ORD-T3", "tok", 10.0)).await;
+    let third = wait_for(&server, "tok-3", settled(1)).await;
+    let google = of(&third, "google");
+    assert_eq!((google.status.as_str(), google.attempts), ("delivered", 2));
+    assert!(
+        google.history[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("refused the access token (HTTP 401)")),
+        "{google:#?}"
+    );
+    assert_eq!(sandbox.state.google_tokens_issued(), 3);
+    // What TrackLayer kept of its requests shows no token, no grant and no client secret.
+    let kept = serde_json::to_string(&third).unwrap() + &serde_json::to_string(&first).unwrap();
+    for secret in [
+        "ya29.sandbox",
+        "1//0refresh-token-value",
+        "GOCSPX-client-secret-value",
+    ] {
+        assert!(!kept.contains(secret), "{secret} kept: {kept}");
+    }
+    assert!(kept.contains("Bearer REDACTED"), "{kept}");
+    server.stop().await;
+
+    // A refresh token Google revoked: nothing can be sent until someone authorises again.
+    let server =
+        TestServer::start_with_toml(&google_refreshing(&sandbox.url(), "revoked-1//0refresh"))
+            .await;
+    post(&server, &purchase("tok-4", "ORD-T4", "tok", 10.0)).await;
+    let revoked = wait_for(&server, "tok-4", settled(1)).await;
+    let google = of(&revoked, "google");
+    assert_eq!((google.status.as_str(), google.attempts), ("dead", 1));
+    let why = google.last_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("invalid_grant: Token has been expired or revoked.")
+            && why.contains("authorise again"),
+        "{why}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_not_allowlisted_is_dead_once_with_the_switch_to_make() {
     let sandbox = sandbox().await;

@@ -6,6 +6,7 @@
 pub mod policy;
 mod request;
 pub mod sender;
+mod token;
 mod warehouse;
 mod worker;
 
@@ -90,6 +91,7 @@ impl DeliveryWorkers {
                 breaker: Arc::new(Mutex::new(Breaker::new(pause_base(dest)))),
                 outcomes,
                 ops: ops.clone(),
+                tokens: token::TokenSource::for_destination(dest).map(Arc::new),
             };
             // New deliveries come straight from the commit, up to a claim's worth at a time.
             let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());

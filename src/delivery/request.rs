@@ -86,17 +86,50 @@ impl Worker {
         }
         let mut record = None;
         let mut decided_at = started;
-        if let Some(request) = built.request {
+        if let Some(mut request) = built.request {
             let included: Vec<&LeasedDelivery> =
                 built.included.iter().map(|i| &items[*i]).collect();
+            let token = match self.authorize(&mut request).await {
+                Ok(token) => token,
+                Err(e) => {
+                    // Nothing went out: each item waits for the next attempt, or dies when only
+                    // the operator can fix the credentials.
+                    let now = now_ms();
+                    results.extend(included.iter().map(|item| {
+                        if e.permanent {
+                            ItemResult::dead(item.id, item.attempt, e.reason.clone())
+                        } else {
+                            self.retry_or_dead(item, e.reason.clone(), None, now)
+                        }
+                    }));
+                    let change = self.breaker().record(false, now);
+                    self.report_breaker(change, now).await;
+                    self.record(None, results, now).await;
+                    return;
+                }
+            };
             let (response, rec) =
                 sender::send(&self.client, &self.dest, &request, included.len(), started).await;
             record = Some(rec);
             let now = now_ms();
             decided_at = now;
-            let outcomes = match &response {
-                Ok(resp) => destinations::classify(&self.dest, included.len(), resp),
-                Err(reason) => vec![Outcome::retry(reason.clone()); included.len()],
+            let outcomes = match (&response, &token) {
+                // A token TrackLayer exchanged for and the platform refused (revoked early, or
+                // the clocks disagree): the next attempt exchanges for a new one.
+                (Ok(resp), Some(token)) if resp.status == 401 => {
+                    if let Some(tokens) = &self.tokens {
+                        tokens.refused(token).await;
+                    }
+                    vec![
+                        Outcome::retry(format!(
+                            "{} refused the access token (HTTP 401); the next attempt uses a new one",
+                            self.dest.kind.as_str()
+                        ));
+                        included.len()
+                    ]
+                }
+                (Ok(resp), _) => destinations::classify(&self.dest, included.len(), resp),
+                (Err(reason), _) => vec![Outcome::retry(reason.clone()); included.len()],
             };
             let request_ok = response.is_ok()
                 && !outcomes
@@ -113,6 +146,21 @@ impl Worker {
 }
 
 impl Worker {
+    /// Add the access token of a destination that refreshes its own (None for the others).
+    async fn authorize(
+        &self,
+        request: &mut destinations::HttpRequest,
+    ) -> Result<Option<String>, destinations::google::oauth::TokenError> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        let token = tokens.bearer(&self.client, &self.dest).await?;
+        request
+            .headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        Ok(Some(token))
+    }
+
     /// The match quality of each event the platform took (the metric and the alert's signal).
     fn observe_match_quality(
         &self,

@@ -65,7 +65,7 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
 /// Read at most `limit` bytes of an answer. Returns what was read and whether the answer went
 /// on past it; the rest is never read (the connection is dropped), so a receiver answering
 /// 200 MB costs a node `limit` bytes, not 200 MB.
-async fn read_bounded(
+pub(super) async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {

@@ -37,6 +37,8 @@ pub(super) struct Worker {
     pub(super) outcomes: mpsc::Sender<Completion>,
     /// Metrics and alert signals.
     pub(super) ops: Arc<crate::ops::Ops>,
+    /// Access tokens, for a destination that refreshes its own.
+    pub(super) tokens: Option<Arc<super::token::TokenSource>>,
 }
 
 impl Worker {

@@ -121,12 +121,13 @@ impl Destination {
             |secrets: &[&Secret]| secrets.iter().map(|s| s.expose().to_string()).collect();
         match &self.settings {
             Settings::Meta(s) => exposed(&[&s.access_token]),
-            Settings::GoogleAds(s) => match &s.api {
-                google::GoogleApi::AdsApi(legacy) => {
-                    exposed(&[&legacy.developer_token, &s.access_token])
+            Settings::GoogleAds(s) => {
+                let mut secrets = s.auth.secrets();
+                if let google::GoogleApi::AdsApi(legacy) = &s.api {
+                    secrets.push(&legacy.developer_token);
                 }
-                google::GoogleApi::DataManager => exposed(&[&s.access_token]),
-            },
+                exposed(&secrets)
+            }
             Settings::Klaviyo(s) => exposed(&[&s.api_key]),
             Settings::Ga4(s) => exposed(&[&s.api_secret]),
             Settings::Tiktok(s) => exposed(&[&s.access_token]),

@@ -103,14 +103,15 @@ pub async fn ingest(
         Ok(fault) => fault,
         Err(answered) => return answered,
     };
-    if fault == Some(Fault::BadToken) || !bearer(&headers) {
+    let refused = state.google_token_refused(&headers);
+    if fault == Some(Fault::BadToken) || !bearer(&headers) || refused.is_some() {
         state.record(
             Platform::Google,
             path,
             &headers,
             parsed,
             401,
-            Some("unauthenticated".into()),
+            Some(refused.unwrap_or("unauthenticated").into()),
         );
         return json_response(401, unauthenticated());
     }

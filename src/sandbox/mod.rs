@@ -7,6 +7,7 @@
 mod checks;
 mod ga4;
 pub mod google;
+mod google_oauth;
 mod klaviyo;
 pub mod traffic;
 
@@ -86,6 +87,7 @@ pub struct SandboxState {
     accepted: Mutex<HashMap<Platform, (u64, u64)>>,
     google_orders: Mutex<HashSet<String>>,
     google_conversions: Mutex<google::Conversions>,
+    google_tokens: Mutex<google_oauth::IssuedTokens>,
     klaviyo_unique: Mutex<HashSet<String>>,
     webhook_keys: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -241,6 +243,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .route("/{version}/{pixel}/events", post(meta))
         .route("/{version}/customers/{call}", post(google::ads_api))
         .route("/v1/events:ingest", post(google::ingest))
+        .route("/token", post(google_oauth::token))
         .route("/mp/collect", post(ga4::live))
         .route("/debug/mp/collect", post(ga4::debug))
         .route("/api/events", post(klaviyo::event))

@@ -188,16 +188,17 @@ pub fn build(
         "partialFailure": true,
         "validateOnly": settings.validate_only,
     });
-    let mut headers = vec![
-        (
+    let mut headers = vec![(
+        "developer-token".to_string(),
+        legacy.developer_token.expose().to_string(),
+    )];
+    // With a refresh token, the sender adds the access token it holds at sending time.
+    if let Some(token) = settings.auth.static_token() {
+        headers.push((
             "Authorization".to_string(),
-            format!("Bearer {}", settings.access_token.expose()),
-        ),
-        (
-            "developer-token".to_string(),
-            legacy.developer_token.expose().to_string(),
-        ),
-    ];
+            format!("Bearer {}", token.expose()),
+        ));
+    }
     if let Some(login) = &settings.login_customer_id {
         headers.push(("login-customer-id".into(), login.clone()));
     }

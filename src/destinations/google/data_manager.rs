@@ -258,13 +258,14 @@ pub fn build(dest: &Destination, settings: &GoogleSettings, items: &[Subject]) -
     if has_user_data {
         body["encoding"] = json!("HEX");
     }
-    let headers = vec![
-        (
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    // With a refresh token, the sender adds the access token it holds at sending time.
+    if let Some(token) = settings.auth.static_token() {
+        headers.push((
             "Authorization".to_string(),
-            format!("Bearer {}", settings.access_token.expose()),
-        ),
-        ("Content-Type".to_string(), "application/json".to_string()),
-    ];
+            format!("Bearer {}", token.expose()),
+        ));
+    }
     built.request = Some(HttpRequest::json(
         format!("{}/v1/events:ingest", dest.base_url),
         headers,

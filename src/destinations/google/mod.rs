@@ -5,11 +5,11 @@
 
 pub mod ads_api;
 pub mod data_manager;
+pub mod oauth;
 
 use std::collections::BTreeMap;
 
 use super::{Built, Destination, HttpResponse, Outcome, SettingsError, SettingsReader, Subject};
-use crate::config::Secret;
 
 /// The scheme and host of each API, unless `endpoint` overrides them.
 pub const DATA_MANAGER_BASE: &str = "https://datamanager.googleapis.com";
@@ -32,9 +32,9 @@ pub struct GoogleSettings {
     pub customer_id: String,
     /// Canonical name → conversion action id (Data Manager's `productDestinationId`).
     pub conversion_actions: BTreeMap<String, String>,
-    /// OAuth access token: the `datamanager` scope for the Data Manager API, `adwords` for the
-    /// Ads API.
-    pub access_token: Secret,
+    /// OAuth: the `datamanager` scope for the Data Manager API, `adwords` for the Ads API; a
+    /// static access token, or a refresh token TrackLayer exchanges as tokens run out.
+    pub auth: oauth::GoogleAuth,
     /// The manager account the credentials' user logs in through (`loginAccount`).
     pub login_customer_id: Option<String>,
     /// Validate only (the test mode): Google checks the request and records nothing.
@@ -61,6 +61,10 @@ impl GoogleSettings {
             "customer_id",
             "conversion_actions",
             "access_token",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "token_url",
             "login_customer_id",
             "validate_only",
             "event_source",
@@ -136,7 +140,7 @@ impl GoogleSettings {
             api,
             customer_id,
             conversion_actions,
-            access_token: r.required_secret("access_token")?,
+            auth: oauth::GoogleAuth::read(r)?,
             login_customer_id,
             validate_only: r.optional_bool("validate_only")?.unwrap_or(false),
             event_source,
@@ -159,7 +163,7 @@ impl GoogleSettings {
 
     /// Which path this destination uses, in words (`check` says it).
     pub fn describe(&self) -> String {
-        match &self.api {
+        let path = match &self.api {
             GoogleApi::DataManager => format!(
                 "Google Ads through the Data Manager API (POST /v1/events:ingest, operatingAccount {}, {} conversion action(s){})",
                 self.customer_id,
@@ -170,7 +174,17 @@ impl GoogleSettings {
                 "Google Ads API uploadClickConversions ({}, customer {}; legacy: allowlisted developer tokens only)",
                 s.api_version, self.customer_id
             ),
-        }
+        };
+        let token = match &self.auth {
+            oauth::GoogleAuth::AccessToken(_) => {
+                "a static access_token (Google's expire after an hour: keep it fresh, or set refresh_token)".to_string()
+            }
+            oauth::GoogleAuth::Refresh(r) => format!(
+                "access tokens refreshed by TrackLayer from refresh_token through {}",
+                r.token_url
+            ),
+        };
+        format!("{path}; {token}")
     }
 
     /// Canonical names this destination sends: those with a conversion action, and refunds as
