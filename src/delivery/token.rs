@@ -8,15 +8,15 @@ use super::sender::read_bounded;
 use crate::destinations::google::oauth::{self, GoogleAuth, OAuthRefresh, TokenError};
 use crate::destinations::{Destination, Settings};
 
-/// A token this close to its end is exchanged before use: a request must not carry one that
-/// runs out on its way.
+/// A token this close to its end is exchanged before use (a request must not carry one that
+/// runs out on its way); a token that lives less than twice this, at half its life.
 const MARGIN: Duration = Duration::from_secs(60);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(super) struct TokenSource {
     refresh: OAuthRefresh,
-    /// The token and when it ends. The lock also makes concurrent requests wait for one
-    /// exchange instead of each making its own.
+    /// The token and when to exchange it for the next. The lock also makes concurrent
+    /// requests wait for one exchange instead of each making its own.
     current: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
@@ -34,15 +34,15 @@ impl TokenSource {
         }
     }
 
-    /// A token good for at least another minute, exchanged for if need be.
+    /// A token good for at least another minute (or half its life), exchanged for if need be.
     pub(super) async fn bearer(
         &self,
         client: &reqwest::Client,
         dest: &Destination,
     ) -> Result<String, TokenError> {
         let mut current = self.current.lock().await;
-        if let Some((token, ends)) = current.as_ref() {
-            if Instant::now() + MARGIN < *ends {
+        if let Some((token, renew_at)) = current.as_ref() {
+            if Instant::now() < *renew_at {
                 return Ok(token.clone());
             }
         }
@@ -82,8 +82,8 @@ impl TokenSource {
                     ..e
                 }
             })?;
-        let ends = Instant::now() + answer.expires_in;
-        *current = Some((answer.token.clone(), ends));
+        let renew_at = Instant::now() + answer.expires_in - MARGIN.min(answer.expires_in / 2);
+        *current = Some((answer.token.clone(), renew_at));
         Ok(answer.token)
     }
 
