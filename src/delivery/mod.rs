@@ -37,9 +37,7 @@ const MIN_CLAIM: usize = 64;
 /// must stay small (a few milliseconds).
 const MAX_CLAIM_PER_JOB: usize = 250;
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::store::now_ms;
 
 fn random_u64() -> u64 {
     getrandom::u64().unwrap_or(0)

@@ -135,7 +135,7 @@ impl Evaluator {
             let open = if with_open_alerts {
                 r.alerts(500)?
                     .into_iter()
-                    .filter(|a| a.state == "firing")
+                    .filter(|a| a.is_firing())
                     .collect()
             } else {
                 Vec::new()

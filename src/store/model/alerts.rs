@@ -43,6 +43,15 @@ pub struct StoredAlert {
     pub notice: Option<String>,
 }
 
+impl StoredAlert {
+    /// The state a stored alert has until its condition no longer holds (then `resolved`).
+    pub const FIRING: &'static str = "firing";
+
+    pub fn is_firing(&self) -> bool {
+        self.state == Self::FIRING
+    }
+}
+
 /// The outcome of notifying about one alert, to be stored on its row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertNotice {

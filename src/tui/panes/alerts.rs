@@ -70,11 +70,7 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
         .alerts
         .iter()
         .map(|a| {
-            let state = if a.state == "firing" {
-                "firing"
-            } else {
-                "resolved"
-            };
+            let state = if a.is_firing() { "firing" } else { "resolved" };
             let lasted = a
                 .resolved_at_ms
                 .map(|end| format!("{} s", (end - a.started_at_ms).max(0) / 1000))
@@ -82,7 +78,7 @@ pub(super) fn alerts(frame: &mut Frame, area: Rect, app: &App) {
             vec![
                 Cell::from(Span::styled(
                     state,
-                    theme.style(if a.state == "firing" {
+                    theme.style(if a.is_firing() {
                         theme.failed
                     } else {
                         theme.ok

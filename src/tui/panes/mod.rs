@@ -64,7 +64,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         .snapshot
         .alerts
         .iter()
-        .filter(|a| a.state == "firing")
+        .filter(|a| a.is_firing())
         .collect();
     // What must be read to act (a question's choices, the alert) wraps rather than being cut
     // off at the edge of a narrow terminal.
