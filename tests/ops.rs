@@ -99,21 +99,6 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// One frame of the dashboard on `pane`, read from the server's store, as text.
-fn dashboard_text(server: &TestServer, pane: Pane) -> String {
-    let (themes, _) = tracklayer::tui::theme::load_all(None);
-    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
-    app.pane = pane;
-    let snapshot = server.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
-    assert_eq!(snapshot.error, None);
-    app.apply(snapshot);
-    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(150, 30)).unwrap();
-    terminal
-        .draw(|f| tracklayer::tui::panes::draw(f, &app))
-        .unwrap();
-    terminal.backend().to_string()
-}
-
 fn of_rule<'a>(hooks: &'a [Value], rule: &str, state: &str) -> Vec<&'a Value> {
     hooks
         .iter()
@@ -360,7 +345,7 @@ async fn a_platform_that_fails_and_recovers_pages_once_and_resolves_once() {
         "{down:#}"
     );
     // The alerts pane keeps the history; nothing firing, so no banner.
-    let text = dashboard_text(&server, Pane::Alerts);
+    let text = server.dashboard_text(Pane::Alerts, 150, 30);
     assert!(!text.contains("▲ ALERT"), "{text}");
     for rule in ["platform_down", "queue_backlog"] {
         let row = text
@@ -456,7 +441,7 @@ async fn a_burst_of_401s_pages_naming_the_environment() {
     .await;
     // The dashboard: a banner on every pane while it fires, and the alerts pane with evidence.
     for pane in [Pane::Stream, Pane::Alerts] {
-        let text = dashboard_text(&server, pane);
+        let text = server.dashboard_text(pane, 150, 30);
         assert!(
             text.contains("▲ ALERT: 1 firing auth_failures staging since"),
             "{text}"

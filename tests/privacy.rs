@@ -126,21 +126,6 @@ async fn wait_for(server: &TestServer, message_id: &str, count: usize) -> Vec<St
     }
 }
 
-/// One frame of the dashboard on `pane`, read from the server's store, as text.
-fn dashboard_text(server: &TestServer, pane: Pane) -> String {
-    let (themes, _) = tracklayer::tui::theme::load_all(None);
-    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
-    app.pane = pane;
-    let snapshot = server.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
-    assert_eq!(snapshot.error, None);
-    app.apply(snapshot);
-    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(160, 40)).unwrap();
-    terminal
-        .draw(|f| tracklayer::tui::panes::draw(f, &app))
-        .unwrap();
-    terminal.backend().to_string()
-}
-
 fn sha256(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
@@ -376,13 +361,13 @@ async fn forget_everything_of_one_person(store: Store) {
     assert!(server.trace("ann-who").await.is_none());
     // The dashboard: the audit next to the alerts, and nothing of the person in any list.
     let request_id = report["request_id"].as_str().unwrap();
-    let alerts = dashboard_text(&server, Pane::Alerts);
+    let alerts = server.dashboard_text(Pane::Alerts, 160, 40);
     assert!(
         alerts.contains("forget done") && alerts.contains(&request_id[..20]),
         "{alerts}"
     );
     for pane in [Pane::Alerts, Pane::Stream, Pane::Profiles, Pane::Unmapped] {
-        let text = dashboard_text(&server, pane);
+        let text = server.dashboard_text(pane, 160, 40);
         for needle in [ANN_USER, ANN_ANON, ANN_EMAIL, "ann-buy", "Wishlist"] {
             assert!(!text.contains(needle), "{needle} on {pane:?}:\n{text}");
         }

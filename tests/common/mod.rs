@@ -571,6 +571,23 @@ impl TestServer {
         })
     }
 
+    /// One frame of the dashboard on `pane` at `width`x`height`, read from this server's
+    /// store, as text.
+    pub fn dashboard_text(&self, pane: tracklayer::tui::Pane, width: u16, height: u16) -> String {
+        let (themes, _) = tracklayer::tui::theme::load_all(None);
+        let mut app = tracklayer::tui::App::new(themes, None, "test".into());
+        app.pane = pane;
+        let snapshot = self.dashboard(&app.query(), &[], chrono::Utc::now().timestamp_millis());
+        assert_eq!(snapshot.error, None);
+        app.apply(snapshot);
+        let backend = ratatui::backend::TestBackend::new(width, height);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|f| tracklayer::tui::panes::draw(f, &app))
+            .unwrap();
+        terminal.backend().to_string()
+    }
+
     /// A reader of whichever store this server writes (see `Reader`).
     pub fn store_reader(&self) -> Reader {
         let url = self.setup.config.storage.url.as_ref().map(|u| u.expose());
