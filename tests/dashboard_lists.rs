@@ -809,6 +809,54 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
     server.stop().await;
 }
 
+/// A breaker's pause that has ended while nothing was left to probe keeps its row, but holds
+/// nothing back: the destinations pane neither reads it as paused nor offers to resume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_past_its_end_is_not_shown_as_paused() {
+    let server = TestServer::start_with_toml(
+        "[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"http://127.0.0.1:9\"\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST\"\n",
+    )
+    .await;
+    let pause_until = |until_ms: i64| {
+        let conn = rusqlite::Connection::open(&server.db).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO destination_state (destination, paused_until_ms, reason, updated_at_ms)
+             VALUES ('meta', ?1, '8 of the last 8 requests failed; paused for 1 s, then one probe', ?1)
+             ON CONFLICT (destination) DO UPDATE SET paused_until_ms = excluded.paused_until_ms",
+            [until_ms],
+        )
+        .unwrap();
+    };
+    // The first message creates the database.
+    let (status, _) = server
+        .post(
+            "production",
+            PRODUCTION_SECRET,
+            r#"{"type":"identify","messageId":"i-1","userId":"u1"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut app = new_app();
+    app.actions = Ok(());
+    let mut last = 0;
+    pause_until(now - 60_000);
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('5'));
+    assert!(app.snapshot.destinations[0].paused.is_none());
+    assert!(!screen(&app).contains("paused"), "{}", screen(&app));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('p'));
+    assert!(screen(&app).contains("pause meta"), "{}", screen(&app));
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('n'));
+    // The same row while the pause lasts reads as paused.
+    pause_until(now + 600_000);
+    press_loaded(&server, &mut app, &mut last, KeyCode::Char('5'));
+    assert!(app.snapshot.destinations[0].paused.is_some());
+    assert!(screen(&app).contains("paused"), "{}", screen(&app));
+    server.stop().await;
+}
+
 fn press_loaded(server: &TestServer, app: &mut App, last: &mut u64, code: KeyCode) {
     app.handle_key(key(code));
     act_and_refresh(server, app, last);

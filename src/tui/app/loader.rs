@@ -206,6 +206,11 @@ pub fn load(
                     .cloned()
                     .collect();
                 snap.destinations = reader.destination_stats(&names, now_ms)?;
+                // A breaker's pause past its end holds nothing back (its row waits for a probe
+                // that an empty queue never makes): not shown, nor resumed, as paused.
+                for d in &mut snap.destinations {
+                    d.paused = d.paused.take().filter(|p| p.in_force(now_ms));
+                }
             }
             Some(Pane::Collisions) => {
                 let (extent, top) = resolve_page(reader, PagedTable::Collisions, query)?;
