@@ -424,6 +424,28 @@ async fn google_access_tokens_are_refreshed_as_they_run_out() {
         "{why}"
     );
     server.stop().await;
+
+    // Google's token endpoint unreachable: retried on the schedule, not dead at once.
+    let unreachable = google_refreshing(&sandbox.url(), "1//0refresh-token-value").replace(
+        &format!("token_url = \"{}/token\"", sandbox.url()),
+        "token_url = \"http://127.0.0.1:9/token\"",
+    );
+    let server = TestServer::start_with_toml(&unreachable).await;
+    post(&server, &purchase("tok-5", "ORD-T5", "tok", 10.0)).await;
+    let down = wait_for(&server, "tok-5", settled(1)).await;
+    let google = of(&down, "google");
+    assert_eq!(
+        (google.status.as_str(), google.attempts),
+        ("dead", 3),
+        "{google:#?}"
+    );
+    let why = google.last_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("retry_schedule exhausted")
+            && why.contains("could not reach Google's token endpoint"),
+        "{why}"
+    );
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
