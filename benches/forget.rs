@@ -53,6 +53,7 @@ fn batch(n: usize, table: &MappingTable) -> IngestBatch {
                     mapping: table,
                     received_at_ms: now,
                     limits: &Default::default(),
+                    default_country: None,
                 },
             )
         })
@@ -145,6 +146,7 @@ fn main() {
     let baseline_gap = longest_gap(baseline_from, baseline_to);
 
     let order = Order {
+        once: None,
         request: ForgetRequest {
             user_id: Some("person-7".into()),
             ..Default::default()

@@ -73,7 +73,7 @@ fn main() {
                 continue;
             };
             let draft = pipeline::draft(&message, "production", &table, 1_776_939_330_000);
-            let observation = identity::observe(&message, 1_776_939_330_000);
+            let observation = identity::observe(&message, 1_776_939_330_000, None);
             let resolution = identity::resolve(&observation, &known);
             if let pipeline::Draft::Mapped(event, row) = &draft {
                 let mut event = (**event).clone();

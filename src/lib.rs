@@ -113,6 +113,11 @@ pub async fn run(
     let limits = ingest::ServerLimits {
         header_timeout: config.server.header_timeout,
         max_connections: config.server.max_connections,
+        // Enough to read what Segment or an SDK may send past the limit (a 50 MB batch), bounded
+        // so a client cannot keep a connection busy with endless bytes.
+        linger_bytes: (config.server.max_body_bytes as u64)
+            .saturating_mul(16)
+            .max(64 * 1024 * 1024),
     };
     let stopping = ops.clone();
     let shutdown = async move {

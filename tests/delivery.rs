@@ -706,3 +706,59 @@ on_both_stores!(
     a_failing_destination_pauses_itself_and_resumes_by_probe,
     a_batching_webhook_carries_many_events_per_signed_request,
 );
+
+/// A platform that sends its status line at once and then drips its answer a byte a second:
+/// the deadline cuts it, and nobody can say which events it took, so the delivery is retried
+/// (the platform dedups on event_id), never counted delivered on the status alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_at_the_deadline_is_a_timeout_and_retried() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for byte in br#"{"events_received":1,"fbtrace_id":"drip"}"#.iter() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if socket.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let server = TestServer::start_with_toml(&format!(
+        r#"
+[[destinations]]
+name = "meta"
+kind = "meta_capi"
+endpoint = "{url}"
+retry_schedule = [600]
+pixel_id = "1234567890123456"
+access_token = "EAAB_TEST"
+"#
+    ))
+    .await;
+    post(&server, &purchase("drip-1", "ORD-DRIP-1", 10.0)).await;
+    let deliveries = wait_for(&server, "drip-1", Duration::from_secs(30), |d| {
+        d.len() == 1 && !d[0].history.is_empty()
+    })
+    .await;
+    let meta = of(&deliveries, "meta");
+    assert_eq!(meta.status, "pending", "{meta:#?}");
+    let error = meta.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("broke off after its status line (HTTP 200)") && error.contains("timeout"),
+        "{meta:#?}"
+    );
+    server.stop().await;
+}

@@ -249,3 +249,93 @@ async fn content_length_with_chunked_is_read_as_chunked_and_the_connection_close
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
 }
+
+/// A body over the limit is answered 413 before it is read, and the client reads that answer:
+/// the connection reads and drops what is still coming instead of closing on it (a close with
+/// unread bytes resets the connection, and a client still writing then sees a broken pipe;
+/// Segment retries that for hours where it drops a 413). Tried as the clients that write their
+/// whole body before reading (Python's http.client, Node's fetch) do it, and with curl; the
+/// same for a refusal at the headers (401) and the content type (415).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_a_413_the_client_can_read() {
+    let server = TestServer::start().await;
+    let write_everything_then_read = |headers: String, size: usize| {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let head = format!(
+                "POST /v1/batch HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {size}\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            let chunk = vec![b' '; 1 << 20];
+            let mut sent = 0;
+            while sent < size {
+                let n = chunk.len().min(size - sent);
+                stream
+                    .write_all(&chunk[..n])
+                    .unwrap_or_else(|e| panic!("writing the body after {sent} bytes: {e}"));
+                sent += n;
+            }
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        })
+        .join()
+        .unwrap()
+    };
+    let key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"))
+    };
+    let json = "Content-Type: application/json\r\n";
+    for size in [5_000_000, 50_000_000] {
+        for _ in 0..3 {
+            let answer =
+                write_everything_then_read(format!("{json}Authorization: Basic {key}\r\n"), size);
+            assert!(answer.starts_with("HTTP/1.1 413"), "{size}: {answer}");
+            assert!(answer.contains("payload_too_large"), "{answer}");
+        }
+    }
+    let answer = write_everything_then_read(
+        format!("{json}Authorization: Basic d2tfd3Jvbmc6\r\n"),
+        50_000_000,
+    );
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = write_everything_then_read(
+        format!("Content-Type: text/plain\r\nAuthorization: Basic {key}\r\n"),
+        50_000_000,
+    );
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+
+    // curl, without `Expect: 100-continue` (so it sends the whole body, as Segment does).
+    let dir = tempfile::tempdir().unwrap();
+    for size in [5_000_000usize, 50_000_000] {
+        let file = dir.path().join(format!("body-{size}"));
+        std::fs::write(&file, vec![b' '; size]).unwrap();
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                "Expect:",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["-u", &format!("{WRITE_KEY}:"), "-w", "\n%{http_code}"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(server.url("/v1/batch"))
+            .output()
+            .expect("curl is installed (tests/prepare.sh installs it)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.ends_with("\n413") && stdout.contains("payload_too_large"),
+            "curl, {size} bytes: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.stop().await;
+}

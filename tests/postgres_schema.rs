@@ -173,3 +173,51 @@ fn check_says_whether_the_server_answers_and_never_prints_the_password() {
     assert!(all.contains("Connection refused"), "{all}");
     assert!(!all.contains("hunter2"), "the password was printed: {all}");
 }
+
+/// Graph rows keyed on a gmail spelling before one normal form are re-keyed on the mailbox; a
+/// second spelling of a mailbox that already has its row keeps its own.
+#[test]
+fn gmail_addresses_in_the_graph_are_rekeyed_to_their_mailbox() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut c = client(&db);
+    postgres::migrate_to(&mut c, 7).unwrap();
+    for (value, profile) in [
+        ("jane.doe+shop@googlemail.com", 1i64),
+        ("janedoe@gmail.com.evil.io", 2),
+        ("ann@example.com", 3),
+        ("b.o.b@gmail.com", 4),
+        ("bob@googlemail.com", 5),
+        ("+x@gmail.com", 6),
+    ] {
+        c.execute(
+            "INSERT INTO identities (kind, value, profile_id, first_seen_ms, last_seen_ms)
+             VALUES ('email', $1, $2, $2, 1)",
+            &[&value, &profile],
+        )
+        .unwrap();
+    }
+    postgres::migrate(&mut c).unwrap();
+    let rows: Vec<(String, i64)> = c
+        .query(
+            "SELECT value, profile_id FROM identities ORDER BY profile_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let rows: Vec<(&str, i64)> = rows.iter().map(|(v, p)| (v.as_str(), *p)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("janedoe@gmail.com", 1),
+            ("janedoe@gmail.com.evil.io", 2),
+            ("ann@example.com", 3),
+            ("bob@gmail.com", 4),
+            ("bob@googlemail.com", 5),
+            ("+x@gmail.com", 6),
+        ]
+    );
+}

@@ -79,6 +79,7 @@ impl Node {
             mapping: &mapping,
             received_at_ms: now,
             limits: &limits,
+            default_country: None,
         };
         let body = format!("[{}]", bodies.join(","));
         let batch = IngestBatch {

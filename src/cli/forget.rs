@@ -54,6 +54,7 @@ pub fn forget(config: Option<&Path>, args: ForgetArgs) -> Result<ExitCode> {
         ));
     }
     let order = Order {
+        once: None,
         request: args.request,
         environment: env,
         who: format!("cli:{}", crate::operator::operator_name()),

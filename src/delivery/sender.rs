@@ -159,17 +159,17 @@ pub async fn send(
                         cut,
                     })
                 }
-                // The status line arrived; the body broke off. What the status says still holds
-                // for the classifier, with no body to read.
+                // The status line arrived and the body broke off (the deadline passed while it
+                // dripped in, or the connection went): nobody can say which events the
+                // platform took, so it is a transport failure, retried (the platform dedups on
+                // event_id), never "delivered" on a status alone.
                 Err(e) => {
-                    let reason = format!("the answer broke off: {}", transport_error(e));
-                    record.response_body = Some(Packed::text(&reason));
-                    Ok(HttpResponse {
-                        status,
-                        retry_after,
-                        body: String::new(),
-                        cut: true,
-                    })
+                    let reason = format!(
+                        "the answer broke off after its status line (HTTP {status}): {}",
+                        transport_error(e)
+                    );
+                    record.error = Some(reason.clone());
+                    Err(reason)
                 }
             }
         }

@@ -120,6 +120,9 @@ pub(super) struct Verified {
     /// Segment's X-Signature: it carries no time of its own, and for a batch it covers only
     /// element 0; `Some(true)` when that is all it covers.
     pub segment_element0_only: Option<bool>,
+    /// TrackLayer's signature: what makes this request one of a kind (a digest of its
+    /// environment, timestamp and signature), and when its timestamp leaves the window.
+    pub once: Option<crate::privacy::SignedOnce>,
 }
 
 /// Verify the signature headers over the raw body.
@@ -136,10 +139,23 @@ fn verify_signature(
         let parsed = auth::parse_timestamp(timestamp)?;
         auth::check_timestamp_window(parsed, chrono::Utc::now(), state.timestamp_tolerance_secs)?;
         return if auth::verify_tracklayer(&secrets, timestamp, body, signature)? {
+            let digest = Sha256::new()
+                .chain_update(env.name.as_bytes())
+                .chain_update([0x1f])
+                .chain_update(timestamp.trim().as_bytes())
+                .chain_update([0x1f])
+                .chain_update(signature.trim().as_bytes())
+                .finalize()
+                .to_vec();
+            let tolerance_ms = (state.timestamp_tolerance_secs as i64).saturating_mul(1000);
             Ok(Verified {
                 scheme: "tracklayer",
                 split: None,
                 segment_element0_only: None,
+                once: Some(crate::privacy::SignedOnce {
+                    digest,
+                    expires_at_ms: parsed.timestamp_millis().saturating_add(tolerance_ms),
+                }),
             })
         } else {
             Err(AuthError::BadSignature(env.name.clone()))
@@ -151,6 +167,7 @@ fn verify_signature(
                 scheme: "segment",
                 split: None,
                 segment_element0_only: Some(false),
+                once: None,
             });
         }
         // A batch: Segment signs only the raw bytes of element 0.
@@ -161,6 +178,7 @@ fn verify_signature(
                         scheme: "segment",
                         split: Some(split),
                         segment_element0_only: Some(true),
+                        once: None,
                     });
                 }
             }
@@ -448,6 +466,7 @@ async fn store_and_reply(
         mapping: &mapping,
         received_at_ms: meta.received_at_ms,
         limits: &state.message_limits,
+        default_country: state.default_country.as_deref(),
     };
     let messages: Vec<MessageRecord> = split
         .messages

@@ -37,6 +37,8 @@ pub struct IngestState {
     pub message_limits: MessageLimits,
     pub body_timeout: Duration,
     pub dedup_window_ms: i64,
+    /// `[workspace] default_country`: phones written nationally are keyed in it.
+    pub default_country: Option<String>,
     pub writer: StoreWriter,
     /// The mapping table in force (hot-reloaded).
     pub mapping: SharedMapping,
@@ -76,6 +78,7 @@ impl IngestState {
             message_limits: config.server.messages,
             body_timeout: config.server.body_timeout,
             dedup_window_ms: (config.storage.dedup_window_hours as i64) * 3_600_000,
+            default_country: config.workspace.default_country.clone(),
             writer,
             mapping,
             refusals: RefusalLog::observed_by(ops.clone()),

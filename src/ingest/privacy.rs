@@ -42,14 +42,16 @@ pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> 
         Ok(signed) => signed,
         Err(refused) => return refused,
     };
-    if verified.segment_element0_only == Some(true) {
+    // Segment's X-Signature carries no time, so a captured request would work forever: a
+    // forget takes TrackLayer's signature only, and each signed request once.
+    let Some(once) = verified.once else {
         let refusal = Refusal::new(
             StatusCode::UNAUTHORIZED,
-            "unsigned_body",
-            "the signature must cover the whole body",
+            "signature_scheme",
+            "/privacy/forget takes X-TrackLayer-Signature with X-TrackLayer-Timestamp only (Segment's X-Signature carries no time and could be replayed)",
         );
         return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
-    }
+    };
     let bad = |why: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_forget_request", why);
     let parsed: Body = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
@@ -81,6 +83,7 @@ pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> 
         who: format!("http:{request_id} from {peer}"),
         request_id: format!("fg_{request_id}"),
         undo: parsed.undo,
+        once: Some(once),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     {
@@ -100,12 +103,20 @@ pub async fn forget(State(state): State<Arc<IngestState>>, request: Request) -> 
         Ok(Err(PrivacyError::Request(e))) => {
             return meta.refuse(&state.refusals, bad(e.to_string()), Some(body.len() as u64))
         }
+        Ok(Err(PrivacyError::Replayed)) => {
+            let refusal = Refusal::new(
+                StatusCode::CONFLICT,
+                "replayed",
+                PrivacyError::Replayed.to_string(),
+            );
+            return meta.refuse(&state.refusals, refusal, Some(body.len() as u64));
+        }
         Ok(Err(PrivacyError::Store(e))) => {
             tracing::error!(error = %e, "forget: the store failed");
             let mut refusal = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
-                format!("the store failed; nothing is lost, ask again: {e}"),
+                format!("the store failed; nothing is lost, ask again (the same signed request is taken again): {e}"),
             );
             refusal.retry_after = Some(5);
             return refusal.into_response();

@@ -36,6 +36,8 @@ fn over_capacity() -> String {
 pub struct ServerLimits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// What a closing connection reads and drops of a refused body, at most.
+    pub linger_bytes: u64,
 }
 
 /// Raise the open-file soft limit toward the hard limit, and the connection cap to what it
@@ -103,22 +105,53 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
-        async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
+        // Boxed: the connection is polled without shutting down (to linger), which needs a
+        // future it can move.
+        Box::pin(async move {
+            Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {}))
+        })
     });
-    let connection = http1::Builder::new()
+    let mut connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
+            _ = stop.changed(), if !stopping => stopping = true,
         }
-        _ = stop.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+        std::pin::Pin::new(&mut connection).graceful_shutdown();
+    };
+    match result {
+        Ok(()) => linger(connection.into_parts().io.into_inner(), limits.linger_bytes).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// How long a closing connection waits for its client to stop sending.
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+
+/// Close as a client can read the answer: a refusal (413, 401, 415) is sent before the body
+/// is read, and closing a socket with unread bytes makes the kernel reset the connection, which
+/// can reach the client before the answer does (it then sees a reset, and Segment retries a
+/// network error for hours where it drops a 413). So the answer is followed by our end of the
+/// stream, and what the client still sends is read and dropped until it stops: up to `bound`
+/// bytes, an idle spell of 2 s or 30 s in all.
+async fn linger(mut stream: TcpStream, bound: u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut dropped = 0u64;
+    let mut scratch = vec![0u8; 64 * 1024];
+    while dropped < bound {
+        let idle_until = (tokio::time::Instant::now() + LINGER_IDLE).min(deadline);
+        match tokio::time::timeout_at(idle_until, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n as u64,
+            _ => return,
         }
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::canonical::{CanonicalUser, Provenance};
+use super::identifier::{earlier_spellings as earlier_spellings_of, normal_email, normal_phone};
 use crate::segment::{MessageType, ValidMessage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,26 +49,6 @@ impl IdKind {
 /// An identifier as the graph stores it (normalised for matching, not hashed).
 pub type Identifier = (IdKind, String);
 
-/// Emails match case-insensitively; surrounding spaces are noise.
-pub fn normalise_email(email: &str) -> Option<String> {
-    let e = email.trim().to_lowercase();
-    (e.contains('@') && e.len() > 2).then_some(e)
-}
-
-/// Phones match on their digits (and a leading +), so "+31 6 1234 5678" and "+31612345678" join.
-pub fn normalise_phone(phone: &str) -> Option<String> {
-    let trimmed = phone.trim();
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    if digits.len() < 6 {
-        return None;
-    }
-    Some(if trimmed.starts_with('+') {
-        format!("+{digits}")
-    } else {
-        digits
-    })
-}
-
 /// What a message says about a person.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -78,6 +59,9 @@ pub struct Observation {
     /// For alias: `previousId` (often the anonymousId, sometimes an older userId).
     pub previous_id: Option<String>,
     pub identifiers: Vec<Identifier>,
+    /// The same emails and phones as earlier versions keyed them, where that differs (only the
+    /// suppression list still holds such keys).
+    pub earlier_spellings: Vec<Identifier>,
     /// identify: traits to merge into the profile.
     pub traits: Option<Map<String, Value>>,
     /// identify or the Segment consent event: `context.consent.categoryPreferences`.
@@ -94,7 +78,9 @@ pub fn consent_preferences(body: &Map<String, Value>) -> Option<&Map<String, Val
         .as_object()
 }
 
-pub fn observe(message: &ValidMessage, at_ms: i64) -> Observation {
+/// What a message says about a person; a phone written nationally is read in the person's
+/// country, else in `default_country`.
+pub fn observe(message: &ValidMessage, at_ms: i64, default_country: Option<&str>) -> Observation {
     let body = &message.body;
     let mut identifiers: Vec<Identifier> = Vec::new();
     if let Some(u) = &message.user_id {
@@ -105,11 +91,19 @@ pub fn observe(message: &ValidMessage, at_ms: i64) -> Observation {
     }
     let mut scratch = BTreeMap::new();
     let user = super::transform::message_user(message, &mut scratch);
-    if let Some(email) = user.email.as_deref().and_then(normalise_email) {
-        identifiers.push((IdKind::Email, email));
+    let mut earlier_spellings = Vec::new();
+    if let Some(raw) = user.email.as_deref() {
+        if let Some(email) = normal_email(raw) {
+            earlier_spellings.extend(earlier_spellings_of(IdKind::Email, raw, &email));
+            identifiers.push((IdKind::Email, email));
+        }
     }
-    if let Some(phone) = user.phone.as_deref().and_then(normalise_phone) {
-        identifiers.push((IdKind::Phone, phone));
+    if let Some(raw) = user.phone.as_deref() {
+        let country = user.country.as_deref().or(default_country);
+        if let Some(phone) = normal_phone(raw, country) {
+            earlier_spellings.extend(earlier_spellings_of(IdKind::Phone, raw, &phone));
+            identifiers.push((IdKind::Phone, phone));
+        }
     }
     let previous_id = (message.message_type == MessageType::Alias)
         .then(|| body.get("previousId"))
@@ -128,6 +122,7 @@ pub fn observe(message: &ValidMessage, at_ms: i64) -> Observation {
         user_id: message.user_id.clone(),
         previous_id,
         identifiers,
+        earlier_spellings,
         traits: (message.message_type == MessageType::Identify)
             .then(|| body.get("traits").and_then(Value::as_object).cloned())
             .flatten(),
@@ -436,6 +431,7 @@ mod tests {
             user_id: user.map(String::from),
             previous_id: None,
             identifiers,
+            earlier_spellings: Vec::new(),
             traits: None,
             consent: None,
         }
@@ -488,15 +484,23 @@ mod tests {
     }
 
     #[test]
-    fn normalisation_for_matching() {
+    fn a_message_is_keyed_on_normal_forms_and_keeps_its_earlier_spellings() {
+        let raw = br#"{"type":"identify","messageId":"m1","userId":"u1",
+            "traits":{"email":" Jane.Doe+promo@Gmail.com ","phone":"06 1234 5678"}}"#;
+        let valid = crate::segment::validate_message(raw, None, &Default::default()).unwrap();
+        let seen = observe(&valid, 1, Some("NL"));
+        assert!(seen
+            .identifiers
+            .contains(&(IdKind::Email, "janedoe@gmail.com".into())));
+        assert!(seen
+            .identifiers
+            .contains(&(IdKind::Phone, "+31612345678".into())));
         assert_eq!(
-            normalise_email(" Jane.Doe@Gmail.com ").as_deref(),
-            Some("jane.doe@gmail.com")
+            seen.earlier_spellings,
+            vec![
+                (IdKind::Email, "jane.doe+promo@gmail.com".into()),
+                (IdKind::Phone, "0612345678".into())
+            ]
         );
-        assert_eq!(
-            normalise_phone("+31 6 1234 5678").as_deref(),
-            Some("+31612345678")
-        );
-        assert_eq!(normalise_phone("12"), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod consent;
 pub mod currency;
 pub mod dedup;
 pub mod diff;
+pub mod identifier;
 pub mod identity;
 pub mod mapping;
 pub mod phone;

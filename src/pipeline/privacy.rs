@@ -8,7 +8,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::identity::{normalise_email, normalise_phone, IdKind, Identifier};
+use super::identifier::{earlier_spellings, normal_email, requested_phone};
+use super::identity::{IdKind, Identifier};
 
 /// The identifiers a forget request gives (any of them; at least one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +35,9 @@ pub enum ForgetError {
 }
 
 impl ForgetRequest {
-    /// The identifiers as the graph stores them. A phone is looked up as written (digits and
-    /// a leading +) and, where a default country is set, in E.164 too.
+    /// The identifiers in their normal form (as the graph keys them), each email and phone
+    /// followed by the spelling earlier versions keyed it on where that differs, so a profile or
+    /// suppression from then is found too. A phone written nationally needs `default_country`.
     pub fn identifiers(
         &self,
         default_country: Option<&str>,
@@ -62,24 +64,21 @@ impl ForgetRequest {
             out.push((IdKind::AnonymousId, v));
         }
         if let Some(v) = text("email", &self.email)? {
-            let email = normalise_email(&v).ok_or_else(|| ForgetError::Unreadable {
+            let email = normal_email(&v).ok_or_else(|| ForgetError::Unreadable {
                 field: "email",
-                why: format!("`{v}` is not an email address"),
+                why: format!("`{v}` is not an email address (it names no mailbox)"),
             })?;
+            out.extend(earlier_spellings(IdKind::Email, &v, &email));
             out.push((IdKind::Email, email));
         }
         if let Some(v) = text("phone", &self.phone)? {
-            let phone = normalise_phone(&v).ok_or_else(|| ForgetError::Unreadable {
-                field: "phone",
-                why: format!("`{v}` has fewer than 6 digits"),
-            })?;
-            let e164 = default_country
-                .and_then(super::phone::region)
-                .and_then(|region| super::phone::to_e164(&v, Some(region)).ok());
-            out.push((IdKind::Phone, phone.clone()));
-            if let Some(e164) = e164.filter(|e| *e != phone) {
-                out.push((IdKind::Phone, e164));
-            }
+            let phone =
+                requested_phone(&v, default_country).map_err(|e| ForgetError::Unreadable {
+                    field: "phone",
+                    why: e.to_string(),
+                })?;
+            out.extend(earlier_spellings(IdKind::Phone, &v, &phone));
+            out.push((IdKind::Phone, phone));
         }
         if out.is_empty() {
             return Err(ForgetError::NoIdentifier);
@@ -156,6 +155,69 @@ impl Suppressor {
     }
 }
 
+/// An identifier as a forget's audit keeps it: its kind and keyed hash, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HashedId {
+    pub kind: IdKind,
+    pub hash: Vec<u8>,
+}
+
+impl HashedId {
+    pub fn of(suppressor: &Suppressor, id: &Identifier) -> HashedId {
+        HashedId {
+            kind: id.0,
+            hash: suppressor.hash(id),
+        }
+    }
+
+    /// The audit's JSON list `[{"kind", "hash"}]`; entries it cannot read are skipped.
+    pub fn parse_list(json: &str) -> Vec<HashedId> {
+        let Ok(serde_json::Value::Array(items)) = serde_json::from_str(json) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                Some(HashedId {
+                    kind: IdKind::parse(item.get("kind")?.as_str()?)?,
+                    hash: hex::decode(item.get("hash")?.as_str()?).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn list_json(ids: &BTreeSet<HashedId>) -> String {
+        serde_json::Value::Array(
+            ids.iter()
+                .map(|id| serde_json::json!({"kind": id.kind.as_str(), "hash": hex::encode(&id.hash)}))
+                .collect(),
+        )
+        .to_string()
+    }
+}
+
+/// Everyone earlier forgets covered together with any of `named`. A forget's audit holds every
+/// identifier of the person it reached, so naming one of them again names them all: after an
+/// undo the graph no longer links a userId the first forget unlinked, but its audit still does.
+/// Followed to the end, as one person may have been forgotten under several of their ids.
+pub fn covered(named: &BTreeSet<HashedId>, audits: &[Vec<HashedId>]) -> BTreeSet<HashedId> {
+    let mut covered = named.clone();
+    let mut taken = vec![false; audits.len()];
+    loop {
+        let mut grew = false;
+        for (audit, taken) in audits.iter().zip(taken.iter_mut()) {
+            if !*taken && audit.iter().any(|id| covered.contains(id)) {
+                *taken = true;
+                covered.extend(audit.iter().cloned());
+                grew = true;
+            }
+        }
+        if !grew {
+            return covered;
+        }
+    }
+}
+
 /// The identifiers as the platforms hash them (SHA-256 of the normalised value, hex), for the
 /// signed `tracklayer.forget` event: internal systems can match them without TrackLayer sending
 /// the values.
@@ -201,6 +263,57 @@ mod tests {
         assert_eq!(ids[0], (IdKind::Email, "ann@example.com".into()));
         assert_eq!(ids[1], (IdKind::Phone, "0612345678".into()));
         assert_eq!(ids[2], (IdKind::Phone, "+31612345678".into()));
+
+        let gmail = ForgetRequest {
+            email: Some("Jane.Doe+x@googlemail.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            gmail.identifiers(None).unwrap(),
+            vec![
+                (IdKind::Email, "jane.doe+x@googlemail.com".into()),
+                (IdKind::Email, "janedoe@gmail.com".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn identifiers_that_name_nobody_are_refused_with_the_field() {
+        let refused = |request: ForgetRequest, country: Option<&str>| {
+            request.identifiers(country).unwrap_err().to_string()
+        };
+        for email in ["+", "@gmail.com", "+x@gmail.com"] {
+            let why = refused(
+                ForgetRequest {
+                    email: Some(email.into()),
+                    ..Default::default()
+                },
+                Some("NL"),
+            );
+            assert!(why.starts_with("email: "), "{why}");
+        }
+        let why = refused(
+            ForgetRequest {
+                phone: Some("0".into()),
+                ..Default::default()
+            },
+            Some("NL"),
+        );
+        assert!(
+            why.starts_with("phone: `0` has fewer than 6 digits"),
+            "{why}"
+        );
+        let why = refused(
+            ForgetRequest {
+                phone: Some("06 1234 5678".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(
+            why.starts_with("phone: `06 1234 5678` has no country code"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -240,6 +353,40 @@ mod tests {
         );
         let unknown = (IdKind::Email, "nobody@x.io".to_string());
         assert_eq!(whose(&[unknown], &owners), Ok(Person::Unknown));
+    }
+
+    #[test]
+    fn a_forget_covers_everyone_earlier_forgets_named_with_any_of_its_ids() {
+        let id = |kind, hash: u8| HashedId {
+            kind,
+            hash: vec![hash],
+        };
+        let (email, user, anon, phone, stranger) = (
+            id(IdKind::Email, 1),
+            id(IdKind::UserId, 2),
+            id(IdKind::AnonymousId, 3),
+            id(IdKind::Phone, 4),
+            id(IdKind::UserId, 9),
+        );
+        // First forgotten by email (with the userId it reached), later by the userId (with a
+        // phone the person had given since).
+        let audits = vec![
+            vec![email.clone(), user.clone()],
+            vec![stranger.clone()],
+            vec![user.clone(), anon.clone(), phone.clone()],
+        ];
+        let named = BTreeSet::from([email.clone()]);
+        assert_eq!(
+            covered(&named, &audits),
+            BTreeSet::from([email, user, anon, phone.clone()])
+        );
+        let fresh = BTreeSet::from([id(IdKind::Email, 7)]);
+        assert_eq!(covered(&fresh, &audits), fresh);
+
+        let json = HashedId::list_json(&BTreeSet::from([phone.clone()]));
+        assert_eq!(json, r#"[{"kind":"phone","hash":"04"}]"#);
+        assert_eq!(HashedId::parse_list(&json), vec![phone]);
+        assert_eq!(HashedId::parse_list("not json"), Vec::new());
     }
 
     #[test]

@@ -13,8 +13,13 @@ use serde::Serialize;
 
 use crate::destinations::privacy::{plan, NotForwarded};
 use crate::destinations::{Destination, Settings};
-use crate::pipeline::identity::Identifier;
-use crate::pipeline::privacy::{suppression_hash, whose, ForgetError, ForgetRequest, Person};
+use std::collections::BTreeSet;
+
+use crate::pipeline::identifier::{normal_email, normal_phone, raw_hint, spells_out, RawHint};
+use crate::pipeline::identity::{IdKind, Identifier};
+use crate::pipeline::privacy::{
+    covered, whose, ForgetError, ForgetRequest, HashedId, Person, Suppressor,
+};
 use crate::store::model::privacy::{
     Deleted, NewPrivacyRequest, PersonKeys, PrivacyRecord, Suppression,
 };
@@ -32,6 +37,8 @@ const RANGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(3);
 pub enum PrivacyError {
     #[error("{0}")]
     Request(#[from] ForgetError),
+    #[error("this signed request was used before: sign each request anew (a replay is refused)")]
+    Replayed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,6 +52,15 @@ pub struct Order {
     pub who: String,
     pub request_id: String,
     pub undo: bool,
+    /// A signed HTTP request is taken once: its digest, kept until its signature expires.
+    pub once: Option<SignedOnce>,
+}
+
+/// What identifies one signed request, and until when it could be replayed.
+#[derive(Debug, Clone)]
+pub struct SignedOnce {
+    pub digest: Vec<u8>,
+    pub expires_at_ms: i64,
 }
 
 /// What a forget did, for the CLI's and the endpoint's answer. No personal data: identifiers
@@ -57,7 +73,7 @@ pub struct Report {
     /// `lifted` or `not_suppressed` (an undo that found nothing to lift).
     pub status: &'static str,
     pub environment: String,
-    pub identifiers: Vec<HashedId>,
+    pub identifiers: Vec<ShownId>,
     pub deleted: Deleted,
     pub warehouse_rows: i64,
     /// Deletions queued for platforms (their outcome: `tracklayer inspect <request_id>`).
@@ -70,37 +86,46 @@ pub struct Report {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct HashedId {
+pub struct ShownId {
     pub kind: &'static str,
     pub hash: String,
 }
 
-fn hashed(key: &[u8], ids: &[Identifier]) -> Vec<(Identifier, Vec<u8>)> {
-    ids.iter()
-        .map(|id| (id.clone(), suppression_hash(key, id)))
+impl Report {
+    fn new(order: &Order, action: &'static str, ids: &BTreeSet<HashedId>) -> Report {
+        Report {
+            request_id: order.request_id.clone(),
+            action,
+            status: "done",
+            environment: order.environment.clone(),
+            identifiers: shown(ids),
+            deleted: Deleted::default(),
+            warehouse_rows: 0,
+            forwarded: Vec::new(),
+            not_forwarded: Vec::new(),
+            message: String::new(),
+            elapsed_ms: 0,
+            longest_step_ms: 0,
+        }
+    }
+}
+
+fn hashed<'a>(
+    suppressor: &Suppressor,
+    ids: impl IntoIterator<Item = &'a Identifier>,
+) -> BTreeSet<HashedId> {
+    ids.into_iter()
+        .map(|id| HashedId::of(suppressor, id))
         .collect()
 }
 
-fn shown(hashes: &[(Identifier, Vec<u8>)]) -> Vec<HashedId> {
-    hashes
-        .iter()
-        .map(|((kind, _), h)| HashedId {
-            kind: kind.as_str(),
-            hash: hex::encode(&h[..8.min(h.len())]),
+fn shown(ids: &BTreeSet<HashedId>) -> Vec<ShownId> {
+    ids.iter()
+        .map(|id| ShownId {
+            kind: id.kind.as_str(),
+            hash: hex::encode(&id.hash[..8.min(id.hash.len())]),
         })
         .collect()
-}
-
-fn audit_identifiers(hashes: &[(Identifier, Vec<u8>)]) -> String {
-    serde_json::to_string(
-        &hashes
-            .iter()
-            .map(
-                |((kind, _), h)| serde_json::json!({"kind": kind.as_str(), "hash": hex::encode(h)}),
-            )
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into())
 }
 
 /// Run a forget (or undo) to the end on this thread. `destinations` are the configured ones
@@ -114,85 +139,94 @@ pub fn run(
     let requested = order.request.identifiers(default_country)?;
     let mut store = location.privacy()?;
     store.exclusive()?;
-    let key = store.key()?;
-    if order.undo {
-        return undo(store.as_mut(), order, &key, &requested);
+    if let Some(once) = &order.once {
+        if !store.first_use(&once.digest, once.expires_at_ms, now_ms())? {
+            return Err(PrivacyError::Replayed);
+        }
     }
-    let owners = store.owners(&requested)?;
-    let person = whose(&requested, &owners)?;
-    let received_at_ms = now_ms();
-    let requested_hashes = hashed(&key, &requested);
-    let mut report = Report {
-        request_id: order.request_id.clone(),
-        action: "forget",
-        status: "done",
-        environment: order.environment.clone(),
-        identifiers: shown(&requested_hashes),
-        deleted: Deleted::default(),
-        warehouse_rows: 0,
-        forwarded: Vec::new(),
-        not_forwarded: Vec::new(),
-        message: String::new(),
-        elapsed_ms: 0,
-        longest_step_ms: 0,
+    let result = forget_or_undo(
+        store.as_mut(),
+        order,
+        &requested,
+        destinations,
+        default_country,
+    );
+    if let (Err(PrivacyError::Store(_)), Some(once)) = (&result, &order.once) {
+        // Nothing was finished: the same signed request may come again (a client's retry).
+        let _ = store.unuse(&once.digest);
+    }
+    result
+}
+
+fn forget_or_undo(
+    store: &mut dyn PrivacyStore,
+    order: &Order,
+    requested: &[Identifier],
+    destinations: &[Destination],
+    default_country: Option<&str>,
+) -> Result<Report, PrivacyError> {
+    let suppressor = Suppressor::new(&store.key()?);
+    let audits: Vec<Vec<HashedId>> = store
+        .forget_audits()?
+        .iter()
+        .map(|json| HashedId::parse_list(json))
+        .collect();
+    if order.undo {
+        return undo(store, order, &suppressor, requested, &audits);
+    }
+    let owners = store.owners(requested)?;
+    let mut person = match whose(requested, &owners)? {
+        Person::Known { profile_id } => store.person(profile_id)?,
+        Person::Unknown => PersonKeys::default(),
     };
-    let started = std::time::Instant::now();
-    let mut longest = std::time::Duration::ZERO;
-    let mut timed = |step: std::time::Instant| longest = longest.max(step.elapsed());
-    let audit = |status: &'static str, hashes: &[(Identifier, Vec<u8>)]| NewPrivacyRequest {
+    let covering = reach(store, &suppressor, requested, &audits, &mut person)?;
+    let received_at_ms = now_ms();
+    let audit = |status: &'static str, ids: &BTreeSet<HashedId>| NewPrivacyRequest {
         request_id: order.request_id.clone(),
         action: "forget",
         who: order.who.clone(),
         environment: order.environment.clone(),
         received_at_ms,
-        identifiers: audit_identifiers(hashes),
+        identifiers: HashedId::list_json(ids),
         status,
     };
-    let profile_id = match person {
-        Person::Known { profile_id } => profile_id,
-        Person::Unknown => {
-            let wanted: Vec<Vec<u8>> = requested_hashes.iter().map(|(_, h)| h.clone()).collect();
-            let suppressed = store.suppressed(&wanted)?;
-            let status = if suppressed.is_empty() {
-                "unknown_person"
-            } else {
-                "already_forgotten"
-            };
-            store.begin(&audit(status, &requested_hashes), &[])?;
-            report.status = status;
-            report.message = if suppressed.is_empty() {
-                "no stored message, profile or identifier matches: nothing was deleted or suppressed"
-                    .into()
-            } else {
-                "this person was forgotten before: nothing of them is stored, and later messages stay suppressed"
-                    .into()
-            };
-            return Ok(report);
-        }
-    };
-    let keys = store.person(profile_id)?;
-    let mut all: Vec<Identifier> = keys.identifiers.clone();
-    all.extend(requested.iter().cloned());
-    all.sort();
-    all.dedup();
-    let all_hashes = hashed(&key, &all);
-    report.identifiers = shown(&all_hashes);
-    let suppress: Vec<Suppression> = all_hashes
+    let mut report = Report::new(order, "forget", &covering);
+    let suppress: Vec<Suppression> = covering
         .iter()
-        .map(|((kind, _), h)| Suppression {
-            hash: h.clone(),
-            kind: kind.as_str(),
+        .map(|id| Suppression {
+            hash: id.hash.clone(),
+            kind: id.kind.as_str(),
         })
         .collect();
+    if person.profile_ids.is_empty() {
+        // Nobody stored: what earlier forgets recorded of them decides.
+        let recorded: Vec<Vec<u8>> = covering
+            .iter()
+            .filter(|id| audits.iter().any(|audit| audit.contains(id)))
+            .map(|id| id.hash.clone())
+            .collect();
+        let suppressed = store.suppressed(&recorded)?;
+        let (status, message, suppress) = if recorded.is_empty() {
+            ("unknown_person", "no stored message, profile or identifier matches: nothing was deleted or suppressed", &[][..])
+        } else if suppressed.len() == recorded.len() {
+            ("already_forgotten", "this person was forgotten before: nothing of them is stored, and later messages stay suppressed", &suppress[..])
+        } else {
+            ("done", "this person was forgotten before and their suppression lifted since; nothing of them was stored in between: every identifier the earlier forget reached is suppressed again", &suppress[..])
+        };
+        store.begin(&audit(status, &covering), suppress)?;
+        report.status = status;
+        report.message = message.into();
+        return Ok(report);
+    }
+    let started = std::time::Instant::now();
+    let mut longest = std::time::Duration::ZERO;
+    let mut timed = |step: std::time::Instant| longest = longest.max(step.elapsed());
     // Suppressed first: from this commit on, no node stores a new message of theirs, so the
     // walk below cannot miss one that arrives while it runs.
     let step = std::time::Instant::now();
-    let row = store.begin(&audit("deleting", &all_hashes), &suppress)?;
+    let row = store.begin(&audit("deleting", &covering), &suppress)?;
     timed(step);
-    let person = PersonKeys {
-        identifiers: all.clone(),
-        ..keys
-    };
+    let spelling = Spellings::of(&person.identifiers, default_country);
     let mut event_ids = Vec::new();
     // Newest first: a duplicate always comes after what it duplicates (a foreign key on a
     // fleet's database), so it goes first. Then once more over what arrived meanwhile: on a
@@ -204,8 +238,9 @@ pub fn run(
         let mut upper = top;
         while upper > walked_to {
             let lower = (upper - RANGE_ROWS).max(walked_to);
+            let spelled = spelling.rows(store, lower, upper)?;
             let step = std::time::Instant::now();
-            let chunk = store.forget_messages(&person, lower, upper)?;
+            let chunk = store.forget_messages(&person, lower, upper, &spelled)?;
             timed(step);
             // A moment between ranges, so a writer waiting for the lock takes it first.
             std::thread::sleep(RANGE_PAUSE);
@@ -219,7 +254,7 @@ pub fn run(
     let serving: Vec<&Destination> = destinations.iter().collect();
     let (forwards, not_forwarded) = plan(
         &serving,
-        &all,
+        &person.identifiers,
         &order.request_id,
         &order.environment,
         &crate::segment::format_ms(received_at_ms),
@@ -241,53 +276,147 @@ pub fn run(
         .collect();
     report.not_forwarded = not_forwarded;
     report.message = format!(
-        "forgot profile {profile_id}: {} rows deleted, {} identifiers suppressed",
+        "forgot profile {}: {} rows deleted, {} identifiers suppressed",
+        person
+            .profile_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         report.deleted.total() + report.warehouse_rows,
-        all.len()
+        covering.len()
     );
     Ok(report)
 }
 
+/// Everyone the request reaches: the profile it names (already in `person`), and every
+/// identifier an earlier forget recorded together with any of theirs. An identifier known only
+/// by its keyed hash (an undo lifted it; the graph has linked it since to a profile of its own)
+/// is found by hashing the graph's identifiers, and its profile joins `person`. Returns every
+/// keyed identifier the forget covers.
+fn reach(
+    store: &mut dyn PrivacyStore,
+    suppressor: &Suppressor,
+    requested: &[Identifier],
+    audits: &[Vec<HashedId>],
+    person: &mut PersonKeys,
+) -> Result<BTreeSet<HashedId>, StoreError> {
+    loop {
+        let known = hashed(suppressor, requested.iter().chain(&person.identifiers));
+        let covering = covered(&known, audits);
+        let unresolved: BTreeSet<&Vec<u8>> =
+            covering.difference(&known).map(|id| &id.hash).collect();
+        if unresolved.is_empty() {
+            return Ok(covering);
+        }
+        let mut found = BTreeSet::new();
+        let mut after: Option<Identifier> = None;
+        loop {
+            let page = store.identities_after(after.as_ref(), GRAPH_PAGE)?;
+            for (id, profile) in &page {
+                if !person.profile_ids.contains(profile)
+                    && unresolved.contains(&suppressor.hash(id))
+                {
+                    found.insert(*profile);
+                }
+            }
+            match page.last() {
+                Some((id, _)) if page.len() == GRAPH_PAGE => after = Some(id.clone()),
+                _ => break,
+            }
+        }
+        if found.is_empty() {
+            return Ok(covering);
+        }
+        for profile in found {
+            person.absorb(store.person(profile)?);
+        }
+    }
+}
+
+/// Identifiers of the graph read per page while looking for one known only by its hash.
+const GRAPH_PAGE: usize = 5_000;
+
+/// How a walk finds the messages that spell the person out in any of their spellings.
+struct Spellings {
+    emails: BTreeSet<String>,
+    phones: BTreeSet<String>,
+    hints: Vec<RawHint>,
+    country: Option<String>,
+}
+
+impl Spellings {
+    fn of(identifiers: &[Identifier], default_country: Option<&str>) -> Spellings {
+        let emails: BTreeSet<String> = identifiers
+            .iter()
+            .filter(|(k, _)| *k == IdKind::Email)
+            .filter_map(|(_, v)| normal_email(v))
+            .collect();
+        let phones: BTreeSet<String> = identifiers
+            .iter()
+            .filter(|(k, _)| *k == IdKind::Phone)
+            .filter_map(|(_, v)| normal_phone(v, default_country))
+            .collect();
+        let hints: BTreeSet<RawHint> = emails
+            .iter()
+            .map(|e| (IdKind::Email, e.clone()))
+            .chain(phones.iter().map(|p| (IdKind::Phone, p.clone())))
+            .filter_map(|id| raw_hint(&id))
+            .collect();
+        Spellings {
+            emails,
+            phones,
+            hints: hints.into_iter().collect(),
+            country: default_country.map(str::to_string),
+        }
+    }
+
+    /// The rows of `from..to` that spell the person out: the store's cheap search, then each
+    /// candidate read.
+    fn rows(
+        &self,
+        store: &mut dyn PrivacyStore,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(store
+            .raw_candidates(from, to, &self.hints)?
+            .into_iter()
+            .filter(|(_, raw)| spells_out(raw, &self.emails, &self.phones, self.country.as_deref()))
+            .map(|(row, _)| row)
+            .collect())
+    }
+}
+
+/// Lift the suppression of everyone the named identifiers were forgotten with.
 fn undo(
     store: &mut dyn PrivacyStore,
     order: &Order,
-    key: &[u8],
+    suppressor: &Suppressor,
     requested: &[Identifier],
+    audits: &[Vec<HashedId>],
 ) -> Result<Report, PrivacyError> {
-    let hashes = hashed(key, requested);
+    let covering = covered(&hashed(suppressor, requested), audits);
     let request = NewPrivacyRequest {
         request_id: order.request_id.clone(),
         action: "undo",
         who: order.who.clone(),
         environment: order.environment.clone(),
         received_at_ms: now_ms(),
-        identifiers: audit_identifiers(&hashes),
+        identifiers: HashedId::list_json(&covering),
         status: "lifted",
     };
-    let wanted: Vec<Vec<u8>> = hashes.iter().map(|(_, h)| h.clone()).collect();
+    let wanted: Vec<Vec<u8>> = covering.iter().map(|id| id.hash.clone()).collect();
     let lifted = store.lift(&request, &wanted)?;
-    Ok(Report {
-        request_id: order.request_id.clone(),
-        action: "undo",
-        status: if lifted > 0 {
-            "lifted"
-        } else {
-            "not_suppressed"
-        },
-        environment: order.environment.clone(),
-        identifiers: shown(&hashes),
-        deleted: Deleted::default(),
-        warehouse_rows: 0,
-        forwarded: Vec::new(),
-        not_forwarded: Vec::new(),
-        elapsed_ms: 0,
-        longest_step_ms: 0,
-        message: if lifted > 0 {
-            format!("{lifted} identifier(s) no longer suppressed: later messages are stored and delivered again (what was deleted stays deleted)")
-        } else {
-            "none of these identifiers was suppressed: nothing changed".into()
-        },
-    })
+    let mut report = Report::new(order, "undo", &covering);
+    if lifted > 0 {
+        report.status = "lifted";
+        report.message = format!("{lifted} identifier(s) no longer suppressed: later messages are stored and delivered again (what was deleted stays deleted)");
+    } else {
+        report.status = "not_suppressed";
+        report.message = "none of these identifiers was suppressed: nothing changed".into();
+    }
+    Ok(report)
 }
 
 /// Delete the person's rows from every warehouse destination's table.

@@ -46,6 +46,7 @@ fn request(n: usize, at_ms: i64, messages: &[serde_json::Value]) -> IngestBatch 
         mapping: &table,
         received_at_ms: at_ms,
         limits: &Default::default(),
+        default_country: None,
     };
     let records = messages
         .iter()
@@ -499,4 +500,29 @@ fn a_forgotten_persons_message_is_answered_and_nothing_of_it_written() {
     assert!(keys
         .suppression
         .contains(&crate::pipeline::privacy::suppression_hash(KEY, &forgotten)));
+}
+
+#[test]
+fn a_suppression_made_under_an_earlier_spelling_still_holds() {
+    // Made before gmail addresses were keyed on their mailbox: the hash of the address as
+    // written, lower-cased.
+    let mut memory = Memory::new();
+    let earlier = (IdKind::Email, "jane.doe@gmail.com".to_string());
+    memory
+        .snapshot
+        .suppressed
+        .insert(crate::pipeline::privacy::suppression_hash(KEY, &earlier), 3);
+    let group = request(
+        1,
+        NOW,
+        &[
+            identify("m1", "u1", "a1", "Jane.Doe@gmail.com"),
+            identify("m2", "u2", "a2", "janedoe@gmail.com"),
+        ],
+    );
+    let d = memory.run(&[&group], &targets());
+    let outcomes = outcomes(&d);
+    assert_eq!(outcomes[0].message, MessageOutcome::Suppressed);
+    // The plain spelling was never suppressed under the old key: only a new forget reaches it.
+    assert_ne!(outcomes[1].message, MessageOutcome::Suppressed);
 }

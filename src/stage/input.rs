@@ -22,6 +22,8 @@ pub struct MessageContext<'a> {
     pub mapping: &'a MappingTable,
     pub received_at_ms: i64,
     pub limits: &'a MessageLimits,
+    /// `[workspace] default_country`: a phone written nationally is read there.
+    pub default_country: Option<&'a str>,
 }
 
 /// Validate one message, run the stateless pipeline stages on it, and describe it for storage.
@@ -31,7 +33,7 @@ pub fn message_record(position: usize, raw: Bytes, ctx: &MessageContext<'_>) -> 
         Ok(valid) => {
             let pipeline = PipelineInput {
                 draft: pipeline::draft(&valid, ctx.environment, ctx.mapping, ctx.received_at_ms),
-                observation: identity::observe(&valid, ctx.received_at_ms),
+                observation: identity::observe(&valid, ctx.received_at_ms, ctx.default_country),
                 event_consent: consent::event_consent(&valid.body).cloned(),
                 skip_destinations: pipeline::test_skips(&valid.body),
             };
@@ -416,7 +418,11 @@ pub fn message_identifiers(message: &MessageRecord) -> Vec<Identifier> {
         message
             .pipeline
             .as_ref()
-            .map(|p| lookup_keys(&p.observation))
+            .map(|p| {
+                let mut keys = lookup_keys(&p.observation);
+                keys.extend(p.observation.earlier_spellings.iter().cloned());
+                keys
+            })
             .as_deref(),
         message.user_id.as_deref(),
         message.anonymous_id.as_deref(),

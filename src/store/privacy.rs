@@ -8,6 +8,7 @@ use super::model::privacy::{
     PrivacyRecord, Suppression,
 };
 use super::StoreError;
+use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::Identifier;
 
 pub trait PrivacyStore: Send {
@@ -19,6 +20,34 @@ pub trait PrivacyStore: Send {
     fn owners(&mut self, ids: &[Identifier]) -> Result<BTreeMap<Identifier, i64>, StoreError>;
     /// The profile, every profile merged into it (at any depth), and all their identifiers.
     fn person(&mut self, profile_id: i64) -> Result<PersonKeys, StoreError>;
+    /// A signed request seen for the first time is recorded until `expires_at_ms` (true); one
+    /// seen before is a replay (false). On a fleet, every node answers the same.
+    fn first_use(
+        &mut self,
+        digest: &[u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Forget a recorded use, so a request that failed on the store can be sent again as it was.
+    fn unuse(&mut self, digest: &[u8]) -> Result<(), StoreError>;
+    /// The identifiers each forget recorded (the audit's `[{"kind", "hash"}]`, as stored).
+    fn forget_audits(&mut self) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` identifiers of the graph after `after`, in (kind, value) order, each with
+    /// the profile it names.
+    fn identities_after(
+        &mut self,
+        after: Option<&Identifier>,
+        limit: usize,
+    ) -> Result<Vec<(Identifier, i64)>, StoreError>;
+    /// The messages in rows `from..to` whose raw bytes contain a hint's needle once lower-cased
+    /// and stripped of its characters: the candidates a forget reads to see whether they spell
+    /// out the person.
+    fn raw_candidates(
+        &mut self,
+        from: i64,
+        to: i64,
+        hints: &[RawHint],
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
     /// Which of these hashes are suppressed now.
     fn suppressed(&mut self, hashes: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Record a request and, in the same transaction, suppress `suppress`. Returns its row.
@@ -29,7 +58,8 @@ pub trait PrivacyStore: Send {
     ) -> Result<i64, StoreError>;
     /// The highest message row: a forget walks the messages up to it in ranges.
     fn last_message_row(&mut self) -> Result<i64, StoreError>;
-    /// Delete the person's messages with rows in `from..to`, and every row made from them
+    /// Delete the person's messages with rows in `from..to` (those carrying their ids, their
+    /// profiles' known rows, and `spelled`, the rows found to spell them out), and every row made from them
     /// (events, routes, collisions, unmapped, identity changes, deliveries and their attempts,
     /// request bodies that carried them, requests left without messages). One transaction.
     fn forget_messages(
@@ -37,6 +67,7 @@ pub trait PrivacyStore: Send {
         person: &PersonKeys,
         from: i64,
         to: i64,
+        spelled: &[i64],
     ) -> Result<ChunkDeleted, StoreError>;
     /// Delete the person's profiles, identities and identity changes; queue `forwards`; close
     /// the request as `done` with everything deleted. One transaction.
@@ -48,8 +79,7 @@ pub trait PrivacyStore: Send {
         forwards: &[NewForward],
         now_ms: i64,
     ) -> Result<Deleted, StoreError>;
-    /// Lift the suppression of the people these hashes belong to (every identifier the same
-    /// forget suppressed); the undo request is recorded. Returns how many.
+    /// Lift the suppression of these hashes; the undo request is recorded. Returns how many.
     fn lift(
         &mut self,
         request: &NewPrivacyRequest,

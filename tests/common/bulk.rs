@@ -71,6 +71,7 @@ pub fn fill_with(
                             mapping: &table,
                             received_at_ms: now,
                             limits: &Default::default(),
+                            default_country: None,
                         },
                     )
                 })

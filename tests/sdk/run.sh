@@ -56,6 +56,8 @@ TRACKLAYER_HOST="http://127.0.0.1:$port" WRITE_KEY="$write_key" RUN="$run" \
   python3 "$here/python_client.py"
 TRACKLAYER_HOST="http://127.0.0.1:$port" WRITE_KEY="$write_key" RUN="$run" \
   NODE_PATH="$node_modules" node "$here/node_client.js"
+TRACKLAYER_HOST="http://127.0.0.1:$port" WRITE_KEY="$write_key" \
+  NODE_PATH="$node_modules" node "$here/node_oversized.js"
 
 failed=0
 check() {

@@ -35,14 +35,19 @@ impl PersonKeys {
             .collect()
     }
 
-    /// What a raw message may spell out where no column names it: the person's emails and
-    /// phones as JSON strings (lower case: the match ignores case).
-    pub fn raw_needles(&self) -> Vec<String> {
-        self.identifiers
-            .iter()
-            .filter(|(k, _)| matches!(k, IdKind::Email | IdKind::Phone))
-            .map(|(_, v)| format!("\"{}\"", v.to_lowercase()))
-            .collect()
+    /// Take in another profile of the same person (one an earlier forget's audit names).
+    pub fn absorb(&mut self, other: PersonKeys) {
+        for (mine, theirs) in [
+            (&mut self.profile_ids, other.profile_ids),
+            (&mut self.message_rows, other.message_rows),
+        ] {
+            mine.extend(theirs);
+            mine.sort_unstable();
+            mine.dedup();
+        }
+        self.identifiers.extend(other.identifiers);
+        self.identifiers.sort();
+        self.identifiers.dedup();
     }
 }
 

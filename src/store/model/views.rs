@@ -393,10 +393,11 @@ pub fn profile_search(query: &str) -> (Option<i64>, Vec<(&'static str, String)>)
         return (None, Vec::new());
     }
     let mut candidates = vec![("user_id", q.to_string()), ("anonymous_id", q.to_string())];
-    if let Some(email) = crate::pipeline::identity::normalise_email(q) {
+    if let Some(email) = crate::pipeline::identifier::normal_email(q) {
         candidates.push(("email", email));
     }
-    if let Some(phone) = crate::pipeline::identity::normalise_phone(q) {
+    // Without the workspace's country here: an international number, or its digits.
+    if let Some(phone) = crate::pipeline::identifier::normal_phone(q, None) {
         candidates.push(("phone", phone));
     }
     (q.trim_start_matches('#').parse::<i64>().ok(), candidates)

@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 7] = [
+pub const MIGRATIONS: [(i32, &str, &str); 8] = [
     (
         1,
         "0001_schema",
@@ -55,6 +55,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 7] = [
         7,
         "0007_privacy",
         include_str!("../../../migrations/postgres/0007_privacy.sql"),
+    ),
+    (
+        8,
+        "0008_one_person_one_key",
+        include_str!("../../../migrations/postgres/0008_one_person_one_key.sql"),
     ),
 ];
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use postgres::Client;
 
+use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::{IdKind, Identifier};
 use crate::store::model::privacy::{
     ChunkDeleted, Deleted, DueForward, ForwardRecord, ForwardResult, NewForward, NewPrivacyRequest,
@@ -132,6 +133,95 @@ impl PrivacyStore for PgPrivacy {
         })
     }
 
+    fn first_use(
+        &mut self,
+        digest: &[u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(
+            "DELETE FROM signed_request_uses WHERE expires_at_ms < $1",
+            &[&now_ms],
+        )?;
+        let fresh = tx.execute(
+            "INSERT INTO signed_request_uses (digest, expires_at_ms) VALUES ($1, $2)
+             ON CONFLICT (digest) DO NOTHING",
+            &[&digest, &expires_at_ms],
+        )?;
+        tx.commit()?;
+        Ok(fresh == 1)
+    }
+
+    fn unuse(&mut self, digest: &[u8]) -> Result<(), StoreError> {
+        self.client.execute(
+            "DELETE FROM signed_request_uses WHERE digest = $1",
+            &[&digest],
+        )?;
+        Ok(())
+    }
+
+    fn forget_audits(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT identifiers FROM privacy_requests WHERE action = 'forget' ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn identities_after(
+        &mut self,
+        after: Option<&Identifier>,
+        limit: usize,
+    ) -> Result<Vec<(Identifier, i64)>, StoreError> {
+        let (kind, value) = after.map_or(("", ""), |(k, v)| (k.as_str(), v.as_str()));
+        Ok(self
+            .client
+            .query(
+                "SELECT kind, value, profile_id FROM identities
+                 WHERE (kind, value) > ($1, $2) ORDER BY kind, value LIMIT $3",
+                &[&kind, &value, &(limit as i64)],
+            )?
+            .iter()
+            .filter_map(|r| {
+                IdKind::parse(r.get(0)).map(|k| ((k, r.get::<_, String>(1)), r.get::<_, i64>(2)))
+            })
+            .collect())
+    }
+
+    fn raw_candidates(
+        &mut self,
+        from: i64,
+        to: i64,
+        hints: &[RawHint],
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        if hints.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The raw bytes as escaped text (a stored invalid message need not be UTF-8), and each
+        // needle escaped the same way.
+        let strips: Vec<&str> = hints.iter().map(|h| h.strip.chars()).collect();
+        let needles: Vec<&str> = hints.iter().map(|h| h.needle.as_str()).collect();
+        Ok(self
+            .client
+            .query(
+                "SELECT id, raw FROM messages
+                 WHERE id >= $1 AND id < $2 AND raw IS NOT NULL
+                   AND EXISTS (
+                       SELECT 1 FROM unnest($3::text[], $4::text[]) AS h(strip, needle)
+                       WHERE position(encode(convert_to(h.needle, 'UTF8'), 'escape')
+                                      IN translate(lower(encode(raw, 'escape')), h.strip, '')) > 0)",
+                &[&from, &to, &strips, &needles],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
     fn suppressed(&mut self, hashes: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(self
             .client
@@ -175,29 +265,22 @@ impl PrivacyStore for PgPrivacy {
         person: &PersonKeys,
         from: i64,
         to: i64,
+        spelled: &[i64],
     ) -> Result<ChunkDeleted, StoreError> {
         let users = person.values(IdKind::UserId);
         let anonymous = person.values(IdKind::AnonymousId);
-        let needles = person.raw_needles();
+        let mut known = person.rows_in(from, to).to_vec();
+        known.extend_from_slice(spelled);
         let mut tx = self.client.transaction()?;
-        // Whose messages (as on SQLite): by their ids, by an email or phone spelled out in
-        // them, by the person's events and identity changes.
+        // Whose messages (as on SQLite): by their ids, by the person's events and identity
+        // changes, and those found to spell them out.
         let rows: Vec<i64> = tx
             .query(
                 "SELECT id FROM messages
                  WHERE id >= $1 AND id < $2
-                   AND (user_id = ANY($3) OR anonymous_id = ANY($4)
-                        OR EXISTS (SELECT 1 FROM unnest($5::text[]) n
-                                   WHERE position(n IN lower(convert_from(raw, 'UTF8'))) > 0))
-                 UNION SELECT unnest($6::bigint[])",
-                &[
-                    &from,
-                    &to,
-                    &users,
-                    &anonymous,
-                    &needles,
-                    &person.rows_in(from, to),
-                ],
+                   AND (user_id = ANY($3) OR anonymous_id = ANY($4))
+                 UNION SELECT unnest($5::bigint[])",
+                &[&from, &to, &users, &anonymous, &known],
             )?
             .iter()
             .map(|r| r.get(0))
@@ -349,12 +432,7 @@ impl PrivacyStore for PgPrivacy {
         hashes: &[Vec<u8>],
     ) -> Result<usize, StoreError> {
         let mut tx = self.client.transaction()?;
-        // The whole person a forget suppressed, whichever of their identifiers is named.
-        let lifted = tx.execute(
-            "DELETE FROM suppressions WHERE request_row IN
-                 (SELECT request_row FROM suppressions WHERE hash = ANY($1))",
-            &[&hashes],
-        )?;
+        let lifted = tx.execute("DELETE FROM suppressions WHERE hash = ANY($1)", &[&hashes])?;
         let mut request = request.clone();
         if lifted == 0 {
             request.status = "not_suppressed";

@@ -54,6 +54,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../../migrations/0013_events_by_profile.sql"
         )),
         M::up(include_str!("../../../migrations/0014_privacy.sql")),
+        M::up(include_str!(
+            "../../../migrations/0015_one_person_one_key.sql"
+        )),
     ])
 });
 
@@ -280,6 +283,50 @@ mod tests {
         );
         assert!(!schema(&fresh).is_empty());
         MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn gmail_addresses_in_the_graph_are_rekeyed_to_their_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+        MIGRATIONS.to_version(&mut conn, 14).unwrap();
+        for (value, profile) in [
+            ("jane.doe+shop@googlemail.com", 1),
+            ("janedoe@gmail.com.evil.io", 2),
+            ("ann@example.com", 3),
+            ("b.o.b@gmail.com", 4),
+            ("bob@googlemail.com", 5),
+            ("+x@gmail.com", 6),
+        ] {
+            conn.execute(
+                "INSERT INTO identities (kind, value, profile_id, first_seen_ms, last_seen_ms)
+                 VALUES ('email', ?1, ?2, 1, 1)",
+                rusqlite::params![value, profile],
+            )
+            .unwrap();
+        }
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        let rows: Vec<(String, i64)> = conn
+            .prepare("SELECT value, profile_id FROM identities ORDER BY profile_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let rows: Vec<(&str, i64)> = rows.iter().map(|(v, p)| (v.as_str(), *p)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("janedoe@gmail.com", 1),
+                ("janedoe@gmail.com.evil.io", 2),
+                ("ann@example.com", 3),
+                ("bob@gmail.com", 4),
+                // The same mailbox had a row already: this spelling keeps its own.
+                ("bob@googlemail.com", 5),
+                // Names no mailbox: left as it was.
+                ("+x@gmail.com", 6),
+            ]
+        );
     }
 
     #[test]

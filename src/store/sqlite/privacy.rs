@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::open_for_writing;
 use super::privacy_audit::{insert_request, read_requests};
+use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::{IdKind, Identifier};
 use crate::store::model::privacy::{
     ChunkDeleted, Deleted, DueForward, ForwardResult, NewForward, NewPrivacyRequest, PersonKeys,
@@ -144,6 +145,110 @@ impl PrivacyStore for SqlitePrivacy {
         })
     }
 
+    fn first_use(
+        &mut self,
+        digest: &[u8],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM signed_request_uses WHERE expires_at_ms < ?1",
+            [now_ms],
+        )?;
+        let fresh = tx.execute(
+            "INSERT INTO signed_request_uses (digest, expires_at_ms) VALUES (?1, ?2)
+             ON CONFLICT (digest) DO NOTHING",
+            params![digest, expires_at_ms],
+        )?;
+        tx.commit()?;
+        Ok(fresh == 1)
+    }
+
+    fn unuse(&mut self, digest: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM signed_request_uses WHERE digest = ?1",
+            [digest],
+        )?;
+        Ok(())
+    }
+
+    fn forget_audits(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare(
+                "SELECT identifiers FROM privacy_requests WHERE action = 'forget' ORDER BY id",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn identities_after(
+        &mut self,
+        after: Option<&Identifier>,
+        limit: usize,
+    ) -> Result<Vec<(Identifier, i64)>, StoreError> {
+        let (kind, value) = after.map_or(("", ""), |(k, v)| (k.as_str(), v.as_str()));
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, value, profile_id FROM identities
+                 WHERE (kind, value) > (?1, ?2) ORDER BY kind, value LIMIT ?3",
+            )?
+            .query_map(params![kind, value, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(kind, value, profile)| {
+                IdKind::parse(&kind).map(|k| ((k, value), profile))
+            })
+            .collect())
+    }
+
+    fn raw_candidates(
+        &mut self,
+        from: i64,
+        to: i64,
+        hints: &[RawHint],
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        if hints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let test = hints
+            .iter()
+            .enumerate()
+            .map(|(n, hint)| {
+                let stripped = hint
+                    .strip
+                    .chars()
+                    .chars()
+                    .fold("lower(CAST(raw AS TEXT))".to_string(), |text, c| {
+                        format!("replace({text}, '{c}', '')")
+                    });
+                format!("instr({stripped}, ?{}) > 0", n + 3)
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT id, raw FROM messages WHERE id >= ?1 AND id < ?2 AND raw IS NOT NULL AND ({test})"
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
+        args.extend(hints.iter().map(|h| &h.needle as &dyn rusqlite::ToSql));
+        Ok(self
+            .conn
+            .prepare(&sql)?
+            .query_map(args.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+    }
+
     fn suppressed(&mut self, hashes: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut stmt = self
             .conn
@@ -195,6 +300,7 @@ impl PrivacyStore for SqlitePrivacy {
         person: &PersonKeys,
         from: i64,
         to: i64,
+        spelled: &[i64],
     ) -> Result<ChunkDeleted, StoreError> {
         let tx = self
             .conn
@@ -206,24 +312,20 @@ impl PrivacyStore for SqlitePrivacy {
         )?;
         let users = json_list(&person.values(IdKind::UserId));
         let anonymous = json_list(&person.values(IdKind::AnonymousId));
-        let needles = json_list(&person.raw_needles());
-        // Whose messages: by the ids they carry, by an email or phone spelled out anywhere in
-        // them (an invalid message, a property), by the events and identity changes of the
-        // person's profiles.
+        // Whose messages: by the ids they carry, by the events and identity changes of the
+        // person's profiles, and those found to spell them out.
         tx.execute(
             "INSERT OR IGNORE INTO forget_rows (id)
              SELECT id FROM messages
              WHERE id >= ?1 AND id < ?2
                AND (user_id IN (SELECT value FROM json_each(?3))
-                    OR anonymous_id IN (SELECT value FROM json_each(?4))
-                    OR EXISTS (SELECT 1 FROM json_each(?5) n
-                               WHERE instr(lower(CAST(raw AS TEXT)), n.value) > 0))",
-            params![from, to, users, anonymous, needles],
+                    OR anonymous_id IN (SELECT value FROM json_each(?4)))",
+            params![from, to, users, anonymous],
         )?;
         {
             let mut known =
                 tx.prepare_cached("INSERT OR IGNORE INTO forget_rows (id) VALUES (?1)")?;
-            for row in person.rows_in(from, to) {
+            for row in person.rows_in(from, to).iter().chain(spelled) {
                 known.execute([row])?;
             }
         }
@@ -420,11 +522,7 @@ impl PrivacyStore for SqlitePrivacy {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut lifted = 0;
         {
-            // The whole person a forget suppressed, whichever of their identifiers is named.
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM suppressions WHERE request_row IN
-                     (SELECT request_row FROM suppressions WHERE hash = ?1)",
-            )?;
+            let mut stmt = tx.prepare_cached("DELETE FROM suppressions WHERE hash = ?1")?;
             for hash in hashes {
                 lifted += stmt.execute([hash])?;
             }

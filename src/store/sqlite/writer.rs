@@ -304,6 +304,7 @@ mod tests {
                         mapping: table,
                         received_at_ms: now,
                         limits: &Default::default(),
+                        default_country: None,
                     },
                 )
             })
