@@ -179,6 +179,16 @@ impl StoreReader {
         Ok(counts)
     }
 
+    /// The messages stored and the bytes of their raw bodies, as received (what the store's
+    /// size is measured against).
+    pub fn raw_bytes(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length(raw)), 0) FROM messages",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Whether an accepted message with this messageId exists (used by durability checks).
     pub fn has_accepted(&self, environment: &str, message_id: &str) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -1,0 +1,273 @@
+//! What TrackLayer's own bookkeeping costs, measured as an operator would: `tracklayer serve` in
+//! its own process, loaded by wrk on `/v1/track` (unique messageIds, `Product Added`, ~600 B)
+//! against the sandbox's stand-ins (in this process, so their CPU is not TrackLayer's).
+//!
+//! For each destination set it reports TrackLayer's CPU time (utime + stime of its process, from
+//! /proc) from the start of the load until every delivery is out, per message; the attempt rows
+//! per delivery; how long the queues took to drain after the load stopped; and, once the node
+//! has stopped (its WAL folded in), the bytes of the store per message, table by table, against
+//! the raw message's.
+//!
+//! `cargo bench --bench cost` (needs wrk: tests/prepare.sh installs it). Settings:
+//! BENCH_COST_SETS (default "none,meta,ga4,klaviyo,all"), BENCH_COST_SECS (10),
+//! BENCH_COST_CONNECTIONS (32), BENCH_COST_IDENTIFY_EVERY (0: tracks only; N: every Nth call
+//! is an identify, which Klaviyo takes as a profile).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tracklayer::store::StoreReader;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+const WRITE_KEY: &str = "wk_bench_0123456789";
+const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The destinations of a set, as config TOML, and their names.
+fn destinations(set: &str, url: &str) -> (String, Vec<&'static str>) {
+    let meta = format!(
+        "[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{url}\"\npixel_id = \"1234567890\"\naccess_token = \"EAAB_BENCH\"\n"
+    );
+    let ga4 = format!(
+        "[[destinations]]\nname = \"ga4\"\nkind = \"ga4\"\nendpoint = \"{url}\"\nmeasurement_id = \"G-BENCH12345\"\napi_secret = \"ga4-bench-secret\"\n"
+    );
+    let klaviyo = format!(
+        "[[destinations]]\nname = \"klaviyo\"\nkind = \"klaviyo\"\nendpoint = \"{url}\"\napi_key = \"pk_BENCH_0123456789\"\n"
+    );
+    let tiktok = format!(
+        "[[destinations]]\nname = \"tiktok\"\nkind = \"tiktok\"\nendpoint = \"{url}\"\npixel_code = \"CABCDEF1234567890XYZ\"\naccess_token = \"TT_BENCH\"\n"
+    );
+    let webhook = format!(
+        "[[destinations]]\nname = \"webhook\"\nkind = \"webhook\"\nurl = \"{url}/webhooks/bench\"\nsecret = \"{WEBHOOK_SECRET}\"\nbatch_size = 100\n"
+    );
+    match set {
+        "none" => (String::new(), vec![]),
+        "meta" => (meta, vec!["meta"]),
+        "ga4" => (ga4, vec!["ga4"]),
+        "klaviyo" => (klaviyo, vec!["klaviyo"]),
+        "tiktok" => (tiktok, vec!["tiktok"]),
+        "webhook" => (webhook, vec!["webhook"]),
+        "all" => (
+            [meta, ga4, klaviyo, tiktok, webhook].concat(),
+            vec!["meta", "ga4", "klaviyo", "tiktok", "webhook"],
+        ),
+        other => panic!("unknown destination set {other}"),
+    }
+}
+
+/// The wrk script: each call a new messageId and a new person (one GA4 client each), dated now.
+fn script(identify_every: u64) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"));
+    format!(
+        r#"
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Basic {auth}"
+local n = 0
+local every = {identify_every}
+request = function()
+  n = n + 1
+  local id = string.format("c%d-%d-%d", os.time(), tid, n)
+  local now = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  local user = string.format("u%d-%d", tid, n)
+  if every > 0 and n % every == 0 then
+    local body = string.format('{{"messageId":"%s","userId":"%s","anonymousId":"a-%s","timestamp":"%s","context":{{"ip":"67.160.210.48"}},"traits":{{"email":"%s@example.com","phone":"+31612%06d","first_name":"Bench","plan":"team"}}}}', id, user, user, now, user, n % 1000000)
+    return wrk.format(nil, "/v1/identify", nil, body)
+  end
+  local body = string.format('{{"event":"Product Added","messageId":"%s","userId":"%s","anonymousId":"a-%s","timestamp":"%s","context":{{"ip":"67.160.210.48","userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15","page":{{"url":"https://shop.example.com/p/481"}},"traits":{{"email":"%s@example.com"}}}},"properties":{{"product_id":"SKU-481","sku":"SKU-481","name":"Monopoly: 3rd Edition","category":"Games","price":18.99,"quantity":1,"currency":"EUR","value":18.99}}}}', id, user, user, now, user)
+  return wrk.format(nil, "/v1/track", nil, body)
+end
+"#
+    )
+}
+
+/// utime + stime of a process, in microseconds.
+fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ticks * 1_000_000 / hz
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_node(dir: &Path, port: u16, destinations: &str) -> Child {
+    let config = dir.join("cost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nqueue_capacity = 8192\n[storage]\npath = \"{}\"\n[workspace]\naccount = \"acct_bench\"\ndefault_country = \"NL\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\nwrite_key = \"{WRITE_KEY}\"\n{destinations}",
+            dir.join("cost.db").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tracklayer serve");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "node did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+struct Row {
+    set: String,
+    messages: i64,
+    cpu_us_per_message: f64,
+    attempts_per_delivery: Option<f64>,
+    drained_after: Option<Duration>,
+    store_per_message: i64,
+    raw_per_message: i64,
+    tables: Vec<(String, i64)>,
+}
+
+fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u64) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, names) = destinations(set, url);
+    let port = free_port();
+    let mut node = start_node(dir.path(), port, &config);
+    let script_path = dir.path().join("load.lua");
+    std::fs::File::create(&script_path)
+        .unwrap()
+        .write_all(script(identify_every).as_bytes())
+        .unwrap();
+    let cpu_before = cpu_us(node.id());
+    let wrk = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "-s"])
+        .arg(&script_path)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output()
+        .expect("wrk is installed (tests/prepare.sh installs it)");
+    assert!(wrk.status.success(), "{}", String::from_utf8_lossy(&wrk.stderr));
+    let load_ended = Instant::now();
+    let reader = StoreReader::open(&dir.path().join("cost.db")).unwrap();
+    let waiting = |reader: &StoreReader| -> i64 {
+        names
+            .iter()
+            .map(|d| {
+                let q = reader.queue_counts(d).unwrap();
+                q.pending + q.in_flight
+            })
+            .sum()
+    };
+    let mut drained_after = None;
+    while load_ended.elapsed() < Duration::from_secs(600) {
+        if waiting(&reader) == 0 {
+            drained_after = Some(load_ended.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu_after = cpu_us(node.id());
+    let (accepted, duplicates, invalid) = reader.message_counts().unwrap();
+    let messages = accepted + duplicates + invalid;
+    let deliveries: i64 = reader
+        .delivery_counts()
+        .unwrap()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    let attempts = reader.last_attempt_row().unwrap();
+    drop(reader);
+    unsafe {
+        libc::kill(node.id() as i32, libc::SIGTERM);
+    }
+    node.wait().unwrap();
+    let reader = StoreReader::open(&dir.path().join("cost.db")).unwrap();
+    let tables = reader.storage_by_table().unwrap();
+    let stored: i64 = tables.iter().map(|(_, b)| b).sum();
+    let (_, raw_bytes) = reader.raw_bytes().unwrap();
+    let per = |n: i64| n / messages.max(1);
+    Row {
+        set: set.to_string(),
+        messages,
+        cpu_us_per_message: (cpu_after - cpu_before) as f64 / messages.max(1) as f64,
+        attempts_per_delivery: (deliveries > 0).then(|| attempts as f64 / deliveries as f64),
+        drained_after,
+        store_per_message: per(stored),
+        raw_per_message: per(raw_bytes),
+        tables: tables.into_iter().map(|(t, b)| (t, per(b))).collect(),
+    }
+}
+
+fn main() {
+    let sets = std::env::var("BENCH_COST_SETS").unwrap_or_else(|_| "none,meta,ga4,klaviyo,all".into());
+    let secs = env_or("BENCH_COST_SECS", 10);
+    let connections = env_or("BENCH_COST_CONNECTIONS", 32);
+    let identify_every = env_or("BENCH_COST_IDENTIFY_EVERY", 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sandbox")
+        .on_thread_start(tracklayer::delivery::yield_to_ingest)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tracklayer::sandbox::Sandbox::start(listener).await.unwrap()
+    });
+    sandbox.state.webhook_key(
+        "bench",
+        tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
+    );
+    println!(
+        "wrk -t2 -c{connections} -d{secs}s on /v1/track{}; tracklayer serve in its own process",
+        if identify_every > 0 {
+            format!(" (every {identify_every}th call an identify)")
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{:<8} {:>8} {:>12} {:>16} {:>10} {:>14}",
+        "set", "messages", "CPU/message", "attempts/deliv.", "drained", "store/message"
+    );
+    for set in sets.split(',').map(str::trim) {
+        let row = measure(set, &sandbox.url(), secs, connections, identify_every);
+        println!(
+            "{:<8} {:>8} {:>9.0} µs {:>16} {:>10} {:>7} B ({:.1}x the {} B raw)",
+            row.set,
+            row.messages,
+            row.cpu_us_per_message,
+            row.attempts_per_delivery
+                .map_or("—".into(), |a| format!("{a:.2}")),
+            row.drained_after
+                .map_or("NOT".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+            row.store_per_message,
+            row.store_per_message as f64 / row.raw_per_message.max(1) as f64,
+            row.raw_per_message,
+        );
+        for (table, bytes) in row.tables.iter().filter(|(_, b)| *b >= 20) {
+            println!("           {table:<24} {bytes:>6} B/message");
+        }
+    }
+}
