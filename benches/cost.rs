@@ -133,7 +133,10 @@ fn start_node(dir: &Path, port: u16, destinations: &str) -> Child {
         .expect("tracklayer serve");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "node did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -162,12 +165,21 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         .unwrap();
     let cpu_before = cpu_us(node.id());
     let wrk = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "-s"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "-s",
+        ])
         .arg(&script_path)
         .arg(format!("http://127.0.0.1:{port}"))
         .output()
         .expect("wrk is installed (tests/prepare.sh installs it)");
-    assert!(wrk.status.success(), "{}", String::from_utf8_lossy(&wrk.stderr));
+    assert!(
+        wrk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrk.stderr)
+    );
     let load_ended = Instant::now();
     let reader = StoreReader::open(&dir.path().join("cost.db")).unwrap();
     let waiting = |reader: &StoreReader| -> i64 {
@@ -220,7 +232,8 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
 }
 
 fn main() {
-    let sets = std::env::var("BENCH_COST_SETS").unwrap_or_else(|_| "none,meta,ga4,klaviyo,all".into());
+    let sets =
+        std::env::var("BENCH_COST_SETS").unwrap_or_else(|_| "none,meta,ga4,klaviyo,all".into());
     let secs = env_or("BENCH_COST_SECS", 10);
     let connections = env_or("BENCH_COST_CONNECTIONS", 32);
     let identify_every = env_or("BENCH_COST_IDENTIFY_EVERY", 0);

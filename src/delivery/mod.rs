@@ -3,6 +3,7 @@
 //! classifies the answer (pure) and records every attempt. Workers are independent, so a slow
 //! or failing destination never delays the others.
 
+mod held;
 pub mod policy;
 mod request;
 pub mod sender;
@@ -90,6 +91,7 @@ impl DeliveryWorkers {
                 outcomes,
                 ops: ops.clone(),
                 tokens: token::TokenSource::for_destination(dest).map(Arc::new),
+                holds: Arc::default(),
             };
             // New deliveries come straight from the commit, up to a claim's worth at a time.
             let handoff = handoffs.register(&dest.name, worker.claim_size(), worker.lease_ms());
@@ -142,8 +144,8 @@ pub fn yield_to_ingest() {
     }
 }
 
-/// A claim on its way back from the writer, with how many it asked for.
-type ClaimInFlight = tokio::task::JoinHandle<Result<(Claim, usize), crate::store::WriteError>>;
+/// A claim on its way back from the writer, with how many it asked for and when.
+type ClaimInFlight = tokio::task::JoinHandle<Result<(Claim, usize, i64), crate::store::WriteError>>;
 
 /// Outcomes per writer job: small enough to share a group with ingest commits.
 const OUTCOMES_PER_JOB: usize = 250;

@@ -45,6 +45,17 @@ pub fn request_timeout(dest: &Destination) -> Duration {
     }
 }
 
+/// The wait a platform's rate-limit headers ask for once nothing is left (`RateLimit-Remaining:
+/// 0`, `RateLimit-Reset` in seconds, as Klaviyo answers), capped as `Retry-After` is.
+fn spent_rate_limit(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number =
+        |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    (number("ratelimit-remaining")? == 0)
+        .then(|| number("ratelimit-reset"))
+        .flatten()
+        .map(|secs| Duration::from_secs(secs.min(RETRY_AFTER_CAP.as_secs())))
+}
+
 /// `Retry-After` as delay-seconds or as an HTTP date (RFC 9110 §10.2.3), capped at a day. A
 /// date in the past means "now"; anything unreadable is ignored (the schedule decides).
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
@@ -140,6 +151,7 @@ pub async fn send(
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            let rate_limit_wait = spent_rate_limit(response.headers());
             record.status_code = Some(status);
             match read_bounded(response, dest.max_response_bytes).await {
                 Ok((bytes, cut)) => {
@@ -157,6 +169,7 @@ pub async fn send(
                         retry_after,
                         body,
                         cut,
+                        rate_limit_wait,
                     })
                 }
                 // The status line arrived and the body broke off (the deadline passed while it

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::held::{self, Held, Holds};
 use super::policy::{Breaker, BreakerChange};
 use super::{
     now_ms, request_timeout, ClaimInFlight, IDLE_POLL, MAX_CLAIM, MAX_CLAIM_PER_JOB, MIN_CLAIM,
@@ -19,7 +20,7 @@ use crate::store::handoff::HandOffReceiver;
 use crate::store::warehouse::WarehouseSink;
 use crate::store::LeasedDelivery;
 use crate::store::StoreWriter;
-use crate::store::WriteError;
+use crate::store::{ClaimToken, WriteError};
 
 pub(super) fn pause_base(dest: &Destination) -> Duration {
     // Short schedules (tests, the demo) pause briefly too.
@@ -39,11 +40,24 @@ pub(super) struct Worker {
     pub(super) ops: Arc<crate::ops::Ops>,
     /// Access tokens, for a destination that refreshes its own.
     pub(super) tokens: Option<Arc<super::token::TokenSource>>,
+    /// Endpoints the platform asked to leave alone for a while (429, spent rate limits).
+    pub(super) holds: Arc<Mutex<Holds>>,
 }
+
+/// A platform's "wait" up to this long is waited out in the worker, holding what it claimed;
+/// a longer one gives the waiting items back to the queue, due when it ends.
+const HOLD_IN_WORKER_MS: i64 = 60_000;
 
 impl Worker {
     pub(super) fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         match self.breaker.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(super) fn holds(&self) -> std::sync::MutexGuard<'_, Holds> {
+        match self.holds.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -56,40 +70,49 @@ impl Worker {
         (self.dest.batch_size * self.dest.concurrency.max(1) * 2).clamp(MIN_CLAIM, MAX_CLAIM)
     }
 
-    /// Long enough for every claimed item to be sent even if each request runs to its timeout,
-    /// plus a margin.
+    /// A lease: two requests' time out and a margin. A worker holding an item past half of it
+    /// renews it, so a lease ends early only for a node that stopped working.
     pub(super) fn lease_ms(&self) -> i64 {
-        let rounds =
-            self.claim_size()
-                .div_ceil(self.dest.batch_size * self.dest.concurrency.max(1)) as i64;
-        rounds * request_timeout(&self.dest).as_millis() as i64 + 30_000
+        2 * request_timeout(&self.dest).as_millis() as i64 + 60_000
     }
 
     /// Start claiming more deliveries, unless a claim is already under way. Runs beside the
     /// requests in flight, so a one-event-per-request destination never stalls on the writer.
-    fn claim_ahead(&self, wanted: usize) -> ClaimInFlight {
+    fn claim_ahead(&self, wanted: usize, token: ClaimToken) -> ClaimInFlight {
         let worker = self.clone();
         tokio::spawn(async move {
             let limit = wanted.clamp(1, MAX_CLAIM_PER_JOB);
+            let now = now_ms();
             worker
                 .writer
-                .claim(&worker.dest.name, now_ms(), limit, worker.lease_ms())
+                .claim(&worker.dest.name, now, limit, worker.lease_ms(), token)
                 .await
-                .map(|claim| (claim, limit))
+                .map(|claim| (claim, limit, now))
         })
+    }
+
+    /// An item taken into the worker: its lane, and its lease as of `leased_at_ms`.
+    fn held(&self, item: LeasedDelivery, leased_at_ms: i64) -> Held {
+        Held {
+            lane: self.dest.lane(&item.subject),
+            lease_until_ms: leased_at_ms + self.lease_ms(),
+            item,
+        }
     }
 
     /// Take a finished claim into the buffer (unreadable rows are recorded as dead). Returns when
     /// the next pending delivery falls due, if known, whether more is waiting, and a pause
     /// recorded in the store; Err only when the writer has stopped (shutting down). A claim the
-    /// store failed (the database went away) is reported for readiness and tried again after a
-    /// moment: the worker outlives its database.
+    /// store failed (the database went away) is reported for readiness and asked again after a
+    /// moment with the same token, so what it may have taken before its answer was lost comes
+    /// back with it: the worker outlives its database.
     async fn absorb(
         &self,
         claim: ClaimInFlight,
-        buffer: &mut VecDeque<LeasedDelivery>,
+        buffer: &mut VecDeque<Held>,
+        token: &mut ClaimToken,
     ) -> Result<(Option<i64>, bool, Option<i64>), ()> {
-        let (claim, asked) = match claim.await {
+        let (claim, asked, claimed_at) = match claim.await {
             Ok(Ok(claimed)) => claimed,
             Ok(Err(WriteError::Stopped)) | Err(_) => return Err(()),
             Ok(Err(e)) => {
@@ -99,16 +122,18 @@ impl Worker {
                 if let Some(left_out) = crate::throttle::allow("delivery claim failed") {
                     tracing::error!(destination = %self.dest.name, error = %reason, left_out, "cannot claim deliveries; trying again every second");
                 }
+                *token = token.again();
                 tokio::time::sleep(STORE_RETRY).await;
                 return Ok((None, true, None));
             }
         };
+        *token = ClaimToken::fresh();
         self.ops.delivery_store_ok(&self.dest.name);
         let full = claim.items.len() >= asked;
         let mut unreadable = Vec::new();
         for claimed in claim.items {
             match claimed.into_leased() {
-                Ok(item) => buffer.push_back(item),
+                Ok(item) => buffer.push_back(self.held(item, claimed_at)),
                 Err((id, attempt, reason)) => {
                     unreadable.push(ItemResult::dead(id, attempt, reason))
                 }
@@ -120,28 +145,6 @@ impl Worker {
         Ok((claim.next_due_ms, full, claim.paused_until_ms))
     }
 
-    /// The next request's items: up to a batch, a solo item alone, one item for a probe.
-    fn next_items(
-        &self,
-        buffer: &mut VecDeque<LeasedDelivery>,
-        probing: bool,
-    ) -> Vec<LeasedDelivery> {
-        let limit = if probing {
-            1
-        } else {
-            self.dest.items_per_request(buffer.len())
-        };
-        let mut items = Vec::with_capacity(limit.min(buffer.len()));
-        if buffer.front().is_some_and(|item| item.solo) {
-            items.extend(buffer.pop_front());
-            return items;
-        }
-        while items.len() < limit && buffer.front().is_some_and(|item| !item.solo) {
-            items.extend(buffer.pop_front());
-        }
-        items
-    }
-
     /// Sleep `for_`, or less if the node starts stopping.
     async fn nap(for_: Duration, stop: &mut watch::Receiver<bool>) {
         tokio::select! {
@@ -150,11 +153,29 @@ impl Worker {
         }
     }
 
+    /// Give held items back to the queue unsent, due at `at_ms` (nothing is counted).
+    async fn give_back(&self, items: impl IntoIterator<Item = Held>, at_ms: i64) {
+        let ids: Vec<i64> = items.into_iter().map(|h| h.item.id).collect();
+        if !ids.is_empty() {
+            self.writer.release(ids, at_ms).await;
+        }
+    }
+
+    /// Extend the leases of what the worker has held for more than half a lease.
+    async fn renew_leases(&self, buffer: &mut VecDeque<Held>, now: i64) {
+        let lease = self.lease_ms();
+        let ids = held::renew(buffer, now + lease / 2, now + lease);
+        if !ids.is_empty() {
+            self.writer.renew(ids, now + lease).await;
+        }
+    }
+
     pub(super) async fn run(self, mut handoff: HandOffReceiver, mut stop: watch::Receiver<bool>) {
         let concurrency = self.dest.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let mut buffer: VecDeque<LeasedDelivery> = VecDeque::new();
+        let mut buffer: VecDeque<Held> = VecDeque::new();
         let mut claim: Option<ClaimInFlight> = None;
+        let mut token = ClaimToken::fresh();
         let signal = handoff.pending_signal();
         // When a claim may find something: the queue's next due time as of the last claim, and
         // whether that claim came back full (more is waiting).
@@ -177,26 +198,30 @@ impl Worker {
             };
             let held = stored_pause.is_some_and(|until| until > now);
             handoff.set_accepting(!paused && !probing && !held);
-            buffer.extend(handoff.take_handed());
+            for item in handoff.take_handed() {
+                buffer.push_back(self.held(item, now));
+            }
             if held {
                 if let Some(in_flight) = claim.take() {
                     // Its items join the buffer and go back in line below.
-                    if self.absorb(in_flight, &mut buffer).await.is_err() {
+                    if self
+                        .absorb(in_flight, &mut buffer, &mut token)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 // Back in line, unsent: claims give nothing while the pause lasts.
-                if !buffer.is_empty() {
-                    let ids = buffer.drain(..).map(|item| item.id).collect();
-                    self.writer.release(ids, now).await;
-                }
+                self.give_back(buffer.drain(..), now).await;
                 Self::nap(STORED_PAUSE_CHECK, &mut stop).await;
                 if *stop.borrow() {
                     break;
                 }
                 // Look again: resumed, or still paused.
                 last_claim_ms = now_ms();
-                let Ok(found) = self.absorb(self.claim_ahead(1), &mut buffer).await else {
+                let look = self.claim_ahead(1, token);
+                let Ok(found) = self.absorb(look, &mut buffer, &mut token).await else {
                     return;
                 };
                 (next_due, more_waiting, stored_pause) = found;
@@ -205,7 +230,7 @@ impl Worker {
             let idle = slots.available_permits() == concurrency;
             if paused || (probing && !idle) {
                 if let Some(in_flight) = claim.take() {
-                    let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
+                    let Ok(found) = self.absorb(in_flight, &mut buffer, &mut token).await else {
                         return;
                     };
                     (next_due, more_waiting, stored_pause) = found;
@@ -215,10 +240,7 @@ impl Worker {
                 let until = self.breaker().paused_until_ms().unwrap_or(now);
                 // What was claimed goes back in line for after the pause, so its lease does not
                 // run out while it waits here.
-                if !buffer.is_empty() {
-                    let ids = buffer.drain(..).map(|item| item.id).collect();
-                    self.writer.release(ids, until).await;
-                }
+                self.give_back(buffer.drain(..), until).await;
                 Self::nap(
                     Duration::from_millis((until - now).clamp(10, 60_000) as u64),
                     &mut stop,
@@ -234,12 +256,13 @@ impl Worker {
             }
             if claim.as_ref().is_some_and(|c| c.is_finished()) {
                 if let Some(done) = claim.take() {
-                    let Ok(found) = self.absorb(done, &mut buffer).await else {
+                    let Ok(found) = self.absorb(done, &mut buffer, &mut token).await else {
                         return;
                     };
                     (next_due, more_waiting, stored_pause) = found;
                 }
             }
+            self.renew_leases(&mut buffer, now).await;
             let wanted = if probing { 1 } else { self.claim_size() };
             let pause_check_due = now - last_claim_ms >= STORED_PAUSE_CHECK.as_millis() as i64;
             let worth_claiming = handoff.take_left_pending()
@@ -249,11 +272,11 @@ impl Worker {
             let room = buffer.len() < wanted.div_ceil(2) && worth_claiming;
             if claim.is_none() && (room || pause_check_due) {
                 last_claim_ms = now;
-                claim = Some(self.claim_ahead(wanted.saturating_sub(buffer.len()).max(1)));
+                claim = Some(self.claim_ahead(wanted.saturating_sub(buffer.len()).max(1), token));
             }
             if buffer.is_empty() {
                 if let Some(in_flight) = claim.take() {
-                    let Ok(found) = self.absorb(in_flight, &mut buffer).await else {
+                    let Ok(found) = self.absorb(in_flight, &mut buffer, &mut token).await else {
                         return;
                     };
                     (next_due, more_waiting, stored_pause) = found;
@@ -265,7 +288,12 @@ impl Worker {
                     .map(|due| (due - now_ms()).clamp(5, IDLE_POLL.as_millis() as i64) as u64)
                     .map_or(IDLE_POLL, Duration::from_millis);
                 tokio::select! {
-                    handed = handoff.recv_handed() => buffer.extend(handed),
+                    handed = handoff.recv_handed() => {
+                        let now = now_ms();
+                        for item in handed {
+                            buffer.push_back(self.held(item, now));
+                        }
+                    }
                     _ = signal.wait() => more_waiting = true,
                     _ = tokio::time::sleep(wait) => more_waiting = true,
                     _ = stop.changed() => {}
@@ -279,33 +307,54 @@ impl Worker {
                 },
                 _ = stop.changed() => continue,
             };
-            let items = self.next_items(&mut buffer, probing);
+            let now = now_ms();
+            let limit = self.dest.items_per_request(buffer.len());
+            let taken = held::take_request(&mut buffer, limit, probing, &self.holds(), now);
+            if taken.is_empty() {
+                // Everything held waits for an endpoint the platform asked to leave alone.
+                drop(permit);
+                let free = self.holds().next_free_ms(now).unwrap_or(now + 50);
+                if free - now > HOLD_IN_WORKER_MS {
+                    self.give_back(buffer.drain(..), free).await;
+                }
+                let wait = (free - now).clamp(5, IDLE_POLL.as_millis() as i64) as u64;
+                Self::nap(Duration::from_millis(wait), &mut stop).await;
+                continue;
+            }
             let worker = self.clone();
             if let Settings::Warehouse(_) = &self.dest.settings {
                 let sink = sink.clone();
+                let items = taken.into_iter().map(|h| h.item).collect();
                 tokio::spawn(async move {
                     worker.deliver_to_warehouse(items, sink).await;
                     drop(permit);
                 });
-            } else {
-                tokio::spawn(async move {
-                    worker.deliver(items).await;
-                    drop(permit);
-                });
+                continue;
             }
+            let (prepared, deferred) = self.prepare(taken, now);
+            // What did not fit waits at the front of the line, in the worker: no row for it.
+            for item in deferred.into_iter().rev() {
+                buffer.push_front(item);
+            }
+            tokio::spawn(async move {
+                worker.deliver(prepared).await;
+                drop(permit);
+            });
         }
         // Stopping: nothing new is taken; what this node claimed and has not sent goes back in
         // line at once, for another node (or the next start) instead of waiting out its lease;
         // requests already out finish, and their answers are recorded.
         handoff.set_accepting(false);
-        buffer.extend(handoff.take_handed());
+        let now = now_ms();
+        for item in handoff.take_handed() {
+            buffer.push_back(self.held(item, now));
+        }
         if let Some(in_flight) = claim.take() {
-            let _ = self.absorb(in_flight, &mut buffer).await;
+            let _ = self.absorb(in_flight, &mut buffer, &mut token).await;
         }
         if !buffer.is_empty() {
-            let ids: Vec<i64> = buffer.drain(..).map(|item| item.id).collect();
-            tracing::info!(destination = %self.dest.name, deliveries = ids.len(), "stopping: claimed deliveries given back unsent");
-            self.writer.release(ids, now_ms()).await;
+            tracing::info!(destination = %self.dest.name, deliveries = buffer.len(), "stopping: claimed deliveries given back unsent");
+            self.give_back(buffer.drain(..), now_ms()).await;
         }
         let answers = request_timeout(&self.dest) + Duration::from_secs(2);
         if tokio::time::timeout(answers, slots.acquire_many(concurrency as u32))

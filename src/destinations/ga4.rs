@@ -238,6 +238,18 @@ fn owner(settings: &Ga4Settings, item: &Subject) -> Result<(String, Option<Strin
     Ok((client, event.user.user_id.clone()))
 }
 
+/// Which client an item's request is for, as a number (a request carries one client's
+/// events); items GA4 cannot take share group 0, and are refused when built.
+pub fn client_group(settings: &Ga4Settings, item: &Subject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let Ok(who) = owner(settings, item) else {
+        return 0;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    who.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn ga4_event(item: &Subject, settings: &Ga4Settings) -> Result<Value, String> {
     let Subject::Event {
         event,

@@ -81,9 +81,24 @@ pub struct HttpResponse {
     pub body: String,
     /// The answer went on past what was read (`body` is its beginning only).
     pub cut: bool,
+    /// The platform's rate-limit headers say nothing is left until then (`RateLimit-Remaining:
+    /// 0` with `RateLimit-Reset`): the endpoint waits, whatever this answer's verdict.
+    pub rate_limit_wait: Option<Duration>,
 }
 
 impl HttpResponse {
+    /// How long the endpoint should be left alone: a 429 or 503 with `Retry-After`, or spent
+    /// rate-limit headers.
+    pub fn asks_to_wait(&self) -> Option<Duration> {
+        let retry = matches!(self.status, 429 | 503)
+            .then_some(self.retry_after)
+            .flatten();
+        match (retry, self.rate_limit_wait) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// A whole answer (the classifiers' tests, the sandbox's replies).
     pub fn new(status: u16, body: impl Into<String>) -> HttpResponse {
         HttpResponse {
@@ -91,6 +106,7 @@ impl HttpResponse {
             retry_after: None,
             body: body.into(),
             cut: false,
+            rate_limit_wait: None,
         }
     }
 }

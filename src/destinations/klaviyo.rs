@@ -320,24 +320,45 @@ fn profile_body(snapshot: &super::ProfileSnapshot) -> Result<Value, String> {
     Ok(json!({"data": {"type": "profile", "attributes": attributes}}))
 }
 
-/// A bulk create-events job, one entry per event (its profile, then the event), so an error's
-/// pointer (`…/events-bulk-create/data/{n}/…`) names the event. Profiles and events past
-/// `limit` wait for a later request.
-fn bulk_job(items: &[Subject], limit: usize) -> (Option<Value>, Built) {
+/// A bulk job's body may not pass 5 MB; room is kept for its envelope.
+const BULK_MAX_BYTES: usize = 5_000_000 - 10_000;
+/// A bulk profile import takes up to 10,000 profiles a job.
+pub const BULK_MAX_PROFILES: usize = 10_000;
+
+/// A bulk job of one kind of item: create-events (one entry per event: its profile, then the
+/// event, so an error's pointer `…/events-bulk-create/data/{n}/…` names the event) or a profile
+/// import (`…/profiles/data/{n}/…`). Items of the other kind, and those past `limit` or the 5 MB
+/// a job may carry, wait for a later request.
+fn bulk_job(items: &[Subject], limit: usize) -> (Option<(&'static str, Value)>, Built) {
+    let profiles = matches!(items.first(), Some(Subject::Profile(_)));
     let mut data = Vec::new();
+    let mut size = 0usize;
     let mut built = Built::default();
     for (i, item) in items.iter().enumerate() {
-        if !matches!(item, Subject::Event { .. }) || data.len() >= limit {
-            // Profiles go through profile-import, one a request.
+        if matches!(item, Subject::Profile(_)) != profiles || data.len() >= limit {
             built.deferred.push(i);
             continue;
         }
-        match event_parts(item) {
-            Ok((profile, attributes)) => {
-                data.push(json!({"type": "event-bulk-create", "attributes": {
+        let entry = match item {
+            Subject::Profile(snapshot) => {
+                profile_body(snapshot).map(|mut body| body["data"].take())
+            }
+            Subject::Event { .. } => event_parts(item).map(|(profile, attributes)| {
+                json!({"type": "event-bulk-create", "attributes": {
                     "profile": {"data": {"type": "profile", "attributes": profile}},
                     "events": {"data": [{"type": "event", "attributes": attributes}]},
-                }}));
+                }})
+            }),
+        };
+        match entry {
+            Ok(entry) => {
+                let bytes = entry.to_string().len() + 1;
+                if !data.is_empty() && size + bytes > BULK_MAX_BYTES {
+                    built.deferred.push(i);
+                    continue;
+                }
+                size += bytes;
+                data.push(entry);
                 built.included.push(i);
             }
             Err(reason) => built.rejected.push((i, reason)),
@@ -346,16 +367,29 @@ fn bulk_job(items: &[Subject], limit: usize) -> (Option<Value>, Built) {
     if data.is_empty() {
         return (None, built);
     }
-    let body = json!({"data": {"type": "event-bulk-create-job", "attributes": {
-        "events-bulk-create": {"data": data}
-    }}});
-    (Some(body), built)
+    let job = if profiles {
+        (
+            "/api/profile-bulk-import-jobs",
+            json!({"data": {"type": "profile-bulk-import-job", "attributes": {
+                "profiles": {"data": data}
+            }}}),
+        )
+    } else {
+        (
+            "/api/event-bulk-create-jobs",
+            json!({"data": {"type": "event-bulk-create-job", "attributes": {
+                "events-bulk-create": {"data": data}
+            }}}),
+        )
+    };
+    (Some(job), built)
 }
 
 /// The bulk entry an error pointer names.
 fn bulk_entry(pointer: &str) -> Option<usize> {
-    let marker = "events-bulk-create/data/";
-    let rest = &pointer[pointer.find(marker)? + marker.len()..];
+    let rest = ["events-bulk-create/data/", "profiles/data/"]
+        .iter()
+        .find_map(|marker| Some(&pointer[pointer.find(marker)? + marker.len()..]))?;
     rest.split('/').next()?.parse().ok()
 }
 
@@ -364,12 +398,16 @@ pub fn build(dest: &Destination, settings: &KlaviyoSettings, items: &[Subject]) 
         return Built::default();
     };
     // More than one item means the worker found a deep queue (Destination::items_per_request).
-    if items.len() > 1 && matches!(item, Subject::Event { .. }) {
-        let (body, built) = bulk_job(items, dest.batch_size);
+    if items.len() > 1 {
+        let limit = match item {
+            Subject::Profile(_) => dest.batch_size.min(BULK_MAX_PROFILES),
+            Subject::Event { .. } => dest.batch_size,
+        };
+        let (job, built) = bulk_job(items, limit);
         return Built {
-            request: body.map(|body| {
+            request: job.map(|(path, body)| {
                 HttpRequest::json(
-                    format!("{}/api/event-bulk-create-jobs", dest.base_url),
+                    format!("{}{path}", dest.base_url),
                     request_headers(settings),
                     &body,
                 )
@@ -509,7 +547,7 @@ mod tests {
         ];
         let built = super::super::build(&d, &items, 0);
         assert_eq!(built.included, [0, 2]);
-        assert_eq!(built.deferred, [1], "profiles go through profile-import");
+        assert_eq!(built.deferred, [1], "profiles go in a job of their own");
         let request = built.request.unwrap();
         assert_eq!(
             request.url,
@@ -552,6 +590,55 @@ mod tests {
         let accepted = classify(2, &HttpResponse::new(202, ""));
         assert!(
             matches!(&accepted[0], Outcome::Delivered { note: Some(n) } if n.contains("bulk job"))
+        );
+    }
+
+    #[test]
+    fn a_deep_queue_of_profiles_goes_as_a_bulk_import_job() {
+        let d = dest();
+        let profile = |n: usize, email: &str| {
+            let mut traits = Map::new();
+            traits.insert("email".into(), json!(email));
+            traits.insert("first_name".into(), json!("Jo"));
+            traits.insert("plan".into(), json!("team"));
+            Subject::Profile(super::super::ProfileSnapshot {
+                profile_id: n as i64,
+                message_id: format!("m{n}"),
+                user_id: Some(format!("u{n}")),
+                anonymous_id: None,
+                traits,
+                problems: Vec::new(),
+            })
+        };
+        let items = [
+            profile(1, "one@example.com"),
+            profile(2, "two@example.com"),
+            fixture::subject(fixture::purchase(), "Placed Order"),
+        ];
+        let built = super::super::build(&d, &items, 0);
+        assert_eq!((built.included, built.deferred), (vec![0, 1], vec![2]));
+        let request = built.request.unwrap();
+        assert_eq!(
+            request.url,
+            "https://a.klaviyo.com/api/profile-bulk-import-jobs"
+        );
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["data"]["type"], "profile-bulk-import-job");
+        let profiles = body
+            .pointer("/data/attributes/profiles/data")
+            .and_then(Value::as_array)
+            .unwrap();
+        // Each entry is what profile-import would carry for that profile.
+        let single = super::super::build(&d, &items[1..2], 0).request.unwrap();
+        let single: Value = serde_json::from_slice(&single.body).unwrap();
+        assert_eq!(profiles[1], single["data"]);
+        assert_eq!(profiles[0]["attributes"]["email"], "one@example.com");
+
+        let refused = r#"{"errors":[{"status":400,"code":"invalid","detail":"Invalid email address","source":{"pointer":"/data/attributes/profiles/data/1/attributes/email"}}]}"#;
+        let out = classify(2, &HttpResponse::new(400, refused));
+        assert!(matches!(&out[0], Outcome::Resend { .. }));
+        assert!(
+            matches!(&out[1], Outcome::Permanent { reason } if reason.contains("Invalid email"))
         );
     }
 
@@ -610,6 +697,7 @@ mod tests {
             retry_after: None,
             body: body.into(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert!(matches!(
             classify(1, &r(202, ""))[0],
@@ -625,6 +713,7 @@ mod tests {
             retry_after: Some(std::time::Duration::from_secs(2)),
             body: "{}".into(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert!(
             matches!(classify(1, &throttled)[0], Outcome::Retry { after: Some(d), .. } if d.as_secs() == 2)

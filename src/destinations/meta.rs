@@ -372,6 +372,7 @@ mod tests {
             retry_after: None,
             body: body.into(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert_eq!(
             classify(

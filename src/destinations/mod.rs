@@ -178,6 +178,32 @@ impl Destination {
         }
     }
 
+    /// Which requests an item may share: a worker puts only items of one lane in a request,
+    /// so what it claimed is sent without being handed back for not fitting. A controlled
+    /// test's events never share a request with live ones; GA4 takes one client's events a
+    /// request; Klaviyo takes profiles and events at different endpoints (whose rate limits
+    /// are separate, so a limit holds back only its `endpoint`).
+    pub fn lane(&self, item: &Subject) -> Lane {
+        let test = matches!(item, Subject::Event { event, .. } if event.test_send);
+        match &self.settings {
+            Settings::Ga4(s) => Lane {
+                endpoint: if test { "debug" } else { "collect" },
+                group: ga4::client_group(s, item),
+            },
+            Settings::Klaviyo(_) => Lane {
+                endpoint: match item {
+                    Subject::Profile(_) => "profiles",
+                    Subject::Event { .. } => "events",
+                },
+                group: u64::from(test),
+            },
+            _ => Lane {
+                endpoint: "",
+                group: u64::from(test),
+            },
+        }
+    }
+
     /// Raw message paths the transform must capture for this destination.
     pub fn captured_paths(&self) -> Vec<String> {
         match &self.settings {
@@ -227,6 +253,13 @@ impl Destination {
             _ => Vec::new(),
         }
     }
+}
+
+/// Items of one lane may go in one request (see `Destination::lane`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lane {
+    pub endpoint: &'static str,
+    pub group: u64,
 }
 
 /// One thing to deliver: a canonical event, or (Klaviyo) a profile from an identify call.

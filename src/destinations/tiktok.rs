@@ -270,6 +270,7 @@ mod tests {
             retry_after: None,
             body: body.into(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert_eq!(
             classify(1, &r(r#"{"code":0,"message":"OK"}"#))[0],
@@ -298,6 +299,7 @@ mod tests {
                     retry_after: None,
                     body: "<html>".into(),
                     cut: false,
+                    rate_limit_wait: None,
                 }
             )[0],
             Outcome::Retry { .. }

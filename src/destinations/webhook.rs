@@ -267,6 +267,7 @@ mod tests {
             retry_after: None,
             body: String::new(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert!(matches!(classify(1, &r(204))[0], Outcome::Delivered { .. }));
         assert!(matches!(classify(1, &r(302))[0], Outcome::Permanent { .. }));

@@ -1,5 +1,6 @@
-//! Klaviyo: the events API (one event a request), profile-import, and the bulk create-events
-//! job (`/api/event-bulk-create-jobs`, up to 1,000 events, accepted for later processing).
+//! Klaviyo: the events API (one event a request), profile-import, and the bulk jobs accepted for
+//! later processing: create-events (`/api/event-bulk-create-jobs`, up to 1,000 events) and the
+//! profile import (`/api/profile-bulk-import-jobs`, up to 10,000 profiles).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ enum Kind {
     Event,
     Profile,
     Bulk,
+    ProfileBulk,
     Deletion,
 }
 
@@ -70,14 +72,25 @@ async fn klaviyo(
             Kind::Profile => checks::klaviyo_profile(&parsed).map(|_| 200),
             Kind::Event => checks::klaviyo_event(&parsed, &mut seen).map(|_| 202),
             Kind::Bulk => bulk_job(&parsed, body.len(), &mut seen).map(|_| 202),
+            Kind::ProfileBulk => profile_import_job(&parsed, body.len()).map(|_| 202),
             Kind::Deletion => deletion_job(&parsed).map(|_| 202),
         };
         verdict.map_err(|(d, p)| (400, klaviyo_error(400, "invalid", &d, Some(&p))))
     };
     match result {
         Ok(status) => {
+            let profiles = parsed
+                .pointer("/data/attributes/profiles/data")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             state.record(Platform::Klaviyo, path, &headers, parsed, status, None);
-            if status == 202 {
+            if matches!(kind, Kind::ProfileBulk) {
+                json_response(
+                    202,
+                    json!({"data": {"type": "profile-bulk-import-job", "id": "sandbox-job",
+                        "attributes": {"status": "queued", "total_count": profiles}}}),
+                )
+            } else if status == 202 {
                 StatusCode::ACCEPTED.into_response()
             } else {
                 json_response(
@@ -280,6 +293,72 @@ pub async fn bulk(
         headers,
         body,
         Kind::Bulk,
+    )
+    .await
+}
+
+/// The most profiles one import job carries, and the most one profile may weigh.
+const IMPORT_PROFILES: usize = 10_000;
+const IMPORT_PROFILE_BYTES: usize = 100 * 1024;
+
+/// A bulk profile import job as Klaviyo validates it; the profiles it carries on success.
+pub fn profile_import_job(body: &Value, raw_len: usize) -> Result<usize, checks::KlaviyoError> {
+    if raw_len > BULK_BYTES {
+        return Err(("the payload is over 5 MB".into(), "/data".into()));
+    }
+    let data = body
+        .get("data")
+        .ok_or(("data is required".to_string(), "/data".to_string()))?;
+    if data.get("type").and_then(Value::as_str) != Some("profile-bulk-import-job") {
+        return Err((
+            "data.type must be \"profile-bulk-import-job\"".into(),
+            "/data/type".into(),
+        ));
+    }
+    let at = "/data/attributes/profiles/data";
+    let profiles = data
+        .pointer("/attributes/profiles/data")
+        .and_then(Value::as_array)
+        .ok_or((
+            "attributes.profiles.data must be an array".to_string(),
+            at.to_string(),
+        ))?;
+    if profiles.is_empty() || profiles.len() > IMPORT_PROFILES {
+        return Err((
+            format!(
+                "a job carries 1 to {IMPORT_PROFILES} profiles, not {}",
+                profiles.len()
+            ),
+            at.into(),
+        ));
+    }
+    for (i, profile) in profiles.iter().enumerate() {
+        let pointer = format!("{at}/{i}");
+        if profile.get("type").and_then(Value::as_str) != Some("profile") {
+            return Err(("type must be \"profile\"".into(), format!("{pointer}/type")));
+        }
+        if profile.to_string().len() > IMPORT_PROFILE_BYTES {
+            return Err(("a profile may not pass 100 KB".into(), pointer));
+        }
+        checks::check_profile_attributes(
+            profile.get("attributes").unwrap_or(&Value::Null),
+            &format!("{pointer}/attributes"),
+        )?;
+    }
+    Ok(profiles.len())
+}
+
+pub async fn profile_bulk(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    klaviyo(
+        state,
+        "/api/profile-bulk-import-jobs",
+        headers,
+        body,
+        Kind::ProfileBulk,
     )
     .await
 }

@@ -176,16 +176,22 @@ impl SandboxState {
                     .and_then(Value::as_array)
                     .map_or(1, Vec::len),
                 Platform::Klaviyo => body
-                    .pointer("/data/attributes/events-bulk-create/data")
+                    .pointer("/data/attributes/profiles/data")
                     .and_then(Value::as_array)
-                    .map_or(1, |profiles| {
-                        profiles
-                            .iter()
-                            .filter_map(|p| p.pointer("/attributes/events/data"))
-                            .filter_map(Value::as_array)
-                            .map(Vec::len)
-                            .sum()
-                    }),
+                    .map(Vec::len)
+                    .or_else(|| {
+                        let entries = body.pointer("/data/attributes/events-bulk-create/data")?;
+                        Some(
+                            entries
+                                .as_array()?
+                                .iter()
+                                .filter_map(|p| p.pointer("/attributes/events/data"))
+                                .filter_map(Value::as_array)
+                                .map(Vec::len)
+                                .sum(),
+                        )
+                    })
+                    .unwrap_or(1),
                 Platform::Webhook => 1,
             } as u64;
             let mut accepted = lock(&self.accepted);
@@ -249,6 +255,7 @@ pub fn router(state: Arc<SandboxState>) -> Router {
         .route("/api/events", post(klaviyo::event))
         .route("/api/profile-import", post(klaviyo::profile))
         .route("/api/event-bulk-create-jobs", post(klaviyo::bulk))
+        .route("/api/profile-bulk-import-jobs", post(klaviyo::profile_bulk))
         .route("/api/data-privacy-deletion-jobs", post(klaviyo::deletion))
         .route("/open_api/v1.3/event/track/", post(tiktok))
         .route("/webhooks/{name}", post(webhook))

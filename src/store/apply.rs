@@ -54,6 +54,7 @@ pub(crate) trait StoreTx {
     ) -> Result<i64, StoreError>;
     fn release(&mut self, ids: &[i64], next_attempt_ms: i64, now_ms: i64)
         -> Result<(), StoreError>;
+    fn renew(&mut self, ids: &[i64], until_ms: i64, now_ms: i64) -> Result<(), StoreError>;
     fn prune(&mut self, cutoff_ms: i64, bodies_cutoff_ms: Option<i64>)
         -> Result<usize, StoreError>;
     fn destination_state(
@@ -169,6 +170,10 @@ fn apply_work(
             next_attempt_ms,
         } => {
             tx.release(ids, *next_attempt_ms, now)?;
+            JobOutput::Done
+        }
+        Job::Renew { ids, until_ms } => {
+            tx.renew(ids, *until_ms, now)?;
             JobOutput::Done
         }
         Job::Prune {

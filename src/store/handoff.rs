@@ -249,10 +249,11 @@ pub struct Start {
 impl Start {
     pub fn of(reservation: Option<&Reservation>, now_ms: i64) -> Start {
         match reservation {
+            // Counted when a request carries it, as a claimed one is.
             Some(r) => Start {
                 status: "in_flight",
                 lease_until_ms: Some(now_ms + r.lease_ms),
-                attempts: 1,
+                attempts: 0,
             },
             None => Start {
                 status: "pending",

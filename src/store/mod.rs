@@ -38,7 +38,9 @@ pub use model::views::QueueCounts;
 pub use model::{delivery, trace, views};
 pub use sqlite::reader::StoreReader;
 pub use sqlite::{local_secret, local_write_key, open_for_writing, read_local_secret, retention};
-pub use writer::{StoreWriter, WriteError, WriterOptions, WriterThread, DEFAULT_DELIVERY_SHARE};
+pub use writer::{
+    ClaimToken, StoreWriter, WriteError, WriterOptions, WriterThread, DEFAULT_DELIVERY_SHARE,
+};
 
 impl StoreWriter {
     /// Open the embedded SQLite database (running migrations) and start the writer thread.

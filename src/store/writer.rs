@@ -90,6 +90,34 @@ pub(crate) struct ClaimRequest {
     pub now_ms: i64,
     pub limit: usize,
     pub lease_ms: i64,
+    pub token: ClaimToken,
+}
+
+/// What marks the rows of one claim, so the claim can be asked again after its answer was lost
+/// (PostgreSQL committed it, then the connection went before the reply arrived): a claim asked
+/// again with the same token returns what the first one took, not only new rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken {
+    pub value: i64,
+    /// This token was used by a claim that failed: look for what it may have taken.
+    pub retried: bool,
+}
+
+impl ClaimToken {
+    pub fn fresh() -> ClaimToken {
+        ClaimToken {
+            value: getrandom::u64().map_or(0, |v| (v >> 1) as i64),
+            retried: false,
+        }
+    }
+
+    /// The same token, for asking again after a failure.
+    pub fn again(self) -> ClaimToken {
+        ClaimToken {
+            retried: true,
+            ..self
+        }
+    }
 }
 
 /// One request's messages; the batch comes back with the answer, so freeing it happens on the
@@ -108,6 +136,11 @@ pub(crate) enum Job {
     Release {
         ids: Vec<i64>,
         next_attempt_ms: i64,
+    },
+    /// Extend the leases of deliveries a worker still holds.
+    Renew {
+        ids: Vec<i64>,
+        until_ms: i64,
     },
     Prune {
         cutoff_ms: i64,
@@ -140,7 +173,7 @@ impl Job {
                 .map(|c| c.items.len())
                 .sum::<usize>()
                 .max(1),
-            Job::Release { ids, .. } => ids.len().max(1),
+            Job::Release { ids, .. } | Job::Renew { ids, .. } => ids.len().max(1),
             Job::Rejections(batch) => batch.counts.len() + batch.examples.len(),
             _ => 1,
         }
@@ -262,12 +295,14 @@ impl StoreWriter {
         now_ms: i64,
         limit: usize,
         lease_ms: i64,
+        token: ClaimToken,
     ) -> Result<Claim, WriteError> {
         let request = ClaimRequest {
             destination: destination.to_string(),
             now_ms,
             limit,
             lease_ms,
+            token,
         };
         self.call(|reply| Job::Claim(request, reply)).await
     }
@@ -311,6 +346,13 @@ impl StoreWriter {
         };
         if self.work.send(job).await.is_err() {
             tracing::warn!("writer stopped; claimed deliveries wait for their lease to expire");
+        }
+    }
+
+    /// Keep the deliveries a worker holds its own until `until_ms`.
+    pub async fn renew(&self, ids: Vec<i64>, until_ms: i64) {
+        if self.work.send(Job::Renew { ids, until_ms }).await.is_err() {
+            tracing::warn!("writer stopped; held deliveries wait for their lease to expire");
         }
     }
 
@@ -681,6 +723,9 @@ fn commit_group<B: GroupWriter>(backend: &mut B, group: &mut Group, state: &Writ
             }
             (Job::DestinationState { .. }, Err(e)) => {
                 tracing::error!(error = %e, "could not record a destination's state");
+            }
+            (Job::Renew { .. }, Err(e)) => {
+                tracing::warn!(error = %e, "could not extend the leases of held deliveries; if they run out, the deliveries are claimed again (the platform dedups on event_id)");
             }
             (Job::Release { .. }, Err(e)) => {
                 tracing::warn!(error = %e, "could not give claimed deliveries back; their leases expire instead");

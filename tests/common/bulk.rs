@@ -119,7 +119,16 @@ pub fn deliver_all(path: &Path) -> usize {
         let mut delivered = 0;
         loop {
             let now = chrono::Utc::now().timestamp_millis();
-            let claim = writer.claim("warehouse", now, 1000, 60_000).await.unwrap();
+            let claim = writer
+                .claim(
+                    "warehouse",
+                    now,
+                    1000,
+                    60_000,
+                    tracklayer::store::ClaimToken::fresh(),
+                )
+                .await
+                .unwrap();
             if claim.items.is_empty() {
                 break;
             }

@@ -438,6 +438,7 @@ mod tests {
                 retry_after: None,
                 body: body.into(),
                 cut: false,
+                rate_limit_wait: None,
             },
         );
         assert_eq!(
@@ -454,7 +455,7 @@ mod tests {
         assert!(
             matches!(row_outcome("TOO_RECENT_EVENT", "x"), Outcome::Retry { after: Some(d), .. } if d == TOO_RECENT_DELAY)
         );
-        let unauth = HttpResponse { status: 401, retry_after: None, body: r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#.into(), cut: false };
+        let unauth = HttpResponse { status: 401, retry_after: None, body: r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#.into(), cut: false, rate_limit_wait: None };
         assert!(matches!(
             &classify(1, &unauth)[0],
             Outcome::Permanent { .. }
@@ -464,6 +465,7 @@ mod tests {
             retry_after: None,
             body: "{}".into(),
             cut: false,
+            rate_limit_wait: None,
         };
         assert!(
             matches!(classify(1, &quota)[0], Outcome::Retry { after: Some(d), .. } if d >= Duration::from_secs(30))

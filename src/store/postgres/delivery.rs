@@ -8,13 +8,58 @@ use crate::store::codec::{unpack, Packed};
 use crate::store::model::delivery::{
     Claim, ClaimedDelivery, Completion, RequestRecord, RequestRef, StoredSubject,
 };
+use crate::store::writer::ClaimToken;
 
 type PgResult<T> = Result<T, postgres::Error>;
 
-/// Claim up to `limit` due deliveries of a destination for this node. Rows another node holds
-/// locked are skipped, not waited for, so nodes claiming together each get their own rows.
-/// A paused destination (the fleet's pause) yields nothing. As on SQLite, a `solo` delivery is
-/// claimed alone.
+/// Due rows of a destination, locked for this claim (rows other nodes hold are skipped).
+const CLAIM_SQL: &str = "SELECT d.id, d.event_id, d.destination_event, d.consent_source,
+        d.subject, d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL,
+        e.canonical
+     FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
+     WHERE d.destination = $1 AND d.status = 'pending' AND d.next_attempt_ms <= $2
+     ORDER BY d.next_attempt_ms
+     LIMIT $3
+     FOR UPDATE OF d SKIP LOCKED";
+
+/// What a claim whose answer was lost took: this node's rows still in flight under its token.
+const RECLAIM_SQL: &str = "SELECT d.id, d.event_id, d.destination_event, d.consent_source,
+        d.subject, d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL,
+        e.canonical
+     FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
+     WHERE d.destination = $1 AND d.status = 'in_flight' AND d.claim_token = $2
+       AND d.leased_by = $3";
+
+fn claimed_row(r: &postgres::Row) -> ClaimedDelivery {
+    let stored = if r.get::<_, bool>(9) {
+        StoredSubject::Event {
+            canonical: r
+                .get::<_, Option<Vec<u8>>>(10)
+                .and_then(|bytes| unpack(&bytes).ok())
+                .map(|plain| String::from_utf8_lossy(&plain).into_owned()),
+            destination_event: r.get(2),
+            consent_source: r.get(3),
+        }
+    } else {
+        StoredSubject::Profile { snapshot: r.get(4) }
+    };
+    ClaimedDelivery {
+        id: r.get(0),
+        event_id: r.get(1),
+        attempt: i64::from(r.get::<_, i32>(5)) + 1,
+        failures: i64::from(r.get::<_, i32>(6)),
+        event_time_ms: r.get(7),
+        solo: r.get(8),
+        stored,
+    }
+}
+
+/// Claim up to `limit` due deliveries of a destination for this node, marked with the claim's
+/// token. Rows another node holds locked are skipped, not waited for, so nodes claiming
+/// together each get their own rows. A claim asked again with a token whose first attempt
+/// failed (its COMMIT may have succeeded with the answer lost) first takes back what that
+/// attempt leased to this node. A paused destination (the fleet's pause) yields nothing. As on
+/// SQLite, a `solo` delivery is claimed alone, and claiming counts no attempt.
 pub(super) fn claim(
     tx: &mut Db<'_, '_>,
     node_id: &str,
@@ -22,6 +67,7 @@ pub(super) fn claim(
     now_ms: i64,
     limit: usize,
     lease_ms: i64,
+    token: ClaimToken,
 ) -> PgResult<Claim> {
     let paused_until_ms: Option<i64> = tx
         .query_opt(
@@ -33,53 +79,34 @@ pub(super) fn claim(
     let paused = paused_until_ms.is_some();
     let mut items = Vec::new();
     if !paused {
-        let rows = tx.query(
-            "SELECT d.id, d.event_id, d.destination_event, d.consent_source, d.subject,
-                 d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL,
-                 e.canonical
-             FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
-             WHERE d.destination = $1 AND d.status = 'pending' AND d.next_attempt_ms <= $2
-             ORDER BY d.next_attempt_ms
-             LIMIT $3
-             FOR UPDATE OF d SKIP LOCKED",
-            &[&destination, &now_ms, &(limit as i64)],
-        )?;
-        for r in rows {
-            let solo: bool = r.get(8);
-            if solo && !items.is_empty() {
-                continue;
-            }
-            let stored = if r.get::<_, bool>(9) {
-                StoredSubject::Event {
-                    canonical: r
-                        .get::<_, Option<Vec<u8>>>(10)
-                        .and_then(|bytes| unpack(&bytes).ok())
-                        .map(|plain| String::from_utf8_lossy(&plain).into_owned()),
-                    destination_event: r.get(2),
-                    consent_source: r.get(3),
+        if token.retried {
+            let taken = tx.query(RECLAIM_SQL, &[&destination, &token.value, &node_id])?;
+            items.extend(taken.iter().map(claimed_row));
+        }
+        let reclaimed = items.len();
+        if items.len() < limit && !items.iter().any(|i: &ClaimedDelivery| i.solo) {
+            let rows = tx.query(
+                CLAIM_SQL,
+                &[&destination, &now_ms, &((limit - items.len()) as i64)],
+            )?;
+            for r in &rows {
+                let row = claimed_row(r);
+                if row.solo && !items.is_empty() {
+                    continue;
                 }
-            } else {
-                StoredSubject::Profile { snapshot: r.get(4) }
-            };
-            items.push(ClaimedDelivery {
-                id: r.get(0),
-                event_id: r.get(1),
-                attempt: i64::from(r.get::<_, i32>(5)) + 1,
-                failures: i64::from(r.get::<_, i32>(6)),
-                event_time_ms: r.get(7),
-                solo,
-                stored,
-            });
-            if solo {
-                break;
+                let solo = row.solo;
+                items.push(row);
+                if solo {
+                    break;
+                }
             }
         }
-        let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+        let ids: Vec<i64> = items[reclaimed..].iter().map(|i| i.id).collect();
         tx.execute(
             "UPDATE deliveries SET status = 'in_flight', lease_until_ms = $2, leased_by = $3,
-                 attempts = attempts + 1, updated_at_ms = $4
+                 claim_token = $5, updated_at_ms = $4
              WHERE id = ANY($1)",
-            &[&ids, &(now_ms + lease_ms), &node_id, &now_ms],
+            &[&ids, &(now_ms + lease_ms), &node_id, &now_ms, &token.value],
         )?;
     }
     let next_due_ms = tx
@@ -96,8 +123,8 @@ pub(super) fn claim(
     })
 }
 
-/// Give claimed deliveries back unsent: pending again from `next_attempt_ms`, the claim's
-/// attempt not counted. Only this node's leases are given back.
+/// Give claimed deliveries back unsent: pending again from `next_attempt_ms`. Only this node's
+/// leases are given back.
 pub(super) fn release(
     tx: &mut Db<'_, '_>,
     node_id: &str,
@@ -106,10 +133,25 @@ pub(super) fn release(
     now_ms: i64,
 ) -> PgResult<u64> {
     tx.execute(
-        "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_until_ms = NULL,
+        "UPDATE deliveries SET status = 'pending', lease_until_ms = NULL,
              leased_by = NULL, next_attempt_ms = $3, updated_at_ms = $4
          WHERE id = ANY($1) AND status = 'in_flight' AND leased_by = $2",
         &[&ids, &node_id, &next_attempt_ms, &now_ms],
+    )
+}
+
+/// Extend the leases this node holds on deliveries it has not sent yet.
+pub(super) fn renew(
+    tx: &mut Db<'_, '_>,
+    node_id: &str,
+    ids: &[i64],
+    until_ms: i64,
+    now_ms: i64,
+) -> PgResult<u64> {
+    tx.execute(
+        "UPDATE deliveries SET lease_until_ms = $3, updated_at_ms = $4
+         WHERE id = ANY($1) AND status = 'in_flight' AND leased_by = $2",
+        &[&ids, &node_id, &until_ms, &now_ms],
     )
 }
 
@@ -210,6 +252,7 @@ pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> Pg
              UPDATE deliveries d SET status = o.status,
                  next_attempt_ms = COALESCE(o.next_attempt_ms, d.next_attempt_ms),
                  failures = d.failures + o.failures, solo = o.solo, lease_until_ms = NULL,
+                 attempts = GREATEST(d.attempts, o.attempt),
                  leased_by = NULL, updated_at_ms = $10,
                  last_status_code = COALESCE($11, d.last_status_code), last_error = o.error
              FROM outcome o

@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 8] = [
+pub const MIGRATIONS: [(i32, &str, &str); 9] = [
     (
         1,
         "0001_schema",
@@ -60,6 +60,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 8] = [
         8,
         "0008_one_person_one_key",
         include_str!("../../../migrations/postgres/0008_one_person_one_key.sql"),
+    ),
+    (
+        9,
+        "0009_claim_tokens",
+        include_str!("../../../migrations/postgres/0009_claim_tokens.sql"),
     ),
 ];
 

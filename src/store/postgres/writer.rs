@@ -212,6 +212,7 @@ impl StoreTx for PgTx<'_, '_, '_> {
             r.now_ms,
             r.limit,
             r.lease_ms,
+            r.token,
         )?)
     }
     fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
@@ -236,6 +237,10 @@ impl StoreTx for PgTx<'_, '_, '_> {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         delivery::release(&mut self.db, self.node_id, ids, next_attempt_ms, now_ms)?;
+        Ok(())
+    }
+    fn renew(&mut self, ids: &[i64], until_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        delivery::renew(&mut self.db, self.node_id, ids, until_ms, now_ms)?;
         Ok(())
     }
     fn prune(

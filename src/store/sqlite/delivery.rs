@@ -5,6 +5,7 @@ use crate::store::model::delivery::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::codec::unpacked;
+use crate::store::writer::ClaimToken;
 
 /// The claim's read: due rows of one destination, straight off `deliveries_ready` (no sort, no
 /// OR across states), so its cost is the rows it returns, whatever the backlog.
@@ -16,16 +17,51 @@ pub const CLAIM_SQL: &str =
      ORDER BY d.next_attempt_ms
      LIMIT ?3";
 
+/// What a lost claim took: its rows still in flight under its token.
+const RECLAIM_SQL: &str =
+    "SELECT d.id, d.event_id, d.destination_event, d.consent_source, d.subject,
+        d.attempts, d.failures, d.event_time_ms, d.solo, d.event_row IS NOT NULL, e.canonical
+     FROM deliveries d LEFT JOIN events e ON e.id = d.event_row
+     WHERE d.destination = ?1 AND d.status = 'in_flight' AND d.claim_token = ?2";
+
+fn claimed_row(r: &rusqlite::Row<'_>) -> Result<ClaimedDelivery, rusqlite::Error> {
+    let attempts: i64 = r.get(5)?;
+    let has_event: bool = r.get(9)?;
+    let stored = if has_event {
+        StoredSubject::Event {
+            canonical: unpacked(r.get(10)?),
+            destination_event: r.get(2)?,
+            consent_source: r.get(3)?,
+        }
+    } else {
+        StoredSubject::Profile {
+            snapshot: r.get(4)?,
+        }
+    };
+    Ok(ClaimedDelivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        attempt: attempts + 1,
+        failures: r.get(6)?,
+        event_time_ms: r.get(7)?,
+        solo: r.get(8)?,
+        stored,
+    })
+}
+
 /// Claim up to `limit` due deliveries of a destination: each becomes in flight with a lease until
-/// `now_ms + lease_ms` (expired leases are put back by `release_expired_leases`, not here).
-/// A delivery marked `solo` (its batch was refused whole) is claimed alone; one that is not
-/// first in line waits, and is first at the next claim.
+/// `now_ms + lease_ms`, marked with the claim's token (expired leases are put back by
+/// `release_expired_leases`, not here). A claim asked again with a token that failed first
+/// returns what that attempt took, if it was committed. A delivery marked `solo` (its batch
+/// was refused whole) is claimed alone; one that is not first in line waits, and is first at
+/// the next claim. Claiming counts no attempt: an attempt is a request that carried the item.
 pub fn claim(
     conn: &Connection,
     destination: &str,
     now_ms: i64,
     limit: usize,
     lease_ms: i64,
+    token: ClaimToken,
 ) -> Result<Claim, rusqlite::Error> {
     let paused_until_ms: Option<i64> = conn
         .prepare_cached(
@@ -41,48 +77,36 @@ pub fn claim(
             paused_until_ms,
         });
     }
-    let mut rows = Vec::with_capacity(limit.min(1024));
-    {
+    let mut rows: Vec<ClaimedDelivery> = Vec::with_capacity(limit.min(1024));
+    if token.retried {
+        let mut stmt = conn.prepare_cached(RECLAIM_SQL)?;
+        let taken = stmt.query_map(params![destination, token.value], claimed_row)?;
+        for row in taken {
+            rows.push(row?);
+        }
+    }
+    let reclaimed = rows.len();
+    if rows.len() < limit && !rows.iter().any(|r| r.solo) {
         let mut stmt = conn.prepare_cached(CLAIM_SQL)?;
-        let mut query = stmt.query(params![destination, now_ms, limit as i64])?;
+        let mut query = stmt.query(params![destination, now_ms, (limit - rows.len()) as i64])?;
         while let Some(r) = query.next()? {
-            let solo: bool = r.get(8)?;
-            if solo && !rows.is_empty() {
+            let row = claimed_row(r)?;
+            if row.solo && !rows.is_empty() {
                 continue;
             }
-            let attempts: i64 = r.get(5)?;
-            let has_event: bool = r.get(9)?;
-            let stored = if has_event {
-                StoredSubject::Event {
-                    canonical: unpacked(r.get(10)?),
-                    destination_event: r.get(2)?,
-                    consent_source: r.get(3)?,
-                }
-            } else {
-                StoredSubject::Profile {
-                    snapshot: r.get(4)?,
-                }
-            };
-            rows.push(ClaimedDelivery {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                attempt: attempts + 1,
-                failures: r.get(6)?,
-                event_time_ms: r.get(7)?,
-                solo,
-                stored,
-            });
+            let solo = row.solo;
+            rows.push(row);
             if solo {
                 break;
             }
         }
     }
     let mut mark = conn.prepare_cached(
-        "UPDATE deliveries SET status = 'in_flight', lease_until_ms = ?2, attempts = attempts + 1,
-             updated_at_ms = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET status = 'in_flight', lease_until_ms = ?2, claim_token = ?3,
+             updated_at_ms = ?4 WHERE id = ?1",
     )?;
-    for row in &rows {
-        mark.execute(params![row.id, now_ms + lease_ms, now_ms])?;
+    for row in &rows[reclaimed..] {
+        mark.execute(params![row.id, now_ms + lease_ms, token.value, now_ms])?;
     }
     let next_due_ms: Option<i64> = conn
         .prepare_cached(
@@ -98,8 +122,8 @@ pub fn claim(
     })
 }
 
-/// Give claimed deliveries back unsent (their destination paused first): pending again from
-/// `next_attempt_ms`, the claim's attempt not counted. Returns how many.
+/// Give claimed deliveries back unsent (their destination paused first, or the node stops):
+/// pending again from `next_attempt_ms`. Returns how many.
 pub fn release(
     conn: &Connection,
     ids: &[i64],
@@ -107,7 +131,7 @@ pub fn release(
     now_ms: i64,
 ) -> Result<usize, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_until_ms = NULL,
+        "UPDATE deliveries SET status = 'pending', lease_until_ms = NULL,
              next_attempt_ms = ?2, updated_at_ms = ?3
          WHERE id = ?1 AND status = 'in_flight'",
     )?;
@@ -116,6 +140,24 @@ pub fn release(
         released += stmt.execute(params![id, next_attempt_ms, now_ms])?;
     }
     Ok(released)
+}
+
+/// Extend the leases of deliveries still held by their worker.
+pub fn renew(
+    conn: &Connection,
+    ids: &[i64],
+    until_ms: i64,
+    now_ms: i64,
+) -> Result<usize, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE deliveries SET lease_until_ms = ?2, updated_at_ms = ?3
+         WHERE id = ?1 AND status = 'in_flight'",
+    )?;
+    let mut renewed = 0;
+    for id in ids {
+        renewed += stmt.execute(params![id, until_ms, now_ms])?;
+    }
+    Ok(renewed)
 }
 
 /// Put in-flight deliveries whose lease ran out (their worker crashed or stopped) back in line,
@@ -173,6 +215,7 @@ pub fn complete(conn: &Connection, c: &Completion) -> Result<(), rusqlite::Error
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?2, next_attempt_ms = COALESCE(?3, next_attempt_ms),
              failures = failures + ?4, solo = ?5, lease_until_ms = NULL, updated_at_ms = ?6,
+             attempts = MAX(attempts, ?9),
              last_status_code = COALESCE(?7, last_status_code), last_error = ?8
          WHERE id = ?1",
     )?;
@@ -199,7 +242,8 @@ pub fn complete(conn: &Connection, c: &Completion) -> Result<(), rusqlite::Error
             item.solo,
             c.at_ms,
             status_code,
-            change.error
+            change.error,
+            item.attempt
         ])?;
     }
     if delivered > 0 {
@@ -359,20 +403,21 @@ mod tests {
         )
         .unwrap();
 
-        let first = claim(&conn, "meta", 1_000, 10, 100).unwrap();
+        let first = claim(&conn, "meta", 1_000, 10, 100, ClaimToken::fresh()).unwrap();
         assert_eq!(first.items.len(), 1);
         assert_eq!(first.items[0].attempt, 1);
         // Leased: invisible to a second claim, and not released before it expires.
         assert_eq!(release_expired_leases(&conn, 1_050).unwrap(), 0);
-        assert!(claim(&conn, "meta", 1_050, 10, 100)
+        assert!(claim(&conn, "meta", 1_050, 10, 100, ClaimToken::fresh())
             .unwrap()
             .items
             .is_empty());
         // The worker "crashed": the sweep puts it back and the next claim sends it again.
         assert_eq!(release_expired_leases(&conn, 1_200).unwrap(), 1);
-        let again = claim(&conn, "meta", 1_200, 10, 100).unwrap();
+        let again = claim(&conn, "meta", 1_200, 10, 100, ClaimToken::fresh()).unwrap();
         assert_eq!(again.items.len(), 1);
-        assert_eq!(again.items[0].attempt, 2);
+        // Nothing recorded a request for it: this is still its first attempt.
+        assert_eq!(again.items[0].attempt, 1);
         let leased = again.items[0].clone().into_leased().unwrap();
         assert_eq!(
             leased.event_id, "ev_purchase_1",
@@ -380,8 +425,12 @@ mod tests {
         );
         assert!(matches!(leased.subject, Subject::Event { .. }));
 
-        complete(&conn, &delivered(again.items[0].id, 2)).unwrap();
-        assert!(claim(&conn, "meta", 100_000, 10, 100)
+        complete(&conn, &delivered(again.items[0].id, 1)).unwrap();
+        let attempts: i64 = conn
+            .query_row("SELECT attempts FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attempts, 1, "one request carried it");
+        assert!(claim(&conn, "meta", 100_000, 10, 100, ClaimToken::fresh())
             .unwrap()
             .items
             .is_empty());
@@ -393,6 +442,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(total, 1);
+    }
+
+    #[test]
+    fn a_claim_asked_again_with_its_token_returns_what_it_took() {
+        let conn = store_with_event();
+        for _ in 0..3 {
+            create_for_event(
+                &conn,
+                &mut plan(),
+                1,
+                1,
+                &Arc::new(event()),
+                &[ready("meta")],
+                1_000,
+            )
+            .unwrap();
+        }
+        // Committed, but its answer never reached the worker.
+        let token = ClaimToken::fresh();
+        let lost = claim(&conn, "meta", 1_000, 2, 60_000, token).unwrap();
+        assert_eq!(lost.items.len(), 2);
+        // A new claim would not see them; the same claim asked again does, and tops up.
+        let again = claim(&conn, "meta", 1_010, 3, 60_000, token.again()).unwrap();
+        let ids: Vec<i64> = again.items.iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        let other = claim(&conn, "meta", 1_020, 3, 60_000, ClaimToken::fresh().again()).unwrap();
+        assert!(
+            other.items.is_empty(),
+            "another claim's token takes nothing"
+        );
     }
 
     #[test]
@@ -415,10 +494,10 @@ mod tests {
             [],
         )
         .unwrap();
-        let first = claim(&conn, "meta", 1_000, 10, 100).unwrap();
+        let first = claim(&conn, "meta", 1_000, 10, 100, ClaimToken::fresh()).unwrap();
         let ids: Vec<i64> = first.items.iter().map(|i| i.id).collect();
         assert_eq!(ids, vec![3], "the solo row, due first, goes alone");
-        let rest = claim(&conn, "meta", 1_000, 10, 100).unwrap();
+        let rest = claim(&conn, "meta", 1_000, 10, 100, ClaimToken::fresh()).unwrap();
         let ids: Vec<i64> = rest.items.iter().map(|i| i.id).collect();
         assert_eq!(ids, vec![1, 2, 4]);
 
@@ -437,10 +516,10 @@ mod tests {
         }
         conn.execute("UPDATE deliveries SET solo = 1 WHERE id = 6", [])
             .unwrap();
-        let batch = claim(&conn, "meta", 2_000, 10, 100).unwrap();
+        let batch = claim(&conn, "meta", 2_000, 10, 100, ClaimToken::fresh()).unwrap();
         let ids: Vec<i64> = batch.items.iter().map(|i| i.id).collect();
         assert_eq!(ids, vec![5, 7]);
-        let alone = claim(&conn, "meta", 2_000, 10, 100).unwrap();
+        let alone = claim(&conn, "meta", 2_000, 10, 100, ClaimToken::fresh()).unwrap();
         assert_eq!(alone.items.len(), 1);
         assert_eq!(alone.items[0].id, 6);
     }

@@ -209,6 +209,7 @@ impl StoreTx for SqliteTx<'_> {
             r.now_ms,
             r.limit,
             r.lease_ms,
+            r.token,
         )?)
     }
     fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
@@ -228,6 +229,10 @@ impl StoreTx for SqliteTx<'_> {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         delivery::release(self.conn, ids, next_attempt_ms, now_ms)?;
+        Ok(())
+    }
+    fn renew(&mut self, ids: &[i64], until_ms: i64, now_ms: i64) -> Result<(), StoreError> {
+        delivery::renew(self.conn, ids, until_ms, now_ms)?;
         Ok(())
     }
     fn prune(
