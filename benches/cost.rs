@@ -11,7 +11,8 @@
 //! `cargo bench --bench cost` (needs wrk: tests/prepare.sh installs it). Settings:
 //! BENCH_COST_SETS (default "none,meta,ga4,klaviyo,all"), BENCH_COST_SECS (10),
 //! BENCH_COST_CONNECTIONS (32), BENCH_COST_IDENTIFY_EVERY (0: tracks only; N: every Nth call
-//! is an identify, which Klaviyo takes as a profile).
+//! is an identify, which Klaviyo takes as a profile), BENCH_COST_PERF (a directory: profile the
+//! node with `perf record` into it).
 
 use std::io::Write;
 use std::path::Path;
@@ -95,14 +96,36 @@ end
     )
 }
 
-/// utime + stime of a process, in microseconds.
-fn cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+/// utime + stime of a process (or one of its threads), in microseconds, and its name.
+fn cpu_of(stat_path: &Path) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let name = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    ticks * 1_000_000 / hz
+    Some((name, ticks * 1_000_000 / hz))
+}
+
+fn cpu_us(pid: u32) -> u64 {
+    cpu_of(Path::new(&format!("/proc/{pid}/stat")))
+        .expect("/proc/PID/stat")
+        .1
+}
+
+/// CPU per kind of thread (the writer, delivery, the ingest runtime…), summed by name.
+fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Some((name, us)) = cpu_of(&task.path().join("stat")) {
+            *by.entry(name).or_default() += us;
+        }
+    }
+    by
 }
 
 fn free_port() -> u16 {
@@ -151,6 +174,7 @@ struct Row {
     store_per_message: i64,
     raw_per_message: i64,
     tables: Vec<(String, i64)>,
+    threads: Vec<(String, u64)>,
 }
 
 fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u64) -> Row {
@@ -163,7 +187,21 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         .unwrap()
         .write_all(script(identify_every).as_bytes())
         .unwrap();
+    // BENCH_COST_PERF=DIR: a `perf record` of the node for the whole measurement, into
+    // DIR/perf-<set>.data (`perf report -i …`).
+    let perf = std::env::var("BENCH_COST_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "199", "--call-graph", "dwarf,16384", "-p"])
+            .arg(node.id().to_string())
+            .arg("-o")
+            .arg(Path::new(&out).join(format!("perf-{set}.data")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf is installed (tests/prepare.sh installs it)")
+    });
     let cpu_before = cpu_us(node.id());
+    let threads_before = cpu_by_thread(node.id());
     let wrk = Command::new("wrk")
         .args([
             "-t2",
@@ -200,6 +238,20 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         std::thread::sleep(Duration::from_millis(100));
     }
     let cpu_after = cpu_us(node.id());
+    let threads: Vec<(String, u64)> = cpu_by_thread(node.id())
+        .into_iter()
+        .map(|(name, us)| {
+            let before = threads_before.get(&name).copied().unwrap_or(0);
+            (name, us.saturating_sub(before))
+        })
+        .filter(|(_, us)| *us > 0)
+        .collect();
+    if let Some(mut perf) = perf {
+        unsafe {
+            libc::kill(perf.id() as i32, libc::SIGINT);
+        }
+        let _ = perf.wait();
+    }
     let (accepted, duplicates, invalid) = reader.message_counts().unwrap();
     let messages = accepted + duplicates + invalid;
     let deliveries: i64 = reader
@@ -228,6 +280,7 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         store_per_message: per(stored),
         raw_per_message: per(raw_bytes),
         tables: tables.into_iter().map(|(t, b)| (t, per(b))).collect(),
+        threads,
     }
 }
 
@@ -278,6 +331,15 @@ fn main() {
             row.store_per_message,
             row.store_per_message as f64 / row.raw_per_message.max(1) as f64,
             row.raw_per_message,
+        );
+        let threads: Vec<String> = row
+            .threads
+            .iter()
+            .map(|(name, us)| format!("{name} {:.0}", *us as f64 / row.messages.max(1) as f64))
+            .collect();
+        println!(
+            "           CPU µs/message by thread: {}",
+            threads.join(", ")
         );
         for (table, bytes) in row.tables.iter().filter(|(_, b)| *b >= 20) {
             println!("           {table:<24} {bytes:>6} B/message");

@@ -73,6 +73,10 @@ pub(super) fn take_request(
     if first == 0 && (run == limit || run == buffer.len()) {
         return buffer.drain(..run).collect();
     }
+    // One client's one event (GA4 with many clients): taken out where it stands.
+    if run == 1 && (limit == 1 || !buffer.iter().skip(first + 1).any(&fits)) {
+        return buffer.remove(first).into_iter().collect();
+    }
     let mut taken = Vec::with_capacity(limit.min(buffer.len()));
     let mut kept = VecDeque::with_capacity(buffer.len());
     for (index, held) in buffer.drain(..).enumerate() {

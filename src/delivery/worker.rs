@@ -197,7 +197,10 @@ impl Worker {
                 (b.is_paused(now), b.probing(now))
             };
             let held = stored_pause.is_some_and(|until| until > now);
-            handoff.set_accepting(!paused && !probing && !held);
+            // A full worker takes no more hand-offs: what it holds stays bounded, and the rest
+            // waits in the queue for a claim.
+            let full = buffer.len() >= self.claim_size();
+            handoff.set_accepting(!paused && !probing && !held && !full);
             for item in handoff.take_handed() {
                 buffer.push_back(self.held(item, now));
             }
