@@ -762,3 +762,191 @@ access_token = "EAAB_TEST"
     );
     server.stop().await;
 }
+
+fn ga4_and_klaviyo(url: &str) -> String {
+    format!(
+        r#"
+[[destinations]]
+name = "ga4"
+kind = "ga4"
+endpoint = "{url}"
+retry_schedule = [1, 1, 1]
+measurement_id = "G-TEST12345"
+api_secret = "ga4-api-secret-value"
+
+[[destinations]]
+name = "klaviyo"
+kind = "klaviyo"
+endpoint = "{url}"
+retry_schedule = [1, 1, 1]
+api_key = "pk_TEST_0123456789"
+"#
+    )
+}
+
+/// Every attempt row of the store's deliveries, and the deliveries' attempt counts, via traces.
+async fn settled_everywhere(
+    server: &TestServer,
+    ids: &[String],
+    timeout: Duration,
+) -> Vec<StoredDelivery> {
+    let start = Instant::now();
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.extend(
+                server
+                    .trace(id)
+                    .await
+                    .map(|t| t.deliveries)
+                    .unwrap_or_default(),
+            );
+        }
+        if all.len() >= ids.len() && all.iter().all(|d| d.status == "delivered") {
+            return all;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "gave up: {} of {} deliveries delivered",
+            all.iter().filter(|d| d.status == "delivered").count(),
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A GA4 queue of many clients (one request each) and a Klaviyo queue of profiles drain with
+/// one attempt per delivery: what a worker claimed is sent, never handed back for not fitting
+/// a request. A client's several events share one request; a deep profile queue goes to
+/// Klaviyo as bulk import jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_and_many_profiles_drain_with_one_attempt_each() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&ga4_and_klaviyo(&sandbox.url())).await;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // 200 clients with one purchase each, and one client with three.
+    let mut messages: Vec<String> = (0..200)
+        .map(|n| {
+            format!(
+                r#"{{"type":"track","event":"Order Completed","messageId":"c-{n}","anonymousId":"client-{n}","timestamp":"{now}","properties":{{"order_id":"O-{n}","revenue":5,"currency":"EUR"}}}}"#
+            )
+        })
+        .collect();
+    messages.extend((0..3).map(|n| {
+        format!(
+            r#"{{"type":"track","event":"Order Completed","messageId":"same-{n}","anonymousId":"one-client","timestamp":"{now}","properties":{{"order_id":"S-{n}","revenue":5,"currency":"EUR"}}}}"#
+        )
+    }));
+    // 200 people identified: profiles for Klaviyo.
+    messages.extend((0..200).map(|n| {
+        format!(
+            r#"{{"type":"identify","messageId":"p-{n}","userId":"person-{n}","timestamp":"{now}","traits":{{"email":"person{n}@example.com","first_name":"P{n}"}}}}"#
+        )
+    }));
+    post(&server, &format!("[{}]", messages.join(","))).await;
+
+    let tracks: Vec<String> = (0..200)
+        .map(|n| format!("c-{n}"))
+        .chain((0..3).map(|n| format!("same-{n}")))
+        .collect();
+    let profiles: Vec<String> = (0..200).map(|n| format!("p-{n}")).collect();
+    let mut deliveries = settled_everywhere(&server, &tracks, Duration::from_secs(60)).await;
+    deliveries.extend(settled_everywhere(&server, &profiles, Duration::from_secs(60)).await);
+    let ga4: Vec<&StoredDelivery> = deliveries
+        .iter()
+        .filter(|d| d.destination == "ga4")
+        .collect();
+    let klaviyo_profiles: Vec<&StoredDelivery> = deliveries
+        .iter()
+        .filter(|d| {
+            d.destination == "klaviyo" && d.kind == "klaviyo" && d.destination_event == "profile"
+        })
+        .collect();
+    assert_eq!(ga4.len(), 203);
+    assert_eq!(klaviyo_profiles.len(), 200, "{:#?}", &deliveries[..2]);
+    for d in &deliveries {
+        assert_eq!(
+            (d.attempts, d.history.len()),
+            (1, 1),
+            "one send, one row: {d:#?}"
+        );
+    }
+    // One request per client; the client with three events sent them together.
+    let ga4_requests = sandbox.state.received(Platform::Ga4);
+    assert_eq!(ga4_requests.len(), 201, "one request per client");
+    assert!(ga4_requests
+        .iter()
+        .any(|r| r.body["client_id"] == "one-client"
+            && r.body["events"].as_array().unwrap().len() == 3));
+    let bulk_imports = sandbox
+        .state
+        .received(Platform::Klaviyo)
+        .into_iter()
+        .filter(|r| r.path == "/api/profile-bulk-import-jobs" && r.status == 202)
+        .count();
+    assert!(
+        bulk_imports >= 1,
+        "a deep profile queue goes as bulk import jobs"
+    );
+    server.stop().await;
+}
+
+/// A platform that answers 429 with Retry-After while the worker holds what it claimed: the
+/// rest wait in the worker until the time given instead of each meeting the same answer, and
+/// then all go out. Only the requests that went out leave attempt rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_holds_the_endpoint_and_nothing_spins() {
+    let sandbox = sandbox().await;
+    let server = TestServer::start_with_toml(&ga4_and_klaviyo(&sandbox.url())).await;
+    // Rate-limited for 2.5 s: every request meets a 429 meanwhile.
+    sandbox.state.set_sticky(
+        Platform::Ga4,
+        Some(Fault::RateLimit {
+            retry_after_secs: 2,
+        }),
+    );
+    let state = sandbox.state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        state.set_sticky(Platform::Ga4, None);
+    });
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let messages: Vec<String> = (0..40)
+        .map(|n| {
+            format!(
+                r#"{{"type":"track","event":"Order Completed","messageId":"r-{n}","anonymousId":"rl-client-{n}","timestamp":"{now}","properties":{{"order_id":"R-{n}","revenue":5,"currency":"EUR"}}}}"#
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    post(&server, &format!("[{}]", messages.join(","))).await;
+    let ids: Vec<String> = (0..40).map(|n| format!("r-{n}")).collect();
+    let deliveries = settled_everywhere(&server, &ids, Duration::from_secs(30)).await;
+    let ga4: Vec<&StoredDelivery> = deliveries
+        .iter()
+        .filter(|d| d.destination == "ga4")
+        .collect();
+    let rate_limited = sandbox
+        .state
+        .received(Platform::Ga4)
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
+    let attempt_rows: usize = ga4.iter().map(|d| d.history.len()).sum();
+    // Two requests at once when the first 429 came back, two more when its 2 s were up: not
+    // the 40 items each (nor each again on every retry, until the breaker stops them).
+    assert!(
+        (1..=4).contains(&rate_limited),
+        "{rate_limited} requests met the 429; the rest waited in the worker"
+    );
+    assert_eq!(
+        attempt_rows,
+        40 + rate_limited,
+        "a row per request that carried an item"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "nothing went through while the platform refused"
+    );
+    server.stop().await;
+}

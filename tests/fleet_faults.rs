@@ -481,3 +481,173 @@ dead_letters = 100000
         let _ = child.wait();
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that, while armed, cuts the connection carrying the
+/// server's answer to a COMMIT instead of passing that answer on: the transaction is committed,
+/// and the node never learns it (as when the database restarts between commit and reply).
+struct CommitAnswerCutter {
+    url: String,
+    armed: Arc<std::sync::atomic::AtomicUsize>,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitAnswerCutter {
+    /// On a thread and runtime of its own: the node's synchronous PostgreSQL client may hold
+    /// the test's runtime threads while it connects through the proxy.
+    fn start(db_url: &str) -> CommitAnswerCutter {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = {
+            let u = url::Url::parse(db_url).unwrap();
+            format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432))
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut url = url::Url::parse(db_url).unwrap();
+        url.set_port(Some(listener.local_addr().unwrap().port()))
+            .unwrap();
+        let armed = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let (armed_in, cut_in) = (armed.clone(), cut.clone());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    let (armed, cut) = (armed_in.clone(), cut_in.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match server_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // CommandComplete with the tag COMMIT.
+                            let commits = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+                            if commits
+                                && armed
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                                        a.checked_sub(1)
+                                    })
+                                    .is_ok()
+                            {
+                                cut.fetch_add(1, Ordering::SeqCst);
+                                let _ = client_write.shutdown().await;
+                                return;
+                            }
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            })
+        });
+        CommitAnswerCutter {
+            url: url.to_string(),
+            armed,
+            cut,
+        }
+    }
+
+    fn arm(&self, answers: usize) {
+        self.armed
+            .store(answers, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn cut(&self) -> usize {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Claims and outcomes whose COMMIT PostgreSQL made but whose answer never reached the node:
+/// the node finds what such a claim took when it asks again (by the claim's token) and sends
+/// it at once, instead of leaving it in flight until its lease runs out (90 s here); an outcome
+/// asked again lands once. Every delivery goes out within seconds, each with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_commit_answer_was_lost_is_sent_by_its_node() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let cutter = CommitAnswerCutter::start(&db.url);
+    let sandbox = sandbox().await;
+    let hook = format!(
+        "[[destinations]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{}/webhooks/fleet\"\nsecret = \"{WEBHOOK_SECRET}\"\nretry_schedule = [1, 1, 1, 1, 1, 1]\n",
+        sandbox.url()
+    );
+    let server = TestServer::start_on_postgres(&cutter.url, &hook).await;
+    let addr = server.addr.to_string();
+    wait_until("the node to be ready", Duration::from_secs(30), || {
+        futures_block(readyz(&addr)).0 == 200
+    })
+    .await;
+    // Paused for the fleet: the deliveries wait in the queue, to be claimed (not handed over).
+    let pause = |until: Option<i64>| {
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            c.execute(
+                "INSERT INTO destination_state (destination, paused_until_ms, reason, updated_at_ms)
+                 VALUES ('hooks', $1, 'test', 0)
+                 ON CONFLICT (destination) DO UPDATE SET paused_until_ms = EXCLUDED.paused_until_ms",
+                &[&until],
+            )
+            .unwrap();
+        })
+        .join()
+        .unwrap()
+    };
+    pause(Some(chrono::Utc::now().timestamp_millis() + 3_600_000));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    post_batch(&server.addr.to_string(), "lost", 300).await;
+    assert_eq!(status_counts(&db.url), (0, 300));
+    // From here, the answers to the next few COMMITs are cut: claims and outcomes among them.
+    cutter.arm(6);
+    pause(None);
+    let took = wait_until(
+        "every delivery to go out despite the lost answers",
+        Duration::from_secs(45),
+        || status_counts(&db.url) == (300, 300),
+    )
+    .await;
+    assert_eq!(cutter.cut(), 6, "six COMMIT answers were cut");
+    let attempts = {
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            let r = c
+                .query_one(
+                    "SELECT count(*), count(DISTINCT delivery_id), max(attempts)
+                     FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id",
+                    &[],
+                )
+                .unwrap();
+            (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i32>(2))
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(
+        attempts,
+        (300, 300, 1),
+        "one attempt row per delivery, attempts = 1"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "sent within {took:?}, well before a 90 s lease would have run out"
+    );
+    server.stop().await;
+    std::thread::spawn(move || drop(db)).join().unwrap();
+}

@@ -217,8 +217,24 @@ pub(super) fn record_request(
 
 /// Record a request (unless recorded already) and the outcome of each delivery it carried.
 /// An outcome only lands while this node still holds the lease: a delivery whose lease ran
-/// out and was claimed by another node belongs to that node now.
+/// out and was claimed by another node belongs to that node now, whose own send is what its
+/// history shows. Asked twice (its COMMIT's answer was lost and the recorder asked again), a
+/// completion lands once: the second finds its deliveries no longer in flight and writes
+/// nothing, not a second request row or attempt.
 pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> PgResult<()> {
+    let ids: Vec<i64> = c.items.iter().map(|i| i.delivery_id).collect();
+    if !ids.is_empty() {
+        let ours: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM deliveries
+                 WHERE id = ANY($1) AND status = 'in_flight' AND leased_by = $2",
+                &[&ids, &node_id],
+            )?
+            .get(0);
+        if ours == 0 {
+            return Ok(());
+        }
+    }
     let (request_row, status_code) = match &c.request {
         RequestRef::None => (None, None),
         RequestRef::New(r) => (
@@ -231,7 +247,6 @@ pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> Pg
         return Ok(());
     }
     let changes: Vec<_> = c.items.iter().map(|i| i.status_change()).collect();
-    let ids: Vec<i64> = c.items.iter().map(|i| i.delivery_id).collect();
     let statuses: Vec<&str> = changes.iter().map(|ch| ch.status).collect();
     let next_attempts: Vec<Option<i64>> = c.items.iter().map(|i| i.next_attempt_ms).collect();
     let failures: Vec<i32> = changes.iter().map(|ch| ch.failures_added).collect();
@@ -257,13 +272,13 @@ pub(super) fn complete(tx: &mut Db<'_, '_>, node_id: &str, c: &Completion) -> Pg
                  last_status_code = COALESCE($11, d.last_status_code), last_error = o.error
              FROM outcome o
              WHERE d.id = o.id AND d.status = 'in_flight' AND d.leased_by = $12
-             RETURNING o.status
+             RETURNING o.id, o.status
          ),
          attempts AS (
              INSERT INTO delivery_attempts (delivery_id, request_row, node_id, attempt, at_ms,
                  outcome, reason, next_attempt_ms)
              SELECT o.id, $13, $12, o.attempt, $10, o.outcome, o.reason, o.next_attempt_ms
-             FROM outcome o
+             FROM outcome o JOIN changed ch ON ch.id = o.id
          )
          INSERT INTO destination_totals (destination, delivered)
          SELECT $14, count(*) FROM changed WHERE status = 'delivered' HAVING count(*) > 0
