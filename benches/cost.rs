@@ -172,6 +172,7 @@ struct Row {
     attempts_per_delivery: Option<f64>,
     drained_after: Option<Duration>,
     store_per_message: i64,
+    store_after_window: i64,
     raw_per_message: i64,
     tables: Vec<(String, i64)>,
     threads: Vec<(String, u64)>,
@@ -270,6 +271,17 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
     let tables = reader.storage_by_table().unwrap();
     let stored: i64 = tables.iter().map(|(_, b)| b).sum();
     let (_, raw_bytes) = reader.raw_bytes().unwrap();
+    drop(reader);
+    // The same store once successful requests' bodies are past their window (as every request
+    // older than `request_body_retention_days` is), compacted.
+    let after_window = {
+        let conn = tracklayer::store::open_for_writing(&dir.path().join("cost.db")).unwrap();
+        while tracklayer::store::retention::clear_request_bodies(&conn, i64::MAX).unwrap() > 0 {}
+        conn.execute_batch("VACUUM").unwrap();
+        drop(conn);
+        let reader = StoreReader::open(&dir.path().join("cost.db")).unwrap();
+        reader.storage_by_table().unwrap().iter().map(|(_, b)| b).sum::<i64>()
+    };
     let per = |n: i64| n / messages.max(1);
     Row {
         set: set.to_string(),
@@ -278,6 +290,7 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         attempts_per_delivery: (deliveries > 0).then(|| attempts as f64 / deliveries as f64),
         drained_after,
         store_per_message: per(stored),
+        store_after_window: per(after_window),
         raw_per_message: per(raw_bytes),
         tables: tables.into_iter().map(|(t, b)| (t, per(b))).collect(),
         threads,
@@ -320,7 +333,7 @@ fn main() {
     for set in sets.split(',').map(str::trim) {
         let row = measure(set, &sandbox.url(), secs, connections, identify_every);
         println!(
-            "{:<8} {:>8} {:>9.0} µs {:>16} {:>10} {:>7} B ({:.1}x the {} B raw)",
+            "{:<8} {:>8} {:>9.0} µs {:>16} {:>10} {:>7} B ({:.1}x the {} B raw; {} B, {:.1}x, once request bodies are past their window)",
             row.set,
             row.messages,
             row.cpu_us_per_message,
@@ -331,6 +344,8 @@ fn main() {
             row.store_per_message,
             row.store_per_message as f64 / row.raw_per_message.max(1) as f64,
             row.raw_per_message,
+            row.store_after_window,
+            row.store_after_window as f64 / row.raw_per_message.max(1) as f64,
         );
         let threads: Vec<String> = row
             .threads

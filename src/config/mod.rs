@@ -43,7 +43,7 @@ pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 /// Above Segment's 4 h retry window with a wide margin (DESIGN §1).
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 48;
 /// How long the body of each request sent to a destination is kept (the request row stays).
-pub const DEFAULT_REQUEST_BODY_RETENTION_DAYS: u64 = 7;
+pub const DEFAULT_REQUEST_BODY_RETENTION_DAYS: u64 = 3;
 /// How long messages, events and finished deliveries are kept.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 
@@ -380,8 +380,9 @@ pub struct StorageConfig {
     /// Messages, events and finished deliveries older than this are deleted (0 keeps all).
     /// Profiles and identities are kept: the identity graph outlives any one event.
     pub retention_days: u64,
-    /// The bodies (request, response, headers) kept with each delivery request are cleared
-    /// after this many days; the request's outcome stays (0 keeps them as long as the rows).
+    /// The bodies (request, response, headers) kept with each successful delivery request are
+    /// cleared after this many days; the request's outcome stays, and a failed request keeps
+    /// its bodies for the whole retention (0 keeps them all as long as the rows).
     pub request_body_retention_days: u64,
     /// The share of the database writer's time that delivery bookkeeping (draining a backlog)
     /// may take while Segment traffic is arriving.

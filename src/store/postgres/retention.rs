@@ -80,14 +80,39 @@ pub(super) fn prune(
         &[&cutoff_ms, &CHUNK],
     )? as usize;
     if let Some(cutoff) = bodies_cutoff_ms {
-        changed += tx.execute(
-            "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,
-                 request_headers = NULL
-             WHERE id IN (SELECT id FROM delivery_requests
-                          WHERE started_at_ms < $1 AND request_body IS NOT NULL
-                          ORDER BY id LIMIT $2)",
-            &[&cutoff, &CHUNK],
-        )? as usize;
+        // As on SQLite: successful requests only, walked from where the last pass stopped (a
+        // failed request keeps its bodies, and is not looked at again).
+        let through: i64 = tx
+            .query_opt(
+                "SELECT value::bigint FROM local_settings WHERE key = 'retention.bodies_cleared_through'",
+                &[],
+            )?
+            .map_or(0, |r| r.get(0));
+        // Up to the first request still inside the window (ids follow time closely, not
+        // strictly; the walk never passes a request it has not cleared).
+        let last: Option<i64> = tx
+            .query(
+                "SELECT id, started_at_ms FROM delivery_requests WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&through, &CHUNK],
+            )?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .take_while(|(_, started)| *started < cutoff)
+            .map(|(id, _)| id)
+            .last();
+        if let Some(last) = last {
+            changed += tx.execute(
+                "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,
+                     request_headers = NULL
+                 WHERE id > $1 AND id <= $2 AND status_code BETWEEN 200 AND 299 AND error IS NULL",
+                &[&through, &last],
+            )? as usize;
+            tx.execute(
+                "INSERT INTO local_settings (key, value) VALUES ('retention.bodies_cleared_through', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&last.to_string()],
+            )?;
+        }
     }
     Ok(changed)
 }

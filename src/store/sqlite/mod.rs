@@ -57,7 +57,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!(
             "../../../migrations/0015_one_person_one_key.sql"
         )),
-        M::up(include_str!("../../../migrations/0016_claim_tokens.sql")),
+        M::up(include_str!("../../../migrations/0016_lean_deliveries.sql")),
     ])
 });
 

@@ -135,9 +135,10 @@ pub(super) fn recount_unmapped_names(
 /// Where body clearing got to: requests up to this id have had their bodies cleared.
 const BODIES_CLEARED_KEY: &str = "retention.bodies_cleared_through";
 
-/// Clear the bodies (request, response, headers) of up to CHUNK delivery requests started
-/// before `cutoff_ms`, in id order from where the last pass stopped. The rows, with their
-/// status, latency and error, stay. Returns how many were cleared.
+/// Clear the bodies (request, response, headers) of up to CHUNK successful delivery requests
+/// started before `cutoff_ms`, in id order from where the last pass stopped. The rows, with
+/// their status, latency and error, stay; a failed request keeps its bodies for as long as it
+/// is kept (they are what explains the failure). Returns how many were cleared.
 pub fn clear_request_bodies(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
     let through: i64 = conn
         .query_row(
@@ -149,20 +150,26 @@ pub fn clear_request_bodies(conn: &Connection, cutoff_ms: i64) -> Result<usize, 
             rusqlite::Error::QueryReturnedNoRows => Ok(0),
             other => Err(other),
         })?;
-    let ids: Vec<i64> = conn
+    // Requests in id order, up to the first one still inside the window: ids follow time
+    // closely but not strictly, and the walk never passes a request it has not cleared.
+    let walked: Vec<(i64, i64)> = conn
         .prepare_cached(
-            "SELECT id FROM delivery_requests WHERE id > ?1 AND started_at_ms < ?2
-             ORDER BY id LIMIT ?3",
+            "SELECT id, started_at_ms FROM delivery_requests WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?
-        .query_map(params![through, cutoff_ms, CHUNK], |r| r.get(0))?
+        .query_map(params![through, CHUNK], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    let ids: Vec<i64> = walked
+        .iter()
+        .take_while(|(_, started)| *started < cutoff_ms)
+        .map(|(id, _)| *id)
+        .collect();
     let Some(last) = ids.last() else {
         return Ok(0);
     };
-    conn.execute(
+    let cleared = conn.execute(
         "UPDATE delivery_requests SET request_body = NULL, response_body = NULL,
              request_headers = NULL
-         WHERE id > ?1 AND id <= ?2",
+         WHERE id > ?1 AND id <= ?2 AND status_code BETWEEN 200 AND 299 AND error IS NULL",
         params![through, last],
     )?;
     conn.execute(
@@ -170,7 +177,7 @@ pub fn clear_request_bodies(conn: &Connection, cutoff_ms: i64) -> Result<usize, 
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![BODIES_CLEARED_KEY, last.to_string()],
     )?;
-    Ok(ids.len())
+    Ok(cleared)
 }
 
 #[cfg(test)]
@@ -360,12 +367,17 @@ mod tests {
     fn request_bodies_are_cleared_after_their_own_retention_and_the_rows_stay() {
         let dir = tempfile::tempdir().unwrap();
         let conn = super::super::open_for_writing(&dir.path().join("t.db")).unwrap();
-        for (id, at) in [(1, 1_000), (2, 2_000), (3, 9_000)] {
+        for (id, at, status) in [
+            (1, 1_000, 200),
+            (2, 2_000, 200),
+            (3, 2_500, 400),
+            (4, 9_000, 200),
+        ] {
             conn.execute(
                 "INSERT INTO delivery_requests (id, destination, started_at_ms, item_count,
                      request_body, response_body, request_headers, status_code)
-                 VALUES (?1, 'meta', ?2, 1, 'body', 'reply', '[]', 200)",
-                params![id, at],
+                 VALUES (?1, 'meta', ?2, 1, 'body', 'reply', '[]', ?3)",
+                params![id, at, status],
             )
             .unwrap();
         }
@@ -383,7 +395,9 @@ mod tests {
             vec![
                 (1, None, 200),
                 (2, None, 200),
-                (3, Some("body".into()), 200)
+                // A refusal keeps what explains it; a young request keeps its bodies.
+                (3, Some("body".into()), 400),
+                (4, Some("body".into()), 200),
             ]
         );
     }
