@@ -12,7 +12,9 @@
 //! BENCH_COST_SETS (default "none,meta,ga4,klaviyo,all"), BENCH_COST_SECS (10),
 //! BENCH_COST_CONNECTIONS (32), BENCH_COST_IDENTIFY_EVERY (0: tracks only; N: every Nth call
 //! is an identify, which Klaviyo takes as a profile), BENCH_COST_PERF (a directory: profile the
-//! node with `perf record` into it).
+//! node with `perf record` into it), BENCH_COST_BEFORE (another build's `tracklayer` binary,
+//! e.g. of the last release: each set runs on it too, right before this build, so before and
+//! after are measured in one run on the same machine state).
 
 use std::io::Write;
 use std::path::Path;
@@ -136,7 +138,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_node(dir: &Path, port: u16, destinations: &str) -> Child {
+fn start_node(binary: &Path, dir: &Path, port: u16, destinations: &str) -> Child {
     let config = dir.join("cost.toml");
     std::fs::write(
         &config,
@@ -147,7 +149,7 @@ fn start_node(dir: &Path, port: u16, destinations: &str) -> Child {
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tracklayer"))
+    let child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
@@ -172,17 +174,24 @@ struct Row {
     attempts_per_delivery: Option<f64>,
     drained_after: Option<Duration>,
     store_per_message: i64,
-    store_after_window: i64,
+    store_after_window: Option<i64>,
     raw_per_message: i64,
     tables: Vec<(String, i64)>,
     threads: Vec<(String, u64)>,
 }
 
-fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u64) -> Row {
+fn measure(
+    binary: &Path,
+    set: &str,
+    url: &str,
+    secs: u64,
+    connections: u64,
+    identify_every: u64,
+) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let (config, names) = destinations(set, url);
     let port = free_port();
-    let mut node = start_node(dir.path(), port, &config);
+    let mut node = start_node(binary, dir.path(), port, &config);
     let script_path = dir.path().join("load.lua");
     std::fs::File::create(&script_path)
         .unwrap()
@@ -274,14 +283,20 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
     drop(reader);
     // The same store once successful requests' bodies are past their window (as every request
     // older than `request_body_retention_days` is), compacted.
-    let after_window = {
+    // (Only for this build: opening another build's store for writing would migrate it.)
+    let after_window = (binary == Path::new(env!("CARGO_BIN_EXE_tracklayer"))).then(|| {
         let conn = tracklayer::store::open_for_writing(&dir.path().join("cost.db")).unwrap();
         while tracklayer::store::retention::clear_request_bodies(&conn, i64::MAX).unwrap() > 0 {}
         conn.execute_batch("VACUUM").unwrap();
         drop(conn);
         let reader = StoreReader::open(&dir.path().join("cost.db")).unwrap();
-        reader.storage_by_table().unwrap().iter().map(|(_, b)| b).sum::<i64>()
-    };
+        reader
+            .storage_by_table()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b)
+            .sum::<i64>()
+    });
     let per = |n: i64| n / messages.max(1);
     Row {
         set: set.to_string(),
@@ -290,7 +305,7 @@ fn measure(set: &str, url: &str, secs: u64, connections: u64, identify_every: u6
         attempts_per_delivery: (deliveries > 0).then(|| attempts as f64 / deliveries as f64),
         drained_after,
         store_per_message: per(stored),
-        store_after_window: per(after_window),
+        store_after_window: after_window.map(per),
         raw_per_message: per(raw_bytes),
         tables: tables.into_iter().map(|(t, b)| (t, per(b))).collect(),
         threads,
@@ -330,34 +345,57 @@ fn main() {
         "{:<8} {:>8} {:>12} {:>16} {:>10} {:>14}",
         "set", "messages", "CPU/message", "attempts/deliv.", "drained", "store/message"
     );
+    let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tracklayer"));
+    let mut builds = Vec::new();
+    if let Ok(before) = std::env::var("BENCH_COST_BEFORE") {
+        builds.push(("before", std::path::PathBuf::from(before)));
+    }
+    builds.push(("", this));
     for set in sets.split(',').map(str::trim) {
-        let row = measure(set, &sandbox.url(), secs, connections, identify_every);
-        println!(
-            "{:<8} {:>8} {:>9.0} µs {:>16} {:>10} {:>7} B ({:.1}x the {} B raw; {} B, {:.1}x, once request bodies are past their window)",
-            row.set,
-            row.messages,
-            row.cpu_us_per_message,
-            row.attempts_per_delivery
-                .map_or("—".into(), |a| format!("{a:.2}")),
-            row.drained_after
-                .map_or("NOT".into(), |d| format!("{:.1} s", d.as_secs_f64())),
-            row.store_per_message,
-            row.store_per_message as f64 / row.raw_per_message.max(1) as f64,
-            row.raw_per_message,
-            row.store_after_window,
-            row.store_after_window as f64 / row.raw_per_message.max(1) as f64,
-        );
-        let threads: Vec<String> = row
-            .threads
-            .iter()
-            .map(|(name, us)| format!("{name} {:.0}", *us as f64 / row.messages.max(1) as f64))
-            .collect();
-        println!(
-            "           CPU µs/message by thread: {}",
-            threads.join(", ")
-        );
-        for (table, bytes) in row.tables.iter().filter(|(_, b)| *b >= 20) {
-            println!("           {table:<24} {bytes:>6} B/message");
+        for (build, binary) in &builds {
+            let row = measure(
+                binary,
+                set,
+                &sandbox.url(),
+                secs,
+                connections,
+                identify_every,
+            );
+            let label = if build.is_empty() {
+                row.set.clone()
+            } else {
+                format!("{} ({build})", row.set)
+            };
+            println!(
+                "{:<8} {:>8} {:>9.0} µs {:>16} {:>10} {:>7} B ({:.1}x the {} B raw{})",
+                label,
+                row.messages,
+                row.cpu_us_per_message,
+                row.attempts_per_delivery
+                    .map_or("—".into(), |a| format!("{a:.2}")),
+                row.drained_after
+                    .map_or("NOT".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+                row.store_per_message,
+                row.store_per_message as f64 / row.raw_per_message.max(1) as f64,
+                row.raw_per_message,
+                row.store_after_window
+                    .map_or(String::new(), |after| format!(
+                        "; {after} B, {:.1}x, once request bodies are past their window",
+                        after as f64 / row.raw_per_message.max(1) as f64
+                    )),
+            );
+            let threads: Vec<String> = row
+                .threads
+                .iter()
+                .map(|(name, us)| format!("{name} {:.0}", *us as f64 / row.messages.max(1) as f64))
+                .collect();
+            println!(
+                "           CPU µs/message by thread: {}",
+                threads.join(", ")
+            );
+            for (table, bytes) in row.tables.iter().filter(|(_, b)| *b >= 20) {
+                println!("           {table:<24} {bytes:>6} B/message");
+            }
         }
     }
 }
