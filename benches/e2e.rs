@@ -1,6 +1,8 @@
-//! End to end: signed Segment messages at fixed offered rates into a node with five destinations
-//! on the sandbox (Meta, Google Ads, TikTok batching; Klaviyo and a webhook one event per
-//! request). `cargo bench --bench e2e`
+//! End to end: signed Segment messages at fixed offered rates into a node with six destinations
+//! on the sandbox (Meta, Google Ads, TikTok batching; GA4 one client a request; Klaviyo and a
+//! webhook one event per request, Klaviyo in bulk jobs when its queue is deep), every
+//! BENCH_IDENTIFY_EVERY-th message (default 5) an identify, which Klaviyo takes as a profile.
+//! `cargo bench --bench e2e`
 //!
 //! For each rate (BENCH_RATES, default "1000,5000" messages/s; BENCH_SECS each, default 20;
 //! BENCH_PER_REQUEST messages per request, default 1) it reports the ingest ack latency,
@@ -18,10 +20,11 @@ use tracklayer::store::StoreReader;
 
 const WEBHOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 /// (destination, batches?)
-const DESTINATIONS: [(&str, bool); 5] = [
+const DESTINATIONS: [(&str, bool); 6] = [
     ("meta", true),
     ("google", true),
     ("tiktok", true),
+    ("ga4", false),
     ("klaviyo", false),
     ("webhook", false),
 ];
@@ -50,6 +53,13 @@ kind = "tiktok"
 endpoint = "{url}"
 pixel_code = "CABCDEF1234567890XYZ"
 access_token = "TT_BENCH"
+
+[[destinations]]
+name = "ga4"
+kind = "ga4"
+endpoint = "{url}"
+measurement_id = "G-BENCH12345"
+api_secret = "ga4-bench-secret"
 
 [[destinations]]
 name = "klaviyo"
@@ -105,14 +115,24 @@ fn main() {
         let node = Node::start(node_config(dir.path(), &configured)).await;
         let reader = StoreReader::open(&node.db).unwrap();
         println!(
-            "five destinations on the sandbox; ~1 KB signed Order Completed, {per_request} per request, {connections} connections, {} s per rate",
+            "six destinations on the sandbox; ~1 KB signed Order Completed (every {}th message an identify), {per_request} per request, {connections} connections, {} s per rate",
+            env_or("BENCH_IDENTIFY_EVERY", 5),
             secs.as_secs()
         );
         for rate in rates {
             let mark = reader.last_attempt_row().unwrap();
             // Each rate its own messageIds: a reused one would be a Segment retry, not new work.
             let label: &'static str = Box::leak(format!("e2e{rate}").into_boxed_str());
-            let load = tokio::spawn(open_loop(node.addr, rate, per_request, connections, secs, label));
+            let identify_every = env_or("BENCH_IDENTIFY_EVERY", 5) as usize;
+            let load = tokio::spawn(open_loop(
+                node.addr,
+                rate,
+                per_request,
+                connections,
+                secs,
+                label,
+                identify_every,
+            ));
             let mut depth: Vec<(&str, Vec<i64>)> =
                 DESTINATIONS.iter().map(|(d, _)| (*d, Vec::new())).collect();
             while !load.is_finished() {
@@ -126,13 +146,22 @@ fn main() {
                 "\n{rate} msg/s offered: {}",
                 report.line("ingest (ack)").trim_start()
             );
-            // Give the last requests' deliveries a moment to land before reading latencies.
+            // Every queue must drain once the load stops (two minutes at most).
             let settle = Instant::now();
-            while settle.elapsed() < Duration::from_secs(5)
+            while settle.elapsed() < Duration::from_secs(120)
                 && DESTINATIONS.iter().any(|(d, _)| pending(&reader, d) > 0)
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            let left: i64 = DESTINATIONS.iter().map(|(d, _)| pending(&reader, d)).sum();
+            println!(
+                "  {}",
+                if left == 0 {
+                    format!("every queue drained {:.1} s after the load stopped", settle.elapsed().as_secs_f64())
+                } else {
+                    format!("NOT drained: {left} deliveries still waiting 120 s after the load stopped")
+                }
+            );
             for ((destination, batches), (_, samples)) in DESTINATIONS
                 .iter()
                 .zip(&depth)

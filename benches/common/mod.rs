@@ -35,6 +35,18 @@ pub fn message(id: &str) -> String {
     format!("{base}{}\"}}}}", "x".repeat(pad))
 }
 
+/// An identify of the same shop's customers (traits Klaviyo takes as a profile), dated now.
+pub fn identify(id: &str) -> String {
+    let user = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % 5000;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(
+        r#"{{"type":"identify","messageId":"{id}","userId":"cust_{user}","anonymousId":"anon_{user}","timestamp":"{now}","context":{{"ip":"67.160.210.48"}},"traits":{{"email":"buyer{user}@example.com","phone":"+31612{user:06}","first_name":"Buyer","last_name":"{user}","plan":"gold"}}}}"#
+    )
+}
+
 /// A signed `POST /segment/events` carrying `body`, as raw HTTP/1.1 bytes.
 pub fn request_bytes(addr: SocketAddr, body: &str) -> Vec<u8> {
     let timestamp = chrono::Utc::now().timestamp().to_string();
@@ -186,7 +198,8 @@ pub async fn closed_loop(
 /// Open loop: `rate` messages a second for `duration`, `per_request` to a request (a bare array
 /// when more than one, as Webhooks (Actions) batches), spread over `connections`. Each request is
 /// due at a fixed instant; its latency runs from then (a stalled server is charged for the wait,
-/// not hidden by a client that slowed down with it). `ok` counts messages.
+/// not hidden by a client that slowed down with it). `ok` counts messages. With
+/// `identify_every` = k > 0, every k-th message is an identify.
 pub async fn open_loop(
     addr: SocketAddr,
     rate: u64,
@@ -194,6 +207,7 @@ pub async fn open_loop(
     connections: usize,
     duration: Duration,
     label: &'static str,
+    identify_every: usize,
 ) -> Report {
     let started = Instant::now();
     let requests_per_connection = rate as f64 / per_request as f64 / connections as f64;
@@ -212,11 +226,18 @@ pub async fn open_loop(
                 let due = started + offset + interval.mul_f64(n as f64);
                 tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
                 let pid = std::process::id();
+                let one = |id: String, k: usize| {
+                    if identify_every > 0 && k % identify_every == identify_every - 1 {
+                        identify(&id)
+                    } else {
+                        message(&id)
+                    }
+                };
                 let body = if per_request == 1 {
-                    message(&format!("{label}-{pid}-{c}-{n}"))
+                    one(format!("{label}-{pid}-{c}-{n}"), n as usize)
                 } else {
                     let elements: Vec<String> = (0..per_request)
-                        .map(|i| message(&format!("{label}-{pid}-{c}-{n}-{i}")))
+                        .map(|i| one(format!("{label}-{pid}-{c}-{n}-{i}"), i))
                         .collect();
                     format!("[{}]", elements.join(","))
                 };
