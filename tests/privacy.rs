@@ -147,10 +147,31 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// What of the person could still be read: in the SQLite files byte by byte, and on a fleet's
-/// database in every text and byte column of its tables.
+/// What of the person could still be read: in the SQLite files byte by byte, on a fleet's
+/// database in every text and byte column of its tables, and in every stored message as it
+/// arrived (raw messages are kept packed, so the bytes of a file do not show their text).
 fn traces_left(server: &TestServer, store: Store, needles: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
+    let location = server.store_location();
+    let lowered: Vec<String> = needles.iter().map(|n| n.to_lowercase()).collect();
+    found.extend(
+        std::thread::spawn(move || {
+            let mut found = Vec::new();
+            location
+                .each_message(0, None, &mut |m| {
+                    let text = String::from_utf8_lossy(m.raw).to_lowercase();
+                    for needle in &lowered {
+                        if text.contains(needle.as_str()) {
+                            found.push(format!("{needle} in message {:?}", m.message_id));
+                        }
+                    }
+                })
+                .unwrap();
+            found
+        })
+        .join()
+        .unwrap(),
+    );
     let warehouse = server.db.parent().unwrap().join("warehouse.db");
     let mut files = files_of(&warehouse);
     if store == Store::Sqlite {

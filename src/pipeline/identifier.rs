@@ -110,63 +110,6 @@ pub fn earlier_spellings(kind: IdKind, raw: &str, normal: &str) -> Option<Identi
     (earlier != normal).then_some((kind, earlier))
 }
 
-/// What a store's cheap search of raw bytes looks for, before [`spells_out`] decides: a text
-/// every spelling of the identifier contains once the raw message is lower-cased and `strip`'s
-/// characters removed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RawHint {
-    pub strip: Strip,
-    pub needle: String,
-}
-
-/// Characters a raw search ignores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Strip {
-    Nothing,
-    /// `.`: a gmail local part may carry any number of them.
-    Dots,
-    /// ` -()./`: how people space out a phone number.
-    PhoneSeparators,
-}
-
-impl Strip {
-    pub fn chars(self) -> &'static str {
-        match self {
-            Strip::Nothing => "",
-            Strip::Dots => ".",
-            Strip::PhoneSeparators => " -()./",
-        }
-    }
-}
-
-/// The hint for a normal form: a gmail mailbox's dotless local part, another address whole, a
-/// phone's national digits (what every way of writing it keeps).
-pub fn raw_hint(id: &Identifier) -> Option<RawHint> {
-    match id.0 {
-        IdKind::Email => Some(match id.1.strip_suffix("@gmail.com") {
-            Some(mailbox) => RawHint {
-                strip: Strip::Dots,
-                needle: mailbox.to_string(),
-            },
-            None => RawHint {
-                strip: Strip::Nothing,
-                needle: id.1.clone(),
-            },
-        }),
-        IdKind::Phone => {
-            let national = phonenumber::parse(None, &id.1)
-                .ok()
-                .map(|n| n.national().value().to_string())
-                .unwrap_or_else(|| id.1.trim_start_matches('+').to_string());
-            (national.len() >= 6).then_some(RawHint {
-                strip: Strip::PhoneSeparators,
-                needle: national,
-            })
-        }
-        IdKind::UserId | IdKind::AnonymousId => None,
-    }
-}
-
 /// Whether a raw message spells out one of these emails or phones (normal forms) anywhere, in
 /// any spelling that is the same person: every JSON string in it that reads as an address or a
 /// phone is put in normal form and compared.
@@ -328,25 +271,6 @@ mod tests {
             earlier_spellings(IdKind::Phone, "06 1234 5678", "+31612345678"),
             Some((IdKind::Phone, "0612345678".into()))
         );
-    }
-
-    #[test]
-    fn every_spelling_contains_its_hint() {
-        let strip = |text: &str, s: Strip| -> String {
-            text.to_lowercase()
-                .chars()
-                .filter(|c| !s.chars().contains(*c))
-                .collect()
-        };
-        let gmail = raw_hint(&(IdKind::Email, "janedoe@gmail.com".into())).unwrap();
-        for spelling in ["Jane.Doe+x@googlemail.com", "j.a.n.e.doe@gmail.com"] {
-            assert!(strip(spelling, gmail.strip).contains(&gmail.needle));
-        }
-        let phone = raw_hint(&(IdKind::Phone, "+31612345678".into())).unwrap();
-        assert_eq!(phone.needle, "612345678");
-        for spelling in ["06-12 34 56 78", "+31 (0)6 1234 5678", "0031.6.12345678"] {
-            assert!(strip(spelling, phone.strip).contains(&phone.needle));
-        }
     }
 
     #[test]

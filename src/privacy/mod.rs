@@ -15,7 +15,7 @@ use crate::destinations::privacy::{plan, NotForwarded};
 use crate::destinations::{Destination, Settings};
 use std::collections::BTreeSet;
 
-use crate::pipeline::identifier::{normal_email, normal_phone, raw_hint, spells_out, RawHint};
+use crate::pipeline::identifier::{normal_email, normal_phone, spells_out};
 use crate::pipeline::identity::{IdKind, Identifier};
 use crate::pipeline::privacy::{
     covered, whose, ForgetError, ForgetRequest, HashedId, Person, Suppressor,
@@ -341,7 +341,6 @@ const GRAPH_PAGE: usize = 5_000;
 struct Spellings {
     emails: BTreeSet<String>,
     phones: BTreeSet<String>,
-    hints: Vec<RawHint>,
     country: Option<String>,
 }
 
@@ -357,30 +356,26 @@ impl Spellings {
             .filter(|(k, _)| *k == IdKind::Phone)
             .filter_map(|(_, v)| normal_phone(v, default_country))
             .collect();
-        let hints: BTreeSet<RawHint> = emails
-            .iter()
-            .map(|e| (IdKind::Email, e.clone()))
-            .chain(phones.iter().map(|p| (IdKind::Phone, p.clone())))
-            .filter_map(|id| raw_hint(&id))
-            .collect();
         Spellings {
             emails,
             phones,
-            hints: hints.into_iter().collect(),
             country: default_country.map(str::to_string),
         }
     }
 
-    /// The rows of `from..to` that spell the person out: the store's cheap search, then each
-    /// candidate read.
+    /// The rows of `from..to` that spell the person out: every raw message of the range read
+    /// (stored packed, so no text search in SQL can look into it).
     fn rows(
         &self,
         store: &mut dyn PrivacyStore,
         from: i64,
         to: i64,
     ) -> Result<Vec<i64>, StoreError> {
+        if self.emails.is_empty() && self.phones.is_empty() {
+            return Ok(Vec::new());
+        }
         Ok(store
-            .raw_candidates(from, to, &self.hints)?
+            .raw_messages(from, to)?
             .into_iter()
             .filter(|(_, raw)| spells_out(raw, &self.emails, &self.phones, self.country.as_deref()))
             .map(|(row, _)| row)

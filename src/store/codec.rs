@@ -19,8 +19,11 @@ pub struct Packed(Vec<u8>);
 
 impl Packed {
     pub fn text(text: &str) -> Packed {
-        let compressed =
-            lz4_flex::block::compress_prepend_size_with_dict(text.as_bytes(), DICTIONARY_1);
+        Packed::bytes(text.as_bytes())
+    }
+
+    pub fn bytes(bytes: &[u8]) -> Packed {
+        let compressed = lz4_flex::block::compress_prepend_size_with_dict(bytes, DICTIONARY_1);
         let mut packed = Vec::with_capacity(compressed.len() + 1);
         packed.push(LZ4_DICTIONARY_1);
         packed.extend(compressed);
@@ -70,6 +73,34 @@ pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<u8>, UnpackError> {
         }
         Some((codec, _)) => Err(UnpackError(format!("unknown codec {codec}"))),
         None => Ok(Vec::new()),
+    }
+}
+
+/// A raw message kept as received, marked so it is never taken for a packed one.
+const RAW_AS_RECEIVED: u8 = 0;
+
+/// A message's raw bytes as stored: packed when that is smaller (the usual Segment message
+/// shares its keys with the dictionary: ~570 bytes become ~320), else as received. Raw bytes
+/// that could be read as a codec byte are marked as received, so what is read back is always
+/// exactly what arrived.
+pub fn pack_raw(raw: &[u8]) -> Vec<u8> {
+    let packed = Packed::bytes(raw);
+    if packed.len() < raw.len() {
+        packed.0
+    } else if raw.first().is_some_and(|b| *b <= LZ4_DICTIONARY_1) {
+        [&[RAW_AS_RECEIVED][..], raw].concat()
+    } else {
+        raw.to_vec()
+    }
+}
+
+/// A message's raw bytes as they arrived, from what `pack_raw` stored (or an older version
+/// stored as received).
+pub fn unpack_raw(stored: &[u8]) -> Vec<u8> {
+    match stored.first() {
+        Some(&LZ4_DICTIONARY_1) => unpack(stored).unwrap_or_else(|_| stored.to_vec()),
+        Some(&RAW_AS_RECEIVED) => stored[1..].to_vec(),
+        _ => stored.to_vec(),
     }
 }
 
@@ -128,6 +159,26 @@ mod tests {
             event.len(),
             packed.len()
         );
+    }
+
+    #[test]
+    fn a_raw_message_reads_back_byte_for_byte_whatever_it_holds() {
+        let message = br#"{"type":"track","event":"Order Completed","messageId":"m-1","userId":"u-1","properties":{"order_id":"O-1","revenue":12.5,"currency":"EUR"},"context":{"ip":"203.0.113.7"}}"#;
+        let stored = pack_raw(message);
+        assert!(stored.len() < message.len(), "packed: {}", stored.len());
+        assert_eq!(unpack_raw(&stored), message);
+        // Bytes a client may send that look like a codec: kept as they arrived.
+        for odd in [
+            &b"\x01\x02\x03"[..],
+            &[1u8, 0, 0, 0, 9][..],
+            &[0u8, 1][..],
+            b"",
+            b"x",
+        ] {
+            assert_eq!(unpack_raw(&pack_raw(odd)), odd, "{odd:?}");
+        }
+        // What an older version stored as received still reads.
+        assert_eq!(unpack_raw(message), message);
     }
 
     #[test]

@@ -8,7 +8,6 @@ use super::model::privacy::{
     PrivacyRecord, Suppression,
 };
 use super::StoreError;
-use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::Identifier;
 
 pub trait PrivacyStore: Send {
@@ -39,15 +38,9 @@ pub trait PrivacyStore: Send {
         after: Option<&Identifier>,
         limit: usize,
     ) -> Result<Vec<(Identifier, i64)>, StoreError>;
-    /// The messages in rows `from..to` whose raw bytes contain a hint's needle once lower-cased
-    /// and stripped of its characters: the candidates a forget reads to see whether they spell
-    /// out the person.
-    fn raw_candidates(
-        &mut self,
-        from: i64,
-        to: i64,
-        hints: &[RawHint],
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// The raw bytes (as received) of the messages in rows `from..to`: a forget reads each to
+    /// see whether it spells out the person.
+    fn raw_messages(&mut self, from: i64, to: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
     /// Which of these hashes are suppressed now.
     fn suppressed(&mut self, hashes: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Record a request and, in the same transaction, suppress `suppress`. Returns its row.

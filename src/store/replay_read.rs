@@ -1,6 +1,7 @@
 //! Reading the stored raw messages of a window one at a time, for the mapping preview: a
 //! million messages pass through without being held at once. Only SQL here.
 
+use super::codec::unpack_raw;
 use super::{StoreError, StoreLocation};
 
 /// One stored message as it arrived.
@@ -37,12 +38,12 @@ impl StoreLocation {
                 while let Some(row) = rows.next()? {
                     let message_id: Option<String> = row.get(0)?;
                     let environment: String = row.get(1)?;
-                    let raw = row.get_ref(3)?.as_blob().unwrap_or_default();
+                    let raw = unpack_raw(row.get_ref(3)?.as_blob().unwrap_or_default());
                     each(StoredRaw {
                         message_id: message_id.as_deref(),
                         environment: &environment,
                         received_at_ms: row.get(2)?,
-                        raw,
+                        raw: &raw,
                     });
                     count += 1;
                 }
@@ -65,11 +66,12 @@ impl StoreLocation {
                     }
                     for row in &rows {
                         let message_id: Option<&str> = row.get(0);
+                        let raw = unpack_raw(row.get(3));
                         each(StoredRaw {
                             message_id,
                             environment: row.get(1),
                             received_at_ms: row.get(2),
-                            raw: row.get(3),
+                            raw: &raw,
                         });
                         count += 1;
                     }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use postgres::Client;
 
-use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::{IdKind, Identifier};
+use crate::store::codec::unpack_raw;
 use crate::store::model::privacy::{
     ChunkDeleted, Deleted, DueForward, ForwardRecord, ForwardResult, NewForward, NewPrivacyRequest,
     PersonKeys, PrivacyRecord, Suppression,
@@ -193,32 +193,15 @@ impl PrivacyStore for PgPrivacy {
             .collect())
     }
 
-    fn raw_candidates(
-        &mut self,
-        from: i64,
-        to: i64,
-        hints: &[RawHint],
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        if hints.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The raw bytes as escaped text (a stored invalid message need not be UTF-8), and each
-        // needle escaped the same way.
-        let strips: Vec<&str> = hints.iter().map(|h| h.strip.chars()).collect();
-        let needles: Vec<&str> = hints.iter().map(|h| h.needle.as_str()).collect();
+    fn raw_messages(&mut self, from: i64, to: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         Ok(self
             .client
             .query(
-                "SELECT id, raw FROM messages
-                 WHERE id >= $1 AND id < $2 AND raw IS NOT NULL
-                   AND EXISTS (
-                       SELECT 1 FROM unnest($3::text[], $4::text[]) AS h(strip, needle)
-                       WHERE position(encode(convert_to(h.needle, 'UTF8'), 'escape')
-                                      IN translate(lower(encode(raw, 'escape')), h.strip, '')) > 0)",
-                &[&from, &to, &strips, &needles],
+                "SELECT id, raw FROM messages WHERE id >= $1 AND id < $2 AND raw IS NOT NULL",
+                &[&from, &to],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), unpack_raw(r.get(1))))
             .collect())
     }
 

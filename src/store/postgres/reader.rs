@@ -41,7 +41,10 @@ fn message_from_row(r: &Row) -> StoredMessage {
         reason: r.get(11),
         duplicate_of: r.get(12),
         raw_sha256: hex::encode(r.get::<_, Vec<u8>>(13)),
-        raw: r.get::<_, Option<Vec<u8>>>(14).unwrap_or_default(),
+        raw: r
+            .get::<_, Option<Vec<u8>>>(14)
+            .map(|stored| crate::store::codec::unpack_raw(&stored))
+            .unwrap_or_default(),
         raw_stored: r.get(15),
         raw_bytes: r.get(16),
     }

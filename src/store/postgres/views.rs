@@ -629,7 +629,8 @@ impl PgReader {
                  LEFT JOIN messages o ON o.id = m.duplicate_of WHERE m.id = $1",
                 &[&row],
             )?
-            .and_then(|r| r.get(0)))
+            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0))
+            .map(|stored| crate::store::codec::unpack_raw(&stored)))
     }
 
     /// The messageId of the newest canonical event.

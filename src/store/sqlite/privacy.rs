@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::open_for_writing;
 use super::privacy_audit::{insert_request, read_requests};
-use crate::pipeline::identifier::RawHint;
 use crate::pipeline::identity::{IdKind, Identifier};
+use crate::store::codec::unpack_raw;
 use crate::store::model::privacy::{
     ChunkDeleted, Deleted, DueForward, ForwardResult, NewForward, NewPrivacyRequest, PersonKeys,
     PrivacyRecord, Suppression,
@@ -213,39 +213,15 @@ impl PrivacyStore for SqlitePrivacy {
             .collect())
     }
 
-    fn raw_candidates(
-        &mut self,
-        from: i64,
-        to: i64,
-        hints: &[RawHint],
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        if hints.is_empty() {
-            return Ok(Vec::new());
-        }
-        let test = hints
-            .iter()
-            .enumerate()
-            .map(|(n, hint)| {
-                let stripped = hint
-                    .strip
-                    .chars()
-                    .chars()
-                    .fold("lower(CAST(raw AS TEXT))".to_string(), |text, c| {
-                        format!("replace({text}, '{c}', '')")
-                    });
-                format!("instr({stripped}, ?{}) > 0", n + 3)
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let sql = format!(
-            "SELECT id, raw FROM messages WHERE id >= ?1 AND id < ?2 AND raw IS NOT NULL AND ({test})"
-        );
-        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&from, &to];
-        args.extend(hints.iter().map(|h| &h.needle as &dyn rusqlite::ToSql));
+    fn raw_messages(&mut self, from: i64, to: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         Ok(self
             .conn
-            .prepare(&sql)?
-            .query_map(args.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .prepare_cached(
+                "SELECT id, raw FROM messages WHERE id >= ?1 AND id < ?2 AND raw IS NOT NULL",
+            )?
+            .query_map(params![from, to], |r| {
+                Ok((r.get(0)?, unpack_raw(&r.get::<_, Vec<u8>>(1)?)))
+            })?
             .collect::<Result<_, _>>()?)
     }
 

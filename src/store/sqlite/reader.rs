@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::store::codec::{unpacked, Unpacked};
+use crate::store::codec::{unpack_raw, unpacked, Unpacked};
 use crate::store::model::trace::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
@@ -34,7 +34,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         reason: row.get(11)?,
         duplicate_of: row.get(12)?,
         raw_sha256: hex::encode(digest),
-        raw: row.get::<_, Option<Vec<u8>>>(14)?.unwrap_or_default(),
+        raw: row
+            .get::<_, Option<Vec<u8>>>(14)?
+            .map(|stored| unpack_raw(&stored))
+            .unwrap_or_default(),
         raw_stored: row.get(15)?,
         raw_bytes: row.get(16)?,
     })
@@ -179,14 +182,19 @@ impl StoreReader {
         Ok(counts)
     }
 
-    /// The messages stored and the bytes of their raw bodies, as received (what the store's
-    /// size is measured against).
+    /// The messages stored and the bytes of their raw bodies as received (what the store's
+    /// size is measured against: each one unpacked and counted, so this reads them all).
     pub fn raw_bytes(&self) -> Result<(i64, i64), StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(length(raw)), 0) FROM messages",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        let mut stmt = self.conn.prepare("SELECT raw FROM messages")?;
+        let mut rows = stmt.query([])?;
+        let (mut count, mut bytes) = (0i64, 0i64);
+        while let Some(row) = rows.next()? {
+            count += 1;
+            if let Some(stored) = row.get::<_, Option<Vec<u8>>>(0)? {
+                bytes += unpack_raw(&stored).len() as i64;
+            }
+        }
+        Ok((count, bytes))
     }
 
     /// Whether an accepted message with this messageId exists (used by durability checks).
@@ -203,7 +211,11 @@ impl StoreReader {
             "SELECT COALESCE(m.raw, o.raw) FROM messages m LEFT JOIN messages o ON o.id = m.duplicate_of
              WHERE m.id = ?1",
         )?;
-        Ok(stmt.query_row([row], |r| r.get(0)).optional()?.flatten())
+        Ok(stmt
+            .query_row([row], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten()
+            .map(|stored| unpack_raw(&stored)))
     }
 
     pub fn local_setting(&self, key: &str) -> Result<Option<String>, StoreError> {

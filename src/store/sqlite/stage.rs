@@ -11,7 +11,7 @@ use crate::pipeline::identity::{IdKind, Identifier, Profile};
 use crate::pipeline::CanonicalEvent;
 use crate::stage::snapshot::{PriorEvent, PriorMessage, Purchase, ReplayWindow};
 use crate::stage::{Decision, Keys, Snapshot};
-use crate::store::codec::{Packed, Unpacked};
+use crate::store::codec::{pack_raw, Packed, Unpacked};
 use crate::store::handoff::{HandOffPlan, Start};
 use crate::store::model::pipeline::json_map;
 
@@ -284,7 +284,7 @@ pub(super) fn write(
             m.reason,
             m.duplicate_of,
             &record.raw_sha256[..],
-            m.raw,
+            m.raw.map(pack_raw),
             m.outcome,
             record.raw_bytes.map(|n| n as i64),
         ])?;

@@ -4,7 +4,7 @@
 use super::PgResult;
 use crate::stage::{Decision, Snapshot};
 use crate::store::apply::Written;
-use crate::store::codec::Packed;
+use crate::store::codec::{pack_raw, Packed};
 use crate::store::handoff::{HandOffPlan, Start};
 use crate::store::postgres::db::Db;
 
@@ -329,7 +329,7 @@ fn write_rows(
             &m.iter()
                 .map(|m| &m.record.raw_sha256[..])
                 .collect::<Vec<_>>(),
-            &m.iter().map(|m| m.raw).collect::<Vec<_>>(),
+            &m.iter().map(|m| m.raw.map(pack_raw)).collect::<Vec<_>>(),
             &m.iter().map(|m| m.outcome).collect::<Vec<_>>(),
             &m.iter()
                 .map(|m| m.record.raw_bytes.map(|n| n as i64))
