@@ -14,7 +14,9 @@
 //! is an identify, which Klaviyo takes as a profile), BENCH_COST_PERF (a directory: profile the
 //! node with `perf record` into it), BENCH_COST_BEFORE (another build's `tracklayer` binary,
 //! e.g. of the last release: each set runs on it too, right before this build, so before and
-//! after are measured in one run on the same machine state).
+//! after are measured in one run on the same machine state), BENCH_COST_POSTGRES=1 (instead:
+//! one SQLite node against one PostgreSQL node, a batching webhook each, the server at
+//! TRACKLAYER_TEST_POSTGRES_URL).
 
 use std::io::Write;
 use std::path::Path;
@@ -139,11 +141,23 @@ fn free_port() -> u16 {
 }
 
 fn start_node(binary: &Path, dir: &Path, port: u16, destinations: &str) -> Child {
+    start_node_on(binary, dir, port, destinations, None)
+}
+
+/// A node on `dir`'s SQLite file, or on the PostgreSQL database at `postgres`.
+fn start_node_on(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    destinations: &str,
+    postgres: Option<&str>,
+) -> Child {
     let config = dir.join("cost.toml");
+    let url = postgres.map_or(String::new(), |url| format!("url = \"{url}\"\n"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nqueue_capacity = 8192\n[storage]\npath = \"{}\"\n[workspace]\naccount = \"acct_bench\"\ndefault_country = \"NL\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\nwrite_key = \"{WRITE_KEY}\"\n{destinations}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nqueue_capacity = 8192\n[storage]\n{url}path = \"{}\"\n[workspace]\naccount = \"acct_bench\"\ndefault_country = \"NL\"\n[[environments]]\nname = \"production\"\nsecret = \"{SECRET}\"\nwrite_key = \"{WRITE_KEY}\"\n{destinations}",
             dir.join("cost.db").display()
         ),
     )
@@ -312,6 +326,113 @@ fn measure(
     }
 }
 
+/// CPU of every PostgreSQL server process (the postmaster and its backends), in microseconds.
+fn postgres_cpu_us() -> u64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| cpu_of(&entry.path().join("stat")))
+        .filter(|(name, _)| name.starts_with("postgres"))
+        .map(|(_, us)| us)
+        .sum()
+}
+
+/// One node on SQLite against one on PostgreSQL (a fresh database on the server at `admin`),
+/// each loaded by wrk on /v1/track with a batching webhook: messages a second, and CPU per
+/// message counting PostgreSQL's own (it shares the cores).
+fn sqlite_against_postgres(admin: &str, url: &str, secs: u64, connections: u64) {
+    let hook = format!(
+        "[[destinations]]\nname = \"webhook\"\nkind = \"webhook\"\nurl = \"{url}/webhooks/bench\"\nsecret = \"{WEBHOOK_SECRET}\"\nbatch_size = 100\n"
+    );
+    let mut rates = Vec::new();
+    for store in ["sqlite", "postgres"] {
+        let dir = tempfile::tempdir().unwrap();
+        let database = (store == "postgres").then(|| {
+            let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL");
+            let name = format!("tl_cost_{}", std::process::id());
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            let mut u = url::Url::parse(admin).unwrap();
+            u.set_path(&format!("/{name}"));
+            u.to_string()
+        });
+        let port = free_port();
+        let mut node = start_node_on(
+            Path::new(env!("CARGO_BIN_EXE_tracklayer")),
+            dir.path(),
+            port,
+            &hook,
+            database.as_deref(),
+        );
+        let location = match &database {
+            Some(url) => tracklayer::store::StoreLocation::Postgres(url.clone()),
+            None => tracklayer::store::StoreLocation::Sqlite(dir.path().join("cost.db")),
+        };
+        // Ready once the store answers.
+        let mut reader = loop {
+            if let Ok(reader) = location.open() {
+                break reader;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let script_path = dir.path().join("load.lua");
+        std::fs::write(&script_path, script(0)).unwrap();
+        let (cpu_before, pg_before) = (cpu_us(node.id()), postgres_cpu_us());
+        let started = Instant::now();
+        let wrk = Command::new("wrk")
+            .args([
+                "-t2",
+                &format!("-c{connections}"),
+                &format!("-d{secs}s"),
+                "-s",
+            ])
+            .arg(&script_path)
+            .arg(format!("http://127.0.0.1:{port}"))
+            .output()
+            .expect("wrk is installed (tests/prepare.sh installs it)");
+        assert!(wrk.status.success());
+        while reader
+            .queue_counts("webhook")
+            .map(|q| q.pending + q.in_flight)
+            .unwrap_or(1)
+            > 0
+            && started.elapsed() < Duration::from_secs(secs + 120)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (cpu, pg) = (
+            cpu_us(node.id()) - cpu_before,
+            postgres_cpu_us().saturating_sub(pg_before),
+        );
+        let (messages, _) = reader.totals().unwrap();
+        drop(reader);
+        unsafe {
+            libc::kill(node.id() as i32, libc::SIGTERM);
+        }
+        node.wait().unwrap();
+        let rate = messages as f64 / secs as f64;
+        println!(
+            "{store:<9} {rate:>8.0} msg/s   TrackLayer {:.0} µs/message{}",
+            cpu as f64 / messages.max(1) as f64,
+            if store == "postgres" {
+                format!(
+                    ", PostgreSQL {:.0} µs/message",
+                    pg as f64 / messages.max(1) as f64
+                )
+            } else {
+                String::new()
+            }
+        );
+        rates.push(rate);
+    }
+    println!(
+        "one PostgreSQL node: {:.2}x one SQLite node",
+        rates[1] / rates[0].max(1.0)
+    );
+}
+
 fn main() {
     let sets =
         std::env::var("BENCH_COST_SETS").unwrap_or_else(|_| "none,meta,ga4,klaviyo,all".into());
@@ -333,6 +454,13 @@ fn main() {
         "bench",
         tracklayer::destinations::webhook::decode_secret(WEBHOOK_SECRET).unwrap(),
     );
+    // BENCH_COST_POSTGRES=1: one SQLite node against one PostgreSQL node, and nothing else.
+    if std::env::var("BENCH_COST_POSTGRES").as_deref() == Ok("1") {
+        let admin = std::env::var("TRACKLAYER_TEST_POSTGRES_URL")
+            .expect("TRACKLAYER_TEST_POSTGRES_URL (eval \"$(tests/prepare.sh)\")");
+        sqlite_against_postgres(&admin, &sandbox.url(), secs, connections);
+        return;
+    }
     println!(
         "wrk -t2 -c{connections} -d{secs}s on /v1/track{}; tracklayer serve in its own process",
         if identify_every > 0 {
