@@ -472,6 +472,11 @@ fn retention_replay_windows_and_requeue_work_against_the_fleet_database() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM message_ids"), 0);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM events"), 0);
     assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM destination_minutes"),
+        0,
+        "a destination's minutes go with the rest"
+    );
+    assert_eq!(
         count(
             &db,
             "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"

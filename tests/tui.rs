@@ -164,6 +164,12 @@ async fn scenario_on(store: Store) -> (TestServer, Sandbox) {
     (server, sandbox)
 }
 
+/// When a test's dashboard loads: now, since the windows it shows are the minutes the writer
+/// added up as the scenario ran (their times are pinned afterwards).
+fn loaded_now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Pin every clock-dependent value so the render is stable.
 fn pin(snapshot: &mut Snapshot) {
     snapshot.loaded_at_ms = NOW;
@@ -217,7 +223,7 @@ fn app_on(server: &TestServer, pane: Pane, filter: &str) -> App {
     app.pane = pane;
     let index = Pane::ALL.iter().position(|p| *p == pane).unwrap();
     app.filters[index] = filter.to_string();
-    let mut snapshot = server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], NOW);
+    let mut snapshot = server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], loaded_now());
     assert_eq!(snapshot.error, None);
     pin(&mut snapshot);
     app.apply(snapshot);
@@ -282,7 +288,7 @@ async fn every_pane_renders_the_pipeline_state() {
 
     let mut diff = app_on(&server, Pane::Diff, "");
     diff.trace_of = Some("seg_test_481".into());
-    let mut snapshot = server.dashboard(&diff.query(), &[], NOW);
+    let mut snapshot = server.dashboard(&diff.query(), &[], loaded_now());
     pin(&mut snapshot);
     diff.apply(snapshot);
     insta::assert_snapshot!("diff", stable(render(&diff).backend().to_string()));
@@ -402,7 +408,7 @@ async fn at_80_by_24_every_pane_shows_what_identifies_a_row_and_its_state() {
         let mut app = app_on(&server, pane, filter);
         if pane == Pane::Diff {
             app.trace_of = Some("seg_test_481".into());
-            let mut snapshot = server.dashboard(&app.query(), &[], NOW);
+            let mut snapshot = server.dashboard(&app.query(), &[], loaded_now());
             pin(&mut snapshot);
             app.apply(snapshot);
         }
@@ -444,7 +450,7 @@ async fn keys_move_between_panes_and_follow_a_message() {
     assert_eq!(app.pane, Pane::Diff);
     assert_eq!(app.query().trace_of.as_deref(), Some("seg_test_481"));
     // `c` copies the raw message as Segment sent it.
-    let snapshot = server.dashboard(&app.query(), &[], NOW);
+    let snapshot = server.dashboard(&app.query(), &[], loaded_now());
     app.apply(snapshot);
     app.handle_key(key(KeyCode::Char('c')));
     let copied: serde_json::Value =
@@ -549,7 +555,7 @@ async fn the_test_send_pane_walks_a_call_stage_by_stage() {
         .post("production", PRODUCTION_SECRET, &message.to_string())
         .await;
     app.test.sent[0] = Some(tracklayer::testsend::SendResult { status, reply });
-    let snapshot = server.dashboard(&app.query(), &[], NOW);
+    let snapshot = server.dashboard(&app.query(), &[], loaded_now());
     app.apply(snapshot);
     // One stage shows; each space reveals the next.
     let text = render(&app).backend().to_string();
@@ -623,7 +629,7 @@ fn comparable(server: &TestServer, pane: Pane, filter: &str, trace_of: Option<&s
         trace_of: trace_of.map(String::from),
         ..Default::default()
     };
-    let s = server.dashboard(&query, &["meta".into(), "warehouse".into()], NOW);
+    let s = server.dashboard(&query, &["meta".into(), "warehouse".into()], loaded_now());
     assert_eq!(s.error, None);
     let mut out: Vec<String> = Vec::new();
     for r in &s.stream {
@@ -897,7 +903,7 @@ async fn a_click_selects_what_is_under_the_pointer_and_the_wheel_scrolls() {
     let mut app = app_on(&server, Pane::Deliveries, "");
     let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
     app.handle_key(key(KeyCode::Enter));
-    let snapshot = server.dashboard(&app.query(), &["meta".into()], NOW);
+    let snapshot = server.dashboard(&app.query(), &["meta".into()], loaded_now());
     app.apply(snapshot);
     assert!(app.detail && app.snapshot.request.is_some());
     let mut small = Terminal::new(TestBackend::new(100, 20)).unwrap();
@@ -948,7 +954,7 @@ async fn a_test_send_step_after_an_idle_pause_still_reaches_the_server() {
 fn press(server: &TestServer, app: &mut App, code: KeyCode) {
     if app.handle_key(KeyEvent::new(code, KeyModifiers::NONE)) {
         let mut snapshot =
-            server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], NOW);
+            server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], loaded_now());
         assert_eq!(snapshot.error, None);
         pin(&mut snapshot);
         app.apply(snapshot);

@@ -10,6 +10,7 @@ use crate::store::error::StoreError;
 use crate::store::handoff::HandOffPlan;
 use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
+use crate::store::model::destinations::MinuteRollup;
 use crate::store::writer::{ClaimRequest, IngestJob, Item, Job, JobOutput, WriterState};
 
 /// What became of writing a decision.
@@ -46,7 +47,10 @@ pub(crate) trait StoreTx {
 
     fn rejections(&mut self, batch: &RejectionBatch) -> Result<(), StoreError>;
     fn claim(&mut self, request: &ClaimRequest) -> Result<Claim, StoreError>;
-    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError>;
+    /// Record a completion; false when it was recorded before (nothing written).
+    fn complete(&mut self, completion: &Completion) -> Result<bool, StoreError>;
+    /// Add a group's tallies to the destinations' minutes.
+    fn add_minutes(&mut self, minutes: &MinuteRollup) -> Result<(), StoreError>;
     fn record_request(
         &mut self,
         destination: &str,
@@ -95,10 +99,14 @@ pub(crate) fn apply_items(
     let ingest_time = started.elapsed();
     let started = Instant::now();
     let now = crate::store::error::now_ms();
+    let mut minutes = MinuteRollup::default();
     for item in items {
         if let Item::Work(job) = item {
-            outputs.push(apply_work(tx, job, now, state)?);
+            outputs.push(apply_work(tx, job, now, state, &mut minutes)?);
         }
+    }
+    if !minutes.is_empty() {
+        tx.add_minutes(&minutes)?;
     }
     Ok((outputs, ingest_time, started.elapsed()))
 }
@@ -149,6 +157,7 @@ fn apply_work(
     job: &Job,
     now: i64,
     state: &WriterState,
+    minutes: &mut MinuteRollup,
 ) -> Result<JobOutput, StoreError> {
     Ok(match job {
         Job::Rejections(batch) => {
@@ -158,11 +167,15 @@ fn apply_work(
         Job::Claim(request, _) => JobOutput::Claimed(tx.claim(request)?),
         Job::Complete(completions, _) => {
             for c in completions {
-                tx.complete(c)?;
+                // One recorded twice (its first answer lost) counts once.
+                if tx.complete(c)? {
+                    minutes.add_completion(c);
+                }
             }
             JobOutput::Done
         }
         Job::RecordRequest(destination, request, _) => {
+            minutes.add_request(destination, request);
             JobOutput::Row(tx.record_request(destination, request)?)
         }
         Job::Release {

@@ -20,7 +20,7 @@ use postgres::{Client, NoTls};
 
 /// The migrations, in order: (version, name, SQL). A version is never edited once released;
 /// a change is a new file with the next number, as for SQLite.
-pub const MIGRATIONS: [(i32, &str, &str); 9] = [
+pub const MIGRATIONS: [(i32, &str, &str); 10] = [
     (
         1,
         "0001_schema",
@@ -65,6 +65,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 9] = [
         9,
         "0009_claim_tokens",
         include_str!("../../../migrations/postgres/0009_claim_tokens.sql"),
+    ),
+    (
+        10,
+        "0010_destination_minutes",
+        include_str!("../../../migrations/postgres/0010_destination_minutes.sql"),
     ),
 ];
 

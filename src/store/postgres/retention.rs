@@ -26,7 +26,9 @@ pub(super) fn prune(
     if !ours {
         return Ok(0);
     }
-    const DELETES: [&str; 15] = [
+    const DELETES: [&str; 17] = [
+        "DELETE FROM destination_minutes WHERE minute_ms < $1 AND $2::bigint > 0",
+        "DELETE FROM destination_minute_errors WHERE minute_ms < $1 AND $2::bigint > 0",
         "DELETE FROM delivery_attempts WHERE id IN
              (SELECT id FROM delivery_attempts WHERE at_ms < $1 ORDER BY id LIMIT $2)",
         "DELETE FROM delivery_requests WHERE id IN

@@ -473,52 +473,69 @@ impl PgReader {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            let requests: Vec<(i64, Option<i64>, bool)> = self
+            // The last hour, minute by minute, as every node added it up.
+            let since = MinuteCounts::start_ms(now_ms);
+            let minutes: Vec<MinuteTally> = self
                 .client
                 .query(
-                    "SELECT started_at_ms, latency_ms, status_code, error FROM delivery_requests
-                     WHERE destination = $1 ORDER BY id DESC LIMIT 5000",
-                    &[name],
+                    "SELECT minute_ms, requests, succeeded, latency_10ms, latency_50ms,
+                         latency_100ms, latency_250ms, latency_500ms, latency_1s, latency_5s,
+                         latency_slower, delivered, retried, dead
+                     FROM destination_minutes WHERE destination = $1 AND minute_ms >= $2",
+                    &[name, &since],
                 )?
                 .iter()
                 .map(|r| {
-                    let status = r.get::<_, Option<i32>>(2).map(count);
-                    let error: Option<String> = r.get(3);
-                    (
-                        r.get(0),
-                        r.get(1),
-                        request_succeeded(status, error.as_deref()),
-                    )
+                    let mut latency = [0i64; LATENCY_BUCKETS];
+                    for (i, slot) in latency.iter_mut().enumerate() {
+                        *slot = r.get(3 + i);
+                    }
+                    MinuteTally {
+                        minute_ms: r.get(0),
+                        requests: r.get(1),
+                        succeeded: r.get(2),
+                        latency,
+                        delivered: r.get(11),
+                        retried: r.get(12),
+                        dead: r.get(13),
+                    }
                 })
                 .collect();
-            s.last_5m = window(&requests, now_ms - 5 * 60_000);
-            s.last_1h = window(&requests, now_ms - 3_600_000);
-            let failures: Vec<(i64, Option<String>, Option<String>)> = self
+            let errors: Vec<(String, i64, i64, String)> = self
                 .client
                 .query(
-                    "SELECT a.at_ms, a.reason, a.node_id FROM delivery_attempts a
-                     JOIN deliveries d ON d.id = a.delivery_id
-                     WHERE d.destination = $1 AND a.outcome <> 'delivered' AND a.id > $2
-                     ORDER BY a.id DESC LIMIT 200",
-                    &[name, &attempts_floor],
+                    "SELECT DISTINCT ON (kind) kind,
+                         SUM(count) OVER (PARTITION BY kind)::bigint,
+                         last_at_ms, last_reason
+                     FROM destination_minute_errors
+                     WHERE destination = $1 AND minute_ms >= $2
+                     ORDER BY kind, last_at_ms DESC",
+                    &[name, &since],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect();
-            summarise_failures(&mut s, &failures);
-            let start = MinuteCounts::start_ms(now_ms);
-            s.per_minute = MinuteCounts::from_rows(
-                self.client
-                    .query(
-                        "SELECT (a.at_ms - $3) / 60000, a.outcome, COUNT(*)
-                         FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-                         WHERE d.destination = $1 AND a.id > $2 AND a.at_ms >= $3
-                         GROUP BY 1, 2",
-                        &[name, &attempts_floor, &start],
-                    )?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2))),
-            );
+            // The last failure however long ago, and which node met it (when its attempt is
+            // among the newest).
+            s.last_error = self
+                .client
+                .query_opt(
+                    "SELECT last_at_ms, last_reason FROM destination_minute_errors
+                     WHERE destination = $1 ORDER BY minute_ms DESC, last_at_ms DESC LIMIT 1",
+                    &[name],
+                )?
+                .map(|r| (r.get(0), r.get(1)));
+            s.last_error_node = self
+                .client
+                .query_opt(
+                    "SELECT a.node_id FROM delivery_attempts a
+                     JOIN deliveries d ON d.id = a.delivery_id
+                     WHERE d.destination = $1 AND a.outcome <> 'delivered' AND a.id > $2
+                     ORDER BY a.id DESC LIMIT 1",
+                    &[name, &attempts_floor],
+                )?
+                .and_then(|r| r.get(0));
+            summarise_minutes(&mut s, &minutes, &errors, now_ms);
             let mut coverage = Coverage::default();
             let mut quality = MatchSummary::default();
             for r in self.client.query(

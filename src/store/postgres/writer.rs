@@ -19,6 +19,7 @@ use crate::store::error::{now_ms, StoreError};
 use crate::store::handoff::{HandOffPlan, HandOffs};
 use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
+use crate::store::model::destinations::MinuteRollup;
 use crate::store::writer::{
     ClaimRequest, GroupWriter, Item, JobOutput, StoreWriter, WriterOptions, WriterState,
     WriterThread,
@@ -215,8 +216,11 @@ impl StoreTx for PgTx<'_, '_, '_> {
             r.token,
         )?)
     }
-    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
+    fn complete(&mut self, completion: &Completion) -> Result<bool, StoreError> {
         Ok(delivery::complete(&mut self.db, self.node_id, completion)?)
+    }
+    fn add_minutes(&mut self, minutes: &MinuteRollup) -> Result<(), StoreError> {
+        Ok(delivery::add_minutes(&mut self.db, minutes)?)
     }
     fn record_request(
         &mut self,

@@ -5,6 +5,7 @@ use crate::store::model::delivery::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::store::codec::unpacked;
+use crate::store::model::destinations::MinuteRollup;
 use crate::store::writer::ClaimToken;
 
 /// The claim's read: due rows of one destination, straight off `deliveries_ready` (no sort, no
@@ -196,6 +197,60 @@ pub fn record_request(
         r.error
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Add a group's tallies to the destinations' minutes (the dashboard's windows read these).
+pub fn add_minutes(conn: &Connection, minutes: &MinuteRollup) -> Result<(), rusqlite::Error> {
+    let mut tally = conn.prepare_cached(
+        "INSERT INTO destination_minutes (destination, minute_ms, requests, succeeded,
+             latency_10ms, latency_50ms, latency_100ms, latency_250ms, latency_500ms, latency_1s,
+             latency_5s, latency_slower, delivered, retried, dead)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (destination, minute_ms) DO UPDATE SET
+             requests = requests + excluded.requests, succeeded = succeeded + excluded.succeeded,
+             latency_10ms = latency_10ms + excluded.latency_10ms,
+             latency_50ms = latency_50ms + excluded.latency_50ms,
+             latency_100ms = latency_100ms + excluded.latency_100ms,
+             latency_250ms = latency_250ms + excluded.latency_250ms,
+             latency_500ms = latency_500ms + excluded.latency_500ms,
+             latency_1s = latency_1s + excluded.latency_1s,
+             latency_5s = latency_5s + excluded.latency_5s,
+             latency_slower = latency_slower + excluded.latency_slower,
+             delivered = delivered + excluded.delivered, retried = retried + excluded.retried,
+             dead = dead + excluded.dead",
+    )?;
+    for ((destination, _), t) in &minutes.tallies {
+        tally.execute(params![
+            destination,
+            t.minute_ms,
+            t.requests,
+            t.succeeded,
+            t.latency[0],
+            t.latency[1],
+            t.latency[2],
+            t.latency[3],
+            t.latency[4],
+            t.latency[5],
+            t.latency[6],
+            t.latency[7],
+            t.delivered,
+            t.retried,
+            t.dead
+        ])?;
+    }
+    let mut errors = conn.prepare_cached(
+        "INSERT INTO destination_minute_errors (destination, minute_ms, kind, count, last_at_ms,
+             last_reason)
+         VALUES (?1, ?2, ?3, ?6, ?4, ?5)
+         ON CONFLICT (destination, minute_ms, kind) DO UPDATE SET count = count + excluded.count,
+             last_reason = CASE WHEN excluded.last_at_ms >= last_at_ms
+                                THEN excluded.last_reason ELSE last_reason END,
+             last_at_ms = MAX(last_at_ms, excluded.last_at_ms)",
+    )?;
+    for ((destination, minute_ms, kind), (count, at_ms, reason)) in &minutes.errors {
+        errors.execute(params![destination, minute_ms, kind, at_ms, reason, count])?;
+    }
+    Ok(())
 }
 
 /// Record a request (unless recorded already) and the outcome of each delivery it carried.

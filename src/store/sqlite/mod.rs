@@ -58,6 +58,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
             "../../../migrations/0015_one_person_one_key.sql"
         )),
         M::up(include_str!("../../../migrations/0016_lean_deliveries.sql")),
+        M::up(include_str!(
+            "../../../migrations/0017_destination_minutes.sql"
+        )),
     ])
 });
 

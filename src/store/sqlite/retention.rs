@@ -74,6 +74,13 @@ pub fn prune(conn: &Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error
         }
         deleted += conn.execute(&sql, params![cutoff_ms, CHUNK])?;
     }
+    // A destination's minutes: 1,440 rows a day each, read an hour at a time.
+    for table in ["destination_minutes", "destination_minute_errors"] {
+        deleted += conn.execute(
+            &format!("DELETE FROM {table} WHERE minute_ms < ?1"),
+            [cutoff_ms],
+        )?;
+    }
     Ok(deleted + prune_people(conn, cutoff_ms)?)
 }
 

@@ -415,49 +415,57 @@ impl StoreReader {
             )?
             .query_row(params![name, routes_floor], |r| r.get(0))?;
             s.paused = self.destination_pause(name)?;
-            // Requests of the last hour (bounded): outcome and latency.
-            let mut requests = self.conn().prepare_cached(
-                "SELECT started_at_ms, latency_ms, status_code, error FROM delivery_requests
-                 WHERE destination = ?1 ORDER BY id DESC LIMIT 5000",
-            )?;
-            let rows: Vec<(i64, Option<i64>, bool)> = requests
-                .query_map([name], |r| {
-                    let status: Option<i64> = r.get(2)?;
-                    let error: Option<String> = r.get(3)?;
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        request_succeeded(status, error.as_deref()),
-                    ))
-                })?
-                .collect::<Result<_, _>>()?;
-            s.last_5m = window(&rows, now_ms - 5 * 60_000);
-            s.last_1h = window(&rows, now_ms - 3_600_000);
-            let mut failures = self.conn().prepare_cached(
-                // `+d.destination`: walk attempts newest first instead of every delivery.
-                "SELECT a.at_ms, a.reason FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-                 WHERE +d.destination = ?1 AND a.outcome != 'delivered' AND a.id > ?2
-                 ORDER BY a.id DESC LIMIT 200",
-            )?;
-            let floor = self.max_rowid("delivery_attempts")? - FILTER_WINDOW;
-            let recent: Vec<(i64, Option<String>, Option<String>)> = failures
-                .query_map(params![name, floor], |r| Ok((r.get(0)?, r.get(1)?, None)))?
-                .collect::<Result<_, _>>()?;
-            summarise_failures(&mut s, &recent);
-            let start = MinuteCounts::start_ms(now_ms);
-            let per_minute: Vec<(i64, String, i64)> = self
+            // The last hour, minute by minute, as the writer added it up.
+            let since = MinuteCounts::start_ms(now_ms);
+            let minutes: Vec<MinuteTally> = self
                 .conn()
                 .prepare_cached(
-                    "SELECT (a.at_ms - ?3) / 60000, a.outcome, COUNT(*)
-                     FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-                     WHERE +d.destination = ?1 AND a.id > ?2 AND a.at_ms >= ?3
-                     GROUP BY 1, 2",
+                    "SELECT minute_ms, requests, succeeded, latency_10ms, latency_50ms,
+                         latency_100ms, latency_250ms, latency_500ms, latency_1s, latency_5s,
+                         latency_slower, delivered, retried, dead
+                     FROM destination_minutes WHERE destination = ?1 AND minute_ms >= ?2",
                 )?
-                .query_map(params![name, floor, start], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                .query_map(params![name, since], |r| {
+                    let mut latency = [0i64; LATENCY_BUCKETS];
+                    for (i, slot) in latency.iter_mut().enumerate() {
+                        *slot = r.get(3 + i)?;
+                    }
+                    Ok(MinuteTally {
+                        minute_ms: r.get(0)?,
+                        requests: r.get(1)?,
+                        succeeded: r.get(2)?,
+                        latency,
+                        delivered: r.get(11)?,
+                        retried: r.get(12)?,
+                        dead: r.get(13)?,
+                    })
                 })?
                 .collect::<Result<_, _>>()?;
-            s.per_minute = MinuteCounts::from_rows(per_minute);
+            let errors: Vec<(String, i64, i64, String)> = self
+                .conn()
+                .prepare_cached(
+                    "SELECT kind, SUM(count), MAX(last_at_ms),
+                         (SELECT e2.last_reason FROM destination_minute_errors e2
+                          WHERE e2.destination = e.destination AND e2.kind = e.kind
+                            AND e2.minute_ms >= ?2
+                          ORDER BY e2.last_at_ms DESC LIMIT 1)
+                     FROM destination_minute_errors e
+                     WHERE destination = ?1 AND minute_ms >= ?2 GROUP BY kind",
+                )?
+                .query_map(params![name, since], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            // The last failure, however long ago (its minute may be past the hour).
+            s.last_error = self
+                .conn()
+                .prepare_cached(
+                    "SELECT last_at_ms, last_reason FROM destination_minute_errors
+                     WHERE destination = ?1 ORDER BY minute_ms DESC, last_at_ms DESC LIMIT 1",
+                )?
+                .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            summarise_minutes(&mut s, &minutes, &errors, now_ms);
             (s.coverage, s.match_quality) = self.coverage(name, now_ms)?;
             out.push(s);
         }

@@ -21,6 +21,7 @@ use crate::store::error::StoreError;
 use crate::store::handoff::{HandOffPlan, HandOffs};
 use crate::store::model::alerts::{AlertChange, AlertNotice, AlertWrite};
 use crate::store::model::delivery::{Claim, Completion, RequestRecord};
+use crate::store::model::destinations::MinuteRollup;
 use crate::store::writer::{
     ClaimRequest, GroupWriter, Item, JobOutput, StoreWriter, WriterOptions, WriterState,
     WriterThread,
@@ -212,8 +213,12 @@ impl StoreTx for SqliteTx<'_> {
             r.token,
         )?)
     }
-    fn complete(&mut self, completion: &Completion) -> Result<(), StoreError> {
-        Ok(delivery::complete(self.conn, completion)?)
+    fn complete(&mut self, completion: &Completion) -> Result<bool, StoreError> {
+        delivery::complete(self.conn, completion)?;
+        Ok(true)
+    }
+    fn add_minutes(&mut self, minutes: &MinuteRollup) -> Result<(), StoreError> {
+        Ok(delivery::add_minutes(self.conn, minutes)?)
     }
     fn record_request(
         &mut self,
