@@ -256,11 +256,9 @@ pub fn run(options: DemoOptions) -> Result<DemoSummary> {
                 sandbox.url()
             ),
         );
-        app.status = problems.first().cloned().or_else(|| {
-            Some(
-                "demo: TikTok fails for a while and recovers (5: diagnostics, 8: test send)".into(),
-            )
-        });
+        app.status.set(problems.first().cloned().unwrap_or_else(|| {
+            "demo: TikTok fails for a while and recovers (5: diagnostics, 8: test send)".into()
+        }));
         app.test = crate::tui::app::TestSendState::new(test_plan, true);
         app.actions = Ok(());
         app.mouse = options.mouse;

@@ -506,7 +506,7 @@ async fn search_by_each_key_opens_the_right_message(store: Store) {
         search(&server, &mut app, text);
         assert_eq!(app.pane, Pane::Diff, "{text}");
         assert_eq!(app.trace_of.as_deref(), Some(message), "{text}");
-        let status = app.status.clone().unwrap_or_default();
+        let status = app.status.shown().unwrap_or_default().to_string();
         assert!(
             status.contains(&format!("is a {matched}")),
             "{text}: {status}"
@@ -532,7 +532,7 @@ async fn search_by_each_key_opens_the_right_message(store: Store) {
     search(&server, &mut app, "nothing-like-this");
     assert!(
         app.status
-            .as_deref()
+            .shown()
             .unwrap_or_default()
             .starts_with("nothing matches `nothing-like-this`"),
         "{:?}",
@@ -677,10 +677,7 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
         "{question}"
     );
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('n'));
-    assert_eq!(
-        app.status.as_deref(),
-        Some("cancelled: nothing was changed")
-    );
+    assert_eq!(app.status.shown(), Some("cancelled: nothing was changed"));
     assert_eq!(queue_of(&server, "meta").dead, 2);
     // Filtered: only what died after a moment replays (none died in the future).
     let location = server.store_location();
@@ -716,7 +713,7 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
         screen(&app)
     );
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('y'));
-    let done = app.status.clone().unwrap_or_default();
+    let done = app.status.shown().unwrap_or_default().to_string();
     assert!(
         done.starts_with("done: 2 dead deliveries of meta (died since ")
             && done.ends_with(" UTC) re-queued (recorded as oncall@test-host)"),
@@ -802,7 +799,7 @@ async fn each_action_changes_the_store_as_it_says(store: Store) {
     press_loaded(&server, &mut app, &mut last, KeyCode::Char('D'));
     assert!(app.confirm.is_none());
     assert_eq!(
-        app.status.as_deref(),
+        app.status.shown(),
         Some("refused: attached to a fleet's database (read-only)")
     );
     assert_eq!(recorded_actions(&server).len(), 6);

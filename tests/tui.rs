@@ -223,7 +223,11 @@ fn app_on(server: &TestServer, pane: Pane, filter: &str) -> App {
     app.pane = pane;
     let index = Pane::ALL.iter().position(|p| *p == pane).unwrap();
     app.filters[index] = filter.to_string();
-    let mut snapshot = server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], loaded_now());
+    let mut snapshot = server.dashboard(
+        &app.query(),
+        &["meta".into(), "warehouse".into()],
+        loaded_now(),
+    );
     assert_eq!(snapshot.error, None);
     pin(&mut snapshot);
     app.apply(snapshot);
@@ -953,8 +957,11 @@ async fn a_test_send_step_after_an_idle_pause_still_reaches_the_server() {
 /// Press a key and, when it asks for data, load it as the loader would.
 fn press(server: &TestServer, app: &mut App, code: KeyCode) {
     if app.handle_key(KeyEvent::new(code, KeyModifiers::NONE)) {
-        let mut snapshot =
-            server.dashboard(&app.query(), &["meta".into(), "warehouse".into()], loaded_now());
+        let mut snapshot = server.dashboard(
+            &app.query(),
+            &["meta".into(), "warehouse".into()],
+            loaded_now(),
+        );
         assert_eq!(snapshot.error, None);
         pin(&mut snapshot);
         app.apply(snapshot);

@@ -95,7 +95,9 @@ pub fn tui(
             theme.as_deref(),
             format!("attached to {} (read-only)", store.describe()),
         );
-        app.status = problems.first().cloned();
+        if let Some(problem) = problems.first() {
+            app.status.set(problem.clone());
+        }
         app.mouse = mouse;
         app.actions = match &store {
             // A local file someone can write: the same machine, acting as its operator.
@@ -165,7 +167,9 @@ pub fn tui(
     let mut app = crate::tui::App::new(themes, theme.as_deref(), source);
     app.actions = Ok(());
     app.mouse = mouse;
-    app.status = problems.first().cloned();
+    if let Some(problem) = problems.first() {
+        app.status.set(problem.clone());
+    }
     app.test = crate::tui::app::TestSendState::new(test_plan, true);
     let result = crate::tui::run(
         store,

@@ -271,7 +271,7 @@ pub fn send_trace(
     let mut traced = Vec::new();
     let mut verdict = Ok(());
     for (n, step) in steps.iter().enumerate() {
-        let body = serde_json::to_vec(&step.message)?;
+        let body = serde_json::to_vec(&step.outgoing())?;
         let message_id = step
             .message
             .get("messageId")

@@ -19,6 +19,24 @@ pub struct Step {
     pub message: Value,
 }
 
+impl Step {
+    /// The message as it goes out now: a call without a time of its own is dated when it is
+    /// sent (a step the engineer looked at for ten minutes is not ten minutes old), as
+    /// Segment's libraries date a call when they send it.
+    pub fn outgoing(&self) -> Value {
+        let mut message = self.message.clone();
+        if let Some(object) = message.as_object_mut() {
+            if !object.contains_key("timestamp") {
+                object.insert(
+                    "timestamp".into(),
+                    json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                );
+            }
+        }
+        message
+    }
+}
+
 /// The test user a scenario is built for (editable before sending). Only the identifiers it
 /// has are sent: a user given by email alone is a guest without a userId, not `tl_test_user`
 /// with another email.
@@ -176,7 +194,6 @@ pub const SCENARIO_STEPS: [&str; 5] = [
 /// Build the calls: identify, Product Added, Checkout Started, Order Completed, Lead Submitted.
 /// `run_id` makes messageIds and the order id unique per run, so a rerun is not a duplicate.
 pub fn scenario(user: &TestUser, run_id: &str, only: &[String], skip: &[String]) -> Vec<Step> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let context = json!({
         "ip": "203.0.113.42",
         "userAgent": "Mozilla/5.0 (TrackLayer controlled test)",
@@ -191,7 +208,6 @@ pub fn scenario(user: &TestUser, run_id: &str, only: &[String], skip: &[String])
             "type": kind,
             "messageId": format!("tl_test_{run_id}_{n}"),
             "anonymousId": user.anonymous_id,
-            "timestamp": now,
             "context": context,
         });
         if let Some(user_id) = &user.user_id {
@@ -292,4 +308,27 @@ pub fn file_step(
         }
     }
     Step { label, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_call_is_dated_when_it_is_sent_and_a_given_time_is_kept() {
+        let user = TestUser::default();
+        let steps = scenario(&user, "r1", &[], &[]);
+        assert!(steps.iter().all(|s| s.message.get("timestamp").is_none()));
+        let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+        let sent = steps[0].outgoing();
+        let stamped = chrono::DateTime::parse_from_rfc3339(sent["timestamp"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert!(stamped >= before, "{stamped} is when it went out");
+        let own = Step {
+            label: "x".into(),
+            message: json!({"type": "track", "timestamp": "2026-01-01T00:00:00Z"}),
+        };
+        assert_eq!(own.outgoing()["timestamp"], "2026-01-01T00:00:00Z");
+    }
 }

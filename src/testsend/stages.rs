@@ -73,6 +73,18 @@ pub fn stages(sent: &SendResult, trace: Option<&MessageTrace>, plan: &TestPlan) 
     if out[0].verdict == Verdict::Fail {
         return out;
     }
+    // A forgotten person's call is answered and then kept nowhere: there is no trace to wait for.
+    if sent.reply["suppressed"].as_u64().is_some_and(|n| n > 0) {
+        out.push(
+            stage(
+                "suppressed",
+                Verdict::Fail,
+                vec!["not stored and sent nowhere: the call names a person who was forgotten (a forget suppresses every identifier of theirs)".into()],
+            )
+            .with_fix("test with another user (u sets the test user), or lift the suppression with `tracklayer forget --undo` if the forget was a mistake"),
+        );
+        return out;
+    }
     let Some((trace, first)) = trace.and_then(|t| t.arrivals.first().map(|first| (t, first)))
     else {
         out.push(stage(

@@ -230,6 +230,24 @@ fn a_refused_post_stops_at_authenticated_with_the_fix() {
 }
 
 #[test]
+fn a_forgotten_persons_call_stops_at_suppressed_instead_of_waiting() {
+    let suppressed = SendResult {
+        status: 200,
+        reply: json!({"request_id": "req_1", "accepted": 0, "suppressed": 1}),
+    };
+    let stages = stages(&suppressed, None, &plan());
+    assert_eq!(
+        names_and_verdicts(&stages),
+        [
+            ("authenticated", Verdict::Pass),
+            ("suppressed", Verdict::Fail)
+        ]
+    );
+    assert!(stages[1].detail[0].contains("forgotten"));
+    assert!(settled(&stages) && failed(&stages));
+}
+
+#[test]
 fn a_call_not_stored_yet_waits_at_parsed() {
     let stages = stages(&accepted(), None, &plan());
     assert_eq!(

@@ -106,6 +106,8 @@ pub struct TestSendState {
     pub enabled: bool,
     /// The test user (edit with `/`: a userId, an email, or both separated by a space).
     pub user: testsend::TestUser,
+    /// Lines the stage list is scrolled up from its end (0: the newest stage in view).
+    pub stages_up: usize,
 }
 
 impl TestSendState {
@@ -125,6 +127,7 @@ impl TestSendState {
         self.sent = vec![None; self.steps.len()];
         self.viewing = 0;
         self.revealed = 0;
+        self.stages_up = 0;
     }
 
     /// Set the test user from `/` input: words with `@` are the email, others the userId;
@@ -216,7 +219,7 @@ pub struct App {
     pub themes: Vec<Theme>,
     pub theme_index: usize,
     pub snapshot: Snapshot,
-    pub status: Option<String>,
+    pub status: Status,
     /// A label for the header: what this dashboard is attached to.
     pub source: String,
     pub quit: bool,
@@ -274,7 +277,7 @@ impl App {
             themes,
             theme_index,
             snapshot: Snapshot::default(),
-            status: None,
+            status: Status::default(),
             source,
             quit: false,
         }
@@ -423,7 +426,7 @@ impl App {
         if let Some((seq, result)) = snapshot.action_done.take() {
             if self.pending_action.as_ref().is_some_and(|(s, _)| *s == seq) {
                 self.pending_action = None;
-                self.status = Some(match result {
+                self.status.set(match result {
                     Ok(done) => format!("done: {done} (recorded as {})", self.who),
                     Err(e) => e,
                 });
@@ -551,3 +554,33 @@ impl App {
 }
 
 pub use crate::operator::operator_name;
+
+/// The last thing the dashboard told the user: shown for a few seconds, then it gives its line
+/// back to the keys.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    text: Option<String>,
+    at: Option<std::time::Instant>,
+}
+
+/// How long a status stays on screen.
+pub const STATUS_SHOWN: std::time::Duration = std::time::Duration::from_secs(8);
+
+impl Status {
+    pub fn set(&mut self, text: String) {
+        self.text = Some(text);
+        self.at = Some(std::time::Instant::now());
+    }
+
+    pub fn clear(&mut self) {
+        self.text = None;
+        self.at = None;
+    }
+
+    /// The status, while it is fresh.
+    pub fn shown(&self) -> Option<&str> {
+        self.text
+            .as_deref()
+            .filter(|_| self.at.is_some_and(|at| at.elapsed() < STATUS_SHOWN))
+    }
+}

@@ -355,7 +355,7 @@ fn event_loop(
         if let Some(sender) = &sender {
             if let Some(index) = app.pending_send.take() {
                 if let Some(step) = app.test.steps.get(index) {
-                    let _ = sender.requests.send((index, step.message.clone()));
+                    let _ = sender.requests.send((index, step.outgoing()));
                 }
             }
             while let Ok((index, result)) = sender.results.try_recv() {
@@ -380,14 +380,14 @@ fn event_loop(
                         app.preview.selected = 0;
                         match result {
                             Ok(report) => {
-                                app.status = None;
+                                app.status.clear();
                                 app.preview.report = Some(report);
                             }
                             Err(e) => app.preview.error = Some(e),
                         }
                     }
                     DraftAnswer::Activated(result) => {
-                        app.status = Some(match result {
+                        app.status.set(match result {
                             Ok(done) => format!("done: {done} (recorded as {})", app.who),
                             Err(e) => format!("not activated: {e}"),
                         });

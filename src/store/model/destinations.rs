@@ -150,13 +150,17 @@ impl DestinationStats {
     }
 
     /// One word for its health, worst first, so "paused" or "failing" is read before any
-    /// percentage: `paused`, `failing` (most requests of the last 5 minutes failed), `retry`
-    /// (deliveries waiting for another try), `ok`, or `idle` (nothing sent in the last hour).
+    /// percentage: `paused`, `failing` (most requests of the last 5 minutes failed), `dead`
+    /// (deliveries dead-lettered in the last hour, as the dead_letters alert counts them),
+    /// `retry` (deliveries waiting for another try), `ok`, or `idle` (nothing sent in the
+    /// last hour).
     pub fn health(&self) -> &'static str {
         if self.paused.is_some() {
             "paused"
         } else if self.last_5m.success_rate().is_some_and(|r| r < 0.5) {
             "failing"
+        } else if self.per_minute.total().2 > 0 {
+            "dead"
         } else if self.retrying > 0 {
             "retry"
         } else if self.last_1h.requests == 0 && self.queue_depth() == 0 {

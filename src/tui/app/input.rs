@@ -43,7 +43,7 @@ impl App {
                 })
             }
             _ => {
-                self.status = Some(
+                self.status.set(
                     "R retries on 2 (attempts), D and p act on 5 (destinations), A on 1 (stream)"
                         .into(),
                 );
@@ -51,8 +51,8 @@ impl App {
             }
         };
         match (&self.actions, action) {
-            (Err(why), _) => self.status = Some(format!("refused: {why}")),
-            (Ok(()), None) => self.status = Some("select a row first".into()),
+            (Err(why), _) => self.status.set(format!("refused: {why}")),
+            (Ok(()), None) => self.status.set("select a row first".into()),
             (Ok(()), Some(action)) => {
                 self.pause();
                 self.confirm = Some(action);
@@ -70,20 +70,21 @@ impl App {
                 message_id,
                 matched,
             }) => {
-                self.status = Some(format!("`{text}` is a {matched}: message {message_id}"));
+                self.status
+                    .set(format!("`{text}` is a {matched}: message {message_id}"));
                 self.trace_of = Some(message_id);
                 self.pane = Pane::Diff;
                 self.diff_tab = 0;
             }
             Some(SearchHit::Profile { query }) => {
-                self.status = Some(format!("`{text}` identifies a profile"));
+                self.status.set(format!("`{text}` identifies a profile"));
                 self.pane = Pane::Profiles;
                 let i = self.index();
                 self.filters[i] = query;
             }
             None => {
                 self.reload_now = false;
-                self.status = Some(format!(
+                self.status.set(format!(
                     "nothing matches `{text}` (tried messageId, event_id, request id, order_id, userId, anonymousId, email, phone)"
                 ));
             }
@@ -111,7 +112,8 @@ impl App {
                         // On the test-send pane `/` edits the test user instead of filtering.
                         self.test.edit_user(&text);
                         self.snapshot.test_stages.clear();
-                        self.status = Some(format!("test user {}", self.test.user.label()));
+                        self.status
+                            .set(format!("test user {}", self.test.user.label()));
                     } else {
                         self.filters[i] = text;
                         self.filter_changed();
@@ -155,7 +157,8 @@ impl App {
                     if text.is_empty() {
                         return false;
                     }
-                    self.status = Some(format!("searching the whole history for `{text}`…"));
+                    self.status
+                        .set(format!("searching the whole history for `{text}`…"));
                     self.search = Some(text);
                     return true;
                 }
@@ -213,11 +216,11 @@ impl App {
             }
             if key.code == KeyCode::Char('y') {
                 self.action_seq += 1;
-                self.status = Some(format!("{}…", action.name()));
+                self.status.set(format!("{}…", action.name()));
                 self.pending_action = Some((self.action_seq, action));
                 return true;
             }
-            self.status = Some("cancelled: nothing was changed".into());
+            self.status.set("cancelled: nothing was changed".into());
             return false;
         }
         if self.detail {
@@ -254,13 +257,14 @@ impl App {
             Action::SendNext if self.pane == Pane::TestSend => {
                 let blocked = testsend::failed(&self.snapshot.test_stages);
                 match (self.test.enabled, self.test.next_unsent(), blocked) {
-                    (false, _, _) => self.status = Some("the test send needs the embedded pipeline (tracklayer tui or demo), not --attach".into()),
-                    (_, None, _) => self.status = Some("every call was sent; r starts a new run".into()),
-                    (_, Some(_), true) => self.status = Some("the walk stopped at a failed stage: fix it, then r for a new run".into()),
+                    (false, _, _) => self.status.set("the test send needs the embedded pipeline (tracklayer tui or demo), not --attach".into()),
+                    (_, None, _) => self.status.set("every call was sent; r starts a new run".into()),
+                    (_, Some(_), true) => self.status.set("the walk stopped at a failed stage: fix it, then r for a new run".into()),
                     (_, Some(i), false) => {
                         self.pending_send = Some(i);
                         self.test.viewing = i;
                         self.test.revealed = 1;
+                        self.test.stages_up = 0;
                         self.selected[7] = i;
                     }
                 }
@@ -268,7 +272,18 @@ impl App {
             }
             Action::NextStage if self.pane == Pane::TestSend => {
                 self.test.revealed += 1;
+                self.test.stages_up = 0;
                 return true;
+            }
+            // The stage list scrolls: what the last key revealed is in view, pgup/pgdn read
+            // what came before it.
+            Action::PageUp if self.pane == Pane::TestSend => {
+                self.test.stages_up += 5;
+                return false;
+            }
+            Action::PageDown if self.pane == Pane::TestSend => {
+                self.test.stages_up = self.test.stages_up.saturating_sub(5);
+                return false;
             }
             Action::NewRun if self.pane == Pane::TestSend => {
                 self.test.new_run();
@@ -284,6 +299,7 @@ impl App {
                 let _ = self.move_selection(if action == Action::Down { 1 } else { -1 });
                 self.test.viewing = self.selected[7];
                 self.test.revealed = usize::MAX;
+                self.test.stages_up = 0;
                 return true;
             }
             Action::Down | Action::Up | Action::PageDown | Action::PageUp => {
@@ -344,19 +360,20 @@ impl App {
                 let i = self.index();
                 if self.follow[i] {
                     self.pause();
-                    self.status = Some(format!(
+                    self.status.set(format!(
                         "{} paused: the selection stays on its row (f or g: follow)",
                         self.pane.title()
                     ));
                 } else {
                     self.follow_newest();
-                    self.status = Some(format!("{}: following the newest", self.pane.title()));
+                    self.status
+                        .set(format!("{}: following the newest", self.pane.title()));
                 }
                 return true;
             }
             Action::ContentDown | Action::ContentUp => {
                 if !self.preview_move(action == Action::ContentDown) {
-                    self.status = Some(
+                    self.status.set(
                         "J / K scroll the collision side-by-side (6) and pane 3, and a draft's groups (4)"
                             .into(),
                     )
@@ -364,15 +381,14 @@ impl App {
             }
             Action::PreviewDraft if self.pane == Pane::Unmapped => self.ask_for_draft(),
             Action::ActivateDraft if self.pane == Pane::Unmapped => self.ask_to_activate(),
-            Action::PreviewDraft | Action::ActivateDraft => {
-                self.status =
-                    Some("m previews a draft mapping table on 4 (unmapped), a activates it".into())
-            }
+            Action::PreviewDraft | Action::ActivateDraft => self
+                .status
+                .set("m previews a draft mapping table on 4 (unmapped), a activates it".into()),
             Action::NextTab => self.diff_tab += 1,
             Action::PreviousTab => self.diff_tab = self.diff_tab.saturating_sub(1),
             Action::Theme => {
                 self.theme_index = (self.theme_index + 1) % self.themes.len();
-                self.status = Some(format!("theme: {}", self.theme().name));
+                self.status.set(format!("theme: {}", self.theme().name));
             }
         }
         false
@@ -402,10 +418,10 @@ impl App {
             DetailAction::Curl => match (&self.snapshot.request, self.pane) {
                 (Some(r), Pane::Deliveries) => {
                     self.clipboard = Some(crate::tui::clipboard::curl_command(r));
-                    self.status =
-                        Some("copied the request as a curl command (secrets stay REDACTED)".into());
+                    self.status
+                        .set("copied the request as a curl command (secrets stay REDACTED)".into());
                 }
-                _ => self.status = Some("nothing to copy as curl here".into()),
+                _ => self.status.set("nothing to copy as curl here".into()),
             },
             DetailAction::Copy => {
                 let body = match self.pane {
@@ -418,7 +434,8 @@ impl App {
                     _ => None,
                 };
                 if let Some(body) = body {
-                    self.status = Some(format!("copied {} bytes to the clipboard", body.len()));
+                    self.status
+                        .set(format!("copied {} bytes to the clipboard", body.len()));
                     self.clipboard = Some(body);
                 }
             }
@@ -449,15 +466,15 @@ impl App {
         };
         match raw.and_then(|v| serde_json::to_string_pretty(&v).ok()) {
             Some(text) => {
-                self.status = Some(format!(
+                self.status.set(format!(
                     "copied the raw message ({} bytes) to the clipboard",
                     text.len()
                 ));
                 self.clipboard = Some(text);
             }
-            None => {
-                self.status = Some("c copies a raw message on the diff and collisions panes".into())
-            }
+            None => self
+                .status
+                .set("c copies a raw message on the diff and collisions panes".into()),
         }
     }
 

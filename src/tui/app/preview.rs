@@ -32,7 +32,7 @@ impl App {
     /// `m` on pane 4: ask for the draft file.
     pub(super) fn ask_for_draft(&mut self) {
         if !self.drafts {
-            self.status = Some(
+            self.status.set(
                 "the mapping preview needs the embedded pipeline (tracklayer tui or demo), not --attach"
                     .into(),
             );
@@ -62,7 +62,8 @@ impl App {
                         ..MappingPreview::default()
                     };
                     self.pending_preview = Some(PathBuf::from(path));
-                    self.status = Some("replaying the stored messages through the draft…".into());
+                    self.status
+                        .set("replaying the stored messages through the draft…".into());
                 }
             }
             KeyCode::Esc => self.editing_draft = None,
@@ -84,7 +85,9 @@ impl App {
                     file: self.preview.draft.clone(),
                 });
             }
-            None => self.status = Some("m opens a draft first; a puts it in force".into()),
+            None => self
+                .status
+                .set("m opens a draft first; a puts it in force".into()),
         }
     }
 
@@ -93,7 +96,7 @@ impl App {
     pub(super) fn confirmed_activation(&mut self, action: &OperatorAction) -> bool {
         if let OperatorAction::ActivateMapping { file, .. } = action {
             self.pending_activation = Some(PathBuf::from(file));
-            self.status = Some(format!("putting {file} in force…"));
+            self.status.set(format!("putting {file} in force…"));
             return true;
         }
         false

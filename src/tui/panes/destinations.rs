@@ -18,24 +18,27 @@ pub(super) fn pct(part: i64, whole: i64) -> String {
 
 pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
-    // The selected destination's last hour beside its diagnostics on a wide terminal, below
-    // them on a narrow one.
+    // Every destination in the table first (it scrolls when even that does not fit), then the
+    // selected one's diagnostics; its last hour beside them on a wide terminal, below them when
+    // there is room, left out at 80×24 (its figures are in the table and the diagnostics).
     let wide = area.width >= 120;
+    let table_rows = app.snapshot.destinations.len() as u16 + 3;
+    let diagnostics = if wide { 9 } else { 7 };
+    let table_height = table_rows.min(area.height.saturating_sub(diagnostics).max(4));
+    let chart = if wide {
+        0
+    } else if area.height >= table_height + diagnostics + 8 {
+        8
+    } else {
+        0
+    };
     let chunks = Layout::default()
         .direction(Direction::Vertical)
-        .constraints(if wide {
-            vec![
-                Constraint::Min(4),
-                Constraint::Length(9),
-                Constraint::Length(0),
-            ]
-        } else {
-            vec![
-                Constraint::Min(4),
-                Constraint::Length(6),
-                Constraint::Length(8),
-            ]
-        })
+        .constraints([
+            Constraint::Length(table_height),
+            Constraint::Min(diagnostics.min(area.height.saturating_sub(table_height))),
+            Constraint::Length(chart),
+        ])
         .split(area);
     let (diagnostics_area, chart_area) = if wide {
         let halves = Layout::default()
@@ -46,32 +49,27 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         (chunks[1], chunks[2])
     };
-    let window = |w: &crate::store::views::WindowStats| {
-        format!(
-            "{} {}/{}",
-            w.success_rate()
-                .map(|r| format!("{:.0}%", r * 100.0))
-                .unwrap_or_else(|| "—".into()),
-            w.p50_ms
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "—".into()),
-            w.p95_ms
-                .map(|v| format!("{v}ms"))
-                .unwrap_or_else(|| "—".into())
-        )
+    // Latencies are kept in buckets: "≤50" is read as "at most 50 ms".
+    let window = |w: &crate::store::views::WindowStats| match (w.success_rate(), w.p50_ms, w.p95_ms)
+    {
+        (Some(rate), Some(p50), Some(p95)) => {
+            format!("{:.0}% ≤{p50}/≤{p95}ms", rate * 100.0)
+        }
+        (Some(rate), _, _) => format!("{:.0}%", rate * 100.0),
+        _ => "—".into(),
     };
     let columns = [
         col("destination", 12, 0),
         col("health", 9, 0),
         col("delivered", 9, 3),
-        col("retry", 8, 2),
+        col("retry", 7, 2),
         col("dead", 6, 1),
         col("blocked", 7, 4),
         col("queue", 6, 1),
         col("5m ok p50/p95", 16, 2),
         col("1h ok p50/p95", 16, 4),
         col("match 5m/1h", 11, 3),
-        col("last error", 0, 3),
+        col("last error / pause", 0, 1),
     ];
     let score = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |v| format!("{v:.1}"));
     let rows: Vec<Vec<Cell>> = app
@@ -101,22 +99,77 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                     score(d.match_quality.average_5m()),
                     score(d.match_quality.average_1h())
                 )),
-                Cell::from(muted(
-                    theme,
-                    d.last_error
-                        .as_ref()
-                        .map(|(_, e)| e.clone())
-                        .unwrap_or_default(),
-                )),
+                // Why it is paused first: that is what holds its deliveries now.
+                Cell::from(match &d.paused {
+                    Some(p) => Span::styled(
+                        format!("paused until {}: {}", clock(p.until_ms), p.reason),
+                        theme.style(theme.retrying),
+                    ),
+                    None => muted(
+                        theme,
+                        d.last_error
+                            .as_ref()
+                            .map(|(at, e)| {
+                                let time = clock(*at);
+                                format!("{} {}", time.get(..8).unwrap_or(&time), safe(e))
+                            })
+                            .unwrap_or_default(),
+                    ),
+                }),
             ]
         })
         .collect();
     let t = fitted_table(theme, &columns, rows, area.width, pane_title(app, ""));
     render_list(frame, t, chunks[0], app);
     let detail: Vec<Line> = match app.snapshot.destinations.get(app.selection()) {
+        // What holds deliveries back first (a pause, the last failure, the hour's failures by
+        // kind), then what the platform can match them on.
         Some(d) => {
+            let mut lines = Vec::new();
+            if let Some(p) = &d.paused {
+                lines.push(Line::from(vec![
+                    word(theme, "paused"),
+                    Span::raw(format!(" until {}: {}", clock(p.until_ms), p.reason)),
+                ]));
+            }
+            if let Some((at, e)) = &d.last_error {
+                let on = d
+                    .last_error_node
+                    .as_deref()
+                    .map(|n| format!("on {} ", node_label(n)))
+                    .unwrap_or_default();
+                lines.push(Line::from(vec![
+                    Span::styled("last error ", theme.title()),
+                    muted(theme, format!("{} {on}", clock(*at))),
+                    Span::styled(safe(e), theme.style(theme.failed)),
+                ]));
+            }
+            let kinds: Vec<String> = d
+                .error_kinds
+                .iter()
+                .map(|(kind, n)| format!("{n} × {kind}"))
+                .collect();
+            lines.push(Line::from(vec![
+                Span::styled("errors in the last hour ", theme.title()),
+                if kinds.is_empty() {
+                    muted(theme, "none".to_string())
+                } else {
+                    Span::raw(kinds.join(" · "))
+                },
+            ]));
+            if !d.in_flight_by_node.is_empty() {
+                let held: Vec<String> = d
+                    .in_flight_by_node
+                    .iter()
+                    .map(|(node, n)| format!("{} {n}", node_label(node)))
+                    .collect();
+                lines.push(Line::from(vec![
+                    Span::styled("in flight by node ", theme.title()),
+                    Span::raw(held.join(" · ")),
+                ]));
+            }
             let c = &d.coverage;
-            let mut lines = vec![Line::from(vec![
+            lines.push(Line::from(vec![
                 Span::styled("identifier coverage ", theme.title()),
                 Span::raw(format!(
                     "(last {} events): email {} · phone {} · external_id {} · ip+ua {} · click ids {}",
@@ -127,7 +180,7 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                     pct(c.ip_and_user_agent, c.events),
                     pct(c.click_ids, c.events)
                 )),
-            ])];
+            ]));
             let q = &d.match_quality;
             if q.events_1h > 0 {
                 let missing = q
@@ -148,45 +201,6 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
                     muted(theme, "  (an estimate from what was sent)"),
                 ]));
             }
-            if let Some(p) = &d.paused {
-                lines.push(Line::from(vec![
-                    word(theme, "paused"),
-                    Span::raw(format!(" until {}: {}", clock(p.until_ms), p.reason)),
-                ]));
-            }
-            if let Some((at, e)) = &d.last_error {
-                let on = d
-                    .last_error_node
-                    .as_deref()
-                    .map(|n| format!("on {} ", node_label(n)))
-                    .unwrap_or_default();
-                lines.push(Line::from(vec![
-                    Span::styled("last error ", theme.title()),
-                    muted(theme, format!("{} {on}", clock(*at))),
-                    Span::styled(safe(e), theme.style(theme.failed)),
-                ]));
-            }
-            if !d.in_flight_by_node.is_empty() {
-                let held: Vec<String> = d
-                    .in_flight_by_node
-                    .iter()
-                    .map(|(node, n)| format!("{} {n}", node_label(node)))
-                    .collect();
-                lines.push(Line::from(vec![
-                    Span::styled("in flight by node ", theme.title()),
-                    Span::raw(held.join(" · ")),
-                ]));
-            }
-            lines.push(Line::from(Span::styled(
-                "recent error kinds",
-                theme.title(),
-            )));
-            if d.error_kinds.is_empty() {
-                lines.push(Line::from(muted(theme, "  none")));
-            }
-            for (kind, n) in &d.error_kinds {
-                lines.push(Line::from(format!("  {n:>4} × {kind}")));
-            }
             lines
         }
         None => vec![Line::from("No destinations configured.")],
@@ -197,7 +211,12 @@ pub(super) fn destinations(frame: &mut Frame, area: Rect, app: &App) {
             .block(block(theme, " diagnostics ")),
         diagnostics_area,
     );
-    if let Some(d) = app.snapshot.destinations.get(app.selection()) {
+    if let Some(d) = app
+        .snapshot
+        .destinations
+        .get(app.selection())
+        .filter(|_| chart_area.height > 0)
+    {
         last_hour(frame, chart_area, app, d);
     }
 }

@@ -73,12 +73,12 @@ pub fn draw(frame: &mut Frame, app: &App) {
             .div_ceil(area.width.max(1))
             .clamp(1, most)
     };
-    let footer = footer_line(app, theme);
-    let footer_height = if app.confirm.is_some() || app.status.is_some() {
-        lines_for(&footer, 3)
-    } else {
-        lines_for(&footer, 2)
-    };
+    let footer = footer_lines(app, theme, area.width);
+    let footer_height = footer
+        .iter()
+        .map(|line| lines_for(line, 3))
+        .sum::<u16>()
+        .min(4);
     let banner = (!firing.is_empty()).then(|| alerts::alert_banner(theme, &firing));
     let banner_height = banner.as_ref().map_or(0, |b| lines_for(b, 2));
     let chunks = Layout::default()
@@ -175,10 +175,28 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
-/// The bottom line: a question being asked (with its choices), the prompt being typed, an
-/// error, or the focused view's keys from the key table (with the last status before them).
-fn footer_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
-    match (&app.editing_filter, &app.snapshot.error, &app.status) {
+/// The bottom lines: a question being asked, the prompt being typed or an error; else the
+/// last status (for a few seconds) on a line of its own above the focused view's keys, which
+/// are fitted to one line (`?` lists them all).
+fn footer_lines<'a>(app: &'a App, theme: &Theme, width: u16) -> Vec<Line<'a>> {
+    let prompt = footer_line(app, theme);
+    if prompt.is_some() {
+        return prompt.into_iter().collect();
+    }
+    let mut lines = Vec::new();
+    if let Some(status) = app.status.shown() {
+        lines.push(Line::from(muted(theme, format!(" {status}"))));
+    }
+    let mut keys = vec![Span::raw(" ")];
+    keys.extend(keys_line(theme, app, width.saturating_sub(1) as usize));
+    lines.push(Line::from(keys));
+    lines
+}
+
+/// What the bottom line is when something must be read or typed there: a question being
+/// asked (with its choices), the prompt being typed, or an error.
+fn footer_line<'a>(app: &'a App, theme: &Theme) -> Option<Line<'a>> {
+    Some(match (&app.editing_filter, &app.snapshot.error) {
         _ if app.confirm.is_some() => Line::from(vec![
             Span::styled(
                 format!(
@@ -213,12 +231,12 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
                 "  messageId, event_id, request id, order_id, userId, anonymousId, email, phone · enter find · esc cancel",
             ),
         ]),
-        (Some(text), _, _) if app.pane == Pane::TestSend => Line::from(vec![
+        (Some(text), _) if app.pane == Pane::TestSend => Line::from(vec![
             Span::styled(" test user (userId and/or email): ", theme.title()),
             Span::raw(format!("{text}▏")),
             muted(theme, "  enter sets it and starts a new run · esc cancel"),
         ]),
-        (Some(text), _, _) => Line::from(vec![
+        (Some(text), _) => Line::from(vec![
             Span::styled(" filter: ", theme.title()),
             Span::raw(format!("{text}▏")),
             muted(
@@ -226,34 +244,32 @@ fn footer_line<'a>(app: &'a App, theme: &Theme) -> Line<'a> {
                 "  narrows as you type · fields: dest: status: event: env: type: http: id: · enter keep · esc clear",
             ),
         ]),
-        (None, Some(error), _) => {
+        (None, Some(error)) => {
             Line::from(Span::styled(format!(" {error}"), theme.style(theme.failed)))
         }
-        (None, None, Some(status)) => {
-            let mut spans = vec![muted(theme, format!(" {status}  "))];
-            spans.extend(keys_line(theme, app));
-            Line::from(spans)
-        }
-        _ => {
-            let mut spans = vec![Span::raw(" ")];
-            spans.extend(keys_line(theme, app));
-            Line::from(spans)
-        }
-    }
+        (None, None) => return None,
+    })
 }
 
-/// "j/k move · enter open · … · ? help · q quit" for the focused view.
-fn keys_line<'a>(theme: &Theme, app: &App) -> Vec<Span<'a>> {
+/// "? help · q quit · j move · enter open · …" for the focused view, as many as fit `width`:
+/// help and quit first, then the key table's order.
+fn keys_line<'a>(theme: &Theme, app: &App, width: usize) -> Vec<Span<'a>> {
     let mut keys = super::app::footer_keys(app.pane, app.detail);
-    // Help and quit first: on a narrow terminal the pane's own keys wrap, these never go.
     keys.sort_by_key(|(_, what)| !matches!(*what, "help" | "quit"));
     let mut spans = Vec::new();
+    let mut used = 0;
     for (i, (key, what)) in keys.into_iter().enumerate() {
+        // The first of a binding's keys ("j" of "j / ↓").
+        let key = key.split(" / ").next().unwrap_or(key);
+        let separator = if i > 0 { 3 } else { 0 };
+        let cost = separator + key.chars().count() + 1 + what.chars().count();
+        if i >= 2 && used + cost > width {
+            break;
+        }
+        used += cost;
         if i > 0 {
             spans.push(muted(theme, " · "));
         }
-        // The first of a binding's keys ("j" of "j / ↓").
-        let key = key.split(" / ").next().unwrap_or(key);
         spans.push(Span::styled(key.to_string(), theme.title()));
         spans.push(muted(theme, format!(" {what}")));
     }

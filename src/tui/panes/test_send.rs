@@ -23,11 +23,24 @@ pub(super) fn verdict_word(v: crate::testsend::Verdict) -> (&'static str, &'stat
 
 pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
-    let halves = Layout::default()
-        .direction(Direction::Horizontal)
-        .constraints([Constraint::Length(44), Constraint::Min(20)])
-        .split(area);
+    // The calls beside their stages on a wide terminal; above them, one line a call, on a
+    // narrow one, so a stage's detail has the whole width.
+    let wide = area.width >= 120;
     let t = &app.test;
+    let halves = if wide {
+        Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Length(44), Constraint::Min(20)])
+            .split(area)
+    } else {
+        Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([
+                Constraint::Length(t.steps.len() as u16 + 2),
+                Constraint::Min(4),
+            ])
+            .split(area)
+    };
     let mut left: Vec<Line> = Vec::new();
     if !t.enabled {
         left.push(Line::from("The controlled test send needs the embedded pipeline: run `tracklayer tui` or `tracklayer demo` (not --attach)."));
@@ -44,11 +57,30 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
             .get("messageId")
             .and_then(Value::as_str)
             .unwrap_or("");
-        left.push(Line::from(vec![
-            Span::raw(format!("{marker}{}. {:<17}", i + 1, step.label)),
-            state,
-        ]));
-        left.push(Line::from(muted(theme, format!("     {id}"))));
+        if wide {
+            left.push(Line::from(vec![
+                Span::raw(format!("{marker}{}. {:<17}", i + 1, step.label)),
+                state,
+            ]));
+            left.push(Line::from(muted(theme, format!("     {id}"))));
+        } else {
+            left.push(Line::from(vec![
+                Span::raw(format!("{marker}{}. {:<17}", i + 1, step.label)),
+                state,
+                muted(theme, format!("  {id}")),
+            ]));
+        }
+    }
+    if !wide {
+        frame.render_widget(
+            Paragraph::new(left).block(block(
+                theme,
+                " Controlled test send · s send · space next stage · ↑↓ call · pgup/pgdn scroll ",
+            )),
+            halves[0],
+        );
+        test_stages(frame, halves[1], app);
+        return;
     }
     left.push(Line::from(""));
     left.push(Line::from(Span::styled("destinations", theme.title())));
@@ -69,7 +101,7 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
     left.push(Line::from(""));
     left.push(Line::from(muted(
         theme,
-        "s send next call · space next stage · ↑↓ choose call · enter trace · r new run",
+        "s send next call · space next stage · ↑↓ choose call · pgup/pgdn scroll · enter trace · r new run",
     )));
     frame.render_widget(
         Paragraph::new(left)
@@ -77,7 +109,14 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
             .block(block(theme, " Controlled test send: one test user ")),
         halves[0],
     );
+    test_stages(frame, halves[1], app);
+}
 
+/// The viewed call's stages, as far as they are revealed: scrolled so the newest is in view
+/// (pgup/pgdn move back from there).
+fn test_stages(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = app.theme();
+    let t = &app.test;
     let mut right: Vec<Line> = Vec::new();
     let stages = &app.snapshot.test_stages;
     if t.sent.get(t.viewing).is_none_or(Option::is_none) {
@@ -134,10 +173,28 @@ pub(super) fn test_send(frame: &mut Frame, area: Rect, app: &App) {
         .get(t.viewing)
         .map(|s| format!(" {} — stage by stage ", s.label))
         .unwrap_or_default();
+    let inner_width = area.width.saturating_sub(2).max(1) as usize;
+    let height: usize = right
+        .iter()
+        .map(|l| l.width().div_ceil(inner_width).max(1))
+        .sum();
+    let visible = area.height.saturating_sub(2) as usize;
+    let bottom = height.saturating_sub(visible);
+    let scroll = bottom.saturating_sub(t.stages_up);
+    let title = if height > visible {
+        format!(
+            "{title}· lines {}–{} of {height} ",
+            scroll + 1,
+            scroll + visible
+        )
+    } else {
+        title
+    };
     frame.render_widget(
         Paragraph::new(right)
             .wrap(Wrap { trim: false })
+            .scroll((scroll as u16, 0))
             .block(block(theme, title)),
-        halves[1],
+        area,
     );
 }

@@ -118,36 +118,89 @@ pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
+/// A key and its description as lines of `width`: the key in a column of `key_column`
+/// (a longer key gets a line of its own), the description wrapped at word boundaries beside it.
+pub(super) fn hanging(
+    keys: &str,
+    what: &str,
+    key_column: usize,
+    width: usize,
+) -> Vec<(String, String)> {
+    let text_width = width.saturating_sub(key_column + 1).max(10);
+    let mut wrapped: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in what.split_whitespace() {
+        let needed = if line.is_empty() { 0 } else { 1 } + word.chars().count();
+        if !line.is_empty() && line.chars().count() + needed > text_width {
+            wrapped.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || wrapped.is_empty() {
+        wrapped.push(line);
+    }
+    let pad = " ".repeat(key_column + 1);
+    let mut out = Vec::new();
+    let key = format!(" {keys}");
+    if key.chars().count() > key_column {
+        out.push((key, String::new()));
+    } else {
+        out.push((
+            format!("{key:<width$}", width = key_column + 1),
+            wrapped.remove(0),
+        ));
+    }
+    out.extend(wrapped.into_iter().map(|text| (pad.clone(), text)));
+    out
+}
+
 pub(super) fn help(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme();
     let scroll = app.help_scroll;
     // Generated from the tables that bind the keys: the pane keys, an open detail's keys, and
-    // the filter syntax.
-    let entry = |keys: &str, what: &str| {
-        Line::from(vec![
-            Span::styled(format!(" {keys:<13}"), theme.title()),
-            Span::raw(what.to_string()),
-        ])
+    // the filter syntax. The key column is as wide as its widest key (up to a third of the
+    // box), and a description that wraps stays to the right of it.
+    let width = area.width.min(112);
+    let inner_width = width.saturating_sub(2).max(1) as usize;
+    let widest = KEYS
+        .iter()
+        .map(|k| k.keys)
+        .chain(DETAIL_KEYS.iter().map(|k| k.keys))
+        .chain(FILTER_HELP.iter().map(|(syntax, _)| *syntax))
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let key_column = (widest + 2).min(inner_width / 3).max(4);
+    let entry = |keys: &str, what: &str| -> Vec<Line<'static>> {
+        hanging(keys, what, key_column, inner_width)
+            .into_iter()
+            .map(|(key, text)| Line::from(vec![Span::styled(key, theme.title()), Span::raw(text)]))
+            .collect()
     };
     let mut lines: Vec<Line> = KEYS
         .iter()
         .filter(|k| k.keys != "j / ↓" || k.short == "move")
-        .map(|k| entry(k.keys, k.what))
+        .flat_map(|k| entry(k.keys, k.what))
         .collect();
     lines.push(Line::from(Span::styled(
         " in a detail (enter on 2, a refusal on 1)",
         theme.title(),
     )));
-    lines.extend(DETAIL_KEYS.iter().map(|k| entry(k.keys, k.what)));
+    lines.extend(DETAIL_KEYS.iter().flat_map(|k| entry(k.keys, k.what)));
     lines.push(Line::from(Span::styled(
         " filter syntax (/)",
         theme.title(),
     )));
-    lines.extend(FILTER_HELP.iter().map(|(syntax, what)| entry(syntax, what)));
-    // One column, long lines wrapped, scrolled with j/k and the page keys when the terminal
-    // is shorter than the list (at 80×24 nothing is cut off; it is below).
-    let width = area.width.min(112);
-    let inner_width = width.saturating_sub(2).max(1) as usize;
+    lines.extend(
+        FILTER_HELP
+            .iter()
+            .flat_map(|(syntax, what)| entry(syntax, what)),
+    );
+    // One column, scrolled with j/k and the page keys when the terminal is shorter than the
+    // list (at 80×24 nothing is cut off; it is below).
     let total: usize = lines
         .iter()
         .map(|l| l.width().div_ceil(inner_width).max(1))
