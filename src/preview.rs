@@ -66,6 +66,42 @@ pub struct PreviewContext {
 }
 
 impl PreviewContext {
+    /// Where a new draft goes: beside the mapping file in force, else the current directory.
+    pub fn default_draft(&self) -> PathBuf {
+        match (&self.mapping.watch, self.mapping.separate_file) {
+            (Some(file), true) => file.with_file_name("draft.toml"),
+            _ => PathBuf::from("draft.toml"),
+        }
+    }
+
+    /// Write a draft to `path` when there is none there: the table in force one version up,
+    /// with `adding` (a Segment name, and the mapped name it resembles) mapped. Returns what
+    /// it wrote, in words, or None when the file was already there (it is previewed as it is).
+    pub fn start_draft(
+        &self,
+        path: &Path,
+        adding: Option<(&str, Option<&str>)>,
+    ) -> Result<Option<String>, DraftError> {
+        if path.exists() {
+            return Ok(None);
+        }
+        let (segment, like) = adding.map_or((None, None), |(s, l)| (Some(s), l));
+        let (text, added) =
+            crate::pipeline::mapping_draft::draft_text(&self.mapping.table, segment, like);
+        std::fs::write(path, text).map_err(|source| DraftError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Some(format!(
+            "wrote {}: the table in force as version {}{}; edit it and preview again (m, enter)",
+            path.display(),
+            self.mapping.table.version + 1,
+            added
+                .map(|a| format!(", with `{}` → {}", a.segment, a.canonical))
+                .unwrap_or_default()
+        )))
+    }
+
     /// Replay the window's stored messages through the table in force and the draft.
     /// Synchronous (a plain thread: the store's client must not run on an async task's).
     pub fn preview(

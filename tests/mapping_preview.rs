@@ -51,6 +51,12 @@ destinations = { meta_capi = "AddToWishlist" }
 segment = "Product Viewed"
 canonical = "add_to_cart"
 destinations = { meta_capi = "AddToCart" }
+
+[[mapping.events]]
+segment = "Coupon Applied"
+canonical = "coupon_applied"
+destinations = { meta_capi = "CouponApplied" }
+required = ["coupon"]
 "#;
 
 fn track(id: &str, event: &str) -> String {
@@ -141,6 +147,7 @@ access_token = "EAAB_TEST"
         ("wl-1", "Wishlist Added"),
         ("pv-1", "Product Viewed"),
         ("pv-2", "Product Viewed"),
+        ("ca-1", "Coupon Applied"),
     ] {
         post(track(id, event)).await;
     }
@@ -163,7 +170,7 @@ access_token = "EAAB_TEST"
     );
     assert_eq!(code, Some(0), "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["replayed"], 8, "{report:#}");
+    assert_eq!(report["replayed"], 9, "{report:#}");
     assert_eq!(report["changed"], 5, "{report:#}");
     let near_miss = group(&report, "order completed");
     assert_eq!(
@@ -190,6 +197,19 @@ access_token = "EAAB_TEST"
             &Value::from("wishlist"),
             &Value::from(1)
         )
+    );
+    // Mapped by the draft, yet sent nowhere: the preview says which route refuses it and why.
+    let refused = group(&report, "Coupon Applied");
+    assert_eq!(refused["after"], "coupon_applied");
+    assert_eq!(refused["not_sent"][0]["destination"], "meta", "{refused:#}");
+    assert_eq!(refused["not_sent"][0]["verdict"], "missing_required");
+    assert_eq!(refused["not_sent"][0]["count"], 1);
+    assert!(
+        refused["not_sent"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("coupon"),
+        "{refused:#}"
     );
     let remapped = group(&report, "Product Viewed");
     assert_eq!(
@@ -348,9 +368,9 @@ async fn the_dashboard_previews_a_draft_and_activates_it() {
         .pending_preview
         .take()
         .expect("the event loop is asked to preview");
-    assert_eq!(asked, draft);
+    assert_eq!(asked.path, draft);
     // What the drafts thread does, here on a plain thread.
-    let (ctx, path) = (context.clone(), asked.clone());
+    let (ctx, path) = (context.clone(), asked.path.clone());
     let report = std::thread::spawn(move || ctx.preview(&path, 0, "all", None))
         .join()
         .unwrap()
@@ -379,7 +399,7 @@ async fn the_dashboard_previews_a_draft_and_activates_it() {
     );
     app.handle_key(key(KeyCode::Char('y')));
     assert_eq!(app.pending_activation.take(), Some(draft.clone()));
-    let done = std::thread::spawn(move || context.activate(&asked, "tester@host"))
+    let done = std::thread::spawn(move || context.activate(&asked.path, "tester@host"))
         .join()
         .unwrap()
         .unwrap();
@@ -387,6 +407,143 @@ async fn the_dashboard_previews_a_draft_and_activates_it() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("mapping.toml")).unwrap(),
         DRAFT_V2
+    );
+    server.stop().await;
+}
+
+/// No draft yet: `m` on an unmapped name and enter on a path with no file there writes one
+/// (the table in force one version up, that name mapped like the row it resembles), previews
+/// it, and `a` puts it in force. The engineer never writes a table by hand to map one name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_starts_a_draft_that_maps_the_selected_unmapped_name() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tracklayer.db");
+    std::fs::write(dir.path().join("mapping.toml"), MAPPING_V1).unwrap();
+    let config_path = dir.path().join("tracklayer.toml");
+    let destinations = format!(
+        "[mapping]\nfile = \"mapping.toml\"\n\n[[destinations]]\nname = \"meta\"\nkind = \"meta_capi\"\nendpoint = \"{}\"\npixel_id = \"1234567890123456\"\naccess_token = \"EAAB_TEST\"\n",
+        sandbox.url()
+    );
+    std::fs::write(&config_path, config_text_with(&db, "", &destinations)).unwrap();
+    let setup = Setup::load(&config_path).unwrap();
+    let server = TestServer::start_text(&db, &std::fs::read_to_string(&config_path).unwrap()).await;
+    let (status, _) = server
+        .post(
+            "production",
+            PRODUCTION_SECRET,
+            &track("nm-1", "order completed"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let context = tracklayer::preview::PreviewContext {
+        location: tracklayer::store::StoreLocation::of(&setup.config.storage),
+        mapping: setup.config.mapping.clone(),
+        targets: setup.route_targets(),
+        destinations: setup.destinations.clone(),
+    };
+    let draft = dir.path().join("draft.toml");
+    assert_eq!(
+        context.default_draft(),
+        draft,
+        "beside the mapping file in force"
+    );
+
+    let (themes, _) = tracklayer::tui::theme::load_all(None);
+    let mut app = tracklayer::tui::App::new(themes, None, "test".into());
+    app.pane = tracklayer::tui::Pane::Unmapped;
+    app.drafts = true;
+    app.preview.draft = context.default_draft().display().to_string();
+    let start = std::time::Instant::now();
+    let groups = loop {
+        let groups = server.reader().unmapped_groups(10, "").unwrap();
+        if !groups.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break groups;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].suggestion.as_deref(), Some("Order Completed"));
+    app.snapshot.unmapped = groups;
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    app.handle_key(key(KeyCode::Char('m')));
+    assert_eq!(
+        app.editing_draft.as_deref(),
+        Some(draft.to_str().unwrap()),
+        "the path offered is beside the mapping file"
+    );
+    app.handle_key(key(KeyCode::Enter));
+    let tracklayer::tui::app::DraftAsk { path, adding } =
+        app.pending_preview.take().expect("asked to preview");
+    assert_eq!(path, draft);
+    assert_eq!(
+        adding,
+        Some((
+            "order completed".to_string(),
+            Some("Order Completed".to_string())
+        ))
+    );
+    let ctx = context.clone();
+    let (wrote, report) = std::thread::spawn(move || {
+        let adding = adding
+            .as_ref()
+            .map(|(segment, like)| (segment.as_str(), like.as_deref()));
+        let wrote = ctx.start_draft(&path, adding).unwrap();
+        (wrote, ctx.preview(&path, 0, "all", None).unwrap())
+    })
+    .join()
+    .unwrap();
+    let wrote = wrote.expect("no file was there, so one is written");
+    assert!(
+        wrote.contains("as version 2, with `order completed` → purchase"),
+        "{wrote}"
+    );
+    let text = std::fs::read_to_string(&draft).unwrap();
+    assert!(text.contains("version = 2"), "{text}");
+    assert!(
+        text.contains("segment = \"Product Viewed\""),
+        "kept: {text}"
+    );
+    assert_eq!(report.after_version, 2);
+    app.preview.running = false;
+    app.preview.report = Some(report);
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    terminal
+        .draw(|f| tracklayer::tui::panes::draw(f, &app))
+        .unwrap();
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("~ order completed"), "{screen}");
+
+    // A second `m`, enter keeps the engineer's edits: the file is there, it is previewed as is.
+    std::fs::write(&draft, text.replace("version = 2", "version = 2 # edited")).unwrap();
+    let again = context
+        .start_draft(&draft, Some(("order completed", None)))
+        .unwrap();
+    assert_eq!(again, None);
+    assert!(std::fs::read_to_string(&draft)
+        .unwrap()
+        .contains("# edited"));
+
+    app.actions = Ok(());
+    app.handle_key(key(KeyCode::Char('a')));
+    app.handle_key(key(KeyCode::Char('y')));
+    let to_activate = app.pending_activation.take().expect("confirmed");
+    let done = std::thread::spawn(move || context.activate(&to_activate, "tester@host"))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(done.contains("mapping version 2 written to"), "{done}");
+    let in_force = tracklayer::pipeline::mapping::MappingTable::from_file_text(
+        &std::fs::read_to_string(dir.path().join("mapping.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        in_force
+            .find("order completed")
+            .map(|r| r.canonical.as_str()),
+        Some("purchase")
     );
     server.stop().await;
 }

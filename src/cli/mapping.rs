@@ -103,6 +103,15 @@ pub fn preview(
                 .collect::<Vec<_>>()
                 .join(", ")
         ))?;
+        for n in &g.not_sent {
+            output::result(format!(
+                "    not sent to {}: {} ({} messages): {}",
+                n.destination,
+                n.verdict,
+                n.count,
+                crate::inspect::terminal_safe(&n.reason)
+            ))?;
+        }
     }
     for d in &report.destinations {
         output::result(format!(

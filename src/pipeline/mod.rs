@@ -14,6 +14,7 @@ pub mod diff;
 pub mod identifier;
 pub mod identity;
 pub mod mapping;
+pub mod mapping_draft;
 pub mod phone;
 pub mod privacy;
 pub mod refund;

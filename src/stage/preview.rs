@@ -35,6 +35,17 @@ pub struct Group {
     pub after: String,
     pub count: u64,
     pub example_message_ids: Vec<String>,
+    /// Why the draft's event would not reach a destination, for the group's messages whose
+    /// result changes: each destination's route verdict, how many, and one reason.
+    pub not_sent: Vec<NotSent>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NotSent {
+    pub destination: String,
+    pub verdict: String,
+    pub count: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -133,15 +144,13 @@ impl<'a> Preview<'a> {
         };
         let segment_event = valid.event.clone().unwrap_or_default();
         let message_id = valid.message_id.clone();
-        let group = self
-            .groups
-            .entry((segment_event.clone(), was.clone(), will.clone()))
-            .or_insert_with(|| Group {
-                segment_event,
-                before: was,
-                after: will,
-                ..Default::default()
-            });
+        let key = (segment_event.clone(), was.clone(), will.clone());
+        let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+            segment_event,
+            before: was,
+            after: will,
+            ..Default::default()
+        });
         group.count += 1;
         if group.example_message_ids.len() < EXAMPLES {
             group.example_message_ids.push(message_id.clone());
@@ -151,8 +160,27 @@ impl<'a> Preview<'a> {
             return;
         }
         let consent = pipeline::consent::event_consent(&valid.body).cloned();
-        let before_sent = self.payloads(&before, consent.as_ref());
-        let after_sent = self.payloads(&after, consent.as_ref());
+        let (before_sent, _) = self.payloads(&before, consent.as_ref());
+        let (after_sent, unrouted) = self.payloads(&after, consent.as_ref());
+        let Some(group) = self.groups.get_mut(&key) else {
+            return;
+        };
+        for decision in unrouted {
+            let verdict = decision.verdict.as_str().to_string();
+            match group
+                .not_sent
+                .iter_mut()
+                .find(|n| n.destination == decision.destination && n.verdict == verdict)
+            {
+                Some(seen) => seen.count += 1,
+                None => group.not_sent.push(NotSent {
+                    destination: decision.destination.clone(),
+                    verdict,
+                    count: 1,
+                    reason: decision.reason.clone(),
+                }),
+            }
+        }
         if before_sent == after_sent {
             return;
         }
@@ -175,20 +203,29 @@ impl<'a> Preview<'a> {
         }
     }
 
-    /// What each destination would be sent for this draft: its payload, or nothing.
+    /// What each destination would be sent for this draft (its payload), and the routes it
+    /// would not take, with why.
     fn payloads(
         &self,
         draft: &Draft,
         consent: Option<&serde_json::Map<String, Value>>,
-    ) -> BTreeMap<String, Value> {
+    ) -> (BTreeMap<String, Value>, Vec<pipeline::RouteDecision>) {
         let Draft::Mapped(event, row) = draft else {
-            return BTreeMap::new();
+            return (BTreeMap::new(), Vec::new());
         };
         let mut event = (**event).clone();
         // The version differs between the tables by design; what is sent is the question.
         event.mapping_version = 0;
         let event = std::sync::Arc::new(event);
-        let decisions = pipeline::route(&event, row, self.targets, consent, None);
+        let mut decisions = pipeline::route(&event, row, self.targets, consent, None);
+        let unrouted: Vec<pipeline::RouteDecision> = decisions
+            .iter()
+            .filter(|d| {
+                d.verdict != RouteVerdict::Ready && d.verdict != RouteVerdict::OtherEnvironment
+            })
+            .cloned()
+            .collect();
+        decisions.retain(|d| d.verdict == RouteVerdict::Ready);
         let mut out = BTreeMap::new();
         for decision in decisions
             .iter()
@@ -222,7 +259,7 @@ impl<'a> Preview<'a> {
                 });
             out.insert(decision.destination.clone(), body);
         }
-        out
+        (out, unrouted)
     }
 
     pub fn finish(self) -> PreviewReport {

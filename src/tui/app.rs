@@ -28,7 +28,7 @@ pub use keys::{
 };
 pub use loader::{act, load, Query, Seek, Snapshot, ROWS};
 pub use mouse::{Hits, ListHits};
-pub use preview::MappingPreview;
+pub use preview::{DraftAsk, MappingPreview};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -162,7 +162,9 @@ pub struct App {
     /// Whether drafts can be previewed and activated here (the embedded pipeline).
     pub drafts: bool,
     /// A draft the event loop should preview, and one it should put in force.
-    pub pending_preview: Option<std::path::PathBuf>,
+    /// A draft to preview, and the unmapped name (with the name it resembles) a new draft
+    /// should map.
+    pub pending_preview: Option<preview::DraftAsk>,
     pub pending_activation: Option<std::path::PathBuf>,
     /// A search sent to the loader, answered in a snapshot.
     search: Option<String>,

@@ -245,16 +245,32 @@ pub struct Embedded {
     pub drafts: crate::preview::PreviewContext,
 }
 
-/// What the drafts thread answers.
+/// What the drafts thread answers: a preview (and what it wrote first, if it started a new
+/// draft), or an activation.
 enum DraftAnswer {
-    Report(Result<crate::stage::preview::PreviewReport, String>),
+    Report(
+        Result<crate::stage::preview::PreviewReport, String>,
+        Option<String>,
+    ),
     Activated(Result<String, String>),
+}
+
+/// What the drafts thread is asked.
+enum DraftRequest {
+    Preview {
+        path: std::path::PathBuf,
+        adding: Option<(String, Option<String>)>,
+    },
+    Activate {
+        path: std::path::PathBuf,
+        who: String,
+    },
 }
 
 /// Previews and activations off the UI thread (a preview reads every stored message of the
 /// window; the store's client is synchronous).
 struct Drafts {
-    requests: mpsc::Sender<(std::path::PathBuf, bool, String)>,
+    requests: mpsc::Sender<DraftRequest>,
     answers: mpsc::Receiver<DraftAnswer>,
 }
 
@@ -263,23 +279,31 @@ const PREVIEW_WINDOW_MS: i64 = 7 * 86_400_000;
 
 impl Drafts {
     fn spawn(context: crate::preview::PreviewContext) -> Drafts {
-        let (req_tx, req_rx) = mpsc::channel::<(std::path::PathBuf, bool, String)>();
+        let (req_tx, req_rx) = mpsc::channel::<DraftRequest>();
         let (ans_tx, ans_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tracklayer-drafts".into())
             .spawn(move || {
-                while let Ok((path, activate, who)) = req_rx.recv() {
-                    let answer = if activate {
-                        DraftAnswer::Activated(
+                while let Ok(request) = req_rx.recv() {
+                    let answer = match request {
+                        DraftRequest::Activate { path, who } => DraftAnswer::Activated(
                             context.activate(&path, &who).map_err(|e| e.to_string()),
-                        )
-                    } else {
-                        let since = chrono::Utc::now().timestamp_millis() - PREVIEW_WINDOW_MS;
-                        DraftAnswer::Report(
-                            context
-                                .preview(&path, since, "7d", None)
-                                .map_err(|e| e.to_string()),
-                        )
+                        ),
+                        DraftRequest::Preview { path, adding } => {
+                            let since = chrono::Utc::now().timestamp_millis() - PREVIEW_WINDOW_MS;
+                            let adding = adding
+                                .as_ref()
+                                .map(|(segment, like)| (segment.as_str(), like.as_deref()));
+                            match context.start_draft(&path, adding) {
+                                Err(e) => DraftAnswer::Report(Err(e.to_string()), None),
+                                Ok(wrote) => DraftAnswer::Report(
+                                    context
+                                        .preview(&path, since, "7d", None)
+                                        .map_err(|e| e.to_string()),
+                                    wrote,
+                                ),
+                            }
+                        }
                     };
                     if ans_tx.send(answer).is_err() {
                         return;
@@ -318,6 +342,11 @@ pub fn run(
         previous_hook(info);
     }));
     app.drafts = embedded.is_some();
+    if let Some(e) = &embedded {
+        if app.preview.draft.is_empty() {
+            app.preview.draft = e.drafts.default_draft().display().to_string();
+        }
+    }
     let result = event_loop(store, destinations, &mut app, embedded);
     restore_terminal();
     let _ = std::panic::take_hook();
@@ -367,22 +396,26 @@ fn event_loop(
             }
         }
         if let Some(drafts) = &drafts {
-            if let Some(path) = app.pending_preview.take() {
-                let _ = drafts.requests.send((path, false, app.who.clone()));
+            if let Some(app::DraftAsk { path, adding }) = app.pending_preview.take() {
+                let _ = drafts.requests.send(DraftRequest::Preview { path, adding });
             }
             if let Some(path) = app.pending_activation.take() {
-                let _ = drafts.requests.send((path, true, app.who.clone()));
+                let _ = drafts.requests.send(DraftRequest::Activate {
+                    path,
+                    who: app.who.clone(),
+                });
             }
             while let Ok(answer) = drafts.answers.try_recv() {
                 match answer {
-                    DraftAnswer::Report(result) => {
+                    DraftAnswer::Report(result, wrote) => {
                         app.preview.running = false;
                         app.preview.selected = 0;
+                        match wrote {
+                            Some(wrote) => app.status.set(wrote),
+                            None => app.status.clear(),
+                        }
                         match result {
-                            Ok(report) => {
-                                app.status.clear();
-                                app.preview.report = Some(report);
-                            }
+                            Ok(report) => app.preview.report = Some(report),
                             Err(e) => app.preview.error = Some(e),
                         }
                     }

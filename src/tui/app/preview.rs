@@ -10,6 +10,15 @@ use super::{App, Pane};
 use crate::stage::preview::PreviewReport;
 use crate::store::model::actions::OperatorAction;
 
+/// What `m`, enter asks the drafts thread: preview the draft at `path`, first writing one there
+/// when there is none, with `adding` (an unmapped Segment name and the mapped name it
+/// resembles) mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftAsk {
+    pub path: PathBuf,
+    pub adding: Option<(String, Option<String>)>,
+}
+
 /// What pane 4 shows of a draft.
 #[derive(Debug, Default)]
 pub struct MappingPreview {
@@ -29,7 +38,7 @@ impl MappingPreview {
 }
 
 impl App {
-    /// `m` on pane 4: ask for the draft file.
+    /// `m` on pane 4: ask for the draft file (a new one is written from the table in force).
     pub(super) fn ask_for_draft(&mut self) {
         if !self.drafts {
             self.status.set(
@@ -61,7 +70,16 @@ impl App {
                         running: true,
                         ..MappingPreview::default()
                     };
-                    self.pending_preview = Some(PathBuf::from(path));
+                    // A new draft (none at that path yet) maps the selected unmapped name.
+                    let adding = self
+                        .snapshot
+                        .unmapped
+                        .get(self.selection())
+                        .map(|g| (g.segment_event.clone(), g.suggestion.clone()));
+                    self.pending_preview = Some(DraftAsk {
+                        path: PathBuf::from(path),
+                        adding,
+                    });
                     self.status
                         .set("replaying the stored messages through the draft…".into());
                 }

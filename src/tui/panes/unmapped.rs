@@ -98,7 +98,7 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
         (Some(r), None) => {
             let title = format!(
                 " draft {}: v{} → v{} · {} replayed · {} change · a activate · J/K move ",
-                safe(&p.draft),
+                safe(&file_name(&p.draft)),
                 r.before_version,
                 r.after_version,
                 thousands(r.replayed as i64),
@@ -149,6 +149,19 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
                             .join(", ")
                     ),
                 )));
+                // Why a changed group sends nothing somewhere: the route it would not take.
+                for n in &g.not_sent {
+                    lines.push(Line::from(vec![
+                        Span::styled(
+                            format!(
+                                "  not sent to {}: {} ×{} ",
+                                n.destination, n.verdict, n.count
+                            ),
+                            theme.style(theme.retrying),
+                        ),
+                        muted(theme, safe(&n.reason)),
+                    ]));
+                }
             }
             for d in &r.destinations {
                 for example in d.examples.iter().take(1) {
@@ -179,4 +192,12 @@ fn draft_preview(frame: &mut Frame, area: Rect, app: &App) {
             .block(block(theme, title)),
         area,
     );
+}
+
+/// The draft's file name: its directory is in the `m` prompt, and the title's room goes to what
+/// the engineer acts on (the version, the changes, `a`).
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
